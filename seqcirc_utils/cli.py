@@ -99,7 +99,40 @@ def _add_behaviour(sub) -> None:
     p.set_defaults(run=run)
 
 
-COMMANDS: list[Callable] = [_add_dataset, _add_behaviour]
+# --------------------------------------------------------------------------- circuit
+
+
+def _add_circuit(sub) -> None:
+    p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
+    _common_dataset_args(p)
+    p.add_argument("--thresholds", default="0.8", help="comma-separated fractions in (0,1], e.g. 0.9,0.8")
+    p.add_argument("--method", choices=("sweep", "fast"), default="sweep")
+    p.add_argument("--ablation", choices=("mean", "zero", "resample"), default="mean")
+    p.add_argument("--metric", choices=("logit_diff", "kl", "prob_diff"), default="logit_diff")
+    p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
+    p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
+
+    def run(args) -> int:
+        from .circuits import find_circuits, write_circuits
+        from .results import results_dir
+
+        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+        records = find_circuits(args.model, args.task, thresholds, method=args.method, ablation=args.ablation,
+                                metric=args.metric, device=args.device, filter_correct=not args.no_filter,
+                                **dataset_kwargs(args))
+        out = args.out or results_dir(args.model) / f"circuit_{args.task}.json"
+        write_circuits(out, records)
+        for r in records:
+            heads = " ".join(f"L{l}.H{h}" for l, h in r["heads"])
+            print(f"threshold {r['threshold']:.2f}: score {r['score']:.3f}, {len(r['heads'])} heads, "
+                  f"{len(r['mlps'])} MLPs, {r['forward_passes']} forward passes, {r['seconds']:.1f} s\n  heads: {heads}")
+        print(f"wrote {out}")
+        return 0
+
+    p.set_defaults(run=run)
+
+
+COMMANDS: list[Callable] = [_add_dataset, _add_behaviour, _add_circuit]
 
 
 def build_parser() -> argparse.ArgumentParser:

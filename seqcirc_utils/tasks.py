@@ -337,7 +337,7 @@ class _Tokenized:
         self.final_position = len(self.tokens) - 1
 
 
-def _answer_policy(tokenizer, text: str, answer: str) -> tuple[bool, int]:
+def answer_token(tokenizer, text: str, answer: str) -> tuple[bool, int]:
     """Decide how the answer follows ``text``: returns ``(move_space, answer_token_id)``."""
     base, _ = _encode(tokenizer, text)
     with_answer, _ = _encode(tokenizer, text + " " + answer)
@@ -472,11 +472,11 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str) -> TaskDataset:
         answer = FAMILIES[fams[-1]][answer_idx]
         clean_r = _render(spec.template, members, fillers, spec.verb)
         bad_r = _render(spec.template, bad_members, fillers, spec.verb)
-        ms, answer_id = _answer_policy(tokenizer, clean_r.text, answer)
+        ms, answer_id = answer_token(tokenizer, clean_r.text, answer)
         move_space = ms if move_space is None else move_space
         if ms != move_space:
             raise TokenizationError("the tokenizer treats the answer's leading space inconsistently across prompts")
-        _, incorrect_id = _answer_policy(tokenizer, clean_r.text, members[-1])
+        _, incorrect_id = answer_token(tokenizer, clean_r.text, members[-1])
         clean_t = _Tokenized(tokenizer, clean_r, answer, spec.prepend_bos, ms, members)
         bad_t = _Tokenized(tokenizer, bad_r, answer, spec.prepend_bos, ms, bad_members)
         if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
