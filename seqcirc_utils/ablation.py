@@ -376,6 +376,8 @@ def ablate(
 ) -> torch.Tensor:
     """Final-position logits ``[batch, d_vocab]`` with ``components`` ablated (heads, MLPs or neurons)."""
     components = sort_components(components)
+    for c in components:
+        info.check(c)
     names = {component_hook_name(c) for c in components}
     values = compute_ablation_values(model, dataset, mode, sorted(names))
     hooks = ablation_hooks(info, components, values, dataset.check_uniform_length(), positions)

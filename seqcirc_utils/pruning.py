@@ -174,33 +174,45 @@ def attribution_scores(
     from .forward import final_logits
 
     info = ablator.info
-    components = list(components or info.components)
+    components = list(info.components if components is None else components)
     names = sorted({component_hook_name(c) for c in components})
     clean: dict[str, torch.Tensor] = {}
     grad_sum: dict[str, torch.Tensor] = {}
     alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
     ablation = ablator.hooks(list(ablated))  # run before the grabbers on the same hook points
     for alpha in alphas:
-        acts: dict[str, torch.Tensor] = {}
+        probes: dict[str, torch.Tensor] = {}
 
         def grabber(name: str, alpha=alpha):  # keyed by our name: the hook point may report its native alias
             def grab(act, hook):
-                if name not in clean:
+                if alpha == 0.0:
                     clean[name] = act.detach()
-                point = act.detach() + alpha * (ablator.values[name] - act.detach())
-                point.requires_grad_(True)
-                acts[name] = point
-                return point
+                # A zero-valued leaf added to the activation: its gradient is d metric / d activation,
+                # the *total* effect (paths through later components stay in the graph).
+                probe = torch.zeros_like(act, requires_grad=True)
+                probes[name] = probe
+                return act + alpha * (ablator.values[name].to(act) - act) + probe
 
             return grab
 
         with torch.enable_grad():
             logits = final_logits(ablator.model, ablator.tokens, batch_size=len(ablator.tokens),
                                   fwd_hooks=ablation + [(n, grabber(n)) for n in names], grad=True)
-            grads = torch.autograd.grad(_differentiable_metric(ablator, logits), [acts[n] for n in names])
+            grads = torch.autograd.grad(_differentiable_metric(ablator, logits), [probes[n] for n in names])
         ablator.forward_passes += 2  # one forward, one backward
         for n, g in zip(names, grads):
             grad_sum[n] = grad_sum.get(n, 0) + g / len(alphas)
+    if not clean:  # integrated gradients: the start point's activations come from one more pass
+        def keep(name: str):
+            def hook(act, hook):
+                clean[name] = act.detach()
+                return act
+
+            return hook
+
+        final_logits(ablator.model, ablator.tokens, batch_size=len(ablator.tokens),
+                     fwd_hooks=ablation + [(n, keep(n)) for n in names])
+        ablator.forward_passes += 1
     out = {}
     for c in components:
         n = component_hook_name(c)
@@ -257,6 +269,8 @@ def fast_prune(
         order: list[Component] = []
         lo = 0
         for _ in tqdm(range(rounds), desc=f"fast pruning @ {threshold:g}", disable=not progress, leave=False):
+            if not kept:
+                break
             ablated_now = [c for c in ablator.info.components if c not in kept]
             attr = attribution_scores(ablator, sorted(kept), ig_steps=ig_steps, ablated=ablated_now)
             by_name = {str(c): c for c in kept}

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from seqcirc_utils.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
+from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.types import head, mlp
+from conftest import hook_registry
+
+
+def _o_proj(model, layer):
+    hf = model.original_model
+    if hasattr(hf, "transformer"):  # GPT-2
+        return hf.transformer.h[layer].attn.c_proj
+    return hf.model.layers[layer].self_attn.o_proj
+
+
+@pytest.mark.parametrize("which", ["tiny_gpt2", "tiny_llama"])
+def test_mean_ablating_one_head_matches_raw_pytorch_hook(request, which):
+    model, info = request.getfixturevalue(which)
+    ds = make_dataset(model.tokenizer, "digits", n=12, seed=0)
+    layer, h = info.n_layers - 1, 1
+    ours = mean_ablate_heads(model, info, ds, [head(layer, h)])
+
+    # Independent: capture the corrupted runs' input to the output projection, average per position,
+    # and write that head's slice into the clean run's input with a plain torch pre-hook.
+    proj = _o_proj(model, layer)
+    captured = []
+    handle = proj.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach().clone()))
+    with torch.no_grad():
+        model.original_model(ds.corrupted_tokens)
+    handle.remove()
+    mean = captured[0].mean(0)  # [pos, n_heads * d_head]
+    sl = slice(h * info.d_head, (h + 1) * info.d_head)
+
+    def replace(mod, args):
+        x = args[0].clone()
+        x[:, :, sl] = mean[:, sl]
+        return (x,)
+
+    handle = proj.register_forward_pre_hook(replace)
+    with torch.no_grad():
+        ref = model.original_model(ds.tokens).logits[:, -1]
+    handle.remove()
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert not torch.allclose(ours, model.original_model(ds.tokens).logits[:, -1].detach(), atol=1e-5)
+
+
+def test_activation_patching_matches_transformer_lens(smollm):
+    from transformer_lens.patching import get_act_patch_attn_head_out_all_pos
+
+    from seqcirc_utils import metrics
+
+    model, info = smollm
+    ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
+    # TransformerLens patches the cached run into the tokens' run: corrupted cache into clean tokens.
+    _, corrupted_cache = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n.endswith("hook_z"))
+
+    def metric(logits):
+        return metrics.logit_diff(logits[:, -1], ds.answer_ids, ds.incorrect_ids).mean()
+
+    tl = get_act_patch_attn_head_out_all_pos(model, ds.tokens, corrupted_cache, metric)  # [n_layers, n_heads]
+    ours = single_component_effects(model, info, ds, info.heads, mode="resample", progress=False)
+    assert tl.shape == (info.n_layers, info.n_heads)
+    assert torch.allclose(torch.tensor(ours["metric"].values, dtype=torch.float32), tl.flatten().float(), atol=2e-3)
+
+
+def test_keep_all_is_one_and_ablate_all_matches_direct(tiny_llama):
+    model, info = tiny_llama
+    ds = make_dataset(model.tokenizer, "digits", n=10, seed=2)
+    assert circuit_score(model, info, ds, circuit=info.components).score == pytest.approx(1.0)
+    empty = circuit_score(model, info, ds, circuit=[])
+    # Direct: replace every hook_z and hook_mlp_out by its corrupted per-position mean.
+    names = [f"blocks.{l}.attn.hook_z" for l in range(info.n_layers)] + [
+        f"blocks.{l}.hook_mlp_out" for l in range(info.n_layers)]
+    _, cache = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in names)
+    hooks = [(n, (lambda m: (lambda act, hook: m.expand_as(act).clone()))(cache[n].mean(0))) for n in names]
+    with torch.no_grad():
+        full = model(ds.tokens)[:, -1]
+        with model.hooks(fwd_hooks=hooks):
+            direct = model(ds.tokens)[:, -1]
+    from seqcirc_utils.metrics import mean_logit_diff
+
+    expected = mean_logit_diff(direct, ds.answer_ids, ds.incorrect_ids) / mean_logit_diff(full, ds.answer_ids, ds.incorrect_ids)
+    assert empty.score == pytest.approx(expected, rel=1e-4)
+
+
+def test_resumed_pass_equals_full_pass(tiny_llama):
+    model, info = tiny_llama
+    ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)
+    ab = Ablator(model, info, ds)
+    ablate = [head(0, 1), head(1, 2), mlp(1)]
+    _, resid = ab.residuals([head(0, 1)])
+    resumed, _ = ab.logits_from_layer(1, resid[1], ablate)
+    assert torch.allclose(resumed, ab.logits(ablate), atol=1e-5)
+
+
+def test_position_selective_ablation(tiny_gpt2):
+    model, info = tiny_gpt2
+    ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)
+    everywhere = mean_ablate_heads(model, info, ds, [head(0, 0)])
+    at_first = mean_ablate_heads(model, info, ds, [head(0, 0)], positions=[0])
+    # BOS is identical in clean and corrupted prompts, so ablating only there changes nothing
+    with torch.no_grad():
+        clean = model(ds.tokens)[:, -1]
+    assert torch.allclose(at_first, clean, atol=1e-5)
+    assert not torch.allclose(everywhere, clean, atol=1e-5)
+
+
+def test_hooks_removed_even_on_error(tiny_gpt2):
+    model, info = tiny_gpt2
+    ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
+    before = hook_registry(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with ablated(model, info, ds, [head(0, 0), mlp(1)]):
+            assert hook_registry(model) > before
+            raise RuntimeError("boom")
+    assert hook_registry(model) == before
+    circuit_score(model, info, ds, heads=[(0, 0)], mlps=[1])
+    assert hook_registry(model) == before
+
+
+def test_bad_component_and_mode(tiny_gpt2):
+    model, info = tiny_gpt2
+    ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
+    with pytest.raises(ValueError, match="layer out of range"):
+        mean_ablate_heads(model, info, ds, [head(info.n_layers, 0)])
+    with pytest.raises(ValueError, match="valid: mean, zero, resample"):
+        circuit_score(model, info, ds, circuit=[], mode="median")
