@@ -176,7 +176,7 @@ class Ablator:
     """Scores many ablations of one (model, dataset) pair, reusing everything that can be reused.
 
     Computed once at construction: the replacement values (one corrupted pass), the full model's
-    final-position logits and metric, and the per-block call arguments used by
+    final-position logits, metric and clean activations (``clean_acts``, one clean pass), and the per-block call arguments used by
     :meth:`logits_from_layer` to resume a forward pass from a cached residual stream.
     The whole dataset runs as one batch (prompts share one length).
     """
@@ -206,7 +206,10 @@ class Ablator:
         hook_names = [component_hook_name(c) for c in info.components]
         self.values = compute_ablation_values(model, dataset, self.mode, hook_names)
         self.forward_passes += 1
-        self.full_logits = self._run(())
+        self.clean_acts: dict[str, torch.Tensor] = {}
+        self.forward_passes += 1
+        self.full_logits = final_logits(model, self.tokens, batch_size=len(self.tokens),
+                                        fwd_hooks=[(n, self._store(n)) for n in hook_names])
         self.full_metric = self.metric_value(self.full_logits)
         self._empty_kl: float | None = None
         self._replay: _Replay | None = None
@@ -234,6 +237,13 @@ class Ablator:
     # ---- running
     def hooks(self, ablated: Iterable[Component]) -> list[Hook]:
         return ablation_hooks(self.info, ablated, self.values, self.seq_len, self.positions)
+
+    def _store(self, name: str) -> Callable:
+        def hook(act, hook=None):  # noqa: ARG001
+            self.clean_acts[name] = act.detach()
+            return act
+
+        return hook
 
     def _run(self, ablated: Iterable[Component]) -> torch.Tensor:
         self.forward_passes += 1

@@ -202,7 +202,9 @@ def attribution_scores(
         ablator.forward_passes += 2  # one forward, one backward
         for n, g in zip(names, grads):
             grad_sum[n] = grad_sum.get(n, 0) + g / len(alphas)
-    if not clean:  # integrated gradients: the start point's activations come from one more pass
+    if not clean and not ablation:  # the full model's activations were cached by the Ablator
+        clean = {n: ablator.clean_acts[n] for n in names}
+    if not clean:  # integrated gradients inside a circuit: the start point needs one more pass
         def keep(name: str):
             def hook(act, hook):
                 clean[name] = act.detach()
@@ -240,27 +242,61 @@ def _differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tens
     return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids).mean()
 
 
+def largest_passing_prefix(
+    score_at, n: int, threshold: float, start_score: float, guess: int | None = None
+) -> tuple[int, float]:
+    """The largest ``k`` in ``0..n`` with ``score_at(k) >= threshold``; returns ``(k, score_at(k))``.
+
+    ``score_at(0) = start_score >= threshold`` is known. The score is assumed to fall roughly
+    monotonically with ``k``. The first probe is ``guess`` (default ``n``); later probes interpolate
+    linearly between the bracket's scores (regula falsi), with a bisection step whenever
+    interpolation lands next to a bracket end, so a smooth score curve needs few evaluations and a
+    rough one no more than about twice bisection's.
+    """
+    lo, s_lo = 0, start_score
+    hi, s_hi = n + 1, None  # hi: smallest k known to fail (n + 1 = none known yet)
+    probe = n if guess is None else min(max(int(guess), 1), n)
+    cache: dict[int, float] = {}
+    while hi - lo > 1 and probe is not None:
+        s = cache[probe] = score_at(probe)
+        if s >= threshold:
+            lo, s_lo = probe, s
+        else:
+            hi, s_hi = probe, s
+        if hi - lo <= 1:
+            break
+        if s_hi is None:  # nothing fails yet: try the largest untested k
+            probe = n if n not in cache else None
+            continue
+        frac = (s_lo - threshold) / (s_lo - s_hi) if s_lo != s_hi else 0.5
+        k = lo + int(round(frac * (hi - lo)))
+        probe = k if lo + 1 < k < hi - 1 else (lo + hi) // 2  # interpolation stuck at an end: bisect
+    return lo, s_lo
+
+
 def fast_prune(
     ablator: Ablator,
     thresholds: Sequence[float] = (0.8,),
     rounds: int = 2,
-    frontier: int = 2,
+    frontier: int = 0,
     ig_steps: int = 3,
     progress: bool = True,
 ) -> list[PruningResult]:
-    """Attribution-ranked pruning: a few rounds of (attribute, binary-search a prefix), then a local sweep.
+    """Attribution-ranked pruning: a few rounds of (attribute, search a prefix), then a local sweep.
 
-    Each round ranks the circuit's remaining components by :func:`attribution_scores` computed
-    *inside the current circuit* (removed components stay ablated), most positive first (least
-    needed), and binary-searches the largest prefix whose removal keeps the score >= threshold.
-    Rounds stop after ``rounds`` or when one removes nothing. Then the next ``frontier`` components
-    of the last ranking are each tried once. Several thresholds are nested (highest first).
-    Forward passes are counted, attribution's forward and backward included.
+    Round 1 ranks all components by integrated-gradient attribution towards the all-ablated model
+    (:func:`attribution_scores` with ``ig_steps``); later rounds re-rank the remaining components by
+    plain attribution *inside the current circuit* (removed components stay ablated). Ranking is
+    most positive first (least needed). Each round finds the largest prefix whose removal keeps the
+    score >= threshold with :func:`largest_passing_prefix`, starting from the prefix the
+    attributions themselves predict (current metric + cumulative attribution). Rounds stop after
+    ``rounds`` or when one removes nothing; then the next ``frontier`` components of the last
+    ranking are each tried once. Several thresholds are nested (highest first). Forward passes are
+    counted, attribution's forward and backward passes included.
 
-    Plain attribution (``ig_steps=1``, gradient at the clean run) ranks badly when most components
-    are removed at once (measured on SmolLM2 digits: the prefix search stalls near the full model);
-    integrated gradients towards the all-ablated model (``ig_steps=3``, the default) ranks well
-    (a circuit of about the sweep's size). ``benchmarks/discovery.py`` measures passes, size and score.
+    Plain attribution (gradient at the clean run) ranks badly when most components are removed at
+    once (measured on SmolLM2 digits: the prefix search stalls near the full model); integrated
+    gradients rank well. ``benchmarks/discovery.py`` measures passes, size and score.
     """
     results = []
     kept = set(ablator.info.components)
@@ -269,22 +305,28 @@ def fast_prune(
         removed: list[Component] = []
         order: list[Component] = []
         lo = 0
-        for _ in tqdm(range(rounds), desc=f"fast pruning @ {threshold:g}", disable=not progress, leave=False):
+        current = ablator.full_metric
+        for round_ in tqdm(range(rounds), desc=f"fast pruning @ {threshold:g}", disable=not progress, leave=False):
             if not kept:
                 break
             ablated_now = [c for c in ablator.info.components if c not in kept]
-            attr = attribution_scores(ablator, sorted(kept), ig_steps=ig_steps, ablated=ablated_now)
+            steps = ig_steps if round_ == 0 else 1
+            attr = attribution_scores(ablator, sorted(kept), ig_steps=steps, ablated=ablated_now)
+            attr = attr.sort_values(ascending=False)
             by_name = {str(c): c for c in kept}
-            order = [by_name[n] for n in attr.sort_values(ascending=False).index]
-            lo, hi = 0, len(order)  # invariant: removing order[:lo] keeps the score >= threshold
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if ablator.score(kept - set(order[:mid])).score >= threshold:
-                    lo = mid
-                else:
-                    hi = mid - 1
+            order = [by_name[n] for n in attr.index]
+            predicted = [ablator.fraction_of_full(current + s) for s in attr.cumsum().tolist()]
+            guess = max([k + 1 for k, s in enumerate(predicted) if s >= threshold], default=1)
+
+            def score_at(k: int, order=order) -> float:
+                return ablator.score(kept - set(order[:k])).score
+
+            start = ablator.fraction_of_full(current)
+            lo, lo_score = largest_passing_prefix(score_at, len(order), threshold, start, guess)
             kept -= set(order[:lo])
             removed += order[:lo]
+            if lo:
+                current = _metric_from_fraction(ablator, lo_score)
             if lo == 0:
                 break
         for c in order[lo + 1 : lo + 1 + frontier]:
@@ -295,6 +337,11 @@ def fast_prune(
         results.append(PruningResult(threshold, frozenset(kept), score, "fast",
                                      ablator.forward_passes - p0, time.perf_counter() - t0, removed))
     return results
+
+
+def _metric_from_fraction(ablator: Ablator, fraction: float) -> float:
+    """Invert :meth:`Ablator.fraction_of_full` for logit_diff / prob_diff (fraction x full metric)."""
+    return fraction * ablator.full_metric
 
 
 def prune(ablator: Ablator, thresholds: Sequence[float], method: str = "sweep", progress: bool = True) -> list[PruningResult]:
