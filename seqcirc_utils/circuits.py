@@ -52,6 +52,34 @@ def discovery_dataset(model, model_name: str, task: str, filter_correct: bool = 
     return ds
 
 
+def discover(
+    model,
+    info,
+    model_name: str,
+    task: str = "digits",
+    thresholds: Sequence[float] = (0.8,),
+    method: str = "sweep",
+    ablation: str = "mean",
+    metric: str = "logit_diff",
+    filter_correct: bool = True,
+    progress: bool = True,
+    **dataset_kwargs,
+) -> tuple[list[dict], TaskDataset, Ablator]:
+    """Find nested circuits for each threshold with an already loaded model.
+
+    Returns ``(records, dataset, ablator)``: the per-threshold circuit dicts (highest threshold
+    first), the dataset used and the :class:`Ablator` (reuse it to score more circuits on this data).
+    """
+    thresholds = check_thresholds(thresholds)
+    ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, **dataset_kwargs)
+    t0 = time.perf_counter()
+    ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
+    results = prune(ablator, thresholds, method=method, progress=progress)
+    records = [circuit_record(r, ds, ablator) for r in results]
+    records[0]["setup_seconds"] = time.perf_counter() - t0 - sum(r.seconds for r in results)
+    return records, ds, ablator
+
+
 def find_circuits(
     model_spec: str,
     task: str = "digits",
@@ -64,16 +92,10 @@ def find_circuits(
     progress: bool = True,
     **dataset_kwargs,
 ) -> list[dict]:
-    """Find nested circuits for each threshold; returns the per-threshold circuit dicts."""
-    thresholds = check_thresholds(thresholds)
+    """Load ``model_spec`` and find nested circuits for each threshold (see :func:`discover`)."""
     model, info = load_model(model_spec, device=device)
-    ds = discovery_dataset(model, model_spec, task, filter_correct=filter_correct, **dataset_kwargs)
-    t0 = time.perf_counter()
-    ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
-    results = prune(ablator, thresholds, method=method, progress=progress)
-    records = [circuit_record(r, ds, ablator) for r in results]
-    if records:  # attribute the one-off set-up (means, full run) to the first threshold
-        records[0]["setup_seconds"] = time.perf_counter() - t0 - sum(r.seconds for r in results)
+    records, _, _ = discover(model, info, model_spec, task, thresholds, method, ablation, metric,
+                             filter_correct, progress, **dataset_kwargs)
     return records
 
 
