@@ -236,7 +236,20 @@ class Ablator:
 
     # ---- running
     def hooks(self, ablated: Iterable[Component]) -> list[Hook]:
+        ablated = list(ablated)
+        self.ensure_values(component_hook_name(c) for c in ablated)
         return ablation_hooks(self.info, ablated, self.values, self.seq_len, self.positions)
+
+    def ensure_values(self, hook_names: Iterable[str]) -> None:
+        """Compute replacement values and clean activations for hook points not covered yet
+        (e.g. ``mlp.hook_post`` for neurons): one corrupted and one clean pass, only when needed."""
+        missing = sorted(set(hook_names) - set(self.values))
+        if not missing:
+            return
+        self.values.update(compute_ablation_values(self.model, self.dataset, self.mode, missing))
+        final_logits(self.model, self.tokens, batch_size=len(self.tokens),
+                     fwd_hooks=[(n, self._store(n)) for n in missing])
+        self.forward_passes += 2
 
     def _store(self, name: str) -> Callable:
         def hook(act, hook=None):  # noqa: ARG001
@@ -328,11 +341,21 @@ class Ablator:
         return logits, store
 
 
+def default_metric(dataset: TaskDataset) -> str:
+    """The natural metric for a dataset: greater-than's probability difference, else the logit difference."""
+    return "prob_diff" if dataset.task == GREATER_THAN else "logit_diff"
+
+
 _ABLATORS: dict[tuple, Ablator] = {}
 
 
-def get_ablator(model, info: ModelInfo, dataset: TaskDataset, mode="mean", metric="logit_diff", positions=None) -> Ablator:
-    """A cached :class:`Ablator` for (model, dataset, mode, metric, positions): means computed once."""
+def get_ablator(model, info: ModelInfo, dataset: TaskDataset, mode="mean", metric: str | None = "logit_diff",
+                positions=None) -> Ablator:
+    """A cached :class:`Ablator` for (model, dataset, mode, metric, positions): means computed once.
+
+    ``metric=None`` picks :func:`default_metric` for the dataset.
+    """
+    metric = metric or default_metric(dataset)
     key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
            tuple(positions) if positions is not None else None)
     if key not in _ABLATORS:

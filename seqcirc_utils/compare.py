@@ -54,30 +54,33 @@ def membership_matrix(circuits: Circuits) -> pd.DataFrame:
 
 
 def cross_task_scores(
-    model, info: ModelInfo, circuits: Circuits, datasets: Mapping[str, TaskDataset], mode: str = "mean"
+    model, info: ModelInfo, circuits: Circuits, datasets: Mapping[str, TaskDataset], mode: str = "mean",
+    metric: str | None = None,
 ) -> pd.DataFrame:
     """Score every circuit on every task's data: rows = circuit's task, columns = data's task.
 
     Each cell is the circuit's metric with everything else ablated, as a fraction of the full
-    model's metric on that data (the paper: numerals circuit on number-word data, ...).
+    model's metric on that data (the paper: numerals circuit on number-word data, ...). The metric
+    defaults per dataset (greater-than: probability difference; otherwise logit difference).
     """
     table = {}
     for data_name, ds in datasets.items():
-        ab = get_ablator(model, info, ds, mode)
+        ab = get_ablator(model, info, ds, mode, metric)
         table[data_name] = {name: ab.score(comps).score for name, comps in circuits.items()}
     return pd.DataFrame(table).rename_axis(index="circuit", columns="data")
 
 
 def analogous_ablation(
     model, info: ModelInfo, dataset: TaskDataset, sub_circuit: Iterable[Component],
-    within: Iterable[Component] | None = None, mode: str = "mean",
+    within: Iterable[Component] | None = None, mode: str = "mean", metric: str | None = None,
 ) -> dict:
     """Ablate ``sub_circuit`` (e.g. the greater-than heads) inside another task.
 
     From the full model (``within=None``) or from that task's circuit ``within``: returns the
     score (fraction of the full metric) before and after removing the sub-circuit, and the drop.
+    The metric defaults per dataset (greater-than: probability difference).
     """
-    ab = get_ablator(model, info, dataset, mode)
+    ab = get_ablator(model, info, dataset, mode, metric)
     base = set(info.components) if within is None else set(within)
     sub = set(sub_circuit)
     before = ab.score(base).score

@@ -176,6 +176,7 @@ def attribution_scores(
     info = ablator.info
     components = list(info.components if components is None else components)
     names = sorted({component_hook_name(c) for c in components})
+    ablator.ensure_values(names)
     clean: dict[str, torch.Tensor] = {}
     grad_sum: dict[str, torch.Tensor] = {}
     alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
