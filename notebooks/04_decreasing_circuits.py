@@ -45,7 +45,7 @@ from seqcirc_utils.types import Circuit
 
 plots.enable_offline()
 if smoke:
-    n_prompts, lengths = min(n_prompts, 12), lengths[:1]
+    n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
     print(f"SMOKE MODE: {n_prompts} prompts, lengths {lengths}; numbers are not results.")
 print(f"model={model} task={task} template={template} n_prompts={n_prompts} method={method} threshold={threshold}")
 
