@@ -1,0 +1,276 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Successor heads: which heads write "the next member"?
+#
+# A *successor head* (Gould et al. 2024) is a head whose OV circuit maps a member of an ordered
+# family to the member after it: attending to `March` it writes `April`. We score every head's
+# **effective OV circuit** without running any prompt (see `seqcirc_utils.ov_scores`): each family
+# member's effective embedding (token embedding plus MLP0) goes through the head's value and output
+# matrices, the final norm and the unembedding, and we ask which member comes out on top:
+#
+# - **next**: the successor (`i -> i+1`); **copy**: the member itself; **prev**: the predecessor;
+#   **add2**: two members ahead;
+# - each score is the fraction of the family's single-token members whose target is in the head's
+#   top-k outputs, the top-k taken over the family's members (`over="family"`, the successor-heads
+#   paper's succession score; with `top_k=1` copy and next are exclusive) or over the whole vocabulary
+#   (`over="vocab"`, slow on CPU).
+#
+# Families: digits, number words, months, days, letters. For the top next head of the focus family
+# we then look at what it does on real prompts: its OV member x member table, its QK table, and its
+# attention from the final position to the members. Finally, two views of where the answer comes
+# from on those prompts: **direct logit attribution** (each head's and MLP's direct contribution to
+# `logit(correct) - logit(last member)` at the final position) and the **logit lens** (the first
+# layer at which the answer is the top-1 token of the residual stream).
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+n_prompts = 32  # focus-family prompts before filtering to correct answers (attention, DLA)
+n_lens = 16  # of those, prompts read by the logit lens (slow: every layer, position and vocabulary entry)
+seed = 0  # dataset seed
+device = None  # torch device; None picks one
+smoke = False  # tiny sizes for CI: the focus family only, few prompts
+families = ["digits", "number_words", "months", "days", "letters"]  # families scored
+focus = "digits"  # family whose top next head, attention, DLA and logit lens are examined
+kinds = ["copy", "next", "prev", "add2"]  # OV score kinds (copy, next, prev, add<k>, sub<k>)
+over = "family"  # top-k over the family's members ("family") or the whole vocabulary ("vocab", slow on CPU)
+top_k = 1  # a target counts when it is in the head's top-k outputs
+embedding = "mlp0"  # effective embedding: "mlp0" (W_E + MLP0), "mlp0_only" or "embed"
+template = "among_words"  # template of the focus-family prompts
+top_n = 5  # rows of the top-heads tables
+
+# %%
+import altair as alt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from seqcirc_utils import plots
+from seqcirc_utils.attention import attention_summary, dataset_member_attention, final_to_member_table
+from seqcirc_utils.circuits import discovery_dataset
+from seqcirc_utils.logit_lens import dataset_dla, dataset_logit_lens, first_top1_summary, top_dla
+from seqcirc_utils.models import load_model
+from seqcirc_utils.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
+from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.types import parse_component
+
+plots.enable_offline()
+if focus not in families:
+    families = [focus, *families]
+if smoke:
+    families = [focus]
+    n_prompts, n_lens = min(n_prompts, 12), min(n_lens, 4)
+    print(f"SMOKE MODE: families {families}, {n_prompts} prompts, {n_lens} for the logit lens; numbers are not results.")
+print(f"model={model} families={families} focus={focus} kinds={kinds} over={over} top_k={top_k} "
+      f"embedding={embedding} n_prompts={n_prompts} n_lens={n_lens} template={template} seed={seed}")
+
+# %% [markdown]
+# ## OV scores per family
+#
+# One row per family: how many single-token members it has for this tokenizer, the score a head
+# would get by chance (top-k of the candidates at random), and its best head for each kind.
+
+# %%
+lm, info = load_model(model, device=device)
+scores, skipped = {}, {}
+for f in families:
+    try:
+        scores[f] = ov_scores(lm, f, kinds=kinds, top_k=top_k, over=over, embedding=embedding, progress=False)
+    except ValueError as err:  # e.g. fewer than two single-token members for this tokenizer
+        skipped[f] = str(err)
+families = list(scores)
+members = {f: len(family_tokens(lm.tokenizer, f)) for f in families}
+overview = pd.DataFrame([
+    {"family": f, "members": members[f],
+     "chance": min(top_k / (members[f] if over == "family" else lm.cfg.d_vocab), 1.0),
+     **{f"best_{k}": top_heads(scores[f], k, 1)["component"][0] for k in kinds},
+     **{f"best_{k}_score": float(top_heads(scores[f], k, 1)[k][0]) for k in kinds}}
+    for f in families])
+for f, err in skipped.items():
+    display(Markdown(f"**{f} skipped:** {err}"))
+overview.round(3)
+
+# %% [markdown]
+# ## Next score of every head
+#
+# One layer x head grid per family (layer 0 at the top), on a shared colour scale.
+
+# %%
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[f], "next"), title=f, value_title="next score",
+                                         diverging=False) for f in families],
+                    title=f"{model}: OV next score (top-{top_k} over {over})").resolve_scale(color="shared"))
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[focus], k), title=k, value_title="score",
+                                         diverging=False) for k in kinds],
+                    title=f"{focus}: every score kind").resolve_scale(color="shared"))
+
+# %% [markdown]
+# ## Top next heads per family
+#
+# With `over="family"` and `top_k=1` a score is a fraction of a dozen or so members, so it moves in
+# coarse steps and ties are common; ties are listed by layer, then head.
+
+# %%
+cols = ["component", *kinds, *[f"n_{k}" for k in kinds]]
+for f in families:
+    display(Markdown(f"**{f}: top {top_n} heads by next score**"))
+    display(top_heads(scores[f], "next", top_n)[cols].round(3))
+
+# %% [markdown]
+# Heads that are successor heads for several families at once: the heads with the highest mean next
+# score over the families, and their score in each.
+
+# %%
+by_family = pd.concat([scores[f].assign(family=f) for f in families]).pivot_table(
+    index="component", columns="family", values="next", sort=False)[families]
+shared = by_family.assign(mean=by_family.mean(axis=1)).sort_values("mean", ascending=False).head(2 * top_n)
+display(shared.round(3))
+plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="family"), row="head", col="family",
+                     value_title="next score", title="next score of the heads best on average")
+
+# %% [markdown]
+# ## The top next head of the focus family
+#
+# Its OV table (rows: the member attended to; columns: the family members it writes, as logits) and
+# its QK table (rows: query member; columns: key member; each row's softmax over the members, at
+# relative distance 0 for rotary models).
+
+# %%
+best = parse_component(top_heads(scores[focus], "next", 1)["component"][0])
+ov_table = ov_member_table(lm, best, focus, embedding=embedding)
+qk = qk_table(lm, best, focus, embedding=embedding)
+display(plots.matrix_heatmap(plots.matrix_frame(ov_table, row="attended member", col="output member"),
+                             row="attended member", col="output member", value_title="logit",
+                             title=f"{focus}: {best} OV circuit"))
+plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"), row="query member",
+                     col="key member", value_title="attention", title=f"{focus}: {best} QK circuit (softmax)")
+
+# %% [markdown]
+# ### Attention on prompts
+#
+# Prompts of the focus family in the chosen template, kept only where the model answers correctly
+# (top-1 and p(correct) > 2 p(incorrect), as for circuit discovery). The matrix shows the mean
+# attention from the final position to each member (`m-1` the last member shown) for the top next
+# heads; the table adds attention to BOS.
+
+# %%
+ds = discovery_dataset(lm, model, focus, template=template, n=n_prompts, seed=seed, min_prompts=4 if smoke else 8)
+print(f"{len(ds)} of {n_prompts} prompts kept; e.g. {ds.prompts[0].text!r} -> {ds.prompts[0].answer!r}")
+att = dataset_member_attention(lm, ds, progress=False)
+f2m = final_to_member_table(att).set_index("component")
+att_summary = attention_summary(att).set_index("component")
+top_next = top_heads(scores[focus], "next", top_n)["component"].tolist()
+display(pd.concat([f2m.loc[top_next], att_summary.loc[top_next, ["final_to_bos"]]], axis=1).round(3))
+plots.matrix_heatmap(plots.matrix_frame(f2m.loc[top_next], row="head", col="member"), row="head", col="member",
+                     value_title="attention", title=f"{focus}: final position -> members, top next heads")
+
+# %% [markdown]
+# ## Direct logit attribution
+#
+# Mean direct contribution of every part of the final residual stream to
+# `logit(correct) - logit(last member)` (nats), with the final norm's scale frozen; the parts sum to
+# the model's logit difference. Left: the parts with the largest magnitude; right: every head.
+
+# %%
+dla = dataset_dla(lm, ds, batch_size=64, progress=False)
+dla_table = dla.to_dataframe()
+top_parts = top_dla(dla, 10)
+head_dla = dla_table[dla_table["kind"] == "head"].assign(
+    head=lambda d: d["component"].map(lambda c: parse_component(c).index))
+display(top_parts.round(3))
+print(f"parts sum to {float(dla.values.sum(0).mean()):.3f} nats; the model's mean logit difference is "
+      f"{float(dla.logit_diff.mean()):.3f} nats")
+alt.hconcat(plots.bar_chart(top_parts, x="component", y="mean", sort=list(top_parts["component"]),
+                            y_title="mean DLA (nats)", title="largest parts"),
+            plots.head_heatmap(plots.head_frame(head_dla, "mean"), title="every head", value_title="DLA (nats)"),
+            title=f"{focus}: direct logit attribution")
+
+# %% [markdown]
+# ## Logit lens: where the answer first becomes top-1
+#
+# For each prompt, the first layer whose residual stream (read through the final norm and
+# unembedding) has the answer as its top-1 token (`first_top1`), and the first layer from which it
+# stays top-1 to the output (`stable_top1`). Layer -1 is the embeddings; "never" means not top-1.
+
+# %%
+lens_ds = ds.subset(list(range(min(n_lens, len(ds)))))
+lens = dataset_logit_lens(lm, lens_ds, progress=False)
+first = first_top1_summary(lens)
+first_long = first.assign(layer=first["layer"].map(lambda l: "never" if l == -2 else str(l))).melt(
+    id_vars="layer", var_name="measure", value_name="prompts")
+display(first)
+plots.bar_chart(first_long, x="layer", y="prompts", color="measure", sort=list(first_long["layer"].drop_duplicates()),
+                title=f"{focus}: first layer with the answer top-1 ({len(lens_ds)} prompts)")
+
+# %%
+out = write_json_atomic(results_dir(model) / "successor_heads.json", {
+    "model": model, "smoke": smoke, "families": families, "skipped": skipped, "kinds": kinds, "over": over,
+    "top_k": top_k, "embedding": embedding, "focus": focus, "template": template, "seed": seed,
+    "n_prompts": n_prompts, "n_kept": len(ds), "n_lens": len(lens_ds),
+    "overview": frame_records(overview),
+    "scores": {f: frame_records(scores[f].drop(columns="kv_head")) for f in families},
+    "top_next_head": {
+        "component": str(best),
+        "ov_member_table": {"rows": list(ov_table.index), "columns": list(ov_table.columns),
+                            "logits": ov_table.values.tolist()},
+        "qk_table": {"rows": list(qk.index), "columns": list(qk.columns), "softmax": qk.values.tolist()},
+        "final_to_members": {"component": str(best), "pattern": [f2m.loc[str(best)].tolist()],
+                             "query_labels": ["final"], "key_labels": list(f2m.columns)},
+    },
+    "dla": frame_records(dla_table), "dla_heads": frame_records(head_dla[["component", "layer", "head", "mean", "std"]]),
+    "dla_logit_diff": float(dla.logit_diff.mean()),
+    "logit_lens_first_top1": frame_records(first),
+})
+print(f"wrote {out}")
+
+# %% [markdown]
+# ## What the numbers say
+#
+# Computed from the tables above, so it stays true whichever model and families the notebook ran on.
+
+# %%
+lines = []
+for row in overview.itertuples():
+    t = top_heads(scores[row.family], "next", 1).iloc[0]
+    lines.append(f"- **{row.family}** ({row.members} members): the best next head is "
+                 f"**{t['component']}** (next {t['next']:.2f} vs chance {row.chance:.2f}"
+                 + (f", copy {t['copy']:.2f}" if "copy" in kinds else "") + ").")
+if len(families) > 1:
+    s = shared.iloc[0]
+    above = [f for f in families if s[f] > 2 * overview.set_index("family").loc[f, "chance"]]
+    lines.append(f"- Averaged over the {len(families)} families the strongest successor head is **{shared.index[0]}** "
+                 f"(mean next {s['mean']:.2f}; " + ", ".join(f"{f} {s[f]:.2f}" for f in families) + "); "
+                 f"it scores more than twice chance on {len(above)} of {len(families)} families"
+                 + (f" ({', '.join(above)})." if above else "."))
+last = f2m.loc[str(best)]
+lines.append(f"- On {len(ds)} correctly answered {focus} prompts, {best} sends {last.iloc[-1]:.2f} of the final "
+             f"position's attention to the last member and {last.sum():.2f} to all members "
+             f"(BOS {att_summary.loc[str(best), 'final_to_bos']:.2f}).")
+head_rank = head_dla.sort_values("mean", ascending=False).reset_index(drop=True)
+rank = int(head_rank.index[head_rank["component"] == str(best)][0]) + 1
+lead = top_parts.iloc[0]
+lines.append(f"- Direct logit attribution: the largest part is **{lead.component}** ({lead['mean']:+.2f} nats of a mean "
+             f"logit difference of {float(dla.logit_diff.mean()):.2f}); the top head is **{head_rank.component[0]}** "
+             f"({head_rank['mean'][0]:+.2f}); {best} ranks {rank} of {len(head_rank)} heads by direct effect "
+             f"({float(head_dla.set_index('component').loc[str(best), 'mean']):+.2f} nats).")
+reached = first[first["layer"] >= -1]
+if len(reached):
+    mode = reached.sort_values("first_top1", ascending=False).iloc[0]
+    lines.append(f"- Logit lens: the answer first becomes top-1 at layer {int(reached['layer'].min())} at the earliest "
+                 f"and most often at layer {int(mode.layer)} ({int(mode.first_top1)} of {len(lens_ds)} prompts); "
+                 f"{best} sits in layer {best.layer}, "
+                 + ("before" if best.layer < mode.layer else "at" if best.layer == mode.layer else "after")
+                 + " that layer.")
+else:
+    lines.append(f"- Logit lens: the answer is never top-1 at the final position in the {len(lens_ds)} prompts read.")
+if smoke:
+    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
+display(Markdown("\n".join(lines)))
