@@ -238,7 +238,8 @@ def direct_logit_attribution(
     """
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     n_layers = len(model.blocks)
-    n_heads = model.W_O.shape[1]
+    W_O = model.W_O  # [n_layers, n_heads, d_head, d_model]; read once (the bridge rebuilds it per access)
+    n_heads = W_O.shape[1]
     names = {"blocks.0.hook_resid_pre", "ln_final.hook_scale", "ln_final.hook_in"}
     for l in range(n_layers):
         names |= {f"blocks.{l}.attn.hook_z", f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"}
@@ -259,7 +260,7 @@ def direct_logit_attribution(
         parts = [cache["blocks.0.hook_resid_pre"][:, -1]]  # each [b, d_model]
         for l in range(n_layers):
             z = cache[f"blocks.{l}.attn.hook_z"][:, -1]  # [b, n_heads, d_head]
-            heads = torch.einsum("bhe,hed->bhd", z, model.W_O[l])  # [b, n_heads, d_model]
+            heads = torch.einsum("bhe,hed->bhd", z, W_O[l].to(z))  # [b, n_heads, d_model]
             parts += list(heads.unbind(1))
             parts.append(cache[f"blocks.{l}.hook_attn_out"][:, -1] - heads.sum(1))
             parts.append(cache[f"blocks.{l}.hook_mlp_out"][:, -1])
