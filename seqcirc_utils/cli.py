@@ -132,7 +132,125 @@ def _add_circuit(sub) -> None:
     p.set_defaults(run=run)
 
 
-COMMANDS: list[Callable] = [_add_dataset, _add_behaviour, _add_circuit]
+# --------------------------------------------------------------------------- run / list (notebooks)
+
+
+def _add_run(sub) -> None:
+    from .runner import EXECUTED_DIR, NOTEBOOKS_DIR
+
+    p = sub.add_parser("run", help="execute notebooks/NN_NAME.py with papermill into book/executed/NN_NAME.ipynb")
+    p.add_argument("names", nargs="*", metavar="NAME", help="notebook name, with or without the NN_ prefix")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="notebook parameter; VALUE is parsed as JSON when possible (4, 0.5, true, [1,2]), else a string")
+    p.add_argument("--all", action="store_true", help="run every notebook in NN order")
+    p.add_argument("--keep-going", action="store_true", help="with several notebooks: do not stop at a failure")
+    p.add_argument("--out-dir", default=str(EXECUTED_DIR), help="where executed notebooks go (default book/executed)")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
+
+    def run(args) -> int:
+        from .runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook, run_notebooks,
+                             summary_table)
+
+        if args.all == bool(args.names):
+            raise ValueError("give notebook NAME(s) or --all (not both)")
+        notebooks = (find_notebooks(args.notebooks_dir) if args.all
+                     else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
+        results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
+                                keep_going=args.keep_going, progress=not args.no_progress)
+        print(summary_table(results))
+        return 0 if all(r.ok for r in results) and len(results) == len(notebooks) else 1
+
+    p.set_defaults(run=run)
+
+
+def _add_list(sub) -> None:
+    from .runner import NOTEBOOKS_DIR
+
+    p = sub.add_parser("list", help="list the notebooks and their parameters")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+    def run(args) -> int:
+        from .runner import find_notebooks, list_table
+
+        print(list_table(find_notebooks(args.notebooks_dir)))
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _add_scores(sub) -> None:
+    p = sub.add_parser("scores", help="rank heads by OV score (copy/next/prev/add<k>) or induction offset")
+    p.add_argument("--model", default=EMBEDDED_MODEL)
+    p.add_argument("--device", default=None)
+    p.add_argument("--family", default="digits", help="digits, number_words, months, days, letters")
+    p.add_argument("--kind", default="next", help="copy, next, prev, add<k>, sub<k> (OV) or induction")
+    p.add_argument("--top", type=int, default=10, help="number of heads printed")
+    p.add_argument("--k", type=int, default=1, help="OV: target must be in the top-k output logits")
+    p.add_argument("--over", choices=("family", "vocab"), default="family", help="OV: top-k over these tokens")
+    p.add_argument("--embedding", choices=("mlp0", "mlp0_only", "embed"), default="mlp0")
+    p.add_argument("--n", type=int, default=32, help="induction: number of irregularly spaced prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("json", "table"), default="table")
+
+    def run(args) -> int:
+        model, _ = _load_tokenizer_model(args)
+        if args.kind == "induction":
+            from .induction import induction_table
+
+            df = induction_table(model, args.family, n=args.n, seed=args.seed)
+            cols = ["component", "member_k1", "token_k1", "same_type_k1", "member_k2", "token_k2"]
+            df = df.sort_values("member_k1", ascending=False).head(args.top)[cols]
+        else:
+            from .ov_scores import ov_scores, parse_kind, top_heads
+
+            parse_kind(args.kind)  # a clear error before any work
+            kinds = list(dict.fromkeys([args.kind, "copy", "next"]))
+            df = ov_scores(model, args.family, kinds, top_k=args.k, over=args.over, embedding=args.embedding)
+            df = top_heads(df, args.kind, args.top)[["component", *kinds, f"n_{args.kind}"]]
+        _print_table(df.reset_index(drop=True), args.format)
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def _add_edges(sub) -> None:
+    p = sub.add_parser("edges", help="edge circuit inside a node circuit: path patching (exact) or EAP / EAP-IG")
+    p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
+    p.add_argument("--threshold", type=float, default=0.8,
+                   help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file")
+    p.add_argument("--method", choices=("exact", "eap", "eap-ig"), default="exact")
+    p.add_argument("--ig-steps", type=int, default=5, help="integrated-gradient steps for eap-ig")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="output JSON (default results/<model>/edges_<task>.json)")
+
+    def run(args) -> int:
+        from .circuits import load_circuit
+        from .patching import run_edges
+        from .results import results_dir, write_json_atomic
+
+        data = json.loads(open(args.circuit).read())
+        record = load_circuit(args.circuit, args.threshold) if "circuits" in data else data
+        out = run_edges(record, args.threshold, method=args.method, ig_steps=args.ig_steps, device=args.device)
+        path = args.out or results_dir(out["model"]) / f"edges_{out['task']}.json"
+        write_json_atomic(path, out)
+        f = out["faithfulness"]
+        print(f"{out['n_edges']} of {out['n_candidate_edges']} edges kept: edge-circuit score {out['score']:.3f} "
+              f"(node circuit {f['node_circuit_score']:.3f}, node ablation of connected nodes "
+              f"{f['node_ablation_score_connected']:.3f}), {out['forward_passes']} forward passes, {out['seconds']:.1f} s")
+        print(f"wrote {path}")
+        return 0
+
+    p.set_defaults(run=run)
+
+
+COMMANDS: list[Callable] = [_add_dataset, _add_behaviour, _add_circuit, _add_run, _add_list, _add_scores, _add_edges]
 
 
 def build_parser() -> argparse.ArgumentParser:

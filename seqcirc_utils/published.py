@@ -1,0 +1,137 @@
+"""The paper's GPT-2 small numbers beside this compendium's, read from ``results/<model>/*.json``.
+
+Published values come from Lan, Torr & Barez (arXiv 2311.04131, EMNLP 2024) and, for greater-than,
+Hanna, Liu & Variengien (NeurIPS 2023); see ``shared/reference/published-results.md``. Each
+:class:`Anchor` names how to read the matching number from a result file; a missing file or key reads
+as "not in this run". To compare a new result, add an :class:`Anchor` whose ``ours`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from .results import read_json
+
+PUBLISHED_MODEL = "gpt2-small"
+Reader = Callable[[Path], "str | None"]
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One published number, its source, and how to read ours from ``results/<model>/``."""
+
+    quantity: str
+    published: str
+    source: str
+    ours: Reader | None = None
+
+
+def _load(results: Path, name: str) -> Any | None:
+    path = results / name
+    return read_json(path) if path.is_file() else None
+
+
+def _behaviour_value(task: str, template: str, direction: str, column: str, percent: bool = False) -> Reader:
+    def read(results: Path) -> str | None:
+        data = _load(results, "behaviour.json")
+        for row in (data or {}).get("rows", []):
+            if (row.get("task"), row.get("template"), row.get("direction")) == (task, template, direction):
+                value = row.get(column)
+                if value is None:
+                    return None
+                return f"{100 * value:.1f} %" if percent else f"{value:.3f}"
+        return None
+
+    return read
+
+
+def _circuit(results: Path, task: str, threshold: float = 0.8) -> dict | None:
+    data = _load(results, f"circuit_{task}.json")
+    if data is None:
+        return None
+    for record in data.get("circuits", [data]):
+        if abs(float(record.get("threshold", -1)) - threshold) < 1e-9:
+            return record
+    return None
+
+
+def _heads(record: dict) -> list[str]:
+    return [f"{l}.{h}" for l, h in record.get("heads", [])]
+
+
+def _circuit_heads(task: str) -> Reader:
+    def read(results: Path) -> str | None:
+        record = _circuit(results, task)
+        return None if record is None else f"{len(record['heads'])}: {' '.join(_heads(record))}"
+
+    return read
+
+
+def _circuit_score(task: str) -> Reader:
+    def read(results: Path) -> str | None:
+        record = _circuit(results, task)
+        return None if record is None else f"{100 * record['score']:.2f} %"
+
+    return read
+
+
+def _circuit_mlps(task: str) -> Reader:
+    def read(results: Path) -> str | None:
+        record = _circuit(results, task)
+        return None if record is None else f"{len(record['mlps'])} kept: " + " ".join(f"MLP{m}" for m in record["mlps"])
+
+    return read
+
+
+def _shared_heads(results: Path) -> str | None:
+    records = [_circuit(results, t) for t in ("digits", "number_words", "months")]
+    if any(r is None for r in records):
+        return None
+    shared = set.intersection(*(set(_heads(r)) for r in records))
+    ordered = sorted(shared, key=lambda s: tuple(int(x) for x in s.split(".")))
+    return f"{len(ordered)}: {' '.join(ordered)}"
+
+
+PAPER = "Lan et al. 2024"
+ANCHORS: tuple[Anchor, ...] = (
+    Anchor("p(correct), digits, pure, increasing", '0.924 ("1 2 3 4" -> " 5")', PAPER,
+           _behaviour_value("digits", "pure", "increasing", "p_correct")),
+    Anchor("greater-than probability difference", "81.7 %", "Hanna et al. 2023",
+           _behaviour_value("greater_than", "pure", "increasing", "prob_diff", percent=True)),
+    Anchor("numerals circuit at 80 %: heads", "14: 0.1 1.5 4.4 4.10 5.0 6.1 6.6 6.10 7.11 8.1 8.6 8.8 8.9 9.1", PAPER,
+           _circuit_heads("digits")),
+    Anchor("numerals circuit at 80 %: MLPs", "all but MLP5", PAPER, _circuit_mlps("digits")),
+    Anchor("numerals circuit at 80 %: score", "81.01 %", PAPER, _circuit_score("digits")),
+    Anchor("number-words circuit at 80 %: heads",
+           "19: numerals minus 5.0, plus 5.8 7.2 7.6 8.11 9.5 9.7", PAPER, _circuit_heads("number_words")),
+    Anchor("number-words circuit at 80 %: MLPs", "all 12", PAPER, _circuit_mlps("number_words")),
+    Anchor("number-words circuit at 80 %: score", "81.11 %", PAPER, _circuit_score("number_words")),
+    Anchor("months circuit at 80 %: heads", "13: 0.1 0.5 4.4 6.1 6.6 6.10 7.6 7.9 7.10 7.11 8.8 9.1 10.7", PAPER,
+           _circuit_heads("months")),
+    Anchor("months circuit at 80 %: MLPs", "all but MLP5, MLP11", PAPER, _circuit_mlps("months")),
+    Anchor("heads shared by all three circuits", "8: 0.1 4.4 6.1 6.6 6.10 7.11 8.8 9.1", PAPER, _shared_heads),
+    Anchor("numerals circuit on number-word data", "48.4 %", PAPER),
+    Anchor("number-word circuit on numerals", "87.4 %", PAPER),
+    Anchor("months circuit on numerals", "43.7 %", PAPER),
+    Anchor("single-head ablation from the full model (numerals)",
+           "7.11 -47.1, 10.7 -15.0, 1.5 -14.3, 8.8 -13.3, 4.4 -13.1, 9.1 -8.8 points", PAPER),
+    Anchor("MLP ablation, % of full kept (numerals)", "MLP0 37.4, MLP9 28.7, MLP10 67.3", PAPER),
+    Anchor("OV 'next' score of head 9.1 (top-5)", "numerals 87.4 %, number words 90.6 %", PAPER),
+    Anchor("logit lens: layer 9's top token is the answer", "1531 / 1536 prompts", PAPER),
+    Anchor("digits pure sequences: circuit size", "51 heads at 97 %, 43 heads at 80 %", f"{PAPER} (earlier version)"),
+)
+
+
+def comparison_table(results: str | Path, anchors: tuple[Anchor, ...] = ANCHORS) -> pd.DataFrame:
+    """One row per anchor: quantity, published (GPT-2 small), this run (or "not in this run"), source."""
+    results = Path(results)
+    rows = []
+    for a in anchors:
+        ours = a.ours(results) if a.ours is not None else None
+        rows.append({"quantity": a.quantity, "published (GPT-2 small)": a.published,
+                     "this run": ours if ours is not None else "not in this run", "source": a.source})
+    return pd.DataFrame(rows)
