@@ -31,7 +31,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
-n_prompts = 64  # prompts per (task, template, direction)
+n_prompts = 32  # prompts per (task, template, direction)
 seed = 0  # dataset seed
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI: few prompts, the pure template only
