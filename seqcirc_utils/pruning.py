@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .ablation import Ablator, CircuitScore, component_hook_name
-from .types import Component, sort_components
+from .types import Circuit, Component, sort_components
 
 BACKWARD_THEN_FORWARD = "backward_then_forward"
 
@@ -65,12 +65,16 @@ class PruningResult:
     removed_order: list[Component] = field(default_factory=list)
 
     @property
+    def circuit(self) -> Circuit:
+        return Circuit(self.components, {"threshold": self.threshold, "method": self.method})
+
+    @property
     def heads(self) -> list[Component]:
-        return sort_components(c for c in self.components if c.is_head)
+        return self.circuit.heads
 
     @property
     def mlps(self) -> list[Component]:
-        return sort_components(c for c in self.components if c.is_mlp)
+        return self.circuit.mlps
 
 
 def _sweep_order(components: Sequence[Component]) -> tuple[list[Component], list[Component]]:
