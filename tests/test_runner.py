@@ -64,8 +64,9 @@ def test_list_shows_notebooks_and_parameters():
     res = seqcirc("list")
     assert res.returncode == 0, res.stderr
     assert "01_behaviour" in res.stdout
-    for line in ('model = "smollm2-135m"', "n_prompts = 64", "smoke = False"):
-        assert line in res.stdout
+    block = res.stdout.split("01_behaviour", 1)[1].split("\n0", 1)[0]  # 01_behaviour's parameter lines
+    for line in ('model = "smollm2-135m"', "n_prompts = ", "smoke = False"):
+        assert line in block
     assert [nb.stem for nb in find_notebooks()][0] == "01_behaviour"
 
 
