@@ -8,6 +8,8 @@ as "not in this run". To compare a new result, add an :class:`Anchor` whose ``ou
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -96,33 +98,36 @@ def _shared_heads(results: Path) -> str | None:
     return f"{len(ordered)}: {' '.join(ordered)}"
 
 
+# The published numbers live in data/published_anchors.json (display data, never computed with).
+_PUBLISHED: dict[str, str] = json.loads(
+    (Path(__file__).parent / "data" / "published_anchors.json").read_text(encoding="utf-8"))["anchors"]
 PAPER = "Lan et al. 2024"
 ANCHORS: tuple[Anchor, ...] = (
-    Anchor("p(correct), digits, pure, increasing", '0.924 ("1 2 3 4" -> " 5")', PAPER,
+    Anchor("p(correct), digits, pure, increasing", _PUBLISHED["p(correct), digits, pure, increasing"], PAPER,
            _behaviour_value("digits", "pure", "increasing", "p_correct")),
-    Anchor("greater-than probability difference", "81.7 %", "Hanna et al. 2023",
+    Anchor("greater-than probability difference", _PUBLISHED["greater-than probability difference"], "Hanna et al. 2023",
            _behaviour_value("greater_than", "pure", "increasing", "prob_diff", percent=True)),
-    Anchor("numerals circuit at 80 %: heads", "14: 0.1 1.5 4.4 4.10 5.0 6.1 6.6 6.10 7.11 8.1 8.6 8.8 8.9 9.1", PAPER,
+    Anchor("numerals circuit at 80 %: heads", _PUBLISHED["numerals circuit at 80 %: heads"], PAPER,
            _circuit_heads("digits")),
-    Anchor("numerals circuit at 80 %: MLPs", "all but MLP5", PAPER, _circuit_mlps("digits")),
-    Anchor("numerals circuit at 80 %: score", "81.01 %", PAPER, _circuit_score("digits")),
+    Anchor("numerals circuit at 80 %: MLPs", _PUBLISHED["numerals circuit at 80 %: MLPs"], PAPER, _circuit_mlps("digits")),
+    Anchor("numerals circuit at 80 %: score", _PUBLISHED["numerals circuit at 80 %: score"], PAPER, _circuit_score("digits")),
     Anchor("number-words circuit at 80 %: heads",
-           "19: numerals minus 5.0, plus 5.8 7.2 7.6 8.11 9.5 9.7", PAPER, _circuit_heads("number_words")),
-    Anchor("number-words circuit at 80 %: MLPs", "all 12", PAPER, _circuit_mlps("number_words")),
-    Anchor("number-words circuit at 80 %: score", "81.11 %", PAPER, _circuit_score("number_words")),
-    Anchor("months circuit at 80 %: heads", "13: 0.1 0.5 4.4 6.1 6.6 6.10 7.6 7.9 7.10 7.11 8.8 9.1 10.7", PAPER,
+           _PUBLISHED["number-words circuit at 80 %: heads"], PAPER, _circuit_heads("number_words")),
+    Anchor("number-words circuit at 80 %: MLPs", _PUBLISHED["number-words circuit at 80 %: MLPs"], PAPER, _circuit_mlps("number_words")),
+    Anchor("number-words circuit at 80 %: score", _PUBLISHED["number-words circuit at 80 %: score"], PAPER, _circuit_score("number_words")),
+    Anchor("months circuit at 80 %: heads", _PUBLISHED["months circuit at 80 %: heads"], PAPER,
            _circuit_heads("months")),
-    Anchor("months circuit at 80 %: MLPs", "all but MLP5, MLP11", PAPER, _circuit_mlps("months")),
-    Anchor("heads shared by all three circuits", "8: 0.1 4.4 6.1 6.6 6.10 7.11 8.8 9.1", PAPER, _shared_heads),
-    Anchor("numerals circuit on number-word data", "48.4 %", PAPER),
-    Anchor("number-word circuit on numerals", "87.4 %", PAPER),
-    Anchor("months circuit on numerals", "43.7 %", PAPER),
+    Anchor("months circuit at 80 %: MLPs", _PUBLISHED["months circuit at 80 %: MLPs"], PAPER, _circuit_mlps("months")),
+    Anchor("heads shared by all three circuits", _PUBLISHED["heads shared by all three circuits"], PAPER, _shared_heads),
+    Anchor("numerals circuit on number-word data", _PUBLISHED["numerals circuit on number-word data"], PAPER),
+    Anchor("number-word circuit on numerals", _PUBLISHED["number-word circuit on numerals"], PAPER),
+    Anchor("months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER),
     Anchor("single-head ablation from the full model (numerals)",
-           "7.11 -47.1, 10.7 -15.0, 1.5 -14.3, 8.8 -13.3, 4.4 -13.1, 9.1 -8.8 points", PAPER),
-    Anchor("MLP ablation, % of full kept (numerals)", "MLP0 37.4, MLP9 28.7, MLP10 67.3", PAPER),
-    Anchor("OV 'next' score of head 9.1 (top-5)", "numerals 87.4 %, number words 90.6 %", PAPER),
-    Anchor("logit lens: layer 9's top token is the answer", "1531 / 1536 prompts", PAPER),
-    Anchor("digits pure sequences: circuit size", "51 heads at 97 %, 43 heads at 80 %", f"{PAPER} (earlier version)"),
+           _PUBLISHED["single-head ablation from the full model (numerals)"], PAPER),
+    Anchor("MLP ablation, % of full kept (numerals)", _PUBLISHED["MLP ablation, % of full kept (numerals)"], PAPER),
+    Anchor("OV 'next' score of the paper's successor head (top-5)", _PUBLISHED["OV 'next' score of the paper's successor head (top-5)"], PAPER),
+    Anchor("logit lens: layer 9's top token is the answer", _PUBLISHED["logit lens: layer 9's top token is the answer"], PAPER),
+    Anchor("digits pure sequences: circuit size", _PUBLISHED["digits pure sequences: circuit size"], f"{PAPER} (earlier version)"),
 )
 
 
