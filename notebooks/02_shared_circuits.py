@@ -37,15 +37,17 @@ method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attributi
 main_threshold = 0.8  # the threshold compared across tasks
 
 # %%
+import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
+from seqcirc_utils.ablation import single_component_effects
 from seqcirc_utils.circuits import discover, write_circuits
 from seqcirc_utils.compare import cross_task_scores, membership_matrix, overlap_table, shared_components
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import results_dir, write_json_atomic
-from seqcirc_utils.types import Circuit
+from seqcirc_utils.results import head_records, results_dir, write_json_atomic
+from seqcirc_utils.types import Circuit, parse_component
 
 plots.enable_offline()
 if smoke:
@@ -109,6 +111,26 @@ display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** "
 plots.overlap_chart(circuits, title="circuit membership per task")
 
 # %% [markdown]
+# ## Which single heads matter?
+#
+# Each head is mean-ablated alone from the full model (every position) and we report the drop in
+# points of the full logit difference, `100 * (1 - LD(ablated) / LD(full))`: the paper's
+# single-head ablation (for GPT-2 small numerals its largest drop was 47 points). A head can
+# matter alone without being in the circuit (another component compensates once it is pruned)
+# and vice versa, so the table marks circuit membership.
+
+# %%
+head_effects = pd.concat([
+    single_component_effects(lm, info, datasets[t], info.heads, progress=False).assign(task=t) for t in tasks])
+head_table = pd.DataFrame(head_records(head_effects[["component", "drop_points", "task"]]))
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(head_table[head_table["task"] == t], "drop_points"),
+                                         title=t, value_title="drop (points)") for t in tasks],
+                    title=f"{model}: single-head mean ablation from the full model").resolve_scale(color="shared"))
+top_single = (head_table.sort_values("drop_points", ascending=False).groupby("task", sort=False).head(6)
+              .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
+top_single[["task", "component", "drop_points", "in_circuit"]].reset_index(drop=True)
+
+# %% [markdown]
 # ## Cross-task scores
 #
 # Rows: whose circuit; columns: whose data. Each cell is the circuit's logit difference on that
@@ -122,6 +144,7 @@ write_json_atomic(out_dir / "shared_circuits.json", {
     "summary": summary.to_dict(orient="records"), "overlap": overlap.to_dict(orient="records"),
     "shared": [str(c) for c in shared], "cross_task_percent": cross.to_dict(),
     "membership": membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
+    "single_head_ablation": head_table.to_dict(orient="records"),
 })
 cross
 
@@ -136,4 +159,7 @@ display(Markdown(
     f"circuit transfers best ({best[2]:.0f} % on {best[1]} data) and the {worst[0]} circuit worst "
     f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all three circuits; "
     f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
-    f"{head_overlap['jaccard'].max():.2f}."))
+    f"{head_overlap['jaccard'].max():.2f}. "
+    + " ".join(f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
+               f"({g['drop_points'].iloc[0]:.1f} points, {'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
+               for t, g in top_single.groupby("task", sort=False))))

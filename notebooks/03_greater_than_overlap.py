@@ -35,14 +35,16 @@ template = "among_words"  # the sequence task's template
 # %%
 import random
 
+import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
+from seqcirc_utils.ablation import single_component_effects
 from seqcirc_utils.circuits import discover, write_circuits
 from seqcirc_utils.compare import analogous_ablation, cross_task_scores, overlap_table, shared_components
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import results_dir, write_json_atomic
+from seqcirc_utils.results import head_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit
 
 plots.enable_offline()
@@ -98,6 +100,26 @@ for source, target in (("greater_than", sequence_task), (sequence_task, "greater
 ablation = pd.DataFrame(rows)
 ablation
 
+# %% [markdown]
+# ## Head by head
+#
+# Each head is mean-ablated alone from the full model and we record the drop in points of each
+# task's own metric (greater-than: PD; the sequence task: logit difference). If the two tasks lean
+# on the same heads, the heads that matter for one matter for the other: the Spearman rank
+# correlation of the two drops over all heads measures how far that holds.
+
+# %%
+head_effects = pd.concat([single_component_effects(lm, info, data[t], info.heads, metric=None, progress=False)
+                          .assign(task=t) for t in circuits])
+head_table = pd.DataFrame(head_records(head_effects[["component", "drop_points", "task"]]))
+per_task = head_table.pivot(index="component", columns="task", values="drop_points")[list(circuits)]
+rank_correlation = float(per_task["greater_than"].corr(per_task[sequence_task], method="spearman"))
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(head_table[head_table["task"] == t], "drop_points"),
+                                         title=t, value_title="drop (points)") for t in circuits],
+                    title=f"{model}: single-head mean ablation, each task's own metric"))
+print(f"Spearman rank correlation of the per-head drops over {len(per_task)} heads: {rank_correlation:.2f}")
+per_task.sort_values("greater_than", ascending=False).head(8).round(2)
+
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, data)
 shared = shared_components(circuits, kind="head")
@@ -106,6 +128,7 @@ write_json_atomic(out_dir / "greater_than_overlap.json", {
     "greater_than_circuit": gt_records[0] | {"dataset": None}, "sequence_circuit": seq_records[0] | {"dataset": None},
     "overlap": overlap.to_dict(orient="records"), "analogous_ablation": ablation.to_dict(orient="records"),
     "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
+    "single_head_ablation": head_table.to_dict(orient="records"), "single_head_rank_correlation": rank_correlation,
 })
 cross
 
@@ -126,4 +149,5 @@ display(Markdown(
     + ("The cross-task damage exceeds the random baseline in both directions, evidence of shared machinery."
        if gt_in_seq > rand_in_seq and seq_in_gt > rand_in_gt else
        "The cross-task damage does not exceed the random baseline in both directions, so this run gives no "
-       "clear evidence that the two tasks share their heads.")))
+       "clear evidence that the two tasks share their heads.")
+    + f" Head by head, the single-ablation drops of the two tasks have a rank correlation of {rank_correlation:.2f}."))

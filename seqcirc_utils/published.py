@@ -17,6 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .results import read_json
+from .types import parse_component
 
 PUBLISHED_MODEL = "gpt2-small"
 Reader = Callable[[Path], "str | None"]
@@ -98,6 +99,72 @@ def _shared_heads(results: Path) -> str | None:
     return f"{len(ordered)}: {' '.join(ordered)}"
 
 
+def _cross_task(circuit_task: str, data_task: str) -> Reader:
+    """The ``circuit_task`` circuit's score on ``data_task`` data (notebook 02's cross-task table)."""
+    def read(results: Path) -> str | None:
+        cross = (_load(results, "shared_circuits.json") or {}).get("cross_task_percent", {})
+        value = cross.get(data_task, {}).get(circuit_task)  # {data: {circuit: percent}}
+        return None if value is None else f"{value:.1f} %"
+
+    return read
+
+
+def _layer_dot_head(component: str) -> str:
+    """``"L9.H1"`` -> ``"9.1"``, the paper's notation."""
+    c = parse_component(component)
+    return f"{c.layer}.{c.index}"
+
+
+def _single_head_ablation(task: str, top: int = 6) -> Reader:
+    """The ``top`` heads whose single ablation costs ``task`` most (notebook 02), as "-points"."""
+    def read(results: Path) -> str | None:
+        rows = [r for r in (_load(results, "shared_circuits.json") or {}).get("single_head_ablation", [])
+                if r.get("task") == task]
+        if not rows:
+            return None
+        rows = sorted(rows, key=lambda r: r["drop_points"], reverse=True)[:top]
+        return ", ".join(f"{_layer_dot_head(r['component'])} {-r['drop_points']:.1f}" for r in rows) + " points"
+
+    return read
+
+
+def _mlp_ablation(task: str, top: int = 3) -> Reader:
+    """The ``top`` MLPs whose single ablation leaves ``task`` the least (notebook 05), in % kept."""
+    def read(results: Path) -> str | None:
+        rows = [r for r in (_load(results, "mlp_ablation.json") or {}).get("mlp_effects", []) if r.get("task") == task]
+        if not rows:
+            return None
+        rows = sorted(rows, key=lambda r: r["kept_%"])[:top]
+        return ", ".join(f"{r['component']} {r['kept_%']:.1f}" for r in rows) + " (the least kept)"
+
+    return read
+
+
+def _best_next_heads(families: tuple[str, ...] = ("digits", "number_words")) -> Reader:
+    """Each family's best OV "next" head and its score (notebook 07), with the scoring setting."""
+    def read(results: Path) -> str | None:
+        data = _load(results, "successor_heads.json") or {}
+        overview = {r["family"]: r for r in data.get("overview", [])}
+        parts = [f"{f.replace('_', ' ')} {overview[f]['best_next']} {100 * overview[f]['best_next_score']:.1f} %"
+                 for f in families if f in overview]
+        if not parts:
+            return None
+        return ", ".join(parts) + f" (best head each; top-{data.get('top_k')} over the {data.get('over')})"
+
+    return read
+
+
+def _logit_lens_first_layer(results: Path) -> str | None:
+    """The most common first layer at which the answer is top-1 (notebook 07's logit lens)."""
+    data = _load(results, "successor_heads.json") or {}
+    rows = [r for r in data.get("logit_lens_first_top1", []) if r["layer"] >= -1]  # -2: never top-1
+    if not rows:
+        return None
+    mode = max(rows, key=lambda r: (r["first_top1"], -r["layer"]))
+    total = sum(r["first_top1"] for r in data["logit_lens_first_top1"])
+    return f"first top-1 at layer {mode['layer']} in {mode['first_top1']} / {total} prompts ({data.get('focus')})"
+
+
 # The published numbers live in data/published_anchors.json (display data, never computed with).
 _PUBLISHED: dict[str, str] = json.loads(
     (Path(__file__).parent / "data" / "published_anchors.json").read_text(encoding="utf-8"))["anchors"]
@@ -119,14 +186,19 @@ ANCHORS: tuple[Anchor, ...] = (
            _circuit_heads("months")),
     Anchor("months circuit at 80 %: MLPs", _PUBLISHED["months circuit at 80 %: MLPs"], PAPER, _circuit_mlps("months")),
     Anchor("heads shared by all three circuits", _PUBLISHED["heads shared by all three circuits"], PAPER, _shared_heads),
-    Anchor("numerals circuit on number-word data", _PUBLISHED["numerals circuit on number-word data"], PAPER),
-    Anchor("number-word circuit on numerals", _PUBLISHED["number-word circuit on numerals"], PAPER),
-    Anchor("months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER),
+    Anchor("numerals circuit on number-word data", _PUBLISHED["numerals circuit on number-word data"], PAPER,
+           _cross_task("digits", "number_words")),
+    Anchor("number-word circuit on numerals", _PUBLISHED["number-word circuit on numerals"], PAPER,
+           _cross_task("number_words", "digits")),
+    Anchor("months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER, _cross_task("months", "digits")),
     Anchor("single-head ablation from the full model (numerals)",
-           _PUBLISHED["single-head ablation from the full model (numerals)"], PAPER),
-    Anchor("MLP ablation, % of full kept (numerals)", _PUBLISHED["MLP ablation, % of full kept (numerals)"], PAPER),
-    Anchor("OV 'next' score of the paper's successor head (top-5)", _PUBLISHED["OV 'next' score of the paper's successor head (top-5)"], PAPER),
-    Anchor("logit lens: layer 9's top token is the answer", _PUBLISHED["logit lens: layer 9's top token is the answer"], PAPER),
+           _PUBLISHED["single-head ablation from the full model (numerals)"], PAPER, _single_head_ablation("digits")),
+    Anchor("MLP ablation, % of full kept (numerals)", _PUBLISHED["MLP ablation, % of full kept (numerals)"], PAPER,
+           _mlp_ablation("digits")),
+    Anchor("OV 'next' score of the paper's successor head (top-5)",
+           _PUBLISHED["OV 'next' score of the paper's successor head (top-5)"], PAPER, _best_next_heads()),
+    Anchor("logit lens: layer 9's top token is the answer", _PUBLISHED["logit lens: layer 9's top token is the answer"],
+           PAPER, _logit_lens_first_layer),
     Anchor("digits pure sequences: circuit size", _PUBLISHED["digits pure sequences: circuit size"], f"{PAPER} (earlier version)"),
 )
 

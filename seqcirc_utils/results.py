@@ -93,6 +93,35 @@ def head_score_tables(obj: Any) -> list[tuple[str, Any]]:
     return found
 
 
+def head_records(table, **labels: Any) -> list[dict]:
+    """The head rows of a per-component table as per-head records (the convention above).
+
+    ``table``: a DataFrame with a ``component`` column of names (``"L9.H1"``, ``"MLP9"``, ...) and
+    score columns (e.g. :func:`~seqcirc_utils.ablation.single_component_effects`), or a Series of
+    scores indexed by component name (e.g. :func:`~seqcirc_utils.pruning.attribution_scores`).
+    Rows that are not heads are dropped; ``layer`` and ``head`` are parsed from the name (any
+    ``layer``/``kind``/``index`` columns of the table are replaced); ``labels`` (e.g.
+    ``task="digits"``) are added to every record, so the appendix draws one heatmap per label value.
+    """
+    import pandas as pd
+
+    from .types import parse_component
+
+    df = table.rename_axis("component").reset_index() if isinstance(table, pd.Series) else table.copy()
+    if "component" not in df.columns:
+        raise ValueError(f"a per-component table needs a 'component' column; it has {list(df.columns)}")
+    parsed = [parse_component(str(c)) for c in df["component"]]
+    is_head = [c.is_head for c in parsed]
+    df = df.drop(columns=[c for c in ("layer", "head", "kind", "index") if c in df.columns])
+    df = df.loc[is_head].reset_index(drop=True)
+    heads = [c for c in parsed if c.is_head]
+    df.insert(1, "layer", [c.layer for c in heads])
+    df.insert(2, "head", [c.index for c in heads])
+    for key, value in labels.items():
+        df[key] = value
+    return frame_records(df)
+
+
 def score_columns(df) -> list[str]:
     """The numeric score columns of a per-head table (not ``layer``, ``head`` or counts ``n_*``)."""
     import pandas as pd

@@ -166,6 +166,29 @@ def test_book_builds_with_warnings_as_errors(built_book):
     assert "01_behaviour" in intro and "smoke mode" in intro  # the generated runs table is included
 
 
+def test_published_page_reads_what_the_notebooks_wrote(built_book):
+    """Every anchor with a reader finds its number in the smoke run's result files (schemas agree)."""
+    from seqcirc_utils.models import EMBEDDED_MODEL
+    from seqcirc_utils.published import ANCHORS, comparison_table
+    from seqcirc_utils.results import results_dir
+
+    root, _, _ = built_book
+    model = os.environ.get("SEQCIRC_BOOK_TEST_MODEL") or EMBEDDED_MODEL
+    table = comparison_table(results_dir(model, root=root / "results")).set_index("quantity")
+    unread = [a.quantity for a in ANCHORS if a.ours is not None and table.loc[a.quantity, "this run"] == "not in this run"]
+    assert not unread, f"anchors whose result is missing from the smoke run: {unread}"
+    published = (root / "_build" / "html" / "book" / "published.html").read_text()
+    assert table.loc["numerals circuit on number-word data", "this run"] in published
+
+
+def test_appendix_draws_the_per_head_records(built_book):
+    root, _, _ = built_book
+    appendix = next((root / "_build" / "html" / "book" / "executed").glob("90_*.html")).read_text()
+    for source in ("shared_circuits.json: single_head_ablation", "greater_than_overlap.json: single_head_ablation",
+                   "decreasing_circuits.json: head_attribution"):
+        assert source in appendix, f"the appendix has no figure from {source}"
+
+
 @pytest.fixture(scope="module")
 def server(built_book):
     root, _, build = built_book

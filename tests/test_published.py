@@ -1,0 +1,63 @@
+"""The published-results page: each anchor's reader finds this run's number in the notebooks' result files."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from seqcirc_utils.published import ANCHORS, comparison_table
+from seqcirc_utils.results import write_json_atomic
+
+NOT_IN_RUN = "not in this run"
+
+
+def _ours(table: pd.DataFrame, quantity: str) -> str:
+    return table.set_index("quantity").loc[quantity, "this run"]
+
+
+def test_empty_results_read_as_not_in_this_run(tmp_path):
+    table = comparison_table(tmp_path)
+    assert len(table) == len(ANCHORS)
+    assert set(table["this run"]) == {NOT_IN_RUN}
+
+
+def test_readers_format_the_numbers_the_notebooks_wrote(tmp_path):
+    # Files in the shape notebooks 02, 05 and 07 write them (see notebooks/*.py).
+    write_json_atomic(tmp_path / "circuit_digits.json", {"circuits": [
+        {"threshold": 0.9, "heads": [[0, 1]], "mlps": [0, 1], "score": 0.93},
+        {"threshold": 0.8, "heads": [[0, 1], [3, 2]], "mlps": [0], "score": 0.8123},
+    ]})
+    drops = {"L3.H2": 12.34, "L0.H1": 47.06, "L1.H0": -2.0}
+    write_json_atomic(tmp_path / "shared_circuits.json", {
+        "cross_task_percent": {"number_words": {"digits": 48.44, "number_words": 81.0},
+                               "digits": {"digits": 80.5, "number_words": 87.36, "months": 43.66}},
+        "single_head_ablation": [{"component": c, "layer": int(c[1]), "head": int(c[-1]), "drop_points": d,
+                                  "task": "digits"} for c, d in drops.items()]
+        + [{"component": "L5.H5", "layer": 5, "head": 5, "drop_points": 99.0, "task": "months"}],
+    })
+    write_json_atomic(tmp_path / "mlp_ablation.json", {"mlp_effects": [
+        {"component": f"MLP{i}", "task": "digits", "kept_%": kept} for i, kept in enumerate([37.4, 95.0, 28.71, 67.3])
+    ] + [{"component": "MLP1", "task": "months", "kept_%": 1.0}]})
+    write_json_atomic(tmp_path / "successor_heads.json", {
+        "top_k": 1, "over": "family", "focus": "digits",
+        "overview": [{"family": "digits", "best_next": "L9.H1", "best_next_score": 0.874},
+                     {"family": "number_words", "best_next": "L2.H8", "best_next_score": 0.3}],
+        "logit_lens_first_top1": [{"layer": -2, "first_top1": 1, "stable_top1": 3},
+                                  {"layer": 8, "first_top1": 4, "stable_top1": 2},
+                                  {"layer": 9, "first_top1": 11, "stable_top1": 11}],
+    })
+    table = comparison_table(tmp_path)
+    assert _ours(table, "numerals circuit at 80 %: heads") == "2: 0.1 3.2"
+    assert _ours(table, "numerals circuit at 80 %: MLPs") == "1 kept: MLP0"
+    assert _ours(table, "numerals circuit at 80 %: score") == "81.23 %"
+    assert _ours(table, "numerals circuit on number-word data") == "48.4 %"
+    assert _ours(table, "number-word circuit on numerals") == "87.4 %"
+    assert _ours(table, "months circuit on numerals") == "43.7 %"
+    assert _ours(table, "single-head ablation from the full model (numerals)") == "0.1 -47.1, 3.2 -12.3, 1.0 2.0 points"
+    assert _ours(table, "MLP ablation, % of full kept (numerals)") == "MLP2 28.7, MLP0 37.4, MLP3 67.3 (the least kept)"
+    assert _ours(table, "OV 'next' score of the paper's successor head (top-5)") == (
+        "digits L9.H1 87.4 %, number words L2.H8 30.0 % (best head each; top-1 over the family)")
+    assert _ours(table, "logit lens: layer 9's top token is the answer") == (
+        "first top-1 at layer 9 in 11 / 16 prompts (digits)")
+    # Nothing was written for these: they stay honest.
+    assert _ours(table, "months circuit at 80 %: heads") == NOT_IN_RUN
+    assert _ours(table, "greater-than probability difference") == NOT_IN_RUN
