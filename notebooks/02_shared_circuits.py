@@ -35,6 +35,7 @@ template = "among_words"  # prompt template (pure, comma, among_words, mixed)
 thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
 method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attribution-ranked)
 main_threshold = 0.8  # the threshold compared across tasks
+exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 
 # %%
 import altair as alt
@@ -42,11 +43,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.ablation import single_component_effects
 from seqcirc_utils.circuits import discover, write_circuits
 from seqcirc_utils.compare import cross_task_scores, membership_matrix, overlap_table, shared_components
+from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import head_records, results_dir, write_json_atomic
+from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit, parse_component
 
 plots.enable_offline()
@@ -113,22 +114,24 @@ plots.overlap_chart(circuits, title="circuit membership per task")
 # %% [markdown]
 # ## Which single heads matter?
 #
-# Each head is mean-ablated alone from the full model (every position) and we report the drop in
-# points of the full logit difference, `100 * (1 - LD(ablated) / LD(full))`: the paper's
-# single-head ablation (for GPT-2 small numerals its largest drop was 47 points). A head can
-# matter alone without being in the circuit (another component compensates once it is pruned)
-# and vice versa, so the table marks circuit membership.
+# Ablating one head alone from the full model and reading the drop in points of the full logit
+# difference, `100 * (1 - LD(ablated) / LD(full))`, is the paper's single-head ablation (for GPT-2
+# small numerals its largest drop was 47 points). Attribution patching estimates that drop for every
+# head from one forward and one backward pass (the maps below); the `exact_heads` heads with the
+# largest estimates are then ablated for real (the table). A head can matter alone without being in
+# the circuit (another component compensates once it is pruned) and vice versa, so the table marks
+# circuit membership.
 
 # %%
-head_effects = pd.concat([
-    single_component_effects(lm, info, datasets[t], info.heads, progress=False).assign(task=t) for t in tasks])
-head_table = pd.DataFrame(head_records(head_effects[["component", "drop_points", "task"]]))
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(head_table[head_table["task"] == t], "drop_points"),
-                                         title=t, value_title="drop (points)") for t in tasks],
-                    title=f"{model}: single-head mean ablation from the full model").resolve_scale(color="shared"))
-top_single = (head_table.sort_values("drop_points", ascending=False).groupby("task", sort=False).head(6)
-              .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
-top_single[["task", "component", "drop_points", "in_circuit"]].reset_index(drop=True)
+importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False).assign(task=t)
+                        for t in tasks])
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
+                                         title=t, value_title="est. drop (points)") for t in tasks],
+                    title=f"{model}: estimated single-head ablation drop").resolve_scale(color="shared"))
+exact = (importance[importance["exact"]].sort_values("drop_points", ascending=False)
+         .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
+exact_columns = ["task", "component", "drop_points", "estimated_drop", "in_circuit"]
+exact.groupby("task", sort=False).head(6)[exact_columns].reset_index(drop=True)
 
 # %% [markdown]
 # ## Cross-task scores
@@ -144,7 +147,8 @@ write_json_atomic(out_dir / "shared_circuits.json", {
     "summary": summary.to_dict(orient="records"), "overlap": overlap.to_dict(orient="records"),
     "shared": [str(c) for c in shared], "cross_task_percent": cross.to_dict(),
     "membership": membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
-    "single_head_ablation": head_table.to_dict(orient="records"),
+    "head_importance": head_records(importance[["component", "estimated_drop", "task"]]),
+    "single_head_ablation": frame_records(exact[exact_columns]),
 })
 cross
 
@@ -161,5 +165,6 @@ display(Markdown(
     f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
     f"{head_overlap['jaccard'].max():.2f}. "
     + " ".join(f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
-               f"({g['drop_points'].iloc[0]:.1f} points, {'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
-               for t, g in top_single.groupby("task", sort=False))))
+               f"({g['drop_points'].iloc[0]:.1f} points, estimated {g['estimated_drop'].iloc[0]:.1f}; "
+               f"{'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
+               for t, g in exact.groupby("task", sort=False))))

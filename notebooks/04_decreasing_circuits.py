@@ -31,6 +31,7 @@ directions = ["increasing", "decreasing"]  # sequence directions
 lengths = [3, 5]  # members shown
 threshold = 0.8  # circuit threshold (fraction of the full logit difference)
 method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (the paper's pruning)
+exact_heads = 8  # heads per configuration whose estimated single-ablation drop is checked by exact ablation
 
 # %%
 import altair as alt
@@ -40,8 +41,8 @@ from IPython.display import Markdown, display
 from seqcirc_utils import plots
 from seqcirc_utils.circuits import discover, write_circuits
 from seqcirc_utils.compare import cross_task_scores, overlap_table, shared_components
+from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.pruning import attribution_scores
 from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit
 
@@ -54,11 +55,11 @@ print(f"model={model} task={task} template={template} n_prompts={n_prompts} meth
 # %%
 lm, info = load_model(model, device=device)
 out_dir = results_dir(model)
-records, datasets, circuits, ablators = {}, {}, {}, {}
+records, datasets, circuits = {}, {}, {}
 for direction in directions:
     for length in lengths:
         name = f"{direction[:3]}-{length}"
-        recs, datasets[name], ablators[name] = discover(lm, info, model, task, [threshold], method=method, template=template,
+        recs, datasets[name], _ = discover(lm, info, model, task, [threshold], method=method, template=template,
                                            direction=direction, length=length, n=n_prompts, seed=seed)
         records[name] = recs[0]
         circuits[name] = Circuit.from_lists(recs[0]["heads"], recs[0]["mlps"]).components
@@ -75,19 +76,20 @@ for name, comps in circuits.items():
 # %% [markdown]
 # ## Every head's estimated effect
 #
-# Attribution patching estimates, for every head at once, how much the logit difference would
-# change if that head alone were mean-ablated (activation difference x gradient: one forward and
-# one backward pass per configuration; nats, negative = the head helps). Heads that help one
-# direction and not the other carry the direction.
+# Attribution patching estimates, for every head at once, the drop in points of the logit difference
+# if that head alone were mean-ablated (one forward and one backward pass per configuration; the
+# `exact_heads` largest estimates are checked by exact ablation). Heads that matter for one direction
+# and not the other carry the direction.
 
 # %%
-attribution = pd.concat([pd.DataFrame(head_records(attribution_scores(ab, info.heads), config=name))
-                         for name, ab in ablators.items()])
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(attribution[attribution["config"] == n], "attribution"),
-                                         title=n, value_title="attribution (nats)") for n in ablators],
-                    title=f"{task}: estimated single-head ablation effect").resolve_scale(color="shared"))
-attribution.pivot(index="component", columns="config", values="attribution").sort_values(
-    list(ablators)[0]).head(8).round(3)
+importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False).assign(config=n)
+                        for n in datasets])
+display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["config"] == n], "estimated_drop"),
+                                         title=n, value_title="est. drop (points)") for n in datasets],
+                    title=f"{task}: estimated single-head ablation drop").resolve_scale(color="shared"))
+exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
+exact_columns = ["config", "component", "drop_points", "estimated_drop"]
+exact.groupby("config", sort=False).head(4)[exact_columns].reset_index(drop=True)
 
 # %% [markdown]
 # ## Overlap and cross-scoring
@@ -104,7 +106,8 @@ write_json_atomic(out_dir / "decreasing_circuits.json", {
     "summary": summary.to_dict(orient="records"), "head_overlap": overlap.to_dict(orient="records"),
     "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
     "circuits": {n: r | {"dataset": None} for n, r in records.items()},
-    "head_attribution": frame_records(attribution),
+    "head_importance": head_records(importance[["component", "estimated_drop", "config"]]),
+    "single_head_ablation": frame_records(exact[exact_columns]),
 })
 display(overlap[["a", "b", "size_a", "size_b", "intersection", "jaccard"]])
 display(plots.overlap_chart(circuits, title="circuit membership per configuration"))

@@ -88,6 +88,26 @@ def analogous_ablation(
     return {"before": before, "after": after, "drop": before - after, "n_ablated": len(base & sub)}
 
 
+def matched_random_heads(
+    info: ModelInfo, sub_circuit: Iterable[Component], within: Iterable[Component] | None = None,
+    n_samples: int = 5, seed: int = 0,
+) -> list[list[Component]]:
+    """Random head sets to compare an analogous ablation of ``sub_circuit``'s heads against.
+
+    Each of the ``n_samples`` sets has as many heads as ``sub_circuit`` has inside ``within`` (the
+    whole model when ``None``), drawn without replacement from the heads of ``within`` that are not
+    in ``sub_circuit`` (fewer when there are not enough). Seeded: the same arguments give the same sets.
+    """
+    import random
+
+    sub = {c for c in sub_circuit if c.is_head}
+    pool_of = info.heads if within is None else [c for c in sort_components(within) if c.is_head]
+    n = len([h for h in pool_of if h in sub])
+    pool = [h for h in pool_of if h not in sub]
+    rng = random.Random(seed)
+    return [sort_components(rng.sample(pool, min(n, len(pool)))) for _ in range(n_samples)]
+
+
 def _only(components: Iterable[Component], kind: str | None) -> set[Component]:
     if kind not in (None, "head", "mlp"):
         raise ValueError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")

@@ -184,8 +184,8 @@ def test_published_page_reads_what_the_notebooks_wrote(built_book):
 def test_appendix_draws_the_per_head_records(built_book):
     root, _, _ = built_book
     appendix = next((root / "_build" / "html" / "book" / "executed").glob("90_*.html")).read_text()
-    for source in ("shared_circuits.json: single_head_ablation", "greater_than_overlap.json: single_head_ablation",
-                   "decreasing_circuits.json: head_attribution"):
+    for source in ("shared_circuits.json: head_importance", "greater_than_overlap.json: head_importance",
+                   "decreasing_circuits.json: head_importance"):
         assert source in appendix, f"the appendix has no figure from {source}"
 
 

@@ -34,3 +34,18 @@ def test_cross_task_and_analogous_ablation_match_direct_scores(tiny_llama):
     assert res["before"] == pytest.approx(1.0)
     direct = circuit_score(model, info, data["digits"], circuit=set(info.components) - {head(0, 1)}).score
     assert res["after"] == pytest.approx(direct) and res["drop"] == pytest.approx(1.0 - direct)
+
+
+def test_matched_random_heads_match_size_place_and_seed(tiny_llama):
+    from seqcirc_utils.compare import matched_random_heads
+
+    _, info = tiny_llama
+    sub = [head(0, 0), head(1, 1), mlp(0)]
+    whole = matched_random_heads(info, sub, n_samples=4, seed=3)
+    assert len(whole) == 4 and all(len(s) == 2 and not set(s) & set(sub) for s in whole)
+    assert all(all(c.is_head for c in s) for s in whole)
+    assert whole == matched_random_heads(info, sub, n_samples=4, seed=3)  # seeded
+    within = [head(0, 0), head(0, 2), head(1, 3), mlp(1)]  # holds one of the sub-circuit's heads
+    inside = matched_random_heads(info, sub, within, n_samples=6, seed=0)
+    assert all(len(s) == 1 and s[0] in {head(0, 2), head(1, 3)} for s in inside)
+    assert {s[0] for s in inside} == {head(0, 2), head(1, 3)}  # both candidates get drawn
