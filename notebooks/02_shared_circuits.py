@@ -131,7 +131,7 @@ display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance[
 exact = (importance[importance["exact"]].sort_values("drop_points", ascending=False)
          .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
 exact_columns = ["task", "component", "drop_points", "estimated_drop", "in_circuit"]
-exact.groupby("task", sort=False).head(6)[exact_columns].reset_index(drop=True)
+exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)
 
 # %% [markdown]
 # ## Cross-task scores
@@ -167,4 +167,4 @@ display(Markdown(
     + " ".join(f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
                f"({g['drop_points'].iloc[0]:.1f} points, estimated {g['estimated_drop'].iloc[0]:.1f}; "
                f"{'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
-               for t, g in exact.groupby("task", sort=False))))
+               for t in tasks if len(g := exact[exact["task"] == t]))))

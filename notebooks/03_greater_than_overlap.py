@@ -118,14 +118,15 @@ ablation
 importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads, progress=False).assign(task=t)
                         for t in circuits])
 per_task = importance.pivot(index="component", columns="task", values="estimated_drop")[list(circuits)]
-rank_correlation = float(per_task["greater_than"].corr(per_task[sequence_task], method="spearman"))
+ranks = per_task.rank()  # Spearman's rho = Pearson's r of the ranks
+rank_correlation = float(ranks["greater_than"].corr(ranks[sequence_task]))
 display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
                                          title=t, value_title="est. drop (points)") for t in circuits],
                     title=f"{model}: estimated single-head ablation drop, each task's own metric"))
 print(f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: {rank_correlation:.2f}")
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["task", "component", "drop_points", "estimated_drop"]
-exact.groupby("task", sort=False).head(6)[exact_columns].reset_index(drop=True)
+exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)
 
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, data)

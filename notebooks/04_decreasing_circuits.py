@@ -89,7 +89,7 @@ display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance[
                     title=f"{task}: estimated single-head ablation drop").resolve_scale(color="shared"))
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["config", "component", "drop_points", "estimated_drop"]
-exact.groupby("config", sort=False).head(4)[exact_columns].reset_index(drop=True)
+exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")[exact_columns].reset_index(drop=True)
 
 # %% [markdown]
 # ## Overlap and cross-scoring
