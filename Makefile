@@ -38,6 +38,7 @@ book-html: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.discovery --model $(MODEL) --task digits --json
+	$(PY) -m benchmarks.head_importance --model $(MODEL) --task digits --json
 
 clean:
 	rm -rf _build book/executed results

@@ -110,7 +110,7 @@ def _cross_task(circuit_task: str, data_task: str) -> Reader:
 
 
 def _layer_dot_head(component: str) -> str:
-    """``"L9.H1"`` -> ``"9.1"``, the paper's notation."""
+    """``"L3.H2"`` -> ``"3.2"``, the paper's layer.head notation."""
     c = parse_component(component)
     return f"{c.layer}.{c.index}"
 
