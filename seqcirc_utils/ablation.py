@@ -213,6 +213,7 @@ class Ablator:
         self.full_metric = self.metric_value(self.full_logits)
         self._empty_kl: float | None = None
         self._replay: _Replay | None = None
+        self._clean_resid: dict[int, torch.Tensor] | None = None
 
     # ---- metrics
     def metric_value(self, logits: torch.Tensor) -> float:
@@ -315,6 +316,13 @@ class Ablator:
         self.forward_passes += 1
         logits = final_logits(self.model, self.tokens, batch_size=len(self.tokens), fwd_hooks=hooks)
         return logits, store
+
+    def clean_residuals(self) -> dict[int, torch.Tensor]:
+        """``resid_pre`` ``[batch, pos, d_model]`` of every layer on the clean prompts, nothing ablated
+        (one pass, computed once and reused by every single-component ablation on this dataset)."""
+        if self._clean_resid is None:
+            _, self._clean_resid = self.residuals([])
+        return self._clean_resid
 
     def logits_from_layer(
         self, layer: int, resid_pre: torch.Tensor, ablated: Iterable[Component], keep_residuals: bool = False
@@ -451,7 +459,7 @@ def single_component_effects(
     (``100 * (1 - fraction)``, the paper's "points" of single-head ablation). With
     ``mode="resample"`` this is activation patching of each component (corrupted into clean).
 
-    Cost: one clean pass caches the residual stream entering every block; each component's pass
+    Cost: one clean pass (once per dataset) caches the residual stream entering every block; each component's pass
     then resumes at its own layer (:meth:`Ablator.logits_from_layer`), so the blocks below it are
     not rerun (about half a forward pass per component on average).
     """
@@ -459,7 +467,7 @@ def single_component_effects(
     from tqdm.auto import tqdm
 
     ab = get_ablator(model, info, dataset, mode, metric)
-    _, clean_resid = ab.residuals([])
+    clean_resid = ab.clean_residuals()
     rows = []
     for c in tqdm(components or info.components, desc="single-component ablation", disable=not progress, leave=False):
         logits, _ = ab.logits_from_layer(c.layer, clean_resid[c.layer], [c])

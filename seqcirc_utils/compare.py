@@ -8,6 +8,7 @@ circuit-JSON records of :mod:`seqcirc_utils.circuits`.
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Iterable, Mapping
 
 import pandas as pd
@@ -98,8 +99,6 @@ def matched_random_heads(
     whole model when ``None``), drawn without replacement from the heads of ``within`` that are not
     in ``sub_circuit`` (fewer when there are not enough). Seeded: the same arguments give the same sets.
     """
-    import random
-
     sub = {c for c in sub_circuit if c.is_head}
     pool_of = info.heads if within is None else [c for c in sort_components(within) if c.is_head]
     n = len([h for h in pool_of if h in sub])

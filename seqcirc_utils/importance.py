@@ -55,10 +55,10 @@ def head_importance(
     """
     if exact_top < 0:
         raise ValueError(f"exact_top must be >= 0 (heads checked by exact ablation), got {exact_top}")
+    metric = get_ablator(model, info, dataset, mode, metric).metric  # resolve the dataset's default once
     estimate = estimated_drops(model, info, dataset, info.heads, mode, metric)
     by_name = {str(h): h for h in info.heads}
     checked = [by_name[name] for name in estimate.abs().sort_values(ascending=False, kind="stable").index[:exact_top]]
-    metric = get_ablator(model, info, dataset, mode, metric).metric
     exact = single_component_effects(model, info, dataset, checked, mode, metric, progress=progress) if checked else None
     exact_drop = {} if exact is None else dict(zip(exact["component"], exact["drop_points"]))
     return pd.DataFrame([

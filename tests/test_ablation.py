@@ -126,3 +126,20 @@ def test_bad_component_and_mode(tiny_gpt2):
         mean_ablate_heads(model, info, ds, [head(info.n_layers, 0)])
     with pytest.raises(ValueError, match="valid: mean, zero, resample"):
         circuit_score(model, info, ds, circuit=[], mode="median")
+
+
+def test_single_component_effects_reuse_clean_residuals(tiny_llama):
+    """A second call on the same dataset reuses the cached clean residual stream (no extra clean pass)."""
+    model, info = tiny_llama
+    ds = make_dataset(model.tokenizer, "digits", n=6, seed=5)
+    from seqcirc_utils.ablation import get_ablator
+
+    first = single_component_effects(model, info, ds, info.heads, progress=False)
+    ab = get_ablator(model, info, ds)
+    passes = ab.forward_passes
+    second = single_component_effects(model, info, ds, info.heads, progress=False)
+    assert ab.forward_passes - passes == len(info.heads)  # one resumed pass per head, nothing else
+    assert first["drop_points"].tolist() == second["drop_points"].tolist()
+    # Resumed passes agree with full passes that rerun every block.
+    for c, drop in zip(info.heads, first["drop_points"]):
+        assert drop == pytest.approx(100 * (1 - ab.score_ablated([c])), abs=1e-3)
