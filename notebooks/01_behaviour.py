@@ -28,37 +28,60 @@
 #
 # Combinations the tokenizer cannot express (a family whose members are not single tokens) are
 # reported with an error rather than silently dropped.
+#
+# Every prompt starts with one **prefix** token (see [Methods](../methods.md)): by default the
+# pretraining document separator (`<|endoftext|>` for SmolLM2 and GPT-2), so a prompt reads as the
+# start of a document. The last section compares it with the tokenizer's `bos_token` (for
+# SmolLM2-Instruct the chat-turn marker `<|im_start|>`) and with no prefix at all.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 32  # prompts per (task, template, direction)
 seed = 0  # dataset seed
+prefix = "document"  # document | bos | none: the prefix of the main table (all three are compared below)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI: few prompts, the pure template only
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.behaviour import DEFAULT_TEMPLATES, behaviour_table
+from seqcirc_utils.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
 from seqcirc_utils.models import load_model
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.tasks import PREFIX_MODES, resolve_prefix
 
+if prefix not in PREFIX_MODES:
+    raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
 plots.enable_offline()
 templates = ("pure",) if smoke else DEFAULT_TEMPLATES
 if smoke:
     n_prompts = min(n_prompts, 8)
     print(f"SMOKE MODE: {n_prompts} prompts per combination, templates {templates}; numbers are not results.")
-print(f"model={model} n_prompts={n_prompts} seed={seed}")
+print(f"model={model} n_prompts={n_prompts} seed={seed} prefix={prefix}")
 
 # %%
 lm, info = load_model(model, device=device)
-table = behaviour_table(lm, model, templates=templates, n=n_prompts, seed=seed)
+prefixes = [prefix] + [p for p in PREFIX_MODES if p != prefix]  # the main prefix first
+resolved = {}
+for p in prefixes:
+    try:
+        resolved[p] = resolve_prefix(lm.tokenizer, p)
+    except ValueError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
+        print(f"prefix {p}: {err}")
+resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
+all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
+table = all_prefixes[all_prefixes["prefix"] == prefix].drop(columns=["prefix_token"]).reset_index(drop=True)
 out = write_json_atomic(results_dir(model) / "behaviour.json", {
     "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "templates": list(templates),
-    "rows": frame_records(table),
+    "prefix": resolved_prefix.to_json(), "rows": frame_records(table),
+    "prefixes": {p: r.to_json() for p, r in resolved.items()}, "prefix_rows": frame_records(all_prefixes),
 })
 print(f"wrote {out}")
+display(Markdown(f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
+                 f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
+                 else "Prompts start with **no** prefix token."))
 table.round(3)
 
 # %% [markdown]
@@ -68,8 +91,10 @@ table.round(3)
 
 # %%
 ok = table[table["n"] > 0]
-plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direction",
-                y_title="top-1 accuracy", title=f"{model}: top-1 accuracy")
+plots.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direction",
+                             y_title="top-1 accuracy", title=f"{model}: top-1 accuracy"),
+             f"Top-1 accuracy per task (bars: templates; panels: directions), prompts with the {prefix} prefix. "
+             "Compare the two panels: decreasing sequences against increasing ones.")
 
 # %% [markdown]
 # ## Logit difference
@@ -79,8 +104,10 @@ plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direc
 # model's logit difference is clearly positive.
 
 # %%
-plots.bar_chart(ok, x="task", y="logit_diff", color="template", column="direction",
-                y_title="logit difference (nats)", title=f"{model}: logit(correct) - logit(last member)")
+plots.figure(plots.bar_chart(ok, x="task", y="logit_diff", color="template", column="direction",
+                             y_title="logit difference (nats)", title=f"{model}: logit(correct) - logit(last member)"),
+             "Mean logit difference (correct answer minus the last shown member) per task and template. "
+             "Look for bars near or below zero: there the full model barely prefers the answer.")
 
 # %% [markdown]
 # ## What the numbers say
@@ -114,6 +141,73 @@ if len(errors):
 if smoke:
     lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
 display(Markdown("\n".join(lines) if lines else "No combination could be evaluated."))
+
+# %% [markdown]
+# ## How much the prompt prefix matters
+#
+# The same prompts (same seed, members and fillers) with each prefix: the document separator, the
+# tokenizer's `bos_token`, and none. The first token is also where many heads park attention they do
+# not need (an "attention sink"), so removing it or replacing it with a chat marker can change the
+# behaviour the circuits explain. Rows: task and direction; columns: prefix; values averaged over
+# templates.
+
+# %%
+tokens_used = pd.DataFrame([{"prefix": p, "token": r.token, "token_id": r.token_id} for p, r in resolved.items()])
+tokens_used = tokens_used.astype({"token_id": "Int64"})
+display(tokens_used)
+acc = prefix_summary(all_prefixes, "top1_accuracy")
+ld = prefix_summary(all_prefixes, "logit_diff")
+display(Markdown("**Top-1 accuracy** (mean over templates)"))
+display(acc.round(3))
+display(Markdown("**Logit difference** (nats, mean over templates)"))
+display(ld.round(3))
+
+# %%
+ok_all = all_prefixes[all_prefixes["n"] > 0]
+acc_long = acc.melt(id_vars=["task", "direction"], var_name="prefix", value_name="top1_accuracy")
+plots.figure(plots.bar_chart(acc_long, x="task", y="top1_accuracy", color="prefix", column="direction",
+                             y_title="top-1 accuracy (mean over templates)",
+                             title=f"{model}: top-1 accuracy by prompt prefix"),
+             "Top-1 accuracy per task with each prompt prefix (bars), averaged over templates. "
+             "Where the bars of one task differ, the choice of first token changes what the model does.")
+
+# %%
+cols = [p for p in prefixes if p in acc.columns]
+per_prefix = ok_all.groupby("prefix").agg(top1_accuracy=("top1_accuracy", "mean"), logit_diff=("logit_diff", "mean"),
+                                          n_combinations=("n", "size")).reindex(cols)
+lines = ["Means over every (task, template, direction) combination built with each prefix:"]
+for p, row in per_prefix.iterrows():
+    tok = resolved[p].token
+    lines.append(f"- **{p}** ({'`' + tok + '`' if tok else 'no token'}): top-1 accuracy {row.top1_accuracy:.0%}, "
+                 f"logit difference {row.logit_diff:.2f} nats ({int(row.n_combinations)} combinations).")
+if prefix in cols and len(cols) > 1:
+    for other in [c for c in cols if c != prefix]:
+        d_acc = acc[prefix] - acc[other]
+        d_ld = ld[prefix] - ld[other]
+        i = d_acc.abs().idxmax()
+        lines.append(
+            f"- {prefix} vs {other}: mean accuracy {per_prefix.top1_accuracy[prefix]:.0%} vs "
+            f"{per_prefix.top1_accuracy[other]:.0%}; per task and direction the difference ranges from "
+            f"{100 * d_acc.min():+.0f} to {100 * d_acc.max():+.0f} points (largest for {acc.task[i]} / {acc.direction[i]}: "
+            f"{acc[prefix][i]:.0%} vs {acc[other][i]:.0%}), the logit difference from {d_ld.min():+.2f} to "
+            f"{d_ld.max():+.2f} nats.")
+    spread = (acc[cols].max(axis=1) - acc[cols].min(axis=1))
+    big = acc[spread >= 0.1]
+    lines.append(
+        f"- {len(big)} of {len(acc)} task/direction rows change top-1 accuracy by 10 points or more between prefixes"
+        + (": " + ", ".join(f"{r.task} / {r.direction}" for r in big.itertuples()) + "." if len(big) else ".")
+    )
+by_template = ok_all[ok_all["task"] != "greater_than"].groupby(["template", "prefix"])["top1_accuracy"].mean().unstack()
+if len(by_template) and all(c in by_template.columns for c in cols):
+    lines.append(f"- By template (mean top-1 accuracy, {' / '.join(cols)}): " + "; ".join(
+        f"{t} {' / '.join(f'{v:.0%}' for v in row[cols])}" for t, row in by_template.iterrows()) + ".")
+gt_rows = ok_all[ok_all["task"] == "greater_than"]
+if len(gt_rows) and "prob_diff" in gt_rows:
+    lines.append("- Greater-than probability difference: " + ", ".join(
+        f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples()) + ".")
+if smoke:
+    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # Circuit discovery in the following chapters uses prompts the model answers correctly (top-1 and

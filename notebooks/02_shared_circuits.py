@@ -28,6 +28,7 @@
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 24  # prompts per task before filtering to correct answers
 seed = 0  # dataset seed
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
 tasks = ["digits", "number_words", "months"]  # task families to compare
@@ -36,6 +37,8 @@ thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of th
 method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attribution-ranked)
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
+n_random = 2  # random circuits per threshold, the baseline of the shared-by-all circuit (scored on held-out data)
+random_match = "layer"  # random circuits: "layer" (same heads per layer, same MLPs) or "kind" (same head/MLP counts)
 
 # %%
 import altair as alt
@@ -43,8 +46,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, write_circuits
-from seqcirc_utils.compare import cross_task_scores, membership_matrix, overlap_table, shared_components
+from seqcirc_utils.circuits import discover, score_columns, write_circuits
+from seqcirc_utils.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
+                                   same_different_counts, score_against_random, shared_by_threshold,
+                                   shared_components)
 from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
 from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
@@ -62,10 +67,11 @@ out_dir = results_dir(model)
 records, datasets, ablators = {}, {}, {}
 for task in tasks:
     records[task], datasets[task], ablators[task] = discover(
-        lm, info, model, task, thresholds, method=method, template=template, n=n_prompts, seed=seed)
+        lm, info, model, task, thresholds, method=method, template=template, n=n_prompts, seed=seed, prefix=prefix)
     write_circuits(out_dir / f"circuit_{task}.json", records[task])
 rows = [{"task": t, "threshold": r["threshold"], "heads": len(r["heads"]), "mlps": len(r["mlps"]),
-         "n_components": r["n_components"], "score": 100 * r["score"], "prompts": r["n_prompts"],
+         "n_components": r["n_components"], "score": 100 * r["score"],
+         **{k: v for k, v in score_columns(r).items() if k != "score_%"}, "prompts": r["n_prompts"],
          "forward_passes": r["forward_passes"], "seconds": r["seconds"]}
         for t in tasks for r in records[t]]
 summary = pd.DataFrame(rows)
@@ -80,8 +86,11 @@ summary
 
 # %%
 full = pd.DataFrame([{"task": t, "n_components": len(info.components), "score": 100.0} for t in tasks])
-plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"]], full]),
-                             title=f"{model}: circuit size vs % of full logit difference")
+plots.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"]], full]),
+                                          title=f"{model}: circuit size vs % of full logit difference"),
+             "Circuit size (components kept) against the share of the full logit difference it keeps, one line per "
+             "task; the rightmost point is the full model. Look for where each line bends: below that size the "
+             "circuit loses the behaviour quickly.")
 
 # %% [markdown]
 # ## The circuits at the main threshold
@@ -92,8 +101,12 @@ plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"
 main = {t: next(r for r in records[t] if abs(r["threshold"] - main_threshold) < 1e-9) for t in tasks}
 circuits = {t: Circuit.from_lists(r["heads"], r["mlps"]).components for t, r in main.items()}
 for t in tasks:
-    display(plots.circuit_diagram(info.n_layers, info.n_heads, circuits[t],
-                                  title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %"))
+    display(plots.figure(
+        plots.circuit_diagram(info.n_layers, info.n_heads, circuits[t],
+                              title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %"),
+        f"The {t} circuit at {100 * main_threshold:.0f} %: every head (circle) and MLP (square, right column) of "
+        f"the model, the {len(circuits[t])} kept ones red, layer 0 at the bottom. Note the layers where the kept "
+        "heads cluster."))
 
 # %% [markdown]
 # ## Overlap between tasks
@@ -109,7 +122,9 @@ display(overlap)
 display(head_overlap[["a", "b", "intersection", "union", "jaccard", "shared"]])
 display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** "
                  + (" ".join(map(str, shared)) or "none")))
-plots.overlap_chart(circuits, title="circuit membership per task")
+plots.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
+             f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
+             f"(right). The components with the longest bars are the {len(shared)} shared by every task.")
 
 # %% [markdown]
 # ## Which single heads matter?
@@ -125,9 +140,13 @@ plots.overlap_chart(circuits, title="circuit membership per task")
 # %%
 importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False).assign(task=t)
                         for t in tasks])
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
-                                         title=t, value_title="est. drop (points)") for t in tasks],
-                    title=f"{model}: estimated single-head ablation drop").resolve_scale(color="shared"))
+display(plots.figure(
+    alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
+                                     title=t, value_title="est. drop (points)") for t in tasks],
+                title=f"{model}: estimated single-head ablation drop").resolve_scale(color="shared"),
+    "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
+    "panel per task, layer 0 at the top, one colour scale. Look for heads that are dark in every panel: one head "
+    "that every task needs."))
 exact = (importance[importance["exact"]].sort_values("drop_points", ascending=False)
          .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
 exact_columns = ["task", "component", "drop_points", "estimated_drop", "in_circuit"]
@@ -159,7 +178,11 @@ best = max(off, key=lambda x: x[2])
 worst = min(off, key=lambda x: x[2])
 display(Markdown(
     f"On its own data each circuit keeps {', '.join(f'{t} {v:.0f} %' for t, v in diag.items())} of the full "
-    f"logit difference (by construction at least {100 * main_threshold:.0f} %). Across tasks, the {best[0]} "
+    f"logit difference (by construction at least {100 * main_threshold:.0f} %); on fresh prompts (held out) "
+    + ", ".join(f"{t} {100 * main[t]['heldout']['score']:.0f} % (95 % interval "
+                f"{100 * main[t]['heldout']['ci95'][0]:.0f}-{100 * main[t]['heldout']['ci95'][1]:.0f})"
+                for t in tasks if main[t].get("heldout"))
+    + f". Across tasks, the {best[0]} "
     f"circuit transfers best ({best[2]:.0f} % on {best[1]} data) and the {worst[0]} circuit worst "
     f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all three circuits; "
     f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
@@ -168,3 +191,101 @@ display(Markdown(
                f"({g['drop_points'].iloc[0]:.1f} points, estimated {g['estimated_drop'].iloc[0]:.1f}; "
                f"{'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
                for t in tasks if len(g := exact[exact["task"] == t]))))
+
+# %% [markdown]
+# ## Shared by all tasks, at every threshold
+#
+# The components that every task's circuit keeps form a candidate shared sub-circuit; here it is
+# taken at each threshold of the nested circuits above (all found by the same method) and **scored
+# as a circuit** on every task: everything outside it mean-ablated, as a percentage of the full
+# model, on the discovery prompts (in-sample) and on each task's fresh held-out prompts, with a 95 %
+# bootstrap interval over prompts. The baseline is `n_random` random circuits of the same size
+# (`random_match`: `layer` replaces every head by a random head of the same layer and keeps the MLPs,
+# so it tests whether these particular heads matter; `kind` draws as many heads and MLPs from the
+# whole model), scored on the held-out prompts.
+
+# %%
+from seqcirc_utils.ablation import Ablator
+from seqcirc_utils.tasks import TaskDataset
+
+by_threshold = {r["threshold"]: {} for r in records[tasks[0]]}
+for t in tasks:
+    for r in records[t]:
+        by_threshold[r["threshold"]][t] = Circuit.from_lists(r["heads"], r["mlps"]).components
+shared_at = shared_by_threshold(by_threshold)
+score_on = {}
+for t in tasks:
+    score_on[f"{t} in-sample"] = ablators[t]
+    if records[t][0].get("heldout_dataset"):
+        score_on[f"{t} held-out"] = Ablator(lm, info, TaskDataset.from_json(records[t][0]["heldout_dataset"]),
+                                            mode=ablators[t].mode, metric=ablators[t].metric)
+held_labels = [d for d in score_on if d.endswith("held-out")] or list(score_on)
+shared_scores = score_against_random(info, shared_at, score_on, n_random=n_random, seed=seed, match=random_match,
+                                     random_on=held_labels)
+for col in ("score", "ci_lo", "ci_hi", "random_mean", "random_min", "random_max", "random_sd"):
+    shared_scores[col] = 100 * shared_scores[col]
+shared_scores = shared_scores.rename(columns={"circuit": "threshold"})
+shared_scores.drop(columns=["components", "random_sd"])
+
+# %%
+display(plots.figure(
+    plots.bar_chart(shared_scores, x="data", y="score", color="threshold",
+                    y_title="% of full logit difference", title="the shared-by-all circuit scored on each task"),
+    f"The components shared by all {len(tasks)} circuits at each threshold (colour), scored as a circuit on each "
+    f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the random circuits of the "
+    f"same size in the table above (random_mean, random_max)."))
+display(plots.figure(
+    alt.hconcat(*[plots.overlap_chart(by_threshold[thr], title=f"{100 * thr:.0f} %") for thr in by_threshold]),
+    "Membership of every task's circuit at each threshold (one panel per threshold, highest left; filled = kept) and "
+    "how many tasks keep each component (bars). The components with full bars form the shared-by-all circuit."))
+
+# %% [markdown]
+# ### Same or different from the 97 % circuit
+#
+# Each threshold's circuit against the highest threshold's circuit of the same task (and the
+# shared-by-all circuit against the highest threshold's one): `same` = kept by both, `dropped` =
+# only in the highest threshold's circuit, `added` = only in the lower one (zero for nested pruning).
+
+# %%
+top = max(by_threshold)
+same_diff = pd.concat(
+    [same_different_counts(same_different(by_threshold[top][t], {thr: by_threshold[thr][t] for thr in by_threshold}))
+     .assign(task=t) for t in tasks]
+    + [same_different_counts(same_different(shared_at[top], shared_at)).assign(task="shared by all")],
+    ignore_index=True).rename(columns={"circuit": "threshold"})
+shared_table = same_different(shared_at[top], {f"{100 * thr:.0f} %": comps for thr, comps in shared_at.items()})
+write_json_atomic(out_dir / "shared_by_threshold.json", {
+    "model": model, "template": template, "method": method, "smoke": smoke, "thresholds": list(by_threshold),
+    "reference_threshold": top, "n_random": n_random, "random_match": random_match, "seed": seed,
+    "shared": {str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
+               for thr in shared_at},
+    "scores": frame_records(shared_scores), "same_different": frame_records(same_diff),
+    "shared_same_different": shared_table.reset_index().to_dict(orient="records"),
+})
+display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
+shared_table
+
+# %%
+def _held(thr: float, t: str) -> pd.Series | None:
+    rows = shared_scores[(shared_scores["threshold"] == thr) & (shared_scores["data"] == f"{t} held-out")]
+    return rows.iloc[0] if len(rows) else None
+
+lines = []
+for thr in by_threshold:
+    held = [(t, _held(thr, t)) for t in tasks]
+    held = [(t, r) for t, r in held if r is not None]
+    line = f"- **{100 * thr:.0f} %** ({method}): {len(shared_at[thr])} components shared by all {len(tasks)} tasks"
+    if held:
+        beats = sum(bool(r["beats_random"]) for _, r in held)
+        line += ("; scored as a circuit on held-out prompts it keeps "
+                 + ", ".join(f"{t} {r['score']:.0f} % (random {r['random_mean']:.0f} %)" for t, r in held)
+                 + f", above every random circuit of its size on {beats} of {len(held)} tasks")
+    lines.append(line + ".")
+shared_row = same_diff[same_diff["task"] == "shared by all"].set_index("threshold")
+low = min(by_threshold)
+if low != top:
+    lines.append(f"- Against the {100 * top:.0f} % shared circuit, the {100 * low:.0f} % one keeps "
+                 f"{int(shared_row.loc[low, 'same'])} of its "
+                 f"{int(shared_row.loc[low, 'same'] + shared_row.loc[low, 'dropped'])} components and adds "
+                 f"{int(shared_row.loc[low, 'added'])}.")
+display(Markdown("\n".join(lines)))

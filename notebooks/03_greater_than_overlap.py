@@ -25,6 +25,7 @@
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 32  # prompts per task (sequence prompts before filtering to correct answers)
 seed = 0  # dataset and random-baseline seed
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 n_random = 5  # random head sets averaged for the analogous-ablation baseline
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
@@ -33,6 +34,11 @@ method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (th
 sequence_task = "digits"  # the sequence-continuation task compared with greater-than
 template = "among_words"  # the sequence task's template
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
+ladder_thresholds = [0.97, 0.9, 0.8, 0.7, 0.6, 0.5]  # nested thresholds of the sharing-by-threshold study
+ladder_tasks = ["digits"]  # sequence tasks compared with greater-than at every threshold (each adds ~2 min on 2 cores)
+ladder_prompts = 12  # prompts per task in that study (greater-than unfiltered; sequence tasks before filtering)
+ladder_random = 2  # random head sets per level and direction for its analogous-ablation baseline
+ladder_minimal = False  # refine the study's fast circuits to 1-minimal (slower: one pass per component per level)
 
 # %%
 import altair as alt
@@ -40,9 +46,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, write_circuits
-from seqcirc_utils.compare import (analogous_ablation, cross_task_scores, matched_random_heads, overlap_table,
-                                   shared_components)
+from seqcirc_utils.circuits import discover, score_columns, write_circuits
+from seqcirc_utils.compare import (analogous_ablation, cross_task_scores, lost_at, matched_random_heads,
+                                   overlap_table, shared_components, sharing_by_threshold)
 from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
 from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
@@ -51,31 +57,47 @@ from seqcirc_utils.types import Circuit
 plots.enable_offline()
 if smoke:
     n_prompts, n_random = min(n_prompts, 12), min(n_random, 2)
-    print(f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines; numbers are not results.")
+    ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
+    ladder_prompts, ladder_random = min(ladder_prompts, 12), min(ladder_random, 1)
+    print(f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines, thresholds study at {ladder_thresholds} "
+          f"on {ladder_tasks}; numbers are not results.")
 print(f"model={model} n_prompts={n_prompts} seed={seed} threshold={threshold} method={method}")
 
 # %%
 lm, info = load_model(model, device=device)
 out_dir = results_dir(model)
 # Greater-than is scored by PD on all prompts (Hanna et al. do not filter to correct answers).
-gt_records, gt_data, _ = discover(lm, info, model, "greater_than", [threshold], method=method, metric="prob_diff",
-                                  filter_correct=False, n=n_prompts, seed=seed)
+gt_records, gt_data, _ = discover(lm, info, model, "greater_than", [threshold], method=method,
+                                  filter_correct=False, n=n_prompts, seed=seed, prefix=prefix)
 seq_records, seq_data, _ = discover(lm, info, model, sequence_task, [threshold], method=method,
-                                    template=template, n=n_prompts, seed=seed)
+                                    template=template, n=n_prompts, seed=seed, prefix=prefix)
 write_circuits(out_dir / "circuit_greater_than.json", gt_records)
 circuits = {"greater_than": Circuit.from_lists(gt_records[0]["heads"], gt_records[0]["mlps"]).components,
             sequence_task: Circuit.from_lists(seq_records[0]["heads"], seq_records[0]["mlps"]).components}
-pd.DataFrame([{"task": t, "metric": r[0]["metric"], "full_metric": r[0]["full_metric"], "heads": len(r[0]["heads"]),
-               "mlps": len(r[0]["mlps"]), "score_%": 100 * r[0]["score"], "prompts": r[0]["n_prompts"]}
-              for t, r in (("greater_than", gt_records), (sequence_task, seq_records))])
+# Each task is scored by its own metric (greater-than: PD; digit tokenizers prune by the tens-digit
+# approximation, and the exact two-digit PD is computed by the chain rule for the full model and the circuit).
+circuit_table = pd.DataFrame([
+    {"task": t, "metric": r[0].get("pruning_metric", r[0]["metric"]), "full_metric": r[0]["full_metric"],
+     "heads": len(r[0]["heads"]), "mlps": len(r[0]["mlps"]), **score_columns(r[0]), "prompts": r[0]["n_prompts"],
+     "exact_pd_full": r[0].get("exact_prob_diff", {}).get("full"),
+     "exact_pd_score_%": 100 * r[0]["exact_prob_diff"]["score"] if "exact_prob_diff" in r[0] else None,
+     "exact_pd_heldout_%": (100 * r[0]["heldout"]["exact_prob_diff"]["score"]
+                            if "exact_prob_diff" in (r[0].get("heldout") or {}) else None)}
+    for t, r in (("greater_than", gt_records), (sequence_task, seq_records))])
+circuit_table
 
 # %%
 for t, comps in circuits.items():
-    display(plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{t} circuit ({len(comps)} components)"))
+    display(plots.figure(
+        plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{t} circuit ({len(comps)} components)"),
+        f"The {t} circuit at {100 * threshold:.0f} % of its metric: every head (circle) and MLP (square, right column), "
+        f"the {len(comps)} kept ones red, layer 0 at the bottom. Compare with the other task's circuit."))
 overlap = overlap_table(circuits)
 heads_overlap = overlap_table(circuits, kind="head")
 display(pd.concat([overlap.assign(kind="all"), heads_overlap.assign(kind="heads")]))
-plots.overlap_chart(circuits, title="greater-than vs sequence continuation")
+plots.figure(plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
+             f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
+             "count the tasks keeping each. Components with a bar of 2 are shared.")
 
 # %% [markdown]
 # ## Analogous ablation
@@ -120,9 +142,13 @@ importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads
 per_task = importance.pivot(index="component", columns="task", values="estimated_drop")[list(circuits)]
 ranks = per_task.rank()  # Spearman's rho = Pearson's r of the ranks
 rank_correlation = float(ranks["greater_than"].corr(ranks[sequence_task]))
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
-                                         title=t, value_title="est. drop (points)") for t in circuits],
-                    title=f"{model}: estimated single-head ablation drop, each task's own metric"))
+display(plots.figure(
+    alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
+                                     title=t, value_title="est. drop (points)") for t in circuits],
+                title=f"{model}: estimated single-head ablation drop, each task's own metric"),
+    f"Estimated drop (points of each task's own metric: PD for greater-than, logit difference for {sequence_task}) "
+    f"when one head alone is ablated, layer 0 at the top; each panel has its own colour scale. If the tasks shared "
+    f"heads, the same cells would stand out in both panels (rank correlation {rank_correlation:.2f})."))
 print(f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: {rank_correlation:.2f}")
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["task", "component", "drop_points", "estimated_drop"]
@@ -150,8 +176,15 @@ gt_in_seq = drop("greater_than", sequence_task, "greater_than heads", "full mode
 rand_in_seq = drop("greater_than", sequence_task, "random heads", "full model")
 seq_in_gt = drop(sequence_task, "greater_than", f"{sequence_task} heads", "full model")
 rand_in_gt = drop(sequence_task, "greater_than", "random heads", "full model")
+gt = gt_records[0]
+gt_exact = gt.get("exact_prob_diff")
 display(Markdown(
-    f"The two circuits share {len(shared)} heads ({' '.join(map(str, shared)) or 'none'}; head Jaccard "
+    f"The greater-than circuit keeps {100 * gt['score']:.0f} % of the full model's "
+    f"{gt.get('pruning_metric', gt['metric'])} in-sample"
+    + (f" and {100 * gt['heldout']['score']:.0f} % on held-out prompts" if gt.get("heldout") else "")
+    + (f"; in the exact two-digit PD (full model {gt_exact['full']:.3f}) it keeps {100 * gt_exact['score']:.0f} %. "
+       if gt_exact else ". ")
+    + f"The two circuits share {len(shared)} heads ({' '.join(map(str, shared)) or 'none'}; head Jaccard "
     f"{heads_overlap['jaccard'].iloc[0]:.2f}). Ablating the greater-than circuit's heads from the full model costs "
     f"the {sequence_task} task {gt_in_seq:.1f} points (random heads of the same number: {rand_in_seq:.1f}); ablating "
     f"the {sequence_task} circuit's heads costs greater-than {seq_in_gt:.1f} points of PD (random: {rand_in_gt:.1f}). "
@@ -161,3 +194,83 @@ display(Markdown(
        "clear evidence that the two tasks share their heads.")
     + f" Head by head, the estimated single-ablation drops of the two tasks have a rank correlation of "
     f"{rank_correlation:.2f}."))
+
+# %% [markdown]
+# ## Where is sharing lost? Circuits across thresholds
+#
+# One circuit at one threshold can hide how sharing depends on how much of the behaviour the circuit
+# must keep. Here greater-than and each sequence task get a **nested ladder** of circuits, from 97 %
+# of their metric down to 50 % (each lower circuit pruned from the one above), all found the same
+# way: the fast attribution-ranked method (1-minimal only when `ladder_minimal` is set; see the table
+# for which), on `ladder_prompts` prompts per task, without held-out scoring. At every level we count
+# the heads each sequence circuit shares with the greater-than circuit (and their Jaccard index), and
+# repeat the analogous ablation from the full model in both directions, each against `ladder_random`
+# random head sets of the same size drawn from the heads outside the ablated circuit.
+
+# %%
+ladder_names = ["greater_than", *[t for t in ladder_tasks if t != "greater_than"]]
+ladder_records, ladder_ablators, ladder_levels = {}, {}, {}
+for t in ladder_names:
+    options = dict(filter_correct=False) if t == "greater_than" else dict(template=template)
+    recs, _, ladder_ablators[t] = discover(lm, info, model, t, ladder_thresholds, method="fast", n=ladder_prompts,
+                                           seed=seed, prefix=prefix, heldout=False, minimal=ladder_minimal,
+                                           progress=False, **options)
+    ladder_records[t] = recs
+    for r in recs:
+        ladder_levels.setdefault(r["threshold"], {})[t] = Circuit.from_lists(r["heads"], r["mlps"]).components
+ladder_circuits = pd.DataFrame([
+    {"task": t, "threshold": r["threshold"], "method": r["method"] + (" (1-minimal)" if r["minimal"] else ""),
+     "heads": len(r["heads"]), "mlps": len(r["mlps"]), "score_%": 100 * r["score"], "prompts": r["n_prompts"],
+     "forward_passes": r["forward_passes"]} for t in ladder_names for r in ladder_records[t]])
+sharing = sharing_by_threshold(ladder_levels, ladder_ablators, "greater_than", n_random=ladder_random, seed=seed)
+for col in ("ref_in_task_drop", "ref_in_task_random", "task_in_ref_drop", "task_in_ref_random"):
+    sharing[col] = 100 * sharing[col]
+lost = lost_at(sharing, "shared_heads")
+display(ladder_circuits)
+sharing.drop(columns=["shared"])
+
+# %%
+drops = pd.concat([
+    sharing.assign(ablated="greater-than heads", drop=sharing["ref_in_task_drop"]),
+    sharing.assign(ablated="random heads", drop=sharing["ref_in_task_random"])])
+drops["line"] = drops["task"] + ", " + drops["ablated"]
+plots.figure(
+    alt.hconcat(
+        plots.size_performance_curve(sharing, x="threshold", y="shared_heads", color="task",
+                                     title="heads shared with greater-than", y_title="shared heads"),
+        plots.size_performance_curve(drops, x="threshold", y="drop", color="line",
+                                     title="greater-than heads ablated in each task", y_title="drop (points)")),
+    "Left: heads each sequence task's circuit shares with the greater-than circuit, at each threshold of the nested "
+    "ladders (right = the largest circuits). Right: the drop (points of the task's logit difference) when the "
+    "greater-than circuit's heads at that threshold are ablated from the full model, beside as many random heads. "
+    "Read where a line of the left panel reaches zero: below that threshold the task shares no head with greater-than.")
+
+# %%
+def _ladder_sentence(task: str) -> str:
+    g = sharing[sharing["task"] == task].sort_values("threshold", ascending=False)
+    top, bottom = g.iloc[0], g.iloc[-1]
+    above = int((g["ref_in_task_drop"] > g["ref_in_task_random"]).sum())
+    where = (f"shares no head with greater-than from {100 * lost[task]:.0f} % down"
+             if lost[task] is not None else f"still shares {int(bottom['shared_heads'])} heads at "
+             f"{100 * bottom['threshold']:.0f} % ({bottom['shared'] or 'none'})")
+    return (f"**{task}** shares {int(top['shared_heads'])} heads with greater-than at {100 * top['threshold']:.0f} % "
+            f"(head Jaccard {top['head_jaccard']:.2f}) and {where}; ablating the greater-than heads costs it more "
+            f"than random heads at {above} of {len(g)} thresholds (at {100 * top['threshold']:.0f} %: "
+            f"{top['ref_in_task_drop']:.1f} vs {top['ref_in_task_random']:.1f} points).")
+
+write_json_atomic(out_dir / "greater_than_thresholds.json", {
+    "model": model, "smoke": smoke, "method": "fast", "minimal": ladder_minimal, "thresholds": ladder_thresholds,
+    "tasks": ladder_names, "n_prompts": ladder_prompts, "n_random": ladder_random, "seed": seed,
+    "circuits": frame_records(ladder_circuits), "sharing": frame_records(sharing),
+    "lost_at": {t: lost[t] for t in ladder_tasks if t in lost},
+    "records": {t: [r | {"dataset": None} for r in ladder_records[t]] for t in ladder_names},
+})
+gt_sizes = ladder_circuits[ladder_circuits["task"] == "greater_than"].set_index("threshold")["heads"]
+display(Markdown(
+    "Going down the nested ladders (all circuits found by the fast method"
+    + (", refined to 1-minimal" if ladder_minimal else ", not refined to 1-minimal") + f", {ladder_prompts} prompts "
+    f"per task; the greater-than circuit keeps {int(gt_sizes.iloc[0])} of {len(info.heads)} heads at "
+    f"{100 * gt_sizes.index[0]:.0f} % and {int(gt_sizes.iloc[-1])} at {100 * gt_sizes.index[-1]:.0f} %"
+    + (", so at the top it is close to the whole model and shares many heads for that reason alone"
+       if gt_sizes.iloc[0] > len(info.heads) / 2 else "") + "): "
+    + " ".join(_ladder_sentence(t) for t in sharing["task"].drop_duplicates())))

@@ -36,6 +36,7 @@
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 64  # prompts per family and prompt set
 seed = 0  # dataset seed
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI: few prompts, one family, two offsets
 families = ["digits", "months"]  # task families
@@ -77,8 +78,9 @@ print(f"model={model} n_prompts={n_prompts} seed={seed} families={families} temp
 # %%
 lm, info = load_model(model, device=device)
 regular = {f: make_dataset(lm.tokenizer, f, model_name=model, template=template, length=max_offset + 1,
-                          n=n_prompts, seed=seed) for f in families}
-spaced = {f: spaced_prompts(lm.tokenizer, f, n_prompts, n_members=tuple(n_members), gap=tuple(gap), seed=seed)
+                          n=n_prompts, seed=seed, prefix=prefix) for f in families}
+spaced = {f: spaced_prompts(lm.tokenizer, f, n_prompts, n_members=tuple(n_members), gap=tuple(gap), seed=seed,
+                           prefix=prefix)
           for f in families}
 examples = pd.DataFrame(
     [{"family": f, "prompts": "regular", "text": p.text, "tokens": [lm.tokenizer.decode([t]) for t in p.tokens],
@@ -118,8 +120,13 @@ def offset_panels(part: pd.DataFrame, score: str, title: str) -> alt.HConcatChar
 
 
 for (f, p), part in table.groupby(["family", "prompts"], sort=False):
-    display(offset_panels(part, "member", f"{f}, {p} prompts: member i -> member i-k"))
-    display(offset_panels(part, "token", f"{f}, {p} prompts: member at p -> token at p-k"))
+    display(plots.figure(offset_panels(part, "member", f"{f}, {p} prompts: member i -> member i-k"),
+                         f"Mean attention from each {f} member to the member k places before it, {p} prompts, one "
+                         "panel per k, layer 0 at the top. Bright cells at k=1 are previous-member heads; compare "
+                         "with the token-offset figure that follows."))
+    display(plots.figure(offset_panels(part, "token", f"{f}, {p} prompts: member at p -> token at p-k"),
+                         f"Mean attention from each {f} member to the token k positions before it, {p} prompts. "
+                         "A head bright here but not in the member figure follows positions, not members."))
 
 # %% [markdown]
 # ## Same-type against positional heads
@@ -134,7 +141,10 @@ for f, part in table.groupby("family", sort=False):
     charts = [plots.head_heatmap(plots.head_frame(sub, "same_type_k1"), title=f"{p} prompts",
                                  value_title="member_k1 - token_k1", diverging=True)
               for p, sub in part.groupby("prompts", sort=False)]
-    display(alt.hconcat(*charts, title=f"{f}: same-type contrast at k=1").resolve_scale(color="shared"))
+    display(plots.figure(alt.hconcat(*charts, title=f"{f}: same-type contrast at k=1").resolve_scale(color="shared"),
+                         f"Same-type contrast member_k1 - token_k1 for {f}, one panel per prompt set. Red heads follow "
+                         "the previous member, blue heads the previous token; the spaced panel is the one that tells "
+                         "them apart."))
 
 # %% [markdown]
 # The strongest previous-member heads on the irregularly spaced prompts (the test that separates the
@@ -162,7 +172,8 @@ for f in families:
 # members and to the first member.
 
 # %%
-final_sets = {f: make_dataset(lm.tokenizer, f, model_name=model, template=attention_template, n=n_prompts, seed=seed)
+final_sets = {f: make_dataset(lm.tokenizer, f, model_name=model, template=attention_template, n=n_prompts, seed=seed,
+                              prefix=prefix)
               for f in families}
 print("e.g. " + "; ".join(f"{f}: {final_sets[f].prompts[0].text!r} -> {final_sets[f].prompts[0].answer!r}"
                           for f in families))
@@ -186,12 +197,15 @@ for f in families:
 # %%
 for f in families:
     part = summary[summary["family"] == f]
-    display(alt.hconcat(
+    display(plots.figure(alt.hconcat(
         plots.head_heatmap(plots.head_frame(part[part["prompts"] == attention_template], "final_to_last_member"),
                            title=f"final -> last member ({attention_template})", value_title="attention"),
         plots.head_heatmap(plots.head_frame(part[part["prompts"] == "spaced"], "member_to_prev_member"),
                            title="member -> previous member (spaced)", value_title="attention"),
-        title=f"{f}: attention summary").resolve_scale(color="shared"))
+        title=f"{f}: attention summary").resolve_scale(color="shared"),
+        f"{f}: attention from the final position to the last member (left) and from each member to the previous "
+        "member on spaced prompts (right), every head, layer 0 at the top. Heads bright in both panels find the last "
+        "member and step back through the sequence."))
 
 # %% [markdown]
 # ## Member-to-member attention of the top previous-member head
@@ -206,9 +220,12 @@ for f in families:
     matrix = member_to_member_matrix(att[f, "spaced"], best)
     patterns[f] = {"component": str(best), "prompts": "spaced", "pattern": matrix.values.tolist(),
                    "labels": list(matrix.index)}
-    display(plots.matrix_heatmap(plots.matrix_frame(matrix, row="query member", col="key member"),
-                                 row="query member", col="key member", value_title="attention",
-                                 title=f"{f}: {best} member -> member attention (spaced prompts)"))
+    display(plots.figure(plots.matrix_heatmap(plots.matrix_frame(matrix, row="query member", col="key member"),
+                                              row="query member", col="key member", value_title="attention",
+                                              title=f"{f}: {best} member -> member attention (spaced prompts)"),
+                         f"Mean attention of {best}, the top previous-member head for {f}, from each member (rows) to "
+                         "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
+                         "attends to the previous member wherever it is."))
 
 out = write_json_atomic(results_dir(model) / "induction_offsets.json", {
     "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "families": families,

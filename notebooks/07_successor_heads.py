@@ -38,6 +38,7 @@ model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 32  # focus-family prompts before filtering to correct answers (attention, DLA)
 n_lens = 16  # of those, prompts read by the logit lens (slow: every layer, position and vocabulary entry)
 seed = 0  # dataset seed
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI: the focus family only, few prompts
 families = ["digits", "number_words", "months", "days", "letters"]  # families scored
@@ -48,6 +49,11 @@ top_k = 1  # a target counts when it is in the head's top-k outputs
 embedding = "mlp0"  # effective embedding: "mlp0" (W_E + MLP0), "mlp0_only" or "embed"
 template = "among_words"  # template of the focus-family prompts
 top_n = 5  # rows of the top-heads tables
+direction = "increasing"  # direction of the focus-family prompts (increasing | decreasing)
+lens_directions = ["decreasing"]  # the logit lens by sequence length: focus-family prompts in these directions ...
+lens_lengths = [3, 4, 5, 6]  # ... with these numbers of members shown ([] skips it) ...
+lens_template = "comma"  # ... in this template (short prompts: the lens reads every position) ...
+n_lens_length = 8  # ... and this many correctly answered prompts per (direction, length)
 
 # %%
 import altair as alt
@@ -69,6 +75,7 @@ if focus not in families:
 if smoke:
     families = [focus]
     n_prompts, n_lens = min(n_prompts, 12), min(n_lens, 4)
+    lens_lengths, n_lens_length = lens_lengths[-1:], min(n_lens_length, 4)
     print(f"SMOKE MODE: families {families}, {n_prompts} prompts, {n_lens} for the logit lens; numbers are not results.")
 print(f"model={model} families={families} focus={focus} kinds={kinds} over={over} top_k={top_k} "
       f"embedding={embedding} n_prompts={n_prompts} n_lens={n_lens} template={template} seed={seed}")
@@ -105,12 +112,19 @@ overview.round(3)
 # One layer x head grid per family (layer 0 at the top), on a shared colour scale.
 
 # %%
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[f], "next"), title=f, value_title="next score",
-                                         diverging=False) for f in families],
-                    title=f"{model}: OV next score (top-{top_k} over {over})").resolve_scale(color="shared"))
-display(alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[focus], k), title=k, value_title="score",
-                                         diverging=False) for k in kinds],
-                    title=f"{focus}: every score kind").resolve_scale(color="shared"))
+display(plots.figure(
+    alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[f], "next"), title=f, value_title="next score",
+                                     diverging=False) for f in families],
+                title=f"{model}: OV next score (top-{top_k} over {over})").resolve_scale(color="shared"),
+    "OV successor (next) score of every head, one panel per family, layer 0 at the top: the fraction of members whose "
+    "successor is the head's top output. Bright cells are successor heads; one bright in every panel is a successor "
+    "head for all families."))
+display(plots.figure(
+    alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[focus], k), title=k, value_title="score",
+                                     diverging=False) for k in kinds],
+                title=f"{focus}: every score kind").resolve_scale(color="shared"),
+    f"Every OV score kind for {focus}, one panel per kind. Compare the next panel with copy and prev: a successor "
+    "head is bright in next only."))
 
 # %% [markdown]
 # ## Top next heads per family
@@ -133,8 +147,10 @@ by_family = pd.concat([scores[f].assign(family=f) for f in families]).pivot_tabl
     index="component", columns="family", values="next", sort=False)[families]
 shared = by_family.assign(mean=by_family.mean(axis=1)).sort_values("mean", ascending=False).head(2 * top_n)
 display(shared.round(3))
-plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="family"), row="head", col="family",
-                     value_title="next score", title="next score of the heads best on average")
+plots.figure(plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="family"), row="head",
+                                  col="family", value_title="next score", title="next score of the heads best on average"),
+             "Next score of the heads with the highest mean over families (rows, best first), per family (columns). "
+             "A row dark across all columns is a head that computes the successor whatever the family.")
 
 # %% [markdown]
 # ## The top next head of the focus family
@@ -147,11 +163,15 @@ plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="famil
 best = parse_component(top_heads(scores[focus], "next", 1)["component"][0])
 ov_table = ov_member_table(lm, best, focus, embedding=embedding)
 qk = qk_table(lm, best, focus, embedding=embedding)
-display(plots.matrix_heatmap(plots.matrix_frame(ov_table, row="attended member", col="output member"),
-                             row="attended member", col="output member", value_title="logit",
-                             title=f"{focus}: {best} OV circuit"))
-plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"), row="query member",
-                     col="key member", value_title="attention", title=f"{focus}: {best} QK circuit (softmax)")
+display(plots.figure(plots.matrix_heatmap(plots.matrix_frame(ov_table, row="attended member", col="output member"),
+                                          row="attended member", col="output member", value_title="logit",
+                                          title=f"{focus}: {best} OV circuit"),
+                     f"What {best} writes (columns, as logits) when it attends to each {focus} member (rows). A successor "
+                     "head has its darkest cell of each row just right of the diagonal."))
+plots.figure(plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"), row="query member",
+                                  col="key member", value_title="attention", title=f"{focus}: {best} QK circuit (softmax)"),
+             f"Where {best} would attend from each query member (rows) among the members (columns), softmax per row. "
+             "Look at whether a row prefers one key member, or attends evenly.")
 
 # %% [markdown]
 # ### Attention on prompts
@@ -162,15 +182,20 @@ plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"
 # heads; the table adds attention to BOS.
 
 # %%
-ds = discovery_dataset(lm, model, focus, template=template, n=n_prompts, seed=seed, min_prompts=4 if smoke else 8)
+ds = discovery_dataset(lm, model, focus, template=template, direction=direction, n=n_prompts, seed=seed,
+                       min_prompts=4 if smoke else 8, prefix=prefix)
 print(f"{len(ds)} of {n_prompts} prompts kept; e.g. {ds.prompts[0].text!r} -> {ds.prompts[0].answer!r}")
 att = dataset_member_attention(lm, ds, progress=False)
 f2m = final_to_member_table(att).set_index("component")
 att_summary = attention_summary(att).set_index("component")
 top_next = top_heads(scores[focus], "next", top_n)["component"].tolist()
 display(pd.concat([f2m.loc[top_next], att_summary.loc[top_next, ["final_to_bos"]]], axis=1).round(3))
-plots.matrix_heatmap(plots.matrix_frame(f2m.loc[top_next], row="head", col="member"), row="head", col="member",
-                     value_title="attention", title=f"{focus}: final position -> members, top next heads")
+plots.figure(plots.matrix_heatmap(plots.matrix_frame(f2m.loc[top_next], row="head", col="member"), row="head",
+                                  col="member", value_title="attention",
+                                  title=f"{focus}: final position -> members, top next heads"),
+             f"Mean attention from the final position to each member (columns; m-1 is the last one shown) for the top "
+             f"{len(top_next)} next heads (rows) on {len(ds)} correctly answered prompts. A successor head used by the "
+             "model attends to the last member, where the answer's predecessor is.")
 
 # %% [markdown]
 # ## Direct logit attribution
@@ -188,10 +213,13 @@ head_dla = dla_table[dla_table["kind"] == "head"].assign(
 display(top_parts.round(3))
 print(f"parts sum to {float(dla.values.sum(0).mean()):.3f} nats; the model's mean logit difference is "
       f"{float(dla.logit_diff.mean()):.3f} nats")
-alt.hconcat(plots.bar_chart(top_parts, x="component", y="mean", sort=list(top_parts["component"]),
-                            y_title="mean DLA (nats)", title="largest parts"),
-            plots.head_heatmap(plots.head_frame(head_dla, "mean"), title="every head", value_title="DLA (nats)"),
-            title=f"{focus}: direct logit attribution")
+plots.figure(alt.hconcat(plots.bar_chart(top_parts, x="component", y="mean", sort=list(top_parts["component"]),
+                                         y_title="mean DLA (nats)", title="largest parts"),
+                         plots.head_heatmap(plots.head_frame(head_dla, "mean"), title="every head",
+                                            value_title="DLA (nats)"),
+                         title=f"{focus}: direct logit attribution"),
+             "Direct contribution to logit(correct) - logit(last member), in nats: the parts with the largest magnitude "
+             f"(left) and every head (right, layer 0 at the top). Is {best} among the large ones?")
 
 # %% [markdown]
 # ## Logit lens: where the answer first becomes top-1
@@ -207,8 +235,58 @@ first = first_top1_summary(lens)
 first_long = first.assign(layer=first["layer"].map(lambda l: "never" if l == -2 else str(l))).melt(
     id_vars="layer", var_name="measure", value_name="prompts")
 display(first)
-plots.bar_chart(first_long, x="layer", y="prompts", color="measure", sort=list(first_long["layer"].drop_duplicates()),
-                title=f"{focus}: first layer with the answer top-1 ({len(lens_ds)} prompts)")
+plots.figure(plots.bar_chart(first_long, x="layer", y="prompts", color="measure",
+                             sort=list(first_long["layer"].drop_duplicates()),
+                             title=f"{focus}: first layer with the answer top-1 ({len(lens_ds)} prompts)"),
+             "Number of prompts whose answer first becomes (first_top1) and stays (stable_top1) the logit lens's top-1 "
+             f"token at each layer. The layer where the bars peak is where the answer forms; compare with {best}'s "
+             f"layer ({best.layer}).")
+
+# %% [markdown]
+# ### The logit lens by sequence length
+#
+# Does the model compute a continuation differently depending on how many members it has seen
+# (the question was raised for decreasing sequences)? For each direction in `lens_directions` and
+# each number of members shown in `lens_lengths`, `n_lens_length` correctly answered prompts
+# (`lens_template` template) are read by the logit lens: per configuration, the median layer at
+# which the answer first becomes top-1 and from which it stays top-1, and the share of prompts
+# whose answer is never top-1 before the output.
+
+# %%
+lens_rows, lens_counts, lens_skipped = [], [], {}
+for d in lens_directions:
+    for n_members in lens_lengths:
+        try:
+            ds_len = discovery_dataset(lm, model, focus, template=lens_template, direction=d, length=n_members,
+                                       n=max(n_prompts, 2 * n_lens_length), seed=seed, prefix=prefix, min_prompts=2)
+        except ValueError as err:  # no sequence fits, or no prompt answered correctly
+            lens_skipped[f"{d}-{n_members}"] = str(err)
+            continue
+        res = dataset_logit_lens(lm, ds_len.subset(list(range(min(n_lens_length, len(ds_len))))), progress=False)
+        per_prompt = pd.DataFrame({"first": res.first_top1_layer().tolist(), "stable": res.stable_top1_layer().tolist()})
+        reached = per_prompt[per_prompt["first"] >= -1]
+        lens_rows.append({"direction": d, "length": n_members, "prompts": len(per_prompt),
+                          "median_first_top1": float(reached["first"].median()) if len(reached) else float("nan"),
+                          "median_stable_top1": float(per_prompt.loc[per_prompt["stable"] >= -1, "stable"].median())
+                          if (per_prompt["stable"] >= -1).any() else float("nan"),
+                          "never_top1": float((per_prompt["first"] == -2).mean())})
+        lens_counts.append(first_top1_summary(res).assign(direction=d, length=n_members))
+lens_by_length = pd.DataFrame(lens_rows, columns=["direction", "length", "prompts", "median_first_top1",
+                                                  "median_stable_top1", "never_top1"])
+for name, err in lens_skipped.items():
+    display(Markdown(f"**{focus} {name} skipped:** {err}"))
+if len(lens_by_length):
+    display(plots.figure(
+        plots.size_performance_curve(lens_by_length.melt(id_vars=["direction", "length"],
+                                                         value_vars=["median_first_top1", "median_stable_top1"],
+                                                         var_name="measure", value_name="layer")
+                                     .assign(line=lambda d: d["direction"] + ", " + d["measure"]),
+                                     x="length", y="layer", color="line", y_title="layer (median over prompts)",
+                                     title=f"{focus}: where the answer forms, by members shown"),
+        "Median layer at which the logit lens first reads the answer as top-1 (first) and from which it stays top-1 "
+        "(stable), against the number of members shown, per direction. A jump between two lengths marks a change in "
+        "where (and perhaps how) the continuation is computed."))
+lens_by_length
 
 # %%
 out = write_json_atomic(results_dir(model) / "successor_heads.json", {
@@ -228,6 +306,9 @@ out = write_json_atomic(results_dir(model) / "successor_heads.json", {
     "dla": frame_records(dla_table), "dla_heads": frame_records(head_dla[["component", "layer", "head", "mean", "std"]]),
     "dla_logit_diff": float(dla.logit_diff.mean()),
     "logit_lens_first_top1": frame_records(first),
+    "direction": direction, "lens_template": lens_template, "logit_lens_by_length": frame_records(lens_by_length),
+    "logit_lens_by_length_counts": frame_records(pd.concat(lens_counts, ignore_index=True)) if lens_counts else [],
+    "logit_lens_by_length_skipped": lens_skipped,
 })
 print(f"wrote {out}")
 
@@ -271,6 +352,15 @@ if len(reached):
                  + " that layer.")
 else:
     lines.append(f"- Logit lens: the answer is never top-1 at the final position in the {len(lens_ds)} prompts read.")
+for d, g in lens_by_length.groupby("direction", sort=False):
+    g = g.sort_values("length")
+    steps = g["median_first_top1"].diff().abs()
+    jump = g.iloc[int(steps.fillna(-1).argmax())] if steps.notna().any() else None
+    lines.append(f"- Logit lens by length ({d} {focus}, {lens_template} template): the answer first becomes top-1 at "
+                 "median layer " + ", ".join(f"{v:.0f} with {n} members" if v == v else f"never with {n} members"
+                                              for n, v in zip(g["length"], g["median_first_top1"]))
+                 + (f"; the largest change ({steps.max():.0f} layers) comes at {int(jump['length'])} members."
+                    if jump is not None and steps.max() > 0 else "; it does not move with length."))
 if smoke:
     lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
 display(Markdown("\n".join(lines)))

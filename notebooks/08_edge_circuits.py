@@ -23,12 +23,18 @@
 # Exact path patching needs one forward pass per edge; edge attribution patching (EAP, and EAP-IG
 # with integrated gradients) estimates every edge from a few passes. We check how well the
 # estimate ranks edges against exact patching on a sample, and report each edge circuit's
-# **faithfulness**: its patching score next to the score of its node set under plain ablation.
+# **faithfulness** as three numbers: the edge circuit's own score (every edge outside it removed by
+# path patching), the score of the nodes that still lie on a kept path from the input to the logits
+# re-scored by plain node ablation, and the score of the node circuit the edges were pruned in. A
+# node counts as part of the edge circuit only if a kept path connects it to the logits; the others
+# are *dangling*: edge pruning left them in the node circuit, but nothing they compute reaches the
+# output.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
 n_prompts = 16  # prompts per task before filtering to correct answers
 seed = 0  # dataset and edge-sample seed
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
 tasks = ["digits", "number_words", "months"]  # tasks whose edge circuits are found
@@ -47,10 +53,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover
+from seqcirc_utils.circuits import discover, score_columns
 from seqcirc_utils.edge_attribution import eap_vs_exact
 from seqcirc_utils.models import load_model
-from seqcirc_utils.patching import EdgePatcher, circuit_edges, faithfulness, prune_edges
+from seqcirc_utils.edge_pruning import prune_edges
+from seqcirc_utils.patching import EdgePatcher, circuit_edges
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit
 
@@ -63,23 +70,25 @@ print(f"model={model} tasks={tasks} node={node_method}@{node_threshold} edges={e
 # %%
 lm, info = load_model(model, device=device)
 out_dir = results_dir(model)
-results, ablators, nodes = {}, {}, {}
+results, ablators, nodes, node_records = {}, {}, {}, {}
 for task in tasks:
     records, _, ablators[task] = discover(lm, info, model, task, [node_threshold], method=node_method,
-                                          template=template, n=n_prompts, seed=seed)
+                                          template=template, n=n_prompts, seed=seed, prefix=prefix)
     nodes[task] = Circuit.from_lists(records[0]["heads"], records[0]["mlps"]).components
+    node_records[task] = records[0]
     results[task] = prune_edges(ablators[task], nodes[task], edge_threshold, method=edge_method, ig_steps=ig_steps,
-                                progress=False)
-    write_json_atomic(out_dir / f"edges_{task}.json", results[task].to_json() | {
-        "model": model, "task": task, "faithfulness": faithfulness(ablators[task], results[task])})
+                                progress=False, node_threshold=node_threshold)
+    write_json_atomic(out_dir / f"edges_{task}.json", results[task].to_json())  # kind "edge_circuit"
 rows = []
 for task, r in results.items():
-    f = faithfulness(ablators[task], r)
-    rows.append({"task": task, "nodes": len(nodes[task]), "candidate_edges": r.n_candidate_edges,
-                 "kept_edges": len(r.edges), "edge_circuit_%": 100 * f["edge_circuit_score"],
-                 "node_circuit_%": 100 * f["node_circuit_score"], "node_ablation_%": 100 * f["node_ablation_score"],
-                 "connected_nodes_ablation_%": 100 * f["node_ablation_score_connected"],
-                 "dangling": " ".join(f["dangling"]), "forward_passes": r.forward_passes, "seconds": r.seconds})
+    rows.append({"task": task, "nodes": len(r.components), "connected_nodes": len(r.connected),
+                 "candidate_edges": r.n_candidate_edges, "kept_edges": len(r.edges),
+                 "connected_edges": len(r.connected_edges), "edge_circuit_%": 100 * r.score,
+                 "connected_nodes_ablation_%": 100 * r.connected_score, "node_circuit_%": 100 * r.node_score,
+                 "node_circuit_ci95": (node := score_columns(node_records[task]))["score_ci95"],
+                 "node_heldout_%": node["heldout_%"], "node_heldout_ci95": node["heldout_ci95"],
+                 "dangling": " ".join(str(c) for c in r.dangling), "forward_passes": r.forward_passes,
+                 "seconds": r.seconds})
 summary = pd.DataFrame(rows)
 pd.set_option("display.precision", 2)
 summary
@@ -87,13 +96,19 @@ summary
 # %% [markdown]
 # ## The edge circuits
 #
-# Kept edges drawn between node positions (edges into the logits go to the top of the grid).
+# Kept edges on a path from the input to the logits, drawn between node positions (edges into the
+# logits go to the top of the grid); highlighted nodes are the edge circuit's connected nodes, grey
+# ones are ablated or dangling.
 
 # %%
 for task, r in results.items():
-    pairs = [(e["sender"], e["receiver"] or "logits") for e in r.edges]
-    display(plots.circuit_diagram(info.n_layers, info.n_heads, r.components, edges=pairs,
-                                  title=f"{task}: {len(r.edges)} edges among {len(r.components)} nodes"))
+    display(plots.figure(
+        plots.circuit_diagram(info.n_layers, info.n_heads, r.connected, edges=r.edge_pairs(),
+                              title=f"{task}: {len(r.connected_edges)} edges among {len(r.connected)} connected "
+                                    f"nodes ({len(r.dangling)} of {len(r.components)} node-circuit nodes dangle)"),
+        f"The {task} edge circuit: the {len(r.connected_edges)} kept edges (blue lines) between its {len(r.connected)} "
+        "connected nodes (red; heads circles, MLPs squares in the right column, layer 0 at the bottom; the logits at "
+        "the top). Follow the lines down from the logits to see which heads feed the answer directly."))
 
 # %%
 kinds = pd.concat([pd.DataFrame(r.edges).assign(task=t) for t, r in results.items() if r.edges])
@@ -111,21 +126,28 @@ first = tasks[0]
 candidates = circuit_edges(info, EdgePatcher(ablators[first], nodes[first]).components)
 sample = random.Random(seed).sample(candidates, min(exact_sample, len(candidates)))
 agreement, agree = eap_vs_exact(ablators[first], nodes[first], sample, ig_steps=1, progress=False)
+legacy = {"node_ablation_%": summary["node_circuit_%"]}  # older readers: the node circuit's score, same number
 write_json_atomic(out_dir / "edge_circuits.json", {
-    "model": model, "smoke": smoke, "edge_method": edge_method, "summary": frame_records(summary),
+    "model": model, "smoke": smoke, "edge_method": edge_method, "summary": frame_records(summary.assign(**legacy)),
     "eap_vs_exact": agree, "eap_vs_exact_edges": frame_records(agreement)})
 display(pd.DataFrame([agree]))
-plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
-                                 + "." + agreement["input"]).nsmallest(15, "exact"),
-                x="edge", y="exact", title="most important sampled edges (exact score change)")
+plots.figure(plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
+                                              + "." + agreement["input"]).nsmallest(15, "exact"),
+                             x="edge", y="exact", title="most important sampled edges (exact score change)"),
+             f"Change in the {first} circuit's score when one sampled edge alone is path patched (exact), the 15 most "
+             "negative; the longest bars are the connections the circuit depends on most.")
 
 # %%
 best = summary.sort_values("kept_edges").iloc[0]
-node_pct = ", ".join(f"{t} {v:.0f} %" for t, v in zip(summary["task"], summary["node_ablation_%"]))
-edge_pct = ", ".join(f"{t} {v:.0f} %" for t, v in zip(summary["task"], summary["edge_circuit_%"]))
+per_task = "; ".join(
+    f"{r['task']}: edge circuit {r['edge_circuit_%']:.0f} % ({r['connected_edges']} connected edges), its "
+    f"{r['connected_nodes']} connected nodes under node ablation {r['connected_nodes_ablation_%']:.0f} %, node "
+    f"circuit {r['node_circuit_%']:.0f} % ({r['nodes'] - r['connected_nodes']} of {r['nodes']} nodes dangle)"
+    for r in summary.to_dict("records"))
 display(Markdown(
     f"Edge pruning keeps between {summary['kept_edges'].min()} and {summary['kept_edges'].max()} of the candidate edges "
-    f"(the {best['task']} circuit is sparsest: {best['kept_edges']} of {best['candidate_edges']}). Re-scored by plain "
-    f"node ablation, the edge circuits' node sets keep {node_pct} of the full logit difference, against "
-    f"edge-patching scores of {edge_pct}. On {agree['n_edges']} sampled {first} edges, EAP ranks single-edge "
-    f"effects with Spearman {agree['spearman']:.2f} against exact path patching."))
+    f"(the {best['task']} circuit is sparsest: {best['kept_edges']} of {best['candidate_edges']}). As fractions of "
+    f"the full logit difference — {per_task}. The first number removes every pruned edge; the second keeps every "
+    f"edge among the connected nodes and ablates the rest; the third is the node circuit before edge pruning. "
+    f"On {agree['n_edges']} sampled {first} edges, EAP ranks single-edge effects with Spearman "
+    f"{agree['spearman']:.2f} against exact path patching."))

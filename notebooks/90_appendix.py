@@ -11,16 +11,19 @@
 # ---
 
 # %% [markdown]
-# # Appendix: every per-head figure
+# # Appendix: every per-head figure, by chapter
 #
 # The chapters show the heads that matter; this appendix shows all of them. It reads every result
-# file the notebooks wrote to `results/<model>/` and draws what it finds there:
+# file the notebooks wrote to `results/<model>/` and draws, chapter by chapter (the chapter is the
+# notebook whose source writes the file):
 #
-# - **per-head scores** (any list of records with `layer` and `head`): one layer x head heatmap per
-#   score;
-# - **attention patterns** (any object with a 2-D `pattern`): query x key heatmaps;
-# - **circuits** (`circuit_<task>.json`): the layer x head grid with the kept heads and MLPs
-#   highlighted, and the edges when the file lists them.
+# - **per-head scores** (any list of records with `layer` and `head`): small multiples of layer x head
+#   grids, one figure per score and one panel per task, family or configuration, on a shared colour scale;
+# - **attention patterns** (any object with a 2-D `pattern`): query x key heatmaps side by side;
+# - **circuits** (`circuit_<task>.json`): layer x head grids with the kept heads and MLPs
+#   highlighted;
+# - **edge circuits** (records of kind `edge_circuit`, `edges_<task>.json`): the nodes on a kept path
+#   from the input to the logits, and the kept edges between them as lines.
 #
 # Nothing is recomputed here, so every figure matches the chapter that wrote its file.
 
@@ -30,10 +33,16 @@ device = None  # torch device for reading the model's shape; None picks one
 smoke = False  # accepted for `seqcirc run --all -p smoke true`; the appendix has nothing to shrink
 
 # %%
-from IPython.display import Markdown, display
+import html
+import re
+
+import altair as alt
+from IPython.display import HTML, Markdown, display
 
 from seqcirc_utils import plots
-from seqcirc_utils.results import attention_patterns, head_score_tables, read_json, results_dir
+from seqcirc_utils.edge_pruning import EdgeCircuit
+from seqcirc_utils.results import (attention_patterns, chapter_of, chapter_titles, head_score_groups, read_json,
+                                   records_of_kind, result_writers, results_dir, score_columns)
 
 plots.enable_offline()
 if smoke:
@@ -42,51 +51,146 @@ folder = results_dir(model)
 files = sorted(p for p in folder.glob("*.json"))
 print(f"{len(files)} result files in {folder}: {', '.join(p.name for p in files) or 'none'}")
 data = {p.name: read_json(p) for p in files}
+writers, titles = result_writers("notebooks"), chapter_titles("notebooks")
+chapters: dict[str, dict] = {}
+for name, obj in data.items():
+    chapters.setdefault(chapter_of(name, writers) or "other", {})[name] = obj
 
 # %% [markdown]
-# ## Per-head scores
+# What each score means (the captions use these descriptions; a score not listed is named by its key).
 
 # %%
-head_tables = [(name, path, table) for name, obj in data.items() for path, table in head_score_tables(obj)]
-if not head_tables:
-    display(Markdown(f"No per-head scores in `results/{folder.name}/` yet."))
-for name, path, table in head_tables:
-    for chart in plots.head_score_heatmaps(table, title=f"{name}: {path}"):
-        display(chart)
+SCORE_TEXT = {
+    "estimated_drop": "the estimated drop, in points of the full model's metric, when the head alone is "
+                      "mean-ablated (attribution patching)",
+    "drop_points": "the exact drop, in points of the full metric, when the head alone is ablated",
+    "member": "mean attention from a sequence member to the member k places before it",
+    "token": "mean attention from a sequence member to the token k positions before it",
+    "same_type": "member_k1 - token_k1: red heads follow the previous member, blue heads the previous token",
+    "final_to_last_member": "attention from the final position to the last member shown",
+    "final_to_members": "attention from the final position to all members",
+    "final_to_bos": "attention from the final position to the BOS token",
+    "member_to_prev_member": "attention from each member to the previous member",
+    "member_to_same_type": "attention from each member to earlier members",
+    "member_to_first_member": "attention from each member to the first member",
+    "copy": "OV copy score: fraction of members the head's OV circuit maps to themselves",
+    "next": "OV successor score: fraction of members the head's OV circuit maps to the next member",
+    "prev": "OV predecessor score: fraction of members mapped to the previous member",
+    "mean": "mean direct logit attribution to logit(correct) - logit(last member), in nats",
+    "std": "standard deviation over prompts of the direct logit attribution, in nats",
+}
+
+
+def describe(score: str) -> str:
+    """The caption text of a score column (``member_k2`` -> the ``member`` text)."""
+    stem = re.sub(r"_k\d+$", "", score)
+    if score in SCORE_TEXT or stem in SCORE_TEXT:
+        return SCORE_TEXT.get(score, SCORE_TEXT.get(stem))
+    if m := re.fullmatch(r"(add|sub)(\d+)", score):
+        return f"OV score: fraction of members mapped to the member {m.group(2)} places {'after' if m.group(1) == 'add' else 'before'}"
+    return f"`{score}`"
+
+
+def chapter_heading(chapter: str) -> None:
+    title = titles.get(chapter, "Files no notebook claims")
+    link = f' (<a href="{chapter}.html">chapter</a>)' if chapter in titles else ""
+    display(HTML(f'<h3 class="seqcirc-appendix-chapter">{html.escape(chapter)}: {html.escape(title)}{link}</h3>'))
+
+
+def head_figures(name: str, obj) -> int:
+    """Small multiples of every per-head score in one result file; returns the number of figures."""
+    n = 0
+    for path, table in head_score_groups(obj):
+        panels = plots.label_columns(table)
+        scores = score_columns(table)
+        # scores that differ only by an offset k (member_k1, member_k2, ...) share one figure
+        families: dict[str, list[str]] = {}
+        for col in scores:
+            families.setdefault(re.sub(r"_k\d+$", "", str(col)), []).append(col)
+        for stem, cols in families.items():
+            split = f", one panel per {' and '.join(panels)}" if panels else ""
+            ks = f" for k = {', '.join(c.rsplit('_k', 1)[1] for c in cols)} (columns)" if len(cols) > 1 else ""
+            several = bool(panels) or len(cols) > 1
+            caption = (f"Every head's {describe(cols[0])}{ks}{split}; layer 0 at the top"
+                       + (", one colour scale for all panels. Look for the cells that stand out, and whether the same "
+                          "heads stand out in every panel." if several else ". Look for the cells that stand out.")
+                       + f" From `{name}`, `{path}`.")
+            display(plots.figure(plots.head_heatmap_panels(table, cols, panels, value_title=stem), caption))
+            n += 1
+    return n
+
+
+def pattern_figures(name: str, obj) -> int:
+    """The attention patterns of one result file side by side; returns the number of figures (0 or 1)."""
+    charts = []
+    for path, pat in attention_patterns(obj):
+        frame = plots.matrix_frame(pat["pattern"], row="query", col="key")
+        labels = pat.get("labels") or pat.get("tokens")
+        queries, keys = pat.get("query_labels") or labels, pat.get("key_labels") or labels
+        if queries:
+            frame["query"] = frame["query"].map(lambda i: f"{i}: {queries[i]}")
+        if keys:
+            frame["key"] = frame["key"].map(lambda i: f"{i}: {keys[i]}")
+        charts.append(plots.matrix_heatmap(frame, row="query", col="key", value_title="attention",
+                                           title=f"{pat.get('component', path)} ({path})"))
+    if charts:
+        display(plots.figure(alt.hconcat(*charts).resolve_scale(color="shared"),
+                             f"Attention patterns stored in `{name}` (rows: the attending position, columns: the "
+                             "position attended to; darker = more attention). Look for the position each row "
+                             "attends to most."))
+    return len(charts) > 0
+
+
+def circuit_records(name: str, obj) -> list[dict]:
+    """The circuit records of a ``circuit_*.json`` file (a list under ``circuits``, or the file itself)."""
+    if not name.startswith("circuit_"):
+        return []
+    return [r for r in obj.get("circuits", [obj]) if "heads" in r]
+
 
 # %% [markdown]
-# ## Attention patterns
+# ## Figures by chapter
 
 # %%
-patterns = [(name, path, obj) for name, d in data.items() for path, obj in attention_patterns(d)]
-if not patterns:
-    display(Markdown(f"No attention patterns in `results/{folder.name}/` yet."))
-for name, path, obj in patterns:
-    frame = plots.matrix_frame(obj["pattern"], row="query", col="key")
-    labels = obj.get("labels") or obj.get("tokens")
-    queries, keys = obj.get("query_labels") or labels, obj.get("key_labels") or labels
-    if queries:
-        frame["query"] = frame["query"].map(lambda i: f"{i}: {queries[i]}")
-    if keys:
-        frame["key"] = frame["key"].map(lambda i: f"{i}: {keys[i]}")
-    title = f"{name}: {obj.get('component', path)}"
-    display(plots.matrix_heatmap(frame, row="query", col="key", title=title, value_title="attention"))
-
-# %% [markdown]
-# ## Circuits
-
-# %%
-circuit_files = {name: obj for name, obj in data.items() if name.startswith("circuit_")}
-if not circuit_files:
-    display(Markdown(f"No circuit files (`circuit_<task>.json`) in `results/{folder.name}/` yet."))
-else:
+info = None
+if any(circuit_records(n, o) or records_of_kind(o, EdgeCircuit.KIND)
+       for files_ in chapters.values() for n, o in files_.items()):
     from seqcirc_utils.models import load_model
 
     _, info = load_model(model, device=device)
-    for name, obj in circuit_files.items():
-        for record in obj.get("circuits", [obj]):
+if not chapters:
+    display(Markdown(f"No result files in `results/{folder.name}/` yet."))
+for chapter in sorted(chapters, key=lambda c: (c == "other", c)):
+    chapter_heading(chapter)
+    drawn = 0
+    for name, obj in chapters[chapter].items():
+        drawn += head_figures(name, obj)
+        drawn += pattern_figures(name, obj)
+    records = [(name, r) for name, obj in chapters[chapter].items() for r in circuit_records(name, obj)]
+    if records and info is not None:
+        diagrams = []
+        for name, record in records:
             kept = [f"L{l}.H{h}" for l, h in record.get("heads", [])] + [f"MLP{m}" for m in record.get("mlps", [])]
-            edges = [tuple(e) for e in record.get("edges", [])]
-            title = (f"{name}: {record.get('task', '')} at threshold {record.get('threshold', '?')}, "
-                     f"{len(record.get('heads', []))} heads, {len(record.get('mlps', []))} MLPs")
-            display(plots.circuit_diagram(info.n_layers, info.n_heads, kept, edges=edges, title=title))
+            edges = [tuple(e) for e in record.get("edges", []) if isinstance(e, (list, tuple))]
+            diagrams.append(plots.circuit_diagram(
+                info.n_layers, info.n_heads, kept, edges=edges,
+                title=f"{record.get('task', name)} @ {record.get('threshold', '?')}: {len(record.get('heads', []))} "
+                      f"heads, {len(record.get('mlps', []))} MLPs"))
+        display(plots.figure(alt.hconcat(*diagrams),
+                             f"The circuits of this chapter ({', '.join(sorted({n for n, _ in records}))}): every head "
+                             "(circle) and MLP (square, right column) of the model, the kept ones red, layer 0 at the "
+                             "bottom. Compare the panels for the components every circuit keeps."))
+        drawn += 1
+    edge_circuits = [EdgeCircuit.from_json(r) for obj in chapters[chapter].values()
+                     for r in records_of_kind(obj, EdgeCircuit.KIND)]
+    if edge_circuits and info is not None:
+        display(plots.figure(alt.hconcat(*[plots.circuit_diagram(
+            info.n_layers, info.n_heads, ec.connected, edges=ec.edge_pairs(),
+            title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, {len(ec.connected)} nodes")
+            for ec in edge_circuits]),
+            "The edge circuits of this chapter: the nodes (red) that lie on a kept path from the input to the logits "
+            "and the kept edges between them (lines; edges into the logits end above the top layer). Grey nodes are "
+            "ablated or left dangling by edge pruning. Look for the few edges that carry the task."))
+        drawn += 1
+    if not drawn:
+        display(Markdown(f"Nothing to draw in {', '.join(f'`{n}`' for n in chapters[chapter])}."))

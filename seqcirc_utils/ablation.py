@@ -27,7 +27,7 @@ import torch
 
 from . import metrics
 from .forward import final_logits
-from .models import ModelInfo
+from .models import ModelInfo, model_device
 from .tasks import GREATER_THAN, TaskDataset
 from .types import AblationMode, Circuit, Component, sort_components
 
@@ -75,7 +75,7 @@ def compute_ablation_values(
     mode = AblationMode.parse(mode)
     dataset.check_uniform_length()
     names = set(hook_names)
-    tokens = dataset.corrupted_tokens.to(_device(model))
+    tokens = dataset.corrupted_tokens.to(model_device(model))
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     out = {}
@@ -146,10 +146,6 @@ def _replace_fn(mask: torch.Tensor, value: torch.Tensor) -> Callable:
     return hook
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 # --------------------------------------------------------------------------- the ablator
 
 
@@ -201,7 +197,7 @@ class Ablator:
         self.metric = metric
         self.positions = list(positions) if positions is not None else None
         self.seq_len = dataset.check_uniform_length()
-        self.tokens = dataset.tokens.to(_device(model))
+        self.tokens = dataset.tokens.to(model_device(model))
         self.forward_passes = 0
         hook_names = [component_hook_name(c) for c in info.components]
         self.values = compute_ablation_values(model, dataset, self.mode, hook_names)
@@ -212,20 +208,41 @@ class Ablator:
                                         fwd_hooks=[(n, self._store(n)) for n in hook_names])
         self.full_metric = self.metric_value(self.full_logits)
         self._empty_kl: float | None = None
+        self._empty_kl_values: torch.Tensor | None = None
         self._replay: _Replay | None = None
         self._clean_resid: dict[int, torch.Tensor] | None = None
 
     # ---- metrics
-    def metric_value(self, logits: torch.Tensor) -> float:
-        """The dataset-mean metric of final-position ``logits`` ``[batch, d_vocab]``."""
+    def metric_values(self, logits: torch.Tensor) -> torch.Tensor:
+        """The per-prompt metric of final-position ``logits`` ``[batch, d_vocab]``, ``[batch]``
+        (logit difference in nats, PD in probability, KL to the full model in nats)."""
         ds = self.dataset
         if self.metric == "logit_diff":
-            return metrics.mean_logit_diff(logits, ds.answer_ids, ds.incorrect_ids)
+            return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids)
         if self.metric == "prob_diff":
             groups = ds.greater_than_groups
             t = metrics.greater_than_thresholds(ds.years, len(groups))
-            return float(metrics.greater_than_prob_diff(logits, t, groups).mean())
-        return float(metrics.kl_to_full(logits, self.full_logits).mean())
+            return metrics.greater_than_prob_diff(logits, t, groups)
+        return metrics.kl_to_full(logits, self.full_logits)
+
+    def metric_value(self, logits: torch.Tensor) -> float:
+        """The dataset-mean metric of final-position ``logits`` ``[batch, d_vocab]``."""
+        return float(self.metric_values(logits).mean())
+
+    def score_parts(self, kept: Iterable[Component]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-prompt numerator and denominator ``([batch], [batch])`` of the circuit ``kept``'s score.
+
+        Logit difference / PD: (the circuit's metric, the full model's metric), score = ratio of
+        their means. KL: (KL(circuit), KL(nothing kept)), score = 1 - ratio of their means.
+        One forward pass (two for KL the first time). Used to bootstrap the score over prompts.
+        """
+        kept = set(kept)
+        circuit = self.metric_values(self._run([c for c in self.info.components if c not in kept]))
+        if self.metric == "kl":
+            if self._empty_kl_values is None:
+                self._empty_kl_values = self.metric_values(self._run(self.info.components))
+            return circuit, self._empty_kl_values
+        return circuit, self.metric_values(self.full_logits)
 
     def fraction_of_full(self, value: float) -> float:
         """``value`` as a fraction of the full model (for KL: 1 - KL / KL(everything ablated))."""
@@ -352,6 +369,38 @@ class Ablator:
 def default_metric(dataset: TaskDataset) -> str:
     """The natural metric for a dataset: greater-than's probability difference, else the logit difference."""
     return "prob_diff" if dataset.task == GREATER_THAN else "logit_diff"
+
+
+# The smallest baseline a circuit score may be divided by, per metric (its own units). Below it the
+# score's denominator is within the noise of a few prompts and a ratio against it means nothing;
+# a negative one would invert pruning (removing a helpful component would "raise" the score).
+# logit_diff: 0.1 nats (the full model favours the answer by an odds ratio of at least e^0.1 = 1.105);
+# prob_diff: 0.01 (one percentage point of probability mass, on a [-1, 1] scale);
+# kl: the everything-ablated KL to the full model (the KL score's denominator) of at least 0.01 nats.
+MIN_BASELINE = {"logit_diff": 0.1, "prob_diff": 0.01, "kl": 0.01}
+
+
+def check_baseline(ablator: Ablator, model_name: str = "") -> float:
+    """Refuse a meaningless baseline: raise ``ValueError`` (naming the model, task, template and the
+    value) when the score's denominator is <= :data:`MIN_BASELINE` of the ablator's metric.
+
+    The denominator is the full model's metric (logit difference, PD) or, for KL, the KL of the
+    everything-ablated model. Returns the checked value.
+    """
+    if ablator.metric == "kl":
+        value, what = ablator.metric_value(ablator.logits(ablator.info.components)), "everything-ablated KL"
+    else:
+        value, what = ablator.full_metric, f"full-model {ablator.metric}"
+    floor = MIN_BASELINE[ablator.metric]
+    if not value > floor:
+        spec = ablator.dataset.spec
+        raise ValueError(
+            f"meaningless baseline: {what} = {value:.4g} (must exceed {floor}) for model "
+            f"{model_name or ablator.dataset.model!r}, task {spec.task}, template {spec.template} on "
+            f"{len(ablator.dataset)} prompts; a circuit score divides by it (choose another template or prefix, "
+            "more prompts, or the filter to correct answers)"
+        )
+    return value
 
 
 _ABLATORS: dict[tuple, Ablator] = {}

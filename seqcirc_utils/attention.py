@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .models import model_device
 from .types import head
 
 
@@ -63,10 +64,6 @@ def _pad_id(model) -> int:
     return 0
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def iter_patterns(
     model,
@@ -87,7 +84,7 @@ def iter_patterns(
     n_layers = len(model.blocks)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="attention", disable=not progress, leave=False):
-        chunk = tokens[start : start + batch_size].to(_device(model))
+        chunk = tokens[start : start + batch_size].to(model_device(model))
         store: dict[str, torch.Tensor] = {}
 
         def grab(pattern, hook):

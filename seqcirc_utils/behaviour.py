@@ -10,7 +10,9 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .forward import final_logits
-from .tasks import FAMILIES, GREATER_THAN, TaskDataset, TokenizationError, make_dataset
+from .tasks import (
+    FAMILIES, GREATER_THAN, MIXED_FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, make_dataset, resolve_prefix,
+)
 
 DEFAULT_TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DEFAULT_DIRECTIONS = ("increasing", "decreasing")
@@ -41,26 +43,62 @@ def behaviour_table(
     n: int = 64,
     seed: int = 0,
     include_greater_than: bool = True,
+    prefix: str = "document",
+    progress: bool = True,
 ) -> pd.DataFrame:
-    """One row per (task, template, direction): n, top-1 accuracy, mean p(correct), mean logit diff.
+    """One row per (task, template, direction): n, top-1 accuracy, mean p(correct), mean logit diff
+    (and ``prob_diff`` for greater-than), plus the ``prefix`` mode the prompts start with.
 
     Combinations the tokenizer cannot express (e.g. a family whose members are not single tokens)
-    are reported with an ``error`` column instead of being skipped silently.
+    are reported with an ``error`` column instead of being skipped silently. A ``prefix`` the
+    tokenizer cannot give (e.g. ``"bos"`` without a bos token) raises ``ValueError`` up front.
     """
+    if prefix not in PREFIX_MODES:
+        raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
+    resolve_prefix(model.tokenizer, prefix)
     rows = []
     combos = [
         (f, t, d) for f, t, d in itertools.product(families, templates, directions)
-        if not (t == "mixed" and f not in ("digits", "number_words", "months"))
+        if not (t == "mixed" and f not in MIXED_FAMILIES)
     ]
     if include_greater_than:
         combos.append((GREATER_THAN, "pure", "increasing"))
-    for family, template, direction in tqdm(combos, desc="behaviour", leave=False):
-        base = {"task": family, "template": template, "direction": direction}
+    for family, template, direction in tqdm(combos, desc=f"behaviour ({prefix})", leave=False, disable=not progress):
+        base = {"prefix": prefix, "task": family, "template": template, "direction": direction}
         try:
             ds = make_dataset(model.tokenizer, family, template=template, direction=direction, n=n, seed=seed,
-                              model_name=model_name)
+                              model_name=model_name, prefix=prefix)
         except (TokenizationError, ValueError) as err:
             rows.append({**base, "n": 0, "error": str(err)})
             continue
         rows.append({**base, **evaluate(model, ds)})
     return pd.DataFrame(rows)
+
+
+def prefix_table(model, model_name: str, prefixes: Sequence[str] = PREFIX_MODES, **kwargs) -> pd.DataFrame:
+    """:func:`behaviour_table` once per prompt prefix, stacked (column ``prefix``; plus ``prefix_token``,
+    the token string, ``""`` for ``"none"``). A prefix this tokenizer cannot give gets one row with
+    an ``error``. Keyword arguments go to :func:`behaviour_table`."""
+    for p in prefixes:
+        if p not in PREFIX_MODES:
+            raise ValueError(f"unknown prefix {p!r}; valid: {', '.join(PREFIX_MODES)}")
+    frames = []
+    for p in prefixes:
+        try:
+            token = resolve_prefix(model.tokenizer, p).token or ""
+        except ValueError as err:
+            frames.append(pd.DataFrame([{"prefix": p, "prefix_token": None, "n": 0, "error": str(err)}]))
+            continue
+        frames.append(behaviour_table(model, model_name, prefix=p, **kwargs).assign(prefix_token=token))
+    return pd.concat(frames, ignore_index=True)
+
+
+def prefix_summary(table: pd.DataFrame, value: str = "top1_accuracy") -> pd.DataFrame:
+    """Mean ``value`` per (task, direction) over templates, one column per prefix (in table order).
+
+    ``table`` is :func:`prefix_table`'s output; combinations that could not be built are left out.
+    """
+    ok = table[table["n"] > 0]
+    order = list(dict.fromkeys(ok["prefix"]))
+    out = ok.pivot_table(index=["task", "direction"], columns="prefix", values=value, aggfunc="mean")
+    return out[order].reset_index().rename_axis(columns=None)

@@ -13,6 +13,23 @@ gets a ``.gitignore`` of ``*``):
   notebook's duration, read from papermill's metadata (included by ``book/intro.md``).
 - ``book/_generated/published.md``: the paper's GPT-2 small numbers beside this run's (included by
   ``book/published.md``).
+- ``book/_generated/findings.md``: each chapter's headline result with its numbers
+  (:mod:`seqcirc_utils.findings`; included by ``book/findings.md``).
+- ``book/_generated/planted.md``: the discovery methods' precision and recall on the planted-circuit
+  model, read from ``results/<model>/robustness.json`` (:func:`seqcirc_utils.planted.planted_markdown`;
+  included by ``book/methods.md``).
+
+It also prepares the executed notebooks ``book/executed/*.ipynb`` for reading (in place, idempotent):
+
+- progress output is removed: tqdm bars (``45%|####  | 9/20 [00:01<00:02, 4.5it/s]``), lines redrawn
+  with ``\r`` and progress widgets; the rest of a stream output stays (:func:`strip_progress`);
+- every code cell is folded (tag ``hide-input``: myst-nb shows a "Show code cell source" toggle, the
+  outputs stay visible);
+- the parameters cell and papermill's injected-parameters cell are replaced on the page by one
+  collapsed "Parameters of this run" block (a table of the effective values, defaults and help).
+
+``python -m seqcirc_utils.book_assets --failed`` prints the executed notebooks that failed (one per line);
+``make book`` uses it to name them after building the book.
 """
 
 from __future__ import annotations
@@ -20,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -101,6 +119,173 @@ def copy_mathjax(vendor: Path) -> Path:
     return dest
 
 
+# --------------------------------------------------------------------------- progress output
+
+#: Pieces of a progress bar (tqdm's ``desc: 45%|####      | 9/20 [00:01<00:02,  4.50it/s]`` and relatives).
+PROGRESS_PATTERNS = (
+    r"\d{1,3}%\|",                                   # percentage + bar start: "45%|"
+    r"\|\s*\d+(?:\.\d+)?[kMG]?/\d+(?:\.\d+)?[kMG]?\s*\[",  # "| 9/20 ["
+    r"\[\d+:\d{2}(?::\d{2})?<",                        # elapsed<remaining: "[00:01<"
+    r"(?:\d+(?:\.\d+)?|\?)\s?(?:it|s|B|[kMG]B)/(?:s|it)\]",   # rate: "4.50it/s]", "1.2s/it]", "?it/s]"
+    r"\b\d+(?:\.\d+)?\s?it/s\b",                       # a bare rate: "12.3 it/s"
+)
+PROGRESS_RE = re.compile("|".join(PROGRESS_PATTERNS))
+#: Output MIME type of a Jupyter widget (tqdm.auto's bar in a kernel with ipywidgets): never rendered offline.
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def progress_lines(text: str) -> list[str]:
+    """The pieces of ``text`` that are progress-bar output (lines split at ``\n`` and ``\r``).
+
+    A piece is progress when it matches :data:`PROGRESS_RE`; a line redrawn in place (text, ``\r``,
+    more text) is progress too.
+    """
+    found = []
+    for line in text.split("\n"):
+        pieces = line.split("\r")
+        redrawn = len([p for p in pieces if p.strip()]) > 1
+        found += [p for p in pieces if p.strip() and (redrawn or PROGRESS_RE.search(p))]
+    return found
+
+
+def has_progress(text: str) -> bool:
+    """Whether ``text`` contains progress-bar output (see :func:`progress_lines`)."""
+    return bool(progress_lines(text))
+
+
+def strip_progress(text: str) -> str:
+    """``text`` without its progress-bar lines; a line redrawn with ``\r`` keeps its last non-progress state."""
+    out = []
+    for line in text.split("\n"):
+        pieces = line.split("\r")
+        kept = [p for p in pieces if p.strip() and not PROGRESS_RE.search(p)]
+        if kept:
+            out.append(kept[-1])
+        elif not any(p.strip() for p in pieces) and len(pieces) == 1:
+            out.append(line)  # an empty line stays
+    return "\n".join(out)
+
+
+def _output_text(output: dict[str, Any]) -> str:
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = output.get("data", {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def clean_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A code cell's outputs without progress: streams stripped in place (dropped when empty), progress widgets dropped."""
+    kept = []
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream":
+            text = strip_progress(_output_text(out))
+            if not text.strip():
+                continue
+            out["text"] = text
+        elif kind in ("display_data", "execute_result"):
+            data = out.get("data", {})
+            if WIDGET_MIME in data or (set(data) <= {"text/plain"} and has_progress(_output_text(out))):
+                continue
+        kept.append(out)
+    return kept
+
+
+# --------------------------------------------------------------------------- folded code, parameters block
+
+HIDE_INPUT = "hide-input"
+REMOVE_CELL = "remove-cell"
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+#: Metadata key of the cells this module generates (replaced, not duplicated, on a rerun).
+GENERATED_KEY = "seqcirc_generated"
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _set_tags(cell, tags: Sequence[str]) -> None:
+    cell.setdefault("metadata", {})["tags"] = list(dict.fromkeys(tags))
+
+
+def parameters_markdown(nb) -> str:
+    """The "Parameters of this run" block: a collapsed admonition with parameter, value, default, meaning."""
+    from papermill.translators import PythonTranslator
+
+    pm = nb.metadata.get("papermill", {})
+    defaults, given = pm.get("default_parameters", {}), pm.get("parameters", {})
+    cells = [c for c in nb.cells if "parameters" in _tags(c)]
+    declared = PythonTranslator.inspect(cells[0]) if cells else []
+    help_text = {p.name: p.help or "" for p in declared}
+    names = [p.name for p in declared] + [k for k in {**defaults, **given} if k not in help_text]
+    rows = []
+    for name in names:
+        value = given.get(name, defaults.get(name))
+        default = defaults.get(name, next((p.default for p in declared if p.name == name), ""))
+        changed = name in given and given[name] != defaults.get(name)
+        rows.append({"parameter": f"`{name}`", "value": f"**`{value!r}`**" if changed else f"`{value!r}`",
+                     "default": f"`{default!r}`" if changed else "",
+                     "meaning": help_text.get(name, "").replace("<", "\\<")})  # `results/<model>/` is no HTML tag
+    params = {**defaults, **given}
+    title = "Parameters of this run"
+    facts = [f"model `{params['model']}`" if params.get("model") else "", "smoke mode" if params.get("smoke") else ""]
+    if any(facts):
+        title += ": " + ", ".join(f for f in facts if f)
+    changed = [r["parameter"] for r in rows if r["default"]]
+    intro = ("Set on the command line (bold): " + ", ".join(changed) + "." if changed
+             else "Every parameter has its default.")
+    name = Path(pm.get("input_path") or "NAME").stem
+    table = markdown_table(pd.DataFrame(rows, columns=["parameter", "value", "default", "meaning"]))
+    return (f":::{{admonition}} {title}\n:class: dropdown seqcirc-parameters\n\n{intro} Rerun with "
+            f"`seqcirc run {name} -p PARAMETER VALUE`.\n\n{table}\n:::\n")
+
+
+def prepare_notebook(nb) -> bool:
+    """Strip progress output, fold code, show the parameters as one block (in place); True when ``nb`` changed."""
+    import nbformat
+
+    before = json.dumps(nb, sort_keys=True, default=str)
+    nb.cells = [c for c in nb.cells if not c.get("metadata", {}).get(GENERATED_KEY)]
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        cell["outputs"] = clean_outputs(cell.get("outputs", []))
+        tags = _tags(cell)
+        if any(t in tags for t in PARAMETER_TAGS):
+            _set_tags(cell, [*tags, REMOVE_CELL])
+        elif REMOVE_CELL not in tags and "remove-input" not in tags:
+            _set_tags(cell, [*tags, HIDE_INPUT])
+    first = next((i for i, c in enumerate(nb.cells) if any(t in _tags(c) for t in PARAMETER_TAGS)), None)
+    if first is not None:
+        block = nbformat.v4.new_markdown_cell(parameters_markdown(nb))
+        block.metadata[GENERATED_KEY] = "parameters"
+        block.pop("id", None)
+        nb.cells.insert(first, block)
+    if first is not None and any("id" in c for c in nb.cells):
+        block["id"] = "seqcirc-parameters"  # nbformat >= 4.5 needs cell ids; a fixed one keeps reruns idempotent
+    return json.dumps(nb, sort_keys=True, default=str) != before
+
+
+def prepare_executed(executed: Path) -> list[Path]:
+    """:func:`prepare_notebook` on every ``executed/NN_*.ipynb`` (rewritten atomically); returns those changed."""
+    import nbformat
+
+    changed = []
+    for path in sorted(executed.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        if prepare_notebook(nb):
+            _write_text_atomic(path, nbformat.writes(nb))
+            changed.append(path)
+    return changed
+
+
+def failed_notebooks(executed: Path) -> list[str]:
+    """Executed notebooks whose run failed (papermill recorded an exception), in ``NN`` order."""
+    runs = executed_runs(executed)
+    return runs.loc[runs["status"] == "failed", "notebook"].tolist() if len(runs) else []
+
+
 def run_parameters(meta: dict[str, Any]) -> dict[str, Any]:
     """A run's effective parameters: the notebook's defaults overlaid with the ones passed to papermill."""
     pm = meta.get("papermill", {})
@@ -108,7 +293,11 @@ def run_parameters(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def executed_runs(executed: Path) -> pd.DataFrame:
-    """One row per executed notebook: notebook, status, model, smoke, seconds, finished, parameters."""
+    """One row per executed notebook: notebook, status, run, model, smoke, seconds, finished, parameters.
+
+    ``run`` is ``"reused"`` when the last ``seqcirc run`` reused the cached executed notebook (inputs
+    unchanged, see :mod:`seqcirc_utils.runner`), else ``"executed"``.
+    """
     import nbformat
 
     rows = []
@@ -119,13 +308,15 @@ def executed_runs(executed: Path) -> pd.DataFrame:
         rows.append({
             "notebook": path.stem,
             "status": "failed" if pm.get("exception") else "ok",
+            "run": (nb.metadata.get("seqcirc") or {}).get("run", "executed"),
             "model": params.get("model", ""),
             "smoke": bool(params.get("smoke", False)),
             "seconds": pm.get("duration"),
             "finished": (pm.get("end_time") or "")[:19].replace("T", " "),
             "parameters": ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())),
         })
-    return pd.DataFrame(rows, columns=["notebook", "status", "model", "smoke", "seconds", "finished", "parameters"])
+    return pd.DataFrame(rows, columns=["notebook", "status", "run", "model", "smoke", "seconds", "finished",
+                                       "parameters"])
 
 
 def book_model(runs: pd.DataFrame) -> str:
@@ -163,8 +354,13 @@ def runs_markdown(runs: pd.DataFrame) -> str:
     failed = runs[runs["status"] == "failed"]["notebook"].tolist()
     if failed:
         lines.append(f"\n```{{error}}\nThese notebooks failed; their pages show the traceback: {', '.join(failed)}.\n```")
+    reused = runs[runs["run"] == "reused"]["notebook"].tolist() if "run" in runs else []
+    if reused:
+        lines.append(f"\nReused from an earlier run (inputs unchanged; `seqcirc run --force` re-executes): "
+                     f"{', '.join(reused)}. Their duration and finish time are those of that run.")
     total = pd.to_numeric(runs["seconds"], errors="coerce").sum()
-    table = runs[["notebook", "status", "model", "seconds", "finished"]].rename(columns={"seconds": "duration (s)"})
+    columns = ["notebook", "status", *(["run"] if "run" in runs else []), "model", "seconds", "finished"]
+    table = runs[columns].rename(columns={"seconds": "duration (s)"})
     lines += ["", markdown_table(table), "", f"Total: {total:.0f} s. Parameters of each run:", ""]
     lines += [f"- `{r.notebook}`: `{r.parameters}`" for r in runs.itertuples()]
     return "\n".join(lines) + "\n"
@@ -185,11 +381,41 @@ def published_markdown(root: Path, model: str) -> str:
     return "\n".join(lines)
 
 
+def chapter_statuses(root: Path, runs: pd.DataFrame) -> list:
+    """Every chapter (``notebooks/NN_name.py``, NN < 90, plus executed ones without a source) with its status."""
+    import nbformat
+
+    from .findings import ChapterStatus
+    from .runner import NOTEBOOK_RE, find_notebooks
+
+    sources = {nb.stem: nb.path for nb in find_notebooks(root / "notebooks")} if (root / "notebooks").is_dir() else {}
+    executed = {p.stem: p for p in (root / EXECUTED).glob("[0-9][0-9]_*.ipynb")}
+    status = dict(zip(runs["notebook"], runs["status"])) if len(runs) else {}
+    statuses = []
+    for stem in sorted(set(sources) | set(executed)):
+        if not NOTEBOOK_RE.match(f"{stem}.py") or int(stem[:2]) >= 90:
+            continue
+        cells = nbformat.read(executed[stem], as_version=4).cells if stem in executed else []
+        if not cells and stem in sources:
+            import jupytext
+
+            cells = jupytext.read(sources[stem], fmt="py:percent").cells
+        title = next((m.group(1).strip() for c in cells if c.get("cell_type") == "markdown"
+                      for m in [re.search(r"^#\s+(.+)$", c.get("source", ""), re.M)] if m), stem)
+        statuses.append(ChapterStatus(stem, title, executed=stem in executed, failed=status.get(stem) == "failed"))
+    return statuses
+
+
 def build(root: Path = Path(".")) -> dict[str, Path]:
-    """Write every asset under ``root``; returns what was written."""
+    """Prepare the executed notebooks and write every asset under ``root``; returns what was written."""
+    from .findings import findings_markdown
+    from .results import results_dir
+
     vendor, generated = root / VENDOR, root / GENERATED
     _ignore_folder(vendor)
     _ignore_folder(generated)
+    if (root / EXECUTED).is_dir():
+        prepare_executed(root / EXECUTED)
     runs = executed_runs(root / EXECUTED)
     model = book_model(runs)
     out = {"vega": write_vega_bundle(vendor), "mathjax": copy_mathjax(vendor)}
@@ -197,13 +423,27 @@ def build(root: Path = Path(".")) -> dict[str, Path]:
     _write_text_atomic(out["runs"], runs_markdown(runs))
     out["published"] = generated / "published.md"
     _write_text_atomic(out["published"], published_markdown(root, model))
+    out["findings"] = generated / "findings.md"
+    results = results_dir(model, root=root / os.environ.get("SEQCIRC_RESULTS", "results"))
+    _write_text_atomic(out["findings"], findings_markdown(chapter_statuses(root, runs), results))
+    from .planted import planted_markdown
+
+    out["planted"] = generated / "planted.md"
+    _write_text_atomic(out["planted"], planted_markdown(results))
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqcirc_utils.book_assets", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the book's root (where _config.yml is)")
+    parser.add_argument("--failed", action="store_true",
+                        help="only list the executed notebooks that failed, one per line (nothing when none did)")
     args = parser.parse_args(argv)
+    if args.failed:
+        failed = failed_notebooks(Path(args.root) / EXECUTED)
+        if failed:
+            print("\n".join(failed))
+        return 0
     try:
         written = build(Path(args.root))
     except RuntimeError as err:

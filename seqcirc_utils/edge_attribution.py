@@ -40,24 +40,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .ablation import Ablator
+from .attribution import differentiable_metric
 from .patching import (
     HEAD_INPUTS,
     LOGITS,
     Edge,
     EdgePatcher,
-    _check_components,
+    check_components,
     circuit_edges,
     head_output_weights,
     position_mask,
     sender_delta,
 )
+from .stats import spearman
 from .types import Component
-
-
-def _metric_tensor(ablator: Ablator, logits: torch.Tensor) -> torch.Tensor:
-    from .pruning import _differentiable_metric
-
-    return _differentiable_metric(ablator, logits)
 
 
 def _probe(like: torch.Tensor) -> torch.Tensor:
@@ -82,7 +78,7 @@ def edge_attribution(
         raise ValueError("edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
-    comps = _check_components(ablator.info, components)
+    comps = check_components(ablator.info, components)
     edges = list(circuit_edges(ablator.info, comps) if edges is None else edges)
     for e in edges:
         for c in (e.sender, e.receiver):
@@ -188,7 +184,7 @@ def _deltas_and_gradients(
     with torch.enable_grad():
         with model.hooks(fwd_hooks=hooks):
             logits = model(ablator.tokens, logits_to_keep=1, use_cache=False)[:, -1, :]
-        metric = _metric_tensor(ablator, logits)
+        metric = differentiable_metric(ablator, logits)
         keys = [k for k in probes if not k.startswith("ln1_")]
         grads = dict(zip(keys, torch.autograd.grad(metric, [probes[k] for k in keys], retain_graph=True,
                                                    allow_unused=True)))
@@ -235,11 +231,6 @@ def _head_input_gradient(r: Component, x: str, grads: dict, saved: dict, probes:
         g_v = _vjp(saved[f"z{layer}"], saved[f"v{layer}"], only)
         return _vjp(saved[f"v{layer}"], p, g_v)
     raise ValueError(f"head input {x!r}; valid: {', '.join(HEAD_INPUTS)}")
-
-
-def spearman(a: pd.Series, b: pd.Series) -> float:
-    """Spearman rank correlation (Pearson on average ranks; needs no scipy)."""
-    return float(a.rank().corr(b.rank()))
 
 
 def eap_vs_exact(

@@ -7,6 +7,8 @@ from typing import Iterable
 
 import torch
 
+from .models import model_device
+
 
 def final_logits(
     model,
@@ -22,7 +24,7 @@ def final_logits(
     ``[batch, pos, d_vocab]`` product. ``fwd_hooks`` are ``(hook_name, fn)`` pairs, active for the
     call only and removed afterwards even on error.
     """
-    tokens = tokens.to(_device(model))
+    tokens = tokens.to(model_device(model))
     outs = []
     hooks = list(fwd_hooks)
     ctx = contextlib.nullcontext() if grad else torch.no_grad()
@@ -36,7 +38,3 @@ def final_logits(
                 logits = model(chunk, logits_to_keep=1)
             outs.append(logits[:, -1, :])
     return torch.cat(outs, 0)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device

@@ -2,7 +2,7 @@
 
 Exact single-head ablation (:func:`~seqcirc_utils.ablation.single_component_effects`) costs one
 (partial) forward pass per head: hundreds of passes on a model of a few hundred heads, minutes on a
-CPU per task. Attribution patching (:func:`~seqcirc_utils.pruning.attribution_scores`) estimates
+CPU per task. Attribution patching (:func:`~seqcirc_utils.attribution.attribution_scores`) estimates
 every head's effect from one forward and one backward pass. :func:`head_importance` does both where
 each pays off: the estimate for every head (the per-head maps of the book's appendix), and the exact
 ablation for the heads whose estimate is largest in magnitude (the tables and the paper's
@@ -18,8 +18,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .ablation import get_ablator, single_component_effects
+from .attribution import attribution_scores
 from .models import ModelInfo
-from .pruning import attribution_scores
 from .tasks import TaskDataset
 from .types import AblationMode
 

@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 
 from .attention import iter_patterns
-from .tasks import FAMILIES, FILLER_WORDS, single_token_members
+from .tasks import FAMILIES, FILLER_WORDS, resolve_prefix, single_token_members
 from .types import head
 
 
 @dataclass
 class MemberPrompts:
-    """Prompts of possibly different lengths with known member positions (BOS included)."""
+    """Prompts of possibly different lengths with known member positions (the prefix token included)."""
 
     texts: list[str]
     tokens: list[list[int]]
@@ -67,7 +67,7 @@ def spaced_prompts(
     n_members: tuple[int, int] = (3, 6),
     gap: tuple[int, int] = (0, 3),
     seed: int = 0,
-    prepend_bos: bool = True,
+    prefix: str = "document",
 ) -> MemberPrompts:
     """Increasing runs of ``family`` members separated by random numbers of filler words.
 
@@ -75,7 +75,8 @@ def spaced_prompts(
     and between ``gap[0]`` and ``gap[1]`` filler words before each member after the first; the text
     starts with one filler so every member is in its in-context (after-a-space) form, e.g.
     ``"Hat 4 Sun Car 5 6 Pen 7"``. ``gap=(g, g)`` gives regular spacing. Tokens, fillers and member
-    positions come from the tokenizer (offsets), never from hard-coded ids.
+    positions come from the tokenizer (offsets), never from hard-coded ids. ``prefix`` is the first
+    token, as in :func:`~seqcirc_utils.tasks.make_dataset` (``document``, ``bos`` or ``none``).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
@@ -93,8 +94,7 @@ def spaced_prompts(
     fillers = single_token_fillers(tokenizer)
     if not fillers:
         raise ValueError("no single-token filler words for this tokenizer")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    prefix = [int(bos)] if prepend_bos and bos is not None else []
+    prefix_ids = resolve_prefix(tokenizer, prefix).ids  # the prompts' first token (tasks.resolve_prefix)
     rng = random.Random(f"spaced|{family}|{n}|{n_members}|{gap}|{seed}")
     out = MemberPrompts([], [], [], [], [])
     for _ in range(n):
@@ -120,9 +120,9 @@ def spaced_prompts(
             hit = [i for i, (x, y) in enumerate(offsets) if y > a and x < b]
             if len(hit) != 1 or tokenizer.decode([ids[hit[0]]]).strip() != m:
                 raise ValueError(f"member {m!r} is not a single token in {text!r}")
-            positions.append(len(prefix) + hit[0])
+            positions.append(len(prefix_ids) + hit[0])
         out.texts.append(text)
-        out.tokens.append(prefix + ids)
+        out.tokens.append(prefix_ids + ids)
         out.member_positions.append(positions)
         out.members.append(members)
         out.gaps.append(gaps)
@@ -217,7 +217,8 @@ def induction_table(
     n_members: tuple[int, int] = (3, 6),
     gap: tuple[int, int] = (0, 3),
     progress: bool = True,
+    prefix: str = "document",
 ) -> pd.DataFrame:
     """Offset scores of every head on irregularly spaced ``family`` prompts (one row per head)."""
-    prompts = spaced_prompts(model.tokenizer, family, n, n_members=n_members, gap=gap, seed=seed)
+    prompts = spaced_prompts(model.tokenizer, family, n, n_members=n_members, gap=gap, seed=seed, prefix=prefix)
     return prompts_offset_scores(model, prompts, max_offset=max_offset, progress=progress).to_dataframe()

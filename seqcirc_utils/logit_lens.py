@@ -29,11 +29,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .models import model_device
 from .types import head, mlp
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def lens_logits(model, resid: torch.Tensor) -> torch.Tensor:
@@ -139,7 +136,7 @@ def logit_lens(
     top1_prob = torch.zeros(E, B, P)
     rank = torch.full((E, B, P), -1, dtype=torch.long)
     tprob = torch.full((E, B, P), float("nan"))
-    dev = _device(model)
+    dev = model_device(model)
     for start in range(0, B, batch_size):
         chunk = tokens[start : start + batch_size].to(dev)
         tgt = target[start : start + batch_size].to(dev)
@@ -247,7 +244,7 @@ def direct_logit_attribution(
     for l in range(n_layers):
         labels += [str(head(l, h)) for h in range(n_heads)] + [f"L{l}.attn_bias", str(mlp(l))]
     labels.append("bias")
-    dev = _device(model)
+    dev = model_device(model)
     W_U = model.W_U
     out_vals, out_ld = [], []
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="DLA", disable=not progress, leave=False):

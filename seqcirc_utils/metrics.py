@@ -66,7 +66,9 @@ def greater_than_prob_diff(
     - Two-digit tokenizers (GPT-2): ``v`` = 00..99 and ``t`` = YY (Hanna's definition).
     - Digit tokenizers (SmolLM2 spells "1732" as 1,7,3,2): the next token is the tens digit, so
       ``v`` = 0..9 and ``t`` = the tens digit of YY; the tie digit ``t`` is neither larger nor
-      smaller at this token and is excluded: PD = sum_{d > t} p(d) - sum_{d < t} p(d).
+      smaller at this token and is excluded: PD = sum_{d > t} p(d) - sum_{d < t} p(d). This is the
+      **tens-digit approximation** (cheap: one pass; used as the pruning metric). The exact
+      two-digit PD follows by the chain rule, :func:`two_digit_prob_diff`.
     """
     probs = logits.softmax(-1)
     ids = [list(g) for g in groups]
@@ -85,3 +87,21 @@ def greater_than_thresholds(years: torch.Tensor, n_values: int) -> torch.Tensor:
     """The value each prompt must beat: YY (two-digit tokens) or the tens digit of YY (digit tokens)."""
     yy = years % 100
     return yy if n_values == 100 else yy // 10
+
+
+def two_digit_prob_diff(first: torch.Tensor, second: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+    """Exact two-digit probability difference by the chain rule, per prompt ``[batch]``.
+
+    ``first[b, a]`` = p(tens digit ``a`` | prompt) ``[batch, 10]`` and ``second[b, a, c]`` =
+    p(units digit ``c`` | prompt, ``a``) ``[batch, 10, 10]`` (both from the full softmax, so they need
+    not sum to 1); ``yy[b]`` is prompt b's two-digit start value (0..99). With p(v = 10 a + c) =
+    ``first[b, a] * second[b, a, c]`` over all 100 continuations, PD = sum_{v > YY} p(v) -
+    sum_{v <= YY} p(v) (Hanna et al.'s definition, the same as the two-digit-token case).
+    """
+    if first.shape[-1] != 10 or second.shape[-2:] != (10, 10):
+        raise ValueError(f"expected first [batch, 10] and second [batch, 10, 10], got {tuple(first.shape)}, "
+                         f"{tuple(second.shape)}")
+    joint = (first[:, :, None] * second).reshape(first.shape[0], 100)  # [batch, v = 10 a + c]
+    values = torch.arange(100, device=joint.device)
+    greater = values[None] > yy.to(joint.device)[:, None]
+    return (joint * greater).sum(-1) - (joint * ~greater).sum(-1)

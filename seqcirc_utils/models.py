@@ -126,6 +126,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def model_device(model) -> torch.device:
+    """The device of ``model``'s parameters: where its inputs (token ids, patched values) must go."""
+    return next(model.parameters()).device
+
+
 def cache_dir() -> Path:
     """Where converted models live: ``$SEQCIRC_CACHE`` or ``~/.cache/seqcirc``."""
     return Path(os.environ.get("SEQCIRC_CACHE", Path.home() / ".cache" / "seqcirc"))
@@ -282,6 +287,43 @@ def resolve_spec(spec: str) -> str:
     if not spec or not str(spec).strip():
         raise ValueError(f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path")
     return str(spec).strip()
+
+
+def load_tokenizer(spec: str = EMBEDDED_MODEL):
+    """The tokenizer of ``spec`` alone (no weights loaded): what :func:`load_model` gives as ``bridge.tokenizer``.
+
+    The embedded model's tokenizer is read from its converted directory when that exists, else
+    straight from the GGUF file (no conversion). Hub ids need the hub or the local cache
+    (:class:`ModelUnavailableError` otherwise).
+    """
+    spec = resolve_spec(spec)
+    return _load_tokenizer_cached(spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer_cached(spec: str):
+    from transformers import AutoTokenizer
+
+    path = Path(spec).expanduser()
+    if spec in TINY_MODELS:
+        return gpt2_tokenizer()
+    if spec == EMBEDDED_MODEL:
+        converted = cache_dir() / EMBEDDED_MODEL
+        if (converted / "config.json").exists():
+            return AutoTokenizer.from_pretrained(str(converted))
+        gguf = embedded_gguf_path()
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelUnavailableError(f"no GGUF file at {path}")
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        return AutoTokenizer.from_pretrained(str(path))
+    if spec.startswith((".", "/", "~")):
+        raise ModelUnavailableError(f"no model at path {spec!r}")
+    repo_id = HUB_ALIASES.get(spec, spec)
+    _check_hub_model(repo_id, spec)
+    return AutoTokenizer.from_pretrained(repo_id)
 
 
 def load_model(spec: str = EMBEDDED_MODEL, device: str | None = None, dtype: torch.dtype = torch.float32):

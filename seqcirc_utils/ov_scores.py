@@ -220,12 +220,12 @@ def _hits(logits: torch.Tensor, fam: FamilyTokens, shift: int, top_k: int, over:
     rows = [(j, t) for j, t in rows if t is not None]
     if not rows:
         return 0, 0
-    src = torch.tensor([j for j, _ in rows])
+    src = torch.tensor([j for j, _ in rows], device=logits.device)
     if over == "family":
         cand = logits  # [n_members, n_members]
         k = min(top_k, len(fam))
         top = cand[src].topk(k, dim=-1).indices  # columns = member rows
-        tgt = torch.tensor([t for _, t in rows])
+        tgt = torch.tensor([t for _, t in rows], device=logits.device)
         hits = (top == tgt[:, None]).any(-1).sum().item()
     else:
         top = logits[src].topk(top_k, dim=-1).indices.tolist()

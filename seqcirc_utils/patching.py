@@ -1,4 +1,4 @@
-"""Edges of a node circuit: exact path patching and iterative edge pruning.
+"""Edges of a node circuit: the exact path-patching mechanism.
 
 **Edges.** Senders are attention heads and MLPs; receivers are a head's query, key and value
 inputs (three separate receivers), an MLP's input and the final residual stream read by the
@@ -35,13 +35,15 @@ How each receiver is patched (bridge hook names):
 Every hook lives in a context manager: removed on exit, also on errors.
 
 Scores are fractions of the full model's metric (:meth:`Ablator.fraction_of_full`), as in node
-pruning. Edge attribution patching (EAP, EAP-IG) lives in :mod:`seqcirc_utils.edge_attribution`.
+pruning. Built on this mechanism: edge attribution patching (EAP, EAP-IG) in
+:mod:`seqcirc_utils.edge_attribution`, and the search for an edge circuit (iterative edge pruning,
+its faithfulness and the end-to-end driver) in :mod:`seqcirc_utils.edge_pruning`. This module
+imports neither.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,7 +58,6 @@ from .types import Component, parse_component, sort_components
 LOGITS = "logits"
 HEAD_INPUTS = ("q", "k", "v")
 INPUTS = HEAD_INPUTS + ("mlp", LOGITS)
-METHODS = ("exact", "eap", "eap-ig")
 
 
 # --------------------------------------------------------------------------- edges
@@ -160,7 +161,12 @@ def circuit_edges(info: ModelInfo, components: Iterable[Component]) -> list[Edge
     return [Edge(s, r, x) for r, x in receiver_order(comps) for s in senders if is_upstream(s, r)]
 
 
-def _check_components(info: ModelInfo, components: Iterable[Component]) -> frozenset[Component]:
+def check_components(info: ModelInfo, components: Iterable[Component]) -> frozenset[Component]:
+    """The node circuit ``components`` as a frozenset, after checking each is a head or MLP of the model.
+
+    Raises ``ValueError`` naming the offending component otherwise (edge circuits are built on
+    heads and MLPs only; neurons and the embedding are not edge nodes).
+    """
     comps = frozenset(components)
     for c in comps:
         info.check(c)
@@ -256,7 +262,7 @@ class EdgePatcher:
         self.ab = ablator
         self.model = ablator.model
         self.info = ablator.info
-        self.components = _check_components(self.info, components)
+        self.components = check_components(self.info, components)
         self.ablated = [c for c in self.info.components if c not in self.components]
         self.device = ablator.tokens.device
         self.pos_mask = position_mask(ablator, self.device)
@@ -512,202 +518,3 @@ def edge_effects(
         s = patcher.score({e: 1.0})
         rows.append({**e.to_dict(s), "effect": s - base})
     return pd.DataFrame(rows, columns=["sender", "receiver", "input", "score", "effect"])
-
-
-# --------------------------------------------------------------------------- iterative edge pruning
-
-
-@dataclass
-class EdgePruningResult:
-    """Edges kept by :func:`prune_edges` and how they were found.
-
-    ``edges``: kept edges as ``{"sender", "receiver", "input", "score"}``, where ``score`` is the
-    edge circuit's score (fraction of full) when that edge was tried for removal (exact) or its
-    attribution-predicted score (eap/eap-ig); kept edges scored below the threshold.
-    ``score``: the final edge circuit's score (all removed edges removed at once).
-    ``components``: the node circuit's nodes (policy: none is dropped, see :func:`prune_edges`);
-    ``dangling``: those left without a kept outgoing edge.
-    """
-
-    threshold: float
-    method: str
-    edges: list[dict]
-    removed: list[dict]
-    score: float
-    node_score: float
-    components: frozenset[Component]
-    dangling: list[Component]
-    n_candidate_edges: int
-    forward_passes: int
-    seconds: float
-
-    @property
-    def kept_edges(self) -> list[Edge]:
-        return [Edge.from_dict(d) for d in self.edges]
-
-    @property
-    def connected(self) -> frozenset[Component]:
-        """Nodes on at least one kept edge (as sender or receiver)."""
-        out = set()
-        for e in self.kept_edges:
-            out.add(e.sender)
-            if e.receiver is not None:
-                out.add(e.receiver)
-        return frozenset(out)
-
-    def to_json(self) -> dict:
-        return {"threshold": self.threshold, "method": self.method, "edges": self.edges, "score": self.score,
-                "node_score": self.node_score, "n_edges": len(self.edges), "n_candidate_edges": self.n_candidate_edges,
-                "components": [str(c) for c in sort_components(self.components)],
-                "dangling": [str(c) for c in self.dangling], "forward_passes": self.forward_passes,
-                "seconds": self.seconds}
-
-
-def dangling_components(components: Iterable[Component], kept: Iterable[Edge]) -> list[Component]:
-    """Components of ``components`` with no kept outgoing edge."""
-    senders = {e.sender for e in kept}
-    return [c for c in sort_components(components) if c not in senders]
-
-
-def prune_edges(
-    ablator: Ablator,
-    components: Iterable[Component],
-    threshold: float = 0.8,
-    method: str = "exact",
-    ig_steps: int = 5,
-    progress: bool = True,
-) -> EdgePruningResult:
-    """Iterative edge pruning inside the node circuit ``components``.
-
-    ``method="exact"`` (ACDC-style path patching): receivers are processed from the logits backward
-    (:func:`receiver_order`), each receiver's senders (upstream circuit components only) nearest
-    first; an edge is removed when the edge circuit's score without it (all edges removed so far
-    also removed) stays ``>= threshold``, else kept. One forward pass per edge.
-    ``method="eap"``/``"eap-ig"``: edges are ranked by edge attribution patching (plain, or with
-    ``ig_steps`` integrated-gradient steps) in the node circuit, and the largest prefix of the
-    ranking (most positive predicted effect first) whose removal keeps the exact score ``>= threshold``
-    is removed (interpolation/bisection search, a few exact passes).
-
-    **Policy for a component left with no kept outgoing edge ("dangling")**: it is kept in the
-    result's node set, as ACDC does (edge pruning never deletes nodes); it is listed in
-    ``dangling``. Its incoming edges are still tested like any other (they no longer change the
-    metric, so they are removed while the score is >= threshold). Its output reaches nothing, so it
-    is effectively ablated in the edge circuit; :func:`faithfulness` reports node-ablation scores
-    with and without the dangling components.
-
-    If the node circuit itself scores below ``threshold``, only edges whose removal lifts the score
-    to ``>= threshold`` are removed.
-    """
-    from .pruning import check_thresholds
-
-    threshold = check_thresholds([threshold])[0]
-    if method not in METHODS:
-        raise ValueError(f"unknown edge pruning method {method!r}; valid: {', '.join(METHODS)}")
-    t0, p0 = time.perf_counter(), ablator.forward_passes
-    patcher = EdgePatcher(ablator, components)
-    candidates = circuit_edges(ablator.info, patcher.components)
-    node_score = patcher.baseline_score()
-    tried: dict[Edge, float] = {}
-    removed: list[Edge] = []
-    if method == "exact":
-        current = node_score
-        for e in tqdm(candidates, desc=f"edge pruning @ {threshold:g}", disable=not progress, leave=False):
-            s = patcher.score(removed + [e])
-            tried[e] = s
-            if s >= threshold:
-                removed.append(e)
-                current = s
-    else:
-        current = _prune_by_attribution(patcher, candidates, threshold, ig_steps if method == "eap-ig" else 1,
-                                         tried, removed, progress)
-    removed_set = set(removed)
-    kept = [e for e in candidates if e not in removed_set]
-    final = patcher.score(removed) if removed else node_score
-    if method == "exact" and abs(final - current) > 1e-4:
-        raise RuntimeError(f"edge circuit score changed between identical passes: {current} vs {final}")
-    return EdgePruningResult(
-        threshold=threshold, method=method, edges=[e.to_dict(tried.get(e)) for e in kept],
-        removed=[e.to_dict(tried.get(e)) for e in removed], score=final, node_score=node_score,
-        components=patcher.components, dangling=dangling_components(patcher.components, kept),
-        n_candidate_edges=len(candidates), forward_passes=ablator.forward_passes - p0,
-        seconds=time.perf_counter() - t0,
-    )
-
-
-def _prune_by_attribution(
-    patcher: EdgePatcher, candidates: list[Edge], threshold: float, ig_steps: int,
-    tried: dict[Edge, float], removed: list[Edge], progress: bool,
-) -> float:
-    from .edge_attribution import edge_attribution
-    from .pruning import largest_passing_prefix
-
-    ab = patcher.ab
-    attr = edge_attribution(ab, patcher.components, candidates, ig_steps=ig_steps, progress=progress)
-    base = patcher.baseline_score()
-    predicted = {e: base + ab.fraction_of_full(v) - ab.fraction_of_full(0.0) for e, v in attr.items()}
-    order = sorted(candidates, key=lambda e: (-predicted[e], str(e)))
-    tried.update(predicted)
-    cumulative = base
-    guess = 0
-    for k, e in enumerate(order):
-        cumulative += predicted[e] - base
-        if cumulative >= threshold:
-            guess = k + 1
-    lo, lo_score = largest_passing_prefix(lambda k: patcher.score(order[:k]), len(order), threshold, base,
-                                          max(guess, 1))
-    if base < threshold and lo == 0:
-        return base
-    removed += order[:lo]
-    return lo_score
-
-
-# --------------------------------------------------------------------------- faithfulness
-
-
-def faithfulness(ablator: Ablator, result: EdgePruningResult) -> dict:
-    """The edge circuit's patching score next to node-ablation scores of its node set.
-
-    Returns ``{"edge_circuit_score", "node_circuit_score", "node_ablation_score",
-    "node_ablation_score_connected", "n_nodes", "n_connected", "dangling"}``: ``node_ablation_score``
-    is :meth:`Ablator.score` of the result's node set (dangling components kept, the policy of
-    :func:`prune_edges`), ``..._connected`` that of the nodes on at least one kept edge. All are
-    fractions of the full model's metric. Two forward passes.
-    """
-    nodes = ablator.score(result.components).score
-    connected = result.connected
-    conn = ablator.score(connected).score
-    return {"edge_circuit_score": result.score, "node_circuit_score": result.node_score,
-            "node_ablation_score": nodes, "node_ablation_score_connected": conn,
-            "n_nodes": len(result.components), "n_connected": len(connected),
-            "dangling": [str(c) for c in result.dangling]}
-
-
-def score_with_faithfulness(ablator: Ablator, result: EdgePruningResult) -> tuple[float, dict]:
-    """``(edge circuit patching score, faithfulness dict)`` for one pruning result."""
-    return result.score, faithfulness(ablator, result)
-
-
-def run_edges(
-    circuit_record: dict, threshold: float, method: str = "exact", ig_steps: int = 5,
-    device: str | None = None, progress: bool = True,
-) -> dict:
-    """Edge pruning for one circuit-JSON record (see :mod:`seqcirc_utils.circuits`); the CLI's output dict."""
-    from .models import load_model
-    from .tasks import TaskDataset
-    from .types import Circuit
-
-    for key in ("model", "heads", "mlps", "dataset"):
-        if key not in circuit_record:
-            raise ValueError(f"circuit JSON lacks key {key!r}; needs model, heads, mlps, dataset")
-    model, info = load_model(circuit_record["model"], device=device)
-    ds = TaskDataset.from_json(circuit_record["dataset"])
-    ablator = Ablator(model, info, ds, mode=circuit_record.get("ablation", "mean"),
-                      metric=circuit_record.get("metric", "logit_diff"))
-    circuit = Circuit.from_lists(circuit_record["heads"], circuit_record["mlps"])
-    result = prune_edges(ablator, circuit.components, threshold, method=method, ig_steps=ig_steps, progress=progress)
-    return {"model": circuit_record["model"], "task": circuit_record.get("task", ds.task),
-            "threshold": result.threshold, "method": method, "node_threshold": circuit_record.get("threshold"),
-            "score": result.score, "edges": result.edges, "n_edges": len(result.edges),
-            "n_candidate_edges": result.n_candidate_edges, "faithfulness": faithfulness(ablator, result),
-            "dangling": [str(c) for c in result.dangling], "forward_passes": result.forward_passes,
-            "seconds": result.seconds}

@@ -9,6 +9,10 @@ the book loads it on every page (``html_js_files`` in ``_config.yml``). Opened o
 Jupyter), the script loads the same file by a path relative to ``book/executed/``. No CDN is used.
 After rendering, ``vegaEmbed`` adds the class ``vega-embed`` to each chart's container.
 
+Figures: :func:`figure` wraps a chart with a number and a caption (``Figure N.`` + what to look at)
+in one ``<figure class="seqcirc-figure">`` output; the numbers count up from 1 on each page (each
+executed notebook; :func:`enable_offline` restarts them).
+
 The chart helpers take tidy DataFrames (``layer, head, value`` for per-head scores) and return
 altair charts; they compute nothing beyond reshaping for display.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import altair as alt
@@ -27,6 +32,7 @@ from .types import Component, parse_component, sort_components
 
 RENDERER = "seqcirc"
 CHART_CLASS = "seqcirc-chart"
+FIGURE_CLASS = "seqcirc-figure"
 BUNDLE_NAME = "seqcirc-vega.js"
 STATIC_SUBDIR = "vendor/vega"
 #: Where an executed notebook (``book/executed/NN.ipynb``) finds the bundle outside the built book.
@@ -79,10 +85,65 @@ def enable_offline() -> None:
     """Make altair charts render offline: register and enable the ``seqcirc`` renderer.
 
     Call once at the top of a notebook. Nothing is fetched from a CDN; see the module docstring.
+    Also restarts the figure numbers (:func:`figure`) at 1.
     """
     if RENDERER not in alt.renderers.names():
         alt.renderers.register(RENDERER, _renderer)
     alt.renderers.enable(RENDERER)
+    reset_figures()
+
+
+# --------------------------------------------------------------------------- numbered figures
+
+_figure_count = 0
+
+
+def reset_figures(start: int = 0) -> None:
+    """Number the next :func:`figure` ``start + 1`` (called by :func:`enable_offline` on each page)."""
+    global _figure_count
+    _figure_count = start
+
+
+def caption_html(caption: str) -> str:
+    """A caption written in (inline) Markdown -> HTML (backticks, ``**bold**``, ``*italics*``, links)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").renderInline(caption)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart with its number and caption; displayed as one ``text/html`` output (see :func:`figure`)."""
+
+    chart: Any
+    caption: str
+    number: int
+
+    @property
+    def label(self) -> str:
+        return f"Figure {self.number}."
+
+    def to_html(self, bundle_url: str = NOTEBOOK_BUNDLE_URL) -> str:
+        """``<figure>``: the chart's offline ``<div>`` + ``<script>`` and a ``<figcaption>``."""
+        chart_html = offline_html(self.chart.to_dict(), EMBED_OPTIONS, bundle_url=bundle_url)
+        return (f'<figure class="{FIGURE_CLASS}" id="figure-{self.number}">\n{chart_html}\n'
+                f'<figcaption><strong>{self.label}</strong> {caption_html(self.caption)}</figcaption>\n</figure>')
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        return {"text/html": self.to_html(), "text/plain": f"{self.label} {self.caption}"}
+
+
+def figure(chart: Any, caption: str) -> Figure:
+    """Number ``chart`` (1, 2, ... per page) and give it ``caption``: say what to look at, in Markdown.
+
+    ``chart`` is any altair chart (layered, concatenated or faceted). Display the result (last
+    expression of a cell, or ``display(...)``); it renders offline like every chart here.
+    """
+    global _figure_count
+    if not caption or not caption.strip():
+        raise ValueError("a figure needs a caption that says what to look at")
+    _figure_count += 1
+    return Figure(chart, caption.strip(), _figure_count)
 
 
 def javascript_bundle() -> str:
@@ -280,6 +341,44 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None, column
     if column:
         chart = chart.facet(column=alt.Column(f"{column}:N", title=column.replace("_", " ")))
     return chart.properties(title=title) if title else chart
+
+
+def label_columns(table: pd.DataFrame) -> list[str]:
+    """The string columns of a per-head table that split it into panels (several values; not ``component``)."""
+    return [c for c in table.columns if c != "component" and table[c].nunique() > 1
+            and (pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c]))]
+
+
+def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequence[str] = (), title: str = "",
+                        value_title: str = "score", columns: int | None = None, cell: int = 12,
+                        diverging: bool | None = None) -> alt.FacetChart:
+    """Small multiples: one layer x head grid per (panel label, score column), on one shared colour scale.
+
+    ``table``: per-head rows (``layer``, ``head``, the ``values`` columns and the ``panels`` label
+    columns, e.g. ``task``); rows repeated for a (label, layer, head) are averaged. The panels are
+    titled ``label, label · score`` (the score only when there are several) and wrap after
+    ``columns`` (default: the number of score columns when there are several, else up to 4).
+    """
+    panels, values = list(panels), list(values)
+    long = (table.groupby([*panels, "layer", "head"], as_index=False, sort=False)[values].mean()
+            .melt(id_vars=[*panels, "layer", "head"], value_vars=values, var_name="score", value_name="value"))
+    names = [", ".join(str(v) for v in row) for row in long[panels].itertuples(index=False)] if panels         else [""] * len(long)
+    long["panel"] = [" · ".join(x for x in (n, s if len(values) > 1 else "") if x) or s
+                     for n, s in zip(names, long["score"])]
+    long = long.dropna(subset=["value"]).astype({"layer": int, "head": int, "value": float})
+    if diverging is None:
+        diverging = bool((long["value"] < 0).any() and (long["value"] > 0).any())
+    scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if diverging else alt.Scale(scheme="viridis")
+    n_layers, n_heads = int(long["layer"].max()) + 1, int(long["head"].max()) + 1
+    order = list(dict.fromkeys(long["panel"]))
+    base = (alt.Chart(long).mark_rect()
+            .encode(x=alt.X("head:O", title="head"), y=alt.Y("layer:O", title="layer"),
+                    color=alt.Color("value:Q", title=value_title, scale=scale),
+                    tooltip=["panel:N", "layer:O", "head:O", alt.Tooltip("value:Q", format=".3f", title=value_title)])
+            .properties(width=cell * n_heads, height=cell * n_layers))
+    wrap = columns or (len(values) if len(values) > 1 else min(len(order), 4))
+    return base.facet(facet=alt.Facet("panel:N", title=None, sort=order), columns=max(wrap, 1),
+                      title=title or alt.Undefined)
 
 
 def head_score_heatmaps(table: pd.DataFrame, title: str = "") -> list[alt.Chart]:

@@ -1,11 +1,20 @@
 """Iterative node pruning: the paper's sweep (done right) and a fast attribution-ranked method.
 
-**Sweep** (Lan, Torr & Barez): start from all heads and MLPs; a backward sweep (last layer to
-first, a layer's MLP before its heads) then a forward sweep; a component is removed when the
-circuit's score (metric with every non-circuit component mean-ablated, as a fraction of the full
-model's) stays >= the threshold. The paper code's bugs are avoided by construction: the score is
-recomputed from the current circuit for every candidate (no stale "previous score"), both sweeps
-use the same units (a fraction), shapes come from the model, and means are computed once.
+**Sweep** (Lan, Torr & Barez): start from all heads and MLPs; a backward sweep then a forward
+sweep; a component is removed when the circuit's score (metric with every non-circuit component
+mean-ablated, as a fraction of the full model's) stays >= the threshold. Candidate order
+(:data:`SWEEP_ORDERS`):
+
+- ``"paper"`` (default), as the paper's ``find_circuit_backw`` / ``find_circuit_forw``: the backward
+  sweep visits layers from last to first, in each layer the MLP and then the heads in increasing
+  index; the forward sweep visits layers from first to last, in each layer the heads in increasing
+  index and then the MLP;
+- ``"descending"``: the same, except that the backward sweep takes a layer's heads from the
+  highest index down (this package's order before it followed the paper's).
+
+The paper code's bugs are avoided by construction: the score is recomputed from the current
+circuit for every candidate (no stale "previous score"), both sweeps use the same units (a
+fraction), shapes come from the model, and means are computed once.
 
 Speed: a candidate at layer L only changes layers >= L, so its pass resumes from the cached
 residual stream entering block L (:meth:`Ablator.logits_from_layer`) and unembeds only the final
@@ -13,17 +22,21 @@ position; accepted removals refresh the cache for the layers above. ``resume=Fal
 passes (same circuit, used by the benchmark to show the difference).
 
 **Several thresholds** give **nested** circuits: each lower threshold starts from the circuit of
-the next higher one.
+the next higher one (and, in the fast method, from its score).
 
-**Fast method**: rank components by attribution patching (activation difference x gradient: one
-forward and one backward pass on the clean prompts, with the mean-ablation values as the
-"corrupted" activations), binary-search the largest prefix of least-important components whose
-removal keeps the score >= threshold, then one local sweep over the next components in the ranking.
+**Fast method**: rank components by integrated-gradient attribution
+(:func:`~seqcirc_utils.attribution.attribution_scores`), search the largest prefix of
+least-important components whose removal keeps the score >= threshold, and then (by default)
+**refine** the circuit to a 1-minimal one: each remaining component, least important first, is
+tried for removal (exactly scored, resumed from its layer) until every remaining component has
+been tried against the final circuit and none can go (removing any single one drops the score
+below the threshold). A pass budget (``max_refine_passes``) can stop the refinement early; the
+result then says whether it is minimal and how many components are still removable (checked
+exactly).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,10 +46,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import Ablator, CircuitScore, component_hook_name
+from .ablation import Ablator, CircuitScore
+from .attribution import attribution_scores
 from .types import Circuit, Component, sort_components
 
-BACKWARD_THEN_FORWARD = "backward_then_forward"
+PAPER = "paper"
+DESCENDING = "descending"
+SWEEP_ORDERS = (PAPER, DESCENDING)
+CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
+METHODS = ("sweep", "fast")
 
 
 def check_thresholds(thresholds: Iterable[float]) -> list[float]:
@@ -52,9 +70,23 @@ def check_thresholds(thresholds: Iterable[float]) -> list[float]:
     return sorted(set(out), reverse=True)
 
 
+def check_order(order: str) -> str:
+    """Validate a sweep order name (one of :data:`SWEEP_ORDERS`)."""
+    if order not in SWEEP_ORDERS:
+        raise ValueError(f"unknown sweep order {order!r}; valid: {', '.join(SWEEP_ORDERS)}")
+    return order
+
+
 @dataclass
 class PruningResult:
-    """One threshold's circuit and how it was found."""
+    """One threshold's circuit and how it was found.
+
+    ``order``: the sweep order (:data:`SWEEP_ORDERS`, ``"custom"`` for an explicit list; None for the
+    fast method). ``minimal``: True when removing any single component was checked to drop the score
+    below the threshold, False when a refinement budget stopped before that, None when not checked.
+    ``removable_left``: how many components could still be removed one at a time (0 unless ``minimal``
+    is False).
+    """
 
     threshold: float
     components: frozenset[Component]
@@ -63,6 +95,9 @@ class PruningResult:
     forward_passes: int
     seconds: float
     removed_order: list[Component] = field(default_factory=list)
+    order: str | None = None
+    minimal: bool | None = None
+    removable_left: int = 0
 
     @property
     def circuit(self) -> Circuit:
@@ -77,9 +112,16 @@ class PruningResult:
         return self.circuit.mlps
 
 
-def _sweep_order(components: Sequence[Component]) -> tuple[list[Component], list[Component]]:
+def sweep_order(components: Iterable[Component], order: str = PAPER) -> tuple[list[Component], list[Component]]:
+    """The backward and forward sweeps' candidate lists for ``components`` (see the module docstring)."""
+    check_order(order)
     forward = sort_components(components)
-    return list(reversed(forward)), forward
+    backward: list[Component] = []
+    for layer in sorted({c.layer for c in forward}, reverse=True):
+        in_layer = [c for c in forward if c.layer == layer]
+        heads = [c for c in in_layer if c.kind != "mlp"]  # increasing index (forward order)
+        backward += [c for c in in_layer if c.kind == "mlp"] + (heads if order == PAPER else heads[::-1])
+    return backward, forward
 
 
 class _CircuitState:
@@ -97,14 +139,19 @@ class _CircuitState:
     def ablated(self, extra: Component | None = None) -> list[Component]:
         return [c for c in self.universe if c not in self.kept or c == extra]
 
-    def try_remove(self, c: Component, threshold: float) -> bool:
-        """Score the circuit without ``c``; remove it when the score stays >= ``threshold``."""
+    def score_without(self, c: Component) -> tuple[float, dict[int, torch.Tensor]]:
+        """The circuit's score (fraction of full) with ``c`` also ablated, and the residual streams
+        above ``c``'s layer in that run (empty without ``resume``). One (partial) pass."""
         ablated = self.ablated(extra=c)
         if self.resume:
             logits, new_resid = self.ab.logits_from_layer(c.layer, self.resid[c.layer], ablated, keep_residuals=True)
         else:
             logits, new_resid = self.ab.logits(ablated), {}
-        score = self.ab.fraction_of_full(self.ab.metric_value(logits))
+        return self.ab.fraction_of_full(self.ab.metric_value(logits)), new_resid
+
+    def try_remove(self, c: Component, threshold: float) -> bool:
+        """Score the circuit without ``c``; remove it when the score stays >= ``threshold``."""
+        score, new_resid = self.score_without(c)
         if score >= threshold:
             self.kept.discard(c)
             self.resid.update(new_resid)  # layers above c now see c ablated
@@ -115,16 +162,19 @@ class _CircuitState:
 def sweep_prune(
     ablator: Ablator,
     thresholds: Sequence[float] = (0.8,),
-    order: str | Sequence[Component] = BACKWARD_THEN_FORWARD,
+    order: str | Sequence[Component] = PAPER,
     resume: bool = True,
     start: Iterable[Component] | None = None,
     progress: bool = True,
 ) -> list[PruningResult]:
     """The paper's iterative node pruning, for one or several (nested) thresholds.
 
-    ``order`` is ``"backward_then_forward"`` (the paper) or an explicit candidate order (used by
-    :func:`order_study`; each candidate is tried once). Returns one result per threshold, highest first.
+    ``order`` is one of :data:`SWEEP_ORDERS` (a backward then a forward sweep; default the paper's)
+    or an explicit candidate list (used by :func:`order_study`; each candidate is tried once).
+    Returns one result per threshold, highest first.
     """
+    if isinstance(order, str):
+        check_order(order)
     results = []
     kept = set(start) if start is not None else set(ablator.info.components)
     for threshold in check_thresholds(thresholds):
@@ -132,12 +182,10 @@ def sweep_prune(
         state = _CircuitState(ablator, kept, resume)
         removed: list[Component] = []
         if isinstance(order, str):
-            if order != BACKWARD_THEN_FORWARD:
-                raise ValueError(f"unknown order {order!r}; valid: {BACKWARD_THEN_FORWARD} or a list of components")
-            backward, forward = _sweep_order(sorted(state.kept))
+            backward, forward = sweep_order(state.kept, order)
             passes = [("backward", backward), ("forward", forward)]
         else:
-            passes = [("custom", [c for c in order if c in state.kept])]
+            passes = [(CUSTOM, [c for c in order if c in state.kept])]
         for name, candidates in passes:
             for c in tqdm(candidates, desc=f"{name} sweep @ {threshold:g}", disable=not progress, leave=False):
                 if c in state.kept and state.try_remove(c, threshold):
@@ -145,106 +193,12 @@ def sweep_prune(
         kept = state.kept
         score = ablator.score(kept)
         results.append(PruningResult(threshold, frozenset(kept), score, "sweep",
-                                     ablator.forward_passes - passes0, time.perf_counter() - t0, removed))
+                                     ablator.forward_passes - passes0, time.perf_counter() - t0, removed,
+                                     order=order if isinstance(order, str) else CUSTOM))
     return results
 
 
-# --------------------------------------------------------------------------- attribution ranking
-
-
-def attribution_scores(
-    ablator: Ablator,
-    components: Sequence[Component] | None = None,
-    ig_steps: int = 1,
-    ablated: Iterable[Component] = (),
-) -> pd.Series:
-    """Attribution-patching estimate of each component's effect on the metric when ablated.
-
-    ``attr(c) = sum_{batch-mean, pos} (value_c - act_c) . g_c`` where ``act_c`` is the clean activation,
-    ``value_c`` its ablation value (per-position corrupted mean by default) and ``g_c`` the gradient of
-    the metric. With ``ig_steps=1``, ``g_c`` is taken at the clean run (plain attribution patching:
-    one forward + one backward pass). With ``ig_steps=k > 1``, ``g_c`` is averaged over k points
-    ``act + alpha (value - act)`` (midpoints ``alpha = (i + 0.5) / k``) where *every* component is
-    interpolated towards its ablation value at once (integrated gradients towards the all-ablated
-    model; k forward + k backward passes), which ranks better when many components are removed
-    together. ``ablated`` components stay ablated throughout (attribution *inside* a circuit).
-    Units: the metric's (logit difference); negative = ablating it hurts.
-    Returns a Series indexed by component string.
-    """
-    if ablator.metric == "kl":
-        raise ValueError("attribution ranking needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
-    if ig_steps < 1:
-        raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
-    from .forward import final_logits
-
-    info = ablator.info
-    components = list(info.components if components is None else components)
-    names = sorted({component_hook_name(c) for c in components})
-    ablator.ensure_values(names)
-    clean: dict[str, torch.Tensor] = {}
-    grad_sum: dict[str, torch.Tensor] = {}
-    alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
-    ablation = ablator.hooks(list(ablated))  # run before the grabbers on the same hook points
-    for alpha in alphas:
-        probes: dict[str, torch.Tensor] = {}
-
-        def grabber(name: str, alpha=alpha):  # keyed by our name: the hook point may report its native alias
-            def grab(act, hook):
-                if alpha == 0.0:
-                    clean[name] = act.detach()
-                # A zero-valued leaf added to the activation: its gradient is d metric / d activation,
-                # the *total* effect (paths through later components stay in the graph).
-                probe = torch.zeros_like(act, requires_grad=True)
-                probes[name] = probe
-                return act + alpha * (ablator.values[name].to(act) - act) + probe
-
-            return grab
-
-        with torch.enable_grad():
-            logits = final_logits(ablator.model, ablator.tokens, batch_size=len(ablator.tokens),
-                                  fwd_hooks=ablation + [(n, grabber(n)) for n in names], grad=True)
-            grads = torch.autograd.grad(_differentiable_metric(ablator, logits), [probes[n] for n in names])
-        ablator.forward_passes += 2  # one forward, one backward
-        for n, g in zip(names, grads):
-            grad_sum[n] = grad_sum.get(n, 0) + g / len(alphas)
-    if not clean and not ablation:  # the full model's activations were cached by the Ablator
-        clean = {n: ablator.clean_acts[n] for n in names}
-    if not clean:  # integrated gradients inside a circuit: the start point needs one more pass
-        def keep(name: str):
-            def hook(act, hook):
-                clean[name] = act.detach()
-                return act
-
-            return hook
-
-        final_logits(ablator.model, ablator.tokens, batch_size=len(ablator.tokens),
-                     fwd_hooks=ablation + [(n, keep(n)) for n in names])
-        ablator.forward_passes += 1
-    out = {}
-    for c in components:
-        n = component_hook_name(c)
-        delta = (ablator.values[n] - clean[n]) * grad_sum[n]  # [batch, pos, ...]
-        if ablator.positions is not None:
-            delta = delta[:, ablator.positions]
-        if c.kind == "head":
-            val = delta[:, :, c.index].sum()
-        elif c.kind == "neuron":
-            val = delta[..., c.index].sum()
-        else:
-            val = delta.sum()
-        out[str(c)] = float(val)
-    return pd.Series(out, name="attribution")
-
-
-def _differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tensor:
-    from . import metrics
-
-    ds = ablator.dataset
-    if ablator.metric == "prob_diff":
-        groups = ds.greater_than_groups
-        t = metrics.greater_than_thresholds(ds.years, len(groups))
-        return metrics.greater_than_prob_diff(logits, t, groups).mean()
-    return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids).mean()
+# --------------------------------------------------------------------------- the fast method
 
 
 def largest_passing_prefix(
@@ -279,6 +233,53 @@ def largest_passing_prefix(
     return lo, s_lo
 
 
+def refine_to_minimal(
+    ablator: Ablator,
+    kept: Iterable[Component],
+    threshold: float,
+    ranking: Sequence[Component] = (),
+    max_passes: int | None = None,
+    progress: bool = True,
+) -> tuple[set[Component], list[Component], bool, int]:
+    """Remove single components from the circuit ``kept`` until it is 1-minimal at ``threshold``.
+
+    Candidates are tried in ``ranking`` order (least important first; components of ``kept`` missing
+    from it follow in forward order), each scored exactly with every other non-circuit component
+    ablated, the pass resumed from the candidate's layer. A candidate is removed when the score
+    stays >= ``threshold``. A candidate that failed is tried again only if a later removal changed
+    the circuit, so the refinement ends as soon as every remaining component has failed against
+    the final circuit (it is then 1-minimal). ``max_passes`` bounds the passes over the candidate
+    list (None = until minimal; 0 = only check). Returns ``(kept, removed, minimal, removable_left)``
+    where ``removable_left`` counts the components that could still be removed one at a time
+    (checked exactly against the final circuit when the budget stopped the refinement; 0 when minimal).
+    """
+    if max_passes is not None and max_passes < 0:
+        raise ValueError(f"max_refine_passes must be >= 0 or None (no limit), got {max_passes}")
+    state = _CircuitState(ablator, set(kept), resume=True)
+    ranked = [c for c in dict.fromkeys(ranking) if c in state.kept]
+    unranked = sort_components(state.kept - set(ranked))
+    candidates = ranked + unranked
+    failed: set[Component] = set()  # components known to fail against the *current* circuit
+    removed: list[Component] = []
+    passes = 0
+    bar = tqdm(desc=f"refining @ {threshold:g}", disable=not progress, leave=False)
+    while not state.kept <= failed and (max_passes is None or passes < max_passes):
+        passes += 1
+        for c in candidates:
+            if c not in state.kept or c in failed:
+                continue
+            bar.update(1)
+            if state.try_remove(c, threshold):
+                removed.append(c)
+                failed.clear()  # the circuit changed: earlier failures may pass now
+            else:
+                failed.add(c)
+    unchecked = sort_components(state.kept - failed)
+    removable_left = sum(state.score_without(c)[0] >= threshold for c in unchecked)
+    bar.close()
+    return state.kept, removed, removable_left == 0, removable_left
+
+
 def fast_prune(
     ablator: Ablator,
     thresholds: Sequence[float] = (0.8,),
@@ -286,18 +287,24 @@ def fast_prune(
     frontier: int = 0,
     ig_steps: int = 3,
     progress: bool = True,
+    minimal: bool = True,
+    max_refine_passes: int | None = None,
 ) -> list[PruningResult]:
-    """Attribution-ranked pruning: a few rounds of (attribute, search a prefix), then a local sweep.
+    """Attribution-ranked pruning: a few rounds of (attribute, search a prefix), then a refinement.
 
     Round 1 ranks all components by integrated-gradient attribution towards the all-ablated model
-    (:func:`attribution_scores` with ``ig_steps``); later rounds re-rank the remaining components by
-    plain attribution *inside the current circuit* (removed components stay ablated). Ranking is
-    most positive first (least needed). Each round finds the largest prefix whose removal keeps the
-    score >= threshold with :func:`largest_passing_prefix`, starting from the prefix the
-    attributions themselves predict (current metric + cumulative attribution). Rounds stop after
-    ``rounds`` or when one removes nothing; then the next ``frontier`` components of the last
-    ranking are each tried once. Several thresholds are nested (highest first). Forward passes are
-    counted, attribution's forward and backward passes included.
+    (:func:`~seqcirc_utils.attribution.attribution_scores` with ``ig_steps``); later rounds re-rank
+    the remaining components by plain attribution *inside the current circuit* (removed components
+    stay ablated). Ranking is most positive first (least needed). Each round finds the largest prefix
+    whose removal keeps the score >= threshold with :func:`largest_passing_prefix`, starting from the
+    prefix the attributions themselves predict (current metric + cumulative attribution). Rounds stop
+    after ``rounds`` or when one removes nothing; then the next ``frontier`` components of the last
+    ranking are each tried once. With ``minimal`` (default), :func:`refine_to_minimal` then makes the
+    circuit 1-minimal, trying candidates in the last ranking's order (``max_refine_passes`` bounds
+    it; the result records ``minimal`` and ``removable_left``); without, ``minimal`` is None (not
+    checked). Several thresholds are nested (highest first): each lower threshold starts from the
+    circuit and the score of the one above. Forward passes are counted, attribution's forward and
+    backward passes and partial (resumed) passes included.
 
     Plain attribution (gradient at the clean run) ranks badly when most components are removed at
     once (measured on SmolLM2 digits: the prefix search stalls near the full model); integrated
@@ -305,19 +312,19 @@ def fast_prune(
     """
     results = []
     kept = set(ablator.info.components)
+    current = ablator.full_metric  # the metric of the circuit we start from
     for threshold in check_thresholds(thresholds):
         t0, p0 = time.perf_counter(), ablator.forward_passes
         removed: list[Component] = []
         order: list[Component] = []
         lo = 0
-        current = ablator.full_metric
         for round_ in tqdm(range(rounds), desc=f"fast pruning @ {threshold:g}", disable=not progress, leave=False):
             if not kept:
                 break
             ablated_now = [c for c in ablator.info.components if c not in kept]
             steps = ig_steps if round_ == 0 else 1
             attr = attribution_scores(ablator, sorted(kept), ig_steps=steps, ablated=ablated_now)
-            attr = attr.sort_values(ascending=False)
+            attr = attr.sort_values(ascending=False, kind="stable")
             by_name = {str(c): c for c in kept}
             order = [by_name[n] for n in attr.index]
             predicted = [ablator.fraction_of_full(current + s) for s in attr.cumsum().tolist()]
@@ -338,9 +345,16 @@ def fast_prune(
             if c in kept and ablator.score(kept - {c}).score >= threshold:
                 kept.discard(c)
                 removed.append(c)
+        is_minimal, removable_left = None, 0
+        if minimal:
+            kept, refined, is_minimal, removable_left = refine_to_minimal(
+                ablator, kept, threshold, order[lo:], max_refine_passes, progress)
+            removed += refined
         score = ablator.score(kept)
+        current = score.circuit_metric  # the next (lower) threshold starts from this circuit's score
         results.append(PruningResult(threshold, frozenset(kept), score, "fast",
-                                     ablator.forward_passes - p0, time.perf_counter() - t0, removed))
+                                     ablator.forward_passes - p0, time.perf_counter() - t0, removed,
+                                     order=None, minimal=is_minimal, removable_left=removable_left))
     return results
 
 
@@ -349,13 +363,26 @@ def _metric_from_fraction(ablator: Ablator, fraction: float) -> float:
     return fraction * ablator.full_metric
 
 
-def prune(ablator: Ablator, thresholds: Sequence[float], method: str = "sweep", progress: bool = True) -> list[PruningResult]:
-    """Dispatch to :func:`sweep_prune` (``"sweep"``) or :func:`fast_prune` (``"fast"``)."""
+def prune(
+    ablator: Ablator,
+    thresholds: Sequence[float],
+    method: str = "sweep",
+    progress: bool = True,
+    order: str | None = None,
+    minimal: bool = True,
+    max_refine_passes: int | None = None,
+) -> list[PruningResult]:
+    """Dispatch to :func:`sweep_prune` (``"sweep"``, in sweep ``order``, default ``"paper"``) or
+    :func:`fast_prune` (``"fast"``, 1-minimal unless ``minimal=False``; ``max_refine_passes`` bounds
+    its refinement). ``minimal`` and ``max_refine_passes`` do not apply to the sweep (its circuits
+    record ``minimal=None``); ``order`` does not apply to the fast method."""
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
     if method == "sweep":
-        return sweep_prune(ablator, thresholds, progress=progress)
-    if method == "fast":
-        return fast_prune(ablator, thresholds, progress=progress)
-    raise ValueError(f"unknown pruning method {method!r}; valid: sweep, fast")
+        return sweep_prune(ablator, thresholds, order=check_order(order or PAPER), progress=progress)
+    if order is not None:
+        raise ValueError(f"order={order!r} applies to method='sweep' only; the fast method ranks by attribution")
+    return fast_prune(ablator, thresholds, progress=progress, minimal=minimal, max_refine_passes=max_refine_passes)
 
 
 # --------------------------------------------------------------------------- order studies

@@ -10,10 +10,21 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_ROOT = Path("results")
+#: When set (and no ``root`` is given), :func:`results_dir` is this directory for every model: a
+#: ``seqcirc grid`` cell's ``results/<model>/runs/<cell-id>/`` (see :mod:`seqcirc_utils.grid`).
+RESULTS_DIR_ENV = "SEQCIRC_RESULTS_DIR"
 
 
 def results_dir(model: str, root: str | Path | None = None) -> Path:
-    """``results/<model>/`` with the model spec made filesystem-safe (created if missing)."""
+    """``results/<model>/`` with the model spec made filesystem-safe (created if missing).
+
+    The root is ``root``, else ``$SEQCIRC_RESULTS``, else ``results``; ``$SEQCIRC_RESULTS_DIR``
+    (without ``root``) replaces the whole path.
+    """
+    if root is None and os.environ.get(RESULTS_DIR_ENV):
+        path = Path(os.environ[RESULTS_DIR_ENV])
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name if os.sep in model else model).strip("_") or "model"
     path = Path(root or os.environ.get("SEQCIRC_RESULTS", RESULTS_ROOT)) / safe
     path.mkdir(parents=True, exist_ok=True)
@@ -122,6 +133,66 @@ def head_records(table, **labels: Any) -> list[dict]:
     return frame_records(df)
 
 
+def head_score_groups(obj: Any) -> list[tuple[str, Any]]:
+    """Like :func:`head_score_tables`, with sibling tables merged: ``scores.digits``, ``scores.months``, ...
+    (lists of per-head records under one dict) become one table ``scores`` with a column ``scores``
+    holding the key (``digits``, ...), so the appendix draws them as panels of one figure.
+    """
+    import pandas as pd
+
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for path, table in head_score_tables(obj):
+        parent, _, key = path.rpartition(".")
+        sibling = bool(parent) and "[" not in key
+        groups.setdefault(parent if sibling else path, []).append((key if sibling else "", table))
+    merged = []
+    for path, parts in groups.items():
+        if len(parts) == 1 and not parts[0][0]:
+            merged.append((path, parts[0][1]))
+        else:
+            label = path.rpartition(".")[2] or path
+            merged.append((path, pd.concat([t.assign(**{label: key}) for key, t in parts], ignore_index=True)))
+    return merged
+
+
+#: A result file name written by a notebook: a string literal ending in ``.json`` (f-string fields -> ``*``).
+_WRITTEN_RE = re.compile(r"""(?:\bf)?(["'])([A-Za-z0-9_.{}\[\]-]+\.json)\1""")
+
+
+def result_writers(notebooks_dir: str | Path, below: int = 90) -> dict[str, str]:
+    """``{file-name pattern: notebook stem}`` for the result files the chapters write.
+
+    Read from the notebook sources ``NN_name.py`` (``NN < below``): every ``"name.json"`` or
+    ``f"circuit_{task}.json"`` literal (fields become ``*``). The appendix groups figures by it.
+    """
+    writers: dict[str, str] = {}
+    for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.py")):
+        if int(path.name[:2]) >= below:
+            continue
+        for _, name in _WRITTEN_RE.findall(path.read_text()):
+            writers.setdefault(re.sub(r"\{[^}]*\}", "*", name), path.stem)
+    return writers
+
+
+def chapter_titles(notebooks_dir: str | Path) -> dict[str, str]:
+    """``{notebook stem: title}``: the first Markdown heading (``# # Title``) of each ``NN_name.py``."""
+    titles = {}
+    for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.py")):
+        match = re.search(r"^# # (.+)$", path.read_text(), re.M)
+        titles[path.stem] = match.group(1).strip() if match else path.stem
+    return titles
+
+
+def chapter_of(filename: str, writers: dict[str, str]) -> str | None:
+    """The notebook that wrote ``filename``: the most specific matching pattern of :func:`result_writers`."""
+    from fnmatch import fnmatchcase
+
+    matches = [p for p in writers if fnmatchcase(filename, p)]
+    if not matches:
+        return None
+    return writers[max(matches, key=lambda p: (len(p.replace("*", "")), -p.count("*")))]
+
+
 def score_columns(df) -> list[str]:
     """The numeric score columns of a per-head table (not ``layer``, ``head`` or counts ``n_*``)."""
     import pandas as pd
@@ -138,3 +209,9 @@ def attention_patterns(obj: Any) -> list[tuple[str, dict]]:
                 and all(isinstance(row, list) for row in value["pattern"]):
             found.append((path or "(top level)", value))
     return found
+
+
+def records_of_kind(obj: Any, kind: str) -> list[dict]:
+    """Every typed record in ``obj`` (the file itself or a dict at any depth) whose ``"kind"`` is ``kind``,
+    e.g. ``"edge_circuit"`` (:class:`~seqcirc_utils.edge_pruning.EdgeCircuit`) or ``"circuit"``."""
+    return [value for _, value in _walk(obj) if isinstance(value, dict) and value.get("kind") == kind]

@@ -3,7 +3,14 @@
 A dataset is a list of :class:`Prompt` objects that all share one token length, each with a
 corrupted twin of exactly the same length and member positions. Everything is built
 *structurally*: a prompt is rendered from a list of member indices and filler words, and
-positions are read off the tokenizer's offsets (BOS included), never from template arithmetic.
+positions are read off the tokenizer's offsets (the prefix token included), never from template arithmetic.
+
+**Prompt prefix** (:func:`resolve_prefix`, ``prefix=`` on :func:`make_dataset`): every prompt starts
+with one token chosen per model. ``"document"`` (default) is the pretraining document separator
+(``<|endoftext|>`` where the vocabulary has it, as in GPT-2 and SmolLM2; otherwise the tokenizer's
+``bos_token`` when that is not a chat-turn marker), so a prompt reads as the start of a document.
+``"bos"`` is the tokenizer's ``bos_token`` whatever it is (for SmolLM2-Instruct the chat marker
+``<|im_start|>``, which makes a prompt read as a chat turn), ``"none"`` no prefix at all.
 
 Families (members in order): ``digits`` (0..99, those that are single tokens in context),
 ``number_words`` (zero..twenty), ``months``, ``days``, ``letters`` (A..Z). Templates:
@@ -29,6 +36,7 @@ token raises :class:`TokenizationError` naming the pieces.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -55,6 +63,15 @@ DIRECTIONS = ("increasing", "decreasing")
 CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")
 VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
+PREFIX_MODES = ("document", "bos", "none")
+# The conventional document separator of GPT-2-style byte-level BPE vocabularies (GPT-2, SmolLM2, Qwen, ...).
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+# Special tokens that open or close a chat turn (ChatML, Llama-3, Gemma, Llama-2 [INST], Phi/Zephyr roles).
+CHAT_MARKER = re.compile(
+    r"im_start|im_end|start_header_id|end_header_id|eot_id|start_of_turn|end_of_turn|\[/?INST\]"
+    r"|^<\|(?:user|assistant|system|end)\|>$",
+    re.IGNORECASE,
+)
 
 # Fillers for the among_words template (objects and names); filtered per tokenizer to those that
 # are one token at the start of the text and after a space.
@@ -86,6 +103,71 @@ class TokenizationError(ValueError):
 
 
 @dataclass(frozen=True)
+class Prefix:
+    """The token every prompt of a dataset starts with.
+
+    ``mode`` is one of :data:`PREFIX_MODES`; ``token_id`` / ``token`` are the prefix token's id and
+    string (both ``None`` for ``"none"``; ``token`` may be ``None`` for datasets read from old JSON).
+    """
+
+    mode: str
+    token_id: int | None
+    token: str | None
+
+    @property
+    def ids(self) -> list[int]:
+        """The token ids prepended to every prompt (``[]`` or ``[token_id]``)."""
+        return [] if self.token_id is None else [int(self.token_id)]
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "token_id": self.token_id, "token": self.token}
+
+
+def is_chat_marker(token: str | None) -> bool:
+    """Whether ``token`` is a special token that opens or closes a chat turn (e.g. ``<|im_start|>``)."""
+    return bool(token and CHAT_MARKER.search(token))
+
+
+def _special_token_id(tokenizer, token: str) -> int | None:
+    """The id of ``token`` if the vocabulary holds it as one token (not the unknown-token fallback)."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or isinstance(tid, list):
+        return None
+    return int(tid) if tokenizer.convert_ids_to_tokens(int(tid)) == token else None
+
+
+def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
+    """The prefix token of ``mode`` for ``tokenizer`` (a computed, per-model choice).
+
+    - ``"document"``: the pretraining document separator. ``<|endoftext|>`` when the vocabulary
+      holds it (GPT-2, SmolLM2); otherwise the ``bos_token`` (Llama-style ``<s>``,
+      ``<|begin_of_text|>``), else the ``eos_token``, whichever is first not a chat-turn marker.
+      Never a chat marker: a tokenizer with nothing else raises ``ValueError``.
+    - ``"bos"``: ``tokenizer.bos_token`` whatever it is (may be a chat marker).
+    - ``"none"``: no prefix.
+    """
+    if mode not in PREFIX_MODES:
+        raise ValueError(f"unknown prefix {mode!r}; valid: {', '.join(PREFIX_MODES)}")
+    if mode == "none":
+        return Prefix("none", None, None)
+    if mode == "bos":
+        if tokenizer.bos_token is None or tokenizer.bos_token_id is None:
+            raise ValueError("prefix 'bos': this tokenizer has no bos_token; valid here: document, none")
+        return Prefix("bos", int(tokenizer.bos_token_id), str(tokenizer.bos_token))
+    tid = _special_token_id(tokenizer, DOCUMENT_SEPARATOR)
+    if tid is not None:
+        return Prefix("document", tid, DOCUMENT_SEPARATOR)
+    for token, tid in ((tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)):
+        if token is not None and tid is not None and not is_chat_marker(str(token)):
+            return Prefix("document", int(tid), str(token))
+    raise ValueError(
+        f"prefix 'document': this tokenizer has no document separator ({DOCUMENT_SEPARATOR!r} is not in its "
+        f"vocabulary and its bos/eos tokens {tokenizer.bos_token!r}/{tokenizer.eos_token!r} are chat markers "
+        "or missing); valid: bos, none"
+    )
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything that determines a dataset (with the tokenizer)."""
 
@@ -98,7 +180,7 @@ class TaskSpec:
     n: int = 64
     seed: int = 0
     verb: str = "done"
-    prepend_bos: bool = True
+    prefix: str = "document"
 
     def validate(self) -> None:
         def choose(name: str, value, valid) -> None:
@@ -110,6 +192,7 @@ class TaskSpec:
         choose("direction", self.direction, DIRECTIONS)
         choose("corruption", self.corruption, CORRUPTIONS)
         choose("verb", self.verb, VERBS)
+        choose("prefix", self.prefix, PREFIX_MODES)
         if not isinstance(self.n, int) or self.n <= 0:
             raise ValueError(f"n must be a positive number of prompts, got {self.n!r}")
         if not isinstance(self.step, int) or self.step < 1:
@@ -127,8 +210,8 @@ class TaskSpec:
 class Prompt:
     """One clean prompt and its corrupted twin.
 
-    Positions index the token list (BOS included when prepended); ``final_position`` is the last
-    token, where the answer is predicted.
+    Positions index the token list (the prefix token, if any, is position 0); ``final_position`` is
+    the last token, where the answer is predicted.
     """
 
     text: str
@@ -158,6 +241,7 @@ class TaskDataset:
     prompts: list[Prompt]
     answer_token_policy: str = "single-token"
     greater_than_groups: list[list[int]] | None = field(default=None, repr=False)
+    prefix: Prefix | None = None  # None: derived from ``spec.prefix`` and the first token (see :attr:`prefix_info`)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -205,7 +289,16 @@ class TaskDataset:
 
     def subset(self, indices: Sequence[int]) -> "TaskDataset":
         return TaskDataset(self.model, self.spec, [self.prompts[i] for i in indices],
-                           self.answer_token_policy, self.greater_than_groups)
+                           self.answer_token_policy, self.greater_than_groups, self.prefix_info)
+
+    @property
+    def prefix_info(self) -> Prefix:
+        """The prompts' prefix token (mode, id, string)."""
+        if self.prefix is not None:
+            return self.prefix
+        if self.spec.prefix == "none" or not self.prompts:
+            return Prefix(self.spec.prefix, None, None)
+        return Prefix(self.spec.prefix, int(self.prompts[0].tokens[0]), None)
 
     def check_uniform_length(self) -> int:
         """Return the shared token length; raise if prompts differ (ablation means need one length)."""
@@ -226,7 +319,8 @@ class TaskDataset:
             "length": self.spec.length,
             "corruption": self.spec.corruption,
             "verb": self.spec.verb,
-            "prepend_bos": self.spec.prepend_bos,
+            "prepend_bos": self.prefix_info.token_id is not None,  # kept for older readers; see "prefix"
+            "prefix": self.prefix_info.to_json(),
             "answer_token_policy": self.answer_token_policy,
             "greater_than_groups": self.greater_than_groups,
             "prompts": [p.to_json() for p in self.prompts],
@@ -234,27 +328,25 @@ class TaskDataset:
 
     @classmethod
     def from_json(cls, data: dict) -> "TaskDataset":
+        """Inverse of :meth:`to_json`. JSON written before the ``"prefix"`` key loads as prefix
+        ``"bos"`` (what ``prepend_bos=true`` meant then, the id read off the first token) or ``"none"``."""
+        prompts = [Prompt(**p) for p in data["prompts"]]
+        if "prefix" in data:
+            prefix = Prefix(**data["prefix"])
+        elif data.get("prepend_bos", True) and prompts:
+            prefix = Prefix("bos", int(prompts[0].tokens[0]), None)
+        else:
+            prefix = Prefix("none", None, None)
         spec = TaskSpec(
             task=data["task"], template=data["template"], direction=data.get("direction", "increasing"),
             step=data.get("step", 1), length=data.get("length", 4), corruption=data.get("corruption", "randAll"),
-            n=len(data["prompts"]), seed=data["seed"], verb=data.get("verb", "done"),
-            prepend_bos=data.get("prepend_bos", True),
+            n=len(data["prompts"]), seed=data["seed"], verb=data.get("verb", "done"), prefix=prefix.mode,
         )
-        prompts = [Prompt(**p) for p in data["prompts"]]
         return cls(data["model"], spec, prompts, data.get("answer_token_policy", "single-token"),
-                   data.get("greater_than_groups"))
+                   data.get("greater_than_groups"), prefix)
 
 
 # --------------------------------------------------------------------------- tokenization helpers
-
-
-def _bos(tokenizer, prepend_bos: bool) -> list[int]:
-    if not prepend_bos:
-        return []
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        bos = tokenizer.eos_token_id
-    return [] if bos is None else [int(bos)]
 
 
 def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -317,11 +409,11 @@ def _render(template: str, members: Sequence[str], fillers: Sequence[str], verb:
 class _Tokenized:
     """A rendered prompt tokenized with the single-token policy applied."""
 
-    def __init__(self, tokenizer, rendered: _Rendered, answer: str | None, prepend_bos: bool,
+    def __init__(self, tokenizer, rendered: _Rendered, answer: str | None, prefix: Prefix,
                  move_space: bool, members: Sequence[str]):
         text = rendered.text + (" " if move_space else "")
         ids, offsets = _encode(tokenizer, text)
-        bos = _bos(tokenizer, prepend_bos)
+        bos = prefix.ids
         self.text = text
         self.tokens = bos + ids
         self.member_positions = []
@@ -431,7 +523,7 @@ def _sequence_starts(n_members: int, valid: set[int], length: int, step: int, si
     return starts
 
 
-def _build_sequence(tokenizer, spec: TaskSpec, model_name: str) -> TaskDataset:
+def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
     rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
                         f"{spec.corruption}|{spec.verb}|{spec.seed}")
     sign = 1 if spec.direction == "increasing" else -1
@@ -477,8 +569,8 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str) -> TaskDataset:
         if ms != move_space:
             raise TokenizationError("the tokenizer treats the answer's leading space inconsistently across prompts")
         _, incorrect_id = answer_token(tokenizer, clean_r.text, members[-1])
-        clean_t = _Tokenized(tokenizer, clean_r, answer, spec.prepend_bos, ms, members)
-        bad_t = _Tokenized(tokenizer, bad_r, answer, spec.prepend_bos, ms, bad_members)
+        clean_t = _Tokenized(tokenizer, clean_r, answer, prefix, ms, members)
+        bad_t = _Tokenized(tokenizer, bad_r, answer, prefix, ms, bad_members)
         if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
             raise AssertionError(f"corrupted prompt {bad_t.text!r} does not align with {clean_t.text!r}")
         prompts.append(Prompt(
@@ -488,7 +580,7 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str) -> TaskDataset:
             corrupted_members=bad_members, answer=answer, incorrect=members[-1],
         ))
     policy = "space-split: prompt ends with the space token" if move_space else "single-token"
-    ds = TaskDataset(model_name, spec, prompts, policy)
+    ds = TaskDataset(model_name, spec, prompts, policy, prefix=prefix)
     ds.check_uniform_length()
     return ds
 
@@ -514,7 +606,7 @@ def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
     return ("two_digit" if two_digit else "digit"), groups
 
 
-def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str) -> TaskDataset:
+def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
     """Greater-than prompts; years whose tokenization does not split as the mode expects are redrawn."""
     rng = random.Random(f"greater_than|{spec.seed}")
     nouns = [n for n in GREATER_THAN_NOUNS if len(_encode(tokenizer, " " + n)[0]) == 1]
@@ -522,7 +614,7 @@ def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str) -> TaskDatas
         raise ValueError("too few single-token nouns for the greater-than template")
     template = "The {noun} lasted from the year {year} to the year {cc}"
     mode, groups = greater_than_groups(tokenizer)
-    bos = _bos(tokenizer, spec.prepend_bos)
+    bos = prefix.ids
     prompts: list[Prompt] = []
     length: int | None = None
     attempts = 0
@@ -560,7 +652,7 @@ def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str) -> TaskDatas
             corrupted_text=corrupted, corrupted_tokens=bos + bad_ids, members=[f"{yy:02d}"],
             corrupted_members=["01"], answer=answer, incorrect=incorrect, year=year,
         ))
-    ds = TaskDataset(model_name, spec, prompts, f"greater-than {mode}", groups)
+    ds = TaskDataset(model_name, spec, prompts, f"greater-than {mode}", groups, prefix)
     ds.check_uniform_length()
     return ds
 
@@ -569,29 +661,49 @@ def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwa
     """Build a seeded dataset for ``task`` with ``tokenizer``.
 
     Keyword arguments are :class:`TaskSpec` fields (``template, direction, step, length,
-    corruption, n, seed, verb, prepend_bos``). The same arguments and tokenizer always give the
-    same dataset.
+    corruption, n, seed, verb, prefix``). ``prefix`` (:data:`PREFIX_MODES`, default ``"document"``)
+    picks the token every prompt starts with (:func:`resolve_prefix`); ``tokens[0]`` is its id
+    unless ``prefix="none"``. The same arguments and tokenizer always give the same dataset.
     """
     unknown = set(kwargs) - set(TaskSpec.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}")
     spec = TaskSpec(task=task, **kwargs)
     spec.validate()
+    prefix = resolve_prefix(tokenizer, spec.prefix)
     if task == GREATER_THAN:
-        return _build_greater_than(tokenizer, spec, model_name)
-    return _build_sequence(tokenizer, spec, model_name)
+        return _build_greater_than(tokenizer, spec, model_name, prefix)
+    return _build_sequence(tokenizer, spec, model_name, prefix)
 
 
 def filter_to_correct(model, dataset: TaskDataset, batch_size: int = 64) -> TaskDataset:
     """Keep prompts whose top-1 is the answer and p(correct) > 2 p(incorrect) (the paper's filter)."""
     from .forward import final_logits
 
-    logits = final_logits(model, dataset.tokens, batch_size=batch_size)
+    logits = final_logits(model, dataset.tokens, batch_size=batch_size)  # on the model's device
     probs = logits.softmax(-1)
-    rows = torch.arange(len(dataset))
-    p_correct = probs[rows, dataset.answer_ids]
-    p_incorrect = probs[rows, dataset.incorrect_ids]
-    keep = (logits.argmax(-1) == dataset.answer_ids) & (p_correct > 2 * p_incorrect)
+    rows = torch.arange(len(dataset), device=logits.device)
+    answer_ids = dataset.answer_ids.to(logits.device)
+    p_correct = probs[rows, answer_ids]
+    p_incorrect = probs[rows, dataset.incorrect_ids.to(logits.device)]
+    keep = (logits.argmax(-1) == answer_ids) & (p_correct > 2 * p_incorrect)
+    return dataset.subset(keep.nonzero().flatten().tolist())
+
+
+def filter_to_year_continuation(model, dataset: TaskDataset, batch_size: int = 64) -> TaskDataset:
+    """Greater-than under the probability difference: keep prompts whose top-1 next token spells a
+    year value (any of ``greater_than_groups``: a two-digit ``YY`` or a digit), whichever value it is.
+
+    No particular value is required (the PD itself measures how much mass lies above ``YY``), so the
+    filter drops only prompts the model does not continue with a year at all.
+    """
+    from .forward import final_logits
+
+    if dataset.task != GREATER_THAN:
+        raise ValueError(f"filter_to_year_continuation is for task {GREATER_THAN}, not {dataset.task}")
+    logits = final_logits(model, dataset.tokens, batch_size=batch_size)
+    year_ids = torch.tensor(sorted({i for g in dataset.greater_than_groups for i in g}), device=logits.device)
+    keep = torch.isin(logits.argmax(-1), year_ids)
     return dataset.subset(keep.nonzero().flatten().tolist())
 
 

@@ -39,7 +39,9 @@ from urllib.parse import urlparse
 import pytest
 
 from seqcirc_utils import book_assets
-from seqcirc_utils.plots import CHART_CLASS
+from seqcirc_utils import plots
+from seqcirc_utils.findings import NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
+from seqcirc_utils.plots import CHART_CLASS, FIGURE_CLASS
 from seqcirc_utils.runner import find_notebooks, run_notebooks, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +53,14 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: Attributes through which a browser loads something (``<a href>`` is only a link and is not listed).
 RESOURCE_ATTRS = {"src", "srcset", "data", "poster", "background"}
 
-pytestmark = pytest.mark.embedded  # runs every notebook (in smoke mode) on its default, embedded model
+#: The tests of the built book run every notebook (in smoke mode) on its default, embedded model.
+BUILT_BOOK = (pytest.mark.book, pytest.mark.embedded, pytest.mark.slow)
+
+
+def built_book_test(func):
+    for mark in BUILT_BOOK:
+        func = mark(func)
+    return func
 
 
 def chromium() -> str | None:
@@ -59,6 +68,31 @@ def chromium() -> str | None:
         if path := shutil.which(name):
             return path
     return None
+
+
+class _Text(HTMLParser):
+    """The text a reader sees: every text node outside ``<script>`` and ``<style>``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def page_text(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    return "".join(parser.parts)
 
 
 class _Elements(HTMLParser):
@@ -149,6 +183,7 @@ def built_book(tmp_path_factory):
     return root, runs, build
 
 
+@built_book_test
 def test_every_notebook_runs_in_smoke_mode(built_book):
     _, runs, _ = built_book
     assert runs, "no notebooks found"
@@ -156,6 +191,7 @@ def test_every_notebook_runs_in_smoke_mode(built_book):
     assert not failed, "notebooks failed in smoke mode:\n" + "\n".join(failed)
 
 
+@built_book_test
 def test_book_builds_with_warnings_as_errors(built_book):
     root, _, build = built_book
     assert build.returncode == 0, (build.stdout + build.stderr)[-6000:]
@@ -166,6 +202,7 @@ def test_book_builds_with_warnings_as_errors(built_book):
     assert "01_behaviour" in intro and "smoke mode" in intro  # the generated runs table is included
 
 
+@built_book_test
 def test_published_page_reads_what_the_notebooks_wrote(built_book):
     """Every anchor with a reader finds its number in the smoke run's result files (schemas agree)."""
     from seqcirc_utils.models import EMBEDDED_MODEL
@@ -181,12 +218,60 @@ def test_published_page_reads_what_the_notebooks_wrote(built_book):
     assert table.loc["numerals circuit on number-word data", "this run"] in published
 
 
+@built_book_test
 def test_appendix_draws_the_per_head_records(built_book):
+    """The appendix groups its figures by chapter, as captioned small multiples of the chapters' per-head records."""
     root, _, _ = built_book
     appendix = next((root / "_build" / "html" / "book" / "executed").glob("90_*.html")).read_text()
-    for source in ("shared_circuits.json: head_importance", "greater_than_overlap.json: head_importance",
-                   "decreasing_circuits.json: head_importance"):
-        assert source in appendix, f"the appendix has no figure from {source}"
+    text = " ".join(page_text(appendix).split())
+    for chapter, source in (("02_shared_circuits", "shared_circuits.json"),
+                            ("03_greater_than_overlap", "greater_than_overlap.json"),
+                            ("04_decreasing_circuits", "decreasing_circuits.json")):
+        assert chapter in text, f"the appendix has no section for {chapter}"
+        assert f"From {source}, head_importance" in text, f"the appendix has no figure from {source}"
+    assert text.index("02_shared_circuits") < text.index("03_greater_than_overlap") < text.index("04_decreasing")
+    assert "estimated drop, in points of the full model's metric" in text  # a human caption, not a key
+
+
+@built_book_test
+def test_pages_read_like_a_report(built_book):
+    """No progress output on any page; code folded; every chart a numbered, captioned figure; findings complete."""
+    from seqcirc_utils.findings import UNREADABLE
+
+    root, runs, build = built_book
+    html_dir = root / "_build" / "html"
+    problems = []
+    for page in sorted(html_dir.glob("book/**/*.html")):
+        raw = page.read_text()
+        name = page.relative_to(html_dir).as_posix()
+        if found := book_assets.progress_lines(page_text(raw)):
+            problems.append(f"{name}: progress output, e.g. {found[0][:80]!r}")
+        els = elements(raw)
+        charts, figures = with_class(els, CHART_CLASS), with_class(els, FIGURE_CLASS)
+        if charts != figures:
+            problems.append(f"{name}: {charts} charts but {figures} numbered figures")
+        if figures:
+            numbers = [int(n) for n in re.findall(r"<strong>Figure (\d+)\.</strong>", raw)]
+            if numbers != list(range(1, figures + 1)):
+                problems.append(f"{name}: figure numbers {numbers}")
+        if name.startswith("book/executed/"):
+            cells = [a for t, a in els if t == "div" and "cell" in a.get("class", "").split()]
+            code = [a for a in cells if "tag_remove-cell" not in a.get("class", "")]
+            unfolded = [a["class"] for a in code if "tag_hide-input" not in a.get("class", "").split()]
+            if unfolded:
+                problems.append(f"{name}: {len(unfolded)} of {len(code)} code cells not folded")
+            if "Parameters of this run" not in raw:
+                problems.append(f"{name}: no parameters block")
+            if "injected-parameters" in page_text(raw) or "# Parameters" in page_text(raw):
+                problems.append(f"{name}: papermill's injected parameters are shown")
+    findings = (html_dir / "book" / "findings.html").read_text()
+    text = " ".join(page_text(findings).split())
+    if UNREADABLE in text:
+        problems.append("findings: a reader could not summarise its chapter: " + text[text.index(UNREADABLE) - 200:][:400])
+    for run in runs:
+        if run.ok and run.notebook.number < 90 and f"{run.notebook.stem}.html" not in findings:
+            problems.append(f"findings: no link to {run.notebook.stem}")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +289,7 @@ def server(built_book):
     httpd.server_close()
 
 
+@built_book_test
 def test_pages_render_all_charts_offline(server, tmp_path):
     browser = chromium()
     if browser is None:
@@ -240,3 +326,188 @@ def test_pages_render_all_charts_offline(server, tmp_path):
     problems += [f"404 from the local server: {path}" for path in missing]
     assert total_charts >= 2, "expected charts on the behaviour page"
     assert not problems, "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- unit tests (no notebook run, no build)
+
+TQDM_BAR = "prune (digits):  45%|████▌     | 9/20 [00:01<00:02,  4.50it/s]"
+
+
+@pytest.mark.parametrize("text", [
+    TQDM_BAR,
+    "\rbehaviour:   0%|          | 0/11 [00:00<?, ?it/s]",
+    "edges: 100%|##########| 120/120 [00:09<00:00, 12.3it/s]",
+    "sweep 3/30 [00:05<00:45, 1.52s/it]",
+    "layer 4 of 30\rlayer 5 of 30",  # a line redrawn in place
+    "wrote results/x.json\n" + TQDM_BAR + "\ndone",
+])
+def test_progress_detector_finds_progress_bars(text):
+    assert book_assets.has_progress(text)
+
+
+@pytest.mark.parametrize("text", [
+    "The circuit keeps 80 % of the full logit difference (45 % on number-word data).",
+    "| task | score |\n|---|---|\n| digits | 80 |",
+    "L9.H1 attends 0.45 to the last member; 12 of 20 heads, 3/4 of the prompts [see Methods].",
+    "wrote results/smollm2-135m/behaviour.json\n",
+    "seconds 1.5, forward passes 120",
+])
+def test_progress_detector_leaves_prose_and_tables_alone(text):
+    assert not book_assets.has_progress(text)
+
+
+def test_strip_progress_keeps_everything_else():
+    text = "model=x n=3\n" + "".join(f"\r{TQDM_BAR}" for _ in range(3)) + "\r        \nwrote a.json\n\nend\n"
+    assert book_assets.strip_progress(text) == "model=x n=3\nwrote a.json\n\nend\n"
+    assert book_assets.strip_progress("10%|#| 1/10 [00:01<00:09, 1.0it/s]\r") == ""
+
+
+def _executed_notebook():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell('model = "smollm2-135m"  # the model\nn_prompts = 32  # prompts per task',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("# Parameters\nn_prompts = 8\n", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("import x", outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text=f"\r{TQDM_BAR}"),
+            nbformat.v4.new_output("stream", name="stdout", text="wrote results/a.json\n"),
+            nbformat.v4.new_output("display_data", data={"text/plain": "HBox(...)",
+                                                         book_assets.WIDGET_MIME: {"model_id": "1"}}),
+            nbformat.v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=1),
+        ]),
+    ]
+    nb.metadata["papermill"] = {"parameters": {"n_prompts": 8},
+                                "default_parameters": {"model": "smollm2-135m", "n_prompts": 32}}
+    return nb
+
+
+def test_prepare_notebook_strips_progress_folds_code_and_shows_parameters():
+    import nbformat
+
+    nb = _executed_notebook()
+    assert book_assets.prepare_notebook(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all("remove-cell" in c.metadata["tags"] for c in code[:2])  # both parameters cells
+    assert "hide-input" in code[2].metadata["tags"]
+    outputs = code[2].outputs
+    assert [o["output_type"] for o in outputs] == ["stream", "execute_result"]
+    assert outputs[0]["text"] == "wrote results/a.json\n"
+    block = [c for c in nb.cells if c.cell_type == "markdown" and "Parameters of this run" in c.source]
+    assert len(block) == 1 and nb.cells.index(block[0]) == 1  # where the parameters cell was
+    assert "| `n_prompts` | **`8`** | `32` | prompts per task |" in block[0].source
+    assert "| `model` | `'smollm2-135m'` |  | the model |" in block[0].source
+    nbformat.validate(nb)
+    assert not book_assets.prepare_notebook(nb), "a second run must change nothing"
+
+
+def test_prepare_executed_rewrites_in_place(tmp_path):
+    import nbformat
+
+    nbformat.write(_executed_notebook(), tmp_path / "01_x.ipynb")
+    assert book_assets.prepare_executed(tmp_path) == [tmp_path / "01_x.ipynb"]
+    assert book_assets.prepare_executed(tmp_path) == []
+    assert not book_assets.has_progress((tmp_path / "01_x.ipynb").read_text().replace("\\r", "\r"))
+
+
+def test_failed_notebooks_are_listed(tmp_path, capsys):
+    import nbformat
+
+    executed = tmp_path / "book" / "executed"
+    executed.mkdir(parents=True)
+    for name, failed in (("01_ok", False), ("02_bad", True)):
+        nb = _executed_notebook()
+        nb.metadata["papermill"]["exception"] = failed
+        nbformat.write(nb, executed / f"{name}.ipynb")
+    assert book_assets.failed_notebooks(tmp_path / "book" / "executed") == ["02_bad"]
+    assert book_assets.main(["--root", str(tmp_path), "--failed"]) == 0
+    assert capsys.readouterr().out.split() == ["02_bad"]
+
+
+def test_figures_are_numbered_per_page_and_need_a_caption():
+    import altair as alt
+    import pandas as pd
+
+    chart = alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_point().encode(x="x:Q")
+    plots.enable_offline()
+    first, second = plots.figure(chart, "The `x` values."), plots.figure(chart, "Again.")
+    assert (first.number, second.number) == (1, 2)
+    html = second._repr_mimebundle_()["text/html"]
+    assert f'class="{FIGURE_CLASS}"' in html and f'class="{CHART_CLASS}"' in html
+    assert "<figcaption><strong>Figure 2.</strong> Again.</figcaption>" in html
+    assert "<code>x</code>" in first.to_html()
+    plots.enable_offline()
+    assert plots.figure(chart, "Next page.").number == 1
+    with pytest.raises(ValueError, match="caption"):
+        plots.figure(chart, "  ")
+
+
+def test_findings_say_not_run_and_read_the_numbers(tmp_path):
+    from seqcirc_utils.results import write_json_atomic
+
+    results = tmp_path / "smollm2-135m"
+    write_json_atomic(results / "behaviour.json", {"smoke": False, "rows": [
+        {"task": "digits", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.75},
+        {"task": "months", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.25},
+        {"task": "digits", "template": "pure", "direction": "decreasing", "n": 8, "top1_accuracy": 0.125},
+        {"task": "greater_than", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.5,
+         "prob_diff": 0.4567},
+        {"task": "letters", "template": "pure", "direction": "increasing", "n": 0, "error": "not single tokens"}]})
+    write_json_atomic(results / "mlp_ablation.json", {"smoke": True, "mlp_effects": [{"task": "digits"}]})
+    statuses = [ChapterStatus("01_behaviour", "Behaviour", executed=True),
+                ChapterStatus("02_shared_circuits", "Shared", executed=True),
+                ChapterStatus("04_decreasing_circuits", "Decreasing", executed=False),
+                ChapterStatus("05_mlp_ablation", "MLPs", executed=True, failed=True)]
+    text = findings_markdown(statuses, results)
+    lines = {line.split(".**")[0]: line for line in text.splitlines() if line.startswith("**")}
+    behaviour = lines["**{doc}`Behaviour </book/executed/01_behaviour>`"]
+    # mean of the increasing sequence rows (greater-than and unbuildable rows left out): (75 + 25) / 2
+    assert "mean top-1 accuracy is 50 %" in behaviour and "against 12 % on 1 decreasing" in behaviour
+    assert "digits / pure (75 %)" in behaviour and "45.7 %" in behaviour
+    assert f"*{NOT_RUN}*: `results/smollm2-135m/shared_circuits.json` is missing" in lines["**{doc}`Shared </book/executed/02_shared_circuits>`"]
+    assert f"*{NOT_RUN}*" in lines["**Decreasing"] and "{doc}" not in lines["**Decreasing"]
+    mlps = lines["**{doc}`MLPs </book/executed/05_mlp_ablation>`"]
+    assert "failed" in mlps and UNREADABLE in mlps and "KeyError" in mlps
+
+
+def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
+    from seqcirc_utils.results import chapter_of, chapter_titles, result_writers
+
+    (tmp_path / "02_shared.py").write_text('# # Shared circuits\nwrite_circuits(out_dir / f"circuit_{task}.json", r)\n'
+                                           'write_json_atomic(results_dir(model) / "shared.json", {})\n')
+    (tmp_path / "04_decreasing.py").write_text('# %% [markdown]\n# # Decreasing\n'
+                                               'p = out_dir / f"circuit_{task}_{direction}_{length}.json"\n')
+    (tmp_path / "03_gt.py").write_text("x = out_dir / 'circuit_greater_than.json'\n")
+    (tmp_path / "90_appendix.py").write_text('files = folder.glob("*.json"); read("shared.json")\n')
+    writers = result_writers(tmp_path)
+    assert writers == {"circuit_*.json": "02_shared", "shared.json": "02_shared", "circuit_greater_than.json": "03_gt",
+                       "circuit_*_*_*.json": "04_decreasing"}
+    assert [chapter_of(n, writers) for n in ("circuit_digits.json", "circuit_number_words.json",
+                                             "circuit_greater_than.json", "circuit_digits_decreasing_5.json",
+                                             "shared.json", "unknown.json")] == \
+        ["02_shared", "02_shared", "03_gt", "04_decreasing", "02_shared", None]
+    assert chapter_titles(tmp_path)["04_decreasing"] == "Decreasing"
+    assert chapter_titles(tmp_path)["03_gt"] == "03_gt"
+
+
+def test_sibling_per_head_tables_become_panels_of_one_figure():
+    from seqcirc_utils.results import head_score_groups
+
+    rec = lambda l, h, v: {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v}
+    obj = {"scores": {"digits": [rec(0, 0, 0.5), rec(1, 1, 1.0)], "months": [rec(0, 0, 0.25), rec(1, 1, 0.0)]},
+           "head_importance": [{"layer": 0, "head": 1, "estimated_drop": 3.0, "task": "digits"},
+                               {"layer": 0, "head": 1, "estimated_drop": 5.0, "task": "months"}]}
+    groups = dict(head_score_groups(obj))
+    assert set(groups) == {"scores", "head_importance"}
+    scores = groups["scores"]
+    assert sorted(scores["scores"].unique()) == ["digits", "months"] and len(scores) == 4
+    assert plots.label_columns(scores) == ["scores"]
+    chart = plots.head_heatmap_panels(scores, ["next", "copy"], ["scores"], value_title="OV")
+    spec = chart.to_dict()
+    assert spec["columns"] == 2  # one column per score, one row per family
+    values = spec["datasets"][spec["data"]["name"]]
+    panels = {(v["panel"], v["layer"], v["head"]): v["value"] for v in values}
+    assert panels[("digits · next", 1, 1)] == 1.0 and panels[("months · copy", 0, 0)] == -0.25
+    assert len(panels) == 8

@@ -9,7 +9,7 @@ import pytest
 from seqcirc_utils.ablation import circuit_score, get_ablator
 from seqcirc_utils.circuits import discovery_dataset
 from seqcirc_utils.importance import estimated_drops, head_importance
-from seqcirc_utils.pruning import attribution_scores
+from seqcirc_utils.attribution import attribution_scores
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import parse_component
 

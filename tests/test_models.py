@@ -60,3 +60,39 @@ def test_cli_unknown_model_is_one_clear_line(capsys, monkeypatch):
 
     assert main(["dataset", "--model", "no-such-model-xyz", "--n", "2"]) == 2
     assert "smollm2-135m" in capsys.readouterr().err
+
+
+def test_model_device_is_where_the_weights_are(tiny_gpt2, device):
+    """The one device helper: every module moves inputs to ``model_device(model)``."""
+    from seqcirc_utils.models import model_device
+
+    model, _ = tiny_gpt2
+    assert model_device(model) == model.W_E.device
+    assert model_device(model).type == torch.device(device).type
+
+
+def test_load_tokenizer_matches_model_tokenizer(tiny_llama):
+    from seqcirc_utils.models import load_tokenizer
+
+    model, _ = tiny_llama
+    tok = load_tokenizer("tiny-llama")
+    text = "Van done in 1. Hat done in 2. <|endoftext|>"
+    assert tok(text)["input_ids"] == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with pytest.raises(ModelUnavailableError, match="no model at path"):
+        load_tokenizer("./does/not/exist")
+
+
+def test_embedded_tokenizer_alone_matches_model(smollm):
+    from seqcirc_utils.models import load_tokenizer
+
+    model, _ = smollm
+    tok = load_tokenizer(EMBEDDED_MODEL)
+    assert (tok.bos_token, tok.eos_token, len(tok)) == (model.tokenizer.bos_token, model.tokenizer.eos_token,
+                                                        len(model.tokenizer))
+    text = "The war lasted from the year 1732 to the year 17"
+    assert tok(text, add_special_tokens=False)["input_ids"] == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_model_fixtures_use_the_test_device(tiny_gpt2, device):
+    """conftest: SEQCIRC_TEST_DEVICE (default cpu) places the model fixtures."""
+    assert next(tiny_gpt2[0].parameters()).device.type == torch.device(device).type

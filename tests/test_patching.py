@@ -1,11 +1,10 @@
-"""Edge path patching, edge pruning and edge attribution (EAP / EAP-IG).
+"""Edge path patching and edge attribution (EAP / EAP-IG); edge pruning is tested in test_edge_pruning.py.
 
 The exact path patching is checked against an independent brute-force computation written here
 with raw PyTorch hooks on the plain Hugging Face modules inside the bridge (no TransformerLens hook
 points): attention recomputed by hand (projections, rotary, causal softmax, grouped-query sharing).
 """
 
-import json
 import math
 
 import pytest
@@ -14,15 +13,7 @@ import torch
 from seqcirc_utils import patching
 from seqcirc_utils.ablation import Ablator
 from seqcirc_utils.edge_attribution import _deltas_and_gradients, eap_vs_exact, edge_attribution
-from seqcirc_utils.patching import (
-    Edge,
-    EdgePatcher,
-    circuit_edges,
-    edge,
-    faithfulness,
-    path_patch_edge,
-    prune_edges,
-)
+from seqcirc_utils.patching import Edge, EdgePatcher, circuit_edges, edge, path_patch_edge
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import head, mlp
 
@@ -309,10 +300,6 @@ def test_bad_edges_raise_with_valid_values(gpt2_ab):
         path_patch_edge(gpt2_ab, comps, "MLP1", "MLP1")
     with pytest.raises(ValueError, match="not in the node circuit"):
         path_patch_edge(gpt2_ab, comps, "L0.H1", "logits")
-    with pytest.raises(ValueError, match="unknown edge pruning method"):
-        prune_edges(gpt2_ab, comps, 0.8, method="acdc")
-    with pytest.raises(ValueError, match="outside"):
-        prune_edges(gpt2_ab, comps, 1.5)
 
 
 # --------------------------------------------------------------------------- hooks
@@ -400,82 +387,3 @@ def test_eap_rank_agrees_with_exact(request, which):
     table, summary = eap_vs_exact(ab, _circuit(ab.info), progress=False)
     assert len(table) == summary["n_edges"] > 20
     assert summary["spearman"] > 0.5
-
-
-# --------------------------------------------------------------------------- edge pruning
-
-
-@pytest.mark.parametrize("method", ["exact", "eap"])
-def test_prune_edges_keeps_threshold(llama_ab, method):
-    ab = llama_ab
-    comps = _circuit(ab.info) - {head(0, 0), head(1, 2)}
-    node = ab.score(comps).score
-    threshold = min(0.9, math.floor((node - 0.05) * 100) / 100)  # below the node circuit's score
-    assert threshold > 0.5
-    res = prune_edges(ab, comps, threshold, method=method, progress=False)
-    assert res.node_score == pytest.approx(node, abs=1e-6)
-    assert res.score >= threshold
-    assert 0 < len(res.edges) < res.n_candidate_edges
-    assert len(res.edges) + len(res.removed) == res.n_candidate_edges
-    assert set(res.edges[0]) == {"sender", "receiver", "input", "score"}
-    # the reported score is the edge circuit's: re-evaluate it from the kept edges
-    kept = set(res.kept_edges)
-    removed = [e for e in circuit_edges(ab.info, comps) if e not in kept]
-    assert EdgePatcher(ab, comps).score(removed) == pytest.approx(res.score, abs=1e-6)
-    if method == "exact":  # every kept edge was necessary when tried
-        assert all(d["score"] < threshold for d in res.edges)
-        again = prune_edges(ab, comps, threshold, method=method, progress=False)
-        assert again.edges == res.edges  # deterministic
-    f = faithfulness(ab, res)
-    assert f["edge_circuit_score"] == res.score
-    assert f["node_ablation_score"] == pytest.approx(res.node_score, abs=1e-6)
-    assert set(f["dangling"]) == {str(c) for c in res.dangling}
-    assert json.dumps(res.to_json())
-
-
-def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path, monkeypatch):
-    from seqcirc_utils.cli import main
-
-    _, info = tiny_gpt2
-    heads = [[c.layer, c.index] for c in info.heads if c != head(0, 1)]
-    rec = lambda t: {"model": "tiny-gpt2", "task": "digits", "template": "pure", "direction": "increasing",  # noqa: E731
-                     "seed": 0, "threshold": t, "heads": heads, "mlps": [0, 1], "dataset": gpt2_ab.dataset.to_json()}
-    path = tmp_path / "circuit.json"
-    path.write_text(json.dumps({"circuits": [rec(0.9), rec(0.8)]}))
-    out = tmp_path / "edges.json"
-    assert main(["edges", "--circuit", str(path), "--threshold", "0.8", "--method", "eap", "--device", "cpu",
-                 "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
-    assert {"edges", "model", "task", "threshold", "score", "faithfulness", "forward_passes", "seconds"} <= set(data)
-    assert data["model"] == "tiny-gpt2" and data["threshold"] == 0.8 and data["score"] >= 0.8
-    assert not list(tmp_path.glob("*.tmp"))
-    assert main(["edges", "--circuit", str(path), "--threshold", "0.7", "--out", str(out)]) == 2  # no such circuit
-
-
-# --------------------------------------------------------------------------- embedded model
-
-
-@pytest.mark.embedded
-def test_embedded_model_edge_circuit(smollm):
-    """A small digits circuit of SmolLM2 (all MLPs + the heads attribution ranks highest): EAP-IG edge
-    pruning keeps the exact edge-circuit score >= the threshold, and faithfulness is reported."""
-    from seqcirc_utils.pruning import attribution_scores
-    from seqcirc_utils.types import parse_component
-
-    model, info = smollm
-    ds = make_dataset(model.tokenizer, "digits", template="pure", n=8, seed=0, model_name="smollm2-135m")
-    ab = Ablator(model, info, ds)
-    attr = attribution_scores(ab, info.heads)
-    top_heads = [parse_component(n) for n in attr.sort_values().index[: info.n_heads]]
-    comps = set(info.mlps) | set(top_heads)
-    node = ab.score(comps).score
-    threshold = round(min(0.8, node - 0.1), 2)
-    assert threshold > 0.3  # the node circuit carries most of the behaviour
-    res = prune_edges(ab, comps, threshold, method="eap-ig", ig_steps=2, progress=False)
-    assert res.score >= threshold
-    assert len(res.edges) < res.n_candidate_edges
-    f = faithfulness(ab, res)
-    assert f["edge_circuit_score"] == res.score and -1 < f["node_ablation_score_connected"] <= 1.5
-    # exact path patching of the edge attribution ranks most important: it matters when removed alone
-    worst = min(res.edges, key=lambda d: d["score"])
-    assert path_patch_edge(ab, comps, worst["sender"], worst["receiver"], worst["input"]) < node

@@ -61,3 +61,40 @@ def test_readers_format_the_numbers_the_notebooks_wrote(tmp_path):
     # Nothing was written for these: they stay honest.
     assert _ours(table, "months circuit at 80 %: heads") == NOT_IN_RUN
     assert _ours(table, "greater-than probability difference") == NOT_IN_RUN
+
+
+def test_scores_show_in_sample_interval_and_held_out(tmp_path):
+    write_json_atomic(tmp_path / "circuit_digits.json", {"circuits": [
+        {"threshold": 0.8, "heads": [[0, 1]], "mlps": [0], "score": 0.8123, "score_ci95": [0.781, 0.8402],
+         "heldout": {"seed": 1000, "n_prompts": 21, "score": 0.7456, "ci95": [0.70, 0.79]}},
+    ]})
+    table = comparison_table(tmp_path)
+    assert _ours(table, "numerals circuit at 80 %: score") == (
+        "81.23 % in-sample [78.1, 84.0]; held-out 74.56 % [70.0, 79.0] (21 prompts)")
+    assert "held-out" in table.set_index("quantity").loc["numerals circuit at 80 %: score", "what differs"]
+
+
+def test_greater_than_pd_is_labelled_with_what_it_measures(tmp_path):
+    # Only the behaviour table: the next-token PD is labelled (it is the tens-digit approximation for digit tokens).
+    write_json_atomic(tmp_path / "behaviour.json", {"rows": [
+        {"task": "greater_than", "template": "pure", "direction": "increasing", "prob_diff": 0.3}]})
+    table = comparison_table(tmp_path)
+    assert _ours(table, "greater-than probability difference") == (
+        "30.0 % (next-token PD: the tens-digit approximation where years split into digits)")
+    assert _ours(table, "greater-than circuit: score") == NOT_IN_RUN
+    # With a circuit record the exact two-digit PD is read instead, and the circuit's two scores are told apart.
+    write_json_atomic(tmp_path / "circuit_greater_than.json", {"circuits": [
+        {"threshold": 0.8, "heads": [[5, 5], [9, 1]], "mlps": [8, 9], "score": 0.85, "n_prompts": 20,
+         "filter": "year", "metric": "prob_diff", "pruning_metric": "tens-digit prob_diff",
+         "exact_prob_diff": {"mode": "digit", "full": 0.5234, "circuit": 0.4, "score": 0.7642, "ci95": [0.7, 0.8]},
+         "heldout": {"seed": 1000, "n_prompts": 18, "score": 0.8, "ci95": [0.75, 0.85],
+                     "exact_prob_diff": {"mode": "digit", "full": 0.5, "circuit": 0.35, "score": 0.7, "ci95": [0.6, 0.8]}}},
+    ]})
+    table = comparison_table(tmp_path)
+    assert _ours(table, "greater-than probability difference") == (
+        "52.3 % (exact two-digit PD by the chain rule, 20 prompts, filter: year)")
+    assert _ours(table, "greater-than circuit: heads") == "2: 5.5 9.1"
+    assert _ours(table, "greater-than circuit: MLPs") == "2 kept: MLP8 MLP9"
+    assert _ours(table, "greater-than circuit: score") == (
+        "tens-digit prob_diff: 85.00 % in-sample; held-out 80.00 % [75.0, 85.0] (18 prompts);"
+        " exact two-digit PD: 76.42 % [70.0, 80.0] in-sample, 70.00 % [60.0, 80.0] held-out")

@@ -47,7 +47,8 @@ def write_notebook(path: Path, body: str) -> None:
 
 
 @pytest.mark.parametrize("text, value", [("4", 4), ("0.5", 0.5), ("true", True), ("false", False), ("null", None),
-                                         ("[1, 2]", [1, 2]), ("smollm2-135m", "smollm2-135m"), ("cuda:0", "cuda:0")])
+                                         ("[1, 2]", [1, 2]), ("smollm2-135m", "smollm2-135m"), ("cuda:0", "cuda:0"),
+                                         ("True", True), ("False", False), ("None", None), ("L9.H1", "L9.H1")])
 def test_parse_value(text, value):
     assert parse_value(text) == value
 
@@ -79,6 +80,7 @@ def test_unknown_notebook_and_parameter_are_clear_errors():
     assert "n_promts" in res.stderr and "n_prompts" in res.stderr
 
 
+@pytest.mark.slow  # executes notebooks in Jupyter kernels (20-40 s)
 def test_run_behaviour_uses_the_given_parameters(tmp_path):
     """The acceptance command: the changed parameters are recorded and used (JSON and printed text)."""
     out_dir, results = tmp_path / "executed", tmp_path / "results"
@@ -107,6 +109,7 @@ def test_run_behaviour_uses_the_given_parameters(tmp_path):
     assert any("seqcirc-chart" in o["data"]["text/html"] and "vegaEmbed" in o["data"]["text/html"] for o in html)
 
 
+@pytest.mark.slow  # executes notebooks in Jupyter kernels (20-40 s)
 def test_failing_notebook_keeps_traceback_and_keep_going(tmp_path):
     notebooks, out_dir = tmp_path / "notebooks", tmp_path / "executed"
     notebooks.mkdir()
@@ -129,3 +132,129 @@ def test_failing_notebook_keeps_traceback_and_keep_going(tmp_path):
     good = nbformat.read(out_dir / "02_good.ipynb", as_version=4)
     assert "fine 1" in outputs_text(good)
     assert sorted(p.name for p in out_dir.iterdir()) == ["01_bad.ipynb", "02_good.ipynb"]
+
+
+# --------------------------------------------------------------------------- execution cache (issue 11)
+
+CACHE_BODY = '''\
+import time
+from seqcirc_utils.results import results_dir, write_json_atomic
+write_json_atomic(results_dir("m") / "probe.json", {"x": x, "squared": x * x, "t": time.time()})
+'''
+
+
+@pytest.fixture
+def frozen_package(tmp_path, monkeypatch):
+    """Hash a snapshot of the package (other edits to the checkout must not change the key mid-test)."""
+    import shutil
+
+    from seqcirc_utils import runner
+
+    snapshot = tmp_path / "package_snapshot"
+    shutil.copytree(runner.PACKAGE_DIR, snapshot, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runner, "PACKAGE_DIR", snapshot)
+    return snapshot
+
+
+def _cache_setup(tmp_path):
+    from seqcirc_utils.runner import NotebookSource
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_probe.py", CACHE_BODY)
+    return NotebookSource(notebooks / "01_probe.py"), tmp_path / "executed", tmp_path / "results"
+
+
+def test_cache_key_covers_source_parameters_package_and_model(tmp_path, frozen_package):
+    from seqcirc_utils.runner import cache_key
+
+    nb, _, _ = _cache_setup(tmp_path)
+    key = cache_key(nb, {})
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert cache_key(nb, {}) == key and cache_key(nb, {"x": 1}) == key  # the default given explicitly: same run
+    assert cache_key(nb, {"x": 2}) != key
+    (frozen_package / "__pycache__").mkdir(exist_ok=True)
+    (frozen_package / "__pycache__" / "junk.py").write_text("# not package source\n")
+    (frozen_package / "notes.txt").write_text("not covered\n")
+    assert cache_key(nb, {}) == key
+    module = frozen_package / "results.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    assert cache_key(nb, {}) != key
+    key = cache_key(nb, {})
+    data = frozen_package / "data" / "extra.json"
+    data.write_text("{}")
+    assert cache_key(nb, {}) != key
+    key = cache_key(nb, {})
+    nb.path.write_text(nb.path.read_text() + "\n# %%\nprint('more')\n")
+    assert cache_key(nb, {}) != key
+    # the model spec: a local model file is fingerprinted by its size and mtime
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"abc")
+    nb.path.write_text(f'# %% tags=["parameters"]\nmodel = {str(weights)!r}\n\n# %%\nprint(model)\n')
+    key = cache_key(nb, {})
+    assert cache_key(nb, {}) == key
+    weights.write_bytes(b"abcd")
+    assert cache_key(nb, {}) != key
+
+
+def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, capsys, monkeypatch):
+    import time
+
+    from seqcirc_utils import book_assets, cli
+    from seqcirc_utils.runner import run_notebook
+
+    nb, out_dir, results = _cache_setup(tmp_path)
+    env = {"SEQCIRC_RESULTS": str(results)}
+    probe = results / "m" / "probe.json"
+
+    first = run_notebook(nb, {"x": 3}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
+    assert first.ok and not first.reused
+    data = json.loads(probe.read_text())
+    assert data["squared"] == 9
+    meta = nbformat.read(first.output, as_version=4).metadata
+    assert meta.seqcirc["cache_key"] == first.cache_key and meta.seqcirc["run"] == "executed"
+    assert meta.seqcirc["result_files"] == [{"path": "m/probe.json", "sha256": __import__("hashlib").sha256(
+        probe.read_bytes()).hexdigest()}]
+
+    start = time.perf_counter()
+    again = run_notebook(nb, {"x": 3}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
+    assert again.ok and again.reused and time.perf_counter() - start < 2.0
+    assert json.loads(probe.read_text())["t"] == data["t"]  # nothing ran
+    assert nbformat.read(again.output, as_version=4).metadata.seqcirc["run"] == "reused"
+    runs = book_assets.executed_runs(out_dir)
+    assert runs.loc[0, "run"] == "reused" and "01_probe" in book_assets.runs_markdown(runs).split("Reused")[1]
+
+    changed = run_notebook(nb, {"x": 4}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
+    assert changed.ok and not changed.reused and json.loads(probe.read_text())["squared"] == 16
+
+    probe.unlink()  # a result file it wrote is gone: rerun
+    gone = run_notebook(nb, {"x": 4}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
+    assert not gone.reused and json.loads(probe.read_text())["squared"] == 16
+    t_before = json.loads(probe.read_text())["t"]
+
+    # `seqcirc run --force` (in-process, so the frozen package snapshot applies)
+    args = ["run", "01_probe", "-p", "x", "4", "--notebooks-dir", str(nb.path.parent), "--out-dir", str(out_dir),
+            "--no-progress"]
+    monkeypatch.setenv("SEQCIRC_RESULTS", str(results))
+    monkeypatch.setattr("seqcirc_utils.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert re.search(r"^01_probe +reused ", capsys.readouterr().out, re.M)
+    assert json.loads(probe.read_text())["t"] == t_before
+    assert cli.main(args + ["--force"]) == 0
+    assert re.search(r"^01_probe +ok ", capsys.readouterr().out, re.M)
+    assert json.loads(probe.read_text())["t"] > t_before
+
+
+def test_failed_notebook_is_not_cached(tmp_path, frozen_package):
+    from seqcirc_utils.runner import NotebookSource, reuse_problem, results_root_for, run_notebook
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_bad.py", 'raise RuntimeError(f"boom {x}")\n')
+    nb = NotebookSource(notebooks / "01_bad.py")
+    runs = [run_notebook(nb, {}, out_dir=tmp_path / "executed", cwd=tmp_path, progress=False) for _ in range(2)]
+    assert [(r.ok, r.reused) for r in runs] == [(False, False), (False, False)]
+    meta = nbformat.read(runs[1].output, as_version=4).metadata
+    assert meta.seqcirc["status"] == "error" and meta.papermill["exception"] is True
+    assert reuse_problem(runs[1].output, runs[1].cache_key, results_root_for(tmp_path)) == "the cached run failed"

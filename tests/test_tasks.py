@@ -3,7 +3,8 @@ import random
 import pytest
 
 from seqcirc_utils.tasks import (
-    CORRUPTIONS, FAMILIES, TokenizationError, answer_token, corrupt_indices, is_valid_sequence, make_dataset,
+    CORRUPTIONS, FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, answer_token, corrupt_indices,
+    is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix,
 )
 
 SEQUENCE_CASES = [
@@ -30,7 +31,8 @@ def test_positions_gpt2_tokenizer(tiny_gpt2, task, template):
     model, _ = tiny_gpt2
     ds = make_dataset(model.tokenizer, task, template=template, n=16, seed=1)
     _check_positions(model.tokenizer, ds)
-    assert ds.tokens[0, 0].item() == model.tokenizer.bos_token_id  # BOS included in positions
+    # the default prefix is GPT-2's document separator, included in the positions
+    assert ds.tokens[0, 0].item() == model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert ds.answer_token_policy == "single-token"
 
 
@@ -138,3 +140,123 @@ def test_impossible_sequence_names_single_token_members(smollm):
     # SmolLM2 has single-token digits 0..9 only: a length-12 digit sequence cannot be built.
     with pytest.raises(ValueError, match="single-token members"):
         make_dataset(smollm[0].tokenizer, "digits", length=12, n=4)
+
+
+# --------------------------------------------------------------------------- prompt prefix
+
+
+def _word_level_tokenizer(specials: dict[str, str]):
+    """A small real fast tokenizer (word level) with the given special tokens, e.g. {"bos_token": "<s>"}."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[UNK]", *specials.values(), "1", "2", "3", "4", "5", "6", "the"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", **specials)
+
+
+def test_prefix_gpt2_shared_tokenizer():
+    from seqcirc_utils.models import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()  # the GPT-2 tokenizer files shipped in seqcirc_utils/data
+    eot = tok.encode("<|endoftext|>")
+    assert len(eot) == 1
+    assert resolve_prefix(tok, "document").to_json() == {"mode": "document", "token_id": eot[0], "token": "<|endoftext|>"}
+    assert resolve_prefix(tok, "bos").token_id == tok.bos_token_id == eot[0]  # GPT-2: bos = the separator
+    assert resolve_prefix(tok, "none").ids == []
+
+
+def test_prefix_tiny_llama(tiny_llama):
+    """tiny-llama has GPT-2's vocabulary: its document separator is <|endoftext|>, and prompts start with it."""
+    model, _ = tiny_llama
+    tok = model.tokenizer
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    for mode, first in (("document", eot), ("bos", tok.bos_token_id)):
+        ds = make_dataset(tok, "digits", n=4, seed=0, prefix=mode)
+        assert (ds.tokens[:, 0] == first).all() and (ds.corrupted_tokens[:, 0] == first).all()
+        assert ds.to_json()["prefix"]["token_id"] == first
+    none = make_dataset(tok, "digits", n=4, seed=0, prefix="none")
+    doc = make_dataset(tok, "digits", n=4, seed=0)
+    assert none.seq_len == doc.seq_len - 1 and (none.tokens == doc.tokens[:, 1:]).all()
+    assert [p.member_positions for p in none.prompts] == [[i - 1 for i in p.member_positions] for p in doc.prompts]
+    assert none.to_json()["prefix"] == {"mode": "none", "token_id": None, "token": None}
+
+
+def test_prefix_llama_style_and_chat_only_tokenizers():
+    """Llama-style: the separator is a non-chat bos_token. Chat markers are never the document prefix."""
+    llama = _word_level_tokenizer({"bos_token": "<s>", "eos_token": "</s>"})
+    doc = resolve_prefix(llama, "document")
+    assert (doc.token, doc.token_id) == ("<s>", llama.convert_tokens_to_ids("<s>"))
+    chat = _word_level_tokenizer({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
+    assert resolve_prefix(chat, "bos").token == "<|im_start|>"  # "bos" takes it whatever it is
+    with pytest.raises(ValueError, match="valid: bos, none"):
+        resolve_prefix(chat, "document")
+    # A chat bos with <|endoftext|> in the vocabulary (SmolLM2-Instruct's layout): the separator wins.
+    smol_like = _word_level_tokenizer({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                                       "pad_token": "<|endoftext|>"})
+    assert resolve_prefix(smol_like, "document").token == "<|endoftext|>"
+    assert all(is_chat_marker(t) for t in ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "<start_of_turn>", "[INST]"))
+    assert not any(is_chat_marker(t) for t in ("<s>", "</s>", "<|endoftext|>", "<|begin_of_text|>", None))
+
+
+@pytest.mark.embedded
+def test_prefix_embedded_tokenizer():
+    """SmolLM2-Instruct's bos_token is the chat marker <|im_start|>; the default prefix is <|endoftext|>."""
+    from seqcirc_utils.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    doc, bos = resolve_prefix(tok, "document"), resolve_prefix(tok, "bos")
+    assert doc.token == "<|endoftext|>" and tok.convert_ids_to_tokens(doc.token_id) == "<|endoftext|>"
+    assert bos.token == tok.bos_token and bos.token_id == tok.bos_token_id and is_chat_marker(bos.token)
+    assert doc.token_id != bos.token_id
+    for mode in PREFIX_MODES:
+        ds = make_dataset(tok, "digits", n=4, seed=0, prefix=mode)
+        pre = resolve_prefix(tok, mode)
+        if pre.token_id is None:
+            assert ds.tokens[0, 0].item() not in (doc.token_id, bos.token_id)
+        else:
+            assert (ds.tokens[:, 0] == pre.token_id).all()
+        _check_positions(tok, ds)
+
+
+@pytest.mark.parametrize("mode", PREFIX_MODES)
+def test_prefix_json_round_trip(tiny_gpt2, mode):
+    for task in ("digits", "greater_than"):
+        ds = make_dataset(tiny_gpt2[0].tokenizer, task, n=3, seed=0, model_name="tiny-gpt2", prefix=mode)
+        data = ds.to_json()
+        assert data["prefix"]["mode"] == mode and data["prepend_bos"] == (mode != "none")
+        back = TaskDataset.from_json(data)
+        assert back.to_json() == data and back.spec.prefix == mode
+        assert back.subset([0, 1]).to_json()["prefix"] == data["prefix"]
+
+
+def test_old_json_without_prefix_loads(tiny_gpt2):
+    data = make_dataset(tiny_gpt2[0].tokenizer, "digits", n=2, seed=0).to_json()
+    old = {k: v for k, v in data.items() if k != "prefix"}
+    back = TaskDataset.from_json(old)
+    assert back.prefix_info.mode == "bos" and back.prefix_info.token_id == data["prompts"][0]["tokens"][0]
+    old_none = {**old, "prepend_bos": False}
+    assert TaskDataset.from_json(old_none).spec.prefix == "none"
+
+
+def test_bad_prefix_names_valid_modes(tiny_gpt2):
+    with pytest.raises(ValueError, match="unknown prefix 'chat'; valid: document, bos, none"):
+        make_dataset(tiny_gpt2[0].tokenizer, "digits", prefix="chat")
+    with pytest.raises(ValueError, match="valid: document, bos, none"):
+        resolve_prefix(tiny_gpt2[0].tokenizer, "BOS")
+
+
+def test_spaced_prompts_use_the_prefix(tiny_gpt2):
+    """The irregularly spaced prompts of notebook 06 start with the same prefix as the datasets."""
+    from seqcirc_utils.induction import spaced_prompts
+
+    tok = tiny_gpt2[0].tokenizer
+    doc = spaced_prompts(tok, "digits", 4, seed=0)
+    none = spaced_prompts(tok, "digits", 4, seed=0, prefix="none")
+    eot = resolve_prefix(tok, "document").token_id
+    assert all(t[0] == eot for t in doc.tokens) and all(a[1:] == b for a, b in zip(doc.tokens, none.tokens))
+    assert all([p - 1 for p in a] == b for a, b in zip(doc.member_positions, none.member_positions))
+    with pytest.raises(ValueError, match="valid: document, bos, none"):
+        spaced_prompts(tok, "digits", 2, prefix="chat")
