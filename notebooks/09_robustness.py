@@ -41,7 +41,7 @@ smoke = False  # tiny sizes for CI
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 tasks = ["digits", "number_words", "months", "greater_than"]  # tasks whose circuits are re-found across seeds
 detail_tasks = ["digits"]  # tasks that also get the detail factors
-detail_factors = ["order", "corruption"]  # factors beside the seeds for detail_tasks (also: "metric")
+detail_factors = ["corruption"]  # factors beside the seeds for detail_tasks (also: "order", "metric")
 threshold = 0.8  # the main threshold (fraction of the full metric)
 method = "fast"  # pruning method of the seed and corruption factors ("fast" or "sweep")
 template = "pure"  # prompt template of the sequence tasks
@@ -81,9 +81,9 @@ print(f"model={model} tasks={tasks} detail_tasks={detail_tasks} threshold={thres
 #
 # By default (sized to fit the book's time budget on a two-core CPU) every task is re-found across
 # 3 dataset seeds with the fast method on 12 prompts of the `pure` template (before filtering), and
-# digits also across the six corruptions and two sweep orders (the paper's and one random order).
-# Sweeps are the expensive part: each tries every one of the model's heads and MLPs at least once,
-# so the metric factor (one more sweep, under KL) is off by default. The parameters printed above
+# digits also across the six corruptions. Sweeps are the expensive part (each tries every one of the
+# model's heads and MLPs at least once), so the order factor (the paper's sweep and random orders)
+# and the metric factor (one more sweep, under KL) are off by default. The parameters printed above
 # are this run's. The research plan's full grid is `seqcirc run 09_robustness -p n_seeds 5 -p n_orders 5
 # -p detail_factors '["order", "corruption", "metric"]' -p detail_tasks '["digits", "number_words",
 # "months", "greater_than"]'` (add `-p template among_words -p n_prompts 24` for the prompts of the
@@ -210,13 +210,13 @@ for task, c in cores.items():
     held = c["heldout"]
     verdict = "passes" if held["score"] >= threshold else "misses"
     lines.append(f"The {task} core ({c['n_components']} components kept in >= {pct(core_frequency)} of its runs) keeps "
-                 f"{pct(c['score'])} of the full {c['metric']} in-sample and {pct(held['score'])} held-out "
+                 f"{pct(c['score'])} of the full model's {c['metric']} in-sample and {pct(held['score'])} held-out "
                  f"(95 % interval {pct(held['ci95'][0])}-{pct(held['ci95'][1])}), so it {verdict} the "
                  f"{pct(threshold)} threshold on fresh prompts.")
 exact = planted[(planted["precision"] == 1) & (planted["recall"] == 1)]["method"].tolist()
 lines.append(f"On the planted model, {', '.join(exact) if exact else 'no method'} recover"
-             f"{'s' if len(exact) == 1 else ''} the planted circuit exactly "
+             f"{'s' if len(exact) == 1 else ''} the planted circuit exactly ("
              + "; ".join(f"{r.method}: precision {r.precision:.2f}, recall {r.recall:.2f}"
                          for r in planted.itertuples())
-             + ".")
+             + ").")
 display(Markdown(" ".join(lines)))

@@ -27,7 +27,6 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from . import metrics
 from .ablation import Ablator, component_hook_name
 from .forward import final_logits
 from .models import ModelInfo
@@ -41,14 +40,9 @@ def differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tenso
     greater-than, the probability difference (the mode comes from the dataset's own groups and years).
     KL has a zero gradient at the full model and is refused.
     """
-    ds = ablator.dataset
-    if ablator.metric == "prob_diff":
-        groups = ds.greater_than_groups
-        t = metrics.greater_than_thresholds(ds.years, len(groups))
-        return metrics.greater_than_prob_diff(logits, t, groups).mean()
-    if ablator.metric == "logit_diff":
-        return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids).mean()
-    raise ValueError(f"no differentiable form of metric {ablator.metric!r}; valid: logit_diff, prob_diff")
+    if ablator.metric not in ("logit_diff", "prob_diff"):
+        raise ValueError(f"no differentiable form of metric {ablator.metric!r}; valid: logit_diff, prob_diff")
+    return ablator.metric_values(logits).mean()  # the one metric dispatch (Ablator.metric_values)
 
 
 def _component_mask(

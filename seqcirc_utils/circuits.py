@@ -18,6 +18,9 @@ way, its own ablation means) and ``heldout_dataset`` (that dataset, the same dic
 ``exact_prob_diff`` = ``{"mode", "full", "circuit", "score", "ci95"}`` (the exact two-digit PD,
 :mod:`seqcirc_utils.greater_than`; also inside ``heldout``).
 
+:func:`discover` returns these records typed (:class:`seqcirc_utils.records.CircuitRecord`: ``to_json()``
+is exactly the dict above, and the record reads like it: ``r["heads"]``, ``r.get("heldout")``).
+
 The metric defaults to the dataset's own (:func:`seqcirc_utils.ablation.default_metric`: the
 probability difference for greater-than, else the logit difference), and discovery refuses a
 meaningless baseline (:func:`seqcirc_utils.ablation.check_baseline`).
@@ -27,18 +30,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .ablation import Ablator, check_baseline
 from .greater_than import YEAR_MODES, ExactProbDiff
 from .models import load_model
 from .pruning import PruningResult, check_thresholds, prune
+from .records import CIRCUIT_KEYS, CIRCUIT_SCHEMA_VERSION, CircuitRecord, as_json
 from .results import write_json_atomic
 from .stats import LEVEL, N_RESAMPLES, bootstrap_ratio_ci
 from .tasks import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
 from .types import Circuit, Component
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
 #: When too few fresh prompts pass the filter, the held-out set is drawn again this many times larger
 #: (same seed), so a held-out score exists wherever discovery itself had enough prompts.
@@ -151,8 +155,9 @@ def circuit_record(
     prompt_filter: str | None = None,
     n_resamples: int = N_RESAMPLES,
     bootstrap_seed: int = 0,
-) -> dict:
-    """The per-threshold circuit dict (the circuit-JSON schema, version :data:`SCHEMA_VERSION`).
+) -> CircuitRecord:
+    """The per-threshold circuit record (the circuit-JSON schema, version :data:`SCHEMA_VERSION`;
+    ``to_json()`` is the dict written to the circuit JSON, and the record reads like that dict).
 
     Computes the in-sample ``score_ci95`` (one forward pass) and, given ``exact``, the in-sample
     ``exact_prob_diff``; ``heldout`` / ``heldout_dataset`` come from :func:`heldout_scores`.
@@ -181,7 +186,7 @@ def circuit_record(
         record |= greater_than_metric_fields(ablator)
         if exact is not None:
             record["exact_prob_diff"] = exact.score(result.components, n_resamples, bootstrap_seed)
-    return record
+    return CircuitRecord.from_json(record)
 
 
 def heldout_scores(
@@ -243,7 +248,7 @@ def discover(
     minimal: bool = True,
     max_refine_passes: int | None = None,
     **dataset_kwargs,
-) -> tuple[list[dict], TaskDataset, Ablator]:
+) -> tuple[list[CircuitRecord], TaskDataset, Ablator]:
     """Find nested circuits for each threshold with an already loaded model.
 
     ``metric=None`` (default) is the dataset's own metric (:func:`resolve_metric`). The full model's
@@ -252,8 +257,8 @@ def discover(
     drawn with ``heldout_seed`` (default ``seed + HELDOUT_SEED_OFFSET``), see :func:`heldout_scores`.
     ``order``, ``minimal`` and ``max_refine_passes`` go to :func:`~seqcirc_utils.pruning.prune`.
 
-    Returns ``(records, dataset, ablator)``: the per-threshold circuit dicts (highest threshold
-    first), the dataset used and the :class:`Ablator` (reuse it to score more circuits on this data).
+    Returns ``(records, dataset, ablator)``: the per-threshold :class:`CircuitRecord` objects (highest
+    threshold first; the first carries ``setup_seconds`` in ``extra``), the dataset used and the :class:`Ablator` (reuse it to score more circuits on this data).
     """
     thresholds = check_thresholds(thresholds)
     metric = resolve_metric(task, metric)
@@ -279,7 +284,7 @@ def discover(
     records = [circuit_record(r, ds, ablator, heldout=h, heldout_dataset=ho_ds, exact=exact, prompt_filter=kind,
                               n_resamples=n_resamples, bootstrap_seed=bootstrap_seed)
                for r, h in zip(results, ho_dicts)]
-    records[0]["setup_seconds"] = setup_seconds
+    records[0] = records[0].with_extra(setup_seconds=setup_seconds)
     return records, ds, ablator
 
 
@@ -299,7 +304,7 @@ def find_circuits(
     minimal: bool = True,
     max_refine_passes: int | None = None,
     **dataset_kwargs,
-) -> list[dict]:
+) -> list[CircuitRecord]:
     """Load ``model_spec`` and find nested circuits for each threshold (see :func:`discover`)."""
     model, info = load_model(model_spec, device=device)
     records, _, _ = discover(model, info, model_spec, task, thresholds, method, ablation, metric,
@@ -308,7 +313,7 @@ def find_circuits(
     return records
 
 
-def score_columns(record: dict) -> dict:
+def score_columns(record: Mapping) -> dict:
     """Table columns for a circuit record's score beside its held-out score, in percent, each with its
     95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``
     (held-out columns NaN / empty when the record has none)."""
@@ -321,20 +326,30 @@ def score_columns(record: dict) -> dict:
             "heldout_prompts": held.get("n_prompts")}
 
 
-def write_circuits(path: str | Path, records: list[dict]) -> Path:
-    """Write ``{"circuits": records}`` atomically."""
-    return write_json_atomic(Path(path), {"circuits": records})
+def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:
+    """Write ``{"circuits": records}`` atomically (records as ``to_json()``; plain dicts as they are)."""
+    return write_json_atomic(Path(path), {"circuits": [as_json(r) for r in records]})
 
 
-def load_circuit(path: str | Path, threshold: float | None = None) -> dict:
-    """Read one circuit dict from a circuit JSON (the one at ``threshold``, or the only/lowest one)."""
+def load_circuit(path: str | Path, threshold: float | None = None) -> CircuitRecord | dict:
+    """Read one circuit from a circuit JSON (the one at ``threshold``, or the only/lowest one): a
+    :class:`CircuitRecord` for a schema-version-2 ``"circuit"`` record, else the dict as stored (older
+    files); either reads like the dict."""
     import json
 
     data = json.loads(Path(path).read_text())
     records = data.get("circuits", [data])
     if threshold is None:
-        return min(records, key=lambda r: r["threshold"])
+        return _typed(min(records, key=lambda r: r["threshold"]))
     for r in records:
         if abs(r["threshold"] - threshold) < 1e-9:
-            return r
+            return _typed(r)
     raise ValueError(f"{path} has no circuit at threshold {threshold}; it has {[r['threshold'] for r in records]}")
+
+
+def _typed(record: dict) -> CircuitRecord | dict:
+    """``record`` as a :class:`CircuitRecord` when it is a current-schema circuit record, else as is."""
+    if isinstance(record, dict) and record.get("kind") == CircuitRecord.kind \
+            and record.get("schema_version") == CircuitRecord.schema_version and set(CIRCUIT_KEYS) <= set(record):
+        return CircuitRecord.from_json(record)
+    return record

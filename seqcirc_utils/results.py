@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ def frame_records(df) -> list[dict]:
 
 
 def _jsonable(obj: Any):
+    if isinstance(obj, Mapping):  # a typed record (CircuitRecord): its JSON form
+        return obj.to_json() if callable(getattr(obj, "to_json", None)) else dict(obj)
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):

@@ -63,3 +63,40 @@ def hook_registry(model) -> int:
     for m in model.modules():
         total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
     return total
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small ops: on a shared 2-core machine, 2 intra-op threads spin against other processes
+    (measured 15-80x slower than 1 thread on the tiny models)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def digits_ablator(model_info, name: str, n: int = 8):
+    """An :class:`Ablator` on ``n`` pure-template digits prompts (seed 0)."""
+    from seqcirc_utils.ablation import Ablator
+    from seqcirc_utils.tasks import make_dataset
+
+    model, info = model_info
+    ds = make_dataset(model.tokenizer, "digits", template="pure", n=n, seed=0, model_name=name)
+    return Ablator(model, info, ds)
+
+
+@pytest.fixture(scope="module")
+def gpt2_ab(tiny_gpt2):
+    return digits_ablator(tiny_gpt2, "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def llama_ab(tiny_llama):
+    return digits_ablator(tiny_llama, "tiny-llama")
+
+
+def all_but_one_head(info):
+    """Every component but one layer-0 head (so the circuit differs from the full model)."""
+    from seqcirc_utils.types import head
+
+    return set(info.components) - {head(0, 1)}

@@ -17,40 +17,17 @@ from seqcirc_utils.patching import Edge, EdgePatcher, circuit_edges, edge, path_
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import head, mlp
 
-from conftest import hook_registry
+from conftest import all_but_one_head, hook_registry
 
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Many small ops: on a shared 2-core machine, 2 intra-op threads spin against other processes
-    (measured 15-80x slower than 1 thread on the tiny models)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _ablator(model_info, name: str, n: int = 8) -> Ablator:
-    model, info = model_info
-    ds = make_dataset(model.tokenizer, "digits", template="pure", n=n, seed=0, model_name=name)
-    return Ablator(model, info, ds)
-
-
-@pytest.fixture(scope="module")
-def gpt2_ab(tiny_gpt2):
-    return _ablator(tiny_gpt2, "tiny-gpt2")
-
-
-@pytest.fixture(scope="module")
-def llama_ab(tiny_llama):
-    return _ablator(tiny_llama, "tiny-llama")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _circuit(info):
-    """Every component but one layer-0 head (so the circuit differs from the full model)."""
-    return set(info.components) - {head(0, 1)}
+    return all_but_one_head(info)
+
 
 
 # --------------------------------------------------------------------------- brute force
