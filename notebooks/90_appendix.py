@@ -43,6 +43,7 @@ from seqcirc_utils import plots
 from seqcirc_utils.edge_pruning import EdgeCircuit
 from seqcirc_utils.results import (attention_patterns, chapter_of, chapter_titles, head_score_groups, read_json,
                                    records_of_kind, result_writers, results_dir, score_columns)
+from seqcirc_utils.runner import NOTEBOOKS_DIR
 
 plots.enable_offline()
 if smoke:
@@ -51,7 +52,7 @@ folder = results_dir(model)
 files = sorted(p for p in folder.glob("*.json"))
 print(f"{len(files)} result files in {folder}: {', '.join(p.name for p in files) or 'none'}")
 data = {p.name: read_json(p) for p in files}
-writers, titles = result_writers("notebooks"), chapter_titles("notebooks")
+writers, titles = result_writers(NOTEBOOKS_DIR), chapter_titles(NOTEBOOKS_DIR)  # the sources, wherever the run's cwd is
 chapters: dict[str, dict] = {}
 for name, obj in data.items():
     chapters.setdefault(chapter_of(name, writers) or "other", {})[name] = obj
