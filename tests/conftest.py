@@ -100,3 +100,38 @@ def all_but_one_head(info):
     from seqcirc_utils.types import head
 
     return set(info.components) - {head(0, 1)}
+
+
+def o_proj(model, layer: int):
+    """The HF output projection of block ``layer`` (its input is the heads' concatenated z)."""
+    hf = model.original_model
+    if hasattr(hf, "transformer"):  # GPT-2
+        return hf.transformer.h[layer].attn.c_proj
+    return hf.model.layers[layer].self_attn.o_proj
+
+
+def raw_head_mean_replaced_logits(model, info, layer: int, index: int, source_tokens, target_tokens, positions=None):
+    """Independent reference, plain torch hooks on the HF module: the final-position logits ``[batch, d_vocab]`` of
+    ``target_tokens`` with head ``(layer, index)``'s input to the output projection replaced by its per-position
+    mean over ``source_tokens`` (at every position, or only at ``positions``)."""
+    proj = o_proj(model, layer)
+    captured = []
+    handle = proj.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach().clone()))
+    with torch.no_grad():
+        model.original_model(source_tokens)
+    handle.remove()
+    mean = captured[0].mean(0)  # [pos, n_heads * d_head]
+    sl = slice(index * info.d_head, (index + 1) * info.d_head)
+    where = slice(None) if positions is None else list(positions)
+
+    def replace(mod, args):
+        x = args[0].clone()
+        x[:, where, sl] = mean[where, sl]
+        return (x,)
+
+    handle = proj.register_forward_pre_hook(replace)
+    try:
+        with torch.no_grad():
+            return model.original_model(target_tokens).logits[:, -1]
+    finally:
+        handle.remove()

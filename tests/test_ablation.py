@@ -4,14 +4,7 @@ import torch
 from seqcirc_utils.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import head, mlp
-from conftest import hook_registry
-
-
-def _o_proj(model, layer):
-    hf = model.original_model
-    if hasattr(hf, "transformer"):  # GPT-2
-        return hf.transformer.h[layer].attn.c_proj
-    return hf.model.layers[layer].self_attn.o_proj
+from conftest import hook_registry, raw_head_mean_replaced_logits
 
 
 @pytest.mark.parametrize("which", ["tiny_gpt2", "tiny_llama"])
@@ -21,26 +14,9 @@ def test_mean_ablating_one_head_matches_raw_pytorch_hook(request, which):
     layer, h = info.n_layers - 1, 1
     ours = mean_ablate_heads(model, info, ds, [head(layer, h)])
 
-    # Independent: capture the corrupted runs' input to the output projection, average per position,
-    # and write that head's slice into the clean run's input with a plain torch pre-hook.
-    proj = _o_proj(model, layer)
-    captured = []
-    handle = proj.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach().clone()))
-    with torch.no_grad():
-        model.original_model(ds.corrupted_tokens)
-    handle.remove()
-    mean = captured[0].mean(0)  # [pos, n_heads * d_head]
-    sl = slice(h * info.d_head, (h + 1) * info.d_head)
-
-    def replace(mod, args):
-        x = args[0].clone()
-        x[:, :, sl] = mean[:, sl]
-        return (x,)
-
-    handle = proj.register_forward_pre_hook(replace)
-    with torch.no_grad():
-        ref = model.original_model(ds.tokens).logits[:, -1]
-    handle.remove()
+    # Independent: the corrupted runs' per-position mean of the head's input to the output projection,
+    # written into the clean run with a plain torch pre-hook.
+    ref = raw_head_mean_replaced_logits(model, info, layer, h, ds.corrupted_tokens, ds.tokens)
     assert torch.allclose(ours, ref, atol=1e-5)
     assert not torch.allclose(ours, model.original_model(ds.tokens).logits[:, -1].detach(), atol=1e-5)
 

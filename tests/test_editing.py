@@ -9,7 +9,7 @@ from seqcirc_utils.editing import (
 from seqcirc_utils.forward import final_logits
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import head
-from test_ablation import _o_proj
+from conftest import raw_head_mean_replaced_logits
 
 
 def _block(model, layer):
@@ -121,24 +121,7 @@ def test_mean_replacement_matches_a_raw_pytorch_hook(request, which):
     layer, h = info.n_layers - 1, 2
     values = mean_activations(model, dec.tokens, [component_hook_name(head(layer, h))], batch_size=3)
     ours = replaced_logits(ab, [head(layer, h)], values)
-    proj = _o_proj(model, layer)
-    captured = []
-    handle = proj.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach().clone()))
-    with torch.no_grad():
-        model.original_model(dec.tokens)
-    handle.remove()
-    mean = captured[0].mean(0)
-    sl = slice(h * info.d_head, (h + 1) * info.d_head)
-
-    def replace(mod, args):
-        x = args[0].clone()
-        x[:, :, sl] = mean[:, sl]
-        return (x,)
-
-    handle = proj.register_forward_pre_hook(replace)
-    with torch.no_grad():
-        ref = model.original_model(inc.tokens).logits[:, -1]
-    handle.remove()
+    ref = raw_head_mean_replaced_logits(model, info, layer, h, dec.tokens, inc.tokens)
     assert torch.allclose(ours, ref, atol=1e-4)
     assert torch.equal(replaced_logits(ab, [], values), ab.full_logits)
 

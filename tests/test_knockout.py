@@ -10,7 +10,7 @@ from seqcirc_utils.knockout import (
 from seqcirc_utils.logit_lens import dataset_dla
 from seqcirc_utils.tasks import FAMILIES, make_dataset
 from seqcirc_utils.types import head, mlp
-from test_ablation import _o_proj
+from conftest import raw_head_mean_replaced_logits
 
 
 @pytest.fixture(scope="module")
@@ -181,24 +181,7 @@ def test_one_position_ablation_matches_raw_pytorch_hook(request, which):
     ab = Ablator(model, info, ds)
     layer, h, pos = info.n_layers - 1, 1, ds.seq_len - 1
     ours = position_ablation_logits(ab, [head(layer, h)], [pos])
-    proj = _o_proj(model, layer)
-    captured = []
-    handle = proj.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach().clone()))
-    with torch.no_grad():
-        model.original_model(ds.corrupted_tokens)
-    handle.remove()
-    mean = captured[0].mean(0)  # [pos, n_heads * d_head]
-    sl = slice(h * info.d_head, (h + 1) * info.d_head)
-
-    def replace(mod, args):
-        x = args[0].clone()
-        x[:, pos, sl] = mean[pos, sl]
-        return (x,)
-
-    handle = proj.register_forward_pre_hook(replace)
-    with torch.no_grad():
-        ref = model.original_model(ds.tokens).logits[:, -1]
-    handle.remove()
+    ref = raw_head_mean_replaced_logits(model, info, layer, h, ds.corrupted_tokens, ds.tokens, positions=[pos])
     assert torch.allclose(ours, ref, atol=1e-4)
 
 
