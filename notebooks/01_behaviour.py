@@ -59,7 +59,6 @@ templates = ("pure",) if smoke else DEFAULT_TEMPLATES
 if smoke:
     n_prompts = min(n_prompts, 8)
     print(f"SMOKE MODE: {n_prompts} prompts per combination, templates {templates}; numbers are not results.")
-print(f"model={model} n_prompts={n_prompts} seed={seed} prefix={prefix}")
 
 # %%
 lm, info = load_model(model, device=device)
@@ -73,12 +72,11 @@ for p in prefixes:
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
 table = all_prefixes[all_prefixes["prefix"] == prefix].drop(columns=["prefix_token"]).reset_index(drop=True)
-out = write_json_atomic(results_dir(model) / "behaviour.json", {
+_ = write_json_atomic(results_dir(model) / "behaviour.json", {
     "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "templates": list(templates),
     "prefix": resolved_prefix.to_json(), "rows": frame_records(table),
     "prefixes": {p: r.to_json() for p, r in resolved.items()}, "prefix_rows": frame_records(all_prefixes),
 })
-print(f"wrote {out}")
 display(Markdown(f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
                  f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
                  else "Prompts start with **no** prefix token."))

@@ -52,14 +52,14 @@ from seqcirc_utils.compare import (cross_task_scores, membership_matrix, overlap
                                    shared_components)
 from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
+from seqcirc_utils.records import HeadScores
+from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit, parse_component
 
 plots.enable_offline()
 if smoke:
     n_prompts, thresholds, method = min(n_prompts, 12), [main_threshold], "fast"
     print(f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}; numbers are not results.")
-print(f"model={model} n_prompts={n_prompts} seed={seed} template={template} method={method} thresholds={thresholds}")
 
 # %%
 lm, info = load_model(model, device=device)
@@ -140,10 +140,11 @@ plots.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
 # %%
 importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False).assign(task=t)
                         for t in tasks])
+head_scores = HeadScores.from_table(importance[["component", "estimated_drop", "task"]], panels=["task"],
+                                    description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)")
 display(plots.figure(
-    alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
-                                     title=t, value_title="est. drop (points)") for t in tasks],
-                title=f"{model}: estimated single-head ablation drop").resolve_scale(color="shared"),
+    plots.head_heatmap_panels(head_scores.frame(), head_scores.scores, head_scores.panels,
+                              title=f"{model}: estimated single-head ablation drop", value_title="est. drop (points)"),
     "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
     "panel per task, layer 0 at the top, one colour scale. Look for heads that are dark in every panel: one head "
     "that every task needs."))
@@ -166,7 +167,7 @@ write_json_atomic(out_dir / "shared_circuits.json", {
     "summary": summary.to_dict(orient="records"), "overlap": overlap.to_dict(orient="records"),
     "shared": [str(c) for c in shared], "cross_task_percent": cross.to_dict(),
     "membership": membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
-    "head_importance": head_records(importance[["component", "estimated_drop", "task"]]),
+    "head_importance": head_scores,
     "single_head_ablation": frame_records(exact[exact_columns]),
 })
 cross

@@ -51,7 +51,8 @@ from seqcirc_utils.compare import (analogous_ablation, cross_task_scores, lost_a
                                    overlap_table, shared_components, sharing_by_threshold)
 from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
+from seqcirc_utils.records import HeadScores
+from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit
 
 plots.enable_offline()
@@ -61,7 +62,6 @@ if smoke:
     ladder_prompts, ladder_random = min(ladder_prompts, 12), min(ladder_random, 1)
     print(f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines, thresholds study at {ladder_thresholds} "
           f"on {ladder_tasks}; numbers are not results.")
-print(f"model={model} n_prompts={n_prompts} seed={seed} threshold={threshold} method={method}")
 
 # %%
 lm, info = load_model(model, device=device)
@@ -162,7 +162,8 @@ write_json_atomic(out_dir / "greater_than_overlap.json", {
     "greater_than_circuit": gt_records[0] | {"dataset": None}, "sequence_circuit": seq_records[0] | {"dataset": None},
     "overlap": overlap.to_dict(orient="records"), "analogous_ablation": ablation.to_dict(orient="records"),
     "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
-    "head_importance": head_records(importance[["component", "estimated_drop", "task"]]),
+    "head_importance": HeadScores.from_table(importance[["component", "estimated_drop", "task"]], panels=["task"],
+                                         description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)"),
     "single_head_ablation": frame_records(exact[exact_columns]), "estimated_drop_rank_correlation": rank_correlation,
 })
 cross

@@ -39,7 +39,6 @@ step_k = 2  # ... and the step whose circuit is found (task, template, threshold
 step_length = 3  # ... with this many members shown (compared with the step-1 circuit of the same length)
 
 # %%
-import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -48,7 +47,8 @@ from seqcirc_utils.circuits import discover, score_columns, write_circuits
 from seqcirc_utils.compare import cross_task_scores, overlap_table, shared_components
 from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, head_records, results_dir, write_json_atomic
+from seqcirc_utils.records import HeadScores
+from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit
 
 plots.enable_offline()
@@ -56,7 +56,6 @@ if smoke:
     n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
     steps, step_families = [s for s in steps if s in (1, step_k)], [task]
     print(f"SMOKE MODE: {n_prompts} prompts, lengths {lengths}; numbers are not results.")
-print(f"model={model} task={task} template={template} n_prompts={n_prompts} method={method} threshold={threshold}")
 
 # %%
 lm, info = load_model(model, device=device)
@@ -95,10 +94,11 @@ for name, comps in circuits.items():
 # %%
 importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False).assign(config=n)
                         for n in datasets])
+head_scores = HeadScores.from_table(importance[["component", "estimated_drop", "config"]], panels=["config"],
+                                    description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)")
 display(plots.figure(
-    alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["config"] == n], "estimated_drop"),
-                                     title=n, value_title="est. drop (points)") for n in datasets],
-                title=f"{task}: estimated single-head ablation drop").resolve_scale(color="shared"),
+    plots.head_heatmap_panels(head_scores.frame(), head_scores.scores, head_scores.panels,
+                              title=f"{task}: estimated single-head ablation drop", value_title="est. drop (points)"),
     "Estimated drop (points of the logit difference) when one head alone is mean-ablated, one panel per "
     "configuration (direction-length), layer 0 at the top, one colour scale. Heads dark in the increasing panels "
     "but not the decreasing ones (or the reverse) carry the direction."))
@@ -121,7 +121,7 @@ write_json_atomic(out_dir / "decreasing_circuits.json", {
     "summary": summary.to_dict(orient="records"), "head_overlap": overlap.to_dict(orient="records"),
     "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
     "circuits": {n: r | {"dataset": None} for n, r in records.items()},
-    "head_importance": head_records(importance[["component", "estimated_drop", "config"]]),
+    "head_importance": head_scores,
     "single_head_ablation": frame_records(exact[exact_columns]),
 })
 display(overlap[["a", "b", "size_a", "size_b", "intersection", "jaccard"]])
@@ -247,7 +247,7 @@ display(plots.figure(
 # %%
 step_result = {"steps": steps, "families": step_families, "step_k": step_k, "length": step_length,
                "behaviour": frame_records(step_behaviour), "error": step_error,
-               "ov_scores": frame_records(ov.drop(columns=["kv_head"]))}
+               "ov_scores": HeadScores.from_table(ov.drop(columns=["kv_head"]), description=f"OV scores over the {task} family")}
 if step_error is None:
     step_result |= {"summary": frame_records(step_summary), "overlap": frame_records(step_overlap),
                     "cross_task_percent": step_cross.to_dict(), "ov_groups": frame_records(ov_groups),

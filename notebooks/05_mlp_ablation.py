@@ -70,7 +70,6 @@ if smoke:
 if direction not in ("increasing", "decreasing") or patch_within not in ("model", "circuit"):
     raise ValueError(f"direction must be increasing|decreasing (got {direction!r}), patch_within model|circuit "
                      f"(got {patch_within!r})")
-print(f"model={model} tasks={tasks} direction={direction} template={template} n_prompts={n_prompts} seed={seed}")
 
 # %%
 lm, info = load_model(model, device=device)

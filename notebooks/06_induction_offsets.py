@@ -66,8 +66,6 @@ plots.enable_offline()
 if smoke:
     n_prompts, families, max_offset = min(n_prompts, 8), families[:1], min(max_offset, 2)
     print(f"SMOKE MODE: {n_prompts} prompts, families {families}, max_offset {max_offset}; numbers are not results.")
-print(f"model={model} n_prompts={n_prompts} seed={seed} families={families} template={template} "
-      f"attention_template={attention_template} max_offset={max_offset} n_members={n_members} gap={gap}")
 
 # %% [markdown]
 # ## The prompts
@@ -227,13 +225,12 @@ for f in families:
                          "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
                          "attends to the previous member wherever it is."))
 
-out = write_json_atomic(results_dir(model) / "induction_offsets.json", {
+_ = write_json_atomic(results_dir(model) / "induction_offsets.json", {
     "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "families": families,
     "template": template, "attention_template": attention_template, "max_offset": max_offset, "n_members": n_members, "gap": gap,
     "offsets": frame_records(table), "pairs": frame_records(pairs),
     "attention": frame_records(summary), "member_to_member": patterns,
 })
-print(f"wrote {out}")
 
 # %% [markdown]
 # ## What the numbers say

@@ -66,6 +66,7 @@ from seqcirc_utils.circuits import discovery_dataset
 from seqcirc_utils.logit_lens import dataset_dla, dataset_logit_lens, first_top1_summary, top_dla
 from seqcirc_utils.models import load_model
 from seqcirc_utils.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
+from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import parse_component
 
@@ -77,8 +78,6 @@ if smoke:
     n_prompts, n_lens = min(n_prompts, 12), min(n_lens, 4)
     lens_lengths, n_lens_length = lens_lengths[-1:], min(n_lens_length, 4)
     print(f"SMOKE MODE: families {families}, {n_prompts} prompts, {n_lens} for the logit lens; numbers are not results.")
-print(f"model={model} families={families} focus={focus} kinds={kinds} over={over} top_k={top_k} "
-      f"embedding={embedding} n_prompts={n_prompts} n_lens={n_lens} template={template} seed={seed}")
 
 # %% [markdown]
 # ## OV scores per family
@@ -289,12 +288,14 @@ if len(lens_by_length):
 lens_by_length
 
 # %%
-out = write_json_atomic(results_dir(model) / "successor_heads.json", {
+_ = write_json_atomic(results_dir(model) / "successor_heads.json", {
     "model": model, "smoke": smoke, "families": families, "skipped": skipped, "kinds": kinds, "over": over,
     "top_k": top_k, "embedding": embedding, "focus": focus, "template": template, "seed": seed,
     "n_prompts": n_prompts, "n_kept": len(ds), "n_lens": len(lens_ds),
     "overview": frame_records(overview),
-    "scores": {f: frame_records(scores[f].drop(columns="kv_head")) for f in families},
+    "scores": HeadScores.from_table(pd.concat([scores[f].drop(columns="kv_head").assign(family=f) for f in families],
+                                          ignore_index=True), panels=["family"],
+                                description=f"OV scores (top-{top_k} over the {over}), one panel per family"),
     "top_next_head": {
         "component": str(best),
         "ov_member_table": {"rows": list(ov_table.index), "columns": list(ov_table.columns),
@@ -303,14 +304,14 @@ out = write_json_atomic(results_dir(model) / "successor_heads.json", {
         "final_to_members": {"component": str(best), "pattern": [f2m.loc[str(best)].tolist()],
                              "query_labels": ["final"], "key_labels": list(f2m.columns)},
     },
-    "dla": frame_records(dla_table), "dla_heads": frame_records(head_dla[["component", "layer", "head", "mean", "std"]]),
+    "dla": frame_records(dla_table), "dla_heads": HeadScores.from_table(head_dla[["component", "mean", "std"]],
+                                    description=f"direct logit attribution on {focus} prompts (nats)"),
     "dla_logit_diff": float(dla.logit_diff.mean()),
     "logit_lens_first_top1": frame_records(first),
     "direction": direction, "lens_template": lens_template, "logit_lens_by_length": frame_records(lens_by_length),
     "logit_lens_by_length_counts": frame_records(pd.concat(lens_counts, ignore_index=True)) if lens_counts else [],
     "logit_lens_by_length_skipped": lens_skipped,
 })
-print(f"wrote {out}")
 
 # %% [markdown]
 # ## What the numbers say

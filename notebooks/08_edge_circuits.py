@@ -65,7 +65,6 @@ plots.enable_offline()
 if smoke:
     n_prompts, tasks, exact_sample, ig_steps = min(n_prompts, 8), tasks[:1], min(exact_sample, 8), min(ig_steps, 2)
     print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges; numbers are not results.")
-print(f"model={model} tasks={tasks} node={node_method}@{node_threshold} edges={edge_method}@{edge_threshold}")
 
 # %%
 lm, info = load_model(model, device=device)

@@ -73,8 +73,6 @@ if smoke:
     corruptions, detail_factors, planted_ig_steps = corruptions[:2], ["corruption"], 2
     print(f"SMOKE MODE: tasks {tasks}, {n_prompts} prompts, {n_seeds} seeds, factors seed and {detail_factors} "
           f"(no sweeps), corruptions {corruptions}; numbers are not results.")
-print(f"model={model} tasks={tasks} detail_tasks={detail_tasks} threshold={threshold} method={method} "
-      f"template={template} n_prompts={n_prompts} n_seeds={n_seeds} n_orders={n_orders} prefix={prefix}")
 
 # %% [markdown]
 # ## The runs

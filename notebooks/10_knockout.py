@@ -64,6 +64,7 @@ from seqcirc_utils.knockout import (CATEGORIES, KnockoutAblator, backup_table, c
                                     knockout_rows, negative_heads, position_drops, position_labels,
                                     prediction_records, select_successor_heads)
 from seqcirc_utils.models import load_model
+from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks import FAMILIES
 
@@ -77,8 +78,6 @@ if smoke:
     tasks, n_prompts, n_random, n_negative = [focus], min(n_prompts, 8), min(n_random, 1), min(n_negative, 2)
     n_candidates, n_heads, position_heads, position_prompts = min(n_candidates, 2), 1, 1, min(position_prompts, 4)
     print(f"SMOKE MODE: tasks {tasks}, {n_prompts} prompts; numbers are not results.")
-print(f"model={model} tasks={tasks} template={template} n_prompts={n_prompts} seed={seed} prefix={prefix} "
-      f"n_candidates={n_candidates} n_heads={n_heads} threshold={threshold}")
 
 # %% [markdown]
 # ## Which heads are the successor heads?
@@ -246,7 +245,7 @@ plots.figure(
 
 # %%
 records = ko_table.to_dict("records")
-out = write_json_atomic(results_dir(model) / "knockout.json", {
+_ = write_json_atomic(results_dir(model) / "knockout.json", {
     "kind": "knockout", "schema_version": 1, "model": model, "smoke": smoke, "tasks": tasks, "skipped": skipped,
     "template": template, "prefix": prefix, "seed": seed, "n_prompts": n_prompts, "focus": focus,
     "n_kept": {t: len(d) for t, d in datasets.items()}, "successor_heads": [str(h) for h in heads],
@@ -260,12 +259,13 @@ out = write_json_atomic(results_dir(model) / "knockout.json", {
                                 "score_vs_intact": backup.score.circuit_metric / ab.full_metric if backup else None,
                                 "reference_logit_diff": ko_ab.full_metric, "not_found": no_backup},
                 "joins": joins, "leaves": leaves, "membership": frame_records(membership)},
-    "compensation": frame_records(comp.drop(columns="knocked_out")), "compensation_logit_diff": comp.attrs,
+    "compensation": HeadScores.from_table(comp.drop(columns="knocked_out"), scores=["dla_clean", "dla_knockout", "change"],
+                                      description=f"direct logit attribution on {focus} prompts before and after "
+                                                  "the knockout (nats)"), "compensation_logit_diff": comp.attrs,
     "negative_heads": frame_records(negatives), "negative_heads_checked": negatives.attrs["checked"],
     "position_drops": {"task": focus, "n_prompts": len(pos_ds), "labels": labels,
                        "cells": frame_records(per_pos)},
 })
-print(f"wrote {out}")
 
 # %% [markdown]
 # ## What the numbers say

@@ -74,8 +74,6 @@ if smoke:
     n_prompts, n_source, n_random, n_random_directions = min(n_prompts, 8), min(n_source, 12), 1, 1
     n_candidates, n_heads = min(n_candidates, 2), 1
     print(f"SMOKE MODE: tasks {tasks}, {n_prompts} prompts, alphas {alphas}; numbers are not results.")
-print(f"model={model} tasks={tasks} edit_tasks={edit_tasks} steer_pairs={steer_pairs} template={template} "
-      f"n_prompts={n_prompts} n_source={n_source} seed={seed} prefix={prefix} alphas={alphas}")
 
 # %% [markdown]
 # ## The successor heads
@@ -175,7 +173,7 @@ plots.figure(
     "(solid), against random directions of the same norm (dashed, mean over draws).")
 
 # %%
-out = write_json_atomic(results_dir(model) / "activation_editing.json", {
+_ = write_json_atomic(results_dir(model) / "activation_editing.json", {
     "kind": "activation_editing", "schema_version": 1, "model": model, "smoke": smoke, "template": template,
     "prefix": prefix, "seed": seed, "n_prompts": n_prompts, "n_source": n_source, "skipped": skipped,
     "n_kept": {t: len(d) for t, d in datasets.items()}, "successor_heads": [str(h) for h in heads],
@@ -184,7 +182,6 @@ out = write_json_atomic(results_dir(model) / "activation_editing.json", {
     "steer_layer": layer, "alphas": [float(a) for a in alphas], "directions": directions,
     "steering": frame_records(steer_table), "steering_summary": frame_records(summary),
 })
-print(f"wrote {out}")
 
 # %% [markdown]
 # ## What the numbers say

@@ -77,8 +77,6 @@ if center not in centers:
 if smoke:
     n_prompts, n_permutations, n_components = min(n_prompts, 12), min(n_permutations, 5), min(n_components, 4)
     print(f"SMOKE MODE: {n_prompts} prompts per family, {n_permutations} permutations; numbers are not results.")
-print(f"model={model} families={families} template={template} length={length} n_prompts={n_prompts} seed={seed} "
-      f"prefix={prefix} member_index={member_index} center={center} n_folds={n_folds} n_permutations={n_permutations}")
 
 # %% [markdown]
 # ## The prompts
@@ -343,7 +341,7 @@ if smoke:
 display(Markdown("\n".join(lines)))
 
 # %%
-out = write_json_atomic(results_dir(model) / "representations.json", {
+_ = write_json_atomic(results_dir(model) / "representations.json", {
     "kind": "representations", "schema_version": 1,
     "model": model, "smoke": smoke, "seed": seed, "prefix": prefix, "families": families, "template": template,
     "length": length, "n_prompts": n_prompts, "member_index": member_index, "n_components": n_components,
@@ -358,4 +356,3 @@ out = write_json_atomic(results_dir(model) / "representations.json", {
                        "norms": frame_records(next_norms)},
     "headline": headline,
 })
-print(f"wrote {out}")

@@ -17,10 +17,10 @@
 # file the notebooks wrote to `results/<model>/` and draws, chapter by chapter (the chapter is the
 # notebook whose source writes the file):
 #
-# - **per-head scores** (any list of records with `layer` and `head`): small multiples of layer x head
-#   grids, one figure per score and one panel per task, family or configuration, on a shared colour scale;
+# - **per-head scores** (records of kind `head_scores`): small multiples of layer x head grids, one
+#   figure per score and one panel per task, family or configuration, on a shared colour scale;
 # - **attention patterns** (any object with a 2-D `pattern`): query x key heatmaps side by side;
-# - **circuits** (`circuit_<task>.json`): layer x head grids with the kept heads and MLPs
+# - **circuits** (records of kind `circuit`): layer x head grids with the kept heads and MLPs
 #   highlighted;
 # - **edge circuits** (records of kind `edge_circuit`, `edges_<task>.json`): the nodes on a kept path
 #   from the input to the logits, and the kept edges between them as lines.
@@ -41,8 +41,9 @@ from IPython.display import HTML, Markdown, display
 
 from seqcirc_utils import plots
 from seqcirc_utils.edge_pruning import EdgeCircuit
-from seqcirc_utils.results import (attention_patterns, chapter_of, chapter_titles, head_score_groups, read_json,
-                                   records_of_kind, result_writers, results_dir, score_columns)
+from seqcirc_utils.records import CircuitRecord, HeadScores
+from seqcirc_utils.results import (attention_patterns, chapter_of, chapter_titles, find_records, read_json,
+                                   records_of_kind, result_writers, results_dir)
 from seqcirc_utils.runner import NOTEBOOKS_DIR
 
 plots.enable_offline()
@@ -101,12 +102,13 @@ def chapter_heading(chapter: str) -> None:
 def head_figures(name: str, obj) -> int:
     """Small multiples of every per-head score in one result file; returns the number of figures."""
     n = 0
-    for path, table in head_score_groups(obj):
-        panels = plots.label_columns(table)
-        scores = score_columns(table)
+    for path, raw in find_records(obj, HeadScores.kind):
+        record = HeadScores.from_json(raw)
+        table = record.frame()
+        panels = [c for c in record.panels if table[c].nunique() > 1]
         # scores that differ only by an offset k (member_k1, member_k2, ...) share one figure
         families: dict[str, list[str]] = {}
-        for col in scores:
+        for col in record.scores:
             families.setdefault(re.sub(r"_k\d+$", "", str(col)), []).append(col)
         for stem, cols in families.items():
             split = f", one panel per {' and '.join(panels)}" if panels else ""
@@ -115,7 +117,7 @@ def head_figures(name: str, obj) -> int:
             caption = (f"Every head's {describe(cols[0])}{ks}{split}; layer 0 at the top"
                        + (", one colour scale for all panels. Look for the cells that stand out, and whether the same "
                           "heads stand out in every panel." if several else ". Look for the cells that stand out.")
-                       + f" From `{name}`, `{path}`.")
+                       + (f" ({record.description}.)" if record.description else "") + f" From `{name}`, `{path}`.")
             display(plots.figure(plots.head_heatmap_panels(table, cols, panels, value_title=stem), caption))
             n += 1
     return n
@@ -142,11 +144,9 @@ def pattern_figures(name: str, obj) -> int:
     return len(charts) > 0
 
 
-def circuit_records(name: str, obj) -> list[dict]:
-    """The circuit records of a ``circuit_*.json`` file (a list under ``circuits``, or the file itself)."""
-    if not name.startswith("circuit_"):
-        return []
-    return [r for r in obj.get("circuits", [obj]) if "heads" in r]
+def circuit_records(obj) -> list[CircuitRecord]:
+    """The circuit records (kind ``circuit``) anywhere in one result file."""
+    return [CircuitRecord.from_json(r) for r in records_of_kind(obj, CircuitRecord.kind)]
 
 
 # %% [markdown]
@@ -154,8 +154,7 @@ def circuit_records(name: str, obj) -> list[dict]:
 
 # %%
 info = None
-if any(circuit_records(n, o) or records_of_kind(o, EdgeCircuit.KIND)
-       for files_ in chapters.values() for n, o in files_.items()):
+if any(circuit_records(o) or records_of_kind(o, EdgeCircuit.KIND) for files_ in chapters.values() for o in files_.values()):
     from seqcirc_utils.models import load_model
 
     _, info = load_model(model, device=device)
@@ -167,16 +166,18 @@ for chapter in sorted(chapters, key=lambda c: (c == "other", c)):
     for name, obj in chapters[chapter].items():
         drawn += head_figures(name, obj)
         drawn += pattern_figures(name, obj)
-    records = [(name, r) for name, obj in chapters[chapter].items() for r in circuit_records(name, obj)]
+    # one diagram per distinct circuit: a chapter's summary file may repeat the circuit of its circuit_*.json
+    records: dict[tuple, tuple[str, CircuitRecord]] = {}
+    for name, obj in chapters[chapter].items():
+        for r in circuit_records(obj):
+            key = (r.task, r.template, r.direction, r.threshold, r.method, str(r.heads), str(r.mlps))
+            records.setdefault(key, (name, r))
+    records = list(records.values())
     if records and info is not None:
-        diagrams = []
-        for name, record in records:
-            kept = [f"L{l}.H{h}" for l, h in record.get("heads", [])] + [f"MLP{m}" for m in record.get("mlps", [])]
-            edges = [tuple(e) for e in record.get("edges", []) if isinstance(e, (list, tuple))]
-            diagrams.append(plots.circuit_diagram(
-                info.n_layers, info.n_heads, kept, edges=edges,
-                title=f"{record.get('task', name)} @ {record.get('threshold', '?')}: {len(record.get('heads', []))} "
-                      f"heads, {len(record.get('mlps', []))} MLPs"))
+        diagrams = [plots.circuit_diagram(info.n_layers, info.n_heads, sorted(r.components),
+                                          title=f"{r.task} ({r.direction}) @ {r.threshold:g}: {len(r.heads)} heads, "
+                                                f"{len(r.mlps)} MLPs")
+                    for _, r in records]
         display(plots.figure(alt.hconcat(*diagrams),
                              f"The circuits of this chapter ({', '.join(sorted({n for n, _ in records}))}): every head "
                              "(circle) and MLP (square, right column) of the model, the kept ones red, layer 0 at the "

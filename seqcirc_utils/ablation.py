@@ -24,32 +24,33 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from . import metrics
 from .forward import final_logits
 from .models import ModelInfo, model_device
+from .options import METRICS
 from .tasks import GREATER_THAN, TaskDataset
 from .types import AblationMode, Circuit, Component, sort_components
 
-METRICS = ("logit_diff", "kl", "prob_diff")
 Hook = tuple[str, Callable]
 
 
 def component_hook_name(component: Component) -> str:
     """The TransformerLens hook whose activation carries ``component``'s output."""
     if component.kind == "head":
-        return f"blocks.{component.layer}.attn.hook_z"
+        return get_act_name("z", component.layer)
     if component.kind == "mlp":
-        return f"blocks.{component.layer}.hook_mlp_out"
-    return f"blocks.{component.layer}.mlp.hook_post"
+        return get_act_name("mlp_out", component.layer)
+    return get_act_name("post", component.layer)
 
 
 def layer_output_hook_name(layer: int, which: str) -> str:
     """``which`` = ``"attn"`` (attention-layer output) or ``"resid"`` (residual stream after the block)."""
     if which == "attn":
-        return f"blocks.{layer}.hook_attn_out"
+        return get_act_name("attn_out", layer)
     if which == "resid":
-        return f"blocks.{layer}.hook_resid_post"
+        return get_act_name("resid_post", layer)
     raise ValueError(f"unknown layer output {which!r}; valid: attn, resid")
 
 
@@ -329,7 +330,7 @@ class Ablator:
 
             return keep
 
-        hooks = self.hooks(ablated) + [(f"blocks.{l}.hook_resid_pre", keeper(l)) for l in range(self.info.n_layers)]
+        hooks = self.hooks(ablated) + [(get_act_name("resid_pre", l), keeper(l)) for l in range(self.info.n_layers)]
         self.forward_passes += 1
         logits = final_logits(self.model, self.tokens, batch_size=len(self.tokens), fwd_hooks=hooks)
         return logits, store

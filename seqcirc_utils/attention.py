@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .models import model_device
@@ -82,7 +83,7 @@ def iter_patterns(
     if not torch.is_tensor(tokens):
         tokens = pad_right(tokens, _pad_id(model))
     n_layers = len(model.blocks)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
+    names = [get_act_name("pattern", l) for l in range(n_layers)]
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="attention", disable=not progress, leave=False):
         chunk = tokens[start : start + batch_size].to(model_device(model))
         store: dict[str, torch.Tensor] = {}

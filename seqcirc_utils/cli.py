@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-# No package module is imported at module level. Building the parser imports the modules that hold
-# the choices (torch and pandas come with them, about 1 s of CPU); transformer_lens and the model are
-# loaded only after every argument has been checked.
+# No package module is imported at module level. Building the parser imports only the torch-free
+# ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
+# argument has been checked.
 
 
 class UsageError(Exception):
@@ -87,7 +87,7 @@ def _print_table(df, fmt: str) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    from .models import EMBEDDED_MODEL, TINY_MODELS
+    from .options import EMBEDDED_MODEL, TINY_MODELS
 
     p.add_argument("--model", default=EMBEDDED_MODEL,
                    help=f"model spec: {EMBEDDED_MODEL} (default, embedded), {', '.join(TINY_MODELS)}, gpt2-small, "
@@ -96,7 +96,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _common_dataset_args(p: argparse.ArgumentParser) -> None:
-    from .tasks import CORRUPTIONS, DIRECTIONS, TASKS, TEMPLATES
+    from .options import CORRUPTIONS, DIRECTIONS, TASKS, TEMPLATES
 
     p.add_argument("--task", default="digits", choices=TASKS, metavar="TASK",
                    help="sequence family or greater_than: %(choices)s (default %(default)s)")
@@ -118,7 +118,7 @@ def _common_dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prefix_arg(p: argparse.ArgumentParser) -> None:
-    from .tasks import PREFIX_MODES
+    from .options import PREFIX_MODES
 
     p.add_argument("--prefix", default="document", choices=PREFIX_MODES, metavar="PREFIX",
                    help="token each prompt starts with: document = the pretraining document separator "
@@ -262,8 +262,7 @@ def _add_behaviour(sub) -> None:
 
 
 def _add_circuit(sub) -> None:
-    from .ablation import METRICS
-    from .pruning import METHODS, SWEEP_ORDERS
+    from .options import METHODS, METRICS, SWEEP_ORDERS
     from .types import AblationMode
 
     p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
@@ -436,8 +435,7 @@ def _add_grid_summary(sub) -> None:
 
 def _add_scores(sub) -> None:
     p = sub.add_parser("scores", help="rank heads by OV score (copy/next/prev/add<k>) or induction offset")
-    from .ov_scores import BASIC_KINDS, EMBEDDINGS, OVER
-    from .tasks import FAMILIES
+    from .options import BASIC_KINDS, EMBEDDINGS, FAMILIES, OVER
 
     _model_args(p)
     p.add_argument("--family", default="digits", choices=list(FAMILIES), metavar="FAMILY",
@@ -537,7 +535,7 @@ def read_circuit_file(path: str, threshold: float) -> dict:
                          "(non-negative integers)")
     if not isinstance(record["model"], str) or not record["model"].strip():
         raise UsageError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
-    from .ablation import METRICS
+    from .options import METRICS
     from .types import AblationMode
 
     for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
@@ -553,7 +551,7 @@ def read_circuit_file(path: str, threshold: float) -> dict:
 
 def _add_edges(sub) -> None:
     p = sub.add_parser("edges", help="edge circuit inside a node circuit: path patching (exact) or EAP / EAP-IG")
-    from .edge_pruning import METHODS
+    from .options import EDGE_METHODS as METHODS
 
     p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
     p.add_argument("--threshold", type=_fraction, default=0.8,

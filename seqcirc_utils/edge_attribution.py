@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .ablation import Ablator
@@ -132,7 +133,7 @@ def _deltas_and_gradients(
         return hook
 
     def z_hook(layer: int):
-        name = f"blocks.{layer}.attn.hook_z"
+        name = get_act_name("z", layer)
         heads = sorted(heads_by_layer.get(layer, []))
         mask = torch.zeros(info.n_heads, 1, device=device)
         mask[heads] = 1.0
@@ -153,7 +154,7 @@ def _deltas_and_gradients(
         return hook
 
     def mlp_hook(layer: int):
-        name = f"blocks.{layer}.hook_mlp_out"
+        name = get_act_name("mlp_out", layer)
 
         def hook(act, hook=None):  # noqa: ARG001
             value = ablator.values[name]
@@ -167,17 +168,17 @@ def _deltas_and_gradients(
     hooks = list(ablator.hooks(ablated))
     for layer in range(info.n_layers):
         if layer in head_layers:
-            hooks += [(f"blocks.{layer}.ln1.hook_in", add_probe(f"ln1_{layer}")),
-                      (f"blocks.{layer}.attn.hook_q", add_probe(f"q{layer}")),
-                      (f"blocks.{layer}.attn.hook_k", keep(f"k{layer}")),
-                      (f"blocks.{layer}.attn.hook_v", keep(f"v{layer}")),
-                      (f"blocks.{layer}.attn.hook_attn_scores", add_probe(f"s{layer}"))]
+            hooks += [(get_act_name("in", layer, "ln1"), add_probe(f"ln1_{layer}")),
+                      (get_act_name("q", layer), add_probe(f"q{layer}")),
+                      (get_act_name("k", layer), keep(f"k{layer}")),
+                      (get_act_name("v", layer), keep(f"v{layer}")),
+                      (get_act_name("attn_scores", layer), add_probe(f"s{layer}"))]
         if layer in head_layers or layer in heads_by_layer:
-            hooks.append((f"blocks.{layer}.attn.hook_z", z_hook(layer)))
+            hooks.append((get_act_name("z", layer), z_hook(layer)))
         if layer in mlp_layers:
-            hooks.append((f"blocks.{layer}.ln2.hook_in", add_probe(f"mlp{layer}")))
+            hooks.append((get_act_name("in", layer, "ln2"), add_probe(f"mlp{layer}")))
         if Component(layer, "mlp") in comps:
-            hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_hook(layer)))
+            hooks.append((get_act_name("mlp_out", layer), mlp_hook(layer)))
     if (None, LOGITS) in receivers:
         hooks.append(("ln_final.hook_in", add_probe(LOGITS)))
 

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 
 from .ablation import Ablator
 from .edge_attribution import edge_attribution
+from .options import EDGE_METHODS as METHODS
 from .patching import Edge, EdgePatcher, circuit_edges
 from .pruning import check_thresholds, largest_passing_prefix
+from .records import checked_json
 from .types import Component, parse_component, sort_components
 
-METHODS = ("exact", "eap", "eap-ig")
 INPUT = "input"  # the graph's source node (the embedding)
 
 
@@ -175,16 +176,9 @@ class EdgeCircuit:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "EdgeCircuit":
         """Read a dict written by :meth:`to_json` (``kind == "edge_circuit"``, schema version 2)."""
-        if data.get("kind") != cls.KIND:
-            raise ValueError(f"not an edge circuit record: kind {data.get('kind')!r}, expected {cls.KIND!r}")
-        if data.get("schema_version") != cls.SCHEMA_VERSION:
-            raise ValueError(f"edge circuit record schema_version {data.get('schema_version')!r}; "
-                             f"this reader handles {cls.SCHEMA_VERSION}")
-        missing = [k for k in ("threshold", "method", "edges", "removed", "score", "node_score", "connected_score",
-                               "components", "connected", "n_candidate_edges", "forward_passes", "seconds")
-                   if k not in data]
-        if missing:
-            raise ValueError(f"edge circuit record lacks {', '.join(missing)}")
+        data = checked_json(data, cls.KIND, cls.SCHEMA_VERSION,
+                            ("threshold", "method", "edges", "removed", "score", "node_score", "connected_score",
+                             "components", "connected", "n_candidate_edges", "forward_passes", "seconds"))
         return cls(
             threshold=data["threshold"], method=data["method"], edges=[dict(d) for d in data["edges"]],
             removed=[dict(d) for d in data["removed"]], score=data["score"], node_score=data["node_score"],

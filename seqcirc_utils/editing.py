@@ -32,6 +32,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .ablation import Ablator, ablation_hooks, component_hook_name
@@ -173,7 +174,7 @@ def function_edit(ablator: Ablator, source: TaskDataset, heads: Sequence[Compone
 @torch.no_grad()
 def final_residuals(model, dataset: TaskDataset, layer: int, batch_size: int = 64) -> torch.Tensor:
     """``blocks.<layer>.hook_resid_post`` at the final position, ``[batch, d_model]`` (float32, CPU)."""
-    name = f"blocks.{layer}.hook_resid_post"
+    name = get_act_name("resid_post", layer)
     out = []
     tokens = dataset.tokens.to(model_device(model))
     for start in range(0, tokens.shape[0], batch_size):
@@ -216,7 +217,7 @@ def steered_logits(ablator: Ablator, layer: int, direction: torch.Tensor, alpha:
         out[:, position] = out[:, position] + alpha * direction.to(act.device, act.dtype)
         return out
 
-    with ablator.model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", add)]):
+    with ablator.model.hooks(fwd_hooks=[(get_act_name("resid_post", layer), add)]):
         logits, _ = ablator.logits_from_layer(layer, ablator.clean_residuals()[layer], [])
     return logits
 

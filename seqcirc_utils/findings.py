@@ -36,6 +36,11 @@ def _pct(x: float, digits: int = 0) -> str:
     return f"{x:.{digits}f} %"
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 head"``, ``"3 heads"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _records(obj: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     value = obj[key]
     if not isinstance(value, list):
@@ -69,7 +74,7 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
     obj = files["shared_circuits.json"]
     main = [r for r in _records(obj, "summary") if abs(r["threshold"] - obj["threshold"]) < 1e-9]
     tasks = [r["task"] for r in main]
-    sizes = ", ".join(f"{r['task']} {r['heads']} heads + {r['mlps']} MLPs ({_pct(r['score'])})" for r in main)
+    sizes = ", ".join(f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])})" for r in main)
     cross = obj["cross_task_percent"]  # {data: {circuit: percent}}
     off = [(c, d, v) for d, col in cross.items() for c, v in col.items() if c != d and v is not None]
     text = (f"At {_pct(100 * obj['threshold'])} of the full logit difference ({obj['method']} pruning, "
@@ -110,7 +115,7 @@ def greater_than_overlap(files: Mapping[str, Any]) -> str:
                     if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
 
     shared = obj["shared_heads"]
-    return (f"The greater-than and {seq} circuits share {len(shared)} heads"
+    return (f"The greater-than and {seq} circuits share {_count(len(shared), 'head')}"
             + (f" ({' '.join(shared)})" if shared else "") + ". Ablating the "
             f"{seq} circuit's heads costs greater-than {drop(f'{seq} heads', 'greater_than'):.1f} points of "
             f"probability difference (as many random heads: {drop('random heads', 'greater_than'):.1f}); ablating "
@@ -146,7 +151,8 @@ def decreasing_circuits(files: Mapping[str, Any]) -> str:
     if not parts:
         return "No increasing/decreasing pair of configurations was run." + _step_k(files.get("step_k_circuits.json"))
     shared = obj["shared_heads"]
-    return ("; ".join(parts).capitalize() + f". {len(shared)} heads are in every configuration's circuit"
+    every = f"{_count(len(shared), 'head')} {'is' if len(shared) == 1 else 'are'} in every configuration's circuit"
+    return ("; ".join(parts).capitalize() + f". {every}"
             + (f" ({' '.join(shared)})." if shared else ".") + _step_k(files.get("step_k_circuits.json")))
 
 
@@ -161,7 +167,7 @@ def _step_k(obj: Mapping[str, Any] | None) -> str:
         heads = next(r for r in obj["overlap"] if r["kind"] == "heads")
         groups = {r["heads"]: r for r in obj["ov_groups"]}
         k = obj["step_k"]
-        text += (f" The step-{k} circuit shares {heads['intersection']} heads with the step-1 circuit (head Jaccard "
+        text += (f" The step-{k} circuit shares {_count(heads['intersection'], 'head')} with the step-1 circuit (head Jaccard "
                  f"{heads['jaccard']:.2f}); its heads' mean add-{k} OV score is "
                  f"{groups[f'step-{k} circuit'][f'mean_add{k}']:.2f} against {groups['all heads'][f'mean_add{k}']:.2f} "
                  "over all heads.")
@@ -277,12 +283,13 @@ def knockout(files: Mapping[str, Any]) -> str:
     b = obj["backups"]
     left = b["knocked_out"]["reference_logit_diff"] / b["intact"]["reference_logit_diff"]
     found = b["knocked_out"]["components"]
+    n_negative = len(_records(obj, "negative_heads"))
     circuit = (f"its circuit at {_pct(100 * b['threshold'])} has {len(found)} components against "
                f"{len(b['intact']['components'])} intact, {len(b['joins'])} of them new" if found is not None
                else "too little to find a circuit of")
     return (f"Knocking out the successor heads {' '.join(heads)} (highest OV next score, largest single-ablation "
             f"drop) leaves of the logit difference: {'; '.join(parts)}. On {b['task']} the knocked-out model keeps "
-            f"{_pct(100 * left)}; {circuit}; {len(_records(obj, 'negative_heads'))} heads are negative (their "
+            f"{_pct(100 * left)}; {circuit}; {_count(n_negative, 'head')} {'is' if n_negative == 1 else 'are'} negative (their "
             "ablation raises the logit difference).")
 
 

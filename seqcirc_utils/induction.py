@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from .attention import iter_patterns
-from .tasks import FAMILIES, FILLER_WORDS, resolve_prefix, single_token_members
+from .tasks import (FAMILIES, FILLER_WORDS, encode, resolve_prefix, single_token_at, single_token_members,
+                    single_token_words)
 from .types import head
 
 
@@ -41,22 +42,9 @@ class MemberPrompts:
         return len(self.tokens)
 
 
-def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-
 def single_token_fillers(tokenizer, words: Sequence[str] = FILLER_WORDS) -> list[str]:
     """Filler words that are one token after a space (and not family members)."""
-    members = {m for fam in FAMILIES.values() for m in fam}
-    out = []
-    for w in words:
-        if w in members:
-            continue
-        ids, _ = _encode(tokenizer, "x " + w)
-        if len(ids) == 2:
-            out.append(w)
-    return out
+    return single_token_words(tokenizer, words, exclude=[m for fam in FAMILIES.values() for m in fam])
 
 
 def spaced_prompts(
@@ -114,13 +102,9 @@ def spaced_prompts(
             if mem:
                 spans.append((len(text), len(text) + len(w)))
             text += w
-        ids, offsets = _encode(tokenizer, text)
-        positions = []
-        for m, (a, b) in zip(members, spans):
-            hit = [i for i, (x, y) in enumerate(offsets) if y > a and x < b]
-            if len(hit) != 1 or tokenizer.decode([ids[hit[0]]]).strip() != m:
-                raise ValueError(f"member {m!r} is not a single token in {text!r}")
-            positions.append(len(prefix_ids) + hit[0])
+        ids, offsets = encode(tokenizer, text)
+        positions = [len(prefix_ids) + single_token_at(tokenizer, ids, offsets, span, m)
+                     for m, span in zip(members, spans)]
         out.texts.append(text)
         out.tokens.append(prefix_ids + ids)
         out.member_positions.append(positions)

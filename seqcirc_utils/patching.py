@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .ablation import Ablator
@@ -318,16 +319,16 @@ class EdgePatcher:
         state = _RunState()
         hooks = list(self.ab.hooks(self.ablated))  # ablation runs first on shared hook points
         for layer in range(self.info.n_layers):
-            z_name = f"blocks.{layer}.attn.hook_z"
+            z_name = get_act_name("z", layer)
             if plan.head_receivers_at(layer) or plan.head_senders_at(layer):
                 hooks.append((z_name, self._z_hook(layer, plan, state)))
             if plan.head_receivers_at(layer):
                 for x in HEAD_INPUTS:
-                    hooks.append((f"blocks.{layer}.attn.hook_{x}", self._side_qkv_hook(x, state)))
+                    hooks.append((get_act_name(x, layer), self._side_qkv_hook(x, state)))
             if (mlp_r := plan.mlp_receiver_at(layer)) is not None:
-                hooks.append((f"blocks.{layer}.ln2.hook_in", self._add_hook(plan.incoming[(mlp_r, "mlp")], state)))
+                hooks.append((get_act_name("in", layer, "ln2"), self._add_hook(plan.incoming[(mlp_r, "mlp")], state)))
             if plan.mlp_sender_at(layer) is not None:
-                hooks.append((f"blocks.{layer}.hook_mlp_out", self._mlp_sender_hook(plan.mlp_sender_at(layer), state)))
+                hooks.append((get_act_name("mlp_out", layer), self._mlp_sender_hook(plan.mlp_sender_at(layer), state)))
         if (None, LOGITS) in plan.incoming:
             hooks.append(("ln_final.hook_in", self._add_hook(plan.incoming[(None, LOGITS)], state)))
         pre = {l: self._side_runs_hook(l, plan, state) for l in range(self.info.n_layers) if plan.head_receivers_at(l)}
@@ -352,7 +353,7 @@ class EdgePatcher:
         return hook
 
     def _mlp_sender_hook(self, sender: Component, state: "_RunState") -> Callable:
-        name = f"blocks.{sender.layer}.hook_mlp_out"
+        name = get_act_name("mlp_out", sender.layer)
 
         def hook(act, hook=None):  # noqa: ARG001
             if state.side is None:
@@ -362,7 +363,7 @@ class EdgePatcher:
         return hook
 
     def _z_hook(self, layer: int, plan: "_Plan", state: "_RunState") -> Callable:
-        name = f"blocks.{layer}.attn.hook_z"
+        name = get_act_name("z", layer)
         senders = plan.head_senders_at(layer)
 
         def hook(act, hook=None):  # noqa: ARG001

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from .ablation import Ablator
-from .tasks import FAMILIES, TaskDataset, make_dataset
+from .tasks import FAMILIES, TaskDataset, make_dataset, single_token_id
 from .types import Component, head, mlp, sort_components
 
 PLANTED_FAMILY = "months"
@@ -92,11 +92,12 @@ def member_token_forms(tokenizer, family: str) -> list[list[int]]:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     forms = []
     for word in FAMILIES[family]:
-        spaced = tokenizer.encode(" " + word)
-        if len(spaced) != 1:
-            raise ValueError(f"{family} member {word!r} is not one token with a leading space: {spaced}")
-        bare = tokenizer.encode(word)
-        forms.append(spaced + (bare if len(bare) == 1 and bare != spaced else []))
+        spaced = single_token_id(tokenizer, word, split_space=False)
+        if spaced is None:
+            raise ValueError(f"{family} member {word!r} is not one token with a leading space: "
+                             f"{tokenizer.encode(' ' + word)}")
+        bare = single_token_id(tokenizer, word, after_space=False)
+        forms.append([spaced] + ([bare] if bare is not None and bare != spaced else []))
     return forms
 
 

@@ -343,12 +343,6 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None, column
     return chart.properties(title=title) if title else chart
 
 
-def label_columns(table: pd.DataFrame) -> list[str]:
-    """The string columns of a per-head table that split it into panels (several values; not ``component``)."""
-    return [c for c in table.columns if c != "component" and table[c].nunique() > 1
-            and (pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c]))]
-
-
 def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequence[str] = (), title: str = "",
                         value_title: str = "score", columns: int | None = None, cell: int = 12,
                         diverging: bool | None = None) -> alt.FacetChart:
@@ -379,25 +373,3 @@ def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequ
     wrap = columns or (len(values) if len(values) > 1 else min(len(order), 4))
     return base.facet(facet=alt.Facet("panel:N", title=None, sort=order), columns=max(wrap, 1),
                       title=title or alt.Undefined)
-
-
-def head_score_heatmaps(table: pd.DataFrame, title: str = "") -> list[alt.Chart]:
-    """One :func:`head_heatmap` per score column of a per-head table (and per value of its label columns).
-
-    ``table`` has ``layer``, ``head`` and numeric score columns; string columns other than
-    ``component`` with several values (e.g. ``task``) split it into one heatmap per value.
-    """
-    from .results import score_columns
-
-    groups = [c for c in table.columns if c != "component" and table[c].nunique() > 1
-              and (pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c]))]
-    parts = table.groupby(groups, sort=False) if groups else [((), table)]
-    charts = []
-    for key, part in parts:
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{g}={k}" for g, k in zip(groups, key))
-        for col in score_columns(part):
-            frame = part.groupby(["layer", "head"], as_index=False)[col].mean()
-            name = " · ".join(x for x in (title, label, str(col)) if x)
-            charts.append(head_heatmap(head_frame(frame, col), title=name, value_title=str(col)))
-    return charts

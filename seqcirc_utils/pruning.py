@@ -48,13 +48,10 @@ from tqdm.auto import tqdm
 
 from .ablation import Ablator, CircuitScore
 from .attribution import attribution_scores
+from .options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS
 from .types import Circuit, Component, sort_components
 
-PAPER = "paper"
-DESCENDING = "descending"
-SWEEP_ORDERS = (PAPER, DESCENDING)
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
-METHODS = ("sweep", "fast")
 
 
 def check_thresholds(thresholds: Iterable[float]) -> list[float]:

@@ -8,7 +8,15 @@ The record is also a read-only :class:`~collections.abc.Mapping` over that JSON 
 for the dict (``r["heads"]``, ``r.get("heldout")``, ``dict(r)``, ``{**r}``, ``r | {"dataset": None}``)
 keeps working; to change a field build a new record (:func:`dataclasses.replace`, or ``with_extra``).
 
-This module imports only the standard library and :mod:`seqcirc_utils.types`.
+
+
+:class:`HeadScores` is a per-head score table (every attention head's OV score, estimated ablation drop,
+direct logit attribution, ...): kind ``"head_scores"``, the rows with integer ``layer`` and ``head``,
+the names of its score columns and of its panel columns (``task``, ``family``, ...). The appendix draws
+every such record it finds in ``results/<model>/`` -- by kind, not by guessing from a list's shape.
+
+This module imports only the standard library and :mod:`seqcirc_utils.types` (pandas lazily, for
+:meth:`HeadScores.from_table` and :meth:`HeadScores.frame`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,22 @@ CIRCUIT_KEYS = (
     "heldout", "heldout_dataset",
 )
 _CONSTANT_KEYS = ("kind", "schema_version")
+
+
+def checked_json(data: Any, kind: str, schema_version: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A deep copy of ``data`` after checking it is a JSON object of ``kind`` and ``schema_version`` with every
+    key of ``keys``; a one-line ``ValueError`` naming what differs otherwise (what every ``from_json`` uses)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
+    if data.get("kind") != kind:
+        raise ValueError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
+    if data.get("schema_version") != schema_version:
+        raise ValueError(f"expected a {kind!r} record of schema_version {schema_version}, "
+                         f"got {data.get('schema_version')!r}")
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise ValueError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
+    return copy.deepcopy(dict(data))
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,17 +127,7 @@ class CircuitRecord(Mapping):
         """
         if isinstance(data, CircuitRecord):
             data = data.to_json()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a circuit record must be a JSON object, got {type(data).__name__}")
-        if data.get("kind") != cls.kind:
-            raise ValueError(f"expected a record of kind {cls.kind!r}, got kind {data.get('kind')!r}")
-        if data.get("schema_version") != cls.schema_version:
-            raise ValueError(f"expected a {cls.kind!r} record of schema_version {cls.schema_version}, "
-                             f"got {data.get('schema_version')!r}")
-        missing = [key for key in CIRCUIT_KEYS if key not in data]
-        if missing:
-            raise ValueError(f"circuit record lacks keys {missing} (a {cls.kind!r} record has {list(CIRCUIT_KEYS)})")
-        data = copy.deepcopy(dict(data))
+        data = checked_json(data, cls.kind, cls.schema_version, CIRCUIT_KEYS)
         typed = {key: data[key] for key in CIRCUIT_KEYS if key not in _CONSTANT_KEYS}
         extra = {key: value for key, value in data.items() if key not in CIRCUIT_KEYS}
         return cls(**typed, extra=extra)
@@ -175,3 +189,88 @@ class CircuitRecord(Mapping):
 def as_json(record: Any) -> Any:
     """``record.to_json()`` for a typed record, else ``record`` unchanged (a plain dict)."""
     return record.to_json() if isinstance(record, CircuitRecord) else record
+
+
+# --------------------------------------------------------------------------- per-head score tables
+HEAD_SCORES_KIND = "head_scores"
+HEAD_SCORES_SCHEMA_VERSION = 1
+HEAD_SCORES_KEYS = ("kind", "schema_version", "scores", "panels", "description", "rows")
+
+
+@dataclass(frozen=True)
+class HeadScores:
+    """A per-head score table: one row per attention head and panel label.
+
+    ``rows``: dicts with integer ``layer`` and ``head``, the ``scores`` columns (numbers, ``None`` when
+    missing), the ``panels`` label columns (e.g. ``task``: one heatmap panel per value) and any other
+    column the writer kept (``component``, counts such as ``n_next``). ``description`` says in words
+    what the scores measure and in which unit (the appendix's captions use it).
+    """
+
+    kind: ClassVar[str] = HEAD_SCORES_KIND
+    schema_version: ClassVar[int] = HEAD_SCORES_SCHEMA_VERSION
+
+    scores: list[str]
+    rows: list[dict[str, Any]]
+    panels: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.scores:
+            raise ValueError("a head_scores record needs at least one score column")
+        for i, row in enumerate(self.rows):
+            if not all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) for k in ("layer", "head")):
+                raise ValueError(f"head_scores row {i} needs integer 'layer' and 'head', got {row!r}")
+            missing = [c for c in (*self.scores, *self.panels) if c not in row]
+            if missing:
+                raise ValueError(f"head_scores row {i} lacks columns {missing}")
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"kind", "schema_version", "scores", "panels", "description", "rows"}`` (a deep copy)."""
+        return copy.deepcopy({"kind": self.kind, "schema_version": self.schema_version, "scores": list(self.scores),
+                              "panels": list(self.panels), "description": self.description, "rows": self.rows})
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "HeadScores":
+        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        data = checked_json(data, cls.kind, cls.schema_version, HEAD_SCORES_KEYS)
+        return cls(scores=data["scores"], rows=data["rows"], panels=data["panels"], description=data["description"])
+
+    @classmethod
+    def from_table(cls, table, scores: list[str] | None = None, panels: list[str] | tuple[str, ...] = (),
+                   description: str = "", **labels: Any) -> "HeadScores":
+        """The head rows of a per-component table.
+
+        ``table``: a DataFrame with a ``component`` column (``"L9.H1"``, ``"MLP9"``, ...) and score
+        columns (e.g. :func:`~seqcirc_utils.importance.head_importance`), or a Series of scores indexed
+        by component name. Rows that are not heads are dropped; ``layer`` and ``head`` are parsed from
+        the name. ``scores`` default to the numeric columns that are not counts (``n_*``) or flags;
+        ``labels`` (``task="digits"``) become constant columns. Missing values (NaN) become ``None``.
+        """
+        import pandas as pd
+
+        from .types import parse_component
+
+        df = table.rename_axis("component").reset_index() if isinstance(table, pd.Series) else table.copy()
+        if "component" not in df.columns:
+            raise ValueError(f"a per-head table needs a 'component' column; it has {list(df.columns)}")
+        parsed = [parse_component(str(c)) for c in df["component"]]
+        df = df.drop(columns=[c for c in ("layer", "head", "kind", "index") if c in df.columns])
+        df = df.loc[[c.is_head for c in parsed]].reset_index(drop=True)
+        heads = [c for c in parsed if c.is_head]
+        df.insert(1, "layer", [c.layer for c in heads])
+        df.insert(2, "head", [c.index for c in heads])
+        for key, value in labels.items():
+            df[key] = value
+        if scores is None:
+            scores = [c for c in df.columns if c not in ("layer", "head") and not str(c).startswith("n_")
+                      and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+        rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+        rows = [{k: (int(v) if k in ("layer", "head") else v) for k, v in r.items()} for r in rows]
+        return cls(scores=list(scores), rows=rows, panels=list(panels), description=description)
+
+    def frame(self):
+        """The rows as a DataFrame (``layer``, ``head``, the scores, the panels, the other columns)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)

@@ -42,6 +42,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from .models import model_device
@@ -59,7 +60,7 @@ def resid_hook_names(n_layers: int) -> list[str]:
     """Hook names of the ``n_layers + 1`` residual entries (depth 0 .. n_layers; see the module docstring)."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-    return [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    return [get_act_name("resid_pre", l) for l in range(n_layers)] + [get_act_name("resid_post", n_layers - 1)]
 
 
 @torch.no_grad()

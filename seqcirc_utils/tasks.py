@@ -42,28 +42,10 @@ from typing import Callable, Sequence
 
 import torch
 
-FAMILIES: dict[str, list[str]] = {
-    "digits": [str(i) for i in range(100)],
-    "number_words": [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-        "nineteen", "twenty",
-    ],
-    "months": [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
-    ],
-    "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "letters": [chr(c) for c in range(ord("A"), ord("Z") + 1)],
-}
-GREATER_THAN = "greater_than"
-TASKS = (*FAMILIES, GREATER_THAN)
-TEMPLATES = ("pure", "comma", "among_words", "mixed")
-DIRECTIONS = ("increasing", "decreasing")
-CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")
+from .options import CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, PREFIX_MODES, TASKS, TEMPLATES
+
 VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
-PREFIX_MODES = ("document", "bos", "none")
 # The conventional document separator of GPT-2-style byte-level BPE vocabularies (GPT-2, SmolLM2, Qwen, ...).
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 # Special tokens that open or close a chat turn (ChatML, Llama-3, Gemma, Llama-2 [INST], Phi/Zephyr roles).
@@ -349,13 +331,61 @@ class TaskDataset:
 # --------------------------------------------------------------------------- tokenization helpers
 
 
-def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``(token ids, character offsets)`` of ``text`` without special tokens."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
 def _pieces(tokenizer, ids: Sequence[int]) -> list[str]:
     return [tokenizer.decode([i]) for i in ids]
+
+
+# --------------------------------------------------------------------------- the single-token check
+# Every "is this word one token?" question in the package is answered here, in one of two forms:
+# a word on its own (``single_token_id``: at the text start, or after a space in running text) and a
+# word at a known place inside an encoded prompt (``single_token_at``).
+
+
+def single_token_id(tokenizer, word: str, after_space: bool = True, split_space: bool = True) -> int | None:
+    """The one token ``word`` becomes, or ``None`` when it takes several tokens.
+
+    ``after_space=False``: ``word`` at the start of a text. ``after_space=True``: ``word`` after a space
+    in running text (``"x " + word`` is encoded, so the tokenizer's pre-tokenisation applies as in a
+    prompt); the token is ``" March"`` for GPT-2-style tokenizers. ``split_space=True`` also accepts a
+    tokenizer that splits the space off as a token of its own (SmolLM2's ``" "`` + ``"5"``) and returns
+    the word's token; ``False`` requires the space to merge into the word's token.
+    """
+    def ids_of(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    if not after_space:
+        ids = ids_of(word)
+        return ids[0] if len(ids) == 1 else None
+    context, ids = ids_of("x"), ids_of("x " + word)
+    if ids[: len(context)] != context:
+        return None
+    rest = ids[len(context):]
+    if split_space and len(rest) == 2 and tokenizer.decode([rest[0]]) == " ":
+        rest = rest[1:]
+    if len(rest) != 1 or tokenizer.decode([rest[0]]).strip() != word:
+        return None
+    return rest[0]
+
+
+def single_token_at(tokenizer, ids: Sequence[int], offsets: Sequence[tuple[int, int]], span: tuple[int, int],
+                    word: str) -> int:
+    """Index into ``ids`` of the one token that spells ``word`` at characters ``span`` of an encoded text.
+
+    Raises :class:`TokenizationError` (one line, with the pieces) when ``word`` is split there or the
+    covering token spells something else.
+    """
+    hit = _token_at_span(tokenizer, ids, offsets, *span, what=f"member {word!r}")
+    pieces = _pieces(tokenizer, [ids[i] for i in hit])
+    if len(hit) != 1 or pieces[0].strip() != word:
+        raise TokenizationError(f"member {word!r} is not a single token in context: pieces {pieces}; "
+                                "choose members that are single tokens for this tokenizer")
+    return hit[0]
 
 
 def _token_at_span(tokenizer, ids, offsets, start: int, end: int, what: str) -> list[int]:
@@ -412,30 +442,23 @@ class _Tokenized:
     def __init__(self, tokenizer, rendered: _Rendered, answer: str | None, prefix: Prefix,
                  move_space: bool, members: Sequence[str]):
         text = rendered.text + (" " if move_space else "")
-        ids, offsets = _encode(tokenizer, text)
+        ids, offsets = encode(tokenizer, text)
         bos = prefix.ids
         self.text = text
         self.tokens = bos + ids
         self.member_positions = []
-        for m, (a, b) in zip(members, rendered.spans):
-            hit = _token_at_span(tokenizer, ids, offsets, a, b, f"member {m!r}")
-            piece_texts = _pieces(tokenizer, [ids[i] for i in hit])
-            if len(hit) != 1 or piece_texts[0].strip() != m:
-                raise TokenizationError(
-                    f"member {m!r} is not a single token in context: pieces {piece_texts}; "
-                    "choose members that are single tokens for this tokenizer"
-                )
-            self.member_positions.append(len(bos) + hit[0])
+        for m, span in zip(members, rendered.spans):
+            self.member_positions.append(len(bos) + single_token_at(tokenizer, ids, offsets, span, m))
         self.final_position = len(self.tokens) - 1
 
 
 def answer_token(tokenizer, text: str, answer: str) -> tuple[bool, int]:
     """Decide how the answer follows ``text``: returns ``(move_space, answer_token_id)``."""
-    base, _ = _encode(tokenizer, text)
-    with_answer, _ = _encode(tokenizer, text + " " + answer)
+    base, _ = encode(tokenizer, text)
+    with_answer, _ = encode(tokenizer, text + " " + answer)
     if with_answer[: len(base)] == base and len(with_answer) == len(base) + 1:
         return False, with_answer[-1]
-    with_space, _ = _encode(tokenizer, text + " ")
+    with_space, _ = encode(tokenizer, text + " ")
     if (
         with_space[: len(base)] == base
         and len(with_space) == len(base) + 1
@@ -451,18 +474,18 @@ def answer_token(tokenizer, text: str, answer: str) -> tuple[bool, int]:
 
 def single_token_members(tokenizer, family: str) -> list[int]:
     """Indices of ``family`` members that are one token both at the text start and after a space."""
-    ok = []
-    for i, m in enumerate(FAMILIES[family]):
-        if len(_encode(tokenizer, m)[0]) != 1:
-            continue
-        spaced = _encode(tokenizer, "x " + m)[0]
-        if len(spaced) == 2 or (len(spaced) == 3 and _pieces(tokenizer, spaced[1:2])[0] == " "):
-            ok.append(i)
-    return ok
+    return [i for i, m in enumerate(FAMILIES[family])
+            if single_token_id(tokenizer, m, after_space=False) is not None
+            and single_token_id(tokenizer, m) is not None]
 
 
-def _single_token_words(tokenizer, words: Sequence[str]) -> list[str]:
-    return [w for w in words if len(_encode(tokenizer, w)[0]) == 1 and len(_encode(tokenizer, "x. " + w)[0]) == 3]
+def single_token_words(tokenizer, words: Sequence[str], exclude: Sequence[str] = (),
+                       at_text_start: bool = False) -> list[str]:
+    """The ``words`` (filler words, nouns) that are one token after a space, the space merged into the
+    token (``" cat"``), and not in ``exclude``; with ``at_text_start`` also one token at a text's start."""
+    skip = set(exclude)
+    return [w for w in words if w not in skip and single_token_id(tokenizer, w, split_space=False) is not None
+            and (not at_text_start or single_token_id(tokenizer, w, after_space=False) is not None)]
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -541,7 +564,7 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
             f"{[FAMILIES[f][i] for f in families for i in sorted(valid[f])]})"
         )
     pool = sorted(common)
-    fillers_all = _single_token_words(tokenizer, FILLER_WORDS) if spec.template == "among_words" else []
+    fillers_all = single_token_words(tokenizer, FILLER_WORDS, at_text_start=True) if spec.template == "among_words" else []
     if spec.template == "among_words" and len(fillers_all) < spec.length + 1:
         raise ValueError(f"only {len(fillers_all)} filler words are single tokens for this tokenizer")
 
@@ -593,13 +616,13 @@ def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
     ``mode="digit"`` (one token per digit, SmolLM2): ``groups[d]`` is the token of ``str(d)``, the
     tens digit that comes next.
     """
-    ids, offsets = _encode(tokenizer, "the year 1732")
+    ids, offsets = encode(tokenizer, "the year 1732")
     yy_tokens = _token_at_span(tokenizer, ids, offsets, 11, 13, "year 1732")
     two_digit = len(yy_tokens) == 1 and offsets[yy_tokens[0]] == (11, 13)
     values = [f"{v:02d}" for v in range(100)] if two_digit else [str(d) for d in range(10)]
     groups = []
     for v in values:
-        vid = _encode(tokenizer, v)[0]
+        vid = encode(tokenizer, v)[0]
         if len(vid) != 1:
             raise TokenizationError(f"{v!r} is not one token for this tokenizer: {_pieces(tokenizer, vid)}")
         groups.append(vid)
@@ -609,7 +632,7 @@ def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
 def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
     """Greater-than prompts; years whose tokenization does not split as the mode expects are redrawn."""
     rng = random.Random(f"greater_than|{spec.seed}")
-    nouns = [n for n in GREATER_THAN_NOUNS if len(_encode(tokenizer, " " + n)[0]) == 1]
+    nouns = single_token_words(tokenizer, GREATER_THAN_NOUNS)
     if len(nouns) < 10:
         raise ValueError("too few single-token nouns for the greater-than template")
     template = "The {noun} lasted from the year {year} to the year {cc}"
@@ -630,8 +653,8 @@ def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Pref
         year = century * 100 + yy
         text = template.format(noun=noun, year=year, cc=century)
         corrupted = template.format(noun=noun, year=f"{century}01", cc=century)
-        ids, offsets = _encode(tokenizer, text)
-        bad_ids, bad_offsets = _encode(tokenizer, corrupted)
+        ids, offsets = encode(tokenizer, text)
+        bad_ids, bad_offsets = encode(tokenizer, corrupted)
         year_start = text.index(str(year))
         yy_span = (year_start + 2, year_start + 4)
         hit = _token_at_span(tokenizer, ids, offsets, *yy_span, what=f"year {year}")

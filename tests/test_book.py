@@ -492,19 +492,15 @@ def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
     assert chapter_titles(tmp_path)["03_gt"] == "03_gt"
 
 
-def test_sibling_per_head_tables_become_panels_of_one_figure():
-    from seqcirc_utils.results import head_score_groups
+def test_per_head_panels_share_one_figure():
+    """A head_scores record with a panel column and two scores: one figure, one column per score, one row per family."""
+    from seqcirc_utils.records import HeadScores
 
-    rec = lambda l, h, v: {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v}
-    obj = {"scores": {"digits": [rec(0, 0, 0.5), rec(1, 1, 1.0)], "months": [rec(0, 0, 0.25), rec(1, 1, 0.0)]},
-           "head_importance": [{"layer": 0, "head": 1, "estimated_drop": 3.0, "task": "digits"},
-                               {"layer": 0, "head": 1, "estimated_drop": 5.0, "task": "months"}]}
-    groups = dict(head_score_groups(obj))
-    assert set(groups) == {"scores", "head_importance"}
-    scores = groups["scores"]
-    assert sorted(scores["scores"].unique()) == ["digits", "months"] and len(scores) == 4
-    assert plots.label_columns(scores) == ["scores"]
-    chart = plots.head_heatmap_panels(scores, ["next", "copy"], ["scores"], value_title="OV")
+    rec = lambda l, h, v, f: {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v, "family": f}
+    record = HeadScores(scores=["next", "copy"], panels=["family"],
+                        rows=[rec(0, 0, 0.5, "digits"), rec(1, 1, 1.0, "digits"), rec(0, 0, 0.25, "months"),
+                              rec(1, 1, 0.0, "months")])
+    chart = plots.head_heatmap_panels(record.frame(), record.scores, record.panels, value_title="OV")
     spec = chart.to_dict()
     assert spec["columns"] == 2  # one column per score, one row per family
     values = spec["datasets"][spec["data"]["name"]]

@@ -156,9 +156,9 @@ def test_edge_circuit_record_round_trips(gpt2_ab):
     assert len(rules) == 1
     drawn = chart.to_dict()["datasets"]
     assert any(len(v) == len(back.connected_edges) and {"sender", "receiver"} <= set(v[0]) for v in drawn.values())
-    for bad, match in [({**data, "kind": "circuit"}, "not an edge circuit"),
+    for bad, match in [({**data, "kind": "circuit"}, "expected a record of kind 'edge_circuit'"),
                        ({**data, "schema_version": 1}, "schema_version"),
-                       ({k: v for k, v in data.items() if k != "connected"}, "lacks connected")]:
+                       ({k: v for k, v in data.items() if k != "connected"}, r"lacks keys \['connected'\]")]:
         with pytest.raises(ValueError, match=match):
             EdgeCircuit.from_json(bad)
 

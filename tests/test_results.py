@@ -1,4 +1,4 @@
-"""Result files: atomic writes and the conventions the appendix reads (per-head records, patterns)."""
+"""Result files: atomic writes, per-head score records and what the appendix finds (records by kind, patterns)."""
 
 from __future__ import annotations
 
@@ -8,38 +8,57 @@ import os
 import pandas as pd
 import pytest
 
-from seqcirc_utils.results import attention_patterns, head_records, head_score_tables, results_dir, write_json_atomic
+from seqcirc_utils.records import HeadScores
+from seqcirc_utils.results import attention_patterns, find_records, records_of_kind, results_dir, write_json_atomic
 
 
-def test_head_records_keep_heads_and_parse_layer_and_head():
+def test_head_scores_keep_heads_and_parse_layer_and_head():
     table = pd.DataFrame({"component": ["L0.H1", "MLP0", "L2.H0", "L1.N7"], "layer": [0, 0, 2, 1],
                           "kind": ["head", "mlp", "head", "neuron"], "index": [1, None, 0, 7],
-                          "drop_points": [3.5, 40.0, -1.25, 0.5]})
-    records = head_records(table, task="digits")
-    assert records == [
-        {"component": "L0.H1", "layer": 0, "head": 1, "drop_points": 3.5, "task": "digits"},
-        {"component": "L2.H0", "layer": 2, "head": 0, "drop_points": -1.25, "task": "digits"},
+                          "drop_points": [3.5, 40.0, -1.25, 0.5], "n_prompts": [8, 8, 8, 8]})
+    record = HeadScores.from_table(table, panels=["task"], task="digits")
+    assert record.scores == ["drop_points"]  # counts (n_*) are not scores
+    assert record.rows == [
+        {"component": "L0.H1", "layer": 0, "head": 1, "drop_points": 3.5, "n_prompts": 8, "task": "digits"},
+        {"component": "L2.H0", "layer": 2, "head": 0, "drop_points": -1.25, "n_prompts": 8, "task": "digits"},
     ]
     # A Series indexed by component name (what attribution_scores returns) works the same way.
     series = pd.Series({"L3.H2": 0.25, "MLP3": 1.0}, name="attribution")
-    assert head_records(series) == [{"component": "L3.H2", "layer": 3, "head": 2, "attribution": 0.25}]
+    assert HeadScores.from_table(series).rows == [{"component": "L3.H2", "layer": 3, "head": 2, "attribution": 0.25}]
     with pytest.raises(ValueError, match="'component' column"):
-        head_records(pd.DataFrame({"x": [1]}))
+        HeadScores.from_table(pd.DataFrame({"x": [1]}))
 
 
-def test_appendix_finds_head_records_at_any_depth_and_splits_by_label():
-    records = head_records(pd.DataFrame({"component": ["L0.H0", "L0.H1", "L1.H0", "L1.H1"] * 2,
-                                         "score": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
-                                         "task": ["a"] * 4 + ["b"] * 4}))
-    found = head_score_tables({"model": "m", "deep": {"single_head_ablation": records}, "other": [1, 2]})
-    assert [path for path, _ in found] == ["deep.single_head_ablation"]
-    table = found[0][1]
+def test_head_scores_round_trip_exactly_through_a_file(tmp_path):
+    record = HeadScores.from_table(pd.DataFrame({"component": ["L0.H0", "L1.H1"], "next": [0.5, float("nan")],
+                                                 "family": ["digits", "months"]}),
+                                   panels=["family"], description="OV next score")
+    path = write_json_atomic(tmp_path / "s.json", {"model": "m", "scores": record})
+    loaded = json.loads(path.read_text())["scores"]
+    assert loaded["kind"] == "head_scores" and loaded["schema_version"] == 1
+    assert loaded["rows"][1]["next"] is None  # NaN becomes null
+    again = HeadScores.from_json(loaded)
+    assert again == record and again.to_json() == loaded
+    with pytest.raises(ValueError, match="kind 'head_scores'"):
+        HeadScores.from_json({"kind": "circuit"})
+    with pytest.raises(ValueError, match="lacks keys"):
+        HeadScores.from_json({"kind": "head_scores", "schema_version": 1, "scores": ["x"]})
+    with pytest.raises(ValueError, match="integer 'layer' and 'head'"):
+        HeadScores(scores=["x"], rows=[{"layer": "0", "head": 1, "x": 1.0}])
+
+
+def test_records_found_by_kind_at_any_depth():
+    record = HeadScores.from_table(pd.DataFrame({"component": ["L0.H0", "L0.H1", "L1.H0", "L1.H1"] * 2,
+                                                 "score": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                                                 "task": ["a"] * 4 + ["b"] * 4}), panels=["task"])
+    lookalike = [{"layer": 0, "head": 0, "score": 1.0}]  # a per-head shaped list without a kind: not a record
+    obj = {"model": "m", "deep": {"single_head_ablation": record.to_json()}, "other": [1, 2], "plain": lookalike,
+           "listed": [{"x": record.to_json()}]}
+    found = find_records(obj, HeadScores.kind)
+    assert [path for path, _ in found] == ["deep.single_head_ablation", "listed[0].x"]
+    table = HeadScores.from_json(found[0][1]).frame()
     assert table.groupby("task")["score"].sum().to_dict() == {"a": 10.0, "b": 26.0}
-
-    from seqcirc_utils.plots import head_score_heatmaps
-
-    charts = head_score_heatmaps(table, title="t")
-    assert [c.title for c in charts] == ["t · task=a · score", "t · task=b · score"]
+    assert records_of_kind(record.to_json(), HeadScores.kind) == [record.to_json()]
 
 
 def test_attention_patterns_found_by_shape():

@@ -4,7 +4,8 @@ import pytest
 
 from seqcirc_utils.tasks import (
     CORRUPTIONS, FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, answer_token, corrupt_indices,
-    is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix,
+    is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix, single_token_id, single_token_members,
+    single_token_words,
 )
 
 SEQUENCE_CASES = [
@@ -260,3 +261,49 @@ def test_spaced_prompts_use_the_prefix(tiny_gpt2):
     assert all([p - 1 for p in a] == b for a, b in zip(doc.member_positions, none.member_positions))
     with pytest.raises(ValueError, match="valid: document, bos, none"):
         spaced_prompts(tok, "digits", 2, prefix="chat")
+
+
+def _gpt2_tokenizer():
+    from seqcirc_utils.models import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def test_single_token_id_matches_plain_encoding_gpt2():
+    """GPT-2 merges the space into the word: the in-context token is encode(" word") when that is one token."""
+    tok = _gpt2_tokenizer()
+    for word in ["March", "5", "seven", "Saturday", "cat", "antidisestablishmentarianism"]:
+        spaced = tok.encode(" " + word)
+        bare = tok.encode(word)
+        assert single_token_id(tok, word) == (spaced[0] if len(spaced) == 1 else None)
+        assert single_token_id(tok, word, split_space=False) == (spaced[0] if len(spaced) == 1 else None)
+        assert single_token_id(tok, word, after_space=False) == (bare[0] if len(bare) == 1 else None)
+
+
+@pytest.mark.embedded
+def test_single_token_id_split_space_embedded_tokenizer():
+    """SmolLM2 spells " 5" as " " + "5": accepted (returning "5") only with split_space=True."""
+    from seqcirc_utils.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    five = tok("x 5", add_special_tokens=False)["input_ids"]
+    assert [tok.decode([i]) for i in five[1:]] == [" ", "5"]
+    assert single_token_id(tok, "5") == five[-1]
+    assert single_token_id(tok, "5", split_space=False) is None
+    march = tok(" March", add_special_tokens=False)["input_ids"]
+    assert len(march) == 1 and single_token_id(tok, "March", split_space=False) == march[0]
+    # the family check is the single-token check at a text's start and after a space
+    digits = single_token_members(tok, "digits")
+    assert digits and all(single_token_id(tok, FAMILIES["digits"][i]) is not None for i in digits)
+    brute = [i for i, m in enumerate(FAMILIES["digits"])
+             if len(tok(m, add_special_tokens=False)["input_ids"]) == 1
+             and tok.decode([tok("x " + m, add_special_tokens=False)["input_ids"][-1]]) == m
+             and len(tok("x " + m, add_special_tokens=False)["input_ids"]) in (2, 3)]
+    assert digits == brute
+
+
+def test_single_token_words_excludes_and_requires_merged_space():
+    tok = _gpt2_tokenizer()
+    words = ["cat", "dog", "antidisestablishmentarianism", "March"]
+    assert single_token_words(tok, words) == ["cat", "dog", "March"]
+    assert single_token_words(tok, words, exclude=["March"]) == ["cat", "dog"]
