@@ -46,7 +46,9 @@ SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
 #: When too few fresh prompts pass the filter, the held-out set is drawn again this many times larger
 #: (same seed), so a held-out score exists wherever discovery itself had enough prompts.
-HELDOUT_GROWTH = (1, 2, 4)
+#: Draw sizes (multiples of ``n``) tried in turn when too few prompts pass the filter: held-out sets and the
+#: robustness runs' datasets (a small dataset seed can leave too few).
+DRAW_GROWTH = (1, 2, 4)
 
 
 class TooFewPromptsError(ValueError):
@@ -73,25 +75,31 @@ def filter_kind(task: str, metric: str | None, filter_correct: bool = True) -> s
 
 
 def discovery_dataset(model, model_name: str, task: str, filter_correct: bool = True, min_prompts: int = 8,
-                      metric: str | None = None, **kwargs) -> TaskDataset:
+                      metric: str | None = None, growth: Sequence[int] = (1,), **kwargs) -> TaskDataset:
     """The dataset circuit discovery runs on: built with :func:`make_dataset`, then (by default) filtered.
 
     The filter (:func:`filter_kind`) is the paper's (the model gets the answer right: top-1 and
     p(correct) > 2 p(incorrect)), except for greater-than under the probability difference (its
     default metric), where prompts are kept whose top-1 is any year token: no particular digit is
     required, the PD measures how the mass splits around ``YY``.
+
+    When fewer than ``min_prompts`` prompts pass, the set is drawn again ``growth[1]``, ``growth[2]``, ...
+    times larger (same seed; e.g. :data:`DRAW_GROWTH`); the default ``(1,)`` draws once. Raises
+    :class:`TooFewPromptsError` when even the largest draw is too small.
     """
-    ds = make_dataset(model.tokenizer, task, model_name=model_name, **kwargs)
+    n_base = int(kwargs.pop("n", TaskSpec.n))
     kind = filter_kind(task, metric, filter_correct)
-    if kind != "none":
+    for factor in growth:
+        ds = make_dataset(model.tokenizer, task, model_name=model_name, n=n_base * factor, **kwargs)
+        if kind == "none":
+            return ds
         kept = filter_to_year_continuation(model, ds) if kind == "year" else filter_to_correct(model, ds)
-        if len(kept) < min_prompts:
-            raise TooFewPromptsError(
-                f"only {len(kept)} of {len(ds)} {task} prompts pass the filter ({FILTERS[kind]}) for {model_name}; "
-                f"need >= {min_prompts} (try another template, more prompts, or filter_correct=False)"
-            )
-        ds = kept
-    return ds
+        if len(kept) >= min_prompts:
+            return kept
+    raise TooFewPromptsError(
+        f"only {len(kept)} of {len(ds)} {task} prompts pass the filter ({FILTERS[kind]}) for {model_name}; "
+        f"need >= {min_prompts} (try another template, more prompts, or filter_correct=False)"
+    )
 
 
 def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int = N_RESAMPLES, seed: int = 0,
@@ -196,22 +204,15 @@ def heldout_scores(
 ) -> tuple[list[dict], TaskDataset]:
     """Score each circuit on a fresh dataset drawn with ``seed`` (the other dataset options as given),
     filtered as discovery filters, with its own ablation means. When fewer than ``min_prompts`` fresh
-    prompts pass the filter, the set is drawn again 2x and 4x larger (:data:`HELDOUT_GROWTH`, same seed).
+    prompts pass the filter, the set is drawn again 2x and 4x larger (:data:`DRAW_GROWTH`, same seed).
 
     Returns ``(heldout dicts, dataset)``; each dict is ``{"seed", "n_prompts", "score", "ci95",
     "full_metric", "circuit_metric"}`` plus ``exact_prob_diff`` for greater-than. Raises like
     discovery when the held-out baseline is meaningless.
     """
     metric = resolve_metric(task, metric)
-    n_base = int(dataset_kwargs.pop("n", TaskSpec.n))
-    for factor in HELDOUT_GROWTH:
-        try:
-            ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
-                                   metric=metric, seed=seed, n=n_base * factor, **dataset_kwargs)
-            break
-        except TooFewPromptsError:
-            if factor == HELDOUT_GROWTH[-1]:
-                raise
+    ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
+                           metric=metric, seed=seed, growth=DRAW_GROWTH, **dataset_kwargs)
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, f"{model_name} (held-out seed {seed})")
     exact = ExactProbDiff(ablator) if task == GREATER_THAN else None

@@ -33,7 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .ablation import Ablator, check_baseline
-from .circuits import HELDOUT_SEED_OFFSET, discovery_dataset, heldout_scores, resolve_metric, score_with_ci
+from .circuits import DRAW_GROWTH, HELDOUT_SEED_OFFSET, discovery_dataset, heldout_scores, resolve_metric, score_with_ci
 from .pruning import check_thresholds, prune, sweep_prune
 from .tasks import CORRUPTIONS, GREATER_THAN, TaskDataset
 from .types import Component, sort_components
@@ -171,12 +171,13 @@ def check_factors(factors: Iterable[str]) -> list[str]:
 def robustness_dataset(model, model_name: str, task: str, *, seed: int, n_prompts: int, template: str,
                        corruption: str = BASE_CORRUPTION, min_prompts: int = 8, **dataset_kwargs) -> TaskDataset:
     """The dataset of one run, filtered as discovery filters (:func:`~seqcirc_utils.circuits.discovery_dataset`
-    with the task's own metric). Greater-than uses its own template and its one corruption."""
+    with the task's own metric), drawn 2x / 4x larger when a seed leaves fewer than ``min_prompts``
+    (:data:`~seqcirc_utils.circuits.DRAW_GROWTH`). Greater-than uses its own template and its one corruption."""
     options = dict(dataset_kwargs, n=n_prompts, seed=seed)
     if task != GREATER_THAN:
         options |= {"template": template, "corruption": corruption}
     return discovery_dataset(model, model_name, task, metric=resolve_metric(task, None), min_prompts=min_prompts,
-                             **options)
+                             growth=DRAW_GROWTH, **options)
 
 
 def _run(task: str, factor: str, level: str, ablator: Ablator, seed: int, corruption: str, method: str,

@@ -163,3 +163,28 @@ def test_score_core_matches_independent_rescoring(pm):
                         template="pure")
     assert half["heldout"]["score"] < 0.8
     assert [parse_component(c) for c in half["components"]] == [head(0, 0), mlp(1)]
+
+
+def test_a_seed_with_too_few_passing_prompts_is_drawn_larger(tiny_llama, monkeypatch):
+    """A robustness run's dataset grows (2x, 4x, same seed) instead of failing the chapter when its seed leaves
+    too few prompts after the filter (the full-size book once stopped on 4 of 12 number_words prompts)."""
+    from seqcirc_utils import circuits
+
+    model, _ = tiny_llama
+    monkeypatch.setattr(circuits, "filter_to_correct", lambda model, ds: ds.subset(range(0, len(ds), 3)))
+    drawn = []
+    real_make = circuits.make_dataset
+
+    def counting_make(*args, **kwargs):
+        drawn.append(kwargs["n"])
+        return real_make(*args, **kwargs)
+
+    monkeypatch.setattr(circuits, "make_dataset", counting_make)
+    ds = R.robustness_dataset(model, "tiny-llama", "digits", seed=3, n_prompts=12, template="pure", min_prompts=8)
+    assert drawn == [12, 24] and len(ds) == 8  # 12 -> 4 kept, 24 -> 8 kept
+    first = real_make(model.tokenizer, "digits", model_name="tiny-llama", n=24, seed=3, template="pure")
+    assert [p.text for p in ds.prompts] == [first.prompts[i].text for i in range(0, 24, 3)]
+    drawn.clear()
+    with pytest.raises(circuits.TooFewPromptsError, match="pass the filter"):
+        R.robustness_dataset(model, "tiny-llama", "digits", seed=3, n_prompts=2, template="pure", min_prompts=8)
+    assert drawn == [2, 4, 8]
