@@ -26,7 +26,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
-n_prompts = 24  # prompts per task before filtering to correct answers
+n_prompts = 16  # prompts per task before filtering to correct answers (the sweep's cost grows with it: ~9 min on 2 cores)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one

@@ -23,7 +23,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
-n_prompts = 32  # prompts per task (sequence prompts before filtering to correct answers)
+n_prompts = 24  # prompts per task (sequence prompts before filtering to correct answers)
 seed = 0  # dataset and random-baseline seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 n_random = 5  # random head sets averaged for the analogous-ablation baseline

@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
-n_prompts = 32  # prompts per configuration before filtering to correct answers
+n_prompts = 24  # prompts per configuration before filtering to correct answers
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one

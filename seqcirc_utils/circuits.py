@@ -252,6 +252,8 @@ def discover(
 ) -> tuple[list[CircuitRecord], TaskDataset, Ablator]:
     """Find nested circuits for each threshold with an already loaded model.
 
+    The dataset is :func:`discovery_dataset`'s, drawn 2x / 4x larger when fewer than ``min_prompts`` prompts
+    pass its filter (:data:`DRAW_GROWTH`; the record's ``dataset`` holds the draw used).
     ``metric=None`` (default) is the dataset's own metric (:func:`resolve_metric`). The full model's
     baseline is checked first (:func:`~seqcirc_utils.ablation.check_baseline`: a ``ValueError`` when it
     is <= 0 or tiny). With ``heldout=True`` (default) every circuit is also scored on a fresh dataset
@@ -264,7 +266,7 @@ def discover(
     thresholds = check_thresholds(thresholds)
     metric = resolve_metric(task, metric)
     ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
-                           metric=metric, **dataset_kwargs)
+                           metric=metric, growth=DRAW_GROWTH, **dataset_kwargs)
     t0 = time.perf_counter()
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, model_name)
