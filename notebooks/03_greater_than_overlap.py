@@ -53,6 +53,7 @@ from seqcirc_utils.importance import head_importance
 from seqcirc_utils.models import load_model
 from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.stats import spearman
 from seqcirc_utils.types import Circuit
 
 plots.enable_offline()
@@ -140,8 +141,7 @@ ablation
 importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads, progress=False).assign(task=t)
                         for t in circuits])
 per_task = importance.pivot(index="component", columns="task", values="estimated_drop")[list(circuits)]
-ranks = per_task.rank()  # Spearman's rho = Pearson's r of the ranks
-rank_correlation = float(ranks["greater_than"].corr(ranks[sequence_task]))
+rank_correlation = spearman(per_task["greater_than"], per_task[sequence_task])
 display(plots.figure(
     alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
                                      title=t, value_title="est. drop (points)") for t in circuits],
@@ -149,7 +149,8 @@ display(plots.figure(
     f"Estimated drop (points of each task's own metric: PD for greater-than, logit difference for {sequence_task}) "
     f"when one head alone is ablated, layer 0 at the top; each panel has its own colour scale. If the tasks shared "
     f"heads, the same cells would stand out in both panels (rank correlation {rank_correlation:.2f})."))
-print(f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: {rank_correlation:.2f}")
+display(Markdown(f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: "
+                 f"**{rank_correlation:.2f}**."))
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["task", "component", "drop_points", "estimated_drop"]
 exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)

@@ -154,6 +154,20 @@ def test_edge_search_is_its_own_module():
     assert graph[f"{PACKAGE}.patching"].isdisjoint({f"{PACKAGE}.edge_pruning", f"{PACKAGE}.edge_attribution"})
 
 
+def test_choices_are_torch_free_leaves():
+    """Issue 11: the CLI validates before loading anything, so the modules its parser reads import no other
+    package module (options) or only types (records), and no third-party library at module level."""
+    graph, _ = import_graph(ROOT, PACKAGE)
+    assert graph[f"{PACKAGE}.options"] == set()
+    assert graph[f"{PACKAGE}.records"] <= {f"{PACKAGE}.types"}
+    for name in ("options", "types", "records"):
+        tree = ast.parse((ROOT / f"{name}.py").read_text())
+        top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+        top |= {node.module.split(".")[0] for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+        assert top.isdisjoint({"torch", "transformer_lens", "transformers", "pandas", "numpy"}), (name, top)
+
+
 # --------------------------------------------------------------------------- the checker itself
 
 

@@ -46,11 +46,12 @@ def _one_line_error(capsys, expected: str) -> str:
 
 def test_unknown_task_fails_fast_naming_the_tasks():
     """``seqcirc circuit --task nosuch`` (the installed entry point's code path, in a fresh interpreter):
-    exit 2, one line listing every task, in under 5 s, and transformer_lens never imported."""
+    exit 2, one line listing every task, in under 5 s, and neither torch nor transformer_lens imported
+    (the parser's choices come from the torch-free ``options`` module)."""
     from seqcirc_utils.tasks import TASKS
 
     code = ("import sys; from seqcirc_utils.cli import main; rc = main(['circuit', '--task', 'nosuch']); "
-            "print(rc, 'transformer_lens' in sys.modules, 'transformers' in sys.modules)")
+            "print(rc, 'transformer_lens' in sys.modules, 'transformers' in sys.modules, 'torch' in sys.modules)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -59,7 +60,7 @@ def test_unknown_task_fails_fast_naming_the_tasks():
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
-    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["2", "False", "False", "False"], proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "nosuch" in lines[0] and all(t in lines[0] for t in TASKS)
