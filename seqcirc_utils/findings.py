@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
 UNREADABLE = "could not be summarised"
 NOT_RUN = "not run"
+NO_READER = "No headline reader is defined for this chapter yet."
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,12 @@ def induction_offsets(files: Mapping[str, Any]) -> str:
             continue
         top = max(rows, key=lambda r: r["member_k1"])
         n_same = sum(r["same_type_k1"] > 0 for r in rows)
-        parts.append(f"for {family} it is {top['component']} (attention to the previous member "
+        parts.append(f"for {family} {top['component']} (attention to the previous member "
                      f"{top['member_k1']:.2f}, to the previous token {top['token_k1']:.2f}; {n_same} of {len(rows)} "
                      "heads attend more to the previous member than to the previous token)")
     if not parts:
         return "No spaced prompts were scored."
-    return "On irregularly spaced prompts, which separate members from positions, the strongest previous-member head " \
+    return "On irregularly spaced prompts, which separate members from positions, the strongest previous-member head is " \
         + "; ".join(parts) + "."
 
 
@@ -320,6 +321,29 @@ def activation_editing(files: Mapping[str, Any]) -> str:
     return text
 
 
+def representations(files: Mapping[str, Any]) -> str:
+    """12: the same value across formats against different values; the shared "next" direction; ordered vs
+    shuffled prompts."""
+    obj = files["representations.json"]
+    h = obj["headline"]
+    centred = " (format-centred)" if h["center"] == "format" else (" (centred)" if h["center"] != "none" else "")
+    formats = ", ".join(obj["families"])
+    text = (f"In the residual stream at the final position ({formats}), the same value in different formats is most "
+            f"alike at depth {h['value_layer']}{centred}: cosine {h['same_value_cosine']:.2f}, against "
+            f"{h['diff_value_same_format_cosine']:.2f} for different values in the same format and "
+            f"{h['diff_value_diff_format_cosine']:.2f} for different values and formats. The \"next\" direction (mean "
+            f"difference between consecutive members) agrees across formats with mean cosine {h['next_cosine']:.2f} "
+            f"at depth {h['next_layer']} (permutation 95th percentile {h['next_perm_q95']:.2f}; above it at "
+            f"{h['next_above_baseline_layers']} of {h['n_depths']} depths).")
+    if h.get("order_first_layer") is not None:
+        acc = ", ".join(f"{f} {a:.2f}" for f, a in h["order_accuracy_last"].items())
+        text += (f" Ordered prompts are told from their shuffled twins from depth {h['order_first_layer']} on "
+                 f"(last-depth accuracy {acc}; chance {h['order_chance']:.2f}).")
+    else:
+        text += " At no depth are every format's ordered prompts told from their shuffled twins above the baseline."
+    return text
+
+
 READERS: tuple[ChapterReader, ...] = (
     ChapterReader("01_behaviour", ("behaviour.json",), behaviour),
     ChapterReader("02_shared_circuits", ("shared_circuits.json", "shared_by_threshold.json"), shared_circuits),
@@ -333,6 +357,7 @@ READERS: tuple[ChapterReader, ...] = (
     ChapterReader("09_robustness", ("robustness.json",), robustness),
     ChapterReader("10_knockout", ("knockout.json",), knockout),
     ChapterReader("11_activation_editing", ("activation_editing.json",), activation_editing),
+    ChapterReader("12_representations", ("representations.json",), representations),
 )
 
 
@@ -358,7 +383,7 @@ def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results
     else:
         prefix = ""
     if reader is None:
-        return prefix + "No headline reader is defined for this chapter yet."
+        return prefix + NO_READER
     missing = [f for f in reader.files if not (results / f).is_file()]
     if missing:
         if status.failed:

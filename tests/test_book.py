@@ -40,7 +40,7 @@ import pytest
 
 from seqcirc_utils import book_assets
 from seqcirc_utils import plots
-from seqcirc_utils.findings import NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
+from seqcirc_utils.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
 from seqcirc_utils.plots import CHART_CLASS, FIGURE_CLASS
 from seqcirc_utils.runner import find_notebooks, run_notebooks, summary_table
 
@@ -268,6 +268,8 @@ def test_pages_read_like_a_report(built_book):
     text = " ".join(page_text(findings).split())
     if UNREADABLE in text:
         problems.append("findings: a reader could not summarise its chapter: " + text[text.index(UNREADABLE) - 200:][:400])
+    if NO_READER in text:
+        problems.append("findings: a chapter has no headline reader: " + text[text.index(NO_READER) - 200:][:300])
     for run in runs:
         if run.ok and run.notebook.number < 90 and f"{run.notebook.stem}.html" not in findings:
             problems.append(f"findings: no link to {run.notebook.stem}")
@@ -507,3 +509,20 @@ def test_per_head_panels_share_one_figure():
     panels = {(v["panel"], v["layer"], v["head"]): v["value"] for v in values}
     assert panels[("digits · next", 1, 1)] == 1.0 and panels[("months · copy", 0, 0)] == -0.25
     assert len(panels) == 8
+
+
+def test_representations_headline_reads_its_numbers():
+    from seqcirc_utils.findings import representations
+
+    headline = {"center": "format", "value_layer": 17, "same_value_cosine": 0.704, "diff_value_same_format_cosine": -0.25,
+                "diff_value_diff_format_cosine": -0.176, "same_value_above_control_layers": 31, "n_depths": 31,
+                "next_layer": 1, "next_cosine": 0.707, "next_perm_q95": 0.405, "next_above_baseline_layers": 31,
+                "order_first_layer": 15, "order_accuracy_last": {"digits": 0.953, "months": 0.891}, "order_chance": 0.5}
+    text = representations({"representations.json": {"families": ["digits", "months"], "headline": headline}})
+    for fragment in ("depth 17 (format-centred): cosine 0.70", "-0.25 for different values in the same format",
+                     "mean cosine 0.71 at depth 1", "31 of 31 depths", "from depth 15 on",
+                     "digits 0.95, months 0.89; chance 0.50"):
+        assert fragment in text, (fragment, text)
+    never = representations({"representations.json": {"families": ["digits"],
+                                                       "headline": headline | {"order_first_layer": None}}})
+    assert "At no depth" in never
