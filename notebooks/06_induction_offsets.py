@@ -58,6 +58,7 @@ from seqcirc_utils.attention import (attention_summary, dataset_member_attention
                                      member_to_member_matrix, top_attention_heads)
 from seqcirc_utils.induction import dataset_offset_scores, prompts_offset_scores, spaced_prompts
 from seqcirc_utils.models import load_model
+from seqcirc_utils.records import AttentionPattern
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks import make_dataset
 from seqcirc_utils.types import parse_component
@@ -216,8 +217,7 @@ patterns = {}
 for f in families:
     best = parse_component(spaced_table[f].nlargest(1, "member_k1")["component"].iloc[0])
     matrix = member_to_member_matrix(att[f, "spaced"], best)
-    patterns[f] = {"component": str(best), "prompts": "spaced", "pattern": matrix.values.tolist(),
-                   "labels": list(matrix.index)}
+    patterns[f] = AttentionPattern.from_frame(best, matrix, description=f"{f}: member -> member, spaced prompts")
     display(plots.figure(plots.matrix_heatmap(plots.matrix_frame(matrix, row="query member", col="key member"),
                                               row="query member", col="key member", value_title="attention",
                                               title=f"{f}: {best} member -> member attention (spaced prompts)"),

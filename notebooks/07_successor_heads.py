@@ -66,7 +66,7 @@ from seqcirc_utils.circuits import discovery_dataset
 from seqcirc_utils.logit_lens import dataset_dla, dataset_logit_lens, first_top1_summary, top_dla
 from seqcirc_utils.models import load_model
 from seqcirc_utils.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
-from seqcirc_utils.records import HeadScores
+from seqcirc_utils.records import AttentionPattern, HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import parse_component
 
@@ -301,8 +301,8 @@ _ = write_json_atomic(results_dir(model) / "successor_heads.json", {
         "ov_member_table": {"rows": list(ov_table.index), "columns": list(ov_table.columns),
                             "logits": ov_table.values.tolist()},
         "qk_table": {"rows": list(qk.index), "columns": list(qk.columns), "softmax": qk.values.tolist()},
-        "final_to_members": {"component": str(best), "pattern": [f2m.loc[str(best)].tolist()],
-                             "query_labels": ["final"], "key_labels": list(f2m.columns)},
+        "final_to_members": AttentionPattern.from_frame(best, f2m.loc[[str(best)]].set_axis(["final"]),
+                                                        description=f"{focus}: final position -> each member"),
     },
     "dla": frame_records(dla_table), "dla_heads": HeadScores.from_table(head_dla[["component", "mean", "std"]],
                                     description=f"direct logit attribution on {focus} prompts (nats)"),

@@ -19,7 +19,7 @@
 #
 # - **per-head scores** (records of kind `head_scores`): small multiples of layer x head grids, one
 #   figure per score and one panel per task, family or configuration, on a shared colour scale;
-# - **attention patterns** (any object with a 2-D `pattern`): query x key heatmaps side by side;
+# - **attention patterns** (records of kind `attention_pattern`): query x key heatmaps side by side;
 # - **circuits** (records of kind `circuit`): layer x head grids with the kept heads and MLPs
 #   highlighted;
 # - **edge circuits** (records of kind `edge_circuit`, `edges_<task>.json`): the nodes on a kept path
@@ -41,9 +41,9 @@ from IPython.display import HTML, Markdown, display
 
 from seqcirc_utils import plots
 from seqcirc_utils.edge_pruning import EdgeCircuit
-from seqcirc_utils.records import CircuitRecord, HeadScores
-from seqcirc_utils.results import (attention_patterns, chapter_of, chapter_titles, find_records, read_json,
-                                   records_of_kind, result_writers, results_dir)
+from seqcirc_utils.records import AttentionPattern, CircuitRecord, HeadScores
+from seqcirc_utils.results import (chapter_of, chapter_titles, find_records, read_json, records_of_kind,
+                                   result_writers, results_dir)
 from seqcirc_utils.runner import NOTEBOOKS_DIR
 
 plots.enable_offline()
@@ -126,16 +126,13 @@ def head_figures(name: str, obj) -> int:
 def pattern_figures(name: str, obj) -> int:
     """The attention patterns of one result file side by side; returns the number of figures (0 or 1)."""
     charts = []
-    for path, pat in attention_patterns(obj):
-        frame = plots.matrix_frame(pat["pattern"], row="query", col="key")
-        labels = pat.get("labels") or pat.get("tokens")
-        queries, keys = pat.get("query_labels") or labels, pat.get("key_labels") or labels
-        if queries:
-            frame["query"] = frame["query"].map(lambda i: f"{i}: {queries[i]}")
-        if keys:
-            frame["key"] = frame["key"].map(lambda i: f"{i}: {keys[i]}")
+    for path, raw in find_records(obj, AttentionPattern.kind):
+        pat = AttentionPattern.from_json(raw)
+        frame = plots.matrix_frame(pat.pattern, row="query", col="key")
+        frame["query"] = frame["query"].map(lambda i: f"{i}: {pat.query_labels[i]}")
+        frame["key"] = frame["key"].map(lambda i: f"{i}: {pat.key_labels[i]}")
         charts.append(plots.matrix_heatmap(frame, row="query", col="key", value_title="attention",
-                                           title=f"{pat.get('component', path)} ({path})"))
+                                           title=f"{pat.component} ({pat.description or path})"))
     if charts:
         display(plots.figure(alt.hconcat(*charts).resolve_scale(color="shared"),
                              f"Attention patterns stored in `{name}` (rows: the attending position, columns: the "

@@ -14,6 +14,8 @@ keeps working; to change a field build a new record (:func:`dataclasses.replace`
 direct logit attribution, ...): kind ``"head_scores"``, the rows with integer ``layer`` and ``head``,
 the names of its score columns and of its panel columns (``task``, ``family``, ...). The appendix draws
 every such record it finds in ``results/<model>/`` -- by kind, not by guessing from a list's shape.
+:class:`AttentionPattern` (kind ``"attention_pattern"``) is one head's query x key attention matrix with
+its row and column labels, which the appendix draws as heatmaps.
 
 This module imports only the standard library and :mod:`seqcirc_utils.types` (pandas lazily, for
 :meth:`HeadScores.from_table` and :meth:`HeadScores.frame`).
@@ -274,3 +276,54 @@ class HeadScores:
         import pandas as pd
 
         return pd.DataFrame(self.rows)
+
+
+# --------------------------------------------------------------------------- attention patterns
+ATTENTION_PATTERN_KIND = "attention_pattern"
+ATTENTION_PATTERN_SCHEMA_VERSION = 1
+ATTENTION_PATTERN_KEYS = ("kind", "schema_version", "component", "pattern", "query_labels", "key_labels",
+                          "description")
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """One head's attention, ``pattern[q][k]`` from query row ``q`` to key column ``k`` (probabilities, mean
+    over prompts), with ``query_labels`` / ``key_labels`` naming the rows and columns (one per row / column)
+    and ``description`` saying which prompts and positions it averages."""
+
+    kind: ClassVar[str] = ATTENTION_PATTERN_KIND
+    schema_version: ClassVar[int] = ATTENTION_PATTERN_SCHEMA_VERSION
+
+    component: str
+    pattern: list[list[float]]
+    query_labels: list[str]
+    key_labels: list[str]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.pattern or not all(isinstance(row, list) and len(row) == len(self.key_labels)
+                                       for row in self.pattern):
+            raise ValueError(f"attention pattern of {self.component}: every row needs {len(self.key_labels)} "
+                             "values, one per key label")
+        if len(self.pattern) != len(self.query_labels):
+            raise ValueError(f"attention pattern of {self.component}: {len(self.pattern)} rows but "
+                             f"{len(self.query_labels)} query labels")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's JSON dict (a deep copy), keys in :data:`ATTENTION_PATTERN_KEYS` order."""
+        return copy.deepcopy({"kind": self.kind, "schema_version": self.schema_version, "component": self.component,
+                              "pattern": self.pattern, "query_labels": self.query_labels,
+                              "key_labels": self.key_labels, "description": self.description})
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AttentionPattern":
+        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        data = checked_json(data, cls.kind, cls.schema_version, ATTENTION_PATTERN_KEYS)
+        return cls(**{k: data[k] for k in ATTENTION_PATTERN_KEYS if k not in ("kind", "schema_version")})
+
+    @classmethod
+    def from_frame(cls, component: str, matrix, description: str = "") -> "AttentionPattern":
+        """From a DataFrame whose index labels the queries and columns the keys."""
+        return cls(component=str(component), pattern=[[float(v) for v in row] for row in matrix.values.tolist()],
+                   query_labels=[str(i) for i in matrix.index], key_labels=[str(c) for c in matrix.columns],
+                   description=description)

@@ -74,9 +74,8 @@ def _jsonable(obj: Any):
 
 # --------------------------------------------------------------------------- finding records in result files
 # The appendix draws what it finds in results/<model>/*.json by kind: typed records anywhere in a file
-# (a dict with "kind": "head_scores", "circuit", "edge_circuit"; see :mod:`seqcirc_utils.records`), and
-# attention patterns: a dict with a 2-D list "pattern" (rows = queries, columns = keys) and optional
-# "labels" (or "tokens"), "query_labels"/"key_labels" and "component".
+# (a dict with "kind": "head_scores", "attention_pattern", "circuit", "edge_circuit"; see
+# :mod:`seqcirc_utils.records` and :class:`seqcirc_utils.edge_pruning.EdgeCircuit`).
 
 
 def _walk(obj: Any, path: str = ""):
@@ -133,16 +132,6 @@ def chapter_of(filename: str, writers: dict[str, str]) -> str | None:
     if not matches:
         return None
     return writers[max(matches, key=lambda p: (len(p.replace("*", "")), -p.count("*")))]
-
-
-def attention_patterns(obj: Any) -> list[tuple[str, dict]]:
-    """``(json_path, dict)`` for every attention-pattern dict in ``obj`` (a 2-D list under ``"pattern"``)."""
-    found = []
-    for path, value in _walk(obj):
-        if isinstance(value, dict) and isinstance(value.get("pattern"), list) and value["pattern"] \
-                and all(isinstance(row, list) for row in value["pattern"]):
-            found.append((path or "(top level)", value))
-    return found
 
 
 def records_of_kind(obj: Any, kind: str) -> list[dict]:

@@ -8,8 +8,8 @@ import os
 import pandas as pd
 import pytest
 
-from seqcirc_utils.records import HeadScores
-from seqcirc_utils.results import attention_patterns, find_records, records_of_kind, results_dir, write_json_atomic
+from seqcirc_utils.records import AttentionPattern, HeadScores
+from seqcirc_utils.results import find_records, records_of_kind, results_dir, write_json_atomic
 
 
 def test_head_scores_keep_heads_and_parse_layer_and_head():
@@ -61,10 +61,18 @@ def test_records_found_by_kind_at_any_depth():
     assert records_of_kind(record.to_json(), HeadScores.kind) == [record.to_json()]
 
 
-def test_attention_patterns_found_by_shape():
-    obj = {"x": {"component": "L1.H0", "pattern": [[1.0, 0.0], [0.5, 0.5]]}, "y": {"pattern": [1, 2]}}
-    found = attention_patterns(obj)
-    assert [(p, o["component"]) for p, o in found] == [("x", "L1.H0")]
+def test_attention_pattern_round_trips_and_is_found_by_kind():
+    matrix = pd.DataFrame([[1.0, 0.0], [0.5, 0.5]], index=["a", "b"], columns=["x", "y"])
+    record = AttentionPattern.from_frame("L1.H0", matrix, description="spaced prompts")
+    data = json.loads(json.dumps({"deep": {"p": record.to_json()}, "untyped": {"pattern": [[1.0]]}}))
+    found = find_records(data, AttentionPattern.kind)
+    assert [path for path, _ in found] == ["deep.p"]  # a dict that merely has a "pattern" is not a record
+    back = AttentionPattern.from_json(found[0][1])
+    assert back == record and back.query_labels == ["a", "b"] and back.pattern[1] == [0.5, 0.5]
+    with pytest.raises(ValueError, match="query labels"):
+        AttentionPattern("L0.H0", [[1.0, 0.0]], ["q1", "q2"], ["k1", "k2"])
+    with pytest.raises(ValueError, match="one per key label"):
+        AttentionPattern("L0.H0", [[1.0]], ["q"], ["k1", "k2"])
 
 
 def test_write_json_atomic_leaves_no_partial_file(tmp_path):
