@@ -231,6 +231,10 @@ def test_appendix_draws_the_per_head_records(built_book):
         assert f"From {source}, head_importance" in text, f"the appendix has no figure from {source}"
     assert text.index("02_shared_circuits") < text.index("03_greater_than_overlap") < text.index("04_decreasing")
     assert "estimated drop, in points of the full model's metric" in text  # a human caption, not a key
+    for source in ("successor_heads.json, scores", "knockout.json, compensation"):
+        assert f"From {source}" in text, f"the appendix has no head_scores figure from {source}"
+    for source in ("induction_offsets.json", "successor_heads.json"):
+        assert f"Attention patterns stored in {source}" in text, f"no attention_pattern figure from {source}"
 
 
 @built_book_test
