@@ -50,9 +50,8 @@ from seqcirc_utils.circuits import discover, score_columns, write_circuits
 from seqcirc_utils.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
                                    same_different_counts, score_against_random, shared_by_threshold,
                                    shared_components)
-from seqcirc_utils.importance import head_importance
+from seqcirc_utils.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.types import Circuit, parse_component
 
@@ -140,11 +139,10 @@ plots.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
 # %%
 importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False).assign(task=t)
                         for t in tasks])
-head_scores = HeadScores.from_table(importance[["component", "estimated_drop", "task"]], panels=["task"],
-                                    description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)")
+head_scores = estimated_drop_scores(importance, panel="task")
 display(plots.figure(
-    plots.head_heatmap_panels(head_scores.frame(), head_scores.scores, head_scores.panels,
-                              title=f"{model}: estimated single-head ablation drop", value_title="est. drop (points)"),
+    plots.head_scores_panels(head_scores, title=f"{model}: estimated single-head ablation drop",
+                             value_title="est. drop (points)"),
     "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
     "panel per task, layer 0 at the top, one colour scale. Look for heads that are dark in every panel: one head "
     "that every task needs."))

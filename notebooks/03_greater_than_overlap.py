@@ -49,9 +49,8 @@ from seqcirc_utils import plots
 from seqcirc_utils.circuits import discover, score_columns, write_circuits
 from seqcirc_utils.compare import (analogous_ablation, cross_task_scores, lost_at, matched_random_heads,
                                    overlap_table, shared_components, sharing_by_threshold)
-from seqcirc_utils.importance import head_importance
+from seqcirc_utils.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models import load_model
-from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.stats import spearman
 from seqcirc_utils.types import Circuit
@@ -163,8 +162,7 @@ write_json_atomic(out_dir / "greater_than_overlap.json", {
     "greater_than_circuit": gt_records[0] | {"dataset": None}, "sequence_circuit": seq_records[0] | {"dataset": None},
     "overlap": overlap.to_dict(orient="records"), "analogous_ablation": ablation.to_dict(orient="records"),
     "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
-    "head_importance": HeadScores.from_table(importance[["component", "estimated_drop", "task"]], panels=["task"],
-                                         description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)"),
+    "head_importance": estimated_drop_scores(importance, panel="task"),
     "single_head_ablation": frame_records(exact[exact_columns]), "estimated_drop_rank_correlation": rank_correlation,
 })
 cross

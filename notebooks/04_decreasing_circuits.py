@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 from seqcirc_utils import plots
 from seqcirc_utils.circuits import discover, score_columns, write_circuits
 from seqcirc_utils.compare import cross_task_scores, overlap_table, shared_components
-from seqcirc_utils.importance import head_importance
+from seqcirc_utils.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models import load_model
 from seqcirc_utils.records import HeadScores
 from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
@@ -94,11 +94,10 @@ for name, comps in circuits.items():
 # %%
 importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False).assign(config=n)
                         for n in datasets])
-head_scores = HeadScores.from_table(importance[["component", "estimated_drop", "config"]], panels=["config"],
-                                    description="each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)")
+head_scores = estimated_drop_scores(importance, panel="config")
 display(plots.figure(
-    plots.head_heatmap_panels(head_scores.frame(), head_scores.scores, head_scores.panels,
-                              title=f"{task}: estimated single-head ablation drop", value_title="est. drop (points)"),
+    plots.head_scores_panels(head_scores, title=f"{task}: estimated single-head ablation drop",
+                             value_title="est. drop (points)"),
     "Estimated drop (points of the logit difference) when one head alone is mean-ablated, one panel per "
     "configuration (direction-length), layer 0 at the top, one colour scale. Heads dark in the increasing panels "
     "but not the decreasing ones (or the reverse) carry the direction."))

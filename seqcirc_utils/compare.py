@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-from typing import Hashable, Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping
 
 import pandas as pd
 

@@ -20,6 +20,7 @@ import pandas as pd
 from .ablation import get_ablator, single_component_effects
 from .attribution import attribution_scores
 from .models import ModelInfo
+from .records import HeadScores
 from .tasks import TaskDataset
 from .types import AblationMode
 
@@ -66,3 +67,15 @@ def head_importance(
          "drop_points": exact_drop.get(str(h), float("nan")), "exact": str(h) in exact_drop}
         for h in info.heads
     ])
+
+
+#: What ``estimated_drop`` measures, in the words the appendix's captions use.
+ESTIMATED_DROP_DESCRIPTION = ("each head's estimated drop when mean-ablated alone (attribution patching; points of "
+                              "the full metric)")
+
+
+def estimated_drop_scores(importance: pd.DataFrame, panel: str) -> HeadScores:
+    """The ``estimated_drop`` column of :func:`head_importance` tables stacked with a ``panel`` label column
+    (``task``, ``config``, ...) as a :class:`~seqcirc_utils.records.HeadScores` record, one panel per label."""
+    return HeadScores.from_table(importance[["component", "estimated_drop", panel]], panels=[panel],
+                                 description=ESTIMATED_DROP_DESCRIPTION)

@@ -58,7 +58,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .options import BASIC_KINDS, EMBEDDINGS, OVER
+from .options import BASIC_KINDS, EMBEDDINGS, OVER  # noqa: F401 - BASIC_KINDS re-exported
 from .tasks import FAMILIES, single_token_id, single_token_members
 from .types import Component, head
 

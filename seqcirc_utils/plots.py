@@ -373,3 +373,9 @@ def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequ
     wrap = columns or (len(values) if len(values) > 1 else min(len(order), 4))
     return base.facet(facet=alt.Facet("panel:N", title=None, sort=order), columns=max(wrap, 1),
                       title=title or alt.Undefined)
+
+
+def head_scores_panels(record, title: str = "", value_title: str = "score") -> alt.FacetChart:
+    """:func:`head_heatmap_panels` of a :class:`~seqcirc_utils.records.HeadScores` record: one panel per
+    value of its panel columns (and per score when it has several)."""
+    return head_heatmap_panels(record.frame(), record.scores, record.panels, title=title, value_title=value_title)

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .ablation import Ablator, CircuitScore
 from .attribution import attribution_scores
-from .options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS
+from .options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS  # noqa: F401 - re-exported
 from .types import Circuit, Component, sort_components
 
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list

@@ -87,3 +87,20 @@ def test_write_json_atomic_leaves_no_partial_file(tmp_path):
 def test_results_dir_is_filesystem_safe(tmp_path):
     assert results_dir("gpt2-small", root=tmp_path).name == "gpt2-small"
     assert results_dir("models/My Model", root=tmp_path).name == "My_Model"  # a local directory: its name
+
+
+def test_estimated_drop_scores_panel_per_label_and_chart():
+    from seqcirc_utils import plots
+    from seqcirc_utils.importance import ESTIMATED_DROP_DESCRIPTION, estimated_drop_scores
+
+    importance = pd.DataFrame({"component": ["L0.H0", "MLP0", "L1.H1"] * 2, "estimated_drop": [1.0, 9.0, -2.0, 3.0, 9.0, 4.0],
+                               "exact": [True, False, False] * 2, "task": ["a"] * 3 + ["b"] * 3})
+    record = estimated_drop_scores(importance, panel="task")
+    assert record.scores == ["estimated_drop"] and record.panels == ["task"]
+    assert record.description == ESTIMATED_DROP_DESCRIPTION
+    assert [(r["task"], r["layer"], r["head"], r["estimated_drop"]) for r in record.rows] == \
+        [("a", 0, 0, 1.0), ("a", 1, 1, -2.0), ("b", 0, 0, 3.0), ("b", 1, 1, 4.0)]  # MLPs dropped
+    spec = plots.head_scores_panels(record, value_title="drop").to_dict()
+    values = spec["datasets"][spec["data"]["name"]]
+    assert {(v["panel"], v["layer"], v["head"], v["value"]) for v in values} == \
+        {("a", 0, 0, 1.0), ("a", 1, 1, -2.0), ("b", 0, 0, 3.0), ("b", 1, 1, 4.0)}
