@@ -75,11 +75,13 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
     obj = files["shared_circuits.json"]
     main = [r for r in _records(obj, "summary") if abs(r["threshold"] - obj["threshold"]) < 1e-9]
     tasks = [r["task"] for r in main]
-    sizes = ", ".join(f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])})" for r in main)
+    sizes = ", ".join(f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])}"
+                      + (f"; held out {_pct(r['heldout_%'])}" if r.get("heldout_%") is not None else "") + ")"
+                      for r in main)
     cross = obj["cross_task_percent"]  # {data: {circuit: percent}}
     off = [(c, d, v) for d, col in cross.items() for c, v in col.items() if c != d and v is not None]
     text = (f"At {_pct(100 * obj['threshold'])} of the full logit difference ({obj['method']} pruning, "
-            f"{obj['template']} template) the circuits are: {sizes}; {len(obj['shared'])} components are shared "
+            f"{obj['template']} template) the circuits are: {sizes}; {_count(len(obj['shared']), 'component')} {'is' if len(obj['shared']) == 1 else 'are'} shared "
             f"by all {len(tasks)}" + (f" ({' '.join(obj['shared'])})" if obj["shared"] else "") + ".")
     if off:
         best, worst = max(off, key=lambda x: x[2]), min(off, key=lambda x: x[2])
@@ -98,10 +100,10 @@ def _shared_by_threshold(obj: Mapping[str, Any] | None) -> str:
         n = len(obj["shared"][str(t)])
         if held:
             beats = sum(bool(r["beats_random"]) for r in held)
-            parts.append(f"at {_pct(100 * t)} {n} components, above every random circuit of that size on held-out "
+            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above every random circuit of that size on held-out "
                          f"prompts for {beats} of {len(held)} tasks")
         else:
-            parts.append(f"at {_pct(100 * t)} {n} components")
+            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}")
     return " Shared by all tasks: " + "; ".join(parts) + "." if parts else ""
 
 
@@ -259,7 +261,7 @@ def robustness(files: Mapping[str, Any]) -> str:
             + ", ".join(f"{r['task']} {r['mean_jaccard']:.2f}" for r in seeds) + ".")
     cores = obj["core"]
     text += (" Each task's core (components kept in most runs) keeps, on fresh prompts, "
-             + ", ".join(f"{t} {_pct(100 * c['heldout']['score'])} ({c['n_components']} components)"
+             + ", ".join(f"{t} {_pct(100 * c['heldout']['score'])} ({_count(c['n_components'], 'component')})"
                          for t, c in cores.items()) + " of the full model.")
     planted = _records(obj, "planted")
     text += (" On a hand-built model with a planted circuit, precision/recall: "

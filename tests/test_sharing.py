@@ -6,7 +6,7 @@ from seqcirc_utils.findings import UNREADABLE, decreasing_circuits, greater_than
 
 def test_readers_summarise_the_new_result_keys():
     shared = {"threshold": 0.8, "method": "sweep", "template": "among_words", "shared": ["MLP0"],
-              "summary": [{"task": "digits", "threshold": 0.8, "heads": 3, "mlps": 2, "score": 81.0}],
+              "summary": [{"task": "digits", "threshold": 0.8, "heads": 3, "mlps": 2, "score": 81.0, "heldout_%": 74.6}],
               "cross_task_percent": {}}
     by_thr = {"thresholds": [0.9, 0.8], "shared": {"0.9": ["MLP0", "L1.H1"], "0.8": ["MLP0"]},
               "scores": [{"threshold": 0.9, "data": "digits held-out", "beats_random": True},
@@ -14,7 +14,8 @@ def test_readers_summarise_the_new_result_keys():
                          {"threshold": 0.8, "data": "digits held-out", "beats_random": False}]}
     text = shared_circuits({"shared_circuits.json": shared, "shared_by_threshold.json": by_thr})
     assert "at 90 % 2 components, above every random circuit of that size on held-out prompts for 1 of 1" in text
-    assert "at 80 % 1 components" in text and "for 0 of 1" in text
+    assert "at 80 % 1 component," in text and "for 0 of 1" in text
+    assert "digits 3 heads + 2 MLPs (81 %; held out 75 %); 1 component is shared by all 1" in text
 
     gt = {"sequence_task": "digits", "shared_heads": [], "estimated_drop_rank_correlation": 0.1,
           "analogous_ablation": [{"ablated": a, "task scored": s, "inside": "full model", "drop_points": 1.0}
