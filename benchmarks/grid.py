@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqcirc_utils.grid import cell_id, default_workers, runs_root
-from seqcirc_utils.runner import REPO_ROOT, resolve_notebook
+from seqcirc_utils.workflow.grid import cell_id, default_workers, runs_root
+from seqcirc_utils.workflow.runner import REPO_ROOT, resolve_notebook
 
 
 def _seqcirc(args: list[str], results: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "SEQCIRC_RESULTS": str(results)}
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.cli", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True)
 
 

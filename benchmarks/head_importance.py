@@ -3,9 +3,9 @@
     python -m benchmarks.head_importance --model smollm2-135m --task digits --json
 
 - ``full_passes``: each component ablated alone with a full forward pass (``Ablator.logits``).
-- ``resumed``: :func:`seqcirc_utils.ablation.single_component_effects` — one clean pass caches the
+- ``resumed``: :func:`seqcirc_utils.scoring.ablation.single_component_effects` — one clean pass caches the
   residual stream, each component's pass resumes at its own layer.
-- ``head_importance``: :func:`seqcirc_utils.importance.head_importance` — attribution estimate for
+- ``head_importance``: :func:`seqcirc_utils.scoring.importance.head_importance` — attribution estimate for
   every head plus exact ablation of the ``--exact-top`` largest.
 - ``exact_all_heads``: :func:`single_component_effects` over every head (what ``head_importance``
   avoids).
@@ -24,10 +24,10 @@ import time
 
 import pandas as pd
 
-from seqcirc_utils.ablation import get_ablator, single_component_effects
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.importance import head_importance
-from seqcirc_utils.models import load_model
+from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.scoring.importance import head_importance
+from seqcirc_utils.models.loading import load_model
 
 
 def main(argv=None) -> int:

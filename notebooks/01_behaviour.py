@@ -35,7 +35,7 @@
 # SmolLM2-Instruct the chat-turn marker `<|im_start|>`) and with no prefix at all.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 32  # prompts per (task, template, direction)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the prefix of the main table (all three are compared below)
@@ -46,11 +46,11 @@ smoke = False  # tiny sizes for CI: few prompts, the pure template only
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
-from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.tasks import PREFIX_MODES, resolve_prefix
+from seqcirc_utils.report import plots
+from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
 if prefix not in PREFIX_MODES:
     raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")

@@ -25,7 +25,7 @@
 # kept only where the model's top-1 answer is right and p(correct) > 2 p(incorrect).
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 16  # prompts per task before filtering to correct answers (the sweep's cost grows with it: ~9 min on 2 cores)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -45,15 +45,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, score_columns, write_circuits
-from seqcirc_utils.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
+from seqcirc_utils.report import plots
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
                                    same_different_counts, score_against_random, shared_by_threshold,
                                    shared_components)
-from seqcirc_utils.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.types import Circuit, parse_component
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import Circuit, parse_component
 
 plots.enable_offline()
 if smoke:
@@ -204,8 +204,8 @@ display(Markdown(
 # whole model), scored on the held-out prompts.
 
 # %%
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.tasks import TaskDataset
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.tasks.datasets import TaskDataset
 
 by_threshold = {r["threshold"]: {} for r in records[tasks[0]]}
 for t in tasks:

@@ -22,7 +22,7 @@
 # same number of heads.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 24  # prompts per task (sequence prompts before filtering to correct answers)
 seed = 0  # dataset and random-baseline seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -45,15 +45,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, score_columns, write_circuits
-from seqcirc_utils.compare import (analogous_ablation, cross_task_scores, lost_at, matched_random_heads,
+from seqcirc_utils.report import plots
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import (analogous_ablation, cross_task_scores, lost_at, matched_random_heads,
                                    overlap_table, shared_components, sharing_by_threshold)
-from seqcirc_utils.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.stats import spearman
-from seqcirc_utils.types import Circuit
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.stats import spearman
+from seqcirc_utils.core.types import Circuit
 
 plots.enable_offline()
 if smoke:

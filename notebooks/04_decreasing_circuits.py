@@ -20,7 +20,7 @@
 # each circuit scored on every other configuration's data.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 24  # prompts per configuration before filtering to correct answers
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -42,14 +42,14 @@ step_length = 3  # ... with this many members shown (compared with the step-1 ci
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, score_columns, write_circuits
-from seqcirc_utils.compare import cross_task_scores, overlap_table, shared_components
-from seqcirc_utils.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models import load_model
-from seqcirc_utils.records import HeadScores
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.types import Circuit
+from seqcirc_utils.report import plots
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, shared_components
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.records import HeadScores
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import Circuit
 
 plots.enable_offline()
 if smoke:
@@ -158,9 +158,9 @@ display(Markdown(
 # successor-heads chapter) is the member k ahead.
 
 # %%
-from seqcirc_utils.behaviour import evaluate
-from seqcirc_utils.ov_scores import ov_scores
-from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.tasks.behaviour import evaluate
+from seqcirc_utils.mechanisms.ov_scores import ov_scores
+from seqcirc_utils.tasks.datasets import make_dataset
 
 step_rows = []
 for fam in step_families:

@@ -28,7 +28,7 @@
 # digits at each sequence length shown.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 24  # prompts per task before filtering to correct answers
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -52,15 +52,15 @@ length_prompts = 16  # prompts per (direction, length) before filtering to corre
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.ablation import get_ablator, single_component_effects
-from seqcirc_utils.circuits import discover, discovery_dataset, score_columns
-from seqcirc_utils.models import load_model
-from seqcirc_utils.edge_attribution import edge_attribution
-from seqcirc_utils.patching import edge, edge_effects
-from seqcirc_utils.attribution import attribution_scores
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.types import Circuit, Component
+from seqcirc_utils.report import plots
+from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
+from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.discovery.edges.attribution import edge_attribution
+from seqcirc_utils.discovery.edges.patching import edge, edge_effects
+from seqcirc_utils.scoring.attribution import attribution_scores
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import Circuit, Component
 
 plots.enable_offline()
 if smoke:

@@ -16,7 +16,7 @@
 # To continue `1 2 3 4` a model has to find the earlier members of the sequence. A head can do that
 # in two ways: attend **to the previous member** wherever it is (a *same-type* head), or attend
 # **a fixed number of tokens back** (a *positional* head). For every head and offset k we measure
-# two mean attention weights (see `seqcirc_utils.induction`):
+# two mean attention weights (see `seqcirc_utils.mechanisms.induction`):
 #
 # - **member offset** `member_k`: from member i to member i-k;
 # - **token offset** `token_k`: from a member at position p to position p-k, whatever token is there.
@@ -29,11 +29,11 @@
 # positional head does the opposite. The contrast `same_type_k1 = member_k1 - token_k1` is positive
 # for heads that follow members and negative for heads that follow positions.
 #
-# The second half summarises attention between members (`seqcirc_utils.attention`): which heads
+# The second half summarises attention between members (`seqcirc_utils.mechanisms.attention`): which heads
 # attend from the final position to the last member, and from each member to the previous one.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 64  # prompts per family and prompt set
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -53,15 +53,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.attention import (attention_summary, dataset_member_attention, member_attention,
+from seqcirc_utils.report import plots
+from seqcirc_utils.mechanisms.attention import (attention_summary, dataset_member_attention, member_attention,
                                      member_to_member_matrix, top_attention_heads)
-from seqcirc_utils.induction import dataset_offset_scores, prompts_offset_scores, spaced_prompts
-from seqcirc_utils.models import load_model
-from seqcirc_utils.records import AttentionPattern
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import parse_component
+from seqcirc_utils.mechanisms.induction import dataset_offset_scores, prompts_offset_scores, spaced_prompts
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.records import AttentionPattern
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import parse_component
 
 plots.enable_offline()
 if smoke:

@@ -15,7 +15,7 @@
 #
 # A *successor head* (Gould et al. 2024) is a head whose OV circuit maps a member of an ordered
 # family to the member after it: attending to `March` it writes `April`. We score every head's
-# **effective OV circuit** without running any prompt (see `seqcirc_utils.ov_scores`): each family
+# **effective OV circuit** without running any prompt (see `seqcirc_utils.mechanisms.ov_scores`): each family
 # member's effective embedding (token embedding plus MLP0) goes through the head's value and output
 # matrices, the final norm and the unembedding, and we ask which member comes out on top:
 #
@@ -34,7 +34,7 @@
 # layer at which the answer is the top-1 token of the residual stream).
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 32  # focus-family prompts before filtering to correct answers (attention, DLA)
 n_lens = 16  # of those, prompts read by the logit lens (slow: every layer, position and vocabulary entry)
 seed = 0  # dataset seed
@@ -60,15 +60,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.attention import attention_summary, dataset_member_attention, final_to_member_table
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.logit_lens import dataset_dla, dataset_logit_lens, first_top1_summary, top_dla
-from seqcirc_utils.models import load_model
-from seqcirc_utils.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
-from seqcirc_utils.records import AttentionPattern, HeadScores
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.types import parse_component
+from seqcirc_utils.report import plots
+from seqcirc_utils.mechanisms.attention import attention_summary, dataset_member_attention, final_to_member_table
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens, first_top1_summary, top_dla
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.mechanisms.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
+from seqcirc_utils.core.records import AttentionPattern, HeadScores
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import parse_component
 
 plots.enable_offline()
 if focus not in families:

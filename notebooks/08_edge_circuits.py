@@ -31,7 +31,7 @@
 # output.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 16  # prompts per task before filtering to correct answers
 seed = 0  # dataset and edge-sample seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -52,14 +52,14 @@ import random
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.circuits import discover, score_columns
-from seqcirc_utils.edge_attribution import eap_vs_exact
-from seqcirc_utils.models import load_model
-from seqcirc_utils.edge_pruning import prune_edges
-from seqcirc_utils.patching import EdgePatcher, circuit_edges
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.types import Circuit
+from seqcirc_utils.report import plots
+from seqcirc_utils.discovery.pipeline import discover, score_columns
+from seqcirc_utils.discovery.edges.attribution import eap_vs_exact
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.discovery.edges.search import prune_edges
+from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import Circuit
 
 plots.enable_offline()
 if smoke:

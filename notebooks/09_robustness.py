@@ -35,7 +35,7 @@
 # of the discovery methods on a small hand-built transformer whose circuit is known.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -60,12 +60,12 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils import robustness as R
-from seqcirc_utils.circuits import score_columns
-from seqcirc_utils.models import load_model
-from seqcirc_utils.planted import ground_truth_table
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.report import plots
+from seqcirc_utils.evaluation import robustness as R
+from seqcirc_utils.discovery.pipeline import score_columns
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.evaluation.planted import ground_truth_table
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
 plots.enable_offline()
 if smoke:

@@ -17,7 +17,7 @@
 # backups?" This chapter takes the model's successor heads — computed, not named: the heads whose OV
 # circuit most often maps a member to its successor (the OV "next" score of chapter 7, averaged over
 # the tasks' families), ranked by how much ablating each one alone costs the tasks — and knocks them
-# out (mean ablation from the corrupted prompts, every position; see `seqcirc_utils.knockout`):
+# out (mean ablation from the corrupted prompts, every position; see `seqcirc_utils.mechanisms.knockout`):
 #
 # 1. **Knockout**: each head alone and all together, per task, against random heads of the same
 #    layers; how much of the logit difference and of the top-1 accuracy is left.
@@ -32,7 +32,7 @@
 #    a time.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 16  # prompts per task before filtering to correct answers
 seed = 0  # dataset seed (and the random heads)
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -55,18 +55,18 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.ablation import check_baseline, get_ablator
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.editing import random_heads_same_layers
-from seqcirc_utils.importance import estimated_drops
-from seqcirc_utils.knockout import (CATEGORIES, KnockoutAblator, backup_table, circuit_of, compensation, knockout,
+from seqcirc_utils.report import plots
+from seqcirc_utils.scoring.ablation import check_baseline, get_ablator
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.mechanisms.editing import random_heads_same_layers
+from seqcirc_utils.scoring.importance import estimated_drops
+from seqcirc_utils.mechanisms.knockout import (CATEGORIES, KnockoutAblator, backup_table, circuit_of, compensation, knockout,
                                     knockout_rows, negative_heads, position_drops, position_labels,
                                     prediction_records, select_successor_heads)
-from seqcirc_utils.models import load_model
-from seqcirc_utils.records import HeadScores
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.tasks import FAMILIES
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.records import HeadScores
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.tasks.datasets import FAMILIES
 
 plots.enable_offline()
 unknown = [t for t in tasks if t not in FAMILIES]

@@ -15,7 +15,7 @@
 #
 # The research plan asks whether the circuit's function can be *edited*: "edit next to prev by
 # replacing activations", and "replace digit activations with number-word activations … can this
-# difference be added to edit any digit into months?" Two edits (see `seqcirc_utils.editing`):
+# difference be added to edit any digit into months?" Two edits (see `seqcirc_utils.mechanisms.editing`):
 #
 # 1. **next -> prev.** On increasing prompts (`3 4 5 6 ->`), the successor heads' outputs (the same
 #    heads as the knockout chapter: highest OV next score, largest single-ablation drop) are replaced,
@@ -30,7 +30,7 @@
 #    (`7` -> ` July`). Baseline: random directions of the same norm; a dose-response over `alpha`.
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 16  # target prompts per task before filtering to correct answers
 n_source = 24  # source prompts per task (decreasing / other-format prompts, not filtered), matched by member
 seed = 0  # dataset seed (and the random heads and directions)
@@ -53,15 +53,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.ablation import get_ablator
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.editing import dose_response, format_direction, function_edit, random_heads_same_layers
-from seqcirc_utils.knockout import CATEGORIES, select_successor_heads
-from seqcirc_utils.models import load_model
-from seqcirc_utils.representations import VALUE_OFFSETS
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.report import plots
+from seqcirc_utils.scoring.ablation import get_ablator
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.mechanisms.editing import dose_response, format_direction, function_edit, random_heads_same_layers
+from seqcirc_utils.mechanisms.knockout import CATEGORIES, select_successor_heads
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.tasks.datasets import make_dataset
 
 plots.enable_offline()
 bad = [t for t in [*tasks, *edit_tasks, *(f for pair in steer_pairs for f in pair)] if t not in VALUE_OFFSETS]

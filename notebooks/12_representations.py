@@ -14,7 +14,7 @@
 # # Representation geometry: sequences in the residual stream
 #
 # The earlier chapters ask which components continue a sequence; this one looks at *what the
-# residual stream holds* on the way (see `seqcirc_utils.representations`). We read the residual
+# residual stream holds* on the way (see `seqcirc_utils.mechanisms.representations`). We read the residual
 # stream at every depth — the input of each block (depth 0 is the embedding) and the output of the
 # last block — and ask three questions:
 #
@@ -32,7 +32,7 @@
 #    values (`v+1` minus `v`), per format and depth: does it point the same way in every format?
 
 # %% tags=["parameters"]
-model = "smollm2-135m"  # model spec for seqcirc_utils.models.load_model
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
 n_prompts = 32  # prompts per family (each with a shuffled twin)
 seed = 0  # dataset seed (and the folds and permutations)
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
@@ -56,10 +56,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils import representations as R
-from seqcirc_utils.models import load_model
-from seqcirc_utils.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.report import plots
+from seqcirc_utils.mechanisms import representations as R
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
 plots.enable_offline()
 unknown = [f for f in families if f not in R.VALUE_OFFSETS]

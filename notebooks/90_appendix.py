@@ -39,12 +39,12 @@ import re
 import altair as alt
 from IPython.display import HTML, Markdown, display
 
-from seqcirc_utils import plots
-from seqcirc_utils.edge_pruning import EdgeCircuit
-from seqcirc_utils.records import AttentionPattern, CircuitRecord, HeadScores
-from seqcirc_utils.results import (chapter_of, chapter_titles, find_records, read_json, records_of_kind,
+from seqcirc_utils.report import plots
+from seqcirc_utils.discovery.edges.search import EdgeCircuit
+from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores
+from seqcirc_utils.core.results import (chapter_of, chapter_titles, find_records, read_json, records_of_kind,
                                    result_writers, results_dir)
-from seqcirc_utils.runner import NOTEBOOKS_DIR
+from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
 
 plots.enable_offline()
 if smoke:
@@ -152,7 +152,7 @@ def circuit_records(obj) -> list[CircuitRecord]:
 # %%
 info = None
 if any(circuit_records(o) or records_of_kind(o, EdgeCircuit.KIND) for files_ in chapters.values() for o in files_.values()):
-    from seqcirc_utils.models import load_model
+    from seqcirc_utils.models.loading import load_model
 
     _, info = load_model(model, device=device)
 if not chapters:

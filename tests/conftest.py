@@ -38,21 +38,21 @@ def device() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from seqcirc_utils.models import load_model
+    from seqcirc_utils.models.loading import load_model
 
     return load_model("tiny-gpt2", device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    from seqcirc_utils.models import load_model
+    from seqcirc_utils.models.loading import load_model
 
     return load_model("tiny-llama", device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")
 def smollm():
-    from seqcirc_utils.models import load_model
+    from seqcirc_utils.models.loading import load_model
 
     return load_model("smollm2-135m", device=TEST_DEVICE)
 
@@ -77,8 +77,8 @@ def one_thread():
 
 def digits_ablator(model_info, name: str, n: int = 8):
     """An :class:`Ablator` on ``n`` pure-template digits prompts (seed 0)."""
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.tasks import make_dataset
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.tasks.datasets import make_dataset
 
     model, info = model_info
     ds = make_dataset(model.tokenizer, "digits", template="pure", n=n, seed=0, model_name=name)
@@ -97,7 +97,7 @@ def llama_ab(tiny_llama):
 
 def all_but_one_head(info):
     """Every component but one layer-0 head (so the circuit differs from the full model)."""
-    from seqcirc_utils.types import head
+    from seqcirc_utils.core.types import head
 
     return set(info.components) - {head(0, 1)}
 

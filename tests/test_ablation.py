@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.scoring.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head, mlp
 from conftest import hook_registry, raw_head_mean_replaced_logits
 
 
@@ -24,7 +24,7 @@ def test_mean_ablating_one_head_matches_raw_pytorch_hook(request, which):
 def test_activation_patching_matches_transformer_lens(smollm):
     from transformer_lens.patching import get_act_patch_attn_head_out_all_pos
 
-    from seqcirc_utils import metrics
+    from seqcirc_utils.core import metrics
 
     model, info = smollm
     ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
@@ -54,7 +54,7 @@ def test_keep_all_is_one_and_ablate_all_matches_direct(tiny_llama):
         full = model(ds.tokens)[:, -1]
         with model.hooks(fwd_hooks=hooks):
             direct = model(ds.tokens)[:, -1]
-    from seqcirc_utils.metrics import mean_logit_diff
+    from seqcirc_utils.core.metrics import mean_logit_diff
 
     expected = mean_logit_diff(direct, ds.answer_ids, ds.incorrect_ids) / mean_logit_diff(full, ds.answer_ids, ds.incorrect_ids)
     assert empty.score == pytest.approx(expected, rel=1e-4)
@@ -108,7 +108,7 @@ def test_single_component_effects_reuse_clean_residuals(tiny_llama):
     """A second call on the same dataset reuses the cached clean residual stream (no extra clean pass)."""
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=6, seed=5)
-    from seqcirc_utils.ablation import get_ablator
+    from seqcirc_utils.scoring.ablation import get_ablator
 
     first = single_component_effects(model, info, ds, info.heads, progress=False)
     ab = get_ablator(model, info, ds)

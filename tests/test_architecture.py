@@ -134,12 +134,45 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 # --------------------------------------------------------------------------- the package
 
 
+#: The layers, bottom first: a module imports only from its own layer or the layers before it.
+LAYERS = ("core", "models", "tasks", "scoring", "discovery", "evaluation", "mechanisms", "report", "workflow")
+
+
+def layer_of(module: str) -> str | None:
+    """The layer (first subpackage) of a package module; None for the package itself and ``data``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
 def test_package_has_no_import_cycles():
     graph, _ = import_graph(ROOT, PACKAGE)
     assert len(graph) > 10  # the walk found the package
-    assert f"{PACKAGE}.patching" in graph[f"{PACKAGE}.edge_attribution"]  # and its edges
+    assert f"{PACKAGE}.discovery.edges.patching" in graph[f"{PACKAGE}.discovery.edges.attribution"]  # and its edges
     cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_every_module_lives_in_a_layer():
+    graph, _ = import_graph(ROOT, PACKAGE)
+    stray = sorted(m for m in graph if layer_of(m) is None and m not in (PACKAGE, f"{PACKAGE}.data"))
+    assert not stray, f"modules outside the layers {LAYERS}: {stray}"
+    assert {layer_of(m) for m in graph} - {None} == set(LAYERS)
+
+
+def test_layers_import_only_downward():
+    graph, _ = import_graph(ROOT, PACKAGE)
+    upward = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
+              for m, targets in sorted(graph.items()) for t in sorted(targets)
+              if layer_of(m) and layer_of(t) and LAYERS.index(layer_of(t)) > LAYERS.index(layer_of(m))]
+    assert not upward, "\n".join(upward)
+
+
+def test_every_subpackage_says_what_it_is():
+    for init in sorted(ROOT.rglob("__init__.py")):
+        if init.parent.name == "data":
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.split()) >= 8, f"{init.relative_to(ROOT)}: needs a one-paragraph docstring"
 
 
 def test_package_imports_no_private_names():
@@ -150,22 +183,36 @@ def test_package_imports_no_private_names():
 def test_edge_search_is_its_own_module():
     """Issue 11: the mechanism (patching) knows nothing of the search built on it."""
     graph, _ = import_graph(ROOT, PACKAGE)
-    assert f"{PACKAGE}.edge_pruning" in graph
-    assert graph[f"{PACKAGE}.patching"].isdisjoint({f"{PACKAGE}.edge_pruning", f"{PACKAGE}.edge_attribution"})
+    edges = f"{PACKAGE}.discovery.edges"
+    assert f"{edges}.search" in graph
+    assert graph[f"{edges}.patching"].isdisjoint({f"{edges}.search", f"{edges}.attribution"})
 
 
 def test_choices_are_torch_free_leaves():
     """Issue 11: the CLI validates before loading anything, so the modules its parser reads import no other
-    package module (options) or only types (records), and no third-party library at module level."""
+    package module (options, errors) or only types (records), and no third-party library at module level."""
     graph, _ = import_graph(ROOT, PACKAGE)
-    assert graph[f"{PACKAGE}.options"] == set()
-    assert graph[f"{PACKAGE}.records"] <= {f"{PACKAGE}.types"}
-    for name in ("options", "types", "records"):
-        tree = ast.parse((ROOT / f"{name}.py").read_text())
+    core = f"{PACKAGE}.core"
+    assert graph[f"{core}.options"] <= {f"{core}.errors"}
+    assert graph[f"{core}.records"] <= {f"{core}.types", f"{core}.errors"}
+    for name in ("options", "types", "records", "errors", "paths"):
+        path = ROOT / "core" / f"{name}.py"
+        if not path.exists():
+            continue
+        tree = ast.parse(path.read_text())
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module.split(".")[0] for node in tree.body
                 if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
         assert top.isdisjoint({"torch", "transformer_lens", "transformers", "pandas", "numpy"}), (name, top)
+
+
+def test_layer_checker_flags_an_upward_import(tmp_path):
+    pkg = _write(tmp_path, {"__init__.py": "", "core/__init__.py": "", "core/a.py": "from pkg.report.b import f\n",
+                            "report/__init__.py": "", "report/b.py": "from pkg.core.a import g\n"})
+    graph, _ = import_graph(pkg, "pkg")
+    layers = {m: m.split(".")[1] if m.count(".") else None for m in graph}
+    assert graph["pkg.core.a"] == {"pkg.report.b"} and layers["pkg.core.a"] == "core"
+    assert LAYERS.index(layers["pkg.report.b"]) > LAYERS.index(layers["pkg.core.a"])  # what the test above flags
 
 
 # --------------------------------------------------------------------------- the checker itself

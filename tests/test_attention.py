@@ -4,10 +4,10 @@ planted patterns show up in the right columns."""
 import pytest
 import torch
 
-from seqcirc_utils import attention as A
-from seqcirc_utils.induction import spaced_prompts
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head
+from seqcirc_utils.mechanisms import attention as A
+from seqcirc_utils.mechanisms.induction import spaced_prompts
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head
 
 
 @pytest.fixture(scope="module")

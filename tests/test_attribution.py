@@ -8,10 +8,10 @@ change between the two endpoints), the endpoints computed with raw PyTorch hooks
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.attribution import attribution_scores, differentiable_metric
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import Component, head, mlp
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.scoring.attribution import attribution_scores, differentiable_metric
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import Component, head, mlp
 
 
 @pytest.fixture(scope="module")

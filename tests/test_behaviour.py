@@ -1,5 +1,5 @@
-from seqcirc_utils.behaviour import evaluate
-from seqcirc_utils.tasks import filter_to_correct, make_dataset
+from seqcirc_utils.tasks.behaviour import evaluate
+from seqcirc_utils.tasks.datasets import filter_to_correct, make_dataset
 
 
 def test_embedded_model_continues_digits(smollm):
@@ -22,7 +22,7 @@ def test_filter_to_correct_keeps_only_correct(smollm):
 def test_cli_dataset_json(capsys):
     import json
 
-    from seqcirc_utils.cli import main
+    from seqcirc_utils.workflow.cli import main
 
     assert main(["dataset", "--model", "tiny-gpt2", "--task", "digits", "--n", "3", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -32,8 +32,8 @@ def test_cli_dataset_json(capsys):
 def test_cli_dataset_prefix(capsys):
     import json
 
-    from seqcirc_utils.cli import main
-    from seqcirc_utils.models import gpt2_tokenizer
+    from seqcirc_utils.workflow.cli import main
+    from seqcirc_utils.models.loading import gpt2_tokenizer
 
     eot = gpt2_tokenizer().convert_tokens_to_ids("<|endoftext|>")
     runs = {}
@@ -50,7 +50,7 @@ def test_cli_dataset_prefix(capsys):
 
 def test_prefix_table_matches_behaviour_tables(tiny_llama):
     """prefix_table stacks one behaviour_table per prefix; its rows equal separate runs (an independent call)."""
-    from seqcirc_utils.behaviour import behaviour_table, prefix_summary, prefix_table
+    from seqcirc_utils.tasks.behaviour import behaviour_table, prefix_summary, prefix_table
 
     model, _ = tiny_llama
     kwargs = dict(families=("digits", "months"), templates=("pure",), directions=("increasing",), n=4, seed=0,
@@ -73,7 +73,7 @@ def test_prefix_table_matches_behaviour_tables(tiny_llama):
 def test_bad_prefix_raises_before_work(tiny_gpt2):
     import pytest
 
-    from seqcirc_utils.behaviour import behaviour_table, prefix_table
+    from seqcirc_utils.tasks.behaviour import behaviour_table, prefix_table
 
     with pytest.raises(ValueError, match="valid: document, bos, none"):
         behaviour_table(tiny_gpt2[0], "tiny-gpt2", prefix="chat")

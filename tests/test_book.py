@@ -11,7 +11,7 @@ host resolution of everything but localhost disabled and a net log written. Then
 
 - the number of ``vega-embed`` elements (the class vegaEmbed gives a chart's container once drawn)
   equals the number of chart containers on the page (``seqcirc-chart``, written by
-  :mod:`seqcirc_utils.plots`), and no chart shows an error;
+  :mod:`seqcirc_utils.report.plots`), and no chart shows an error;
 - every request the page made (net-log entries with a page origin as initiator) went to localhost,
   and so does every resource attribute in the final DOM (``src``, ``<link href>``, ...); links a
   reader may click (``<a href>``) may point anywhere;
@@ -38,11 +38,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from seqcirc_utils import book_assets
-from seqcirc_utils import plots
-from seqcirc_utils.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
-from seqcirc_utils.plots import CHART_CLASS, FIGURE_CLASS
-from seqcirc_utils.runner import find_notebooks, run_notebooks, summary_table
+from seqcirc_utils.workflow import book as book_assets
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
+from seqcirc_utils.report.plots import CHART_CLASS, FIGURE_CLASS
+from seqcirc_utils.workflow.runner import find_notebooks, run_notebooks, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -205,9 +205,9 @@ def test_book_builds_with_warnings_as_errors(built_book):
 @built_book_test
 def test_published_page_reads_what_the_notebooks_wrote(built_book):
     """Every anchor with a reader finds its number in the smoke run's result files (schemas agree)."""
-    from seqcirc_utils.models import EMBEDDED_MODEL
-    from seqcirc_utils.published import ANCHORS, comparison_table
-    from seqcirc_utils.results import results_dir
+    from seqcirc_utils.models.loading import EMBEDDED_MODEL
+    from seqcirc_utils.report.published import ANCHORS, comparison_table
+    from seqcirc_utils.core.results import results_dir
 
     root, _, _ = built_book
     model = os.environ.get("SEQCIRC_BOOK_TEST_MODEL") or EMBEDDED_MODEL
@@ -240,7 +240,7 @@ def test_appendix_draws_the_per_head_records(built_book):
 @built_book_test
 def test_pages_read_like_a_report(built_book):
     """No progress output on any page; code folded; every chart a numbered, captioned figure; findings complete."""
-    from seqcirc_utils.findings import UNREADABLE
+    from seqcirc_utils.report.findings import UNREADABLE
 
     root, runs, build = built_book
     html_dir = root / "_build" / "html"
@@ -451,7 +451,7 @@ def test_figures_are_numbered_per_page_and_need_a_caption():
 
 
 def test_findings_say_not_run_and_read_the_numbers(tmp_path):
-    from seqcirc_utils.results import write_json_atomic
+    from seqcirc_utils.core.results import write_json_atomic
 
     results = tmp_path / "smollm2-135m"
     write_json_atomic(results / "behaviour.json", {"smoke": False, "rows": [
@@ -479,7 +479,7 @@ def test_findings_say_not_run_and_read_the_numbers(tmp_path):
 
 
 def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
-    from seqcirc_utils.results import chapter_of, chapter_titles, result_writers
+    from seqcirc_utils.core.results import chapter_of, chapter_titles, result_writers
 
     (tmp_path / "02_shared.py").write_text('# # Shared circuits\nwrite_circuits(out_dir / f"circuit_{task}.json", r)\n'
                                            'write_json_atomic(results_dir(model) / "shared.json", {})\n')
@@ -500,7 +500,7 @@ def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
 
 def test_per_head_panels_share_one_figure():
     """A head_scores record with a panel column and two scores: one figure, one column per score, one row per family."""
-    from seqcirc_utils.records import HeadScores
+    from seqcirc_utils.core.records import HeadScores
 
     rec = lambda l, h, v, f: {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v, "family": f}
     record = HeadScores(scores=["next", "copy"], panels=["family"],
@@ -516,7 +516,7 @@ def test_per_head_panels_share_one_figure():
 
 
 def test_representations_headline_reads_its_numbers():
-    from seqcirc_utils.findings import representations
+    from seqcirc_utils.report.findings import representations
 
     headline = {"center": "format", "value_layer": 17, "same_value_cosine": 0.704, "diff_value_same_format_cosine": -0.25,
                 "diff_value_diff_format_cosine": -0.176, "same_value_above_control_layers": 31, "n_depths": 31,

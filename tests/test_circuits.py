@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqcirc_utils import circuits
-from seqcirc_utils.ablation import MIN_BASELINE, Ablator, check_baseline
-from seqcirc_utils.circuits import discover, filter_kind, score_with_ci
-from seqcirc_utils.greater_than import ExactProbDiff
-from seqcirc_utils.tasks import TaskDataset, filter_to_year_continuation, make_dataset
-from seqcirc_utils.types import Circuit, head, mlp
+from seqcirc_utils.discovery import pipeline as circuits
+from seqcirc_utils.scoring.ablation import MIN_BASELINE, Ablator, check_baseline
+from seqcirc_utils.discovery.pipeline import discover, filter_kind, score_with_ci
+from seqcirc_utils.scoring.greater_than import ExactProbDiff
+from seqcirc_utils.tasks.datasets import TaskDataset, filter_to_year_continuation, make_dataset
+from seqcirc_utils.core.types import Circuit, head, mlp
 
 
 # --------------------------------------------------------------------------- helpers

@@ -17,14 +17,14 @@ from importlib.metadata import version
 
 import pytest
 
-from seqcirc_utils import cli
-from seqcirc_utils.cli import build_parser, main, read_circuit_file
+from seqcirc_utils.workflow import cli
+from seqcirc_utils.workflow.cli import build_parser, main, read_circuit_file
 
 
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything tries to load a model."""
-    from seqcirc_utils import models
+    from seqcirc_utils.models import loading as models
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"a model was loaded before the arguments were checked: {args}")
@@ -48,9 +48,9 @@ def test_unknown_task_fails_fast_naming_the_tasks():
     """``seqcirc circuit --task nosuch`` (the installed entry point's code path, in a fresh interpreter):
     exit 2, one line listing every task, in under 5 s, and neither torch nor transformer_lens imported
     (the parser's choices come from the torch-free ``options`` module)."""
-    from seqcirc_utils.tasks import TASKS
+    from seqcirc_utils.tasks.datasets import TASKS
 
-    code = ("import sys; from seqcirc_utils.cli import main; rc = main(['circuit', '--task', 'nosuch']); "
+    code = ("import sys; from seqcirc_utils.workflow.cli import main; rc = main(['circuit', '--task', 'nosuch']); "
             "print(rc, 'transformer_lens' in sys.modules, 'transformers' in sys.modules, 'torch' in sys.modules)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -156,8 +156,8 @@ def test_unknown_model_is_one_line(capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def dataset_json() -> dict:
-    from seqcirc_utils.models import gpt2_tokenizer
-    from seqcirc_utils.tasks import make_dataset
+    from seqcirc_utils.models.loading import gpt2_tokenizer
+    from seqcirc_utils.tasks.datasets import make_dataset
 
     return make_dataset(gpt2_tokenizer(), "digits", model_name="tiny-gpt2", n=2).to_json()
 
@@ -233,10 +233,10 @@ def test_every_option_has_help():
 
 
 def test_choices_come_from_the_package_constants():
-    from seqcirc_utils import pruning
-    from seqcirc_utils.ablation import METRICS
-    from seqcirc_utils.tasks import CORRUPTIONS, DIRECTIONS, PREFIX_MODES, TASKS, TEMPLATES
-    from seqcirc_utils.types import AblationMode
+    from seqcirc_utils.discovery import pruning
+    from seqcirc_utils.scoring.ablation import METRICS
+    from seqcirc_utils.tasks.datasets import CORRUPTIONS, DIRECTIONS, PREFIX_MODES, TASKS, TEMPLATES
+    from seqcirc_utils.core.types import AblationMode
 
     circuit = {a.dest: a for a in _subparsers(build_parser())["circuit"]._actions}
     assert tuple(circuit["task"].choices) == tuple(TASKS)

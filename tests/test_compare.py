@@ -1,12 +1,12 @@
 import pandas as pd
 import pytest
 
-from seqcirc_utils.ablation import circuit_score
-from seqcirc_utils.compare import (
+from seqcirc_utils.scoring.ablation import circuit_score
+from seqcirc_utils.evaluation.compare import (
     analogous_ablation, circuits_from_records, cross_task_scores, membership_matrix, overlap_table, shared_components,
 )
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head, mlp
 
 
 def test_overlap_by_hand():
@@ -38,7 +38,7 @@ def test_cross_task_and_analogous_ablation_match_direct_scores(tiny_llama):
 
 
 def test_matched_random_heads_match_size_place_and_seed(tiny_llama):
-    from seqcirc_utils.compare import matched_random_heads
+    from seqcirc_utils.evaluation.compare import matched_random_heads
 
     _, info = tiny_llama
     sub = [head(0, 0), head(1, 1), mlp(0)]
@@ -60,7 +60,7 @@ def _brute_status(c, ref, s):
 
 
 def test_same_different_matches_brute_force():
-    from seqcirc_utils.compare import same_different, same_different_counts
+    from seqcirc_utils.evaluation.compare import same_different, same_different_counts
 
     ref = {head(0, 1), head(1, 2), mlp(0), mlp(1)}
     circuits = {0.9: {head(0, 1), head(1, 2), mlp(0)}, 0.8: {head(0, 1), head(1, 0)}, 0.7: set()}
@@ -79,7 +79,7 @@ def test_same_different_matches_brute_force():
 
 
 def test_shared_and_overlap_by_threshold_match_set_algebra():
-    from seqcirc_utils.compare import overlap_by_threshold, shared_by_threshold
+    from seqcirc_utils.evaluation.compare import overlap_by_threshold, shared_by_threshold
 
     ladder = {
         0.9: {"a": {head(0, 1), head(1, 2), mlp(0)}, "b": {head(0, 1), mlp(0), mlp(1)}, "c": {head(0, 1), mlp(0)}},
@@ -98,7 +98,7 @@ def test_shared_and_overlap_by_threshold_match_set_algebra():
 
 
 def test_random_circuits_match_kind_or_layer(tiny_llama):
-    from seqcirc_utils.compare import random_circuits
+    from seqcirc_utils.evaluation.compare import random_circuits
 
     _, info = tiny_llama
     comps = {head(0, 0), head(0, 1), head(1, 3), mlp(1)}
@@ -119,8 +119,8 @@ def test_random_circuits_match_kind_or_layer(tiny_llama):
 
 
 def test_score_against_random_matches_direct_scores(tiny_llama):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.compare import random_circuits, score_against_random
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.evaluation.compare import random_circuits, score_against_random
 
     model, info = tiny_llama
     data = {"in": make_dataset(model.tokenizer, "digits", n=8, seed=0),
@@ -147,8 +147,8 @@ def test_score_against_random_matches_direct_scores(tiny_llama):
 
 
 def test_ablation_vs_random_matches_direct_scores(tiny_llama):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.compare import ablation_vs_random, matched_random_heads
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.evaluation.compare import ablation_vs_random, matched_random_heads
 
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)
@@ -167,7 +167,7 @@ def test_ablation_vs_random_matches_direct_scores(tiny_llama):
 
 
 def test_lost_at_by_hand():
-    from seqcirc_utils.compare import lost_at
+    from seqcirc_utils.evaluation.compare import lost_at
 
     table = pd.DataFrame({"task": ["a"] * 4 + ["b"] * 2 + ["c"] * 2,
                           "threshold": [0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.5, 0.9],
@@ -177,8 +177,8 @@ def test_lost_at_by_hand():
 
 
 def test_sharing_by_threshold_matches_overlap_and_direct_ablation(tiny_llama):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.compare import ablation_vs_random, sharing_by_threshold
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.evaluation.compare import ablation_vs_random, sharing_by_threshold
 
     model, info = tiny_llama
     data = {"ref": make_dataset(model.tokenizer, "digits", n=8, seed=0),
@@ -201,8 +201,8 @@ def test_sharing_by_threshold_matches_overlap_and_direct_ablation(tiny_llama):
 
 
 def test_score_against_random_only_where_asked(tiny_llama):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.compare import score_against_random
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.evaluation.compare import score_against_random
 
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.edge_pruning import (
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.discovery.edges.search import (
     EdgeCircuit,
     connected_nodes,
     dangling_components,
@@ -21,9 +21,9 @@ from seqcirc_utils.edge_pruning import (
     faithfulness,
     prune_edges,
 )
-from seqcirc_utils.patching import EdgePatcher, circuit_edges, edge, path_patch_edge
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges, edge, path_patch_edge
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head, mlp
 
 from conftest import all_but_one_head
 
@@ -146,8 +146,8 @@ def test_edge_circuit_record_round_trips(gpt2_ab):
     assert back.to_json() == data
     assert json.dumps(back.to_json()) == text
     # the appendix finds it by kind, wherever it sits in a file, and draws it
-    from seqcirc_utils import plots
-    from seqcirc_utils.results import records_of_kind
+    from seqcirc_utils.report import plots
+    from seqcirc_utils.core.results import records_of_kind
 
     assert records_of_kind({"a": [data, {"kind": "circuit"}], "b": {"c": data}}, "edge_circuit") == [data, data]
     assert records_of_kind(data, "edge_circuit") == [data] and records_of_kind({"edges": []}, "edge_circuit") == []
@@ -214,7 +214,7 @@ def test_prune_edges_keeps_threshold(llama_ab, method):
 
 
 def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path):
-    from seqcirc_utils.cli import main
+    from seqcirc_utils.workflow.cli import main
 
     _, info = tiny_gpt2
     heads = [[c.layer, c.index] for c in info.heads if c != head(0, 1)]
@@ -243,8 +243,8 @@ def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path):
 def test_embedded_model_edge_circuit(smollm):
     """A small digits circuit of SmolLM2 (all MLPs + the heads attribution ranks highest): EAP-IG edge
     pruning keeps the exact edge-circuit score >= the threshold, and its three scores are reported."""
-    from seqcirc_utils.attribution import attribution_scores
-    from seqcirc_utils.types import parse_component
+    from seqcirc_utils.scoring.attribution import attribution_scores
+    from seqcirc_utils.core.types import parse_component
 
     model, info = smollm
     ds = make_dataset(model.tokenizer, "digits", template="pure", n=8, seed=0, model_name="smollm2-135m")

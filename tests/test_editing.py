@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator, component_hook_name
-from seqcirc_utils.editing import (
+from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
+from seqcirc_utils.mechanisms.editing import (
     dose_response, format_direction, format_targets, function_edit, keyed_mean_difference, match_prompts,
     mean_activations, member_key, random_directions, random_heads_same_layers, replaced_logits, steered_logits,
 )
-from seqcirc_utils.forward import final_logits
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head
+from seqcirc_utils.models.forward import final_logits
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head
 from conftest import raw_head_mean_replaced_logits
 
 
@@ -153,9 +153,9 @@ def test_function_edit_rows(tiny_llama, inc_dec):
 def test_embedded_number_word_steering_beats_random_directions(smollm):
     """SmolLM2: adding the number-word minus digit direction after a late layer turns digit answers into
     number words far more often than random directions of the same norm (measured: see the report)."""
-    from seqcirc_utils.circuits import discovery_dataset
+    from seqcirc_utils.discovery.pipeline import discovery_dataset
 
-    from seqcirc_utils.ov_scores import ov_scores, top_heads
+    from seqcirc_utils.mechanisms.ov_scores import ov_scores, top_heads
 
     model, info = smollm
     digits = discovery_dataset(model, "smollm2-135m", "digits", template="among_words", n=12, seed=0)

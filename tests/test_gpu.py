@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqcirc_utils.models import load_model
-from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.tasks.datasets import make_dataset
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -45,8 +45,8 @@ def _positive_subset(model, ds):
     and incorrect token swapped, near-ties are dropped. Chosen on the CPU model, used on both devices."""
     from dataclasses import replace
 
-    from seqcirc_utils import metrics
-    from seqcirc_utils.forward import final_logits
+    from seqcirc_utils.core import metrics
+    from seqcirc_utils.models.forward import final_logits
 
     ld = metrics.logit_diff(final_logits(model, ds.tokens), ds.answer_ids, ds.incorrect_ids).tolist()
     prompts = [p if d > 0 else replace(p, answer_id=p.incorrect_id, incorrect_id=p.answer_id)
@@ -67,9 +67,9 @@ def test_models_on_requested_device(tiny):
 
 
 def test_forward_behaviour_and_filters(tiny):
-    from seqcirc_utils.behaviour import evaluate
-    from seqcirc_utils.forward import final_logits
-    from seqcirc_utils.tasks import filter_to_correct, filter_to_year_continuation
+    from seqcirc_utils.tasks.behaviour import evaluate
+    from seqcirc_utils.models.forward import final_logits
+    from seqcirc_utils.tasks.datasets import filter_to_correct, filter_to_year_continuation
 
     _, models = tiny
     tok = models["cpu"][0].tokenizer
@@ -90,8 +90,8 @@ def test_forward_behaviour_and_filters(tiny):
 
 @pytest.mark.parametrize("metric", ["logit_diff", "kl"])
 def test_ablator_scores_and_single_effects(tiny, metric):
-    from seqcirc_utils.ablation import Ablator, single_component_effects
-    from seqcirc_utils.circuits import score_with_ci
+    from seqcirc_utils.scoring.ablation import Ablator, single_component_effects
+    from seqcirc_utils.discovery.pipeline import score_with_ci
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -111,8 +111,8 @@ def test_ablator_scores_and_single_effects(tiny, metric):
 @pytest.mark.parametrize("method", ["sweep", "fast"])
 def test_pruning_matches(tiny, method):
     """The same circuit and score on both devices (pruning decisions are made on the computed scores)."""
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.pruning import prune
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.discovery.pruning import prune
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -128,8 +128,8 @@ def test_pruning_matches(tiny, method):
 
 def test_discover_with_heldout_matches(tiny, monkeypatch):
     """discover() end to end (baseline check, sweep, bootstrap, held-out re-score) on both devices."""
-    from seqcirc_utils.ablation import MIN_BASELINE
-    from seqcirc_utils.circuits import discover
+    from seqcirc_utils.scoring.ablation import MIN_BASELINE
+    from seqcirc_utils.discovery.pipeline import discover
 
     # A random model barely moves under ablation (everything-ablated KL ~0.002 nats): lift the floor.
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
@@ -144,9 +144,9 @@ def test_discover_with_heldout_matches(tiny, monkeypatch):
 
 
 def test_attribution_and_edges(tiny):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.attribution import attribution_scores
-    from seqcirc_utils.edge_attribution import edge_attribution
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.scoring.attribution import attribution_scores
+    from seqcirc_utils.discovery.edges.attribution import edge_attribution
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -165,11 +165,11 @@ def test_attribution_and_edges(tiny):
 
 
 def test_ov_attention_induction_lens(tiny):
-    from seqcirc_utils.attention import attention_summary, dataset_member_attention
-    from seqcirc_utils.induction import induction_table
-    from seqcirc_utils.logit_lens import dataset_dla, dataset_logit_lens
-    from seqcirc_utils.ov_scores import ov_member_table, ov_scores, qk_table
-    from seqcirc_utils.types import head
+    from seqcirc_utils.mechanisms.attention import attention_summary, dataset_member_attention
+    from seqcirc_utils.mechanisms.induction import induction_table
+    from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens
+    from seqcirc_utils.mechanisms.ov_scores import ov_member_table, ov_scores, qk_table
+    from seqcirc_utils.core.types import head
 
     _, models = tiny
     ds = make_dataset(models["cpu"][0].tokenizer, "months", template="comma", n=8, seed=0)
@@ -193,8 +193,8 @@ def test_ov_attention_induction_lens(tiny):
 
 
 def test_exact_prob_diff_matches(tiny):
-    from seqcirc_utils.ablation import Ablator
-    from seqcirc_utils.greater_than import ExactProbDiff
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.scoring.greater_than import ExactProbDiff
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -209,7 +209,7 @@ def test_exact_prob_diff_matches(tiny):
 @pytest.mark.embedded
 def test_embedded_discovery_matches():
     """SmolLM2 on CUDA and CPU: filtered datasets, fast circuits (1-minimal) and held-out scores agree."""
-    from seqcirc_utils.circuits import discover
+    from seqcirc_utils.discovery.pipeline import discover
 
     models = _both("smollm2-135m")
     records = {}
@@ -226,7 +226,7 @@ def test_embedded_discovery_matches():
 
 @pytest.mark.embedded
 def test_embedded_greater_than_exact_pd_matches():
-    from seqcirc_utils.circuits import discover
+    from seqcirc_utils.discovery.pipeline import discover
 
     models = _both("smollm2-135m")
     rec = {}

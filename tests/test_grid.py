@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from seqcirc_utils.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
+from seqcirc_utils.workflow.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
                                 plan_cells, runs_root, split_values, summary_chart, summary_frame, write_summary)
-from seqcirc_utils.runner import NotebookSource, cache_key, package_files, parse_value, run_notebook
+from seqcirc_utils.workflow.runner import NotebookSource, cache_key, package_files, parse_value, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "notebooks"
@@ -31,7 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def seqcirc(*args: str, results: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "SEQCIRC_RESULTS": str(results), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from seqcirc_utils.ablation import circuit_score, get_ablator
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils.importance import estimated_drops, head_importance
-from seqcirc_utils.attribution import attribution_scores
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import parse_component
+from seqcirc_utils.scoring.ablation import circuit_score, get_ablator
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.scoring.importance import estimated_drops, head_importance
+from seqcirc_utils.scoring.attribution import attribution_scores
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import parse_component
 
 
 def test_exact_drops_of_the_largest_estimates_match_full_pass_scores(tiny_llama):

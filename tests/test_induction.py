@@ -4,8 +4,8 @@ member offsets from token offsets; values match a direct read of the attention c
 import pytest
 import torch
 
-from seqcirc_utils import induction as I
-from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.mechanisms import induction as I
+from seqcirc_utils.tasks.datasets import make_dataset
 
 LAYER, HEAD = 1, 2
 

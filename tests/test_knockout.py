@@ -2,14 +2,14 @@ import pandas as pd
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator, circuit_score
-from seqcirc_utils.knockout import (
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
+from seqcirc_utils.mechanisms.knockout import (
     CATEGORIES, KnockoutAblator, ablated_logits, categorise, category_shares, circuit_of, compensation, knockout,
     knockout_rows, negative_heads, position_ablation_logits, position_drops, position_labels, select_successor_heads,
 )
-from seqcirc_utils.logit_lens import dataset_dla
-from seqcirc_utils.tasks import FAMILIES, make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.mechanisms.logit_lens import dataset_dla
+from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
+from seqcirc_utils.core.types import head, mlp
 from conftest import raw_head_mean_replaced_logits
 
 
@@ -200,8 +200,8 @@ def test_position_labels_name_members_and_the_final_position(tiny_gpt2):
 def test_embedded_successor_knockout_hurts_digits(smollm):
     """SmolLM2, digits: knocking out the two computed successor heads costs more of the logit
     difference than knocking out random heads of the same layers (measured: see the report)."""
-    from seqcirc_utils.circuits import discovery_dataset
-    from seqcirc_utils.editing import random_heads_same_layers
+    from seqcirc_utils.discovery.pipeline import discovery_dataset
+    from seqcirc_utils.mechanisms.editing import random_heads_same_layers
 
     model, info = smollm
     datasets = {t: discovery_dataset(model, "smollm2-135m", t, template="among_words", n=12, seed=0)

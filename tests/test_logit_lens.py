@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from seqcirc_utils import logit_lens as LL
-from seqcirc_utils.models import _tiny_hf_model
-from seqcirc_utils.tasks import make_dataset
+from seqcirc_utils.mechanisms import logit_lens as LL
+from seqcirc_utils.models.loading import _tiny_hf_model
+from seqcirc_utils.tasks.datasets import make_dataset
 
 
 def _with_random_biases(model, seed: int = 0):

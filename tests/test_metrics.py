@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from seqcirc_utils import metrics
+from seqcirc_utils.core import metrics
 
 
 def test_logit_diff_and_accuracy_by_hand():
@@ -72,7 +72,7 @@ def test_two_digit_prob_diff_by_chain_rule_enumeration():
 
 
 def test_bootstrap_ratio_of_means_by_hand():
-    from seqcirc_utils.stats import bootstrap_indices, bootstrap_ratio_ci, ratio_of_means
+    from seqcirc_utils.core.stats import bootstrap_indices, bootstrap_ratio_ci, ratio_of_means
 
     gen = torch.Generator().manual_seed(1)
     den = torch.rand(20, generator=gen) + 0.5
@@ -99,7 +99,7 @@ def test_bootstrap_ratio_of_means_by_hand():
 def test_spearman_is_rank_pearson():
     import pandas as pd
 
-    from seqcirc_utils.stats import spearman
+    from seqcirc_utils.core.stats import spearman
 
     a = pd.Series([1.0, 2.0, 3.0, 4.0])
     assert spearman(a, a ** 3) == pytest.approx(1.0)

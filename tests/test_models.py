@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from seqcirc_utils.models import EMBEDDED_MODEL, ModelUnavailableError, load_model
+from seqcirc_utils.models.loading import EMBEDDED_MODEL, ModelUnavailableError, load_model
 
 
 def test_tiny_model_shapes_from_config(tiny_gpt2, tiny_llama):
@@ -56,7 +56,7 @@ def test_bad_model_specs():
 
 def test_cli_unknown_model_is_one_clear_line(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from seqcirc_utils.cli import main
+    from seqcirc_utils.workflow.cli import main
 
     assert main(["dataset", "--model", "no-such-model-xyz", "--n", "2"]) == 2
     assert "smollm2-135m" in capsys.readouterr().err
@@ -64,7 +64,7 @@ def test_cli_unknown_model_is_one_clear_line(capsys, monkeypatch):
 
 def test_model_device_is_where_the_weights_are(tiny_gpt2, device):
     """The one device helper: every module moves inputs to ``model_device(model)``."""
-    from seqcirc_utils.models import model_device
+    from seqcirc_utils.models.loading import model_device
 
     model, _ = tiny_gpt2
     assert model_device(model) == model.W_E.device
@@ -72,7 +72,7 @@ def test_model_device_is_where_the_weights_are(tiny_gpt2, device):
 
 
 def test_load_tokenizer_matches_model_tokenizer(tiny_llama):
-    from seqcirc_utils.models import load_tokenizer
+    from seqcirc_utils.models.loading import load_tokenizer
 
     model, _ = tiny_llama
     tok = load_tokenizer("tiny-llama")
@@ -83,7 +83,7 @@ def test_load_tokenizer_matches_model_tokenizer(tiny_llama):
 
 
 def test_embedded_tokenizer_alone_matches_model(smollm):
-    from seqcirc_utils.models import load_tokenizer
+    from seqcirc_utils.models.loading import load_tokenizer
 
     model, _ = smollm
     tok = load_tokenizer(EMBEDDED_MODEL)

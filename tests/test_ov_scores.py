@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from seqcirc_utils import ov_scores as O
-from seqcirc_utils.models import _tiny_hf_model
-from seqcirc_utils.types import head
+from seqcirc_utils.mechanisms import ov_scores as O
+from seqcirc_utils.models.loading import _tiny_hf_model
+from seqcirc_utils.core.types import head
 
 
 def _planted_llama(family: str = "months"):
@@ -165,7 +165,7 @@ def test_smollm_next_heads_for_digits(smollm):
 def test_cli_scores(capsys):
     import json
 
-    from seqcirc_utils.cli import main
+    from seqcirc_utils.workflow.cli import main
 
     assert main(["scores", "--model", "tiny-llama", "--family", "months", "--kind", "add2", "--top", "3",
                  "--format", "json"]) == 0

@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-from seqcirc_utils import patching
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.edge_attribution import _deltas_and_gradients, eap_vs_exact, edge_attribution
-from seqcirc_utils.patching import Edge, EdgePatcher, circuit_edges, edge, path_patch_edge
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.discovery.edges import patching
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.discovery.edges.attribution import _deltas_and_gradients, eap_vs_exact, edge_attribution
+from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges, edge, path_patch_edge
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head, mlp
 
 from conftest import all_but_one_head, hook_registry
 
@@ -310,7 +310,7 @@ def test_no_hook_left_behind_even_on_error(tiny_llama, llama_ab, monkeypatch):
     monkeypatch.setattr(patching, "sender_delta", failing)
     with pytest.raises(RuntimeError, match="boom"):
         EdgePatcher(ab, comps).score(edges)
-    import seqcirc_utils.edge_attribution as ea
+    import seqcirc_utils.discovery.edges.attribution as ea
 
     calls["n"] = 0
     monkeypatch.setattr(ea, "sender_delta", failing)

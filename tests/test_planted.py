@@ -9,9 +9,9 @@ import itertools
 import pytest
 import torch
 
-from seqcirc_utils import planted as P
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.evaluation import planted as P
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.core.types import head, mlp
 
 THRESHOLD = 0.8
 

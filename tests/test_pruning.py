@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from seqcirc_utils.ablation import Ablator, circuit_score
-from seqcirc_utils.circuits import discovery_dataset
-from seqcirc_utils import pruning
-from seqcirc_utils.pruning import SWEEP_ORDERS, check_thresholds, fast_prune, order_study, prune, sweep_prune
-from seqcirc_utils.tasks import make_dataset
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.discovery import pruning
+from seqcirc_utils.discovery.pruning import SWEEP_ORDERS, check_thresholds, fast_prune, order_study, prune, sweep_prune
+from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.types import head, mlp
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from seqcirc_utils.published import ANCHORS, comparison_table
-from seqcirc_utils.results import write_json_atomic
+from seqcirc_utils.report.published import ANCHORS, comparison_table
+from seqcirc_utils.core.results import write_json_atomic
 
 NOT_IN_RUN = "not in this run"
 

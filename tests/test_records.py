@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from seqcirc_utils.ablation import MIN_BASELINE
-from seqcirc_utils.circuits import discover, load_circuit, write_circuits
-from seqcirc_utils.records import CIRCUIT_KEYS, CircuitRecord
-from seqcirc_utils.results import write_json_atomic
-from seqcirc_utils.types import head, mlp
+from seqcirc_utils.scoring.ablation import MIN_BASELINE
+from seqcirc_utils.discovery.pipeline import discover, load_circuit, write_circuits
+from seqcirc_utils.core.records import CIRCUIT_KEYS, CircuitRecord
+from seqcirc_utils.core.results import write_json_atomic
+from seqcirc_utils.core.types import head, mlp
 
 
 def _dataset_dict(seed: int) -> dict:

@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from seqcirc_utils import representations as R
-from seqcirc_utils.tasks import FAMILIES, make_dataset
+from seqcirc_utils.mechanisms import representations as R
+from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
 
 
 def _hf_layers(hf, n_layers: int) -> torch.nn.ModuleList:
@@ -247,7 +247,7 @@ def test_dataset_residuals_reads_members_and_shuffled(tiny_gpt2):
 
 
 def test_common_values_and_value_matched_dataset(tiny_gpt2):
-    from seqcirc_utils.tasks import single_token_members
+    from seqcirc_utils.tasks.datasets import single_token_members
 
     model, _ = tiny_gpt2
     tok = model.tokenizer

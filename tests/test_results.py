@@ -8,8 +8,8 @@ import os
 import pandas as pd
 import pytest
 
-from seqcirc_utils.records import AttentionPattern, HeadScores
-from seqcirc_utils.results import find_records, records_of_kind, results_dir, write_json_atomic
+from seqcirc_utils.core.records import AttentionPattern, HeadScores
+from seqcirc_utils.core.results import find_records, records_of_kind, results_dir, write_json_atomic
 
 
 def test_head_scores_keep_heads_and_parse_layer_and_head():
@@ -90,8 +90,8 @@ def test_results_dir_is_filesystem_safe(tmp_path):
 
 
 def test_estimated_drop_scores_panel_per_label_and_chart():
-    from seqcirc_utils import plots
-    from seqcirc_utils.importance import ESTIMATED_DROP_DESCRIPTION, estimated_drop_scores
+    from seqcirc_utils.report import plots
+    from seqcirc_utils.scoring.importance import ESTIMATED_DROP_DESCRIPTION, estimated_drop_scores
 
     importance = pd.DataFrame({"component": ["L0.H0", "MLP0", "L1.H1"] * 2, "estimated_drop": [1.0, 9.0, -2.0, 3.0, 9.0, 4.0],
                                "exact": [True, False, False] * 2, "task": ["a"] * 3 + ["b"] * 3})

@@ -1,5 +1,5 @@
 """Robustness statistics against brute force on hand-written circuits, and the factor loop end to end on a
-tiny model with a known answer (the planted-circuit model of :mod:`seqcirc_utils.planted`: a random tiny
+tiny model with a known answer (the planted-circuit model of :mod:`seqcirc_utils.evaluation.planted`: a random tiny
 model has no behaviour, so discovery refuses its baseline)."""
 
 import itertools
@@ -9,11 +9,11 @@ import random
 import pandas as pd
 import pytest
 
-from seqcirc_utils import robustness as R
-from seqcirc_utils.ablation import Ablator
-from seqcirc_utils.planted import build_planted_model, planted_dataset
-from seqcirc_utils.tasks import CORRUPTIONS
-from seqcirc_utils.types import head, mlp, parse_component
+from seqcirc_utils.evaluation import robustness as R
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.evaluation.planted import build_planted_model, planted_dataset
+from seqcirc_utils.tasks.datasets import CORRUPTIONS
+from seqcirc_utils.core.types import head, mlp, parse_component
 
 UNIVERSE = [head(l, h) for l in range(3) for h in range(4)] + [mlp(l) for l in range(3)]
 HAND = [  # five hand-written circuits
@@ -168,7 +168,7 @@ def test_score_core_matches_independent_rescoring(pm):
 def test_a_seed_with_too_few_passing_prompts_is_drawn_larger(tiny_llama, monkeypatch):
     """A robustness run's dataset grows (2x, 4x, same seed) instead of failing the chapter when its seed leaves
     too few prompts after the filter (the full-size book once stopped on 4 of 12 number_words prompts)."""
-    from seqcirc_utils import circuits
+    from seqcirc_utils.discovery import pipeline as circuits
 
     model, _ = tiny_llama
     monkeypatch.setattr(circuits, "filter_to_correct", lambda model, ds: ds.subset(range(0, len(ds), 3)))

@@ -13,14 +13,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from seqcirc_utils.runner import find_notebooks, parse_value, resolve_notebook
+from seqcirc_utils.workflow.runner import find_notebooks, parse_value, resolve_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def seqcirc(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the ``seqcirc`` CLI in a fresh interpreter (as ``make`` does)."""
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -138,7 +138,7 @@ def test_failing_notebook_keeps_traceback_and_keep_going(tmp_path):
 
 CACHE_BODY = '''\
 import time
-from seqcirc_utils.results import results_dir, write_json_atomic
+from seqcirc_utils.core.results import results_dir, write_json_atomic
 write_json_atomic(results_dir("m") / "probe.json", {"x": x, "squared": x * x, "t": time.time()})
 '''
 
@@ -148,7 +148,7 @@ def frozen_package(tmp_path, monkeypatch):
     """Hash a snapshot of the package (other edits to the checkout must not change the key mid-test)."""
     import shutil
 
-    from seqcirc_utils import runner
+    from seqcirc_utils.workflow import runner
 
     snapshot = tmp_path / "package_snapshot"
     shutil.copytree(runner.PACKAGE_DIR, snapshot, ignore=shutil.ignore_patterns("__pycache__"))
@@ -157,7 +157,7 @@ def frozen_package(tmp_path, monkeypatch):
 
 
 def _cache_setup(tmp_path):
-    from seqcirc_utils.runner import NotebookSource
+    from seqcirc_utils.workflow.runner import NotebookSource
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -166,7 +166,7 @@ def _cache_setup(tmp_path):
 
 
 def test_cache_key_covers_source_parameters_package_and_model(tmp_path, frozen_package):
-    from seqcirc_utils.runner import cache_key
+    from seqcirc_utils.workflow.runner import cache_key
 
     nb, _, _ = _cache_setup(tmp_path)
     key = cache_key(nb, {})
@@ -177,7 +177,7 @@ def test_cache_key_covers_source_parameters_package_and_model(tmp_path, frozen_p
     (frozen_package / "__pycache__" / "junk.py").write_text("# not package source\n")
     (frozen_package / "notes.txt").write_text("not covered\n")
     assert cache_key(nb, {}) == key
-    module = frozen_package / "results.py"
+    module = frozen_package / "core" / "results.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     assert cache_key(nb, {}) != key
     key = cache_key(nb, {})
@@ -200,8 +200,10 @@ def test_cache_key_covers_source_parameters_package_and_model(tmp_path, frozen_p
 def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, capsys, monkeypatch):
     import time
 
-    from seqcirc_utils import book_assets, cli
-    from seqcirc_utils.runner import run_notebook
+    from seqcirc_utils.workflow import book as book_assets
+
+    from seqcirc_utils.workflow import cli
+    from seqcirc_utils.workflow.runner import run_notebook
 
     nb, out_dir, results = _cache_setup(tmp_path)
     env = {"SEQCIRC_RESULTS": str(results)}
@@ -236,7 +238,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     args = ["run", "01_probe", "-p", "x", "4", "--notebooks-dir", str(nb.path.parent), "--out-dir", str(out_dir),
             "--no-progress"]
     monkeypatch.setenv("SEQCIRC_RESULTS", str(results))
-    monkeypatch.setattr("seqcirc_utils.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
+    monkeypatch.setattr("seqcirc_utils.workflow.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
     capsys.readouterr()
     assert cli.main(args) == 0
     assert re.search(r"^01_probe +reused ", capsys.readouterr().out, re.M)
@@ -247,7 +249,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
 
 
 def test_failed_notebook_is_not_cached(tmp_path, frozen_package):
-    from seqcirc_utils.runner import NotebookSource, reuse_problem, results_root_for, run_notebook
+    from seqcirc_utils.workflow.runner import NotebookSource, reuse_problem, results_root_for, run_notebook
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

@@ -1,6 +1,6 @@
 """Findings readers of the sharing-by-threshold, step-k, head -> MLP and lens-by-length results (issue 10)."""
 
-from seqcirc_utils.findings import UNREADABLE, decreasing_circuits, greater_than_overlap, mlp_ablation, \
+from seqcirc_utils.report.findings import UNREADABLE, decreasing_circuits, greater_than_overlap, mlp_ablation, \
     shared_circuits, successor_heads
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from seqcirc_utils import ov_scores as O
-from seqcirc_utils.tasks import FAMILIES, make_dataset
-from seqcirc_utils.types import head
+from seqcirc_utils.mechanisms import ov_scores as O
+from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
+from seqcirc_utils.core.types import head
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -39,7 +39,7 @@ def test_step_k_prompts_are_arithmetic_progressions(tiny_gpt2):
 
 def test_smollm_continues_step_two_digits(smollm):
     """SmolLM2 continues `1, 3, 5,` with 7 (every step-2 digit prompt), and number words less well as the step grows."""
-    from seqcirc_utils.behaviour import evaluate
+    from seqcirc_utils.tasks.behaviour import evaluate
 
     model, _ = smollm
     acc = {}

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from seqcirc_utils.tasks import (
+from seqcirc_utils.tasks.datasets import (
     CORRUPTIONS, FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, answer_token, corrupt_indices,
     is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix, single_token_id, single_token_members,
     single_token_words,
@@ -114,7 +114,7 @@ def test_json_keys(tiny_gpt2):
     assert {"model", "task", "template", "seed", "prompts"} <= set(data)
     assert {"text", "tokens", "answer_id", "incorrect_id", "member_positions", "final_position",
             "corrupted_text", "corrupted_tokens"} <= set(data["prompts"][0])
-    from seqcirc_utils.tasks import TaskDataset
+    from seqcirc_utils.tasks.datasets import TaskDataset
 
     assert TaskDataset.from_json(data).to_json() == data
 
@@ -159,7 +159,7 @@ def _word_level_tokenizer(specials: dict[str, str]):
 
 
 def test_prefix_gpt2_shared_tokenizer():
-    from seqcirc_utils.models import gpt2_tokenizer
+    from seqcirc_utils.models.loading import gpt2_tokenizer
 
     tok = gpt2_tokenizer()  # the GPT-2 tokenizer files shipped in seqcirc_utils/data
     eot = tok.encode("<|endoftext|>")
@@ -205,7 +205,7 @@ def test_prefix_llama_style_and_chat_only_tokenizers():
 @pytest.mark.embedded
 def test_prefix_embedded_tokenizer():
     """SmolLM2-Instruct's bos_token is the chat marker <|im_start|>; the default prefix is <|endoftext|>."""
-    from seqcirc_utils.models import load_tokenizer
+    from seqcirc_utils.models.loading import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m")
     doc, bos = resolve_prefix(tok, "document"), resolve_prefix(tok, "bos")
@@ -251,7 +251,7 @@ def test_bad_prefix_names_valid_modes(tiny_gpt2):
 
 def test_spaced_prompts_use_the_prefix(tiny_gpt2):
     """The irregularly spaced prompts of notebook 06 start with the same prefix as the datasets."""
-    from seqcirc_utils.induction import spaced_prompts
+    from seqcirc_utils.mechanisms.induction import spaced_prompts
 
     tok = tiny_gpt2[0].tokenizer
     doc = spaced_prompts(tok, "digits", 4, seed=0)
@@ -264,7 +264,7 @@ def test_spaced_prompts_use_the_prefix(tiny_gpt2):
 
 
 def _gpt2_tokenizer():
-    from seqcirc_utils.models import gpt2_tokenizer
+    from seqcirc_utils.models.loading import gpt2_tokenizer
 
     return gpt2_tokenizer()
 
@@ -283,7 +283,7 @@ def test_single_token_id_matches_plain_encoding_gpt2():
 @pytest.mark.embedded
 def test_single_token_id_split_space_embedded_tokenizer():
     """SmolLM2 spells " 5" as " " + "5": accepted (returning "5") only with split_space=True."""
-    from seqcirc_utils.models import load_tokenizer
+    from seqcirc_utils.models.loading import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m")
     five = tok("x 5", add_special_tokens=False)["input_ids"]

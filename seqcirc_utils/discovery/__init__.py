@@ -1,0 +1,1 @@
+"""Discovery: node circuits by iterative pruning (the paper's sweep, the fast attribution-ranked method), the end-to-end discovery pipeline and circuit files, and edge circuits (the edges subpackage). Imports the layers below (core to scoring)."""

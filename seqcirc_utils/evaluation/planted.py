@@ -1,0 +1,335 @@
+"""A ground-truth check of circuit discovery: a tiny transformer whose circuit is planted by hand.
+
+The model is a 2-layer GPT-2-architecture transformer (untied unembedding, learned positions) with
+every weight set by hand so that it continues sequences of one family (default ``months``) through
+a known set of components, the **planted circuit**:
+
+- ``L0.H0`` a *previous-token head*: at position ``p`` it attends to ``p - 1`` (positional
+  query/key) and copies that token's identity into a "previous token" subspace;
+- ``L1.H0`` an *add-two head*: it attends to its own position, reads the previous-token subspace
+  written by ``L0.H0`` (member ``j``) and writes the unembedding direction of member ``j + 2``
+  (the answer: the last shown member is ``j + 1``);
+- ``MLP1`` a *successor lookup*: one GELU neuron per member reads the current token (member
+  ``j + 1``) and writes the unembedding direction of member ``j + 2``.
+
+The two routes contribute equally, so ablating any planted component halves the logit difference
+(answer minus last shown member), well below an 80 % threshold. Every other head and MLP is a
+**distractor**: it reads the tokens (layer-1 distractors also read ``L0.H0``'s output) and writes
+non-trivially, but only into a subspace the unembedding and the planted components ignore, so
+mean-ablating it changes activations without changing the answer.
+
+LayerNorm would turn any write into a change of scale downstream. Every position therefore carries a
+large constant direction (norm ``big``, in the positional embedding) and every LayerNorm gain is
+``big / sqrt(d_model)``: the norms are then the identity up to a relative error of order
+``(||signal|| / big)^2`` (below 0.1 % here). All hand-set directions are orthonormal and orthogonal
+to the all-ones vector (LayerNorm's centring leaves them alone).
+
+:func:`ground_truth_table` runs the sweep, the fast method and EAP-IG on this model and reports the
+precision and recall of each against the planted set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset, make_dataset, single_token_id
+from seqcirc_utils.core.types import Component, head, mlp, sort_components
+
+PLANTED_FAMILY = "months"
+PLANTED_METHODS = ("sweep", "fast", "eap-ig")
+
+
+@dataclass(frozen=True)
+class PlantedModel:
+    """The hand-built model and what was planted in it."""
+
+    model: object  # TransformerBridge
+    info: object  # ModelInfo
+    tokenizer: object
+    family: str
+    planted: frozenset[Component]
+    distractors: frozenset[Component]
+
+
+@dataclass(frozen=True)
+class _Subspaces:
+    const: torch.Tensor  # [d_model]
+    pos: torch.Tensor  # [n_pos, d_model]
+    tok: torch.Tensor  # [n_members, d_model]
+    prev: torch.Tensor  # [n_members, d_model]
+    out: torch.Tensor  # [n_members, d_model]
+    junk: torch.Tensor  # [n_junk, d_model]
+
+
+def _subspaces(d_model: int, n_pos: int, n_members: int, n_junk: int, generator: torch.Generator) -> _Subspaces:
+    """Orthonormal directions, all orthogonal to the all-ones vector (LayerNorm's centring ignores them)."""
+    need = 1 + n_pos + 3 * n_members + n_junk
+    if need > d_model - 1:
+        raise ValueError(f"the planted model needs d_model > {need} (positions {n_pos}, members {n_members}); "
+                         f"got {d_model}")
+    a = torch.randn(d_model, d_model, generator=generator, dtype=torch.float64)
+    a[:, 0] = 1.0
+    q = torch.linalg.qr(a)[0][:, 1:].T.float()  # [d_model - 1, d_model], rows orthonormal, each _|_ ones
+    sizes = [1, n_pos, n_members, n_members, n_members, n_junk]
+    const, pos, tok, prev, out, junk = torch.split(q[:need], sizes)
+    return _Subspaces(const[0], pos, tok, prev, out, junk)
+
+
+def member_token_forms(tokenizer, family: str) -> list[list[int]]:
+    """Per family member (in order): its single-token ids with and without a leading space.
+
+    Raises ``ValueError`` when a member has no single-token form with a leading space (the form
+    the answers take)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    forms = []
+    for word in FAMILIES[family]:
+        spaced = single_token_id(tokenizer, word, split_space=False)
+        if spaced is None:
+            raise ValueError(f"{family} member {word!r} is not one token with a leading space: "
+                             f"{tokenizer.encode(' ' + word)}")
+        bare = single_token_id(tokenizer, word, after_space=False)
+        forms.append([spaced] + ([bare] if bare is not None and bare != spaced else []))
+    return forms
+
+
+def build_planted_model(
+    family: str = PLANTED_FAMILY,
+    d_model: int = 128,
+    n_heads: int = 4,
+    n_ctx: int = 32,
+    big: float = 100.0,
+    gain: float = 1.0,
+    unembed_scale: float = 8.0,
+    attention_sharpness: float = 30.0,
+    distractor_scale: float = 3.0,
+    seed: int = 0,
+    device: str = "cpu",
+) -> PlantedModel:
+    """Build the hand-set 2-layer model (see the module docstring).
+
+    ``gain`` is the norm of each route's write into the answer's unembedding direction,
+    ``unembed_scale`` the unembedding's norm on those directions (full logit difference about
+    ``2 * gain * unembed_scale``), ``attention_sharpness`` the attention logit of the attended
+    position (the others get 0), ``distractor_scale`` the scale of the distractors' writes, ``big``
+    the norm of the constant direction that makes LayerNorm near-linear. Tokenizer: GPT-2's (offline).
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from seqcirc_utils.models.loading import ModelInfo, gpt2_tokenizer
+
+    if n_heads < 2:
+        raise ValueError(f"the planted model needs n_heads >= 2 (a planted head and distractors); got {n_heads}")
+    tok = gpt2_tokenizer()
+    forms = member_token_forms(tok, family)
+    n = len(forms)
+    d_head = d_model // n_heads
+    if d_head < max(n_ctx, n):
+        raise ValueError(f"d_head = d_model / n_heads must be >= n_ctx ({n_ctx}) and members ({n}); got {d_head}")
+    g = torch.Generator().manual_seed(seed)
+    n_junk = 8
+    s = _subspaces(d_model, n_ctx, n, n_junk, g)
+    d_mlp = 2 * n + 16
+    config = GPT2Config(n_layer=2, n_head=n_heads, n_embd=d_model, n_positions=n_ctx, n_inner=d_mlp,
+                        vocab_size=len(tok), tie_word_embeddings=False, attn_pdrop=0.0, resid_pdrop=0.0,
+                        embd_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    hf = GPT2LMHeadModel(config).eval()
+    tr = hf.transformer
+    sharp = attention_sharpness * math.sqrt(d_head)  # GPT-2 divides scores by sqrt(d_head)
+    eye = torch.eye(d_head)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) / math.sqrt(shape[-1])
+
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.zero_()
+        # --- embeddings, norms, unembedding
+        for j, ids in enumerate(forms):
+            tr.wte.weight[ids] = s.tok[j]
+            hf.lm_head.weight[ids[0]] = unembed_scale * s.out[j]  # the spaced form is the answer form
+        tr.wpe.weight[:] = big * s.const + s.pos
+        ln_gain = big / math.sqrt(d_model)
+        for ln in [tr.ln_f] + [b.ln_1 for b in tr.h] + [b.ln_2 for b in tr.h]:
+            ln.weight.fill_(ln_gain)
+
+        def set_head(layer: int, h: int, wq, wk, wv, wo) -> None:
+            """``wq, wk, wv``: [d_model, d_head] (x @ w); ``wo``: [d_head, d_model]."""
+            attn = tr.h[layer].attn
+            for k, w in enumerate((wq, wk, wv)):  # c_attn's output columns: [q heads | k heads | v heads]
+                start = k * d_model + h * d_head
+                attn.c_attn.weight[:, start : start + d_head] = w
+            attn.c_proj.weight[h * d_head : (h + 1) * d_head] = wo
+
+        pos_q = s.pos.T @ eye[:n_ctx] * sharp  # position p -> sharp * a_p
+        pos_self = s.pos.T @ eye[:n_ctx]  # position s -> a_s
+        pos_next = s.pos[:-1].T @ eye[1:n_ctx]  # position s -> a_{s+1}
+        read_tok = s.tok.T @ eye[:n]  # member j -> b_j
+        read_prev = s.prev.T @ eye[:n]
+        # --- planted: L0.H0 previous-token head (tok at p-1 -> prev subspace at p)
+        set_head(0, 0, pos_q, pos_next, read_tok, eye[:n].T @ s.prev)
+        # --- planted: L1.H0 add-two head (prev subspace at p -> answer direction j + 2)
+        add_two = torch.zeros(d_head, d_model)
+        for j in range(n - 2):
+            add_two[j] = gain * s.out[j + 2]
+        set_head(1, 0, pos_q, pos_self, read_prev, add_two)
+        # --- planted: MLP1 successor lookup (current token j -> answer direction j + 1)
+        fc, proj = tr.h[1].mlp.c_fc, tr.h[1].mlp.c_proj
+        act = 10.0  # each neuron's pre-activation: +act on its member, -act otherwise
+        fc.weight[:, :n] = 2 * act * s.tok.T
+        fc.bias[:n] = -act
+        for j in range(n - 1):
+            proj.weight[j] = gain / act * s.out[j + 1]
+        # --- distractors: read tokens / positions (layer 1 also the planted prev subspace), write junk only
+        junk_out = lambda: distractor_scale * rand(d_head, n_junk) @ s.junk  # noqa: E731
+        for h in range(1, n_heads):
+            # layer 0: uniform attention (zero query/key); layer 1: attends to its own position
+            set_head(0, h, torch.zeros(d_model, d_head), torch.zeros(d_model, d_head), s.tok.T @ rand(n, d_head),
+                     junk_out())
+            set_head(1, h, pos_q, pos_self, s.tok.T @ rand(n, d_head) + s.prev.T @ rand(n, d_head), junk_out())
+        # MLP0 and MLP1's other neurons: pre-activations ~ N(0, 9) from the token, outputs into junk
+        m0 = tr.h[0].mlp
+        m0.c_fc.weight[:] = 3.0 * s.tok.T @ torch.randn(n, d_mlp, generator=g)
+        m0.c_proj.weight[:] = distractor_scale * rand(d_mlp, n_junk) @ s.junk / (3 * math.sqrt(d_mlp / 2))
+        fc.weight[:, n:] = 3.0 * s.tok.T @ torch.randn(n, d_mlp - n, generator=g)
+        proj.weight[n:] = distractor_scale * rand(d_mlp - n, n_junk) @ s.junk / (3 * math.sqrt((d_mlp - n) / 2))
+    bridge = TransformerBridge.boot_transformers("planted-gpt2", hf_model=hf, tokenizer=tok, device=device)
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    info = ModelInfo.from_bridge(bridge, f"planted-{family}")
+    planted = frozenset({head(0, 0), head(1, 0), mlp(1)})
+    return PlantedModel(bridge, info, tok, family, planted, frozenset(info.components) - planted)
+
+
+def planted_dataset(pm: PlantedModel, n: int = 32, seed: int = 0) -> TaskDataset:
+    """The planted family's increasing sequences (pure template) on the planted model's tokenizer."""
+    return make_dataset(pm.tokenizer, pm.family, model_name=pm.info.name, template="pure", n=n, seed=seed)
+
+
+def precision_recall(found: Iterable[Component], planted: frozenset[Component]) -> tuple[float, float]:
+    """``(precision, recall)`` of ``found`` against ``planted`` (precision 1.0 for an empty ``found``)."""
+    found = set(found)
+    hit = len(found & planted)
+    return (hit / len(found) if found else 1.0), hit / len(planted)
+
+
+def eap_ig_attributions(ablator: Ablator, ig_steps: int = 5) -> dict:
+    """EAP-IG attribution of every edge of the full model (``{Edge: metric change in its units}``)."""
+    from seqcirc_utils.discovery.edges.attribution import edge_attribution
+
+    return edge_attribution(ablator, ablator.info.components, ig_steps=ig_steps, progress=False)
+
+
+def eap_node_ranking(attributions: dict, components: Sequence[Component], full_metric: float) -> pd.DataFrame:
+    """Nodes ranked by edge attributions: a node's score is the largest ``|attribution|`` (fraction
+    of ``full_metric``) of any edge it sends or receives. Returns ``component, score``, high to low."""
+    best = {c: 0.0 for c in components}
+    for e, a in attributions.items():
+        for c in (e.sender, e.receiver):
+            if c is not None:
+                best[c] = max(best[c], abs(a) / abs(full_metric))
+    rows = [{"component": str(c), "score": v} for c, v in best.items()]
+    return pd.DataFrame(rows).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def eap_edge_nodes(attributions: dict, threshold: float = 0.8) -> frozenset[Component]:
+    """The nodes of the fewest edges that explain ``threshold`` of the attributed effect.
+
+    Edges are sorted by attribution, most helpful first (most negative: removing them lowers the
+    metric); the shortest prefix whose summed attribution reaches ``threshold`` times the sum over all
+    edges with negative attribution is kept, and its senders and receivers (not the logits) are returned."""
+    helpful = sorted((a, i) for i, a in enumerate(attributions.values()) if a < 0)
+    edges = list(attributions)
+    total = sum(a for a, _ in helpful)
+    nodes: set[Component] = set()
+    acc = 0.0
+    for a, i in helpful:
+        if acc <= threshold * total:  # both negative: the kept edges explain enough
+            break
+        acc += a
+        nodes |= {c for c in (edges[i].sender, edges[i].receiver) if c is not None}
+    return frozenset(nodes)
+
+
+def ground_truth_table(
+    threshold: float = 0.8,
+    n_prompts: int = 32,
+    seed: int = 0,
+    ig_steps: int = 5,
+    methods: Sequence[str] = PLANTED_METHODS,
+    pm: PlantedModel | None = None,
+) -> pd.DataFrame:
+    """Run each discovery method on the planted model; precision and recall against the planted circuit.
+
+    ``sweep`` and ``fast`` are :func:`~seqcirc_utils.discovery.pruning.prune` at ``threshold`` (mean ablation,
+    logit difference); ``eap-ig`` (EAP-IG over every edge of the full model, ``ig_steps`` steps) keeps the
+    nodes of :func:`eap_edge_nodes` at the same threshold and also reports how many planted nodes rank
+    in the top ``len(planted)`` of :func:`eap_node_ranking` (``top_k_hits``; None for the other methods).
+    Returns one row per method: ``method, found, n_found, planted, precision, recall, top_k_hits,
+    score`` (the found set's circuit score, fraction of the full logit difference), ``forward_passes``.
+    """
+    from seqcirc_utils.discovery.pruning import prune
+
+    unknown = set(methods) - set(PLANTED_METHODS)
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; valid: {', '.join(PLANTED_METHODS)}")
+    pm = pm or build_planted_model()
+    ds = planted_dataset(pm, n=n_prompts, seed=seed)
+    rows = []
+    for method in methods:
+        ab = Ablator(pm.model, pm.info, ds, mode="mean", metric="logit_diff")
+        p0 = ab.forward_passes
+        top_k_hits = None
+        if method == "eap-ig":
+            attributions = eap_ig_attributions(ab, ig_steps)
+            found = eap_edge_nodes(attributions, threshold)
+            ranking = eap_node_ranking(attributions, pm.info.components, ab.full_metric)
+            top_k_hits = int(ranking["component"].head(len(pm.planted)).isin([str(c) for c in pm.planted]).sum())
+        else:
+            found = prune(ab, [threshold], method=method, progress=False)[0].components
+        passes = ab.forward_passes - p0
+        precision, recall = precision_recall(found, pm.planted)
+        rows.append({"method": method, "found": " ".join(map(str, sort_components(found))), "n_found": len(found),
+                     "planted": " ".join(map(str, sort_components(pm.planted))), "precision": precision,
+                     "recall": recall, "top_k_hits": top_k_hits, "score": ab.score(found).score,
+                     "forward_passes": passes})
+    return pd.DataFrame(rows)
+
+
+def planted_markdown(results: Path) -> str:
+    """The ground-truth table of ``results/<model>/robustness.json`` (written by notebook 09) as Markdown,
+    for the methods page; a note when that file or its ``planted`` table is missing."""
+    path = Path(results) / "robustness.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    rows = data.get("planted")
+    if not rows:
+        return "*Not in this run: notebook 09 (robustness) writes this table to `results/<model>/robustness.json`.*\n"
+    columns = ["method", "found", "precision", "recall", "score", "forward_passes"]
+    names = {"score": "score of found set", "forward_passes": "forward passes"}
+
+    def cell(key: str, value) -> str:
+        if key == "score":
+            return f"{100 * value:.1f} %"
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return f"`{value}`" if key == "found" else str(value)
+
+    lines = [f"Planted circuit: `{rows[0]['planted']}`" + (" (smoke run: sizes reduced)" if data.get("smoke") else "")
+             + ". Computed by notebook 09 with `seqcirc_utils.evaluation.planted.ground_truth_table`.", "",
+             "| " + " | ".join(names.get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, r[c]) for c in columns) + " |" for r in rows]
+    eap = next((r for r in rows if r["method"] == "eap-ig" and r.get("top_k_hits") is not None), None)
+    if eap:
+        lines += ["", f"Under EAP-IG, {int(eap['top_k_hits'])} of the {len(rows[0]['planted'].split())} planted "
+                      "components are among the top-ranked nodes (a node's score: its largest edge attribution)."]
+    return "\n".join(lines) + "\n"

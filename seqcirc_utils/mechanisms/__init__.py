@@ -1,0 +1,1 @@
+"""Mechanisms: what heads do (attention to members, induction offsets, OV scores, logit lens and DLA, knockouts, activation editing, representations). Imports the layers below (core to evaluation)."""

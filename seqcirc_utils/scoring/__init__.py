@@ -1,0 +1,1 @@
+"""Scoring: ablating components (mean, zero, resample) and scoring circuits, attribution estimates, the exact greater-than probability difference, per-head importance. Imports core, models and tasks."""

@@ -1,0 +1,733 @@
+"""Tokenizer-aware prompt datasets for sequence continuation and greater-than.
+
+A dataset is a list of :class:`Prompt` objects that all share one token length, each with a
+corrupted twin of exactly the same length and member positions. Everything is built
+*structurally*: a prompt is rendered from a list of member indices and filler words, and
+positions are read off the tokenizer's offsets (the prefix token included), never from template arithmetic.
+
+**Prompt prefix** (:func:`resolve_prefix`, ``prefix=`` on :func:`make_dataset`): every prompt starts
+with one token chosen per model. ``"document"`` (default) is the pretraining document separator
+(``<|endoftext|>`` where the vocabulary has it, as in GPT-2 and SmolLM2; otherwise the tokenizer's
+``bos_token`` when that is not a chat-turn marker), so a prompt reads as the start of a document.
+``"bos"`` is the tokenizer's ``bos_token`` whatever it is (for SmolLM2-Instruct the chat marker
+``<|im_start|>``, which makes a prompt read as a chat turn), ``"none"`` no prefix at all.
+
+Families (members in order): ``digits`` (0..99, those that are single tokens in context),
+``number_words`` (zero..twenty), ``months``, ``days``, ``letters`` (A..Z). Templates:
+
+- ``pure``         ``"1 2 3 4"``                     -> ``" 5"``
+- ``comma``        ``"1, 2, 3, 4,"``                 -> ``" 5"``
+- ``among_words``  ``"Van done in 1. Hat done in 2. Ring done in 3. Desk done in 4. Sun done in"`` -> ``" 5"``
+- ``mixed``        earlier members from several families (one seeded pattern per dataset), the last
+  member and the answer from the task's family, e.g. ``"two March 4 5"`` -> ``" 6"`` (task digits).
+
+Greater-than (Hanna et al.): ``"The <noun> lasted from the year XXYY to the year XX"``; the
+tokenizer decides how years split.
+
+**Single-token policy.** Every member and answer must be one token *in context*. One tokenizer
+behaviour is handled explicitly: when the tokenizer splits ``" 5"`` into ``" "`` + ``"5"`` (SmolLM2
+does this for digits), the separating space is moved to the end of the prompt, so the prompt ends
+with the space token and the answer is the bare ``"5"`` token. Anything else that is not a single
+token raises :class:`TokenizationError` naming the pieces.
+
+**Incorrect answer.** The last shown member (the paper's choice).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from seqcirc_utils.core.options import CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, PREFIX_MODES, TASKS, TEMPLATES
+
+VERBS = ("done", "lost", "born")
+MIXED_FAMILIES = ("digits", "number_words", "months")
+# The conventional document separator of GPT-2-style byte-level BPE vocabularies (GPT-2, SmolLM2, Qwen, ...).
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+# Special tokens that open or close a chat turn (ChatML, Llama-3, Gemma, Llama-2 [INST], Phi/Zephyr roles).
+CHAT_MARKER = re.compile(
+    r"im_start|im_end|start_header_id|end_header_id|eot_id|start_of_turn|end_of_turn|\[/?INST\]"
+    r"|^<\|(?:user|assistant|system|end)\|>$",
+    re.IGNORECASE,
+)
+
+# Fillers for the among_words template (objects and names); filtered per tokenizer to those that
+# are one token at the start of the text and after a space.
+FILLER_WORDS = (
+    "Van Hat Ring Desk Sun Car Cup Pen Box Bag Bed Bus Cat Dog Fox Egg Fan Key Map Net Pot Rug "
+    "Toy Jar Lamp Book Door Fork Gate Ship Shoe Sock Tree Wall Bell Boat Cake Coat Drum Fish Flag "
+    "Frog Hill Kite Lake Leaf Lock Milk Nest Rock Rose Sand Seed Star Tent Wolf Anna John Mary "
+    "Paul Mark Tom Jack Sam Kate Lucy Emma Ben Max Leo Mia Zoe Ted Bob Jim Ann Eve Ray Amy"
+).split()
+
+# Nouns for the greater-than template (Hanna et al. use 120 such nouns); filtered per tokenizer.
+GREATER_THAN_NOUNS = (
+    "war siege campaign attack battle revolution occupation dispute conflict crisis struggle "
+    "trial journey expedition voyage reign regime rule empire dynasty monarchy republic "
+    "alliance treaty truce embargo blockade boycott strike protest riot rebellion uprising mutiny "
+    "invasion raid crusade exile famine drought plague epidemic pandemic flood storm fire winter "
+    "summer season period era age decade project program plan scheme effort mission tour tenure "
+    "career marriage friendship partnership contract lease loan deal agreement union league "
+    "movement reform renaissance boom recession depression shortage surge trend fashion craze "
+    "festival fair exhibition show competition tournament contest race game match season series "
+    "construction restoration expansion migration settlement colonization exploration survey "
+    "census investigation inquiry study research experiment practice tradition custom policy "
+    "law ban prohibition quarantine lockdown isolation silence drought outbreak excavation"
+).split()
+
+
+class TokenizationError(ValueError):
+    """A member or answer is not a single token in context."""
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The token every prompt of a dataset starts with.
+
+    ``mode`` is one of :data:`PREFIX_MODES`; ``token_id`` / ``token`` are the prefix token's id and
+    string (both ``None`` for ``"none"``; ``token`` may be ``None`` for datasets read from old JSON).
+    """
+
+    mode: str
+    token_id: int | None
+    token: str | None
+
+    @property
+    def ids(self) -> list[int]:
+        """The token ids prepended to every prompt (``[]`` or ``[token_id]``)."""
+        return [] if self.token_id is None else [int(self.token_id)]
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "token_id": self.token_id, "token": self.token}
+
+
+def is_chat_marker(token: str | None) -> bool:
+    """Whether ``token`` is a special token that opens or closes a chat turn (e.g. ``<|im_start|>``)."""
+    return bool(token and CHAT_MARKER.search(token))
+
+
+def _special_token_id(tokenizer, token: str) -> int | None:
+    """The id of ``token`` if the vocabulary holds it as one token (not the unknown-token fallback)."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or isinstance(tid, list):
+        return None
+    return int(tid) if tokenizer.convert_ids_to_tokens(int(tid)) == token else None
+
+
+def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
+    """The prefix token of ``mode`` for ``tokenizer`` (a computed, per-model choice).
+
+    - ``"document"``: the pretraining document separator. ``<|endoftext|>`` when the vocabulary
+      holds it (GPT-2, SmolLM2); otherwise the ``bos_token`` (Llama-style ``<s>``,
+      ``<|begin_of_text|>``), else the ``eos_token``, whichever is first not a chat-turn marker.
+      Never a chat marker: a tokenizer with nothing else raises ``ValueError``.
+    - ``"bos"``: ``tokenizer.bos_token`` whatever it is (may be a chat marker).
+    - ``"none"``: no prefix.
+    """
+    if mode not in PREFIX_MODES:
+        raise ValueError(f"unknown prefix {mode!r}; valid: {', '.join(PREFIX_MODES)}")
+    if mode == "none":
+        return Prefix("none", None, None)
+    if mode == "bos":
+        if tokenizer.bos_token is None or tokenizer.bos_token_id is None:
+            raise ValueError("prefix 'bos': this tokenizer has no bos_token; valid here: document, none")
+        return Prefix("bos", int(tokenizer.bos_token_id), str(tokenizer.bos_token))
+    tid = _special_token_id(tokenizer, DOCUMENT_SEPARATOR)
+    if tid is not None:
+        return Prefix("document", tid, DOCUMENT_SEPARATOR)
+    for token, tid in ((tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)):
+        if token is not None and tid is not None and not is_chat_marker(str(token)):
+            return Prefix("document", int(tid), str(token))
+    raise ValueError(
+        f"prefix 'document': this tokenizer has no document separator ({DOCUMENT_SEPARATOR!r} is not in its "
+        f"vocabulary and its bos/eos tokens {tokenizer.bos_token!r}/{tokenizer.eos_token!r} are chat markers "
+        "or missing); valid: bos, none"
+    )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that determines a dataset (with the tokenizer)."""
+
+    task: str = "digits"
+    template: str = "pure"
+    direction: str = "increasing"
+    step: int = 1
+    length: int = 4
+    corruption: str = "randAll"
+    n: int = 64
+    seed: int = 0
+    verb: str = "done"
+    prefix: str = "document"
+
+    def validate(self) -> None:
+        def choose(name: str, value, valid) -> None:
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
+
+        choose("task", self.task, TASKS)
+        choose("template", self.template, TEMPLATES)
+        choose("direction", self.direction, DIRECTIONS)
+        choose("corruption", self.corruption, CORRUPTIONS)
+        choose("verb", self.verb, VERBS)
+        choose("prefix", self.prefix, PREFIX_MODES)
+        if not isinstance(self.n, int) or self.n <= 0:
+            raise ValueError(f"n must be a positive number of prompts, got {self.n!r}")
+        if not isinstance(self.step, int) or self.step < 1:
+            raise ValueError(f"step must be a positive integer (1 = consecutive), got {self.step!r}")
+        if self.length < 2:
+            raise ValueError(f"length (members shown) must be >= 2, got {self.length}")
+        if self.task == GREATER_THAN and self.corruption != "randAll":
+            raise ValueError("greater_than has one corruption (the year's last two digits -> '01'); "
+                             "leave corruption at its default")
+        if self.template == "mixed" and self.task not in MIXED_FAMILIES:
+            raise ValueError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
+
+
+@dataclass
+class Prompt:
+    """One clean prompt and its corrupted twin.
+
+    Positions index the token list (the prefix token, if any, is position 0); ``final_position`` is
+    the last token, where the answer is predicted.
+    """
+
+    text: str
+    tokens: list[int]
+    answer_id: int
+    incorrect_id: int
+    member_positions: list[int]
+    final_position: int
+    corrupted_text: str
+    corrupted_tokens: list[int]
+    members: list[str]
+    corrupted_members: list[str]
+    answer: str
+    incorrect: str
+    year: int | None = None  # greater-than only: the start year XXYY
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TaskDataset:
+    """A list of prompts sharing one token length, plus the spec that made them."""
+
+    model: str
+    spec: TaskSpec
+    prompts: list[Prompt]
+    answer_token_policy: str = "single-token"
+    greater_than_groups: list[list[int]] | None = field(default=None, repr=False)
+    prefix: Prefix | None = None  # None: derived from ``spec.prefix`` and the first token (see :attr:`prefix_info`)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.prompts[0].tokens)
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        return torch.tensor([getattr(p, key) for p in self.prompts], dtype=torch.long)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """Clean tokens ``[batch, pos]``."""
+        return self._tensor("tokens")
+
+    @property
+    def corrupted_tokens(self) -> torch.Tensor:
+        """Corrupted tokens ``[batch, pos]`` (same shape and member positions as :attr:`tokens`)."""
+        return self._tensor("corrupted_tokens")
+
+    @property
+    def answer_ids(self) -> torch.Tensor:
+        """Correct next-token ids ``[batch]``."""
+        return self._tensor("answer_id")
+
+    @property
+    def incorrect_ids(self) -> torch.Tensor:
+        """Incorrect (last shown member) token ids ``[batch]``."""
+        return self._tensor("incorrect_id")
+
+    @property
+    def final_positions(self) -> torch.Tensor:
+        """Prediction positions ``[batch]`` (all equal: one token length per dataset)."""
+        return self._tensor("final_position")
+
+    @property
+    def years(self) -> torch.Tensor:
+        """Greater-than start years ``[batch]``."""
+        return self._tensor("year")
+
+    def subset(self, indices: Sequence[int]) -> "TaskDataset":
+        return TaskDataset(self.model, self.spec, [self.prompts[i] for i in indices],
+                           self.answer_token_policy, self.greater_than_groups, self.prefix_info)
+
+    @property
+    def prefix_info(self) -> Prefix:
+        """The prompts' prefix token (mode, id, string)."""
+        if self.prefix is not None:
+            return self.prefix
+        if self.spec.prefix == "none" or not self.prompts:
+            return Prefix(self.spec.prefix, None, None)
+        return Prefix(self.spec.prefix, int(self.prompts[0].tokens[0]), None)
+
+    def check_uniform_length(self) -> int:
+        """Return the shared token length; raise if prompts differ (ablation means need one length)."""
+        lengths = {len(p.tokens) for p in self.prompts} | {len(p.corrupted_tokens) for p in self.prompts}
+        if len(lengths) != 1:
+            raise ValueError(f"prompts of one dataset must share one token length, found {sorted(lengths)}")
+        return lengths.pop()
+
+    def to_json(self) -> dict:
+        """The exact dict ``seqcirc dataset --format json`` prints."""
+        return {
+            "model": self.model,
+            "task": self.spec.task,
+            "template": self.spec.template,
+            "seed": self.spec.seed,
+            "direction": self.spec.direction,
+            "step": self.spec.step,
+            "length": self.spec.length,
+            "corruption": self.spec.corruption,
+            "verb": self.spec.verb,
+            "prepend_bos": self.prefix_info.token_id is not None,  # kept for older readers; see "prefix"
+            "prefix": self.prefix_info.to_json(),
+            "answer_token_policy": self.answer_token_policy,
+            "greater_than_groups": self.greater_than_groups,
+            "prompts": [p.to_json() for p in self.prompts],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TaskDataset":
+        """Inverse of :meth:`to_json`. JSON written before the ``"prefix"`` key loads as prefix
+        ``"bos"`` (what ``prepend_bos=true`` meant then, the id read off the first token) or ``"none"``."""
+        prompts = [Prompt(**p) for p in data["prompts"]]
+        if "prefix" in data:
+            prefix = Prefix(**data["prefix"])
+        elif data.get("prepend_bos", True) and prompts:
+            prefix = Prefix("bos", int(prompts[0].tokens[0]), None)
+        else:
+            prefix = Prefix("none", None, None)
+        spec = TaskSpec(
+            task=data["task"], template=data["template"], direction=data.get("direction", "increasing"),
+            step=data.get("step", 1), length=data.get("length", 4), corruption=data.get("corruption", "randAll"),
+            n=len(data["prompts"]), seed=data["seed"], verb=data.get("verb", "done"), prefix=prefix.mode,
+        )
+        return cls(data["model"], spec, prompts, data.get("answer_token_policy", "single-token"),
+                   data.get("greater_than_groups"), prefix)
+
+
+# --------------------------------------------------------------------------- tokenization helpers
+
+
+def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``(token ids, character offsets)`` of ``text`` without special tokens."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
+
+
+# --------------------------------------------------------------------------- the single-token check
+# Every "is this word one token?" question in the package is answered here, in one of two forms:
+# a word on its own (``single_token_id``: at the text start, or after a space in running text) and a
+# word at a known place inside an encoded prompt (``single_token_at``).
+
+
+def single_token_id(tokenizer, word: str, after_space: bool = True, split_space: bool = True) -> int | None:
+    """The one token ``word`` becomes, or ``None`` when it takes several tokens.
+
+    ``after_space=False``: ``word`` at the start of a text. ``after_space=True``: ``word`` after a space
+    in running text (``"x " + word`` is encoded, so the tokenizer's pre-tokenisation applies as in a
+    prompt); the token is ``" March"`` for GPT-2-style tokenizers. ``split_space=True`` also accepts a
+    tokenizer that splits the space off as a token of its own (SmolLM2's ``" "`` + ``"5"``) and returns
+    the word's token; ``False`` requires the space to merge into the word's token.
+    """
+    def ids_of(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    if not after_space:
+        ids = ids_of(word)
+        return ids[0] if len(ids) == 1 else None
+    context, ids = ids_of("x"), ids_of("x " + word)
+    if ids[: len(context)] != context:
+        return None
+    rest = ids[len(context):]
+    if split_space and len(rest) == 2 and tokenizer.decode([rest[0]]) == " ":
+        rest = rest[1:]
+    if len(rest) != 1 or tokenizer.decode([rest[0]]).strip() != word:
+        return None
+    return rest[0]
+
+
+def single_token_at(tokenizer, ids: Sequence[int], offsets: Sequence[tuple[int, int]], span: tuple[int, int],
+                    word: str) -> int:
+    """Index into ``ids`` of the one token that spells ``word`` at characters ``span`` of an encoded text.
+
+    Raises :class:`TokenizationError` (one line, with the pieces) when ``word`` is split there or the
+    covering token spells something else.
+    """
+    hit = _token_at_span(tokenizer, ids, offsets, *span, what=f"member {word!r}")
+    pieces = _pieces(tokenizer, [ids[i] for i in hit])
+    if len(hit) != 1 or pieces[0].strip() != word:
+        raise TokenizationError(f"member {word!r} is not a single token in context: pieces {pieces}; "
+                                "choose members that are single tokens for this tokenizer")
+    return hit[0]
+
+
+def _token_at_span(tokenizer, ids, offsets, start: int, end: int, what: str) -> list[int]:
+    """Indices (into ``ids``) of the tokens covering characters ``start:end``."""
+    hit = [i for i, (a, b) in enumerate(offsets) if b > start and a < end]
+    if not hit:
+        raise TokenizationError(f"{what}: no token covers characters {start}:{end}")
+    return hit
+
+
+@dataclass
+class _Rendered:
+    text: str
+    spans: list[tuple[int, int]]  # character spans of each member (no leading space)
+
+
+def _render(template: str, members: Sequence[str], fillers: Sequence[str], verb: str) -> _Rendered:
+    """Render members into ``template``; the answer would follow after one space."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+
+    def emit(s: str, member: bool = False) -> None:
+        nonlocal pos
+        if member:
+            spans.append((pos, pos + len(s)))
+        parts.append(s)
+        pos += len(s)
+
+    for i, m in enumerate(members):
+        if template in ("pure", "mixed"):
+            if i:
+                emit(" ")
+            emit(m, member=True)
+        elif template == "comma":
+            if i:
+                emit(" ")
+            emit(m, member=True)
+            emit(",")
+        elif template == "among_words":
+            if i:
+                emit(" ")
+            emit(f"{fillers[i]} {verb} in ")
+            emit(m, member=True)
+            emit(".")
+    if template == "among_words":
+        emit(f" {fillers[len(members)]} {verb} in")
+    return _Rendered("".join(parts), spans)
+
+
+class _Tokenized:
+    """A rendered prompt tokenized with the single-token policy applied."""
+
+    def __init__(self, tokenizer, rendered: _Rendered, answer: str | None, prefix: Prefix,
+                 move_space: bool, members: Sequence[str]):
+        text = rendered.text + (" " if move_space else "")
+        ids, offsets = encode(tokenizer, text)
+        bos = prefix.ids
+        self.text = text
+        self.tokens = bos + ids
+        self.member_positions = []
+        for m, span in zip(members, rendered.spans):
+            self.member_positions.append(len(bos) + single_token_at(tokenizer, ids, offsets, span, m))
+        self.final_position = len(self.tokens) - 1
+
+
+def answer_token(tokenizer, text: str, answer: str) -> tuple[bool, int]:
+    """Decide how the answer follows ``text``: returns ``(move_space, answer_token_id)``."""
+    base, _ = encode(tokenizer, text)
+    with_answer, _ = encode(tokenizer, text + " " + answer)
+    if with_answer[: len(base)] == base and len(with_answer) == len(base) + 1:
+        return False, with_answer[-1]
+    with_space, _ = encode(tokenizer, text + " ")
+    if (
+        with_space[: len(base)] == base
+        and len(with_space) == len(base) + 1
+        and with_answer[: len(with_space)] == with_space
+        and len(with_answer) == len(with_space) + 1
+    ):
+        return True, with_answer[-1]
+    raise TokenizationError(
+        f"answer {' ' + answer!r} after {text[-30:]!r} is not a single token in context: pieces "
+        f"{_pieces(tokenizer, with_answer[len(base):])}"
+    )
+
+
+def single_token_members(tokenizer, family: str) -> list[int]:
+    """Indices of ``family`` members that are one token both at the text start and after a space."""
+    return [i for i, m in enumerate(FAMILIES[family])
+            if single_token_id(tokenizer, m, after_space=False) is not None
+            and single_token_id(tokenizer, m) is not None]
+
+
+def single_token_words(tokenizer, words: Sequence[str], exclude: Sequence[str] = (),
+                       at_text_start: bool = False) -> list[str]:
+    """The ``words`` (filler words, nouns) that are one token after a space, the space merged into the
+    token (``" cat"``), and not in ``exclude``; with ``at_text_start`` also one token at a text's start."""
+    skip = set(exclude)
+    return [w for w in words if w not in skip and single_token_id(tokenizer, w, split_space=False) is not None
+            and (not at_text_start or single_token_id(tokenizer, w, after_space=False) is not None)]
+
+
+# --------------------------------------------------------------------------- corruptions
+
+
+def is_valid_sequence(indices: Sequence[int], max_step: int) -> bool:
+    """Whether ``indices`` is an arithmetic progression with difference ±1..±max_step."""
+    diffs = {b - a for a, b in zip(indices, indices[1:])}
+    return len(diffs) == 1 and 1 <= abs(next(iter(diffs))) <= max_step
+
+
+def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: random.Random, max_step: int) -> list[int]:
+    """Apply corruption ``kind`` to member indices ``clean`` (drawing from ``pool``).
+
+    - ``randAll``: every member redrawn at random from the family; never a valid sequence.
+    - ``switchLastTwo``: the last two members swapped.
+    - ``repeatLastTwo``: the last member replaced by the one before it (the last two are equal).
+    - ``repeatFirstAll``: every member replaced by the first.
+    - ``repeatRand``: every member replaced by one random member of the family.
+    - ``permutation``: a random reordering that is not a valid (monotone) sequence.
+    """
+    n = len(clean)
+    if kind == "randAll":
+        for _ in range(10_000):
+            out = [rng.choice(pool) for _ in range(n)]
+            if not is_valid_sequence(out, max_step) and out != clean:
+                return out
+        raise ValueError("randAll could not draw a non-sequence; the family is too small")
+    if kind == "switchLastTwo":
+        return clean[:-2] + [clean[-1], clean[-2]]
+    if kind == "repeatLastTwo":
+        return clean[:-1] + [clean[-2]]
+    if kind == "repeatFirstAll":
+        return [clean[0]] * n
+    if kind == "repeatRand":
+        return [rng.choice(pool)] * n
+    if kind == "permutation":
+        if n < 3:
+            raise ValueError("permutation needs length >= 3 (with 2 members the only reordering is a valid sequence)")
+        for _ in range(10_000):
+            out = clean[:]
+            rng.shuffle(out)
+            if out != clean and not is_valid_sequence(out, max_step):
+                return out
+        raise ValueError("permutation could not find a non-sequence reordering")
+    raise ValueError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _sequence_starts(n_members: int, valid: set[int], length: int, step: int, sign: int) -> list[int]:
+    starts = []
+    for s in range(n_members):
+        idx = [s + sign * step * k for k in range(length + 1)]
+        if all(i in valid for i in idx):
+            starts.append(s)
+    return starts
+
+
+def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
+    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
+                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+    sign = 1 if spec.direction == "increasing" else -1
+    max_step = max(3, spec.step)
+    families = MIXED_FAMILIES if spec.template == "mixed" else (spec.task,)
+    valid = {f: set(single_token_members(tokenizer, f)) for f in families}
+    # In the mixed template an index must exist in every family that may be drawn for it.
+    common = set.intersection(*valid.values())
+    n_members = min(len(FAMILIES[f]) for f in families)
+    starts = _sequence_starts(n_members, common, spec.length, spec.step, sign)
+    if not starts:
+        raise ValueError(
+            f"no {spec.direction} {spec.task} sequence of length {spec.length} with step {spec.step} has "
+            f"all members single tokens for this tokenizer (single-token members: "
+            f"{[FAMILIES[f][i] for f in families for i in sorted(valid[f])]})"
+        )
+    pool = sorted(common)
+    fillers_all = single_token_words(tokenizer, FILLER_WORDS, at_text_start=True) if spec.template == "among_words" else []
+    if spec.template == "among_words" and len(fillers_all) < spec.length + 1:
+        raise ValueError(f"only {len(fillers_all)} filler words are single tokens for this tokenizer")
+
+    # mixed: the earlier members' families are drawn once per dataset (so every prompt has the same
+    # token length); the last member and the answer always come from the task's family.
+    family_pattern = [spec.task] * spec.length
+    if spec.template == "mixed":
+        family_pattern = [rng.choice(families) for _ in range(spec.length - 1)] + [spec.task]
+    prompts: list[Prompt] = []
+    move_space: bool | None = None
+    for _ in range(spec.n):
+        start = rng.choice(starts)
+        idx = [start + sign * spec.step * k for k in range(spec.length)]
+        answer_idx = start + sign * spec.step * spec.length
+        fams = family_pattern
+        fillers = rng.sample(fillers_all, spec.length + 1) if fillers_all else []
+        bad = corrupt_indices(spec.corruption, idx, pool, rng, max_step)
+        members = [FAMILIES[f][i] for f, i in zip(fams, idx)]
+        bad_members = [FAMILIES[f][i] for f, i in zip(fams, bad)]
+        answer = FAMILIES[fams[-1]][answer_idx]
+        clean_r = _render(spec.template, members, fillers, spec.verb)
+        bad_r = _render(spec.template, bad_members, fillers, spec.verb)
+        ms, answer_id = answer_token(tokenizer, clean_r.text, answer)
+        move_space = ms if move_space is None else move_space
+        if ms != move_space:
+            raise TokenizationError("the tokenizer treats the answer's leading space inconsistently across prompts")
+        _, incorrect_id = answer_token(tokenizer, clean_r.text, members[-1])
+        clean_t = _Tokenized(tokenizer, clean_r, answer, prefix, ms, members)
+        bad_t = _Tokenized(tokenizer, bad_r, answer, prefix, ms, bad_members)
+        if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
+            raise AssertionError(f"corrupted prompt {bad_t.text!r} does not align with {clean_t.text!r}")
+        prompts.append(Prompt(
+            text=clean_t.text, tokens=clean_t.tokens, answer_id=int(answer_id), incorrect_id=int(incorrect_id),
+            member_positions=clean_t.member_positions, final_position=clean_t.final_position,
+            corrupted_text=bad_t.text, corrupted_tokens=bad_t.tokens, members=members,
+            corrupted_members=bad_members, answer=answer, incorrect=members[-1],
+        ))
+    policy = "space-split: prompt ends with the space token" if move_space else "single-token"
+    ds = TaskDataset(model_name, spec, prompts, policy, prefix=prefix)
+    ds.check_uniform_length()
+    return ds
+
+
+def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
+    """The candidate tokens for a year's last two digits after ``"... to the year XX"``.
+
+    Returns ``(mode, groups)``. ``mode="two_digit"`` when the tokenizer spells years as
+    ``" 17"`` + ``"32"`` (GPT-2): ``groups[yy]`` is the token of ``f"{yy:02d}"``. Otherwise
+    ``mode="digit"`` (one token per digit, SmolLM2): ``groups[d]`` is the token of ``str(d)``, the
+    tens digit that comes next.
+    """
+    ids, offsets = encode(tokenizer, "the year 1732")
+    yy_tokens = _token_at_span(tokenizer, ids, offsets, 11, 13, "year 1732")
+    two_digit = len(yy_tokens) == 1 and offsets[yy_tokens[0]] == (11, 13)
+    values = [f"{v:02d}" for v in range(100)] if two_digit else [str(d) for d in range(10)]
+    groups = []
+    for v in values:
+        vid = encode(tokenizer, v)[0]
+        if len(vid) != 1:
+            raise TokenizationError(f"{v!r} is not one token for this tokenizer: {_pieces(tokenizer, vid)}")
+        groups.append(vid)
+    return ("two_digit" if two_digit else "digit"), groups
+
+
+def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
+    """Greater-than prompts; years whose tokenization does not split as the mode expects are redrawn."""
+    rng = random.Random(f"greater_than|{spec.seed}")
+    nouns = single_token_words(tokenizer, GREATER_THAN_NOUNS)
+    if len(nouns) < 10:
+        raise ValueError("too few single-token nouns for the greater-than template")
+    template = "The {noun} lasted from the year {year} to the year {cc}"
+    mode, groups = greater_than_groups(tokenizer)
+    bos = prefix.ids
+    prompts: list[Prompt] = []
+    length: int | None = None
+    attempts = 0
+    while len(prompts) < spec.n:
+        attempts += 1
+        if attempts > 100 * spec.n:
+            raise TokenizationError("could not draw greater-than prompts whose years split consistently")
+        noun = rng.choice(nouns)
+        century = rng.randrange(10, 19)
+        # Hanna et al. draw YY in 02..98 so that the "01" corruption is always smaller; with digit
+        # tokens the tens digit is scored, so YY in 10..89 keeps a larger and a smaller tens digit.
+        yy = rng.randrange(2, 99) if mode == "two_digit" else rng.randrange(10, 90)
+        year = century * 100 + yy
+        text = template.format(noun=noun, year=year, cc=century)
+        corrupted = template.format(noun=noun, year=f"{century}01", cc=century)
+        ids, offsets = encode(tokenizer, text)
+        bad_ids, bad_offsets = encode(tokenizer, corrupted)
+        year_start = text.index(str(year))
+        yy_span = (year_start + 2, year_start + 4)
+        hit = _token_at_span(tokenizer, ids, offsets, *yy_span, what=f"year {year}")
+        bad_hit = _token_at_span(tokenizer, bad_ids, bad_offsets, *yy_span, what=f"year {century}01")
+        expected = 1 if mode == "two_digit" else 2
+        if len(ids) != len(bad_ids) or hit != bad_hit or len(hit) != expected or (length and len(ids) != length):
+            continue  # this year (or its "01" twin) splits differently: redraw
+        length = len(ids)
+        if mode == "two_digit":
+            answer, incorrect = f"{min(yy + 1, 99):02d}", f"{yy:02d}"
+            answer_tok, incorrect_tok = groups[min(yy + 1, 99)][0], groups[yy][0]
+        else:
+            answer, incorrect = str(yy // 10 + 1), str(yy // 10 - 1)
+            answer_tok, incorrect_tok = groups[yy // 10 + 1][0], groups[yy // 10 - 1][0]
+        prompts.append(Prompt(
+            text=text, tokens=bos + ids, answer_id=int(answer_tok), incorrect_id=int(incorrect_tok),
+            member_positions=[len(bos) + i for i in hit], final_position=len(bos) + len(ids) - 1,
+            corrupted_text=corrupted, corrupted_tokens=bos + bad_ids, members=[f"{yy:02d}"],
+            corrupted_members=["01"], answer=answer, incorrect=incorrect, year=year,
+        ))
+    ds = TaskDataset(model_name, spec, prompts, f"greater-than {mode}", groups, prefix)
+    ds.check_uniform_length()
+    return ds
+
+
+def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwargs) -> TaskDataset:
+    """Build a seeded dataset for ``task`` with ``tokenizer``.
+
+    Keyword arguments are :class:`TaskSpec` fields (``template, direction, step, length,
+    corruption, n, seed, verb, prefix``). ``prefix`` (:data:`PREFIX_MODES`, default ``"document"``)
+    picks the token every prompt starts with (:func:`resolve_prefix`); ``tokens[0]`` is its id
+    unless ``prefix="none"``. The same arguments and tokenizer always give the same dataset.
+    """
+    unknown = set(kwargs) - set(TaskSpec.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}")
+    spec = TaskSpec(task=task, **kwargs)
+    spec.validate()
+    prefix = resolve_prefix(tokenizer, spec.prefix)
+    if task == GREATER_THAN:
+        return _build_greater_than(tokenizer, spec, model_name, prefix)
+    return _build_sequence(tokenizer, spec, model_name, prefix)
+
+
+def filter_to_correct(model, dataset: TaskDataset, batch_size: int = 64) -> TaskDataset:
+    """Keep prompts whose top-1 is the answer and p(correct) > 2 p(incorrect) (the paper's filter)."""
+    from seqcirc_utils.models.forward import final_logits
+
+    logits = final_logits(model, dataset.tokens, batch_size=batch_size)  # on the model's device
+    probs = logits.softmax(-1)
+    rows = torch.arange(len(dataset), device=logits.device)
+    answer_ids = dataset.answer_ids.to(logits.device)
+    p_correct = probs[rows, answer_ids]
+    p_incorrect = probs[rows, dataset.incorrect_ids.to(logits.device)]
+    keep = (logits.argmax(-1) == answer_ids) & (p_correct > 2 * p_incorrect)
+    return dataset.subset(keep.nonzero().flatten().tolist())
+
+
+def filter_to_year_continuation(model, dataset: TaskDataset, batch_size: int = 64) -> TaskDataset:
+    """Greater-than under the probability difference: keep prompts whose top-1 next token spells a
+    year value (any of ``greater_than_groups``: a two-digit ``YY`` or a digit), whichever value it is.
+
+    No particular value is required (the PD itself measures how much mass lies above ``YY``), so the
+    filter drops only prompts the model does not continue with a year at all.
+    """
+    from seqcirc_utils.models.forward import final_logits
+
+    if dataset.task != GREATER_THAN:
+        raise ValueError(f"filter_to_year_continuation is for task {GREATER_THAN}, not {dataset.task}")
+    logits = final_logits(model, dataset.tokens, batch_size=batch_size)
+    year_ids = torch.tensor(sorted({i for g in dataset.greater_than_groups for i in g}), device=logits.device)
+    keep = torch.isin(logits.argmax(-1), year_ids)
+    return dataset.subset(keep.nonzero().flatten().tolist())
+
+
+DatasetFactory = Callable[..., TaskDataset]

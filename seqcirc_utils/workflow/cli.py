@@ -1,0 +1,647 @@
+"""The ``seqcirc`` command line.
+
+Each subcommand is a small ``_add_<name>(subparsers)`` function below that registers its parser
+and a ``run`` callback; the algorithms live in the package modules. Add a command by writing one
+such function and listing it in ``COMMANDS``.
+
+Conventions: choices come from the package's constants; every option has help text
+(``tests/test_cli.py`` walks the parser); a ``run`` callback checks all its arguments (and input
+files) before it loads a model, and a user error is a :class:`UsageError` (or a ``ValueError`` from
+the package's own checks): one line on stderr naming what is valid, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn
+
+# No package module is imported at module level. Building the parser imports only the torch-free
+# ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
+# argument has been checked.
+
+
+class UsageError(Exception):
+    """A user error: a bad argument, a missing or malformed input file, an unavailable model.
+
+    :func:`main` prints it as one line on stderr and returns exit status 2 (no traceback).
+    """
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse ``type``: a float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.8, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.8, got {value}")
+    return value
+
+
+def _thresholds(text: str) -> list[float]:
+    """An argparse ``type``: comma-separated fractions in (0, 1], e.g. ``0.9,0.8``."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one threshold in (0, 1], e.g. 0.8 or 0.9,0.8")
+    return [_fraction(t) for t in parts]
+
+
+def _print_table(df, fmt: str) -> None:
+    if fmt == "json":
+        print(df.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+            print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
+
+    p.add_argument("--model", default=EMBEDDED_MODEL,
+                   help=f"model spec: {EMBEDDED_MODEL} (default, embedded), {', '.join(TINY_MODELS)}, gpt2-small, "
+                        "a Hugging Face hub id, a local Hugging Face folder or a .gguf file")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+
+
+def _common_dataset_args(p: argparse.ArgumentParser) -> None:
+    from seqcirc_utils.core.options import CORRUPTIONS, DIRECTIONS, TASKS, TEMPLATES
+
+    p.add_argument("--task", default="digits", choices=TASKS, metavar="TASK",
+                   help="sequence family or greater_than: %(choices)s (default %(default)s)")
+    p.add_argument("--template", default="pure", choices=TEMPLATES, metavar="TEMPLATE",
+                   help="prompt template: %(choices)s (default %(default)s)")
+    p.add_argument("--direction", default="increasing", choices=DIRECTIONS, metavar="DIRECTION",
+                   help="%(choices)s (default %(default)s)")
+    p.add_argument("--step", type=_int_at_least(1, "--step"), default=1,
+                   help="distance between shown members, 1 = consecutive (default %(default)s)")
+    p.add_argument("--length", type=_int_at_least(2, "--length"), default=4,
+                   help="members shown, >= 2 (default %(default)s)")
+    p.add_argument("--corruption", default="randAll", choices=CORRUPTIONS, metavar="CORRUPTION",
+                   help="how the corrupted twin breaks the sequence: %(choices)s (default %(default)s; "
+                        "greater_than has its own)")
+    p.add_argument("--n", type=_int_at_least(1, "--n"), default=64, help="number of prompts (default %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="dataset seed (default %(default)s)")
+    _prefix_arg(p)
+    _model_args(p)
+
+
+def _prefix_arg(p: argparse.ArgumentParser) -> None:
+    from seqcirc_utils.core.options import PREFIX_MODES
+
+    p.add_argument("--prefix", default="document", choices=PREFIX_MODES, metavar="PREFIX",
+                   help="token each prompt starts with: document = the pretraining document separator "
+                        "(<|endoftext|> for GPT-2 and SmolLM2), bos = the tokenizer's bos_token whatever it is "
+                        "(a chat marker for SmolLM2-Instruct), none; %(choices)s (default %(default)s)")
+
+
+def dataset_kwargs(args: argparse.Namespace) -> dict:
+    return dict(template=args.template, direction=args.direction, step=args.step, length=args.length,
+                corruption=args.corruption, n=args.n, seed=args.seed, prefix=getattr(args, "prefix", "document"))
+
+
+def _check_dataset(args: argparse.Namespace) -> None:
+    """The dataset options checked together (e.g. greater_than has one corruption), before any model loads."""
+    from seqcirc_utils.tasks.datasets import TaskSpec
+
+    try:
+        TaskSpec(task=args.task, **dataset_kwargs(args)).validate()
+    except (TypeError, ValueError) as err:
+        raise UsageError(err) from None
+
+
+def _check_device(device: str | None) -> None:
+    """``--device``: a torch device this machine has (None = the default device)."""
+    if device is None:
+        return
+    import torch
+
+    valid = "cpu, cuda, cuda:N" + (", mps" if torch.backends.mps.is_available() else "")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {device!r}; valid: {valid}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {device!r}: MPS is not available here; valid: cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device {device!r}; valid: {valid}")
+
+
+def _check_model(spec: str) -> None:
+    """``--model``: a non-empty spec. Whether it names a loadable model (path exists, hub id cached or
+    reachable) is checked by ``models.load_model`` before any weights load; see :func:`_load_tokenizer_model`."""
+    from seqcirc_utils.models.loading import resolve_spec
+
+    try:
+        resolve_spec(spec)
+    except ValueError as err:
+        raise UsageError(err) from None
+
+
+def _check_out(path: str | None, flag: str = "--out") -> None:
+    """An output file path: not a directory, and its nearest existing parent is a writable directory."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{flag} {path!r} is a directory; give a file path, e.g. {p / 'out.json'}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path!r}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path!r}: cannot write in {parent}")
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    _check_device(args.device)
+    _check_model(args.model)
+
+
+def _load_tokenizer_model(args):
+    """Load ``--model`` on ``--device``; an unavailable model is a :class:`UsageError`."""
+    from seqcirc_utils.models.loading import ModelUnavailableError, load_model
+
+    try:
+        return load_model(args.model, device=args.device)
+    except (ModelUnavailableError, OSError) as err:
+        raise UsageError(f"cannot load model {args.model!r}: {err}") from None
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="print a task dataset (prompts, answers, positions, corruptions)")
+    _common_dataset_args(p)
+    p.add_argument("--format", choices=("json", "table"), default="json",
+                   help="json: the dataset dict (as embedded in circuit JSON); table: one row per prompt")
+
+    def run(args) -> int:
+        from seqcirc_utils.tasks.datasets import make_dataset
+
+        _check_dataset(args)
+        _check_model_args(args)
+        model, _ = _load_tokenizer_model(args)
+        ds = make_dataset(model.tokenizer, args.task, model_name=args.model, **dataset_kwargs(args))
+        if args.format == "json":
+            json.dump(ds.to_json(), sys.stdout)
+            print()
+        else:
+            import pandas as pd
+
+            rows = [{"text": p.text, "answer": p.answer, "incorrect": p.incorrect, "final_position": p.final_position,
+                     "member_positions": p.member_positions, "corrupted_text": p.corrupted_text} for p in ds.prompts]
+            _print_table(pd.DataFrame(rows), "table")
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def _add_behaviour(sub) -> None:
+    p = sub.add_parser("behaviour", help="per task/template/direction: accuracy, p(correct), logit diff, PD")
+    _model_args(p)
+    p.add_argument("--n", type=_int_at_least(1, "--n"), default=64,
+                   help="prompts per task/template/direction (default %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="dataset seed (default %(default)s)")
+    p.add_argument("--format", choices=("json", "table"), default="table", help="output format (default %(default)s)")
+    _prefix_arg(p)
+
+    def run(args) -> int:
+        from seqcirc_utils.tasks.behaviour import behaviour_table
+
+        _check_model_args(args)
+        model, _ = _load_tokenizer_model(args)
+        _print_table(behaviour_table(model, args.model, n=args.n, seed=args.seed, prefix=args.prefix), args.format)
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- circuit
+
+
+def _add_circuit(sub) -> None:
+    from seqcirc_utils.core.options import METHODS, METRICS, SWEEP_ORDERS
+    from seqcirc_utils.core.types import AblationMode
+
+    p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
+    _common_dataset_args(p)
+    p.add_argument("--thresholds", type=_thresholds, default="0.8",
+                   help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
+                        "(nested circuits, highest first; default %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="sweep",
+                   help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
+                        "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)")
+    p.add_argument("--order", choices=SWEEP_ORDERS, default=None,
+                   help=f"sweep order: %(choices)s (default: {SWEEP_ORDERS[0]}, the paper's)")
+    p.add_argument("--ablation", choices=[m.value for m in AblationMode], default=AblationMode.MEAN.value,
+                   help="what replaces an ablated component: %(choices)s (default %(default)s)")
+    p.add_argument("--metric", choices=METRICS, default=None,
+                   help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)")
+    p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
+    p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
+
+    def run(args) -> int:
+        from seqcirc_utils.discovery.pipeline import find_circuits, write_circuits
+        from seqcirc_utils.core.results import results_dir
+
+        _check_dataset(args)
+        _check_out(args.out)
+        _check_model_args(args)
+        _load_tokenizer_model(args)  # a clear error for an unavailable model; find_circuits reuses the load
+        records = find_circuits(args.model, args.task, args.thresholds, method=args.method, ablation=args.ablation,
+                                metric=args.metric, order=args.order, device=args.device,
+                                filter_correct=not args.no_filter, **dataset_kwargs(args))
+        out = args.out or results_dir(args.model) / f"circuit_{args.task}.json"
+        write_circuits(out, records)
+        for r in records:
+            heads = " ".join(f"L{l}.H{h}" for l, h in r["heads"])
+            print(f"threshold {r['threshold']:.2f}: score {r['score']:.3f}, {len(r['heads'])} heads, "
+                  f"{len(r['mlps'])} MLPs, {r['forward_passes']} forward passes, {r['seconds']:.1f} s\n  heads: {heads}")
+            if r.get("heldout"):
+                h = r["heldout"]
+                print(f"  held-out (seed {h['seed']}, {h['n_prompts']} prompts): score {h['score']:.3f} "
+                      f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}]; in-sample 95 % interval "
+                      f"[{r['score_ci95'][0]:.3f}, {r['score_ci95'][1]:.3f}]")
+        print(f"wrote {out}")
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- run / list (notebooks)
+
+
+def _add_run(sub) -> None:
+    from seqcirc_utils.workflow.runner import EXECUTED_DIR, NOTEBOOKS_DIR
+
+    p = sub.add_parser("run", help="execute notebooks/NN_NAME.py with papermill into book/executed/NN_NAME.ipynb")
+    p.add_argument("names", nargs="*", metavar="NAME", help="notebook name, with or without the NN_ prefix")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="notebook parameter; VALUE is parsed as JSON when possible (4, 0.5, true, [1,2]), else a string")
+    p.add_argument("--all", action="store_true", help="run every notebook in NN order")
+    p.add_argument("--keep-going", action="store_true", help="with several notebooks: do not stop at a failure")
+    p.add_argument("--out-dir", default=str(EXECUTED_DIR), help="where executed notebooks go (default book/executed)")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="execute even when the inputs are unchanged (default: reuse the cached executed notebook)")
+
+    def run(args) -> int:
+        from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook, run_notebooks,
+                             summary_table)
+
+        if args.all == bool(args.names):
+            raise ValueError("give notebook NAME(s) or --all (not both)")
+        notebooks = (find_notebooks(args.notebooks_dir) if args.all
+                     else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
+        results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
+                                keep_going=args.keep_going, progress=not args.no_progress, force=args.force)
+        print(summary_table(results))
+        return 0 if all(r.ok for r in results) and len(results) == len(notebooks) else 1
+
+    p.set_defaults(run=run)
+
+
+def _add_list(sub) -> None:
+    from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
+
+    p = sub.add_parser("list", help="list the notebooks and their parameters")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+    def run(args) -> int:
+        from seqcirc_utils.workflow.runner import find_notebooks, list_table
+
+        print(list_table(find_notebooks(args.notebooks_dir)))
+        return 0
+
+    p.set_defaults(run=run)
+
+
+def _add_grid(sub) -> None:
+    from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
+
+    p = sub.add_parser("grid", help="run a notebook over a parameter grid on Dask (results/<model>/runs/<cell-id>/)",
+                       description="Cartesian product of the -p values (or of a --file grid.yaml), one papermill "
+                                   "execution per cell on a Dask cluster; see seqcirc_utils/grid.py for the YAML format.")
+    p.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="notebook name (as for `seqcirc run`)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUES"),
+                   help="a grid axis: comma-separated values, each parsed as for `seqcirc run -p` (commas inside "
+                        "[...] or quotes do not split)")
+    p.add_argument("--file", default=None, help="grid YAML file (keys: notebook, parameters, grid)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="an existing Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded LocalCluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster worker processes (default: one per core; one thread each)")
+    p.add_argument("--resources", default=None, metavar="NAME=N[,...]",
+                   help="worker resources each cell needs, e.g. GPU=1 (LocalCluster workers get the same)")
+    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per cell (default 1)")
+    p.add_argument("--force", action="store_true", help="rerun cells whose inputs are unchanged")
+    p.add_argument("--json", action="store_true", help="print the cells' outcomes as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+    def run(args) -> int:
+        from seqcirc_utils.workflow.grid import GridSpec, cell_results_json, grid_table, load_grid_file, parse_axes, parse_resources, run_grid
+        from seqcirc_utils.workflow.runner import resolve_notebook
+
+        spec = load_grid_file(args.file) if args.file else GridSpec(None)
+        spec.axes.update(parse_axes(args.parameter))
+        for key in spec.axes:
+            spec.fixed.pop(key, None)
+        name = args.notebook or spec.notebook
+        if not name:
+            raise ValueError("give a NOTEBOOK (or 'notebook:' in the --file)")
+        if args.workers is not None and args.workers < 1 or args.threads < 1:
+            raise ValueError("--workers and --threads must be >= 1")
+        notebook = resolve_notebook(name, args.notebooks_dir)
+        results = run_grid(notebook, spec.cells(), scheduler=args.scheduler, n_workers=args.workers,
+                           resources=parse_resources(args.resources), force=args.force, progress=not args.no_progress,
+                           threads=args.threads)
+        print(json.dumps(cell_results_json(results), indent=1) if args.json else grid_table(results))
+        failed = [r.cell_id for r in results if not r.ok]
+        if failed:
+            print(f"seqcirc grid: {len(failed)} of {len(results)} cells failed: {', '.join(failed)}", file=sys.stderr)
+        return 1 if failed else 0
+
+    p.set_defaults(run=run)
+
+
+def _add_grid_summary(sub) -> None:
+    p = sub.add_parser("grid-summary", help="one table and chart of the cells of `seqcirc grid` runs")
+    p.add_argument("paths", nargs="+", metavar="RUNS", help="results/<model>/runs folder(s), or folders of cells")
+    p.add_argument("--out", default=None,
+                   help="output path without suffix (default <first RUNS>/grid_summary): .csv, .json, .vl.json, .html")
+    p.add_argument("--format", choices=("json", "table"), default="table",
+                   help="what is printed: %(choices)s (default %(default)s)")
+
+    def run(args) -> int:
+        from pathlib import Path
+
+        from seqcirc_utils.workflow.grid import summary_chart, summary_frame, write_summary
+
+        df = summary_frame(args.paths)
+        written = write_summary(df, summary_chart(df), args.out or Path(args.paths[0]) / "grid_summary")
+        _print_table(df, args.format)
+        print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr if args.format == "json" else sys.stdout)
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _add_scores(sub) -> None:
+    p = sub.add_parser("scores", help="rank heads by OV score (copy/next/prev/add<k>) or induction offset")
+    from seqcirc_utils.core.options import BASIC_KINDS, EMBEDDINGS, FAMILIES, OVER
+
+    _model_args(p)
+    p.add_argument("--family", default="digits", choices=list(FAMILIES), metavar="FAMILY",
+                   help="member family: %(choices)s (default %(default)s)")
+    p.add_argument("--kind", default="next",
+                   help=f"{', '.join(BASIC_KINDS)}, add<k>, sub<k> (OV scores) or induction (default %(default)s)")
+    p.add_argument("--top", type=_int_at_least(1, "--top"), default=10, help="number of heads printed (default %(default)s)")
+    p.add_argument("--k", type=_int_at_least(1, "--k"), default=1,
+                   help="OV: the target must be in the top-k output logits (default %(default)s)")
+    p.add_argument("--over", choices=OVER, default="family", help="OV: top-k over these tokens: %(choices)s")
+    p.add_argument("--embedding", choices=EMBEDDINGS, default="mlp0",
+                   help="OV: the input embedding of a member: %(choices)s (default %(default)s)")
+    p.add_argument("--n", type=_int_at_least(1, "--n"), default=32,
+                   help="induction: number of irregularly spaced prompts (default %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="induction: prompt seed (default %(default)s)")
+    p.add_argument("--format", choices=("json", "table"), default="table", help="output format (default %(default)s)")
+
+    def run(args) -> int:
+        if args.kind != "induction":
+            from seqcirc_utils.mechanisms.ov_scores import parse_kind
+
+            try:
+                parse_kind(args.kind)
+            except ValueError as err:
+                raise UsageError(f"{err} or induction") from None
+        _check_model_args(args)
+        model, _ = _load_tokenizer_model(args)
+        if args.kind == "induction":
+            from seqcirc_utils.mechanisms.induction import induction_table
+
+            df = induction_table(model, args.family, n=args.n, seed=args.seed)
+            cols = ["component", "member_k1", "token_k1", "same_type_k1", "member_k2", "token_k2"]
+            df = df.sort_values("member_k1", ascending=False).head(args.top)[cols]
+        else:
+            from seqcirc_utils.mechanisms.ov_scores import ov_scores, parse_kind, top_heads
+
+            parse_kind(args.kind)  # a clear error before any work
+            kinds = list(dict.fromkeys([args.kind, "copy", "next"]))
+            df = ov_scores(model, args.family, kinds, top_k=args.k, over=args.over, embedding=args.embedding)
+            df = top_heads(df, args.kind, args.top)[["component", *kinds, f"n_{args.kind}"]]
+        _print_table(df.reset_index(drop=True), args.format)
+        return 0
+
+    p.set_defaults(run=run)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+CIRCUIT_KEYS = ("model", "heads", "mlps", "dataset")
+
+
+def read_circuit_file(path: str, threshold: float) -> dict:
+    """The circuit record that ``seqcirc edges --circuit PATH --threshold T`` works on, checked.
+
+    ``PATH`` holds ``{"circuits": [record, ...]}`` (the record at ``threshold`` is taken) or one
+    record. Raises :class:`UsageError` for a missing or malformed file, a file with no circuit at
+    ``threshold``, another kind of record, missing keys or a malformed component list or dataset.
+    """
+    from seqcirc_utils.tasks.datasets import TaskDataset
+
+    where = f"--circuit {path}"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"{where}: no such file; give a circuit JSON written by `seqcirc circuit`")
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{where}: not a readable JSON file ({err})") from None
+    if isinstance(data, dict) and "circuits" in data:
+        records = data["circuits"]
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+            raise UsageError(f"{where}: 'circuits' must be a non-empty list of circuit records")
+        found = [r.get("threshold") for r in records]
+        record = next((r for r in records if isinstance(r.get("threshold"), (int, float))
+                       and abs(r["threshold"] - threshold) < 1e-9), None)
+        if record is None:
+            raise UsageError(f"{where} has no circuit at threshold {threshold}; valid --threshold: "
+                             f"{', '.join(str(t) for t in found)}")
+    elif isinstance(data, dict):
+        record = data
+    else:
+        raise UsageError(f"{where}: expected a JSON object (a circuit record or {{\"circuits\": [...]}}), "
+                         f"got {type(data).__name__}")
+    kind = record.get("kind", "circuit")
+    if kind != "circuit":
+        raise UsageError(f"{where} holds a {kind!r} record; valid: a circuit record (kind 'circuit')")
+    missing = [k for k in CIRCUIT_KEYS if k not in record]
+    if missing:
+        raise UsageError(f"{where}: the record lacks {', '.join(missing)}; a circuit record has "
+                         f"{', '.join(CIRCUIT_KEYS)}")
+    heads, mlps = record["heads"], record["mlps"]
+    pairs_ok = isinstance(heads, list) and all(
+        isinstance(h, list) and len(h) == 2 and all(isinstance(i, int) and i >= 0 for i in h) for h in heads)
+    if not pairs_ok or not isinstance(mlps, list) or not all(isinstance(m, int) and m >= 0 for m in mlps):
+        raise UsageError(f"{where}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] "
+                         "(non-negative integers)")
+    if not isinstance(record["model"], str) or not record["model"].strip():
+        raise UsageError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
+    from seqcirc_utils.core.options import METRICS
+    from seqcirc_utils.core.types import AblationMode
+
+    for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
+        if record.get(key) is not None and record[key] not in valid:
+            raise UsageError(f"{where}: unknown {key} {record[key]!r}; valid: {', '.join(valid)}")
+    try:
+        TaskDataset.from_json(record["dataset"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UsageError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
+                         "`seqcirc dataset --format json` prints") from None
+    return record
+
+
+def _add_edges(sub) -> None:
+    p = sub.add_parser("edges", help="edge circuit inside a node circuit: path patching (exact) or EAP / EAP-IG")
+    from seqcirc_utils.core.options import EDGE_METHODS as METHODS
+
+    p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
+    p.add_argument("--threshold", type=_fraction, default=0.8,
+                   help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file")
+    p.add_argument("--method", choices=METHODS, default="exact",
+                   help="exact: path patching of every edge; eap / eap-ig: attribution-ranked (default %(default)s)")
+    p.add_argument("--ig-steps", type=_int_at_least(1, "--ig-steps"), default=5,
+                   help="integrated-gradient steps for eap-ig (default %(default)s)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--out", default=None, help="output JSON (default results/<model>/edges_<task>.json)")
+
+    def run(args) -> int:
+        from seqcirc_utils.discovery.edges.search import run_edges
+        from seqcirc_utils.core.results import results_dir, write_json_atomic
+
+        _check_out(args.out)
+        record = read_circuit_file(args.circuit, args.threshold)
+        _check_device(args.device)
+        _check_model(record["model"])
+        _load_tokenizer_model(argparse.Namespace(model=record["model"], device=args.device))  # run_edges reuses it
+        out = run_edges(record, args.threshold, method=args.method, ig_steps=args.ig_steps, device=args.device)
+        path = args.out or results_dir(out["model"]) / f"edges_{out['task']}.json"
+        write_json_atomic(path, out)
+        f = out["faithfulness"]
+        print(f"{out['n_edges']} of {out['n_candidate_edges']} edges kept: edge-circuit score {out['score']:.3f} "
+              f"(node circuit {f['node_circuit_score']:.3f}, node ablation of connected nodes "
+              f"{f['node_ablation_score_connected']:.3f}), {out['forward_passes']} forward passes, {out['seconds']:.1f} s")
+        print(f"wrote {path}")
+        return 0
+
+    p.set_defaults(run=run)
+
+
+COMMANDS: list[Callable] = [_add_dataset, _add_behaviour, _add_circuit, _add_run, _add_list, _add_grid,
+                            _add_grid_summary, _add_scores, _add_edges]
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqcirc")
+    except PackageNotFoundError:
+        from seqcirc_utils import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="seqcirc", description="Shared circuits for sequence continuation: build datasets, "
+                     "find and score circuits, run the compendium's notebooks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `seqcirc COMMAND --help` for its options")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``seqcirc``; returns the exit status (0 ok, 1 a notebook failed, 2 a user error, 130 interrupted).
+
+    A user error (a :class:`UsageError`, a ``ValueError`` from the package's input checks, an
+    unavailable model) is one line on stderr naming what is valid, never a traceback.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, argparse's own (one-line) errors
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"seqcirc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - user errors become one line; anything else re-raises
+        if not _is_user_error(err):
+            raise
+        print(f"seqcirc {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Bad input (the package raises ``ValueError`` for it) or an unavailable model."""
+    from seqcirc_utils.models.loading import ModelUnavailableError
+
+    return isinstance(err, (UsageError, ValueError, ModelUnavailableError))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
