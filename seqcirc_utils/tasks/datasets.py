@@ -207,6 +207,15 @@ class Prompt:
     incorrect: str
     year: int | None = None  # greater-than only: the start year XXYY
 
+    @property
+    def sequence_id(self) -> str:
+        """The identity of this prompt's sequence: the unit that splits keep apart and intervals resample.
+
+        The member words joined by single spaces (prompts that differ only in fillers, template or
+        corruption are the same sequence); for greater-than, ``"year:XXYY"`` (century prefix and start year).
+        """
+        return f"year:{self.year}" if self.year is not None else " ".join(self.members)
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -228,6 +237,16 @@ class TaskDataset:
     @property
     def task(self) -> str:
         return self.spec.task
+
+    @property
+    def sequence_ids(self) -> list[str]:
+        """Each prompt's :attr:`Prompt.sequence_id`, in prompt order."""
+        return [p.sequence_id for p in self.prompts]
+
+    @property
+    def n_sequences(self) -> int:
+        """The number of distinct sequence identities among the prompts."""
+        return len(set(self.sequence_ids))
 
     @property
     def seq_len(self) -> int:
@@ -302,6 +321,7 @@ class TaskDataset:
             "prefix": self.prefix_info.to_json(),
             "answer_token_policy": self.answer_token_policy,
             "greater_than_groups": self.greater_than_groups,
+            "n_sequences": self.n_sequences,
             "prompts": [p.to_json() for p in self.prompts],
         }
 
