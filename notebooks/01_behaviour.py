@@ -49,6 +49,7 @@ from IPython.display import Markdown, display
 from seqcirc_utils.report import plots
 from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.result_records import Behaviour
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
@@ -72,11 +73,11 @@ for p in prefixes:
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
 table = all_prefixes[all_prefixes["prefix"] == prefix].drop(columns=["prefix_token"]).reset_index(drop=True)
-_ = write_json_atomic(results_dir(model) / "behaviour.json", {
-    "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "templates": list(templates),
-    "prefix": resolved_prefix.to_json(), "rows": frame_records(table),
-    "prefixes": {p: r.to_json() for p, r in resolved.items()}, "prefix_rows": frame_records(all_prefixes),
-})
+_ = write_json_atomic(results_dir(model) / Behaviour.file, Behaviour(
+    model=model, n_prompts=n_prompts, seed=seed, smoke=smoke, templates=list(templates),
+    prefix=resolved_prefix.to_json(), rows=frame_records(table),
+    prefixes={p: r.to_json() for p, r in resolved.items()}, prefix_rows=frame_records(all_prefixes),
+))
 display(Markdown(f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
                  f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
                  else "Prompts start with **no** prefix token."))

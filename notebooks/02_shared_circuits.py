@@ -52,6 +52,7 @@ from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matr
                                    shared_components)
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, parse_component
 
@@ -160,14 +161,14 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, datasets)
-write_json_atomic(out_dir / "shared_circuits.json", {
-    "model": model, "template": template, "threshold": main_threshold, "method": method, "smoke": smoke,
-    "summary": summary.to_dict(orient="records"), "overlap": overlap.to_dict(orient="records"),
-    "shared": [str(c) for c in shared], "cross_task_percent": cross.to_dict(),
-    "membership": membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
-    "head_importance": head_scores,
-    "single_head_ablation": frame_records(exact[exact_columns]),
-})
+write_json_atomic(out_dir / SharedCircuits.file, SharedCircuits(
+    model=model, template=template, threshold=main_threshold, method=method, smoke=smoke,
+    summary=summary.to_dict(orient="records"), overlap=overlap.to_dict(orient="records"),
+    shared=[str(c) for c in shared], cross_task_percent=cross.to_dict(),
+    membership=membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
+    head_importance=head_scores,
+    single_head_ablation=frame_records(exact[exact_columns]),
+))
 cross
 
 # %%
@@ -253,14 +254,14 @@ same_diff = pd.concat(
     + [same_different_counts(same_different(shared_at[top], shared_at)).assign(task="shared by all")],
     ignore_index=True).rename(columns={"circuit": "threshold"})
 shared_table = same_different(shared_at[top], {f"{100 * thr:.0f} %": comps for thr, comps in shared_at.items()})
-write_json_atomic(out_dir / "shared_by_threshold.json", {
-    "model": model, "template": template, "method": method, "smoke": smoke, "thresholds": list(by_threshold),
-    "reference_threshold": top, "n_random": n_random, "random_match": random_match, "seed": seed,
-    "shared": {str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
-               for thr in shared_at},
-    "scores": frame_records(shared_scores), "same_different": frame_records(same_diff),
-    "shared_same_different": shared_table.reset_index().to_dict(orient="records"),
-})
+write_json_atomic(out_dir / SharedByThreshold.file, SharedByThreshold(
+    model=model, template=template, method=method, smoke=smoke, thresholds=list(by_threshold),
+    reference_threshold=top, n_random=n_random, random_match=random_match, seed=seed,
+    shared={str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
+            for thr in shared_at},
+    scores=frame_records(shared_scores), same_different=frame_records(same_diff),
+    shared_same_different=shared_table.reset_index().to_dict(orient="records"),
+))
 display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
 shared_table
 

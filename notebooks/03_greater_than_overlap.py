@@ -51,6 +51,7 @@ from seqcirc_utils.evaluation.compare import (analogous_ablation, cross_task_sco
                                    overlap_table, shared_components, sharing_by_threshold)
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThresholds
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.stats import spearman
 from seqcirc_utils.core.types import Circuit
@@ -157,14 +158,14 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, data)
 shared = shared_components(circuits, kind="head")
-write_json_atomic(out_dir / "greater_than_overlap.json", {
-    "model": model, "threshold": threshold, "method": method, "smoke": smoke, "sequence_task": sequence_task,
-    "greater_than_circuit": gt_records[0] | {"dataset": None}, "sequence_circuit": seq_records[0] | {"dataset": None},
-    "overlap": overlap.to_dict(orient="records"), "analogous_ablation": ablation.to_dict(orient="records"),
-    "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
-    "head_importance": estimated_drop_scores(importance, panel="task"),
-    "single_head_ablation": frame_records(exact[exact_columns]), "estimated_drop_rank_correlation": rank_correlation,
-})
+write_json_atomic(out_dir / GreaterThanOverlap.file, GreaterThanOverlap(
+    model=model, threshold=threshold, method=method, smoke=smoke, sequence_task=sequence_task,
+    greater_than_circuit=gt_records[0].with_extra(dataset=None), sequence_circuit=seq_records[0].with_extra(dataset=None),
+    overlap=overlap.to_dict(orient="records"), analogous_ablation=ablation.to_dict(orient="records"),
+    cross_task_percent=cross.to_dict(), shared_heads=[str(c) for c in shared],
+    head_importance=estimated_drop_scores(importance, panel="task"),
+    single_head_ablation=frame_records(exact[exact_columns]), estimated_drop_rank_correlation=rank_correlation,
+))
 cross
 
 # %%
@@ -258,13 +259,13 @@ def _ladder_sentence(task: str) -> str:
             f"than random heads at {above} of {len(g)} thresholds (at {100 * top['threshold']:.0f} %: "
             f"{top['ref_in_task_drop']:.1f} vs {top['ref_in_task_random']:.1f} points).")
 
-write_json_atomic(out_dir / "greater_than_thresholds.json", {
-    "model": model, "smoke": smoke, "method": "fast", "minimal": ladder_minimal, "thresholds": ladder_thresholds,
-    "tasks": ladder_names, "n_prompts": ladder_prompts, "n_random": ladder_random, "seed": seed,
-    "circuits": frame_records(ladder_circuits), "sharing": frame_records(sharing),
-    "lost_at": {t: lost[t] for t in ladder_tasks if t in lost},
-    "records": {t: [r | {"dataset": None} for r in ladder_records[t]] for t in ladder_names},
-})
+write_json_atomic(out_dir / GreaterThanThresholds.file, GreaterThanThresholds(
+    model=model, smoke=smoke, method="fast", minimal=ladder_minimal, thresholds=ladder_thresholds,
+    tasks=ladder_names, n_prompts=ladder_prompts, n_random=ladder_random, seed=seed,
+    circuits=frame_records(ladder_circuits), sharing=frame_records(sharing),
+    lost_at={t: lost[t] for t in ladder_tasks if t in lost},
+    records={t: [r.with_extra(dataset=None) for r in ladder_records[t]] for t in ladder_names},
+))
 gt_sizes = ladder_circuits[ladder_circuits["task"] == "greater_than"].set_index("threshold")["heads"]
 display(Markdown(
     "Going down the nested ladders (all circuits found by the fast method"

@@ -48,6 +48,7 @@ from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, s
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.records import HeadScores
+from seqcirc_utils.core.result_records import DecreasingCircuits, StepKCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
 
@@ -115,14 +116,14 @@ exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")
 overlap = overlap_table(circuits, kind="head")
 cross = 100 * cross_task_scores(lm, info, circuits, datasets)
 shared = shared_components(circuits, kind="head")
-write_json_atomic(out_dir / "decreasing_circuits.json", {
-    "model": model, "task": task, "template": template, "threshold": threshold, "method": method, "smoke": smoke,
-    "summary": summary.to_dict(orient="records"), "head_overlap": overlap.to_dict(orient="records"),
-    "cross_task_percent": cross.to_dict(), "shared_heads": [str(c) for c in shared],
-    "circuits": {n: r | {"dataset": None} for n, r in records.items()},
-    "head_importance": head_scores,
-    "single_head_ablation": frame_records(exact[exact_columns]),
-})
+write_json_atomic(out_dir / DecreasingCircuits.file, DecreasingCircuits(
+    model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke,
+    summary=summary.to_dict(orient="records"), head_overlap=overlap.to_dict(orient="records"),
+    cross_task_percent=cross.to_dict(), shared_heads=[str(c) for c in shared],
+    circuits={n: r.with_extra(dataset=None) for n, r in records.items()},
+    head_importance=head_scores,
+    single_head_ablation=frame_records(exact[exact_columns]),
+))
 display(overlap[["a", "b", "size_a", "size_b", "intersection", "jaccard"]])
 display(plots.figure(plots.overlap_chart(circuits, title="circuit membership per configuration"),
                      f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
@@ -244,16 +245,16 @@ display(plots.figure(
     "circuit's heads in the table above."))
 
 # %%
-step_result = {"steps": steps, "families": step_families, "step_k": step_k, "length": step_length,
-               "behaviour": frame_records(step_behaviour), "error": step_error,
-               "ov_scores": HeadScores.from_table(ov.drop(columns=["kv_head"]), description=f"OV scores over the {task} family")}
-if step_error is None:
-    step_result |= {"summary": frame_records(step_summary), "overlap": frame_records(step_overlap),
-                    "cross_task_percent": step_cross.to_dict(), "ov_groups": frame_records(ov_groups),
-                    "circuit": step_record | {"dataset": None}}
-write_json_atomic(out_dir / "step_k_circuits.json", {"model": model, "task": task, "template": template,
-                                                      "threshold": threshold, "method": method, "smoke": smoke,
-                                                      **step_result})
+found = step_error is None
+write_json_atomic(out_dir / StepKCircuits.file, StepKCircuits(
+    model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke, steps=steps,
+    families=step_families, step_k=step_k, length=step_length, behaviour=frame_records(step_behaviour),
+    error=step_error,
+    ov_scores=HeadScores.from_table(ov.drop(columns=["kv_head"]), description=f"OV scores over the {task} family"),
+    summary=frame_records(step_summary) if found else None, overlap=frame_records(step_overlap) if found else None,
+    cross_task_percent=step_cross.to_dict() if found else None, ov_groups=frame_records(ov_groups) if found else None,
+    circuit=step_record.with_extra(dataset=None) if found else None,
+))
 acc = {(r["family"], r["step"]): r["top1_accuracy"] for r in step_rows if r.get("n")}
 text = ("Top-1 accuracy by step: " + "; ".join(
     f"{fam} " + ", ".join(f"step {k} {100 * acc[(fam, k)]:.0f} %" for k in steps if (fam, k) in acc)

@@ -59,6 +59,7 @@ from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.discovery.edges.attribution import edge_attribution
 from seqcirc_utils.discovery.edges.patching import edge, edge_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
+from seqcirc_utils.core.result_records import MlpAblation
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, Component
 
@@ -185,19 +186,19 @@ if len(by_length):
 by_length.pivot_table(index="component", columns="config", values="kept_%", sort=False) if len(by_length) else by_length
 
 # %%
-_ = write_json_atomic(results_dir(model) / "mlp_ablation.json", {
-    "model": model, "template": template, "direction": direction, "smoke": smoke, "mlp_effects": frame_records(effects),
-    "key_mlp": str(key_mlp), "neuron_attribution_top": neuron_attr.head(50).to_dict(),
-    "neuron_ablation": frame_records(neuron_rows),
-    "head_to_key_mlp": frame_records(head_to_mlp[(head_to_mlp["task"] == tasks[0])
-                                                 & (head_to_mlp["receiver"] == str(key_by_task[tasks[0]][0]))]
-                                     if key_by_task[tasks[0]] else head_to_mlp.iloc[:0]),
-    "key_mlps": {t: [str(m) for m in ms] for t, ms in key_by_task.items()}, "patch_within": patch_within,
-    "head_to_mlp": frame_records(head_to_mlp),
-    "length_study": {"task": length_task, "directions": length_directions, "lengths": length_values,
-                     "n_prompts": length_prompts, "skipped": length_skipped,
-                     "mlp_effects": frame_records(by_length.drop(columns=["config"]))},
-})
+_ = write_json_atomic(results_dir(model) / MlpAblation.file, MlpAblation(
+    model=model, template=template, direction=direction, smoke=smoke, mlp_effects=frame_records(effects),
+    key_mlp=str(key_mlp), neuron_attribution_top=neuron_attr.head(50).to_dict(),
+    neuron_ablation=frame_records(neuron_rows),
+    head_to_key_mlp=frame_records(head_to_mlp[(head_to_mlp["task"] == tasks[0])
+                                              & (head_to_mlp["receiver"] == str(key_by_task[tasks[0]][0]))]
+                                  if key_by_task[tasks[0]] else head_to_mlp.iloc[:0]),
+    key_mlps={t: [str(m) for m in ms] for t, ms in key_by_task.items()}, patch_within=patch_within,
+    head_to_mlp=frame_records(head_to_mlp),
+    length_study={"task": length_task, "directions": length_directions, "lengths": length_values,
+                  "n_prompts": length_prompts, "skipped": length_skipped,
+                  "mlp_effects": frame_records(by_length.drop(columns=["config"]))},
+))
 
 # %%
 mlp_table = effects.pivot(index="component", columns="task", values="kept_%")

@@ -59,6 +59,7 @@ from seqcirc_utils.mechanisms.attention import (attention_summary, dataset_membe
 from seqcirc_utils.mechanisms.induction import dataset_offset_scores, prompts_offset_scores, spaced_prompts
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.records import AttentionPattern
+from seqcirc_utils.core.result_records import InductionOffsets
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import parse_component
@@ -225,12 +226,12 @@ for f in families:
                          "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
                          "attends to the previous member wherever it is."))
 
-_ = write_json_atomic(results_dir(model) / "induction_offsets.json", {
-    "model": model, "n_prompts": n_prompts, "seed": seed, "smoke": smoke, "families": families,
-    "template": template, "attention_template": attention_template, "max_offset": max_offset, "n_members": n_members, "gap": gap,
-    "offsets": frame_records(table), "pairs": frame_records(pairs),
-    "attention": frame_records(summary), "member_to_member": patterns,
-})
+_ = write_json_atomic(results_dir(model) / InductionOffsets.file, InductionOffsets(
+    model=model, n_prompts=n_prompts, seed=seed, smoke=smoke, families=families,
+    template=template, attention_template=attention_template, max_offset=max_offset, n_members=n_members, gap=gap,
+    offsets=frame_records(table), pairs=frame_records(pairs),
+    attention=frame_records(summary), member_to_member=patterns,
+))
 
 # %% [markdown]
 # ## What the numbers say

@@ -67,6 +67,7 @@ from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens,
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.mechanisms.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
 from seqcirc_utils.core.records import AttentionPattern, HeadScores
+from seqcirc_utils.core.result_records import SuccessorHeads
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import parse_component
 
@@ -288,15 +289,15 @@ if len(lens_by_length):
 lens_by_length
 
 # %%
-_ = write_json_atomic(results_dir(model) / "successor_heads.json", {
-    "model": model, "smoke": smoke, "families": families, "skipped": skipped, "kinds": kinds, "over": over,
-    "top_k": top_k, "embedding": embedding, "focus": focus, "template": template, "seed": seed,
-    "n_prompts": n_prompts, "n_kept": len(ds), "n_lens": len(lens_ds),
-    "overview": frame_records(overview),
-    "scores": HeadScores.from_table(pd.concat([scores[f].drop(columns="kv_head").assign(family=f) for f in families],
+_ = write_json_atomic(results_dir(model) / SuccessorHeads.file, SuccessorHeads(
+    model=model, smoke=smoke, families=families, skipped=skipped, kinds=kinds, over=over,
+    top_k=top_k, embedding=embedding, focus=focus, template=template, seed=seed,
+    n_prompts=n_prompts, n_kept=len(ds), n_lens=len(lens_ds),
+    overview=frame_records(overview),
+    scores=HeadScores.from_table(pd.concat([scores[f].drop(columns="kv_head").assign(family=f) for f in families],
                                           ignore_index=True), panels=["family"],
                                 description=f"OV scores (top-{top_k} over the {over}), one panel per family"),
-    "top_next_head": {
+    top_next_head={
         "component": str(best),
         "ov_member_table": {"rows": list(ov_table.index), "columns": list(ov_table.columns),
                             "logits": ov_table.values.tolist()},
@@ -304,14 +305,14 @@ _ = write_json_atomic(results_dir(model) / "successor_heads.json", {
         "final_to_members": AttentionPattern.from_frame(best, f2m.loc[[str(best)]].set_axis(["final"]),
                                                         description=f"{focus}: final position -> each member"),
     },
-    "dla": frame_records(dla_table), "dla_heads": HeadScores.from_table(head_dla[["component", "mean", "std"]],
-                                    description=f"direct logit attribution on {focus} prompts (nats)"),
-    "dla_logit_diff": float(dla.logit_diff.mean()),
-    "logit_lens_first_top1": frame_records(first),
-    "direction": direction, "lens_template": lens_template, "logit_lens_by_length": frame_records(lens_by_length),
-    "logit_lens_by_length_counts": frame_records(pd.concat(lens_counts, ignore_index=True)) if lens_counts else [],
-    "logit_lens_by_length_skipped": lens_skipped,
-})
+    dla=frame_records(dla_table), dla_heads=HeadScores.from_table(head_dla[["component", "mean", "std"]],
+                                  description=f"direct logit attribution on {focus} prompts (nats)"),
+    dla_logit_diff=float(dla.logit_diff.mean()),
+    logit_lens_first_top1=frame_records(first),
+    direction=direction, lens_template=lens_template, logit_lens_by_length=frame_records(lens_by_length),
+    logit_lens_by_length_counts=frame_records(pd.concat(lens_counts, ignore_index=True)) if lens_counts else [],
+    logit_lens_by_length_skipped=lens_skipped,
+))
 
 # %% [markdown]
 # ## What the numbers say

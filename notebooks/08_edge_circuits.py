@@ -58,6 +58,7 @@ from seqcirc_utils.discovery.edges.attribution import eap_vs_exact
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.discovery.edges.search import prune_edges
 from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges
+from seqcirc_utils.core.result_records import EdgeCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
 
@@ -126,9 +127,9 @@ candidates = circuit_edges(info, EdgePatcher(ablators[first], nodes[first]).comp
 sample = random.Random(seed).sample(candidates, min(exact_sample, len(candidates)))
 agreement, agree = eap_vs_exact(ablators[first], nodes[first], sample, ig_steps=1, progress=False)
 legacy = {"node_ablation_%": summary["node_circuit_%"]}  # older readers: the node circuit's score, same number
-write_json_atomic(out_dir / "edge_circuits.json", {
-    "model": model, "smoke": smoke, "edge_method": edge_method, "summary": frame_records(summary.assign(**legacy)),
-    "eap_vs_exact": agree, "eap_vs_exact_edges": frame_records(agreement)})
+write_json_atomic(out_dir / EdgeCircuits.file, EdgeCircuits(
+    model=model, smoke=smoke, edge_method=edge_method, summary=frame_records(summary.assign(**legacy)),
+    eap_vs_exact=agree, eap_vs_exact_edges=frame_records(agreement)))
 display(pd.DataFrame([agree]))
 plots.figure(plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
                                               + "." + agreement["input"]).nsmallest(15, "exact"),

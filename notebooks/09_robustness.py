@@ -65,6 +65,7 @@ from seqcirc_utils.evaluation import robustness as R
 from seqcirc_utils.discovery.pipeline import score_columns
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.evaluation.planted import ground_truth_table
+from seqcirc_utils.core.result_records import Robustness
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
 plots.enable_offline()
@@ -174,19 +175,19 @@ planted = ground_truth_table(threshold=threshold, ig_steps=planted_ig_steps)
 planted
 
 # %%
-write_json_atomic(out_dir / "robustness.json", {
-    "kind": "robustness", "model": model, "smoke": smoke,
-    "parameters": {"tasks": tasks, "detail_tasks": detail_tasks, "detail_factors": detail_factors,
-                   "threshold": threshold, "method": method,
-                   "template": template, "n_prompts": n_prompts, "n_seeds": n_seeds, "n_orders": n_orders,
-                   "corruptions": corruptions, "core_frequency": core_frequency, "seed": seed, "prefix": prefix},
-    "runs": [r.to_json() for r in runs],
-    "summary": frame_records(summary),
-    "membership": {t: frame_records(f) for t, f in frequencies.items()},
-    "core": cores,
-    "planted": frame_records(planted),
-    "seconds": time.perf_counter() - t_start,
-})
+write_json_atomic(out_dir / Robustness.file, Robustness(
+    model=model, smoke=smoke,
+    parameters={"tasks": tasks, "detail_tasks": detail_tasks, "detail_factors": detail_factors,
+                "threshold": threshold, "method": method,
+                "template": template, "n_prompts": n_prompts, "n_seeds": n_seeds, "n_orders": n_orders,
+                "corruptions": corruptions, "core_frequency": core_frequency, "seed": seed, "prefix": prefix},
+    runs=[r.to_json() for r in runs],
+    summary=frame_records(summary),
+    membership={t: frame_records(f) for t, f in frequencies.items()},
+    core=cores,
+    planted=frame_records(planted),
+    seconds=time.perf_counter() - t_start,
+))
 
 # %%
 def pct(x: float) -> str:

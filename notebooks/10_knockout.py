@@ -65,6 +65,7 @@ from seqcirc_utils.mechanisms.knockout import (CATEGORIES, KnockoutAblator, back
                                     prediction_records, select_successor_heads)
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.records import HeadScores
+from seqcirc_utils.core.result_records import Knockout
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import FAMILIES
 
@@ -245,13 +246,13 @@ plots.figure(
 
 # %%
 records = ko_table.to_dict("records")
-_ = write_json_atomic(results_dir(model) / "knockout.json", {
-    "kind": "knockout", "schema_version": 1, "model": model, "smoke": smoke, "tasks": tasks, "skipped": skipped,
-    "template": template, "prefix": prefix, "seed": seed, "n_prompts": n_prompts, "focus": focus,
-    "n_kept": {t: len(d) for t, d in datasets.items()}, "successor_heads": [str(h) for h in heads],
-    "candidates": frame_records(candidates), "random_heads": [[str(c) for c in r] for r in randoms],
-    "knockouts": frame_records(ko_table), "categories": list(CATEGORIES), "predictions": predictions,
-    "backups": {"task": focus, "threshold": threshold, "method": "fast", "rounds": 1,
+_ = write_json_atomic(results_dir(model) / Knockout.file, Knockout(
+    model=model, smoke=smoke, tasks=tasks, skipped=skipped,
+    template=template, prefix=prefix, seed=seed, n_prompts=n_prompts, focus=focus,
+    n_kept={t: len(d) for t, d in datasets.items()}, successor_heads=[str(h) for h in heads],
+    candidates=frame_records(candidates), random_heads=[[str(c) for c in r] for r in randoms],
+    knockouts=frame_records(ko_table), categories=list(CATEGORIES), predictions=predictions,
+    backups={"task": focus, "threshold": threshold, "method": "fast", "rounds": 1,
                 "intact": {"components": [str(c) for c in sorted(main.components)], "score": main.score.score,
                            "reference_logit_diff": ab.full_metric},
                 "knocked_out": {"components": [str(c) for c in sorted(backup.components)] if backup else None,
@@ -259,13 +260,13 @@ _ = write_json_atomic(results_dir(model) / "knockout.json", {
                                 "score_vs_intact": backup.score.circuit_metric / ab.full_metric if backup else None,
                                 "reference_logit_diff": ko_ab.full_metric, "not_found": no_backup},
                 "joins": joins, "leaves": leaves, "membership": frame_records(membership)},
-    "compensation": HeadScores.from_table(comp.drop(columns="knocked_out"), scores=["dla_clean", "dla_knockout", "change"],
-                                      description=f"direct logit attribution on {focus} prompts before and after "
-                                                  "the knockout (nats)"), "compensation_logit_diff": comp.attrs,
-    "negative_heads": frame_records(negatives), "negative_heads_checked": negatives.attrs["checked"],
-    "position_drops": {"task": focus, "n_prompts": len(pos_ds), "labels": labels,
-                       "cells": frame_records(per_pos)},
-})
+    compensation=HeadScores.from_table(comp.drop(columns="knocked_out"), scores=["dla_clean", "dla_knockout", "change"],
+                                       description=f"direct logit attribution on {focus} prompts before and after "
+                                                   "the knockout (nats)"), compensation_logit_diff=comp.attrs,
+    negative_heads=frame_records(negatives), negative_heads_checked=negatives.attrs["checked"],
+    position_drops={"task": focus, "n_prompts": len(pos_ds), "labels": labels,
+                    "cells": frame_records(per_pos)},
+))
 
 # %% [markdown]
 # ## What the numbers say

@@ -60,6 +60,7 @@ from seqcirc_utils.mechanisms.editing import dose_response, format_direction, fu
 from seqcirc_utils.mechanisms.knockout import CATEGORIES, select_successor_heads
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS
+from seqcirc_utils.core.result_records import ActivationEditing
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import make_dataset
 
@@ -173,15 +174,15 @@ plots.figure(
     "(solid), against random directions of the same norm (dashed, mean over draws).")
 
 # %%
-_ = write_json_atomic(results_dir(model) / "activation_editing.json", {
-    "kind": "activation_editing", "schema_version": 1, "model": model, "smoke": smoke, "template": template,
-    "prefix": prefix, "seed": seed, "n_prompts": n_prompts, "n_source": n_source, "skipped": skipped,
-    "n_kept": {t: len(d) for t, d in datasets.items()}, "successor_heads": [str(h) for h in heads],
-    "candidates": frame_records(candidates), "random_heads": [[str(c) for c in r] for r in randoms],
-    "function_edits": frame_records(edit_table), "function_edit_prompts": edit_meta,
-    "steer_layer": layer, "alphas": [float(a) for a in alphas], "directions": directions,
-    "steering": frame_records(steer_table), "steering_summary": frame_records(summary),
-})
+_ = write_json_atomic(results_dir(model) / ActivationEditing.file, ActivationEditing(
+    model=model, smoke=smoke, template=template,
+    prefix=prefix, seed=seed, n_prompts=n_prompts, n_source=n_source, skipped=skipped,
+    n_kept={t: len(d) for t, d in datasets.items()}, successor_heads=[str(h) for h in heads],
+    candidates=frame_records(candidates), random_heads=[[str(c) for c in r] for r in randoms],
+    function_edits=frame_records(edit_table), function_edit_prompts=edit_meta,
+    steer_layer=layer, alphas=[float(a) for a in alphas], directions=directions,
+    steering=frame_records(steer_table), steering_summary=frame_records(summary),
+))
 
 # %% [markdown]
 # ## What the numbers say

@@ -59,6 +59,7 @@ from IPython.display import Markdown, display
 from seqcirc_utils.report import plots
 from seqcirc_utils.mechanisms import representations as R
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.result_records import Representations
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
 plots.enable_offline()
@@ -341,18 +342,17 @@ if smoke:
 display(Markdown("\n".join(lines)))
 
 # %%
-_ = write_json_atomic(results_dir(model) / "representations.json", {
-    "kind": "representations", "schema_version": 1,
-    "model": model, "smoke": smoke, "seed": seed, "prefix": prefix, "families": families, "template": template,
-    "length": length, "n_prompts": n_prompts, "member_index": member_index, "n_components": n_components,
-    "n_folds": folds, "n_permutations": n_permutations, "center": center, "centers": centers,
-    "n_layers": info.n_layers, "depths": frame_records(depths), "final_tokens": final_tokens,
-    "pca": {"explained": frame_records(explained), "scatter_layers": list(scatter_layers),
-            "points": frame_records(scatter)},
-    "separability": frame_records(separation),
-    "value_cosine": {"formats": formats, "values": values, "counts": counts.tolist(),
-                     "summary": frame_records(value_summary), "pairs": frame_records(value_pairs)},
-    "next_direction": {"pairs": frame_records(next_pairs.drop(columns="pair")), "mean": frame_records(next_mean),
-                       "norms": frame_records(next_norms)},
-    "headline": headline,
-})
+_ = write_json_atomic(results_dir(model) / Representations.file, Representations(
+    model=model, smoke=smoke, seed=seed, prefix=prefix, families=families, template=template,
+    length=length, n_prompts=n_prompts, member_index=member_index, n_components=n_components,
+    n_folds=folds, n_permutations=n_permutations, center=center, centers=centers,
+    n_layers=info.n_layers, depths=frame_records(depths), final_tokens=final_tokens,
+    pca={"explained": frame_records(explained), "scatter_layers": list(scatter_layers),
+         "points": frame_records(scatter)},
+    separability=frame_records(separation),
+    value_cosine={"formats": formats, "values": values, "counts": counts.tolist(),
+                  "summary": frame_records(value_summary), "pairs": frame_records(value_pairs)},
+    next_direction={"pairs": frame_records(next_pairs.drop(columns="pair")), "mean": frame_records(next_mean),
+                    "norms": frame_records(next_norms)},
+    headline=headline,
+))

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from record_fixtures import example, row
 from seqcirc_utils.workflow import book as book_assets
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
@@ -451,17 +452,19 @@ def test_figures_are_numbered_per_page_and_need_a_caption():
 
 
 def test_findings_say_not_run_and_read_the_numbers(tmp_path):
+    from seqcirc_utils.core.result_records import Behaviour, MlpAblation
     from seqcirc_utils.core.results import write_json_atomic
 
     results = tmp_path / "smollm2-135m"
-    write_json_atomic(results / "behaviour.json", {"smoke": False, "rows": [
-        {"task": "digits", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.75},
-        {"task": "months", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.25},
-        {"task": "digits", "template": "pure", "direction": "decreasing", "n": 8, "top1_accuracy": 0.125},
-        {"task": "greater_than", "template": "pure", "direction": "increasing", "n": 8, "top1_accuracy": 0.5,
-         "prob_diff": 0.4567},
-        {"task": "letters", "template": "pure", "direction": "increasing", "n": 0, "error": "not single tokens"}]})
-    write_json_atomic(results / "mlp_ablation.json", {"smoke": True, "mlp_effects": [{"task": "digits"}]})
+    rows = [row(Behaviour, "rows", task=t, template="pure", direction=d, n=n, top1_accuracy=acc, **more)
+            for t, d, n, acc, more in (("digits", "increasing", 8, 0.75, {}), ("months", "increasing", 8, 0.25, {}),
+                                       ("digits", "decreasing", 8, 0.125, {}),
+                                       ("greater_than", "increasing", 8, 0.5, {"prob_diff": 0.4567}),
+                                       ("letters", "increasing", 0, None, {"error": "not single tokens"}))]
+    write_json_atomic(results / "behaviour.json", example(Behaviour, smoke=False, rows=rows))
+    # a file of its kind whose rows lack declared columns: the reader reports it (as a schema change would read)
+    bad = example(MlpAblation, smoke=True).to_json() | {"mlp_effects": [{"task": "digits"}]}
+    write_json_atomic(results / "mlp_ablation.json", bad)
     statuses = [ChapterStatus("01_behaviour", "Behaviour", executed=True),
                 ChapterStatus("02_shared_circuits", "Shared", executed=True),
                 ChapterStatus("04_decreasing_circuits", "Decreasing", executed=False),
@@ -475,7 +478,7 @@ def test_findings_say_not_run_and_read_the_numbers(tmp_path):
     assert f"*{NOT_RUN}*: `results/smollm2-135m/shared_circuits.json` is missing" in lines["**{doc}`Shared </book/executed/02_shared_circuits>`"]
     assert f"*{NOT_RUN}*" in lines["**Decreasing"] and "{doc}" not in lines["**Decreasing"]
     mlps = lines["**{doc}`MLPs </book/executed/05_mlp_ablation>`"]
-    assert "failed" in mlps and UNREADABLE in mlps and "KeyError" in mlps
+    assert "failed" in mlps and UNREADABLE in mlps and "BadFileError" in mlps and "lacks ['component', 'kept_%']" in mlps
 
 
 def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
@@ -516,17 +519,19 @@ def test_per_head_panels_share_one_figure():
 
 
 def test_representations_headline_reads_its_numbers():
+    from seqcirc_utils.core.result_records import Representations
     from seqcirc_utils.report.findings import representations
 
     headline = {"center": "format", "value_layer": 17, "same_value_cosine": 0.704, "diff_value_same_format_cosine": -0.25,
                 "diff_value_diff_format_cosine": -0.176, "same_value_above_control_layers": 31, "n_depths": 31,
                 "next_layer": 1, "next_cosine": 0.707, "next_perm_q95": 0.405, "next_above_baseline_layers": 31,
                 "order_first_layer": 15, "order_accuracy_last": {"digits": 0.953, "months": 0.891}, "order_chance": 0.5}
-    text = representations({"representations.json": {"families": ["digits", "months"], "headline": headline}})
+    text = representations({Representations.file: example(Representations, families=["digits", "months"],
+                                                          headline=headline)})
     for fragment in ("depth 17 (format-centred): cosine 0.70", "-0.25 for different values in the same format",
                      "mean cosine 0.71 at depth 1", "31 of 31 depths", "from depth 15 on",
                      "digits 0.95, months 0.89; chance 0.50"):
         assert fragment in text, (fragment, text)
-    never = representations({"representations.json": {"families": ["digits"],
-                                                       "headline": headline | {"order_first_layer": None}}})
+    never = representations({Representations.file: example(Representations, families=["digits"],
+                                                           headline=headline | {"order_first_layer": None})})
     assert "At no depth" in never

@@ -1,6 +1,8 @@
 """Circuit discovery end to end: dataset -> (filter) -> ablator -> pruning -> circuit JSON.
 
-The circuit JSON (``seqcirc circuit --out ...``) is ``{"circuits": [one dict per threshold]}``; each
+The circuit JSON (``seqcirc circuit --out ...``) is a circuit file (kind ``"circuit_file"``) ``{"kind",
+"schema_version", "circuits": [one dict per threshold]}``, read by
+:func:`seqcirc_utils.core.result_records.read_circuit`; each
 dict holds ``model, task, template, direction, seed, threshold, method, ablation, metric, heads``
 (``[[layer, head], ...]``), ``mlps`` (``[layer, ...]``), ``score`` (circuit metric / full metric, every
 non-circuit component ablated at every position), ``full_metric, circuit_metric, forward_passes,
@@ -36,7 +38,8 @@ from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.scoring.greater_than import YEAR_MODES, ExactProbDiff
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.discovery.pruning import PruningResult, check_thresholds, prune
-from seqcirc_utils.core.records import CIRCUIT_KEYS, CIRCUIT_SCHEMA_VERSION, CircuitRecord, as_json
+from seqcirc_utils.core.records import CIRCUIT_SCHEMA_VERSION, CircuitRecord
+from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import LEVEL, N_RESAMPLES, bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
@@ -329,29 +332,8 @@ def score_columns(record: Mapping) -> dict:
 
 
 def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:
-    """Write ``{"circuits": records}`` atomically (records as ``to_json()``; plain dicts as they are)."""
-    return write_json_atomic(Path(path), {"circuits": [as_json(r) for r in records]})
-
-
-def load_circuit(path: str | Path, threshold: float | None = None) -> CircuitRecord | dict:
-    """Read one circuit from a circuit JSON (the one at ``threshold``, or the only/lowest one): a
-    :class:`CircuitRecord` for a schema-version-2 ``"circuit"`` record, else the dict as stored (older
-    files); either reads like the dict."""
-    import json
-
-    data = json.loads(Path(path).read_text())
-    records = data.get("circuits", [data])
-    if threshold is None:
-        return _typed(min(records, key=lambda r: r["threshold"]))
-    for r in records:
-        if abs(r["threshold"] - threshold) < 1e-9:
-            return _typed(r)
-    raise ValueError(f"{path} has no circuit at threshold {threshold}; it has {[r['threshold'] for r in records]}")
-
-
-def _typed(record: dict) -> CircuitRecord | dict:
-    """``record`` as a :class:`CircuitRecord` when it is a current-schema circuit record, else as is."""
-    if isinstance(record, dict) and record.get("kind") == CircuitRecord.kind \
-            and record.get("schema_version") == CircuitRecord.schema_version and set(CIRCUIT_KEYS) <= set(record):
-        return CircuitRecord.from_json(record)
-    return record
+    """Write a :class:`~seqcirc_utils.core.result_records.CircuitFile` (``{"kind": "circuit_file",
+    "schema_version": 1, "circuits": [record, ...]}``) atomically; plain dicts are read as circuit records.
+    Read it back with :func:`seqcirc_utils.core.result_records.read_circuit` (the one circuit-file reader)."""
+    typed = [r if isinstance(r, CircuitRecord) else CircuitRecord.from_json(r) for r in records]
+    return write_json_atomic(Path(path), CircuitFile(circuits=typed).to_json())

@@ -3,7 +3,9 @@
 Published values come from Lan, Torr & Barez (arXiv 2311.04131, EMNLP 2024) and, for greater-than,
 Hanna, Liu & Variengien (NeurIPS 2023); see ``shared/reference/published-results.md``. Each
 :class:`Anchor` names how to read the matching number from a result file; a missing file or key reads
-as "not in this run". To compare a new result, add an :class:`Anchor` whose ``ours`` reads it.
+as "not in this run". Files are read through their record types
+(:func:`~seqcirc_utils.core.result_records.read_record`; circuit files by the one circuit reader,
+:func:`~seqcirc_utils.core.result_records.read_circuits`). To compare a new result, add an :class:`Anchor` whose ``ours`` reads it.
 
 Like with like: a circuit's score is shown in-sample first (the paper's scores are in-sample), with
 its 95 % bootstrap interval and then the held-out score when the record has them. Greater-than's
@@ -22,7 +24,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from seqcirc_utils.core.results import read_json
+from seqcirc_utils.core.records import CircuitRecord
+from seqcirc_utils.core.result_records import (Behaviour, MlpAblation, ResultRecord, SharedCircuits, SuccessorHeads,
+                                               read_circuits, read_record)
 from seqcirc_utils.core.types import parse_component
 from seqcirc_utils.core.paths import PACKAGE_DATA
 
@@ -41,15 +45,16 @@ class Anchor:
     differs: str = ""
 
 
-def _load(results: Path, name: str) -> Any | None:
-    path = results / name
-    return read_json(path) if path.is_file() else None
+def _load(results: Path, record_type: type[ResultRecord]) -> Any | None:
+    """The ``record_type`` record in ``results`` (None when its file is missing)."""
+    path = results / record_type.file
+    return read_record(path, record_type) if path.is_file() else None
 
 
 def _behaviour_value(task: str, template: str, direction: str, column: str, percent: bool = False) -> Reader:
     def read(results: Path) -> str | None:
-        data = _load(results, "behaviour.json")
-        for row in (data or {}).get("rows", []):
+        data: Behaviour | None = _load(results, Behaviour)
+        for row in data.rows if data else []:
             if (row.get("task"), row.get("template"), row.get("direction")) == (task, template, direction):
                 value = row.get(column)
                 if value is None:
@@ -60,32 +65,31 @@ def _behaviour_value(task: str, template: str, direction: str, column: str, perc
     return read
 
 
-def _circuit(results: Path, task: str, threshold: float = 0.8) -> dict | None:
-    data = _load(results, f"circuit_{task}.json")
-    if data is None:
-        return None
-    for record in data.get("circuits", [data]):
-        if abs(float(record.get("threshold", -1)) - threshold) < 1e-9:
-            return record
-    return None
+def _circuits(results: Path, task: str) -> list[CircuitRecord]:
+    """The circuits of ``circuit_<task>.json`` (none when the file is missing)."""
+    path = results / f"circuit_{task}.json"
+    return read_circuits(path) if path.is_file() else []
 
 
-def _heads(record: dict) -> list[str]:
-    return [f"{l}.{h}" for l, h in record.get("heads", [])]
+def _circuit(results: Path, task: str, threshold: float = 0.8) -> CircuitRecord | None:
+    return next((r for r in _circuits(results, task) if abs(float(r.threshold) - threshold) < 1e-9), None)
 
 
-def _any_circuit(results: Path, task: str, threshold: float = 0.8) -> dict | None:
+def _heads(record: CircuitRecord) -> list[str]:
+    return [f"{l}.{h}" for l, h in record.heads]
+
+
+def _any_circuit(results: Path, task: str, threshold: float = 0.8) -> CircuitRecord | None:
     """The record at ``threshold`` or, failing that, the file's lowest-threshold record."""
     record = _circuit(results, task, threshold)
     if record is not None:
         return record
-    data = _load(results, f"circuit_{task}.json")
-    records = (data or {}).get("circuits", [data] if data else [])
-    return min(records, key=lambda r: r.get("threshold", 1.0)) if records else None
+    records = _circuits(results, task)
+    return min(records, key=lambda r: r.threshold) if records else None
 
 
-def _at_threshold(record: dict, threshold: float) -> str:
-    t = record.get("threshold")
+def _at_threshold(record: CircuitRecord, threshold: float) -> str:
+    t = record.threshold
     return "" if t is None or abs(float(t) - threshold) < 1e-9 else f" (ours at {100 * float(t):.0f} %)"
 
 
@@ -94,7 +98,7 @@ def _circuit_heads(task: str, any_threshold: bool = False) -> Reader:
         record = _any_circuit(results, task) if any_threshold else _circuit(results, task)
         if record is None:
             return None
-        return f"{len(record['heads'])}: {' '.join(_heads(record))}" + _at_threshold(record, 0.8)
+        return f"{len(record.heads)}: {' '.join(_heads(record))}" + _at_threshold(record, 0.8)
 
     return read
 
@@ -103,13 +107,13 @@ def _interval(ci) -> str:
     return f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
 
 
-def score_text(record: dict) -> str:
+def score_text(record: CircuitRecord) -> str:
     """A circuit's score as the page shows it: in-sample first (the paper's kind), its 95 % interval,
     then the held-out score and interval when the record has them."""
-    text = f"{100 * record['score']:.2f} %"
-    if record.get("score_ci95") or record.get("heldout"):
-        text += " in-sample" + _interval(record.get("score_ci95"))
-        held = record.get("heldout")
+    text = f"{100 * record.score:.2f} %"
+    if record.score_ci95 or record.heldout:
+        text += " in-sample" + _interval(record.score_ci95)
+        held = record.heldout
         if held:
             text += f"; held-out {100 * held['score']:.2f} %{_interval(held.get('ci95'))} ({held['n_prompts']} prompts)"
     return text
@@ -128,7 +132,7 @@ def _circuit_mlps(task: str, any_threshold: bool = False) -> Reader:
         record = _any_circuit(results, task) if any_threshold else _circuit(results, task)
         if record is None:
             return None
-        return (f"{len(record['mlps'])} kept: " + " ".join(f"MLP{m}" for m in record["mlps"])
+        return (f"{len(record.mlps)} kept: " + " ".join(f"MLP{m}" for m in record.mlps)
                 + _at_threshold(record, 0.8))
 
     return read
@@ -138,10 +142,10 @@ def _greater_than_pd(results: Path) -> str | None:
     """The full model's greater-than PD: the exact two-digit PD from the circuit record (Hanna et al.'s
     quantity) when present, else the behaviour table's next-token PD, labelled as what it is."""
     record = _any_circuit(results, "greater_than")
-    exact = (record or {}).get("exact_prob_diff")
+    exact = record.extra.get("exact_prob_diff") if record is not None else None
     if exact:
         how = "exact two-digit PD by the chain rule" if exact.get("mode") == "digit" else "two-digit PD"
-        return f"{100 * exact['full']:.1f} % ({how}, {record.get('n_prompts')} prompts, filter: {record.get('filter')})"
+        return f"{100 * exact['full']:.1f} % ({how}, {record.n_prompts} prompts, filter: {record.filter})"
     value = _behaviour_value("greater_than", "pure", "increasing", "prob_diff", percent=True)(results)
     if value is None:
         return None
@@ -153,11 +157,11 @@ def _greater_than_circuit_score(results: Path) -> str | None:
     record = _any_circuit(results, "greater_than")
     if record is None:
         return None
-    text = f"{record.get('pruning_metric', record.get('metric'))}: {score_text(record)}"
-    exact = record.get("exact_prob_diff")
+    text = f"{record.extra.get('pruning_metric', record.metric)}: {score_text(record)}"
+    exact = record.extra.get("exact_prob_diff")
     if exact:
         text += f"; exact two-digit PD: {100 * exact['score']:.2f} %{_interval(exact.get('ci95'))} in-sample"
-        held = (record.get("heldout") or {}).get("exact_prob_diff")
+        held = (record.heldout or {}).get("exact_prob_diff")
         if held:
             text += f", {100 * held['score']:.2f} %{_interval(held.get('ci95'))} held-out"
     return text + _at_threshold(record, 0.8)
@@ -175,7 +179,8 @@ def _shared_heads(results: Path) -> str | None:
 def _cross_task(circuit_task: str, data_task: str) -> Reader:
     """The ``circuit_task`` circuit's score on ``data_task`` data (notebook 02's cross-task table)."""
     def read(results: Path) -> str | None:
-        cross = (_load(results, "shared_circuits.json") or {}).get("cross_task_percent", {})
+        data: SharedCircuits | None = _load(results, SharedCircuits)
+        cross = data.cross_task_percent if data else {}
         value = cross.get(data_task, {}).get(circuit_task)  # {data: {circuit: percent}}
         return None if value is None else f"{value:.1f} %"
 
@@ -191,8 +196,8 @@ def _layer_dot_head(component: str) -> str:
 def _single_head_ablation(task: str, top: int = 6) -> Reader:
     """The ``top`` heads whose single ablation costs ``task`` most (notebook 02), as "-points"."""
     def read(results: Path) -> str | None:
-        rows = [r for r in (_load(results, "shared_circuits.json") or {}).get("single_head_ablation", [])
-                if r.get("task") == task]
+        data: SharedCircuits | None = _load(results, SharedCircuits)
+        rows = [r for r in (data.single_head_ablation if data else []) if r["task"] == task]
         if not rows:
             return None
         rows = sorted(rows, key=lambda r: r["drop_points"], reverse=True)[:top]
@@ -204,7 +209,8 @@ def _single_head_ablation(task: str, top: int = 6) -> Reader:
 def _mlp_ablation(task: str, top: int = 3) -> Reader:
     """The ``top`` MLPs whose single ablation leaves ``task`` the least (notebook 05), in % kept."""
     def read(results: Path) -> str | None:
-        rows = [r for r in (_load(results, "mlp_ablation.json") or {}).get("mlp_effects", []) if r.get("task") == task]
+        data: MlpAblation | None = _load(results, MlpAblation)
+        rows = [r for r in (data.mlp_effects if data else []) if r["task"] == task]
         if not rows:
             return None
         rows = sorted(rows, key=lambda r: r["kept_%"])[:top]
@@ -216,26 +222,26 @@ def _mlp_ablation(task: str, top: int = 3) -> Reader:
 def _best_next_heads(families: tuple[str, ...] = ("digits", "number_words")) -> Reader:
     """Each family's best OV "next" head and its score (notebook 07), with the scoring setting."""
     def read(results: Path) -> str | None:
-        data = _load(results, "successor_heads.json") or {}
-        overview = {r["family"]: r for r in data.get("overview", [])}
+        data: SuccessorHeads | None = _load(results, SuccessorHeads)
+        overview = {r["family"]: r for r in (data.overview if data else [])}
         parts = [f"{f.replace('_', ' ')} {overview[f]['best_next']} {100 * overview[f]['best_next_score']:.1f} %"
                  for f in families if f in overview]
         if not parts:
             return None
-        return ", ".join(parts) + f" (best head each; top-{data.get('top_k')} over the {data.get('over')})"
+        return ", ".join(parts) + f" (best head each; top-{data.top_k} over the {data.over})"
 
     return read
 
 
 def _logit_lens_first_layer(results: Path) -> str | None:
     """The most common first layer at which the answer is top-1 (notebook 07's logit lens)."""
-    data = _load(results, "successor_heads.json") or {}
-    rows = [r for r in data.get("logit_lens_first_top1", []) if r["layer"] >= -1]  # -2: never top-1
+    data: SuccessorHeads | None = _load(results, SuccessorHeads)
+    rows = [r for r in (data.logit_lens_first_top1 if data else []) if r["layer"] >= -1]  # -2: never top-1
     if not rows:
         return None
     mode = max(rows, key=lambda r: (r["first_top1"], -r["layer"]))
-    total = sum(r["first_top1"] for r in data["logit_lens_first_top1"])
-    return f"first top-1 at layer {mode['layer']} in {mode['first_top1']} / {total} prompts ({data.get('focus')})"
+    total = sum(r["first_top1"] for r in data.logit_lens_first_top1)
+    return f"first top-1 at layer {mode['layer']} in {mode['first_top1']} / {total} prompts ({data.focus})"
 
 
 # The published numbers live in data/published_anchors.json (display data, never computed with).

@@ -485,67 +485,27 @@ def _add_scores(sub) -> None:
 # --------------------------------------------------------------------------- edges
 
 
-CIRCUIT_KEYS = ("model", "heads", "mlps", "dataset")
-
-
-def read_circuit_file(path: str, threshold: float) -> dict:
+def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
     """The circuit record that ``seqcirc edges --circuit PATH --threshold T`` works on, checked.
 
-    ``PATH`` holds ``{"circuits": [record, ...]}`` (the record at ``threshold`` is taken) or one
-    record. Raises :class:`UsageError` for a missing or malformed file, a file with no circuit at
-    ``threshold``, another kind of record, missing keys or a malformed component list or dataset.
+    Read by the one circuit-file reader (:func:`seqcirc_utils.core.result_records.read_circuits`: a circuit
+    file or one record; a :class:`~seqcirc_utils.core.errors.BadFileError` for a missing or malformed file,
+    another kind of record, missing keys or malformed components); a file of several circuits must have
+    one at ``threshold`` (one record: the edge threshold is free). The dataset is checked here too.
     """
+    from seqcirc_utils.core.errors import BadFileError
+    from seqcirc_utils.core.result_records import read_circuit, read_circuits
     from seqcirc_utils.tasks.datasets import TaskDataset
 
     where = f"--circuit {path}"
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UsageError(f"{where}: no such file; give a circuit JSON written by `seqcirc circuit`")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{where}: not a readable JSON file ({err})") from None
-    if isinstance(data, dict) and "circuits" in data:
-        records = data["circuits"]
-        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
-            raise UsageError(f"{where}: 'circuits' must be a non-empty list of circuit records")
-        found = [r.get("threshold") for r in records]
-        record = next((r for r in records if isinstance(r.get("threshold"), (int, float))
-                       and abs(r["threshold"] - threshold) < 1e-9), None)
-        if record is None:
-            raise UsageError(f"{where} has no circuit at threshold {threshold}; valid --threshold: "
-                             f"{', '.join(str(t) for t in found)}")
-    elif isinstance(data, dict):
-        record = data
-    else:
-        raise UsageError(f"{where}: expected a JSON object (a circuit record or {{\"circuits\": [...]}}), "
-                         f"got {type(data).__name__}")
-    kind = record.get("kind", "circuit")
-    if kind != "circuit":
-        raise UsageError(f"{where} holds a {kind!r} record; valid: a circuit record (kind 'circuit')")
-    missing = [k for k in CIRCUIT_KEYS if k not in record]
-    if missing:
-        raise UsageError(f"{where}: the record lacks {', '.join(missing)}; a circuit record has "
-                         f"{', '.join(CIRCUIT_KEYS)}")
-    heads, mlps = record["heads"], record["mlps"]
-    pairs_ok = isinstance(heads, list) and all(
-        isinstance(h, list) and len(h) == 2 and all(isinstance(i, int) and i >= 0 for i in h) for h in heads)
-    if not pairs_ok or not isinstance(mlps, list) or not all(isinstance(m, int) and m >= 0 for m in mlps):
-        raise UsageError(f"{where}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] "
-                         "(non-negative integers)")
-    if not isinstance(record["model"], str) or not record["model"].strip():
-        raise UsageError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
-    from seqcirc_utils.core.options import METRICS
-    from seqcirc_utils.core.types import AblationMode
-
-    for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
-        if record.get(key) is not None and record[key] not in valid:
-            raise UsageError(f"{where}: unknown {key} {record[key]!r}; valid: {', '.join(valid)}")
+    records = read_circuits(file)
+    record = records[0] if len(records) == 1 else read_circuit(file, threshold)
     try:
         TaskDataset.from_json(record["dataset"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise UsageError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
-                         "`seqcirc dataset --format json` prints") from None
+        raise BadFileError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
+                           "`seqcirc dataset --format json` prints") from None
     return record
 
 
@@ -638,9 +598,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(err: BaseException) -> bool:
     """Bad input (the package raises ``ValueError`` for it) or an unavailable model."""
+    from seqcirc_utils.core.errors import SeqcircError
     from seqcirc_utils.models.loading import ModelUnavailableError
 
-    return isinstance(err, (UsageError, ValueError, ModelUnavailableError))
+    return isinstance(err, (UsageError, ValueError, ModelUnavailableError, SeqcircError))
 
 
 if __name__ == "__main__":  # pragma: no cover
