@@ -41,9 +41,10 @@ from IPython.display import HTML, Markdown, display
 
 from seqcirc_utils.report import plots
 from seqcirc_utils.discovery.edges.search import EdgeCircuit
-from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores
-from seqcirc_utils.core.results import (chapter_of, chapter_titles, find_records, read_json, records_of_kind,
-                                   result_writers, results_dir)
+from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores, as_json
+from seqcirc_utils.core.result_records import RESULT_RECORDS, circuits_in, read_result
+from seqcirc_utils.core.results import (chapter_of, chapter_titles, find_records, records_of_kind,
+                                        result_writers, results_dir)
 from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
 
 plots.enable_offline()
@@ -52,7 +53,7 @@ if smoke:
 folder = results_dir(model)
 files = sorted(p for p in folder.glob("*.json"))
 print(f"{len(files)} result files in {folder}: {', '.join(p.name for p in files) or 'none'}")
-data = {p.name: read_json(p) for p in files}
+data = {p.name: as_json(read_result(p, (*RESULT_RECORDS, EdgeCircuit))) for p in files}  # checked by their types
 writers, titles = result_writers(NOTEBOOKS_DIR), chapter_titles(NOTEBOOKS_DIR)  # the sources, wherever the run's cwd is
 chapters: dict[str, dict] = {}
 for name, obj in data.items():
@@ -141,17 +142,12 @@ def pattern_figures(name: str, obj) -> int:
     return len(charts) > 0
 
 
-def circuit_records(obj) -> list[CircuitRecord]:
-    """The circuit records (kind ``circuit``) anywhere in one result file."""
-    return [CircuitRecord.from_json(r) for r in records_of_kind(obj, CircuitRecord.kind)]
-
-
 # %% [markdown]
 # ## Figures by chapter
 
 # %%
 info = None
-if any(circuit_records(o) or records_of_kind(o, EdgeCircuit.KIND) for files_ in chapters.values() for o in files_.values()):
+if any(circuits_in(o) or records_of_kind(o, EdgeCircuit.KIND) for files_ in chapters.values() for o in files_.values()):
     from seqcirc_utils.models.loading import load_model
 
     _, info = load_model(model, device=device)
@@ -166,7 +162,7 @@ for chapter in sorted(chapters, key=lambda c: (c == "other", c)):
     # one diagram per distinct circuit: a chapter's summary file may repeat the circuit of its circuit_*.json
     records: dict[tuple, tuple[str, CircuitRecord]] = {}
     for name, obj in chapters[chapter].items():
-        for r in circuit_records(obj):
+        for r in circuits_in(obj):
             key = (r.task, r.template, r.direction, r.threshold, r.method, str(r.heads), str(r.mlps))
             records.setdefault(key, (name, r))
     records = list(records.values())

@@ -18,6 +18,8 @@ from importlib.metadata import version
 import pytest
 
 from seqcirc_utils.workflow import cli
+from record_fixtures import circuit
+from seqcirc_utils.core.records import CircuitRecord
 from seqcirc_utils.workflow.cli import build_parser, main, read_circuit_file
 
 
@@ -163,10 +165,10 @@ def dataset_json() -> dict:
 
 
 def _record(dataset_json: dict, threshold: float, **changes) -> dict:
-    rec = {"kind": "circuit", "model": "tiny-gpt2", "task": "digits", "threshold": threshold,
-           "heads": [[0, 1], [1, 0]], "mlps": [0], "dataset": dataset_json}
-    rec.update(changes)
-    return {k: v for k, v in rec.items() if v is not None}
+    """A circuit record's JSON (built from the type), then ``changes`` written over it as they are."""
+    rec = circuit(model="tiny-gpt2", task="digits", threshold=threshold, heads=[[0, 1], [1, 0]], mlps=[0],
+                  dataset=dataset_json).to_json()
+    return rec | changes
 
 
 def test_read_circuit_file_picks_the_threshold(tmp_path, dataset_json):
@@ -182,11 +184,12 @@ def test_read_circuit_file_picks_the_threshold(tmp_path, dataset_json):
 BAD_FILES = [
     ("missing", None, "no such file"),
     ("not json", "{oops", "not a readable JSON file"),
-    ("a list", "[1, 2]", "expected a JSON object"),
+    ("a list", "[1, 2]", "valid: a circuit file"),
     ("empty circuits", {"circuits": []}, "non-empty list"),
-    ("no such threshold", "threshold", "valid --threshold: 0.9"),
-    ("edges record", "kind", "valid: a circuit record"),
-    ("missing keys", {"threshold": 0.8, "heads": []}, "lacks model, mlps, dataset"),
+    ("no such threshold", "threshold", "no circuit at threshold 0.8; valid: 0.9"),
+    ("edges record", "kind", "holds 'edge_circuit'; valid: a circuit file"),
+    ("no kind", {"threshold": 0.8, "heads": []}, "holds a JSON object without 'kind'; valid: a circuit file"),
+    ("missing keys", "missing", "circuit record lacks keys ['model', 'task'"),
     ("bad heads", "heads", "[[layer, head], ...]"),
     ("bad dataset", "dataset", "malformed 'dataset'"),
     ("bad metric", "metric", "valid: logit_diff"),
@@ -202,6 +205,8 @@ def test_bad_circuit_file_is_one_line_exit_2(name, content, expected, tmp_path, 
         content = _record(dataset_json, 0.8, kind="edge_circuit")
     elif content == "heads":
         content = _record(dataset_json, 0.8, heads=[[0, "1"]])
+    elif content == "missing":
+        content = {"kind": "circuit", "schema_version": CircuitRecord.schema_version, "threshold": 0.8, "heads": []}
     elif content == "metric":
         content = _record(dataset_json, 0.8, metric="accuracy")
     elif content == "dataset":

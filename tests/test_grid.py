@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from record_fixtures import circuit
+
+from seqcirc_utils.core.result_records import CircuitFile
+from seqcirc_utils.core.results import write_json_atomic
 
 from seqcirc_utils.workflow.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
                                 plan_cells, runs_root, split_values, summary_chart, summary_frame, write_summary)
@@ -125,9 +129,9 @@ def test_summary_reads_circuit_records_into_one_table(tmp_path):
         cell.mkdir(parents=True)
         (cell / "params.json").write_text(json.dumps({"cell_id": cell.name, "notebook": "02_x",
                                                       "parameters": {"model": "m", "seed": seed}}))
-        (cell / "circuit_digits.json").write_text(json.dumps({"circuits": [
-            {"task": "digits", "threshold": 0.8, "heads": heads, "mlps": [0], "score": score},
-            {"task": "digits", "threshold": 0.9, "heads": heads + [[0, 0]], "mlps": [0, 1], "score": score + 0.05}]}))
+        write_json_atomic(cell / "circuit_digits.json", CircuitFile(circuits=[
+            circuit(task="digits", threshold=0.8, heads=heads, mlps=[0], score=score),
+            circuit(task="digits", threshold=0.9, heads=heads + [[0, 0]], mlps=[0, 1], score=score + 0.05)]))
     (tmp_path / "runs" / "c1" / "error.txt").write_text("boom")
     df = summary_frame([tmp_path / "runs"])
     assert len(df) == 4

@@ -8,8 +8,10 @@ import json
 import pytest
 
 from seqcirc_utils.scoring.ablation import MIN_BASELINE
-from seqcirc_utils.discovery.pipeline import discover, load_circuit, write_circuits
+from seqcirc_utils.discovery.pipeline import discover, write_circuits
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import CIRCUIT_KEYS, CircuitRecord
+from seqcirc_utils.core.result_records import CircuitFile, read_circuit, read_circuits
 from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.types import head, mlp
 
@@ -121,13 +123,22 @@ def test_discovered_records_round_trip_through_files(tiny_llama, monkeypatch, tm
         assert len(r.components) == r["n_components"] == len(r["heads"]) + len(r["mlps"])
         assert r["heldout"]["seed"] == 1002 and r["dataset"] == ds.to_json()
     path = write_circuits(tmp_path / "circuit_digits.json", records)
-    stored = json.loads(path.read_text())["circuits"]
+    data = json.loads(path.read_text())
+    assert (data["kind"], data["schema_version"]) == (CircuitFile.kind, CircuitFile.schema_version)
+    stored = data["circuits"]
     assert stored == [r.to_json() for r in records]
-    assert [CircuitRecord.from_json(d).to_json() for d in stored] == stored
-    loaded = load_circuit(path, 0.7)
+    assert CircuitFile.from_json(data).to_json() == data
+    loaded = read_circuit(path, 0.7)
     assert isinstance(loaded, CircuitRecord) and loaded == records[1] and loaded.to_json() == stored[1]
-    # plain dicts are still accepted by write_circuits, and load_circuit keeps older dicts as they are
+    assert read_circuit(path) == records[1]  # no threshold: the lowest one
+    # a file of the older form ({"circuits": [...]}, no top-level kind) reads the same
+    write_json_atomic(tmp_path / "old.json", {"circuits": stored})
+    assert read_circuits(tmp_path / "old.json") == records
+    # a record without kind / schema_version is not a circuit record of this schema: one line, BadFileError
     legacy = {k: v for k, v in stored[1].items() if k not in ("kind", "schema_version")}
-    write_circuits(tmp_path / "old.json", [legacy])
-    old = load_circuit(tmp_path / "old.json")
-    assert type(old) is dict and old == legacy
+    write_json_atomic(tmp_path / "legacy.json", {"circuits": [legacy]})
+    with pytest.raises(BadFileError, match="expected a record of kind 'circuit'") as err:
+        read_circuit(tmp_path / "legacy.json")
+    assert "\n" not in str(err.value)
+    with pytest.raises(BadFileError, match="no circuit at threshold 0.5; valid: 0.9, 0.7"):
+        read_circuit(path, 0.5)

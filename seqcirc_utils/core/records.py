@@ -189,8 +189,8 @@ class CircuitRecord(Mapping):
 
 
 def as_json(record: Any) -> Any:
-    """``record.to_json()`` for a typed record, else ``record`` unchanged (a plain dict)."""
-    return record.to_json() if isinstance(record, CircuitRecord) else record
+    """``record.to_json()`` for a typed record (any with ``to_json``), else ``record`` unchanged (a plain dict)."""
+    return record.to_json() if callable(getattr(record, "to_json", None)) else record
 
 
 # --------------------------------------------------------------------------- per-head score tables

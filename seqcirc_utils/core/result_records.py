@@ -622,8 +622,9 @@ def read_circuits(path: str | Path) -> list[CircuitRecord]:
     elif isinstance(data, dict) and "kind" not in data and "circuits" in data:
         data = {"kind": CircuitFile.kind, "schema_version": CircuitFile.schema_version, **data}
     if not isinstance(data, dict) or data.get("kind") != CircuitFile.kind:
-        got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise BadFileError(f"{path} holds {got!r}; valid: a circuit file (kind 'circuit_file', as written by "
+        got = (repr(data["kind"]) if isinstance(data, dict) and "kind" in data else
+               "a JSON object without 'kind'" if isinstance(data, dict) else f"a JSON {type(data).__name__}")
+        raise BadFileError(f"{path} holds {got}; valid: a circuit file (kind 'circuit_file', as written by "
                            "`seqcirc circuit`) or one circuit record (kind 'circuit')")
     if not isinstance(data.get("circuits"), list) or not data["circuits"]:
         raise BadFileError(f"{path}: 'circuits' must be a non-empty list of circuit records")
@@ -668,9 +669,34 @@ def read_circuit(path: str | Path, threshold: float | None = None) -> CircuitRec
     return found
 
 
+def read_result(path: str | Path, types: tuple[type, ...] = RESULT_RECORDS) -> Any:
+    """A result file read through its record type: the type of ``types`` whose ``kind`` the file names (a
+    :class:`~seqcirc_utils.core.errors.BadFileError` when the file does not fit it), else the JSON as stored
+    (a file of no known kind). Higher layers add their types (the appendix: ``(*RESULT_RECORDS, EdgeCircuit)``)."""
+    path = Path(path)
+    data = _read_json(path)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    record_type = next((t for t in types if t.kind == kind), None)
+    if record_type is None:
+        return data
+    try:
+        return record_type.from_json(data)
+    except (ValueError, TypeError, KeyError) as err:
+        raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
+
+
 def circuits_in(obj: Any) -> list[CircuitRecord]:
     """Every circuit record (kind ``"circuit"``) anywhere inside a result file's JSON, typed (e.g. the
     circuits of a circuit file, 03's ``greater_than_circuit``)."""
-    from seqcirc_utils.core.results import records_of_kind
+    return [CircuitRecord.from_json(r) for r in _dicts_in(obj) if r.get("kind") == CircuitRecord.kind]
 
-    return [CircuitRecord.from_json(r) for r in records_of_kind(obj, CircuitRecord.kind)]
+
+def _dicts_in(obj: Any):
+    """Every JSON object in ``obj`` (itself first, then depth first)."""
+    if isinstance(obj, dict):
+        yield obj
+        for value in obj.values():
+            yield from _dicts_in(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _dicts_in(value)

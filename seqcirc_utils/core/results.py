@@ -104,14 +104,21 @@ def result_writers(notebooks_dir: str | Path, below: int = 90) -> dict[str, str]
     """``{file-name pattern: notebook stem}`` for the result files the chapters write.
 
     Read from the notebook sources ``NN_name.py`` (``NN < below``): every ``"name.json"`` or
-    ``f"circuit_{task}.json"`` literal (fields become ``*``). The appendix groups figures by it.
+    ``f"circuit_{task}.json"`` literal (fields become ``*``), and every ``Record.file`` of a result-record type
+    (:data:`seqcirc_utils.core.result_records.RESULT_RECORDS`). The appendix groups figures by it.
     """
+    from seqcirc_utils.core.result_records import RESULT_RECORDS
+
     writers: dict[str, str] = {}
     for path in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.py")):
         if int(path.name[:2]) >= below:
             continue
-        for _, name in _WRITTEN_RE.findall(path.read_text()):
+        source = path.read_text()
+        for _, name in _WRITTEN_RE.findall(source):
             writers.setdefault(re.sub(r"\{[^}]*\}", "*", name), path.stem)
+        for record_type in RESULT_RECORDS:
+            if re.search(rf"\b{record_type.__name__}\.file\b", source):
+                writers.setdefault(record_type.file, path.stem)
     return writers
 
 

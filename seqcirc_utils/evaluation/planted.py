@@ -30,7 +30,6 @@ precision and recall of each against the planted set.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,9 +308,11 @@ def ground_truth_table(
 def planted_markdown(results: Path) -> str:
     """The ground-truth table of ``results/<model>/robustness.json`` (written by notebook 09) as Markdown,
     for the methods page; a note when that file or its ``planted`` table is missing."""
-    path = Path(results) / "robustness.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    rows = data.get("planted")
+    from seqcirc_utils.core.result_records import Robustness, read_record
+
+    path = Path(results) / Robustness.file
+    data = read_record(path, Robustness) if path.is_file() else None
+    rows = data.planted if data else None
     if not rows:
         return "*Not in this run: notebook 09 (robustness) writes this table to `results/<model>/robustness.json`.*\n"
     columns = ["method", "found", "precision", "recall", "score", "forward_passes"]
@@ -324,7 +325,7 @@ def planted_markdown(results: Path) -> str:
             return f"{value:.2f}"
         return f"`{value}`" if key == "found" else str(value)
 
-    lines = [f"Planted circuit: `{rows[0]['planted']}`" + (" (smoke run: sizes reduced)" if data.get("smoke") else "")
+    lines = [f"Planted circuit: `{rows[0]['planted']}`" + (" (smoke run: sizes reduced)" if data.smoke else "")
              + ". Computed by notebook 09 with `seqcirc_utils.evaluation.planted.ground_truth_table`.", "",
              "| " + " | ".join(names.get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(c, r[c]) for c in columns) + " |" for r in rows]

@@ -453,16 +453,13 @@ def find_cells(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _circuit_records(obj: Any) -> list[dict]:
-    """Every circuit record (a dict with ``heads``, ``mlps`` and a numeric ``score``) inside ``obj``."""
-    if isinstance(obj, dict):
-        if isinstance(obj.get("heads"), list) and isinstance(obj.get("mlps"), list) \
-                and isinstance(obj.get("score"), (int, float)):
-            return [obj]
-        return [r for v in obj.values() for r in _circuit_records(v)]
-    if isinstance(obj, list):
-        return [r for v in obj for r in _circuit_records(v)]
-    return []
+def _circuit_records(obj: Any) -> list:
+    """Every circuit record inside a result file's JSON, found by kind (``"circuit"``) and typed as a
+    :class:`~seqcirc_utils.core.records.CircuitRecord` (:func:`seqcirc_utils.core.result_records.circuits_in`):
+    a circuit file's circuits, or those a chapter's summary file embeds."""
+    from seqcirc_utils.core.result_records import circuits_in
+
+    return circuits_in(obj)
 
 
 def cell_rows(cell: Path) -> list[dict[str, Any]]:

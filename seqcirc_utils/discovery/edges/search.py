@@ -97,6 +97,10 @@ class EdgeCircuit:
 
     KIND: ClassVar[str] = "edge_circuit"
     SCHEMA_VERSION: ClassVar[int] = 2
+    #: The result-record protocol of :mod:`seqcirc_utils.core.result_records` (``read_record``, ``read_result``).
+    kind: ClassVar[str] = KIND
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+    file: ClassVar[str] = "edges_*.json"
 
     threshold: float
     method: str
