@@ -46,6 +46,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
 from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
                                    same_different_counts, score_against_random, shared_by_threshold,
@@ -75,8 +76,11 @@ rows = [{"task": t, "threshold": r["threshold"], "heads": len(r["heads"]), "mlps
          "forward_passes": r["forward_passes"], "seconds": r["seconds"]}
         for t in tasks for r in records[t]]
 summary = pd.DataFrame(rows)
-pd.set_option("display.precision", 2)
-summary
+reader_table(summary, [
+    Column("task", "task"), Column("threshold", "threshold (% of full)", "fraction"), Column("heads", "heads", "int"),
+    Column("mlps", "MLPs", "int"), Column("score", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+    Column("prompts", "prompts", "int"), Column("forward_passes", "forward passes", "int")])
 
 # %% [markdown]
 # ## Circuit size against performance

@@ -61,6 +61,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.evaluation import robustness as R
 from seqcirc_utils.discovery.pipeline import score_columns
 from seqcirc_utils.models.loading import load_model
@@ -99,9 +100,10 @@ for task in tasks:
                               n_orders=n_orders, corruptions=corruptions, method=method, n_prompts=n_prompts,
                               template=template, seed=seed, prefix=prefix)
 table = R.runs_table(runs)
-pd.set_option("display.precision", 3)
-table[["task", "factor", "level", "method", "metric", "n_prompts", "n_components", "score", "forward_passes",
-       "seconds"]]
+reader_table(table, [
+    Column("task", "task"), Column("factor", "factor"), Column("level", "level"), Column("metric", "metric"),
+    Column("n_prompts", "prompts", "int"), Column("n_components", "components", "int"),
+    Column("score", "score (% of full)", "fraction"), Column("forward_passes", "forward passes", "int")])
 
 # %% [markdown]
 # ## How similar are the circuits within each factor?
@@ -158,7 +160,11 @@ for task in tasks:
                                prefix=prefix)
 core_table = pd.DataFrame([{"task": t, "core_size": c["n_components"], "metric": c["metric"], **score_columns(c),
                             "core": " ".join(c["components"])} for t, c in cores.items()])
-core_table
+reader_table(core_table, [
+    Column("task", "task"), Column("core_size", "core size (components)", "int"), Column("metric", "metric"),
+    Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+    Column("heldout_prompts", "held-out prompts", "int"), Column("core", "core components")])
 
 # %% [markdown]
 # ## Ground truth: a planted circuit

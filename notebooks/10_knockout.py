@@ -56,6 +56,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.scoring.ablation import check_baseline, get_ablator
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.mechanisms.editing import random_heads_same_layers
@@ -103,9 +104,12 @@ if focus not in datasets:
 tasks = list(datasets)
 candidates, heads = select_successor_heads(lm, info, datasets, n_heads=n_heads, n_candidates=n_candidates,
                                            progress=False)
-print(f"successor heads knocked out: {' '.join(map(str, heads))}; prompts kept: "
-      + ", ".join(f"{t} {len(ds)}" for t, ds in datasets.items()))
-candidates.round(3)
+display(Markdown(f"The successor heads knocked out below are **{' '.join(map(str, heads))}** (prompts the model "
+                 "answers correctly, per task: " + ", ".join(f"{t} {len(ds)}" for t, ds in datasets.items()) + ")."))
+reader_table(candidates, [
+    Column("component", "head"), Column("next_mean", "OV next score (% of members, mean over families)", "fraction"),
+    Column("drop_mean", "single-ablation drop (points, mean over tasks)", "number", 1),
+    Column("selected", "knocked out")])
 
 # %% [markdown]
 # ## Knockout

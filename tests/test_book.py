@@ -220,6 +220,39 @@ def test_published_page_reads_what_the_notebooks_wrote(built_book):
 
 
 @built_book_test
+def test_every_result_file_is_a_typed_record(built_book):
+    """Every JSON file the smoke run writes to results/<model>/ has kind and schema_version, is the type its file
+    name says, and round-trips exactly through that type (file -> record -> JSON is the file)."""
+    from seqcirc_utils.core.result_records import RESULT_RECORDS, record_type_of_file
+    from seqcirc_utils.core.results import results_dir
+    from seqcirc_utils.discovery.edges.search import EdgeCircuit
+    from seqcirc_utils.models.loading import EMBEDDED_MODEL
+
+    root, _, _ = built_book
+    folder = results_dir(os.environ.get("SEQCIRC_BOOK_TEST_MODEL") or EMBEDDED_MODEL, root=root / "results")
+    files = sorted(folder.glob("*.json"))
+    types = {t.kind: t for t in (*RESULT_RECORDS, EdgeCircuit)}
+    assert {t.file for t in RESULT_RECORDS if "*" not in t.file} <= {p.name for p in files}, "a chapter wrote no file"
+    problems = []
+    for path in files:
+        data = json.loads(path.read_text())
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind not in types or "schema_version" not in data:
+            problems.append(f"{path.name}: kind {kind!r} is no record type (or no schema_version)")
+            continue
+        record_type = types[kind]
+        if record_type_of_file(path.name) not in (record_type, None) or (record_type is EdgeCircuit) != \
+                path.name.startswith("edges_"):
+            problems.append(f"{path.name}: holds kind {kind!r}, not the type its name says")
+        try:
+            if record_type.from_json(data).to_json() != data:
+                problems.append(f"{path.name}: {record_type.__name__}.from_json(...).to_json() differs from the file")
+        except ValueError as err:
+            problems.append(f"{path.name}: {err}")
+    assert not problems, "\n".join(problems)
+
+
+@built_book_test
 def test_appendix_draws_the_per_head_records(built_book):
     """The appendix groups its figures by chapter, as captioned small multiples of the chapters' per-head records."""
     root, _, _ = built_book
