@@ -214,14 +214,16 @@ def test_prune_edges_keeps_threshold(llama_ab, method):
 
 
 def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path):
+    from record_fixtures import circuit
+    from seqcirc_utils.core.result_records import CircuitFile
+    from seqcirc_utils.core.results import write_json_atomic
     from seqcirc_utils.workflow.cli import main
 
     _, info = tiny_gpt2
     heads = [[c.layer, c.index] for c in info.heads if c != head(0, 1)]
-    rec = lambda t: {"model": "tiny-gpt2", "task": "digits", "template": "pure", "direction": "increasing",  # noqa: E731
-                     "seed": 0, "threshold": t, "heads": heads, "mlps": [0, 1], "dataset": gpt2_ab.dataset.to_json()}
-    path = tmp_path / "circuit.json"
-    path.write_text(json.dumps({"circuits": [rec(0.9), rec(0.8)]}))
+    rec = lambda t: circuit(model="tiny-gpt2", task="digits", template="pure", direction="increasing",  # noqa: E731
+                            seed=0, threshold=t, heads=heads, mlps=[0, 1], dataset=gpt2_ab.dataset.to_json())
+    path = write_json_atomic(tmp_path / "circuit.json", CircuitFile(circuits=[rec(0.9), rec(0.8)]))
     out = tmp_path / "edges.json"
     assert main(["edges", "--circuit", str(path), "--threshold", "0.8", "--method", "eap", "--device", "cpu",
                  "--out", str(out)]) == 0
