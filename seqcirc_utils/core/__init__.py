@@ -1,1 +1,1 @@
-"""Core vocabulary: component names and circuits (types), the torch-free choices (options), typed result records, statistics, metrics and the results directory. Imports no other layer."""
+"""Core vocabulary: component names and circuits (types), the torch-free choices (options), typed result records (records: circuits, head scores, attention patterns; result_records: one type per chapter result file and the readers), statistics, metrics and the results directory. Imports no other layer."""
