@@ -121,7 +121,7 @@ def reader_table(frame, columns: Sequence[Column], *, caption: str = "", full: b
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     shown = f'<table class="seqcirc-reader-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     hidden = [c for c in frame.columns if c not in needed]
-    folded = frame.to_html(index=False, na_rep=MISSING) if full and hidden else None
+    folded = frame.to_html(index=False, na_rep=MISSING, float_format=lambda x: f"{x:.4g}") if full and hidden else None
     markdown = "\n".join(["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
                          + ["| " + " | ".join(row) + " |" for row in cells])
     return ReaderTable(shown, folded, markdown, caption)
