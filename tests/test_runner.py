@@ -532,3 +532,21 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
                   "--out-dir", str(tmp_path / "executed2"), env={"SEQCIRC_RESULTS": str(tmp_path / "results2")})
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(re.findall(r"^\S+ +reused ", res.stdout, re.M)) == 4 and "LocalCluster" not in res.stdout
+
+
+def test_run_table_shows_wall_time_and_worker(tmp_path):
+    """The book's run table (intro, "this build") has each notebook's wall time and worker when recorded."""
+    from seqcirc_utils.workflow import book as book_assets
+
+    for stem, record in (("01_a", {"run": "executed", "wall_seconds": 12.4, "worker": "1"}),
+                         ("02_b", {"run": "reused", "wall_seconds": 3.5, "worker": "0"})):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["papermill"] = {"default_parameters": {"model": "m"}, "parameters": {}, "duration": 10.0,
+                                    "exception": None, "end_time": "2026-01-01T00:00:00"}
+        nb.metadata["seqcirc"] = record
+        nbformat.write(nb, tmp_path / f"{stem}.ipynb")
+    runs = book_assets.executed_runs(tmp_path)
+    assert runs[["notebook", "wall_seconds", "worker"]].values.tolist() == [["01_a", 12.4, "1"], ["02_b", 3.5, "0"]]
+    text = book_assets.runs_markdown(runs)
+    assert "| notebook | status | run | model | duration (s) | wall time (s) | worker | finished |" in text
+    assert "| 01_a | ok | executed | m | 10.0 | 12.4 | 1 |" in text and "| 02_b | ok | reused | m | 10.0 | 3.5 | 0 |" in text

@@ -69,7 +69,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from seqcirc_utils.workflow.cluster import default_workers, local_cluster, thread_environment, worker_name
 from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key,
-                                           effective_parameters, parse_value, run_notebook)
+                                           check_parameter_types, effective_parameters, parse_value, run_notebook)
 
 #: Files a cell writes besides the notebook's results.
 PARAMS_FILE = "params.json"
@@ -297,13 +297,16 @@ def parse_resources(text: str | None) -> dict[str, float]:
 
 def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], results_root: str | Path | None = None,
                force: bool = False, threads: int = 1) -> list[CellSpec]:
-    """One :class:`CellSpec` per parameter dict; unknown parameter names raise ``ValueError`` (before any work)."""
+    """One :class:`CellSpec` per parameter dict; unknown parameter names and values of the wrong type
+    raise ``ValueError`` (a :class:`~seqcirc_utils.core.errors.ParameterError` for a type; before any work)."""
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:
         raise ValueError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
     if not cells:
         raise ValueError("the grid has no cells")
+    for params in cells:
+        check_parameter_types(notebook, params)
     specs, seen = [], set()
     for params in cells:
         cid = cell_id(notebook, params)
