@@ -204,7 +204,6 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     import time
 
     from seqcirc_utils.workflow import book as book_assets
-
     from seqcirc_utils.workflow import cli
     from seqcirc_utils.workflow.runner import run_notebook
 
@@ -252,7 +251,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
 
 
 def test_failed_notebook_is_not_cached(tmp_path, frozen_package):
-    from seqcirc_utils.workflow.runner import NotebookSource, reuse_problem, results_root_for, run_notebook
+    from seqcirc_utils.workflow.runner import NotebookSource, results_root_for, reuse_problem, run_notebook
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -355,7 +354,7 @@ def test_cache_key_covers_the_library_versions(tmp_path, frozen_package, monkeyp
 HEADER = "# ---\n# jupyter:\n#   seqcirc_run:\n{}# ---\n\n"
 
 
-def _scheduled_notebook(folder: Path, stem: str, estimate=None, after=None) -> "NotebookSource":
+def _scheduled_notebook(folder: Path, stem: str, estimate=None, after=None):
     from seqcirc_utils.workflow.runner import NotebookSource
 
     lines = (f"#     estimate_s: {estimate}\n" if estimate is not None else "") + \
@@ -421,8 +420,8 @@ class _Pool:
     """A thread pool that records which jobs ran at the same time (for run_scheduled)."""
 
     def __init__(self, slots: int):
-        from concurrent.futures import ThreadPoolExecutor
         import threading
+        from concurrent.futures import ThreadPoolExecutor
 
         self.executor = ThreadPoolExecutor(slots)
         self.lock = threading.Lock()

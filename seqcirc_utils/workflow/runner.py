@@ -8,7 +8,7 @@ also when the notebook fails: the traceback stays in the output notebook (paperm
 and the run reports a failure.
 
 Adding a notebook is adding a file ``notebooks/NN_name.py``: ``seqcirc list`` shows it, ``seqcirc run
-name`` runs it, ``seqcirc run --all`` runs it in ``NN`` order, and the book's table of contents
+name`` runs it, ``seqcirc run --all`` runs it (below), and the book's table of contents
 (``_toc.yml``) picks up every executed ``book/executed/NN_name.ipynb``: ``00``-``89`` as chapters,
 ``90``-``99`` as appendices.
 
@@ -33,9 +33,11 @@ numbers, a ``None`` default anything) is a :class:`~seqcirc_utils.core.errors.Pa
 
 Execution cache: a notebook whose inputs are unchanged is not executed again. Its inputs are hashed by
 :func:`cache_key` (the notebook source, its effective parameters, the package's source files, the
-model spec and the versions of torch, transformers, transformer-lens and papermill) and the key is stored in the executed notebook's metadata (``metadata["seqcirc"]``, next
-to papermill's own), together with the result files the run wrote (``results/<model>/...``, found as
-the files modified during the run, with their sha256). A later run reuses the executed notebook when
+model spec and the versions of torch, transformers, transformer-lens and papermill) and the key is
+stored in the executed notebook's metadata (``metadata["seqcirc"]``, next to papermill's own),
+together with the result files the run wrote (``results/<model>/...``, found as the files modified
+during the run, with their sha256; in a parallel run, less the files another notebook's source names,
+see :func:`seqcirc_utils.core.results.result_writers`). A later run reuses the executed notebook when
 its stored key is the same, it completed without error, it wrote into the same results directory and
 every result file it wrote is still there unchanged; it then only records ``"run": "reused"`` in that
 metadata (the book's run table shows it). Appendices (``90``-``99``) read what the chapters wrote, so
