@@ -549,3 +549,20 @@ def test_run_table_shows_wall_time_and_worker(tmp_path):
     text = book_assets.runs_markdown(runs)
     assert "| notebook | status | run | model | duration (s) | wall time (s) | worker | finished |" in text
     assert "| 01_a | ok | executed | m | 10.0 | 12.4 | 1 |" in text and "| 02_b | ok | reused | m | 10.0 | 3.5 | 0 |" in text
+
+
+def test_without_distributed_the_notebooks_run_one_after_another(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from seqcirc_utils.workflow import runner
+
+    nbs = [_scheduled_notebook(tmp_path, "01_a"), _scheduled_notebook(tmp_path, "02_b")]
+    calls = []
+    monkeypatch.setattr(runner, "_run_sequential", lambda notebooks, *a: calls.append("sequential") or [])
+    monkeypatch.setattr(runner, "_run_parallel", lambda notebooks, *a: calls.append("parallel") or [])
+    assert runner.run_notebooks(nbs, workers=2) == [] and calls == ["parallel"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a))
+    assert runner.run_notebooks(nbs, workers=2) == [] and calls == ["parallel", "sequential"]
+    assert "dask distributed is not installed" in capsys.readouterr().err
+    assert runner.run_notebooks(nbs[:1], workers=4) == [] and calls[-1] == "sequential"  # one notebook: no cluster

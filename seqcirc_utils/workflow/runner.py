@@ -50,10 +50,12 @@ from __future__ import annotations
 import ast
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import queue
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -800,6 +802,10 @@ def run_notebooks(
         check_parameter_types(nb, own[nb.stem])
     deps = dependencies(notebooks)
     out_dir = Path(out_dir).resolve()
+    if workers > 1 and len(notebooks) > 1 and importlib.util.find_spec("distributed") is None:
+        print("seqcirc run: dask distributed is not installed (pip install 'dask[distributed]'); "
+              "running the notebooks one after another", file=sys.stderr, flush=True)
+        workers = 1
     if workers == 1 or len(notebooks) <= 1:
         return _run_sequential(notebooks, own, deps, out_dir, cwd, keep_going, progress, force)
     return _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers)
@@ -827,8 +833,6 @@ def _run_sequential(notebooks, own, deps, out_dir, cwd, keep_going, progress, fo
 
 
 def _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers) -> list[RunResult]:
-    import sys
-
     from seqcirc_utils.workflow.cluster import local_cluster
 
     expected = {nb.stem: expected_seconds(nb, out_dir, own[nb.stem]) for nb in notebooks}
