@@ -18,7 +18,8 @@ lists the others (the target is none). ``speedup`` is sequential / parallel wall
 ``run_table`` reads the full book's last run from ``book/executed/`` (``--executed DIR``; the run table
 of ``make book``): per notebook its wall time, papermill's duration, the worker and the run
 (``executed``/``reused``), the sum of the wall times (what one worker would need) and the span from
-the first start to the last finish (what the parallel run took; null when the notebooks were reused).
+the first start to the last finish of the executions recorded (what the parallel run took, when
+``reused`` is empty: a reused notebook keeps the times of the run that executed it).
 ``--json`` prints one JSON line. On a machine shared with other work the timings are noisy.
 """
 
@@ -93,13 +94,14 @@ def run_table(executed: Path) -> dict[str, Any]:
                      "smoke": bool(params.get("smoke")), "wall_seconds": record.get("wall_seconds"),
                      "papermill_seconds": round(pm["duration"], 1) if pm.get("duration") else None,
                      "worker": record.get("worker")})
-        if record.get("run") == "executed" and record.get("started_at") and record.get("executed_at"):
+        if record.get("started_at") and record.get("executed_at"):  # of the run that executed it
             starts.append(datetime.datetime.fromisoformat(record["started_at"]))
             ends.append(datetime.datetime.fromisoformat(record["executed_at"]))
     walls = [r["wall_seconds"] or r["papermill_seconds"] or 0.0 for r in rows]
     return {"executed_dir": str(executed), "notebooks": rows, "sum_seconds": round(sum(walls), 1),
             "span_seconds": round((max(ends) - min(starts)).total_seconds(), 1) if len(starts) == len(rows) and rows
-            else None, "workers": sorted({str(r["worker"]) for r in rows if r["worker"]})}
+            else None, "workers": sorted({str(r["worker"]) for r in rows if r["worker"]}),
+            "reused": [r["notebook"] for r in rows if r["run"] == "reused"]}
 
 
 def main(argv=None) -> int:
