@@ -566,3 +566,46 @@ def test_without_distributed_the_notebooks_run_one_after_another(tmp_path, monke
     assert runner.run_notebooks(nbs, workers=2) == [] and calls == ["parallel", "sequential"]
     assert "dask distributed is not installed" in capsys.readouterr().err
     assert runner.run_notebooks(nbs[:1], workers=4) == [] and calls[-1] == "sequential"  # one notebook: no cluster
+
+
+def test_a_model_converted_meanwhile_by_another_chapter_is_kept(tmp_path, monkeypatch):
+    """Two chapters starting at once on a fresh cache both convert the embedded GGUF: the second
+    keeps the first one's folder (which the first may be loading) and leaves no temporary folder."""
+    import transformers
+
+    from seqcirc_utils.models import loading
+
+    out_dir = tmp_path / "cache" / "model"
+
+    class Saved:
+        def __init__(self, name):
+            self.name = name
+
+        def save_pretrained(self, folder):
+            Path(folder, f"{self.name}.json").write_text("{}")
+            if self.name == "config":  # meanwhile the other chapter finished its conversion
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "config.json").write_text('{"by": "the other chapter"}')
+
+    class Quantised:
+        config = type("C", (), {"to_dict": staticmethod(lambda: {"model_type": "llama"})})()
+
+        @staticmethod
+        def state_dict():
+            return {}
+
+    class Plain(Saved):
+        def load_state_dict(self, state, strict=False):
+            return [], []
+
+    monkeypatch.setattr(transformers, "AutoTokenizer",
+                        type("T", (), {"from_pretrained": staticmethod(lambda *a, **k: Saved("tokenizer"))}))
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", type("M", (), {
+        "from_pretrained": staticmethod(lambda *a, **k: Quantised()),
+        "from_config": staticmethod(lambda *a, **k: Plain("config"))}))
+    monkeypatch.setattr(transformers, "AutoConfig", type("A", (), {"for_model": staticmethod(lambda **k: k)}))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"")
+    assert loading.convert_gguf(gguf, out_dir) == out_dir
+    assert json.loads((out_dir / "config.json").read_text()) == {"by": "the other chapter"}
+    assert sorted(p.name for p in out_dir.parent.iterdir()) == ["model"]  # the temporary copy is gone
