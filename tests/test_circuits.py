@@ -165,7 +165,7 @@ def test_heldout_score_equals_independent_rescore(tiny_llama, monkeypatch):
                               n_resamples=200)
     assert [r["threshold"] for r in records] == [0.9, 0.7]
     for r in records:
-        assert r["kind"] == "circuit" and r["schema_version"] == 2 and r["filter"] == "none"
+        assert r["kind"] == "circuit" and r["schema_version"] == 3 and r["filter"] == "none"
         assert r["score_ci95"][0] <= r["score"] <= r["score_ci95"][1]
         h = r["heldout"]
         assert h["seed"] == 1002 and r["seed"] == 2

@@ -32,7 +32,12 @@ from typing import Any, ClassVar
 from seqcirc_utils.core.types import Circuit, Component
 
 CIRCUIT_KIND = "circuit"
-CIRCUIT_SCHEMA_VERSION = 2
+CIRCUIT_SCHEMA_VERSION = 3
+#: Keys schema version 3 added (cluster-bootstrap unit and normalised faithfulness, issue 17).
+CIRCUIT_V3_KEYS = ("ci_unit", "n_clusters", "empty_metric", "faithfulness", "faithfulness_ci95")
+#: Versions :meth:`CircuitRecord.from_json` reads: a version-2 dict loads with the version-3 keys ``None``
+#: (its intervals were over prompts: ``ci_unit`` stays ``None``, unknown) and is written back as version 3.
+CIRCUIT_READABLE_VERSIONS = (2, 3)
 
 #: The JSON keys of a circuit record in the order ``to_json`` writes them; every typed field plus
 #: ``kind`` and ``schema_version`` (class constants). Optional / task-specific keys (``extra``) follow.
@@ -40,7 +45,7 @@ CIRCUIT_KEYS = (
     "model", "task", "template", "direction", "seed", "threshold", "method", "ablation", "metric", "heads", "mlps",
     "n_components", "score", "full_metric", "circuit_metric", "forward_passes", "seconds", "n_prompts", "dataset",
     "kind", "schema_version", "prefix", "filter", "order", "minimal", "removable_left", "score_ci95", "bootstrap",
-    "heldout", "heldout_dataset",
+    "heldout", "heldout_dataset", *CIRCUIT_V3_KEYS,
 )
 _CONSTANT_KEYS = ("kind", "schema_version")
 
@@ -67,7 +72,10 @@ class CircuitRecord(Mapping):
 
     ``heads`` is ``[[layer, head], ...]`` and ``mlps`` ``[layer, ...]`` (the circuit-JSON form);
     ``score`` is circuit metric / full metric (a fraction, 1.0 = the full model), ``score_ci95`` its
-    95 % bootstrap interval ``[lo, hi]`` over prompts; ``seconds`` is wall-clock pruning time;
+    95 % bootstrap interval ``[lo, hi]`` (over ``ci_unit``: ``"sequence"`` = cluster bootstrap over
+    ``n_clusters`` sequence identities; ``None`` in upgraded version-2 records, whose intervals were over
+    prompts); ``empty_metric`` the metric with everything ablated, ``faithfulness`` = (m(C) - m(empty)) /
+    (m(full) - m(empty)) and ``faithfulness_ci95`` its interval; ``seconds`` is wall-clock pruning time;
     ``dataset`` / ``heldout_dataset`` are :meth:`TaskDataset.to_json` dicts; ``heldout`` is
     ``{"seed", "n_prompts", "score", "ci95", ...}`` or None. ``extra`` holds the optional and
     task-specific keys (greater-than's ``pruning_metric``, ``metric_note``, ``exact_prob_diff``; the
@@ -106,6 +114,11 @@ class CircuitRecord(Mapping):
     bootstrap: dict | None
     heldout: dict | None
     heldout_dataset: dict | None
+    ci_unit: str | None = None
+    n_clusters: int | None = None
+    empty_metric: float | None = None
+    faithfulness: float | None = None
+    faithfulness_ci95: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,11 +137,13 @@ class CircuitRecord(Mapping):
     def from_json(cls, data: Mapping[str, Any]) -> "CircuitRecord":
         """The record of a circuit-JSON dict (``to_json``'s inverse; values are deep-copied).
 
-        Raises a one-line ``ValueError`` when ``data`` is not a circuit record of this schema version
-        or lacks one of :data:`CIRCUIT_KEYS`.
+        A version-2 dict is upgraded first (:func:`upgrade_circuit_json`). Raises a one-line ``ValueError``
+        when ``data`` is not a circuit record of a readable version or lacks one of :data:`CIRCUIT_KEYS`.
         """
         if isinstance(data, CircuitRecord):
             data = data.to_json()
+        if isinstance(data, Mapping) and data.get("kind") == cls.kind and data.get("schema_version") == 2:
+            data = upgrade_circuit_json(data)
         data = checked_json(data, cls.kind, cls.schema_version, CIRCUIT_KEYS)
         typed = {key: data[key] for key in CIRCUIT_KEYS if key not in _CONSTANT_KEYS}
         extra = {key: value for key, value in data.items() if key not in CIRCUIT_KEYS}
@@ -186,6 +201,18 @@ class CircuitRecord(Mapping):
     def __repr__(self) -> str:
         return (f"CircuitRecord(model={self.model!r}, task={self.task!r}, threshold={self.threshold!r}, "
                 f"method={self.method!r}, heads={len(self.heads)}, mlps={len(self.mlps)}, score={self.score!r})")
+
+
+def upgrade_circuit_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-2 circuit dict as version 3: the keys of :data:`CIRCUIT_V3_KEYS` added as ``None`` (not
+    measured then), ``schema_version`` 3; the other keys and their order unchanged, ``heldout`` untouched."""
+    if data.get("schema_version") != 2:
+        raise ValueError(f"upgrade_circuit_json reads schema_version 2, got {data.get('schema_version')!r}")
+    out = {key: value for key, value in data.items()}
+    out["schema_version"] = CIRCUIT_SCHEMA_VERSION
+    for key in CIRCUIT_V3_KEYS:
+        out.setdefault(key, None)
+    return out
 
 
 def as_json(record: Any) -> Any:
