@@ -153,12 +153,12 @@ def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int 
     :class:`~seqcirc_utils.core.errors.BaselineError` when the faithfulness denominator's interval includes
     0 (:func:`check_faithfulness_baseline`). One forward pass (one more per ablator for the empty circuit).
     """
+    check_faithfulness_baseline(ablator, n_resamples, seed, level)
     num, den = ablator.score_parts(kept)
     clusters = ablator.dataset.sequence_ids
     value = float(num.mean())
     lo, hi = cluster_bootstrap_ratio_ci(num, den, clusters, n_resamples, seed, level,
                                         complement=ablator.metric == "kl")
-    check_faithfulness_baseline(ablator, n_resamples, seed, level)
     f_num, f_den = faithfulness_parts(ablator, num)
     f_lo, f_hi = cluster_bootstrap_ratio_ci(f_num, f_den, clusters, n_resamples, seed, level)
     return {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
