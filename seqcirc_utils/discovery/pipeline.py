@@ -139,7 +139,7 @@ def check_faithfulness_baseline(ablator: Ablator, n_resamples: int = N_RESAMPLES
 
 
 def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int = N_RESAMPLES, seed: int = 0,
-                  level: float = LEVEL) -> dict:
+                  level: float = LEVEL, faithfulness: bool = True) -> dict:
     """(Re)score the circuit ``kept`` on the ablator's dataset with cluster-bootstrap intervals.
 
     Returns ``{"score", "ci95", "circuit_metric", "full_metric", "n_prompts", "ci_unit", "n_clusters",
@@ -152,20 +152,26 @@ def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int 
     ``n_clusters`` the number of distinct identities. Raises
     :class:`~seqcirc_utils.core.errors.BaselineError` when the faithfulness denominator's interval includes
     0 (:func:`check_faithfulness_baseline`). One forward pass (one more per ablator for the empty circuit).
+    ``faithfulness=False``: only the paper's ratio (no empty circuit, no check; the three faithfulness
+    keys are None), for comparisons that read ``score`` alone.
     """
-    check_faithfulness_baseline(ablator, n_resamples, seed, level)
+    if faithfulness:
+        check_faithfulness_baseline(ablator, n_resamples, seed, level)
     num, den = ablator.score_parts(kept)
     clusters = ablator.dataset.sequence_ids
     value = float(num.mean())
     lo, hi = cluster_bootstrap_ratio_ci(num, den, clusters, n_resamples, seed, level,
                                         complement=ablator.metric == "kl")
-    f_num, f_den = faithfulness_parts(ablator, num)
-    f_lo, f_hi = cluster_bootstrap_ratio_ci(f_num, f_den, clusters, n_resamples, seed, level)
-    return {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
-            "full_metric": ablator.full_metric, "n_prompts": len(ablator.dataset),
-            "ci_unit": CI_UNIT_SEQUENCE, "n_clusters": n_clusters(clusters),
-            "empty_metric": float(ablator.empty_values().mean()),
-            "faithfulness": ratio_of_means(f_num, f_den), "faithfulness_ci95": [f_lo, f_hi]}
+    out = {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
+           "full_metric": ablator.full_metric, "n_prompts": len(ablator.dataset),
+           "ci_unit": CI_UNIT_SEQUENCE, "n_clusters": n_clusters(clusters),
+           "empty_metric": None, "faithfulness": None, "faithfulness_ci95": None}
+    if faithfulness:
+        f_num, f_den = faithfulness_parts(ablator, num)
+        f_lo, f_hi = cluster_bootstrap_ratio_ci(f_num, f_den, clusters, n_resamples, seed, level)
+        out |= {"empty_metric": float(ablator.empty_values().mean()),
+                "faithfulness": ratio_of_means(f_num, f_den), "faithfulness_ci95": [f_lo, f_hi]}
+    return out
 
 
 #: The keys :func:`score_with_ci` adds beside the score (copied into records and their ``heldout``).
