@@ -106,3 +106,16 @@ def test_embedded_faithfulness_and_cluster_interval(smollm):
     assert some["n_clusters"] == ds.n_sequences < len(ds)
     assert some["faithfulness_ci95"][0] <= some["faithfulness"] <= some["faithfulness_ci95"][1]
     assert some["empty_metric"] < some["full_metric"]
+
+
+def test_score_columns_show_both_scores():
+    from seqcirc_utils.discovery.pipeline import score_columns
+
+    record = {"score": 0.8, "score_ci95": [0.7, 0.9], "faithfulness": 0.75, "faithfulness_ci95": [0.6, 0.85],
+              "heldout": {"score": 0.6, "ci95": [0.5, 0.7], "n_prompts": 12, "faithfulness": 0.55,
+                          "faithfulness_ci95": [0.4, 0.7]}}
+    cols = score_columns(record)
+    assert cols["faithfulness_%"] == pytest.approx(75.0) and cols["faithfulness_ci95"] == "[60.0, 85.0]"
+    assert cols["heldout_faithfulness_%"] == pytest.approx(55.0) and cols["heldout_ci95"] == "[50.0, 70.0]"
+    old = score_columns({"score": 0.8, "score_ci95": [0.7, 0.9], "heldout": None})  # schema 2, no held-out
+    assert old["faithfulness_ci95"] == "" and old["faithfulness_%"] != old["faithfulness_%"]  # NaN

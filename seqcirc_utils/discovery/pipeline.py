@@ -381,15 +381,23 @@ def find_circuits(
 
 def score_columns(record: Mapping) -> dict:
     """Table columns for a circuit record's score beside its held-out score, in percent, each with its
-    95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``
-    (held-out columns NaN / empty when the record has none)."""
+    95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``, then the
+    normalised faithfulness beside them (schema 3): ``faithfulness_%, faithfulness_ci95, heldout_faithfulness_%,
+    heldout_faithfulness_ci95`` (held-out columns, and faithfulness columns of older records, NaN / empty)."""
     def interval(ci) -> str:
         return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+
+    def percent(value) -> float:
+        return 100 * value if value is not None else float("nan")
 
     held = record.get("heldout") or {}
     return {"score_%": 100 * record["score"], "score_ci95": interval(record.get("score_ci95")),
             "heldout_%": 100 * held["score"] if held else float("nan"), "heldout_ci95": interval(held.get("ci95")),
-            "heldout_prompts": held.get("n_prompts")}
+            "heldout_prompts": held.get("n_prompts"),
+            "faithfulness_%": percent(record.get("faithfulness")),
+            "faithfulness_ci95": interval(record.get("faithfulness_ci95")),
+            "heldout_faithfulness_%": percent(held.get("faithfulness")),
+            "heldout_faithfulness_ci95": interval(held.get("faithfulness_ci95"))}
 
 
 def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:
