@@ -41,12 +41,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
-# Run every notebook on $(MODEL), then build the book (warnings are errors). A failing notebook does not
-# stop the build: its chapter shows the traceback, the others their results; then this target exits
-# non-zero and names the failed notebooks.
+# Run every notebook on $(MODEL), then build the book (warnings are errors). The chapters run in parallel
+# on an embedded Dask LocalCluster, one single-threaded worker per core (`make book WORKERS=1`: one after
+# another), longest first, the appendix after them. A failing notebook does not stop the build: its
+# chapter shows the traceback, the others their results; then this target exits non-zero and names the
+# failed notebooks.
+WORKERS ?=
 book: $(STAMP)
 	@run_status=0; \
-	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) || run_status=$$?; \
+	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) $(if $(WORKERS),--workers $(WORKERS)) || run_status=$$?; \
 	$(MAKE) --no-print-directory book-html; \
 	if [ "$$run_status" -ne 0 ]; then \
 	  failed=$$($(PY) -m seqcirc_utils.workflow.book --failed | paste -sd ' ' -); \

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqcirc_utils.workflow.grid import cell_id, default_workers, runs_root
+from seqcirc_utils.workflow.cluster import default_workers
+from seqcirc_utils.workflow.grid import cell_id, runs_root
 from seqcirc_utils.workflow.runner import REPO_ROOT, resolve_notebook
 
 

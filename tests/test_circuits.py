@@ -165,7 +165,7 @@ def test_heldout_score_equals_independent_rescore(tiny_llama, monkeypatch):
                               n_resamples=200)
     assert [r["threshold"] for r in records] == [0.9, 0.7]
     for r in records:
-        assert r["kind"] == "circuit" and r["schema_version"] == 2 and r["filter"] == "none"
+        assert r["kind"] == "circuit" and r["schema_version"] == 3 and r["filter"] == "none"
         assert r["score_ci95"][0] <= r["score"] <= r["score_ci95"][1]
         h = r["heldout"]
         assert h["seed"] == 1002 and r["seed"] == 2
@@ -274,3 +274,12 @@ def test_embedded_greater_than_record_with_exact_pd_and_heldout(smollm):
     components = Circuit.from_lists(r["heads"], r["mlps"]).components
     assert r["heldout"]["score"] == pytest.approx(fresh.score(components).score, abs=1e-5)
     assert r["heldout"]["exact_prob_diff"]["full"] == pytest.approx(float(ExactProbDiff(fresh).full.mean()), abs=1e-5)
+    # schema 3: cluster unit and the empty-circuit floor, in-sample and held out (recomputed independently)
+    assert r["ci_unit"] == "sequence" and r["n_clusters"] == ds.n_sequences
+    assert r["heldout"]["n_clusters"] == held.n_sequences and r["heldout"]["ci_unit"] == "sequence"
+    empty, full = float(fresh.empty_values().mean()), fresh.full_metric
+    assert r["heldout"]["empty_metric"] == pytest.approx(empty, abs=1e-5)
+    assert r["heldout"]["faithfulness"] == pytest.approx(
+        (fresh.score(components).circuit_metric - empty) / (full - empty), abs=1e-4)
+    lo, hi = r["faithfulness_ci95"]
+    assert lo <= r["faithfulness"] <= hi and r["empty_metric"] < r["full_metric"]

@@ -22,8 +22,8 @@ def _dataset_dict(seed: int) -> dict:
             "prompts": [{"text": "The war lasted from 1732 to 17", "answer": " 33"}]}
 
 
-def _hand_made() -> dict:
-    """Every key a greater-than record written today can have, in the order circuit_record writes them."""
+def _hand_made_v2() -> dict:
+    """Every key a schema-2 greater-than record had, in the order circuit_record wrote them."""
     exact = {"mode": "digit", "full": 0.41, "circuit": 0.33, "score": 0.33 / 0.41, "ci95": [0.7, 0.9]}
     return {
         "model": "smollm2-135m", "task": "greater_than", "template": "war", "direction": "increasing", "seed": 0,
@@ -41,13 +41,36 @@ def _hand_made() -> dict:
     }
 
 
+V3 = {"ci_unit": "sequence", "n_clusters": 5, "empty_metric": -0.02, "faithfulness": 0.82,
+      "faithfulness_ci95": [0.74, 0.88]}
+
+
+def _hand_made() -> dict:
+    """Every key a greater-than record written today (schema 3) can have, in the order circuit_record writes them."""
+    old = _hand_made_v2()
+    typed = [k for k in old if k in CIRCUIT_KEYS]
+    out = {k: old[k] for k in typed} | {"schema_version": 3} | V3
+    out["heldout"] = out["heldout"] | V3
+    return out | {k: v for k, v in old.items() if k not in CIRCUIT_KEYS}
+
+
+def test_schema_2_record_loads_with_new_keys_none():
+    old = _hand_made_v2()
+    r = CircuitRecord.from_json(old)
+    assert r.schema_version == 3 and all(r[k] is None for k in V3)
+    j = r.to_json()
+    assert {k: v for k, v in j.items() if k not in V3 and k != "schema_version"} == \
+        {k: v for k, v in old.items() if k != "schema_version"}
+    assert CircuitRecord.from_json(j).to_json() == j  # written back as schema 3, round trip exact
+
+
 def test_hand_made_record_round_trips_exactly(tmp_path):
     d = _hand_made()
     r = CircuitRecord.from_json(d)
     assert r.to_json() == d and list(r.to_json()) == list(d)  # same keys, values and order
     assert CircuitRecord.from_json(r.to_json()).to_json() == r.to_json()
     assert r.extra == {k: d[k] for k in ("pruning_metric", "metric_note", "exact_prob_diff", "setup_seconds")}
-    assert r.kind == "circuit" and r.schema_version == 2 and r.heldout["exact_prob_diff"]["score"] == 0.78
+    assert r.kind == "circuit" and r.schema_version == 3 and r.heldout["exact_prob_diff"]["score"] == 0.78
     assert r.components == frozenset({head(0, 1), head(3, 2), mlp(0), mlp(5)})
     # through a JSON file (write_json_atomic serialises the record itself) and back
     write_json_atomic(tmp_path / "c.json", {"circuits": [r]})
@@ -65,7 +88,7 @@ def test_mapping_access_equals_json_form():
     assert list(r) == list(j) == list(r.keys()) and len(r) == len(j)
     assert {k: r[k] for k in r} == j and dict(r) == j and {**r} == j and dict(r.items()) == j
     assert r.get("exact_prob_diff") == j["exact_prob_diff"] and r.get("nosuch") is None and "nosuch" not in r
-    assert "heads" in r and "kind" in r and r["kind"] == "circuit" and r["schema_version"] == 2
+    assert "heads" in r and "kind" in r and r["kind"] == "circuit" and r["schema_version"] == 3
     with pytest.raises(KeyError):
         r["nosuch"]
     assert r == j and j == r  # compares like the dict it stands for
@@ -81,7 +104,7 @@ def test_mapping_access_equals_json_form():
 @pytest.mark.parametrize("bad, needle", [
     ({"kind": "edge_circuit", "schema_version": 2}, "expected a record of kind 'circuit'"),
     ({"kind": None}, "expected a record of kind 'circuit'"),
-    ({"schema_version": 1}, "schema_version 2"),
+    ({"schema_version": 1}, "schema_version 3"),
 ])
 def test_wrong_kind_or_version_rejected(bad, needle):
     d = _hand_made() | bad

@@ -16,6 +16,10 @@ the names of its score columns and of its panel columns (``task``, ``family``, .
 every such record it finds in ``results/<model>/`` -- by kind, not by guessing from a list's shape.
 :class:`AttentionPattern` (kind ``"attention_pattern"``) is one head's query x key attention matrix with
 its row and column labels, which the appendix draws as heatmaps.
+:class:`NullDistribution` (kind ``"null_distribution"``) is an observed circuit statistic against matched
+random circuits (:mod:`seqcirc_utils.evaluation.nulls`); :class:`FaithfulnessCurve` (kind
+``"faithfulness_curve"``) is one ranking method's faithfulness over circuit sizes with MIB's CPR / CMD areas
+(:mod:`seqcirc_utils.evaluation.curves`).
 
 This module imports only the standard library and :mod:`seqcirc_utils.core.types` (pandas lazily, for
 :meth:`HeadScores.from_table` and :meth:`HeadScores.frame`).
@@ -32,7 +36,12 @@ from typing import Any, ClassVar
 from seqcirc_utils.core.types import Circuit, Component
 
 CIRCUIT_KIND = "circuit"
-CIRCUIT_SCHEMA_VERSION = 2
+CIRCUIT_SCHEMA_VERSION = 3
+#: Keys schema version 3 added (cluster-bootstrap unit and normalised faithfulness, issue 17).
+CIRCUIT_V3_KEYS = ("ci_unit", "n_clusters", "empty_metric", "faithfulness", "faithfulness_ci95")
+#: Versions :meth:`CircuitRecord.from_json` reads: a version-2 dict loads with the version-3 keys ``None``
+#: (its intervals were over prompts: ``ci_unit`` stays ``None``, unknown) and is written back as version 3.
+CIRCUIT_READABLE_VERSIONS = (2, 3)
 
 #: The JSON keys of a circuit record in the order ``to_json`` writes them; every typed field plus
 #: ``kind`` and ``schema_version`` (class constants). Optional / task-specific keys (``extra``) follow.
@@ -40,7 +49,7 @@ CIRCUIT_KEYS = (
     "model", "task", "template", "direction", "seed", "threshold", "method", "ablation", "metric", "heads", "mlps",
     "n_components", "score", "full_metric", "circuit_metric", "forward_passes", "seconds", "n_prompts", "dataset",
     "kind", "schema_version", "prefix", "filter", "order", "minimal", "removable_left", "score_ci95", "bootstrap",
-    "heldout", "heldout_dataset",
+    "heldout", "heldout_dataset", *CIRCUIT_V3_KEYS,
 )
 _CONSTANT_KEYS = ("kind", "schema_version")
 
@@ -67,7 +76,10 @@ class CircuitRecord(Mapping):
 
     ``heads`` is ``[[layer, head], ...]`` and ``mlps`` ``[layer, ...]`` (the circuit-JSON form);
     ``score`` is circuit metric / full metric (a fraction, 1.0 = the full model), ``score_ci95`` its
-    95 % bootstrap interval ``[lo, hi]`` over prompts; ``seconds`` is wall-clock pruning time;
+    95 % bootstrap interval ``[lo, hi]`` (over ``ci_unit``: ``"sequence"`` = cluster bootstrap over
+    ``n_clusters`` sequence identities; ``None`` in upgraded version-2 records, whose intervals were over
+    prompts); ``empty_metric`` the metric with everything ablated, ``faithfulness`` = (m(C) - m(empty)) /
+    (m(full) - m(empty)) and ``faithfulness_ci95`` its interval; ``seconds`` is wall-clock pruning time;
     ``dataset`` / ``heldout_dataset`` are :meth:`TaskDataset.to_json` dicts; ``heldout`` is
     ``{"seed", "n_prompts", "score", "ci95", ...}`` or None. ``extra`` holds the optional and
     task-specific keys (greater-than's ``pruning_metric``, ``metric_note``, ``exact_prob_diff``; the
@@ -106,6 +118,11 @@ class CircuitRecord(Mapping):
     bootstrap: dict | None
     heldout: dict | None
     heldout_dataset: dict | None
+    ci_unit: str | None = None
+    n_clusters: int | None = None
+    empty_metric: float | None = None
+    faithfulness: float | None = None
+    faithfulness_ci95: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,11 +141,13 @@ class CircuitRecord(Mapping):
     def from_json(cls, data: Mapping[str, Any]) -> "CircuitRecord":
         """The record of a circuit-JSON dict (``to_json``'s inverse; values are deep-copied).
 
-        Raises a one-line ``ValueError`` when ``data`` is not a circuit record of this schema version
-        or lacks one of :data:`CIRCUIT_KEYS`.
+        A version-2 dict is upgraded first (:func:`upgrade_circuit_json`). Raises a one-line ``ValueError``
+        when ``data`` is not a circuit record of a readable version or lacks one of :data:`CIRCUIT_KEYS`.
         """
         if isinstance(data, CircuitRecord):
             data = data.to_json()
+        if isinstance(data, Mapping) and data.get("kind") == cls.kind and data.get("schema_version") == 2:
+            data = upgrade_circuit_json(data)
         data = checked_json(data, cls.kind, cls.schema_version, CIRCUIT_KEYS)
         typed = {key: data[key] for key in CIRCUIT_KEYS if key not in _CONSTANT_KEYS}
         extra = {key: value for key, value in data.items() if key not in CIRCUIT_KEYS}
@@ -186,6 +205,18 @@ class CircuitRecord(Mapping):
     def __repr__(self) -> str:
         return (f"CircuitRecord(model={self.model!r}, task={self.task!r}, threshold={self.threshold!r}, "
                 f"method={self.method!r}, heads={len(self.heads)}, mlps={len(self.mlps)}, score={self.score!r})")
+
+
+def upgrade_circuit_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-2 circuit dict as version 3: the keys of :data:`CIRCUIT_V3_KEYS` added as ``None`` (not
+    measured then), ``schema_version`` 3; the other keys and their order unchanged, ``heldout`` untouched."""
+    if data.get("schema_version") != 2:
+        raise ValueError(f"upgrade_circuit_json reads schema_version 2, got {data.get('schema_version')!r}")
+    out = {key: value for key, value in data.items()}
+    out["schema_version"] = CIRCUIT_SCHEMA_VERSION
+    for key in CIRCUIT_V3_KEYS:
+        out.setdefault(key, None)
+    return out
 
 
 def as_json(record: Any) -> Any:
@@ -327,3 +358,132 @@ class AttentionPattern:
         return cls(component=str(component), pattern=[[float(v) for v in row] for row in matrix.values.tolist()],
                    query_labels=[str(i) for i in matrix.index], key_labels=[str(c) for c in matrix.columns],
                    description=description)
+
+
+# --------------------------------------------------------------------------- null distributions
+NULL_DISTRIBUTION_KIND = "null_distribution"
+NULL_DISTRIBUTION_SCHEMA_VERSION = 1
+NULL_DISTRIBUTION_KEYS = (
+    "kind", "schema_version", "statistic", "observed", "null_mean", "null_p5", "null_p50", "null_p95", "n_draws",
+    "observed_percentile", "p_value", "matched", "seed", "null", "circuit", "task", "metric", "ablation",
+    "n_prompts", "n_clusters", "forward_passes", "seconds", "description",
+)
+
+
+@dataclass(frozen=True)
+class NullDistribution:
+    """An observed circuit statistic against random circuits matched to it (one ``null_distribution`` record).
+
+    ``statistic``: what was compared (``"faithfulness"`` = (m(C) - m(empty)) / (m(full) - m(empty)), or
+    ``"score"`` = m(C) / m(full)); ``observed`` its value for ``circuit`` (component names); ``null`` the
+    ``n_draws`` random circuits' values (draw order); ``null_mean`` / ``null_p5`` / ``null_p50`` / ``null_p95``
+    their mean and percentiles (linear interpolation); ``observed_percentile`` the observed value's mid-rank
+    percentile among the draws (100 * (#{null < observed} + #{null == observed} / 2) / n_draws);
+    ``p_value`` the one-sided ``(1 + #{null >= observed}) / (n_draws + 1)``; ``matched`` what the draws keep
+    (heads per layer, MLP count and layer window, whether the circuit's own components were excluded);
+    ``seed`` the draws' seed; ``forward_passes`` prompt-batch passes spent (one per draw at most).
+    """
+
+    kind: ClassVar[str] = NULL_DISTRIBUTION_KIND
+    schema_version: ClassVar[int] = NULL_DISTRIBUTION_SCHEMA_VERSION
+
+    statistic: str
+    observed: float
+    null_mean: float
+    null_p5: float
+    null_p50: float
+    null_p95: float
+    n_draws: int
+    observed_percentile: float
+    p_value: float
+    matched: dict[str, Any]
+    seed: int
+    null: list[float]
+    circuit: list[str]
+    task: str | None = None
+    metric: str | None = None
+    ablation: str | None = None
+    n_prompts: int | None = None
+    n_clusters: int | None = None
+    forward_passes: int | None = None
+    seconds: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.null) != self.n_draws:
+            raise ValueError(f"null_distribution: {len(self.null)} null values but n_draws={self.n_draws}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's JSON dict (a deep copy), keys in :data:`NULL_DISTRIBUTION_KEYS` order."""
+        return copy.deepcopy({k: getattr(self, k) for k in NULL_DISTRIBUTION_KEYS})
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "NullDistribution":
+        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        data = checked_json(data, cls.kind, cls.schema_version, NULL_DISTRIBUTION_KEYS)
+        return cls(**{k: data[k] for k in NULL_DISTRIBUTION_KEYS if k not in ("kind", "schema_version")})
+
+
+# --------------------------------------------------------------------------- faithfulness curves
+FAITHFULNESS_CURVE_KIND = "faithfulness_curve"
+FAITHFULNESS_CURVE_SCHEMA_VERSION = 1
+FAITHFULNESS_CURVE_KEYS = (
+    "kind", "schema_version", "task", "method", "fractions", "sizes", "faithfulness_signed", "faithfulness_abs",
+    "cpr", "cmd", "cpr_log", "cmd_log", "n_components", "metric", "ablation", "n_prompts", "empty_metric",
+    "full_metric", "seed", "forward_passes", "seconds", "description",
+)
+
+
+@dataclass(frozen=True)
+class FaithfulnessCurve:
+    """Faithfulness of the top-k components of one node ranking, for k over fractions of all components
+    (MIB's CPR / CMD, Mueller et al. 2025), one ``faithfulness_curve`` record per task and method.
+
+    ``fractions``: the k's as fractions of ``n_components``; ``sizes``: the component counts used
+    (``max(1, round(fraction * n_components))``); ``faithfulness_signed`` / ``faithfulness_abs``: f(C_k) with
+    components ranked by signed / absolute score (the same list for a ranking without signs).
+    ``cpr`` = trapezoid area under ``faithfulness_signed`` over linear k (higher is better), ``cmd`` = area under
+    ``|1 - faithfulness_abs|`` (lower is better); both over ``[fractions[0], fractions[-1]]`` without
+    normalisation (MIB's convention). ``cpr_log`` / ``cmd_log``: the same integrands over ``log10 k``, divided by
+    the log range (a mean over orders of magnitude; f = 1 everywhere gives 1). ``seed``: the random
+    ranking's seed (None for other methods).
+    """
+
+    kind: ClassVar[str] = FAITHFULNESS_CURVE_KIND
+    schema_version: ClassVar[int] = FAITHFULNESS_CURVE_SCHEMA_VERSION
+
+    task: str | None
+    method: str
+    fractions: list[float]
+    sizes: list[int]
+    faithfulness_signed: list[float]
+    faithfulness_abs: list[float]
+    cpr: float
+    cmd: float
+    cpr_log: float
+    cmd_log: float
+    n_components: int
+    metric: str | None = None
+    ablation: str | None = None
+    n_prompts: int | None = None
+    empty_metric: float | None = None
+    full_metric: float | None = None
+    seed: int | None = None
+    forward_passes: int | None = None
+    seconds: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.fractions)
+        if not (len(self.sizes) == len(self.faithfulness_signed) == len(self.faithfulness_abs) == n):
+            raise ValueError(f"faithfulness_curve: fractions, sizes and both curves need {n} points each")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's JSON dict (a deep copy), keys in :data:`FAITHFULNESS_CURVE_KEYS` order."""
+        return copy.deepcopy({k: getattr(self, k) for k in FAITHFULNESS_CURVE_KEYS})
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "FaithfulnessCurve":
+        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        data = checked_json(data, cls.kind, cls.schema_version, FAITHFULNESS_CURVE_KEYS)
+        return cls(**{k: data[k] for k in FAITHFULNESS_CURVE_KEYS if k not in ("kind", "schema_version")})

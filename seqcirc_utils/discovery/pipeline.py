@@ -16,7 +16,11 @@ Schema version 2 adds (see :func:`circuit_record`): ``kind`` (``"circuit"``), ``
 "ci95", "full_metric", "circuit_metric"}`` (the circuit scored on a fresh dataset: same task,
 template, direction, prefix and other options, seed + :data:`HELDOUT_SEED_OFFSET`, filtered the same
 way, its own ablation means) and ``heldout_dataset`` (that dataset, the same dict shape as
-``dataset``). Greater-than records also carry ``pruning_metric``, ``metric_note`` and
+``dataset``). Schema version 3 adds (:data:`FAITHFULNESS_KEYS`, :func:`score_with_ci`) ``ci_unit``
+(``"sequence"``: every interval is a cluster bootstrap over the prompts' sequence identities), ``n_clusters``
+(distinct identities), ``empty_metric`` (every component ablated, same mode and means), ``faithfulness`` =
+(m(C) - m(empty)) / (m(full) - m(empty)) and ``faithfulness_ci95``; ``heldout`` carries the same five keys
+for the held-out set. Pruning thresholds stay on ``score`` (m(C) / m(full)). Greater-than records also carry ``pruning_metric``, ``metric_note`` and
 ``exact_prob_diff`` = ``{"mode", "full", "circuit", "score", "ci95"}`` (the exact two-digit PD,
 :mod:`seqcirc_utils.scoring.greater_than`; also inside ``heldout``).
 
@@ -34,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import torch
+
 from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.scoring.greater_than import YEAR_MODES, ExactProbDiff
 from seqcirc_utils.models.loading import load_model
@@ -41,10 +47,11 @@ from seqcirc_utils.discovery.pruning import PruningResult, check_thresholds, pru
 from seqcirc_utils.core.records import CIRCUIT_SCHEMA_VERSION, CircuitRecord
 from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
-from seqcirc_utils.core.stats import LEVEL, N_RESAMPLES, bootstrap_ratio_ci
+from seqcirc_utils.core.stats import (CI_UNIT_SEQUENCE, LEVEL, N_RESAMPLES, cluster_bootstrap_mean_ci,
+                                     cluster_bootstrap_ratio_ci, n_clusters, ratio_of_means)
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.core.errors import TooFewPromptsError
+from seqcirc_utils.core.errors import BaselineError, TooFewPromptsError
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -104,20 +111,73 @@ def discovery_dataset(model, model_name: str, task: str, filter_correct: bool = 
     )
 
 
-def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int = N_RESAMPLES, seed: int = 0,
-                  level: float = LEVEL) -> dict:
-    """(Re)score the circuit ``kept`` on the ablator's dataset with a bootstrap interval over prompts.
+def faithfulness_parts(ablator: Ablator, circuit_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-prompt numerator and denominator ``([batch], [batch])`` of normalised faithfulness:
+    ``m(C) - m(empty)`` and ``m(full) - m(empty)`` (metric units; for KL, ``m(full) = 0``), where the
+    empty circuit has every head and MLP ablated the same way (:meth:`Ablator.empty_values`, cached).
+    ``faithfulness = mean(numerator) / mean(denominator)``: 0 for the empty circuit, 1 for the full model."""
+    empty = ablator.empty_values()
+    full = ablator.metric_values(ablator.full_logits)
+    return circuit_values - empty, full - empty
 
-    Returns ``{"score", "ci95", "circuit_metric", "full_metric", "n_prompts"}``: ``score`` equals
-    :meth:`Ablator.score` (``kept`` and nothing else unablated), ``ci95`` = ``[lo, hi]`` the percentile
-    bootstrap interval (``n_resamples`` resamples of the prompts, seeded; the ratio of the resampled
-    means per resample). One forward pass (two the first time for KL).
+
+def check_faithfulness_baseline(ablator: Ablator, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                                level: float = LEVEL) -> tuple[float, float]:
+    """Refuse a faithfulness denominator ``m(full) - m(empty)`` whose cluster-bootstrap interval (over
+    sequence identities) includes 0 or lies on the wrong side (the full model must beat the empty
+    circuit: a positive gap for logit/probability differences, a negative one for KL).
+    Raises :class:`~seqcirc_utils.core.errors.BaselineError`; returns the interval."""
+    _, den = faithfulness_parts(ablator, ablator.empty_values())
+    lo, hi = cluster_bootstrap_mean_ci(den, ablator.dataset.sequence_ids, n_resamples, seed, level)
+    sign = -1.0 if ablator.metric == "kl" else 1.0
+    if not (sign * lo > 0 and sign * hi > 0):
+        spec = ablator.dataset.spec
+        raise BaselineError(
+            f"faithfulness undefined: m(full) - m(empty) has {int(100 * level)} % interval [{lo:.4g}, {hi:.4g}] "
+            f"({ablator.metric}, {spec.task}/{spec.template}, {len(ablator.dataset)} prompts from "
+            f"{ablator.dataset.n_sequences} sequences); it must be {'negative' if sign < 0 else 'positive'} "
+            "and exclude 0 (use more sequences, another template, or the correct-answer filter)")
+    return lo, hi
+
+
+def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int = N_RESAMPLES, seed: int = 0,
+                  level: float = LEVEL, faithfulness: bool = True) -> dict:
+    """(Re)score the circuit ``kept`` on the ablator's dataset with cluster-bootstrap intervals.
+
+    Returns ``{"score", "ci95", "circuit_metric", "full_metric", "n_prompts", "ci_unit", "n_clusters",
+    "empty_metric", "faithfulness", "faithfulness_ci95"}``: ``score`` equals :meth:`Ablator.score`
+    (``kept`` and nothing else unablated; the paper's ratio m(C) / m(full)); ``empty_metric`` is the
+    dataset-mean metric with every component ablated; ``faithfulness`` = (m(C) - m(empty)) /
+    (m(full) - m(empty)) (:func:`faithfulness_parts`). Both intervals are percentile cluster-bootstrap
+    intervals (:func:`~seqcirc_utils.core.stats.cluster_bootstrap_ratio_ci`: ``n_resamples`` resamples of
+    the dataset's sequence identities, all their prompts taken, seeded); ``ci_unit`` is ``"sequence"`` and
+    ``n_clusters`` the number of distinct identities. Raises
+    :class:`~seqcirc_utils.core.errors.BaselineError` when the faithfulness denominator's interval includes
+    0 (:func:`check_faithfulness_baseline`). One forward pass (one more per ablator for the empty circuit).
+    ``faithfulness=False``: only the paper's ratio (no empty circuit, no check; the three faithfulness
+    keys are None), for comparisons that read ``score`` alone.
     """
+    if faithfulness:
+        check_faithfulness_baseline(ablator, n_resamples, seed, level)
     num, den = ablator.score_parts(kept)
+    clusters = ablator.dataset.sequence_ids
     value = float(num.mean())
-    lo, hi = bootstrap_ratio_ci(num, den, n_resamples, seed, level, complement=ablator.metric == "kl")
-    return {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
-            "full_metric": ablator.full_metric, "n_prompts": len(ablator.dataset)}
+    lo, hi = cluster_bootstrap_ratio_ci(num, den, clusters, n_resamples, seed, level,
+                                        complement=ablator.metric == "kl")
+    out = {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
+           "full_metric": ablator.full_metric, "n_prompts": len(ablator.dataset),
+           "ci_unit": CI_UNIT_SEQUENCE, "n_clusters": n_clusters(clusters),
+           "empty_metric": None, "faithfulness": None, "faithfulness_ci95": None}
+    if faithfulness:
+        f_num, f_den = faithfulness_parts(ablator, num)
+        f_lo, f_hi = cluster_bootstrap_ratio_ci(f_num, f_den, clusters, n_resamples, seed, level)
+        out |= {"empty_metric": float(ablator.empty_values().mean()),
+                "faithfulness": ratio_of_means(f_num, f_den), "faithfulness_ci95": [f_lo, f_hi]}
+    return out
+
+
+#: The keys :func:`score_with_ci` adds beside the score (copied into records and their ``heldout``).
+FAITHFULNESS_KEYS = ("ci_unit", "n_clusters", "empty_metric", "faithfulness", "faithfulness_ci95")
 
 
 def score_dataset(model, info, dataset: TaskDataset, kept: Iterable[Component], ablation: str = "mean",
@@ -192,6 +252,7 @@ def circuit_record(
         "bootstrap": {"n_resamples": n_resamples, "seed": bootstrap_seed, "level": LEVEL},
         "heldout": heldout, "heldout_dataset": heldout_dataset.to_json() if heldout_dataset is not None else None,
     }
+    record |= {key: in_sample[key] for key in FAITHFULNESS_KEYS}
     if spec.task == GREATER_THAN:
         record |= greater_than_metric_fields(ablator)
         if exact is not None:
@@ -209,7 +270,7 @@ def heldout_scores(
     prompts pass the filter, the set is drawn again 2x and 4x larger (:data:`DRAW_GROWTH`, same seed).
 
     Returns ``(heldout dicts, dataset)``; each dict is ``{"seed", "n_prompts", "score", "ci95",
-    "full_metric", "circuit_metric"}`` plus ``exact_prob_diff`` for greater-than. Raises like
+    "full_metric", "circuit_metric"}`` and :data:`FAITHFULNESS_KEYS` plus ``exact_prob_diff`` for greater-than. Raises like
     discovery when the held-out baseline is meaningless.
     """
     metric = resolve_metric(task, metric)
@@ -224,6 +285,7 @@ def heldout_scores(
         scored = score_with_ci(ablator, kept, n_resamples, bootstrap_seed)
         entry = {"seed": seed, "n_prompts": len(ds), "score": scored["score"], "ci95": scored["ci95"],
                  "full_metric": scored["full_metric"], "circuit_metric": scored["circuit_metric"]}
+        entry |= {key: scored[key] for key in FAITHFULNESS_KEYS}
         if exact is not None:
             entry["exact_prob_diff"] = exact.score(kept, n_resamples, bootstrap_seed)
         out.append(entry)
@@ -272,6 +334,7 @@ def discover(
     t0 = time.perf_counter()
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, model_name)
+    check_faithfulness_baseline(ablator, n_resamples, bootstrap_seed)
     results = prune(ablator, thresholds, method=method, progress=progress, order=order, minimal=minimal,
                     max_refine_passes=max_refine_passes)
     setup_seconds = time.perf_counter() - t0 - sum(r.seconds for r in results)
@@ -320,15 +383,23 @@ def find_circuits(
 
 def score_columns(record: Mapping) -> dict:
     """Table columns for a circuit record's score beside its held-out score, in percent, each with its
-    95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``
-    (held-out columns NaN / empty when the record has none)."""
+    95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``, then the
+    normalised faithfulness beside them (schema 3): ``faithfulness_%, faithfulness_ci95, heldout_faithfulness_%,
+    heldout_faithfulness_ci95`` (held-out columns, and faithfulness columns of older records, NaN / empty)."""
     def interval(ci) -> str:
         return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+
+    def percent(value) -> float:
+        return 100 * value if value is not None else float("nan")
 
     held = record.get("heldout") or {}
     return {"score_%": 100 * record["score"], "score_ci95": interval(record.get("score_ci95")),
             "heldout_%": 100 * held["score"] if held else float("nan"), "heldout_ci95": interval(held.get("ci95")),
-            "heldout_prompts": held.get("n_prompts")}
+            "heldout_prompts": held.get("n_prompts"),
+            "faithfulness_%": percent(record.get("faithfulness")),
+            "faithfulness_ci95": interval(record.get("faithfulness_ci95")),
+            "heldout_faithfulness_%": percent(held.get("faithfulness")),
+            "heldout_faithfulness_ci95": interval(held.get("faithfulness_ci95"))}
 
 
 def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:

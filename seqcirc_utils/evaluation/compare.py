@@ -223,7 +223,7 @@ class _Scores:
         key = frozenset(kept)
         if key not in self.cache or (with_ci and "ci95" not in self.cache[key]):
             if with_ci:
-                self.cache[key] = score_with_ci(self.ablator, key, self.n_resamples, self.seed)
+                self.cache[key] = score_with_ci(self.ablator, key, self.n_resamples, self.seed, faithfulness=False)
             else:
                 self.cache[key] = {"score": self.ablator.score(key).score}
         return self.cache[key]

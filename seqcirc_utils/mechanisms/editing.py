@@ -36,13 +36,13 @@ from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
-from seqcirc_utils.evaluation.compare import matched_random_heads
+from seqcirc_utils.evaluation.nulls import matched_random_circuits
 from seqcirc_utils.mechanisms.knockout import categorise, category_shares, member_offsets
 from seqcirc_utils.models.loading import ModelInfo, model_device
 from seqcirc_utils.mechanisms.ov_scores import family_tokens
 from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS, member_value
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
-from seqcirc_utils.core.types import Component, head, sort_components
+from seqcirc_utils.core.types import Component, sort_components
 
 
 # --------------------------------------------------------------------------- matching prompts by member
@@ -116,16 +116,12 @@ def replaced_logits(ablator: Ablator, heads: Sequence[Component], values: dict[s
 def random_heads_same_layers(info: ModelInfo, heads: Sequence[Component], n_samples: int = 3,
                              seed: int = 0) -> list[list[Component]]:
     """``n_samples`` random head sets matched to ``heads`` layer by layer: as many heads of each layer
-    as ``heads`` has there, none of ``heads``, drawn with
-    :func:`~seqcirc_utils.evaluation.compare.matched_random_heads` (seeded)."""
-    heads = sort_components(set(heads))
-    chosen = set(heads)
-    per_layer = []
-    for k, layer in enumerate(sorted({h.layer for h in heads})):
-        mine = [h for h in heads if h.layer == layer]
-        within = mine + [head(layer, i) for i in range(info.n_heads) if head(layer, i) not in chosen]
-        per_layer.append(matched_random_heads(info, mine, within=within, n_samples=n_samples, seed=seed + k))
-    return [sort_components(c for draws in per_layer for c in draws[s]) for s in range(n_samples)]
+    as ``heads`` has there, none of ``heads`` (:func:`~seqcirc_utils.evaluation.nulls.matched_random_circuits`
+    with ``exclude_own=True``, seeded)."""
+    heads = [h for h in set(heads) if h.is_head]
+    if n_samples < 1:
+        return []
+    return [sort_components(d) for d in matched_random_circuits(info, heads, n_samples, seed, exclude_own=True)]
 
 
 def function_edit(ablator: Ablator, source: TaskDataset, heads: Sequence[Component], shift: int,

@@ -210,6 +210,7 @@ class Ablator:
         self.full_metric = self.metric_value(self.full_logits)
         self._empty_kl: float | None = None
         self._empty_kl_values: torch.Tensor | None = None
+        self._empty_values: torch.Tensor | None = None
         self._replay: _Replay | None = None
         self._clean_resid: dict[int, torch.Tensor] | None = None
 
@@ -244,6 +245,16 @@ class Ablator:
                 self._empty_kl_values = self.metric_values(self._run(self.info.components))
             return circuit, self._empty_kl_values
         return circuit, self.metric_values(self.full_logits)
+
+    def empty_values(self) -> torch.Tensor:
+        """Per-prompt metric ``[batch]`` of the empty circuit: every head and MLP ablated (this ablator's
+        mode, means and positions). One forward pass the first time, then cached (for KL: KL's denominator)."""
+        if self._empty_values is None:
+            if self.metric == "kl" and self._empty_kl_values is not None:
+                self._empty_values = self._empty_kl_values
+            else:
+                self._empty_values = self.metric_values(self._run(self.info.components))
+        return self._empty_values
 
     def fraction_of_full(self, value: float) -> float:
         """``value`` as a fraction of the full model (for KL: 1 - KL / KL(everything ablated))."""

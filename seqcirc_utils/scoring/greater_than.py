@@ -29,7 +29,7 @@ import torch
 from seqcirc_utils.core import metrics
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
 from seqcirc_utils.models.forward import final_logits
-from seqcirc_utils.core.stats import bootstrap_ratio_ci
+from seqcirc_utils.core.stats import cluster_bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN
 from seqcirc_utils.core.types import AblationMode, Component
 
@@ -138,12 +138,13 @@ class ExactProbDiff:
 
     def score(self, kept: Iterable[Component], n_resamples: int = 1000, seed: int = 0) -> dict:
         """The circuit ``kept``'s exact PD: ``{"mode", "full", "circuit", "score", "ci95"}`` (every
-        component outside ``kept`` ablated; ``score`` = circuit / full, ``ci95`` bootstrapped over prompts)."""
+        component outside ``kept`` ablated; ``score`` = circuit / full, ``ci95`` a cluster bootstrap over sequence identities)."""
         kept = set(kept)
         circuit = self.values([c for c in self.ablator.info.components if c not in kept])
         full_mean, circuit_mean = float(self.full.mean()), float(circuit.mean())
         return {"mode": self.mode, "full": full_mean, "circuit": circuit_mean, "score": circuit_mean / full_mean,
-                "ci95": list(bootstrap_ratio_ci(circuit, self.full, n_resamples, seed))}
+                "ci95": list(cluster_bootstrap_ratio_ci(circuit, self.full, self.ablator.dataset.sequence_ids,
+                                                        n_resamples, seed))}
 
 
 def _append(tokens: torch.Tensor, token_id: int) -> torch.Tensor:

@@ -1,0 +1,267 @@
+"""Null distributions for circuit claims: random circuits matched to the real one, scored exactly like it.
+
+A claim "this circuit keeps the behaviour" is read against what a random circuit of the same make-up keeps
+(claims conventions, section 2). :func:`matched_random_circuits` draws such circuits **matched per layer**:
+
+- heads: the same number of heads in every layer as the circuit (drawn without replacement among that
+  layer's heads);
+- MLPs: as many MLPs as the circuit, each drawn from the layers within ``mlp_window`` (default 1) of one of
+  the circuit's MLPs (a random assignment of distinct MLPs; a draw that gets stuck is redrawn).
+
+By default the draws range over every head / MLP of the matched layers, the circuit's own included (the
+circuit is one possible draw: an exchangeable null); ``exclude_own=True`` keeps the circuit's components
+out (the baseline of an ablation *of* the circuit, e.g. a knockout).
+
+:func:`circuit_null` scores the circuit and ``n_draws`` (default :data:`N_DRAWS` = 99, so ``p`` can reach
+0.01) matched draws on one :class:`~seqcirc_utils.scoring.ablation.Ablator`: the same prompts, the same
+replacement values (means computed once), the same metric and the same clean run (the full model's logits
+and the empty circuit's metric are computed once and shared). Draws are batched: ``draws_per_pass`` draws
+share one batched forward call (the prompts repeated, one ablation mask per copy), so a draw costs at most
+one prompt-batch forward pass. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
+(observed value, the null's mean and 5/50/95th percentiles, ``n_draws``, the observed percentile and the
+one-sided ``p = (1 + #{null >= observed}) / (n_draws + 1)``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.records import NullDistribution
+from seqcirc_utils.core.stats import n_clusters
+from seqcirc_utils.core.types import AblationMode, Component, head, mlp, sort_components
+from seqcirc_utils.discovery.pipeline import check_faithfulness_baseline
+from seqcirc_utils.models.forward import final_logits
+from seqcirc_utils.models.loading import ModelInfo
+from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
+
+N_DRAWS = 99
+DRAWS_PER_PASS = 8
+STATISTICS = ("faithfulness", "score")
+MAX_REDRAWS = 1000
+
+
+# --------------------------------------------------------------------------- drawing matched circuits
+
+
+def heads_per_layer(circuit: Iterable[Component]) -> dict[int, int]:
+    """``{layer: number of heads}`` of ``circuit`` (layers without heads left out)."""
+    out: dict[int, int] = {}
+    for c in circuit:
+        if c.is_head:
+            out[c.layer] = out.get(c.layer, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _draw_mlps(rng: random.Random, layers: Sequence[int], pool: Sequence[Component], window: int) -> list[Component]:
+    """Distinct MLPs from ``pool``, one within ``window`` layers of each of ``layers`` (random assignment;
+    redrawn when a greedy pass gets stuck). Fewer when no assignment is found in :data:`MAX_REDRAWS` tries."""
+    best: list[Component] = []
+    for _ in range(MAX_REDRAWS):
+        order = list(layers)
+        rng.shuffle(order)
+        taken: list[Component] = []
+        for layer in order:
+            options = [m for m in pool if abs(m.layer - layer) <= window and m not in taken]
+            if not options:
+                break
+            taken.append(rng.choice(options))
+        if len(taken) == len(layers):
+            return taken
+        best = max(best, taken, key=len)
+    return best
+
+
+def matched_random_circuits(
+    info: ModelInfo, circuit: Iterable[Component], n_draws: int = N_DRAWS, seed: int = 0, mlp_window: int = 1,
+    exclude_own: bool = False,
+) -> list[frozenset[Component]]:
+    """``n_draws`` random circuits matched to ``circuit`` per layer (see the module docstring), seeded.
+
+    Heads: in every layer, as many heads as ``circuit`` has there, drawn without replacement from that
+    layer's heads (without the circuit's own when ``exclude_own``; fewer when a layer has too few others).
+    MLPs: as many as ``circuit`` has, distinct, each within ``mlp_window`` layers of one of the circuit's MLPs.
+    Components other than heads and MLPs (neurons) are refused.
+    """
+    circuit = sort_components(set(circuit))
+    if any(not (c.is_head or c.is_mlp) for c in circuit):
+        raise ParameterError("matched random circuits are drawn for heads and MLPs only; drop neurons from the circuit")
+    if n_draws < 1:
+        raise ParameterError(f"n_draws must be >= 1, got {n_draws}")
+    if mlp_window < 0:
+        raise ParameterError(f"mlp_window must be >= 0 layers, got {mlp_window}")
+    for c in circuit:
+        info.check(c)
+    own = set(circuit)
+    rng = random.Random(seed)
+    per_layer = heads_per_layer(circuit)
+    mlp_layers = [c.layer for c in circuit if c.is_mlp]
+    mlp_pool = [m for m in info.mlps if not (exclude_own and m in own)]
+    draws = []
+    for _ in range(n_draws):
+        drawn: list[Component] = []
+        for layer, n in per_layer.items():
+            pool = [h for h in info.heads if h.layer == layer and not (exclude_own and h in own)]
+            drawn += rng.sample(pool, min(n, len(pool)))
+        drawn += _draw_mlps(rng, mlp_layers, mlp_pool, mlp_window)
+        draws.append(frozenset(drawn))
+    return draws
+
+
+def matching_description(circuit: Iterable[Component], mlp_window: int = 1, exclude_own: bool = False) -> dict:
+    """What :func:`matched_random_circuits` keeps of ``circuit`` (the record's ``matched``)."""
+    circuit = list(circuit)
+    return {"heads_per_layer": {str(k): v for k, v in heads_per_layer(circuit).items()},
+            "n_mlps": sum(c.is_mlp for c in circuit), "mlp_layers": sorted(c.layer for c in circuit if c.is_mlp),
+            "mlp_window": mlp_window, "exclude_own": exclude_own}
+
+
+# --------------------------------------------------------------------------- batched scoring
+
+
+def _batched_hook(masks: torch.Tensor, value: torch.Tensor, copies: int, resample: bool) -> Callable:
+    """Replace activations ``[copies * n, pos, ...]`` where ``masks`` ``[copies * n, pos, ...]`` is True."""
+    def hook(act: torch.Tensor, hook=None) -> torch.Tensor:  # noqa: ARG001 - TransformerLens signature
+        v = value.to(act.device, act.dtype)
+        if resample:
+            v = v.repeat(copies, *([1] * (v.dim() - 1)))
+        return torch.where(masks.to(act.device), v, act)
+
+    return hook
+
+
+def _masks(ablator: Ablator, kept_sets: Sequence[frozenset[Component]]) -> dict[str, torch.Tensor]:
+    """Per hook point, a boolean mask ``[len(kept_sets) * n, pos, n_heads, 1]`` (heads) or
+    ``[len(kept_sets) * n, pos, 1]`` (MLPs): True where the copy's circuit ablates the component."""
+    info, n, seq = ablator.info, len(ablator.dataset), ablator.seq_len
+    pos = torch.zeros(seq, dtype=torch.bool)
+    pos[slice(None) if ablator.positions is None else ablator.positions] = True
+    out: dict[str, torch.Tensor] = {}
+    for layer in range(info.n_layers):
+        head_rows = torch.ones(len(kept_sets), info.n_heads, dtype=torch.bool)
+        mlp_rows = torch.ones(len(kept_sets), dtype=torch.bool)
+        for i, kept in enumerate(kept_sets):
+            for c in kept:
+                if c.layer == layer and c.is_head:
+                    head_rows[i, c.index] = False
+                elif c.layer == layer and c.is_mlp:
+                    mlp_rows[i] = False
+        if any(h.layer == layer for h in info.heads):
+            z = component_hook_name(head(layer, 0))
+            m = head_rows[:, None, None, :] & pos[None, None, :, None]  # [sets, 1, pos, n_heads]
+            out[z] = m.expand(len(kept_sets), n, seq, info.n_heads).reshape(-1, seq, info.n_heads)[..., None]
+        if any(m.layer == layer for m in info.mlps):
+            mlp_name = component_hook_name(mlp(layer))
+            m = mlp_rows[:, None, None] & pos[None, None, :]  # [sets, 1, pos]
+            out[mlp_name] = m.expand(len(kept_sets), n, seq).reshape(-1, seq)[..., None]
+    return out
+
+
+def circuit_metric_values(ablator: Ablator, kept_sets: Sequence[Iterable[Component]],
+                          draws_per_pass: int = DRAWS_PER_PASS, progress: bool = False,
+                          desc: str = "scoring circuits") -> torch.Tensor:
+    """Per-prompt metric of each circuit in ``kept_sets`` (everything else ablated, the ablator's mode,
+    values, positions and metric), ``[len(kept_sets), n_prompts]``.
+
+    ``draws_per_pass`` circuits share one batched forward call (the prompts repeated once per circuit, one
+    ablation mask per copy); each circuit costs one prompt-batch pass, counted on ``ablator.forward_passes``.
+    Equals :meth:`Ablator.score_parts`'s numerator circuit by circuit.
+    """
+    if draws_per_pass < 1:
+        raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+    kept_sets = [frozenset(k) for k in kept_sets]
+    n = len(ablator.dataset)
+    names = sorted({component_hook_name(c) for c in ablator.info.components})
+    ablator.ensure_values(names)
+    resample = ablator.mode is AblationMode.RESAMPLE
+    out = []
+    chunks = range(0, len(kept_sets), draws_per_pass)
+    for start in tqdm(chunks, desc=desc, disable=not progress, leave=False):
+        chunk = kept_sets[start:start + draws_per_pass]
+        masks = _masks(ablator, chunk)
+        hooks = [(name, _batched_hook(masks[name], ablator.values[name], len(chunk), resample)) for name in names]
+        tokens = ablator.tokens.repeat(len(chunk), 1)
+        logits = final_logits(ablator.model, tokens, batch_size=len(tokens), fwd_hooks=hooks)
+        ablator.forward_passes += len(chunk)
+        out += [ablator.metric_values(logits[i * n:(i + 1) * n]) for i in range(len(chunk))]
+    return torch.stack(out) if out else torch.zeros(0, n)
+
+
+def statistic_of(ablator: Ablator, circuit_values: torch.Tensor, statistic: str) -> torch.Tensor:
+    """The dataset-level statistic of per-prompt circuit metrics ``[..., n_prompts]`` -> ``[...]``:
+    ``"faithfulness"`` = (mean m(C) - mean m(empty)) / (mean m(full) - mean m(empty)); ``"score"`` =
+    :meth:`Ablator.fraction_of_full` of mean m(C) (m(C) / m(full); for KL 1 - KL(C) / KL(empty))."""
+    means = circuit_values.double().mean(-1)
+    if statistic == "faithfulness":
+        empty = float(ablator.empty_values().double().mean())
+        full = float(ablator.metric_values(ablator.full_logits).double().mean())
+        return (means - empty) / (full - empty)
+    if statistic == "score":
+        return torch.tensor([ablator.fraction_of_full(float(m)) for m in means.flatten()],
+                            dtype=torch.float64).reshape(means.shape)
+    raise ParameterError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
+
+
+# --------------------------------------------------------------------------- summary and the helper
+
+
+def null_summary(observed: float, null: Sequence[float]) -> dict:
+    """Observed value against null draws: ``{"null_mean", "null_p5", "null_p50", "null_p95",
+    "observed_percentile", "p_value", "n_draws"}`` (percentiles by linear interpolation; the observed
+    percentile is the mid-rank 100 * (#{null < obs} + #{null == obs} / 2) / n; the one-sided
+    p = (1 + #{null >= obs}) / (n + 1))."""
+    values = np.asarray(list(null), dtype=float)
+    if values.size == 0:
+        raise ParameterError("a null summary needs at least one draw")
+    below, equal = int((values < observed).sum()), int((values == observed).sum())
+    p5, p50, p95 = np.percentile(values, [5, 50, 95])
+    return {"null_mean": float(values.mean()), "null_p5": float(p5), "null_p50": float(p50), "null_p95": float(p95),
+            "observed_percentile": 100.0 * (below + equal / 2) / values.size,
+            "p_value": (1 + int((values >= observed).sum())) / (values.size + 1), "n_draws": int(values.size)}
+
+
+def circuit_null(
+    ablator: Ablator,
+    circuit: Iterable[Component],
+    n_draws: int = N_DRAWS,
+    seed: int = 0,
+    statistic: str = "faithfulness",
+    mlp_window: int = 1,
+    exclude_own: bool = False,
+    draws_per_pass: int = DRAWS_PER_PASS,
+    progress: bool = True,
+    description: str = "",
+) -> NullDistribution:
+    """The circuit's ``statistic`` against ``n_draws`` matched random circuits on ``ablator``'s data.
+
+    Draws: :func:`matched_random_circuits` (``seed``, ``mlp_window``, ``exclude_own``). The circuit and
+    every draw are scored by :func:`circuit_metric_values` (``draws_per_pass`` per batched call), with the
+    ablator's means, metric and clean run; ``statistic`` is ``"faithfulness"`` (default; refused like a
+    circuit record's, :func:`~seqcirc_utils.discovery.pipeline.check_faithfulness_baseline`) or ``"score"``
+    (the paper's ratio). Percentile and p-value do not depend on which (both increase with m(C)).
+    Cost: ``n_draws + 1`` prompt-batch passes (+1 for the empty circuit, once per ablator).
+    """
+    if statistic not in STATISTICS:
+        raise ParameterError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
+    circuit = sort_components(set(circuit))
+    draws = matched_random_circuits(ablator.info, circuit, n_draws, seed, mlp_window, exclude_own)
+    t0, p0 = time.perf_counter(), ablator.forward_passes
+    if statistic == "faithfulness":
+        check_faithfulness_baseline(ablator)
+    values = circuit_metric_values(ablator, [frozenset(circuit)] + draws, draws_per_pass, progress,
+                                   desc=f"{n_draws} matched random circuits")
+    stats = statistic_of(ablator, values, statistic).tolist()
+    observed, null = float(stats[0]), [float(v) for v in stats[1:]]
+    spec = ablator.dataset.spec
+    return NullDistribution(
+        statistic=statistic, observed=observed, **null_summary(observed, null),
+        matched=matching_description(circuit, mlp_window, exclude_own), seed=seed, null=null,
+        circuit=[str(c) for c in circuit], task=spec.task, metric=ablator.metric, ablation=ablator.mode.value,
+        n_prompts=len(ablator.dataset), n_clusters=n_clusters(ablator.dataset.sequence_ids),
+        forward_passes=ablator.forward_passes - p0, seconds=time.perf_counter() - t0, description=description)
