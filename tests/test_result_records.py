@@ -11,7 +11,7 @@ import pytest
 from record_fixtures import circuit, example, row
 
 from seqcirc_utils.core.errors import BadFileError
-from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores
+from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, FaithfulnessCurve, HeadScores, NullDistribution
 from seqcirc_utils.core.result_records import (RESULT_RECORDS, Behaviour, CircuitFile, GreaterThanOverlap,
                                                GreaterThanThresholds, InductionOffsets, MlpAblation, ResultRecord,
                                                SharedCircuits, StepKCircuits, circuits_in, read_circuit,
@@ -38,7 +38,8 @@ def test_every_type_round_trips_exactly_through_a_file(record_type, tmp_path):
 def test_kinds_and_files_are_distinct():
     kinds = [t.kind for t in RESULT_RECORDS]
     assert len(set(kinds)) == len(kinds)
-    assert not set(kinds) & {CircuitRecord.kind, HeadScores.kind, AttentionPattern.kind, "edge_circuit"}
+    assert not set(kinds) & {CircuitRecord.kind, HeadScores.kind, AttentionPattern.kind, NullDistribution.kind,
+                             FaithfulnessCurve.kind, "edge_circuit"}
     assert len({t.file for t in RESULT_RECORDS}) == len(RESULT_RECORDS)
 
 
@@ -155,8 +156,9 @@ def test_readme_documents_every_field_of_every_type(record_type):
 
 
 def test_every_kind_in_readme_is_a_type():
-    documented = set(re.findall(r"kind `(\w+)`", _record_section()))
+    section = _record_section()
+    documented = set(re.findall(r"kind `(\w+)`", section)) | set(re.findall(r'kind: "(\w+)"', section))
     known = {t.kind for t in RESULT_RECORDS} | {CircuitRecord.kind, HeadScores.kind, AttentionPattern.kind,
-                                                 "edge_circuit"}
+                                                 NullDistribution.kind, FaithfulnessCurve.kind, "edge_circuit"}
     assert documented - known == set(), f"README documents kinds without a type: {documented - known}"
     assert {t.kind for t in RESULT_RECORDS} <= documented
