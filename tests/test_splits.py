@@ -60,7 +60,7 @@ def _combos():
 
 
 def test_partition_counts_against_brute_force():
-    for n_items in range(0, 40):
+    for n_items in range(40):
         for shares in [(1, 1), (2, 1), (1, 2, 3), (5, 1)]:
             counts = partition_counts(n_items, shares)
             assert sum(counts) == n_items
@@ -338,9 +338,9 @@ def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread):
 
     model, info = tiny_llama
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
-    records, ds, _ = discover(model, info, "tiny-llama", "digits", [0.7], method="sweep", metric="kl",
-                              filter_correct=False, progress=False, template="pure", n=48, sequences=48, seed=0,
-                              split_shares=(2, 1), heldout_options={"n": 24, "sequences": 24}, n_resamples=50)
+    records, _, _ = discover(model, info, "tiny-llama", "digits", [0.7], method="sweep", metric="kl",
+                             filter_correct=False, progress=False, template="pure", n=48, sequences=48, seed=0,
+                             split_shares=(2, 1), heldout_options={"n": 24, "sequences": 24}, n_resamples=50)
     r = records[0]
     assert r["n_sequences"] == 48 and r["heldout"]["n_sequences"] == 24 and r["heldout"]["overlap"] == 0
     assert r["heldout"]["n_prompts"] == 24 and r["heldout_dataset"]["split"]["shares"] == [2, 1]
