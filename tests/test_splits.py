@@ -355,3 +355,15 @@ def test_discover_refuses_a_task_too_small_to_split(tiny_gpt2, monkeypatch):
         pipeline.discover(model, info, "tiny-gpt2", "days", [0.8], filter_correct=False, progress=False, n=8)
     with pytest.raises(ParameterError, match="unknown split 'overlap'; valid: disjoint, resampled"):
         pipeline.discover(model, info, "tiny-gpt2", "digits", [0.8], progress=False, n=8, split="overlap")
+
+
+def test_behaviour_table_lists_numbers_and_reports_the_refusal(tiny_gpt2):
+    from seqcirc_utils.tasks.behaviour import DEFAULT_SEQUENCE_TASKS, behaviour_table
+
+    assert NUMBERS in DEFAULT_SEQUENCE_TASKS
+    model, _ = tiny_gpt2
+    table = behaviour_table(model, "tiny-gpt2", families=("digits", "numbers"), templates=("pure",),
+                            directions=("increasing",), n=4, include_greater_than=False, progress=False)
+    numbers = table[table["task"] == "numbers"].iloc[0]
+    assert numbers["n"] == 0 and "use task digits" in numbers["error"]
+    assert table[table["task"] == "digits"].iloc[0]["n"] == 4
