@@ -193,7 +193,6 @@ def circuit_record(
         "forward_passes": result.forward_passes, "seconds": result.seconds if seconds is None else seconds,
         "n_prompts": len(dataset), "dataset": dataset.to_json(),
     }
-    n_sequences = dataset.n_sequences
     in_sample = score_with_ci(ablator, result.components, n_resamples, bootstrap_seed)
     record |= {
         "kind": "circuit", "schema_version": SCHEMA_VERSION, "prefix": _prefix_mode(dataset), "filter": prompt_filter,
@@ -202,7 +201,7 @@ def circuit_record(
         "score_ci95": in_sample["ci95"],
         "bootstrap": {"n_resamples": n_resamples, "seed": bootstrap_seed, "level": LEVEL},
         "heldout": heldout, "heldout_dataset": heldout_dataset.to_json() if heldout_dataset is not None else None,
-        "n_sequences": n_sequences,
+        "n_sequences": dataset.n_sequences,
     }
     if spec.task == GREATER_THAN:
         record |= greater_than_metric_fields(ablator)
@@ -312,8 +311,9 @@ def discover(
     """
     thresholds = check_thresholds(thresholds)
     metric = resolve_metric(task, metric)
-    if "split" in dataset_kwargs:
-        raise ParameterError("discover sets the dataset split itself: use split='disjoint'|'resampled' and split_shares")
+    if {"seed", "split"} & set(heldout_options or {}):
+        raise ParameterError("heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
+                             "and the split with split='disjoint'|'resampled'")
     discovery_split, heldout_split = split_pair(split, dataset_kwargs.get("seed", 0), split_shares, min_sequences)
     ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
                            metric=metric, growth=DRAW_GROWTH, split=discovery_split, **dataset_kwargs)
