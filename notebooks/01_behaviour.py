@@ -28,6 +28,12 @@
 #   last member shown (the paper's circuit metric, in nats);
 # - for greater-than, the **probability difference** (see [Methods](../methods.md)).
 #
+# The task `numbers` continues two-digit numbers on tokenizers that spell them as digit tokens
+# (SmolLM2): the prompt ends after the answer's tens digit, `23 24 25 26 2`, and the answer is the units
+# digit `7` (the incorrect token: the last member's units digit, `6`). Prompts whose answer starts a new
+# decade (`17 18 19 2` -> `0`) are also scored on their own (columns `n_crossing`, `crossing_*`). On a
+# tokenizer whose numbers up to 99 are single tokens (GPT-2) the task is refused: there it is `digits`.
+#
 # Combinations the tokenizer cannot express (a family whose members are not single tokens) are
 # reported with an error rather than silently dropped.
 #

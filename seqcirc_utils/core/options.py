@@ -29,7 +29,14 @@ FAMILIES: dict[str, list[str]] = {
     "letters": [chr(c) for c in range(ord("A"), ord("Z") + 1)],
 }
 GREATER_THAN = "greater_than"
-TASKS = (*FAMILIES, GREATER_THAN)
+#: Two-digit numbers 10..99 whose answer is the units digit (the prompt ends after the answer's tens digit);
+#: for tokenizers that split numbers into digit tokens (SmolLM2). Not a family: its members are multi-token.
+NUMBERS = "numbers"
+TASKS = (*FAMILIES, NUMBERS, GREATER_THAN)
+#: The roles a sequence-disjoint split gives its own sequences to, by default (``tasks.datasets.Split``).
+SPLIT_ROLES = ("discovery", "heldout")
+#: How a held-out set relates to the discovery set: disjoint sequence identities, or a labelled resample.
+SPLIT_MODES = ("disjoint", "resampled")
 TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DIRECTIONS = ("increasing", "decreasing")
 CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")

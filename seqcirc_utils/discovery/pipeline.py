@@ -24,6 +24,15 @@ for the held-out set. Pruning thresholds stay on ``score`` (m(C) / m(full)). Gre
 ``exact_prob_diff`` = ``{"mode", "full", "circuit", "score", "ci95"}`` (the exact two-digit PD,
 :mod:`seqcirc_utils.scoring.greater_than`; also inside ``heldout``).
 
+Sequence-disjoint held-out sets (issue 17): by default (``split="disjoint"``) the discovery dataset and
+the held-out dataset draw from the two sides of one seeded partition of the task's sequence identities
+(:class:`seqcirc_utils.tasks.datasets.Split`, seeded by the dataset ``seed``), so no held-out prompt
+continues a sequence discovery saw. Every record states ``n_sequences`` (distinct sequence identities
+of its discovery prompts, after the filter), and ``heldout`` adds ``split`` (``"disjoint"``, or
+``"resampled"`` when a caller asked for a same-pool resample), ``n_sequences`` and ``overlap`` (shared
+identities with the discovery prompts: 0 for a disjoint split). A task whose sequences cannot give
+both sides ``min_sequences`` is refused (:class:`~seqcirc_utils.core.errors.TooFewPromptsError`).
+
 :func:`discover` returns these records typed (:class:`seqcirc_utils.core.records.CircuitRecord`: ``to_json()``
 is exactly the dict above, and the record reads like it: ``r["heads"]``, ``r.get("heldout")``).
 
@@ -49,9 +58,13 @@ from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import (CI_UNIT_SEQUENCE, LEVEL, N_RESAMPLES, cluster_bootstrap_mean_ci,
                                      cluster_bootstrap_ratio_ci, n_clusters, ratio_of_means)
-from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
+from seqcirc_utils.tasks.datasets import (
+    GREATER_THAN, MIN_SEQUENCES_PER_ROLE, Split, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation,
+    make_dataset, sequence_overlap,
+)
+from seqcirc_utils.core.options import SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.core.errors import BaselineError, TooFewPromptsError
+from seqcirc_utils.core.errors import BaselineError, ParameterError, TooFewPromptsError
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -251,6 +264,7 @@ def circuit_record(
         "score_ci95": in_sample["ci95"],
         "bootstrap": {"n_resamples": n_resamples, "seed": bootstrap_seed, "level": LEVEL},
         "heldout": heldout, "heldout_dataset": heldout_dataset.to_json() if heldout_dataset is not None else None,
+        "n_sequences": dataset.n_sequences,
     }
     record |= {key: in_sample[key] for key in FAITHFULNESS_KEYS}
     if spec.task == GREATER_THAN:
@@ -260,22 +274,43 @@ def circuit_record(
     return CircuitRecord.from_json(record)
 
 
+def split_pair(split: str, seed: int, shares: Sequence[int] | None = None,
+               min_sequences: int = MIN_SEQUENCES_PER_ROLE) -> tuple[Split | None, Split | None]:
+    """The discovery and held-out :class:`Split` of ``split`` mode (:data:`SPLIT_MODES`): ``"disjoint"``
+    gives the two sides of one partition seeded by ``seed`` (``shares`` = discovery : held-out sizes);
+    ``"resampled"`` gives ``(None, None)`` (both drawn from the whole space; records label it)."""
+    if split not in SPLIT_MODES:
+        raise ParameterError(f"unknown split {split!r}; valid: {', '.join(SPLIT_MODES)}")
+    if split == "resampled":
+        return None, None
+    shares = tuple(shares) if shares is not None else None
+    return tuple(Split(role, SPLIT_ROLES, shares, seed, min_sequences) for role in SPLIT_ROLES)  # type: ignore[return-value]
+
+
 def heldout_scores(
     model, info, model_name: str, task: str, circuits: Sequence[Iterable[Component]], *,
     seed: int, ablation: str = "mean", metric: str | None = None, filter_correct: bool = True,
-    min_prompts: int = 8, n_resamples: int = N_RESAMPLES, bootstrap_seed: int = 0, **dataset_kwargs,
+    min_prompts: int = 8, n_resamples: int = N_RESAMPLES, bootstrap_seed: int = 0,
+    discovery: TaskDataset | None = None, **dataset_kwargs,
 ) -> tuple[list[dict], TaskDataset]:
-    """Score each circuit on a fresh dataset drawn with ``seed`` (the other dataset options as given),
-    filtered as discovery filters, with its own ablation means. When fewer than ``min_prompts`` fresh
-    prompts pass the filter, the set is drawn again 2x and 4x larger (:data:`DRAW_GROWTH`, same seed).
+    """Score each circuit on a fresh dataset drawn with ``seed`` (the other dataset options as given,
+    ``split=`` the held-out role of a :class:`Split` for a sequence-disjoint set), filtered as discovery
+    filters, with its own ablation means. When fewer than ``min_prompts`` fresh prompts pass the filter,
+    the set is drawn again 2x and 4x larger (:data:`DRAW_GROWTH`, same seed).
 
     Returns ``(heldout dicts, dataset)``; each dict is ``{"seed", "n_prompts", "score", "ci95",
-    "full_metric", "circuit_metric"}`` and :data:`FAITHFULNESS_KEYS` plus ``exact_prob_diff`` for greater-than. Raises like
-    discovery when the held-out baseline is meaningless.
+    "full_metric", "circuit_metric", "split", "n_sequences", "overlap"}`` and :data:`FAITHFULNESS_KEYS` plus
+    ``exact_prob_diff`` for greater-than: ``split`` is ``"disjoint"`` when drawn with a split, else
+    ``"resampled"``; ``overlap`` the number of sequence identities shared with ``discovery`` (None when no
+    discovery dataset is given). Raises like discovery when the held-out baseline is meaningless.
     """
     metric = resolve_metric(task, metric)
     ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
                            metric=metric, seed=seed, growth=DRAW_GROWTH, **dataset_kwargs)
+    label = "resampled" if dataset_kwargs.get("split") is None else "disjoint"
+    overlap = sequence_overlap(discovery, ds) if discovery is not None else None
+    if label == "disjoint" and overlap:
+        raise AssertionError(f"a disjoint held-out set shares {overlap} sequences with the discovery set")
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, f"{model_name} (held-out seed {seed})")
     exact = ExactProbDiff(ablator) if task == GREATER_THAN else None
@@ -284,7 +319,8 @@ def heldout_scores(
         kept = list(kept)
         scored = score_with_ci(ablator, kept, n_resamples, bootstrap_seed)
         entry = {"seed": seed, "n_prompts": len(ds), "score": scored["score"], "ci95": scored["ci95"],
-                 "full_metric": scored["full_metric"], "circuit_metric": scored["circuit_metric"]}
+                 "full_metric": scored["full_metric"], "circuit_metric": scored["circuit_metric"],
+                 "split": label, "n_sequences": ds.n_sequences, "overlap": overlap}
         entry |= {key: scored[key] for key in FAITHFULNESS_KEYS}
         if exact is not None:
             entry["exact_prob_diff"] = exact.score(kept, n_resamples, bootstrap_seed)
@@ -312,6 +348,10 @@ def discover(
     order: str | None = None,
     minimal: bool = True,
     max_refine_passes: int | None = None,
+    split: str = "disjoint",
+    split_shares: Sequence[int] | None = None,
+    min_sequences: int = MIN_SEQUENCES_PER_ROLE,
+    heldout_options: Mapping | None = None,
     **dataset_kwargs,
 ) -> tuple[list[CircuitRecord], TaskDataset, Ablator]:
     """Find nested circuits for each threshold with an already loaded model.
@@ -324,13 +364,24 @@ def discover(
     drawn with ``heldout_seed`` (default ``seed + HELDOUT_SEED_OFFSET``), see :func:`heldout_scores`.
     ``order``, ``minimal`` and ``max_refine_passes`` go to :func:`~seqcirc_utils.discovery.pruning.prune`.
 
+    ``split="disjoint"`` (default) draws discovery and held-out prompts from the two sides of one seeded
+    partition of the task's sequence identities (:func:`split_pair`; ``split_shares`` = discovery : held-out
+    sizes, equal by default; each side needs ``min_sequences``, else :class:`TooFewPromptsError`);
+    ``split="resampled"`` draws both from the whole space (the held-out dict says ``"split": "resampled"``).
+    ``heldout_options`` override dataset options for the held-out draw only (e.g. ``{"n": 48,
+    "sequences": 24}`` beside ``n=96, sequences=48`` for discovery: sizes by distinct sequences).
+
     Returns ``(records, dataset, ablator)``: the per-threshold :class:`CircuitRecord` objects (highest
     threshold first; the first carries ``setup_seconds`` in ``extra``), the dataset used and the :class:`Ablator` (reuse it to score more circuits on this data).
     """
     thresholds = check_thresholds(thresholds)
     metric = resolve_metric(task, metric)
+    if {"seed", "split"} & set(heldout_options or {}):
+        raise ParameterError("heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
+                             "and the split with split='disjoint'|'resampled'")
+    discovery_split, heldout_split = split_pair(split, dataset_kwargs.get("seed", 0), split_shares, min_sequences)
     ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
-                           metric=metric, growth=DRAW_GROWTH, **dataset_kwargs)
+                           metric=metric, growth=DRAW_GROWTH, split=discovery_split, **dataset_kwargs)
     t0 = time.perf_counter()
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, model_name)
@@ -346,7 +397,8 @@ def discover(
         ho_dicts, ho_ds = heldout_scores(
             model, info, model_name, task, [r.components for r in results], seed=ho_seed, ablation=ablation,
             metric=metric, filter_correct=filter_correct, min_prompts=min_prompts, n_resamples=n_resamples,
-            bootstrap_seed=bootstrap_seed, **dataset_kwargs)
+            bootstrap_seed=bootstrap_seed, discovery=ds, split=heldout_split,
+            **(dataset_kwargs | dict(heldout_options or {})))
     exact = ExactProbDiff(ablator) if task == GREATER_THAN else None
     kind = filter_kind(task, metric, filter_correct)
     records = [circuit_record(r, ds, ablator, heldout=h, heldout_dataset=ho_ds, exact=exact, prompt_filter=kind,
@@ -371,21 +423,23 @@ def find_circuits(
     order: str | None = None,
     minimal: bool = True,
     max_refine_passes: int | None = None,
+    split: str = "disjoint",
     **dataset_kwargs,
 ) -> list[CircuitRecord]:
     """Load ``model_spec`` and find nested circuits for each threshold (see :func:`discover`)."""
     model, info = load_model(model_spec, device=device)
     records, _, _ = discover(model, info, model_spec, task, thresholds, method, ablation, metric,
                              filter_correct, progress, heldout=heldout, order=order, minimal=minimal,
-                             max_refine_passes=max_refine_passes, **dataset_kwargs)
+                             max_refine_passes=max_refine_passes, split=split, **dataset_kwargs)
     return records
 
 
 def score_columns(record: Mapping) -> dict:
     """Table columns for a circuit record's score beside its held-out score, in percent, each with its
-    95 % bootstrap interval as text: ``score_%, score_ci95, heldout_%, heldout_ci95, heldout_prompts``, then the
-    normalised faithfulness beside them (schema 3): ``faithfulness_%, faithfulness_ci95, heldout_faithfulness_%,
-    heldout_faithfulness_ci95`` (held-out columns, and faithfulness columns of older records, NaN / empty)."""
+    95 % bootstrap interval as text: ``score_%, score_ci95, sequences, heldout_%, heldout_ci95, heldout_prompts,
+    heldout_sequences, heldout_split``, then the normalised faithfulness beside them (schema 3): ``faithfulness_%,
+    faithfulness_ci95, heldout_faithfulness_%, heldout_faithfulness_ci95`` (held-out columns NaN / empty when the
+    record has none; faithfulness columns and sequence counts of older records NaN / None)."""
     def interval(ci) -> str:
         return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
 
@@ -394,8 +448,10 @@ def score_columns(record: Mapping) -> dict:
 
     held = record.get("heldout") or {}
     return {"score_%": 100 * record["score"], "score_ci95": interval(record.get("score_ci95")),
+            "sequences": record.get("n_sequences"),
             "heldout_%": 100 * held["score"] if held else float("nan"), "heldout_ci95": interval(held.get("ci95")),
-            "heldout_prompts": held.get("n_prompts"),
+            "heldout_prompts": held.get("n_prompts"), "heldout_sequences": held.get("n_sequences"),
+            "heldout_split": held.get("split"),
             "faithfulness_%": percent(record.get("faithfulness")),
             "faithfulness_ci95": interval(record.get("faithfulness_ci95")),
             "heldout_faithfulness_%": percent(held.get("faithfulness")),

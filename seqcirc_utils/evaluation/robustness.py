@@ -320,8 +320,10 @@ def score_core(
                             min_prompts=min_prompts, **dataset_kwargs)
     in_sample = score_with_ci(Ablator(model, info, ds, metric=metric), core)
     options = dict(dataset_kwargs, n=n_prompts) | ({} if task == GREATER_THAN else {"template": template})
+    # The core comes from runs over many seeds of the whole space, so its held-out set is a labelled resample
+    # ("split": "resampled") with its overlap with the base dataset stated, not a disjoint split.
     (heldout,), _ = heldout_scores(model, info, model_name, task, [core], seed=heldout_seed, metric=metric,
-                                   min_prompts=min_prompts, **options)
+                                   min_prompts=min_prompts, discovery=ds, **options)
     return {"components": [str(c) for c in core], "n_components": len(core), "metric": metric,
             "score": in_sample["score"], "score_ci95": in_sample["ci95"],
             "in_sample": {"seed": seed, "n_prompts": in_sample["n_prompts"], "score": in_sample["score"],

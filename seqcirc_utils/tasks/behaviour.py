@@ -6,20 +6,27 @@ import itertools
 from typing import Sequence
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.tasks.datasets import (
-    FAMILIES, GREATER_THAN, MIXED_FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, make_dataset, resolve_prefix,
+    FAMILIES, GREATER_THAN, MIXED_FAMILIES, NUMBERS, PREFIX_MODES, TaskDataset, TokenizationError, make_dataset,
+    resolve_prefix,
 )
 
 DEFAULT_TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DEFAULT_DIRECTIONS = ("increasing", "decreasing")
+#: The sequence tasks of the behaviour table: the families and the two-digit ``numbers`` task.
+DEFAULT_SEQUENCE_TASKS = (*FAMILIES, NUMBERS)
 
 
 def evaluate(model, dataset: TaskDataset, batch_size: int = 64) -> dict:
-    """Top-1 accuracy, mean p(correct), mean logit difference (and PD for greater-than) on ``dataset``."""
+    """Top-1 accuracy, mean p(correct), mean logit difference (and PD for greater-than) on ``dataset``.
+
+    For ``numbers``, also the prompts whose answer starts a new decade on their own (``n_crossing``,
+    ``crossing_top1_accuracy``, ``crossing_logit_diff``; NaN when there are none)."""
     logits = final_logits(model, dataset.tokens, batch_size=batch_size)
     row = {
         "n": len(dataset),
@@ -31,13 +38,23 @@ def evaluate(model, dataset: TaskDataset, batch_size: int = 64) -> dict:
         groups = dataset.greater_than_groups
         thresholds = metrics.greater_than_thresholds(dataset.years, len(groups))
         row["prob_diff"] = float(metrics.greater_than_prob_diff(logits, thresholds, groups).mean())
+    if dataset.task == NUMBERS:
+        crossing = [i for i, p in enumerate(dataset.prompts) if p.crosses_decade]
+        rows = torch.tensor(crossing, dtype=torch.long, device=logits.device)
+        sub = logits[rows]
+        row["n_crossing"] = len(crossing)
+        row["crossing_top1_accuracy"] = (metrics.top1_accuracy(sub, dataset.answer_ids[crossing]) if crossing
+                                         else float("nan"))
+        row["crossing_logit_diff"] = (metrics.mean_logit_diff(sub, dataset.answer_ids[crossing],
+                                                              dataset.incorrect_ids[crossing])
+                                      if crossing else float("nan"))
     return row
 
 
 def behaviour_table(
     model,
     model_name: str,
-    families: Sequence[str] = tuple(FAMILIES),
+    families: Sequence[str] = DEFAULT_SEQUENCE_TASKS,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     directions: Sequence[str] = DEFAULT_DIRECTIONS,
     n: int = 64,

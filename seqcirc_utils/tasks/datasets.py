@@ -24,6 +24,23 @@ Families (members in order): ``digits`` (0..99, those that are single tokens in 
 Greater-than (Hanna et al.): ``"The <noun> lasted from the year XXYY to the year XX"``; the
 tokenizer decides how years split.
 
+**Two-digit numbers** (task ``numbers``, :func:`_build_numbers`): members are numbers 10..99 (increasing
+or decreasing, ``step`` apart, ``length`` shown) and the prompt ends after the answer's tens digit,
+``"23 24 25 26 2"`` -> ``"7"`` (templates ``pure``, ``comma``, ``among_words``). ``answer_id`` is the
+units digit's token, ``incorrect_id`` the last member's units digit, and :attr:`Prompt.crosses_decade`
+marks prompts whose answer starts a new decade (``"17 18 19 2"`` -> ``"0"``). The task needs a
+tokenizer that spells a two-digit number as two digit tokens (SmolLM2); a tokenizer with single-token
+numbers up to 99 (GPT-2) is refused with a :class:`TokenizationError` that names ``digits``, the task
+that already covers those numbers there. Member positions are the members' units-digit tokens.
+
+**Sequence-disjoint splits** (:class:`Split`, :func:`make_split_datasets`): the sequence identities a
+dataset can draw (:func:`sequence_space`: start values of member sequences; greater-than start years)
+are partitioned by a seeded shuffle into one part per role (e.g. discovery / held-out), in proportion
+to ``shares``; a dataset built with ``split=Split(role, ...)`` draws only its role's identities, and
+(``among_words`` fillers, greater-than nouns) its role's share of the filler words. Roles with fewer
+than ``min_sequences`` identities are refused (:class:`TooFewPromptsError`, naming the counts).
+``sequences=k`` draws exactly ``k`` distinct sequences and cycles the prompts over them.
+
 **Single-token policy.** Every member and answer must be one token *in context*. One tokenizer
 behaviour is handled explicitly: when the tokenizer splits ``" 5"`` into ``" "`` + ``"5"`` (SmolLM2
 does this for digits), the separating space is moved to the end of the prompt, so the prompt ends
@@ -42,11 +59,18 @@ from typing import Callable, Sequence
 
 import torch
 
-from seqcirc_utils.core.options import CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, PREFIX_MODES, TASKS, TEMPLATES
-from seqcirc_utils.core.errors import TokenizationError
+from seqcirc_utils.core.options import (
+    CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, NUMBERS, PREFIX_MODES, SPLIT_ROLES, TASKS, TEMPLATES,
+)
+from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
 
 VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
+#: The members of the ``numbers`` task (two-digit numbers).
+NUMBER_RANGE = range(10, 100)
+#: The fewest distinct sequence identities a split gives each role unless told otherwise: the smallest
+#: spaces on SmolLM2 (digits of length 5: 5 sequences; step-2 digits of length 3: 4) still split in two.
+MIN_SEQUENCES_PER_ROLE = 2
 # The conventional document separator of GPT-2-style byte-level BPE vocabularies (GPT-2, SmolLM2, Qwen, ...).
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 # Special tokens that open or close a chat turn (ChatML, Llama-3, Gemma, Llama-2 [INST], Phi/Zephyr roles).
@@ -147,6 +171,91 @@ def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
 
 
 @dataclass(frozen=True)
+class Split:
+    """One role's side of a seeded, deterministic partition of a task's sequence identities.
+
+    ``roles`` are the parts (e.g. ``("discovery", "heldout")`` or ``("selection", "evaluation")``),
+    ``shares`` their relative sizes (positive integers, one per role; ``None``: equal), ``seed`` the
+    partition's seed (the same for every role of one split), ``min_sequences`` the fewest identities a
+    role may get. Two datasets built with the same ``roles``, ``shares`` and ``seed`` and different
+    ``role`` share no sequence identity (nor, for ``among_words`` and greater-than, filler word).
+    """
+
+    role: str
+    roles: tuple[str, ...] = SPLIT_ROLES
+    shares: tuple[int, ...] | None = None
+    seed: int = 0
+    min_sequences: int = MIN_SEQUENCES_PER_ROLE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roles", tuple(self.roles))
+        if self.shares is not None:
+            object.__setattr__(self, "shares", tuple(int(x) for x in self.shares))
+
+    def validate(self) -> None:
+        if len(self.roles) < 2 or len(set(self.roles)) != len(self.roles):
+            raise ParameterError(f"split roles must be two or more distinct names, got {list(self.roles)}")
+        if self.role not in self.roles:
+            raise ParameterError(f"unknown split role {self.role!r}; valid: {', '.join(self.roles)}")
+        if self.shares is not None and (len(self.shares) != len(self.roles) or min(self.shares) < 1):
+            raise ParameterError(f"split shares must be one positive integer per role {list(self.roles)}, "
+                                 f"got {list(self.shares)}")
+        if not isinstance(self.min_sequences, int) or self.min_sequences < 1:
+            raise ParameterError(f"min_sequences must be a positive integer, got {self.min_sequences!r}")
+
+    def weights(self) -> tuple[int, ...]:
+        """The shares, one per role (equal when ``shares`` is None)."""
+        return self.shares if self.shares is not None else (1,) * len(self.roles)
+
+    def to_json(self) -> dict:
+        return {"role": self.role, "roles": list(self.roles), "shares": list(self.weights()), "seed": self.seed,
+                "min_sequences": self.min_sequences}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Split | None":
+        if data is None:
+            return None
+        return cls(data["role"], tuple(data["roles"]), tuple(data["shares"]), data["seed"],
+                   data.get("min_sequences", MIN_SEQUENCES_PER_ROLE))
+
+
+def as_split(value) -> Split | None:
+    """``value`` as a :class:`Split`: a Split, its JSON dict, a role name (the default roles, equal shares,
+    seed 0), or None."""
+    if value is None or isinstance(value, Split):
+        return value
+    if isinstance(value, str):
+        return Split(value)
+    if isinstance(value, dict):
+        return Split.from_json(value)
+    raise ParameterError(f"split must be a Split, its JSON dict, a role name or None, got {type(value).__name__}")
+
+
+def partition_counts(n_items: int, shares: Sequence[int]) -> list[int]:
+    """How many of ``n_items`` each share gets: proportional, largest remainders first (ties to earlier
+    roles), so the counts sum to ``n_items``."""
+    total = sum(shares)
+    exact = [n_items * s / total for s in shares]
+    counts = [int(x) for x in exact]
+    order = sorted(range(len(shares)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n_items - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def partition(items: Sequence, split: Split, salt: str = "") -> dict[str, list]:
+    """Each role's part of ``items`` (deduplicated, sorted, then shuffled with the split's seed and cut by
+    :func:`partition_counts`); each part is returned sorted. Deterministic in (items, roles, shares, seed, salt)."""
+    pool = sorted(set(items), key=lambda x: (str(type(x)), x))
+    random.Random(f"split|{salt}|{split.seed}").shuffle(pool)
+    out, start = {}, 0
+    for role, count in zip(split.roles, partition_counts(len(pool), split.weights())):
+        out[role] = sorted(pool[start:start + count], key=lambda x: (str(type(x)), x))
+        start += count
+    return out
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything that determines a dataset (with the tokenizer)."""
 
@@ -160,6 +269,11 @@ class TaskSpec:
     seed: int = 0
     verb: str = "done"
     prefix: str = "document"
+    sequences: int | None = None  # exactly this many distinct sequences (None: each prompt draws one at random)
+    split: Split | None = None  # draw only this role's sequence identities (None: the whole space)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "split", as_split(self.split))
 
     def validate(self) -> None:
         def choose(name: str, value, valid) -> None:
@@ -183,6 +297,13 @@ class TaskSpec:
                              "leave corruption at its default")
         if self.template == "mixed" and self.task not in MIXED_FAMILIES:
             raise ValueError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
+        if self.task == NUMBERS and self.step % 10 == 0:
+            raise ParameterError(f"numbers: step {self.step} keeps the units digit (answer = last member's units "
+                                 "digit); use a step that is not a multiple of 10")
+        if self.sequences is not None and (not isinstance(self.sequences, int) or not 1 <= self.sequences <= self.n):
+            raise ParameterError(f"sequences must be a positive integer <= n ({self.n}), got {self.sequences!r}")
+        if self.split is not None:
+            self.split.validate()
 
 
 @dataclass
@@ -206,6 +327,7 @@ class Prompt:
     answer: str
     incorrect: str
     year: int | None = None  # greater-than only: the start year XXYY
+    crosses_decade: bool | None = None  # numbers only: the answer's tens digit differs from the last member's
 
     @property
     def sequence_id(self) -> str:
@@ -322,6 +444,8 @@ class TaskDataset:
             "answer_token_policy": self.answer_token_policy,
             "greater_than_groups": self.greater_than_groups,
             "n_sequences": self.n_sequences,
+            "sequences": self.spec.sequences,
+            "split": self.spec.split.to_json() if self.spec.split is not None else None,
             "prompts": [p.to_json() for p in self.prompts],
         }
 
@@ -340,6 +464,7 @@ class TaskDataset:
             task=data["task"], template=data["template"], direction=data.get("direction", "increasing"),
             step=data.get("step", 1), length=data.get("length", 4), corruption=data.get("corruption", "randAll"),
             n=len(data["prompts"]), seed=data["seed"], verb=data.get("verb", "done"), prefix=prefix.mode,
+            sequences=data.get("sequences"), split=Split.from_json(data.get("split")),
         )
         return cls(data["model"], spec, prompts, data.get("answer_token_policy", "single-token"),
                    data.get("greater_than_groups"), prefix)
@@ -563,11 +688,44 @@ def _sequence_starts(n_members: int, valid: set[int], length: int, step: int, si
     return starts
 
 
-def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
-    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
-                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+def _describe(spec: TaskSpec) -> str:
+    if spec.task == GREATER_THAN:
+        return GREATER_THAN
+    return f"{spec.direction} {spec.task} ({spec.template}, length {spec.length}, step {spec.step})"
+
+
+def _role_part(items: Sequence, spec: TaskSpec, salt: str, what: str = "sequences", minimum: int | None = None) -> list:
+    """``items`` restricted to ``spec.split``'s role (all of them without a split). Raises
+    :class:`TooFewPromptsError` naming the counts when a role gets fewer than ``minimum`` (default: the
+    split's ``min_sequences``)."""
+    if spec.split is None:
+        return list(items)
+    parts = partition(items, spec.split, salt)
+    need = spec.split.min_sequences if minimum is None else minimum
+    counts = {role: len(part) for role, part in parts.items()}
+    if min(counts.values()) < need:
+        raise TooFewPromptsError(
+            f"{_describe(spec)} has {len(set(items))} distinct {what} for this tokenizer; the split "
+            f"{counts} gives a role fewer than the minimum {need} (choose a task with more {what}, e.g. numbers, "
+            "fewer roles, or an explicit same-sequence resample)")
+    return parts[spec.split.role]
+
+
+def _draw_plan(rng: random.Random, identities: Sequence, spec: TaskSpec) -> Callable[[int], object]:
+    """Which identity prompt ``i`` uses: with ``spec.sequences = k``, ``k`` distinct identities sampled once
+    and cycled (prompt ``i`` takes number ``i % k``); otherwise a fresh ``rng.choice`` per prompt."""
+    if spec.sequences is None:
+        return lambda i: rng.choice(identities)
+    if spec.sequences > len(identities):
+        raise TooFewPromptsError(f"{_describe(spec)}: {spec.sequences} distinct sequences asked, only "
+                                 f"{len(identities)} available{' to split role ' + repr(spec.split.role) if spec.split else ''}")
+    chosen = rng.sample(list(identities), spec.sequences)
+    return lambda i: chosen[i % len(chosen)]
+
+
+def _family_setup(tokenizer, spec: TaskSpec) -> tuple[tuple[str, ...], set[int], list[int]]:
+    """``(families, common single-token indices, valid starts)`` of a sequence-family spec (no split)."""
     sign = 1 if spec.direction == "increasing" else -1
-    max_step = max(3, spec.step)
     families = MIXED_FAMILIES if spec.template == "mixed" else (spec.task,)
     valid = {f: set(single_token_members(tokenizer, f)) for f in families}
     # In the mixed template an index must exist in every family that may be drawn for it.
@@ -580,10 +738,28 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
             f"all members single tokens for this tokenizer (single-token members: "
             f"{[FAMILIES[f][i] for f in families for i in sorted(valid[f])]})"
         )
-    pool = sorted(common)
-    fillers_all = single_token_words(tokenizer, FILLER_WORDS, at_text_start=True) if spec.template == "among_words" else []
-    if spec.template == "among_words" and len(fillers_all) < spec.length + 1:
+    return families, common, starts
+
+
+def _fillers(tokenizer, spec: TaskSpec) -> list[str]:
+    """The role's ``among_words`` filler words (``[]`` for other templates)."""
+    if spec.template != "among_words":
+        return []
+    fillers_all = single_token_words(tokenizer, FILLER_WORDS, at_text_start=True)
+    if len(fillers_all) < spec.length + 1:
         raise ValueError(f"only {len(fillers_all)} filler words are single tokens for this tokenizer")
+    return _role_part(fillers_all, spec, "fillers", "filler words", minimum=spec.length + 1)
+
+
+def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
+    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
+                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+    sign = 1 if spec.direction == "increasing" else -1
+    max_step = max(3, spec.step)
+    families, common, starts = _family_setup(tokenizer, spec)
+    starts = _role_part(starts, spec, "sequences")
+    pool = sorted(common)
+    fillers_all = _fillers(tokenizer, spec)
 
     # mixed: the earlier members' families are drawn once per dataset (so every prompt has the same
     # token length); the last member and the answer always come from the task's family.
@@ -592,8 +768,9 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
         family_pattern = [rng.choice(families) for _ in range(spec.length - 1)] + [spec.task]
     prompts: list[Prompt] = []
     move_space: bool | None = None
-    for _ in range(spec.n):
-        start = rng.choice(starts)
+    start_of = _draw_plan(rng, starts, spec)
+    for i in range(spec.n):
+        start = start_of(i)
         idx = [start + sign * spec.step * k for k in range(spec.length)]
         answer_idx = start + sign * spec.step * spec.length
         fams = family_pattern
@@ -625,6 +802,98 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
     return ds
 
 
+def check_numbers_tokenizer(tokenizer) -> None:
+    """Refuse (one-line :class:`TokenizationError` naming ``digits``) a tokenizer that spells any two-digit
+    number after a space as one token (GPT-2: ``" 23"``): its numbers up to 99 are the ``digits`` task."""
+    whole = [v for v in NUMBER_RANGE if single_token_id(tokenizer, str(v), split_space=False) is not None]
+    if whole:
+        raise TokenizationError(
+            f"task {NUMBERS} predicts the units digit of two-digit numbers spelt as digit tokens, but this tokenizer "
+            f"spells {len(whole)} of {len(NUMBER_RANGE)} (e.g. ' {whole[0]}') as one token: use task digits")
+
+
+def _number_positions(tokenizer, ids: Sequence[int], offsets, spans, members: Sequence[str]) -> list[int]:
+    """Index (into ``ids``) of each two-digit member's units-digit token; raises :class:`TokenizationError`
+    unless the member is exactly a tens-digit token followed by a units-digit token."""
+    positions = []
+    for m, span in zip(members, spans):
+        hit = _token_at_span(tokenizer, ids, offsets, *span, what=f"member {m!r}")
+        pieces = _pieces(tokenizer, [ids[i] for i in hit])
+        if len(hit) != 2 or pieces[0].strip() != m[0] or pieces[1] != m[1]:
+            raise TokenizationError(f"member {m!r} is not a tens-digit token + a units-digit token in context: "
+                                    f"pieces {pieces}; use task digits for this tokenizer")
+        positions.append(hit[1])
+    return positions
+
+
+def _next_digit_token(tokenizer, text: str, digit: str) -> int:
+    """The token of ``digit`` appended directly to ``text`` (after the answer's tens digit); raises
+    :class:`TokenizationError` unless it is one token that leaves ``text``'s tokens unchanged."""
+    base, _ = encode(tokenizer, text)
+    with_digit, _ = encode(tokenizer, text + digit)
+    if with_digit[: len(base)] != base or len(with_digit) != len(base) + 1 \
+            or tokenizer.decode([with_digit[-1]]) != digit:
+        raise TokenizationError(f"digit {digit!r} after {text[-12:]!r} is not one token of its own: pieces "
+                                f"{_pieces(tokenizer, with_digit[len(base) - 1:])}; use task digits")
+    return with_digit[-1]
+
+
+def _build_numbers(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
+    """Two-digit number sequences; the prompt ends after the answer's tens digit, the answer is the units digit.
+
+    ``"23 24 25 26 2"`` -> ``"7"`` (``incorrect``: ``"6"``, the last member's units digit). Corruptions redraw
+    or reorder the members among 10..99 (:func:`corrupt_indices` on the values) and keep the tens-digit tail,
+    so clean and corrupted prompts align token for token. ``member_positions`` are the units-digit tokens.
+    """
+    check_numbers_tokenizer(tokenizer)
+    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
+                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+    sign = 1 if spec.direction == "increasing" else -1
+    max_step = max(3, spec.step)
+    valid = set(NUMBER_RANGE)
+    starts = _sequence_starts(max(NUMBER_RANGE) + 1, valid, spec.length, spec.step, sign)
+    if not starts:
+        raise ParameterError(f"no {spec.direction} sequence of {spec.length} two-digit numbers with step {spec.step} "
+                             f"and a two-digit answer fits in {min(NUMBER_RANGE)}..{max(NUMBER_RANGE)}")
+    starts = _role_part(starts, spec, "sequences")
+    pool = sorted(valid)
+    fillers_all = _fillers(tokenizer, spec)
+    bos = prefix.ids
+    prompts: list[Prompt] = []
+    start_of = _draw_plan(rng, starts, spec)
+    for i in range(spec.n):
+        start = start_of(i)
+        values = [start + sign * spec.step * k for k in range(spec.length)]
+        answer_value = start + sign * spec.step * spec.length
+        fillers = rng.sample(fillers_all, spec.length + 1) if fillers_all else []
+        bad = corrupt_indices(spec.corruption, values, pool, rng, max_step)
+        members, bad_members = [str(v) for v in values], [str(v) for v in bad]
+        tail = " " + str(answer_value)[0]  # the answer's tens digit ends the prompt
+        clean_r = _render(spec.template, members, fillers, spec.verb)
+        bad_r = _render(spec.template, bad_members, fillers, spec.verb)
+        text, bad_text = clean_r.text + tail, bad_r.text + tail
+        ids, offsets = encode(tokenizer, text)
+        bad_ids, bad_offsets = encode(tokenizer, bad_text)
+        positions = _number_positions(tokenizer, ids, offsets, clean_r.spans, members)
+        if len(bad_ids) != len(ids) or _number_positions(tokenizer, bad_ids, bad_offsets, bad_r.spans,
+                                                          bad_members) != positions:
+            raise TokenizationError(f"corrupted prompt {bad_text!r} does not align with {text!r} token for token")
+        if tokenizer.decode([ids[-1]]).strip() != tail.strip():
+            raise TokenizationError(f"the tens digit {tail.strip()!r} is not the last token of {text[-12:]!r}")
+        answer, incorrect = str(answer_value)[1], members[-1][1]
+        prompts.append(Prompt(
+            text=text, tokens=bos + ids, answer_id=int(_next_digit_token(tokenizer, text, answer)),
+            incorrect_id=int(_next_digit_token(tokenizer, text, incorrect)),
+            member_positions=[len(bos) + k for k in positions], final_position=len(bos) + len(ids) - 1,
+            corrupted_text=bad_text, corrupted_tokens=bos + bad_ids, members=members, corrupted_members=bad_members,
+            answer=answer, incorrect=incorrect, crosses_decade=answer_value // 10 != values[-1] // 10,
+        ))
+    ds = TaskDataset(model_name, spec, prompts, "numbers: the prompt ends with the answer's tens digit; "
+                     "the answer is its units digit", prefix=prefix)
+    ds.check_uniform_length()
+    return ds
+
+
 def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
     """The candidate tokens for a year's last two digits after ``"... to the year XX"``.
 
@@ -646,27 +915,74 @@ def greater_than_groups(tokenizer) -> tuple[str, list[list[int]]]:
     return ("two_digit" if two_digit else "digit"), groups
 
 
+GREATER_THAN_TEMPLATE = "The {noun} lasted from the year {year} to the year {cc}"
+#: The fewest nouns a split role of greater-than gets (the unsplit task needs 10 single-token nouns).
+GREATER_THAN_MIN_NOUNS = 5
+
+
+def _greater_than_split(tokenizer, mode: str, noun: str, century: int, yy: int):
+    """``(ids, yy token indices, corrupted ids, corrupted yy indices)`` of one greater-than prompt."""
+    year = century * 100 + yy
+    text = GREATER_THAN_TEMPLATE.format(noun=noun, year=year, cc=century)
+    corrupted = GREATER_THAN_TEMPLATE.format(noun=noun, year=f"{century}01", cc=century)
+    ids, offsets = encode(tokenizer, text)
+    bad_ids, bad_offsets = encode(tokenizer, corrupted)
+    year_start = text.index(str(year))
+    yy_span = (year_start + 2, year_start + 4)
+    hit = _token_at_span(tokenizer, ids, offsets, *yy_span, what=f"year {year}")
+    bad_hit = _token_at_span(tokenizer, bad_ids, bad_offsets, *yy_span, what=f"year {century}01")
+    return ids, hit, bad_ids, bad_hit
+
+
+def greater_than_years(tokenizer) -> list[int]:
+    """The greater-than sequence space: start years XXYY (centuries 10..18; YY in 02..98 when the tokenizer
+    spells YY as one token, else 10..89) whose YY and ``"01"`` twin split as the mode expects, at the
+    most common prompt length (every prompt of a dataset has one length)."""
+    mode, _ = greater_than_groups(tokenizer)
+    noun = single_token_words(tokenizer, GREATER_THAN_NOUNS)[0]
+    expected = 1 if mode == "two_digit" else 2
+    yys = range(2, 99) if mode == "two_digit" else range(10, 90)
+    by_length: dict[int, list[int]] = {}
+    for century in range(10, 19):
+        for yy in yys:
+            ids, hit, bad_ids, bad_hit = _greater_than_split(tokenizer, mode, noun, century, yy)
+            if len(ids) == len(bad_ids) and hit == bad_hit and len(hit) == expected:
+                by_length.setdefault(len(ids), []).append(century * 100 + yy)
+    if not by_length:
+        raise TokenizationError("no greater-than year splits consistently for this tokenizer")
+    return max(by_length.values(), key=len)
+
+
 def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
     """Greater-than prompts; years whose tokenization does not split as the mode expects are redrawn."""
     rng = random.Random(f"greater_than|{spec.seed}")
     nouns = single_token_words(tokenizer, GREATER_THAN_NOUNS)
     if len(nouns) < 10:
         raise ValueError("too few single-token nouns for the greater-than template")
-    template = "The {noun} lasted from the year {year} to the year {cc}"
+    nouns = _role_part(nouns, spec, "nouns", "nouns", minimum=GREATER_THAN_MIN_NOUNS)
+    template = GREATER_THAN_TEMPLATE
     mode, groups = greater_than_groups(tokenizer)
     bos = prefix.ids
     prompts: list[Prompt] = []
     length: int | None = None
     attempts = 0
+    # With a split or a number of sequences, years come from the space of years that tokenize consistently
+    # (the role's part of it); otherwise each prompt draws a century and YY afresh (redrawn if it splits oddly).
+    year_of = None
+    if spec.split is not None or spec.sequences is not None:
+        year_of = _draw_plan(rng, _role_part(greater_than_years(tokenizer), spec, "sequences", "years"), spec)
     while len(prompts) < spec.n:
         attempts += 1
         if attempts > 100 * spec.n:
             raise TokenizationError("could not draw greater-than prompts whose years split consistently")
         noun = rng.choice(nouns)
-        century = rng.randrange(10, 19)
-        # Hanna et al. draw YY in 02..98 so that the "01" corruption is always smaller; with digit
-        # tokens the tens digit is scored, so YY in 10..89 keeps a larger and a smaller tens digit.
-        yy = rng.randrange(2, 99) if mode == "two_digit" else rng.randrange(10, 90)
+        if year_of is not None:
+            century, yy = divmod(year_of(len(prompts)), 100)
+        else:
+            century = rng.randrange(10, 19)
+            # Hanna et al. draw YY in 02..98 so that the "01" corruption is always smaller; with digit
+            # tokens the tens digit is scored, so YY in 10..89 keeps a larger and a smaller tens digit.
+            yy = rng.randrange(2, 99) if mode == "two_digit" else rng.randrange(10, 90)
         year = century * 100 + yy
         text = template.format(noun=noun, year=year, cc=century)
         corrupted = template.format(noun=noun, year=f"{century}01", cc=century)
@@ -713,7 +1029,61 @@ def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwa
     prefix = resolve_prefix(tokenizer, spec.prefix)
     if task == GREATER_THAN:
         return _build_greater_than(tokenizer, spec, model_name, prefix)
+    if task == NUMBERS:
+        return _build_numbers(tokenizer, spec, model_name, prefix)
     return _build_sequence(tokenizer, spec, model_name, prefix)
+
+
+def sequence_space(tokenizer, task: str = "digits", **kwargs) -> list[int]:
+    """Every sequence identity a dataset of these options can draw, before any split: the start values
+    (member indices; for ``numbers`` the first number) of valid sequences, or greater-than start years.
+    Keyword arguments are :class:`TaskSpec` fields (``n``, ``seed``, ``corruption`` and ``split`` do not matter)."""
+    spec = TaskSpec(task=task, **{k: v for k, v in kwargs.items() if k != "split"})
+    spec.validate()
+    if task == GREATER_THAN:
+        return greater_than_years(tokenizer)
+    sign = 1 if spec.direction == "increasing" else -1
+    if task == NUMBERS:
+        check_numbers_tokenizer(tokenizer)
+        return _sequence_starts(max(NUMBER_RANGE) + 1, set(NUMBER_RANGE), spec.length, spec.step, sign)
+    return _family_setup(tokenizer, spec)[2]
+
+
+#: Dataset seeds of a split's roles: role ``i`` is drawn with ``seed + i * ROLE_SEED_OFFSET`` (discovery ``seed``,
+#: held-out ``seed + 1000``, as the discovery pipeline's held-out seed).
+ROLE_SEED_OFFSET = 1000
+
+
+def make_split_datasets(tokenizer, task: str = "digits", *, roles: Sequence[str] = SPLIT_ROLES,
+                        shares: Sequence[int] | None = None, seed: int = 0,
+                        min_sequences: int = MIN_SEQUENCES_PER_ROLE, sizes: dict[str, dict] | None = None,
+                        model_name: str = "", **kwargs) -> dict[str, TaskDataset]:
+    """One dataset per role of a sequence-disjoint split: ``{role: TaskDataset}``, no two sharing a sequence
+    identity (nor an ``among_words`` filler or greater-than noun).
+
+    The split is seeded by ``seed`` (role ``i``'s prompts by ``seed + i * ROLE_SEED_OFFSET``); ``shares`` gives
+    the roles' relative numbers of identities (equal when None). ``kwargs`` are :class:`TaskSpec` options
+    for every role; ``sizes`` overrides them per role, e.g. ``{"heldout": {"n": 48, "sequences": 24}}``.
+    Raises :class:`TooFewPromptsError` (naming the counts) when a role gets fewer than ``min_sequences``.
+    """
+    sizes = dict(sizes or {})
+    if "split" in kwargs or any({"split", "seed"} & set(v) for v in sizes.values()):
+        raise ParameterError("make_split_datasets sets each role's split and seed itself; pass roles, shares and seed")
+    unknown = sorted(set(sizes) - set(roles))
+    if unknown:
+        raise ParameterError(f"sizes for unknown role(s) {unknown}; valid: {', '.join(roles)}")
+    out = {}
+    for i, role in enumerate(roles):
+        split = Split(role, tuple(roles), tuple(shares) if shares is not None else None, seed, min_sequences)
+        options = dict(kwargs) | sizes.get(role, {})
+        out[role] = make_dataset(tokenizer, task, model_name=model_name, seed=seed + i * ROLE_SEED_OFFSET,
+                                 split=split, **options)
+    return out
+
+
+def sequence_overlap(a: TaskDataset, b: TaskDataset) -> int:
+    """How many sequence identities ``a`` and ``b`` share (0 for the two sides of a split)."""
+    return len(set(a.sequence_ids) & set(b.sequence_ids))
 
 
 def filter_to_correct(model, dataset: TaskDataset, batch_size: int = 64) -> TaskDataset:
