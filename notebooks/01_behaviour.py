@@ -46,6 +46,7 @@ smoke = False  # tiny sizes for CI: few prompts, the pure template only
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
 from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
 from seqcirc_utils.models.loading import load_model
@@ -67,7 +68,7 @@ resolved = {}
 for p in prefixes:
     try:
         resolved[p] = resolve_prefix(lm.tokenizer, p)
-    except ValueError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
+    except SeqcircError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
         print(f"prefix {p}: {err}")
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)

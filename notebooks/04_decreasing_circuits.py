@@ -161,6 +161,7 @@ display(Markdown(
 from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.errors import SeqcircError
 
 step_rows = []
 for fam in step_families:
@@ -169,7 +170,7 @@ for fam in step_families:
         try:
             ds_k = make_dataset(lm.tokenizer, fam, model_name=model, template=template, step=k, length=step_length,
                                 n=n_prompts, seed=seed, prefix=prefix)
-        except ValueError as err:
+        except SeqcircError as err:  # this step does not fit the tokenizer or the family
             step_rows.append({**base, "n": 0, "distinct_prompts": 0, "error": str(err)})
             continue
         step_rows.append({**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k)})
@@ -198,7 +199,7 @@ try:
                                                  progress=False)
         records[base_name] = recs1[0]
         circuits[base_name] = Circuit.from_lists(recs1[0]["heads"], recs1[0]["mlps"]).components
-except ValueError as err:  # too few correct prompts, or no step-k sequence fits the tokenizer
+except SeqcircError as err:  # too few correct prompts, or no step-k sequence fits the tokenizer
     step_error = str(err)
 if step_error is None:
     step_circuits = {base_name: circuits[base_name],

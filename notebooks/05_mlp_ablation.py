@@ -52,6 +52,7 @@ length_prompts = 16  # prompts per (direction, length) before filtering to corre
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
 from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
 from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
@@ -164,7 +165,7 @@ for d in length_directions:
         try:
             ds_len = discovery_dataset(lm, model, length_task, template=template, direction=d, length=n_members,
                                        n=length_prompts, seed=seed, prefix=prefix, min_prompts=4 if smoke else 8)
-        except ValueError as err:  # too few correct prompts, or no sequence fits the tokenizer
+        except SeqcircError as err:  # too few correct prompts, or no sequence fits the tokenizer
             length_skipped[f"{d}-{n_members}"] = str(err)
             continue
         length_rows.append(single_component_effects(lm, info, ds_len, info.mlps, progress=False)

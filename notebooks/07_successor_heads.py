@@ -60,6 +60,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
 from seqcirc_utils.mechanisms.attention import attention_summary, dataset_member_attention, final_to_member_table
 from seqcirc_utils.discovery.pipeline import discovery_dataset
@@ -91,7 +92,7 @@ scores, skipped = {}, {}
 for f in families:
     try:
         scores[f] = ov_scores(lm, f, kinds=kinds, top_k=top_k, over=over, embedding=embedding, progress=False)
-    except ValueError as err:  # e.g. fewer than two single-token members for this tokenizer
+    except SeqcircError as err:  # e.g. fewer than two single-token members for this tokenizer
         skipped[f] = str(err)
 families = list(scores)
 members = {f: len(family_tokens(lm.tokenizer, f)) for f in families}
@@ -258,7 +259,7 @@ for d in lens_directions:
         try:
             ds_len = discovery_dataset(lm, model, focus, template=lens_template, direction=d, length=n_members,
                                        n=max(n_prompts, 2 * n_lens_length), seed=seed, prefix=prefix, min_prompts=2)
-        except ValueError as err:  # no sequence fits, or no prompt answered correctly
+        except SeqcircError as err:  # no sequence fits, or no prompt answered correctly
             lens_skipped[f"{d}-{n_members}"] = str(err)
             continue
         res = dataset_logit_lens(lm, ds_len.subset(list(range(min(n_lens_length, len(ds_len))))), progress=False)

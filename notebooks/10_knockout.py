@@ -67,6 +67,7 @@ from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import FAMILIES
+from seqcirc_utils.core.errors import BaselineError, SeqcircError
 
 plots.enable_offline()
 unknown = [t for t in tasks if t not in FAMILIES]
@@ -93,7 +94,7 @@ for t in tasks:
     try:
         datasets[t] = discovery_dataset(lm, model, t, template=template, n=n_prompts, seed=seed, prefix=prefix,
                                         min_prompts=4 if smoke else 6)
-    except ValueError as err:  # too few prompts the model answers correctly
+    except SeqcircError as err:  # too few prompts the model answers correctly
         skipped[t] = str(err)
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
@@ -170,7 +171,7 @@ ko_ab = KnockoutAblator(lm, info, ds, heads)
 try:  # a circuit score divides by the knocked-out model's logit difference: it must be clearly positive
     check_baseline(ko_ab, model)
     backup, no_backup = circuit_of(ko_ab, threshold), None
-except ValueError as err:
+except BaselineError as err:
     backup, no_backup = None, str(err)
     display(Markdown(f"**No circuit of the knocked-out model:** {err}"))
 membership = backup_table(main.components, backup.components if backup else main.components, heads)

@@ -62,6 +62,7 @@ from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.errors import SeqcircError
 
 plots.enable_offline()
 bad = [t for t in [*tasks, *edit_tasks, *(f for pair in steer_pairs for f in pair)] if t not in VALUE_OFFSETS]
@@ -85,7 +86,7 @@ datasets, skipped = {}, {}
 for t in dict.fromkeys([*tasks, *edit_tasks, *(p[0] for p in steer_pairs)]):
     try:
         datasets[t] = discovery_dataset(lm, model, t, n=n_prompts, min_prompts=4 if smoke else 6, **opts)
-    except ValueError as err:
+    except SeqcircError as err:
         skipped[t] = str(err)
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
@@ -112,7 +113,7 @@ for t in edit_tasks:
         try:
             target = datasets[t] if target_dir == "increasing" else discovery_dataset(
                 lm, model, t, n=n_prompts, direction=target_dir, min_prompts=4 if smoke else 6, **opts)
-        except (KeyError, ValueError) as err:
+        except (KeyError, SeqcircError) as err:
             skipped[f"{t} {target_dir}"] = str(err)
             display(Markdown(f"**{t}, {target_dir} prompts skipped:** {err}"))
             continue

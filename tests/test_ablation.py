@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
 from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import head, mlp
@@ -98,9 +99,9 @@ def test_hooks_removed_even_on_error(tiny_gpt2):
 def test_bad_component_and_mode(tiny_gpt2):
     model, info = tiny_gpt2
     ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
-    with pytest.raises(ValueError, match="layer out of range"):
+    with pytest.raises(ParameterError, match="layer out of range"):
         mean_ablate_heads(model, info, ds, [head(info.n_layers, 0)])
-    with pytest.raises(ValueError, match="valid: mean, zero, resample"):
+    with pytest.raises(ParameterError, match="valid: mean, zero, resample"):
         circuit_score(model, info, ds, circuit=[], mode="median")
 
 

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.workflow import book as book_assets
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
@@ -446,7 +447,7 @@ def test_figures_are_numbered_per_page_and_need_a_caption():
     assert "<code>x</code>" in first.to_html()
     plots.enable_offline()
     assert plots.figure(chart, "Next page.").number == 1
-    with pytest.raises(ValueError, match="caption"):
+    with pytest.raises(ParameterError, match="caption"):
         plots.figure(chart, "  ")
 
 

@@ -122,6 +122,52 @@ def test_bad_argument_is_one_line_exit_2(argv, expected, capsys, no_model_load):
     _one_line_error(capsys, expected)
 
 
+def test_a_bug_shows_its_traceback_not_a_usage_line(monkeypatch, capsys, no_model_load):
+    """Only a :class:`SeqcircError` is a user error: a ``ValueError`` raised inside the package (a shape
+    bug) propagates out of ``main`` with its traceback instead of becoming one line and exit 2."""
+    from seqcirc_utils.tasks.datasets import TaskSpec
+
+    def shape_bug(self):
+        raise ValueError("expected [batch, pos, d_model], got [3, 4]")
+
+    monkeypatch.setattr(TaskSpec, "validate", shape_bug)
+    with pytest.raises(ValueError, match=r"expected \[batch, pos, d_model\]"):
+        main(["circuit"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bug_exits_non_2_with_a_traceback_from_the_entry_point():
+    """The same in a fresh interpreter, as the installed ``seqcirc`` runs it: a traceback, exit status 1."""
+    code = ("import sys\n"
+            "from seqcirc_utils.tasks.datasets import TaskSpec\n"
+            "def bug(self): raise ValueError('shape bug inside the package')\n"
+            "TaskSpec.validate = bug\n"
+            "from seqcirc_utils.workflow.cli import main\n"
+            "sys.exit(main(['circuit']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" in proc.stderr and "ValueError: shape bug inside the package" in proc.stderr
+
+
+@pytest.mark.parametrize("error", ["ParameterError", "TooFewPromptsError", "TokenizationError", "BaselineError",
+                                   "BadFileError", "ModelUnavailableError"])
+def test_every_seqcirc_error_is_one_line_exit_2(error, monkeypatch, capsys, no_model_load):
+    """Each user-facing class of the family, raised from inside the package, is one line and exit 2."""
+    from seqcirc_utils.core import errors
+    from seqcirc_utils.tasks.datasets import TaskSpec
+
+    cls = getattr(errors, error)
+    assert issubclass(cls, errors.SeqcircError) and not issubclass(cls, ValueError)
+
+    def refuse(self):
+        raise cls(f"{error} raised inside the package; valid: something else")
+
+    monkeypatch.setattr(TaskSpec, "validate", refuse)
+    assert main(["circuit"]) == 2
+    _one_line_error(capsys, f"{error} raised inside the package; valid: something else")
+
+
 def test_cuda_device_without_a_gpu(capsys, no_model_load):
     import torch
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import circuit_score, get_ablator
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.scoring.importance import estimated_drops, head_importance
@@ -40,7 +41,7 @@ def test_exact_top_zero_and_bad_values(tiny_llama):
     ds = make_dataset(model.tokenizer, "digits", template="comma", n=8, seed=1)
     table = head_importance(model, info, ds, exact_top=0, progress=False)
     assert not table["exact"].any() and table["drop_points"].isna().all()
-    with pytest.raises(ValueError, match="exact_top must be >= 0"):
+    with pytest.raises(ParameterError, match="exact_top must be >= 0"):
         head_importance(model, info, ds, exact_top=-1)
 
 

@@ -8,6 +8,7 @@ import os
 import pandas as pd
 import pytest
 
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import AttentionPattern, HeadScores
 from seqcirc_utils.core.results import find_records, records_of_kind, results_dir, write_json_atomic
 
@@ -39,9 +40,9 @@ def test_head_scores_round_trip_exactly_through_a_file(tmp_path):
     assert loaded["rows"][1]["next"] is None  # NaN becomes null
     again = HeadScores.from_json(loaded)
     assert again == record and again.to_json() == loaded
-    with pytest.raises(ValueError, match="kind 'head_scores'"):
+    with pytest.raises(BadFileError, match="kind 'head_scores'"):
         HeadScores.from_json({"kind": "circuit"})
-    with pytest.raises(ValueError, match="lacks keys"):
+    with pytest.raises(BadFileError, match="lacks keys"):
         HeadScores.from_json({"kind": "head_scores", "schema_version": 1, "scores": ["x"]})
     with pytest.raises(ValueError, match="integer 'layer' and 'head'"):
         HeadScores(scores=["x"], rows=[{"layer": "0", "head": 1, "x": 1.0}])

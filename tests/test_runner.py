@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.workflow.runner import find_notebooks, parse_value, resolve_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def test_names_resolve_with_or_without_prefix():
     assert resolve_notebook("behaviour").stem == "01_behaviour"
     assert resolve_notebook("01_behaviour").stem == "01_behaviour"
     assert resolve_notebook("notebooks/01_behaviour.py").stem == "01_behaviour"
-    with pytest.raises(ValueError, match="valid names: .*01_behaviour"):
+    with pytest.raises(ParameterError, match="valid names: .*01_behaviour"):
         resolve_notebook("no_such_notebook")
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.types import Circuit, Component
 
 CIRCUIT_KIND = "circuit"
@@ -49,15 +50,15 @@ def checked_json(data: Any, kind: str, schema_version: int, keys: tuple[str, ...
     """A deep copy of ``data`` after checking it is a JSON object of ``kind`` and ``schema_version`` with every
     key of ``keys``; a one-line ``ValueError`` naming what differs otherwise (what every ``from_json`` uses)."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
+        raise BadFileError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
     if data.get("kind") != kind:
-        raise ValueError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
+        raise BadFileError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
     if data.get("schema_version") != schema_version:
-        raise ValueError(f"expected a {kind!r} record of schema_version {schema_version}, "
-                         f"got {data.get('schema_version')!r}")
+        raise BadFileError(f"expected a {kind!r} record of schema_version {schema_version}, "
+                           f"got {data.get('schema_version')!r}")
     missing = [key for key in keys if key not in data]
     if missing:
-        raise ValueError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
+        raise BadFileError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
     return copy.deepcopy(dict(data))
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
+from seqcirc_utils.core.errors import ParameterError
+
 ComponentKind = Literal["head", "mlp", "neuron"]
 
 _HEAD_RE = re.compile(r"^L(\d+)\.H(\d+)$")
@@ -33,11 +35,11 @@ class Component:
 
     def __post_init__(self) -> None:
         if self.kind not in ("head", "mlp", "neuron"):
-            raise ValueError(f"unknown component kind {self.kind!r}; valid: head, mlp, neuron")
+            raise ParameterError(f"unknown component kind {self.kind!r}; valid: head, mlp, neuron")
         if self.kind == "mlp" and self.index is not None:
-            raise ValueError("an MLP component has no index")
+            raise ParameterError("an MLP component has no index")
         if self.kind != "mlp" and self.index is None:
-            raise ValueError(f"a {self.kind} component needs an index")
+            raise ParameterError(f"a {self.kind} component needs an index")
 
     def __str__(self) -> str:
         if self.kind == "head":
@@ -74,7 +76,7 @@ def parse_component(name: str) -> Component:
         return mlp(int(m[1]))
     if m := _NEURON_RE.match(text):
         return Component(int(m[1]), "neuron", int(m[2]))
-    raise ValueError(f"cannot parse component {name!r}; valid forms: 'L9.H1', 'MLP9', 'L9.N120'")
+    raise ParameterError(f"cannot parse component {name!r}; valid forms: 'L9.H1', 'MLP9', 'L9.N120'")
 
 
 def sort_components(components: Iterable[Component]) -> list[Component]:
@@ -103,7 +105,7 @@ class AblationMode(str, enum.Enum):
             return cls(value)
         except ValueError:
             valid = ", ".join(m.value for m in cls)
-            raise ValueError(f"unknown ablation mode {value!r}; valid: {valid}") from None
+            raise ParameterError(f"unknown ablation mode {value!r}; valid: {valid}") from None
 
     @property
     def needs_corrupted_run(self) -> bool:

@@ -41,7 +41,7 @@ from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import LEVEL, N_RESAMPLES, bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation, make_dataset
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.core.errors import TooFewPromptsError
+from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -346,7 +346,7 @@ def load_circuit(path: str | Path, threshold: float | None = None) -> CircuitRec
     for r in records:
         if abs(r["threshold"] - threshold) < 1e-9:
             return _typed(r)
-    raise ValueError(f"{path} has no circuit at threshold {threshold}; it has {[r['threshold'] for r in records]}")
+    raise ParameterError(f"{path} has no circuit at threshold {threshold}; it has {[r['threshold'] for r in records]}")
 
 
 def _typed(record: dict) -> CircuitRecord | dict:

@@ -24,6 +24,7 @@ from typing import Hashable, Iterable, Mapping
 
 import pandas as pd
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, get_ablator
 from seqcirc_utils.discovery.pipeline import score_with_ci
 from seqcirc_utils.models.loading import ModelInfo
@@ -190,7 +191,7 @@ def random_circuits(
     the same heads per layer and the same MLPs, and differs only in which heads.
     """
     if match not in RANDOM_MATCHES:
-        raise ValueError(f"unknown match {match!r}; valid: {', '.join(RANDOM_MATCHES)}")
+        raise ParameterError(f"unknown match {match!r}; valid: {', '.join(RANDOM_MATCHES)}")
     comps = set(components)
     heads = [c for c in comps if c.is_head]
     mlps = [c for c in comps if c.is_mlp]
@@ -255,8 +256,8 @@ def score_against_random(
     scorers = {d: _Scores(ab, n_resamples, seed) for d, ab in ablators.items()}
     random_on = set(ablators) if random_on is None else set(random_on)
     if random_on - set(ablators):
-        raise ValueError(f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
-                         f"{[str(d) for d in ablators]}")
+        raise ParameterError(f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
+                             f"{[str(d) for d in ablators]}")
     rows = []
     for i, (label, comps) in enumerate(circuits.items()):
         comps = frozenset(comps)
@@ -361,5 +362,5 @@ def lost_at(table: pd.DataFrame, value: str, by: str = "task", threshold: str = 
 
 def _only(components: Iterable[Component], kind: str | None) -> set[Component]:
     if kind not in (None, "head", "mlp"):
-        raise ValueError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")
+        raise ParameterError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")
     return {c for c in components if kind is None or c.kind == kind}

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name, single_component_effects
 from seqcirc_utils.mechanisms.logit_lens import dataset_dla
 from seqcirc_utils.models.loading import ModelInfo
@@ -67,15 +68,15 @@ def successor_candidates(model, families: Sequence[str], n_candidates: int = 4, 
     Families with fewer than two single-token members are skipped (a ``ValueError`` if none is left).
     """
     if n_candidates < 1:
-        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        raise ParameterError(f"n_candidates must be >= 1, got {n_candidates}")
     tables = {}
     for f in families:
         try:
             tables[f] = ov_scores(model, f, kinds=["next"], progress=False, **ov_kwargs).set_index("component")
-        except ValueError:
+        except TokenizationError:  # too few single-token members
             continue
     if not tables:
-        raise ValueError(f"no family of {list(families)} has two single-token members for this tokenizer")
+        raise TokenizationError(f"no family of {list(families)} has two single-token members for this tokenizer")
     first = next(iter(tables.values()))
     df = first[["layer", "head"]].copy()
     for f, t in tables.items():
@@ -97,7 +98,7 @@ def select_successor_heads(
     candidates' OV scores, ``drop_<task>`` per task, ``drop_mean`` and ``selected``.
     """
     if not 1 <= n_heads <= n_candidates:
-        raise ValueError(f"need 1 <= n_heads <= n_candidates, got n_heads={n_heads}, n_candidates={n_candidates}")
+        raise ParameterError(f"need 1 <= n_heads <= n_candidates, got n_heads={n_heads}, n_candidates={n_candidates}")
     table = successor_candidates(model, list(families or datasets), n_candidates, **ov_kwargs)
     comps = [parse_component(c) for c in table["component"]]
     for task, ds in datasets.items():
@@ -148,7 +149,7 @@ def member_offsets(tokenizer, dataset: TaskDataset, token_ids: torch.Tensor | Se
     member of the prompt's family (``dataset.task``)."""
     family = dataset.task
     if family not in FAMILIES:
-        raise ValueError(f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}")
+        raise ParameterError(f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}")
     index_of = member_token_index(tokenizer, family)
     members = FAMILIES[family]
     for p in dataset.prompts:  # the dataset's own answer / last-member tokens count too
@@ -264,7 +265,7 @@ class KnockoutAblator(Ablator):
                  mode: AblationMode | str = AblationMode.MEAN, metric: str = "logit_diff") -> None:
         knocked_out = sort_components(set(knocked_out))
         if not knocked_out:
-            raise ValueError("knock out at least one component (an empty knockout is the plain Ablator)")
+            raise ParameterError("knock out at least one component (an empty knockout is the plain Ablator)")
         for c in knocked_out:
             info.check(c)
         self.knocked_out = knocked_out
@@ -360,7 +361,7 @@ def position_ablation_logits(ablator: Ablator, components: Sequence[Component], 
     positions = list(positions)
     bad = [p for p in positions if not -ablator.seq_len <= p < ablator.seq_len]
     if bad:
-        raise ValueError(f"positions {bad} outside the prompts' 0..{ablator.seq_len - 1}")
+        raise ParameterError(f"positions {bad} outside the prompts' 0..{ablator.seq_len - 1}")
     ablator.ensure_values(component_hook_name(c) for c in components)
     layer = min(c.layer for c in components)
     hooks = ablation_hooks(ablator.info, components, ablator.values, ablator.seq_len, positions)

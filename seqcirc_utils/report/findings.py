@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from seqcirc_utils.core.errors import SeqcircError
+
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
 UNREADABLE = "could not be summarised"
 NOT_RUN = "not run"
@@ -394,7 +396,7 @@ def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results
     try:
         files = {f: json.loads((results / f).read_text()) for f in reader.files}
         text = reader.summarise(files)
-    except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError) as err:
+    except (SeqcircError, KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError) as err:
         return prefix + f"*{UNREADABLE}* from `{', '.join(reader.files)}` ({type(err).__name__}: {err})."
     if any(isinstance(obj, dict) and obj.get("smoke") for obj in files.values()):
         text += " *(Smoke run: tiny sizes, not results.)*"

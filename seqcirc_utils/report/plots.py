@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import altair as alt
 import pandas as pd
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.types import Component, parse_component, sort_components
 
 RENDERER = "seqcirc"
@@ -141,7 +142,7 @@ def figure(chart: Any, caption: str) -> Figure:
     """
     global _figure_count
     if not caption or not caption.strip():
-        raise ValueError("a figure needs a caption that says what to look at")
+        raise ParameterError("a figure needs a caption that says what to look at")
     _figure_count += 1
     return Figure(chart, caption.strip(), _figure_count)
 
@@ -169,7 +170,7 @@ def head_frame(records: Iterable[Mapping[str, Any]] | pd.DataFrame, value: str) 
     df = pd.DataFrame(records)
     missing = {"layer", "head", value} - set(df.columns)
     if missing:
-        raise ValueError(f"per-head records need columns layer, head and {value!r}; missing {sorted(missing)}")
+        raise ParameterError(f"per-head records need columns layer, head and {value!r}; missing {sorted(missing)}")
     out = df[["layer", "head", value]].rename(columns={value: "value"})
     return out.astype({"layer": int, "head": int, "value": float})
 

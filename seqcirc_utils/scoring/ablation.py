@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from transformer_lens.utilities import get_act_name
 
+from seqcirc_utils.core.errors import BaselineError, ParameterError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo, model_device
@@ -51,7 +52,7 @@ def layer_output_hook_name(layer: int, which: str) -> str:
         return get_act_name("attn_out", layer)
     if which == "resid":
         return get_act_name("resid_post", layer)
-    raise ValueError(f"unknown layer output {which!r}; valid: attn, resid")
+    raise ParameterError(f"unknown layer output {which!r}; valid: attn, resid")
 
 
 def dataset_fingerprint(dataset: TaskDataset) -> str:
@@ -188,9 +189,9 @@ class Ablator:
         positions: Sequence[int] | None = None,
     ) -> None:
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+            raise ParameterError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
         if metric == "prob_diff" and dataset.task != GREATER_THAN:
-            raise ValueError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
+            raise ParameterError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
         self.model = model
         self.info = info
         self.dataset = dataset
@@ -395,7 +396,7 @@ def check_baseline(ablator: Ablator, model_name: str = "") -> float:
     floor = MIN_BASELINE[ablator.metric]
     if not value > floor:
         spec = ablator.dataset.spec
-        raise ValueError(
+        raise BaselineError(
             f"meaningless baseline: {what} = {value:.4g} (must exceed {floor}) for model "
             f"{model_name or ablator.dataset.model!r}, task {spec.task}, template {spec.template} on "
             f"{len(ablator.dataset)} prompts; a circuit score divides by it (choose another template or prefix, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
 from seqcirc_utils.models.loading import ModelInfo
@@ -55,7 +56,7 @@ def head_importance(
     ``|estimated_drop|``. Cost: one forward + one backward pass, plus ``exact_top`` partial passes.
     """
     if exact_top < 0:
-        raise ValueError(f"exact_top must be >= 0 (heads checked by exact ablation), got {exact_top}")
+        raise ParameterError(f"exact_top must be >= 0 (heads checked by exact ablation), got {exact_top}")
     metric = get_ablator(model, info, dataset, mode, metric).metric  # resolve the dataset's default once
     estimate = estimated_drops(model, info, dataset, info.heads, mode, metric)
     by_name = {str(h): h for h in info.heads}

@@ -6,8 +6,10 @@ such function and listing it in ``COMMANDS``.
 
 Conventions: choices come from the package's constants; every option has help text
 (``tests/test_cli.py`` walks the parser); a ``run`` callback checks all its arguments (and input
-files) before it loads a model, and a user error is a :class:`UsageError` (or a ``ValueError`` from
-the package's own checks): one line on stderr naming what is valid, exit status 2, no traceback.
+files) before it loads a model, and a user error is a :class:`~seqcirc_utils.core.errors.SeqcircError`
+(:class:`ParameterError`, :class:`BadFileError`, ... raised here or by the package's own checks): one
+line on stderr naming what is valid, exit status 2, no traceback. Any other exception is a bug and
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -19,16 +21,11 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from seqcirc_utils.core.errors import BadFileError, ModelUnavailableError, ParameterError, SeqcircError
+
 # No package module is imported at module level. Building the parser imports only the torch-free
 # ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
 # argument has been checked.
-
-
-class UsageError(Exception):
-    """A user error: a bad argument, a missing or malformed input file, an unavailable model.
-
-    :func:`main` prints it as one line on stderr and returns exit status 2 (no traceback).
-    """
 
 
 def _one_line(text: object) -> str:
@@ -135,10 +132,7 @@ def _check_dataset(args: argparse.Namespace) -> None:
     """The dataset options checked together (e.g. greater_than has one corruption), before any model loads."""
     from seqcirc_utils.tasks.datasets import TaskSpec
 
-    try:
-        TaskSpec(task=args.task, **dataset_kwargs(args)).validate()
-    except (TypeError, ValueError) as err:
-        raise UsageError(err) from None
+    TaskSpec(task=args.task, **dataset_kwargs(args)).validate()  # ParameterError names what is valid
 
 
 def _check_device(device: str | None) -> None:
@@ -151,16 +145,16 @@ def _check_device(device: str | None) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UsageError(f"unknown device {device!r}; valid: {valid}") from None
+        raise ParameterError(f"unknown device {device!r}; valid: {valid}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
+        raise ParameterError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise ParameterError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {device!r}: MPS is not available here; valid: cpu")
+        raise ParameterError(f"device {device!r}: MPS is not available here; valid: cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unsupported device {device!r}; valid: {valid}")
+        raise ParameterError(f"unsupported device {device!r}; valid: {valid}")
 
 
 def _check_model(spec: str) -> None:
@@ -168,10 +162,7 @@ def _check_model(spec: str) -> None:
     reachable) is checked by ``models.load_model`` before any weights load; see :func:`_load_tokenizer_model`."""
     from seqcirc_utils.models.loading import resolve_spec
 
-    try:
-        resolve_spec(spec)
-    except ValueError as err:
-        raise UsageError(err) from None
+    resolve_spec(spec)  # ParameterError for an empty spec
 
 
 def _check_out(path: str | None, flag: str = "--out") -> None:
@@ -180,14 +171,14 @@ def _check_out(path: str | None, flag: str = "--out") -> None:
         return
     p = Path(path).expanduser()
     if p.is_dir():
-        raise UsageError(f"{flag} {path!r} is a directory; give a file path, e.g. {p / 'out.json'}")
+        raise ParameterError(f"{flag} {path!r} is a directory; give a file path, e.g. {p / 'out.json'}")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UsageError(f"{flag} {path!r}: {parent} is not a directory")
+        raise ParameterError(f"{flag} {path!r}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path!r}: cannot write in {parent}")
+        raise ParameterError(f"{flag} {path!r}: cannot write in {parent}")
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
@@ -196,13 +187,13 @@ def _check_model_args(args: argparse.Namespace) -> None:
 
 
 def _load_tokenizer_model(args):
-    """Load ``--model`` on ``--device``; an unavailable model is a :class:`UsageError`."""
-    from seqcirc_utils.models.loading import ModelUnavailableError, load_model
+    """Load ``--model`` on ``--device``; an unavailable model is a :class:`ModelUnavailableError`."""
+    from seqcirc_utils.models.loading import load_model
 
     try:
         return load_model(args.model, device=args.device)
     except (ModelUnavailableError, OSError) as err:
-        raise UsageError(f"cannot load model {args.model!r}: {err}") from None
+        raise ModelUnavailableError(f"cannot load model {args.model!r}: {err}") from None
 
 
 # --------------------------------------------------------------------------- dataset
@@ -333,7 +324,7 @@ def _add_run(sub) -> None:
                              summary_table)
 
         if args.all == bool(args.names):
-            raise ValueError("give notebook NAME(s) or --all (not both)")
+            raise ParameterError("give notebook NAME(s) or --all (not both)")
         notebooks = (find_notebooks(args.notebooks_dir) if args.all
                      else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
         results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
@@ -392,9 +383,9 @@ def _add_grid(sub) -> None:
             spec.fixed.pop(key, None)
         name = args.notebook or spec.notebook
         if not name:
-            raise ValueError("give a NOTEBOOK (or 'notebook:' in the --file)")
+            raise ParameterError("give a NOTEBOOK (or 'notebook:' in the --file)")
         if args.workers is not None and args.workers < 1 or args.threads < 1:
-            raise ValueError("--workers and --threads must be >= 1")
+            raise ParameterError("--workers and --threads must be >= 1")
         notebook = resolve_notebook(name, args.notebooks_dir)
         results = run_grid(notebook, spec.cells(), scheduler=args.scheduler, n_workers=args.workers,
                            resources=parse_resources(args.resources), force=args.force, progress=not args.no_progress,
@@ -459,8 +450,8 @@ def _add_scores(sub) -> None:
 
             try:
                 parse_kind(args.kind)
-            except ValueError as err:
-                raise UsageError(f"{err} or induction") from None
+            except ParameterError as err:
+                raise ParameterError(f"{err} or induction") from None
         _check_model_args(args)
         model, _ = _load_tokenizer_model(args)
         if args.kind == "induction":
@@ -492,7 +483,7 @@ def read_circuit_file(path: str, threshold: float) -> dict:
     """The circuit record that ``seqcirc edges --circuit PATH --threshold T`` works on, checked.
 
     ``PATH`` holds ``{"circuits": [record, ...]}`` (the record at ``threshold`` is taken) or one
-    record. Raises :class:`UsageError` for a missing or malformed file, a file with no circuit at
+    record. Raises :class:`BadFileError` for a missing or malformed file (:class:`ParameterError` for a file with no circuit at
     ``threshold``, another kind of record, missing keys or a malformed component list or dataset.
     """
     from seqcirc_utils.tasks.datasets import TaskDataset
@@ -500,52 +491,52 @@ def read_circuit_file(path: str, threshold: float) -> dict:
     where = f"--circuit {path}"
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UsageError(f"{where}: no such file; give a circuit JSON written by `seqcirc circuit`")
+        raise BadFileError(f"{where}: no such file; give a circuit JSON written by `seqcirc circuit`")
     try:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{where}: not a readable JSON file ({err})") from None
+        raise BadFileError(f"{where}: not a readable JSON file ({err})") from None
     if isinstance(data, dict) and "circuits" in data:
         records = data["circuits"]
         if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
-            raise UsageError(f"{where}: 'circuits' must be a non-empty list of circuit records")
+            raise BadFileError(f"{where}: 'circuits' must be a non-empty list of circuit records")
         found = [r.get("threshold") for r in records]
         record = next((r for r in records if isinstance(r.get("threshold"), (int, float))
                        and abs(r["threshold"] - threshold) < 1e-9), None)
         if record is None:
-            raise UsageError(f"{where} has no circuit at threshold {threshold}; valid --threshold: "
-                             f"{', '.join(str(t) for t in found)}")
+            raise ParameterError(f"{where} has no circuit at threshold {threshold}; valid --threshold: "
+                                 f"{', '.join(str(t) for t in found)}")
     elif isinstance(data, dict):
         record = data
     else:
-        raise UsageError(f"{where}: expected a JSON object (a circuit record or {{\"circuits\": [...]}}), "
-                         f"got {type(data).__name__}")
+        raise BadFileError(f"{where}: expected a JSON object (a circuit record or {{\"circuits\": [...]}}), "
+                           f"got {type(data).__name__}")
     kind = record.get("kind", "circuit")
     if kind != "circuit":
-        raise UsageError(f"{where} holds a {kind!r} record; valid: a circuit record (kind 'circuit')")
+        raise BadFileError(f"{where} holds a {kind!r} record; valid: a circuit record (kind 'circuit')")
     missing = [k for k in CIRCUIT_KEYS if k not in record]
     if missing:
-        raise UsageError(f"{where}: the record lacks {', '.join(missing)}; a circuit record has "
-                         f"{', '.join(CIRCUIT_KEYS)}")
+        raise BadFileError(f"{where}: the record lacks {', '.join(missing)}; a circuit record has "
+                           f"{', '.join(CIRCUIT_KEYS)}")
     heads, mlps = record["heads"], record["mlps"]
     pairs_ok = isinstance(heads, list) and all(
         isinstance(h, list) and len(h) == 2 and all(isinstance(i, int) and i >= 0 for i in h) for h in heads)
     if not pairs_ok or not isinstance(mlps, list) or not all(isinstance(m, int) and m >= 0 for m in mlps):
-        raise UsageError(f"{where}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] "
-                         "(non-negative integers)")
+        raise BadFileError(f"{where}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] "
+                           "(non-negative integers)")
     if not isinstance(record["model"], str) or not record["model"].strip():
-        raise UsageError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
+        raise BadFileError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
     from seqcirc_utils.core.options import METRICS
     from seqcirc_utils.core.types import AblationMode
 
     for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
         if record.get(key) is not None and record[key] not in valid:
-            raise UsageError(f"{where}: unknown {key} {record[key]!r}; valid: {', '.join(valid)}")
+            raise BadFileError(f"{where}: unknown {key} {record[key]!r}; valid: {', '.join(valid)}")
     try:
         TaskDataset.from_json(record["dataset"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise UsageError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
-                         "`seqcirc dataset --format json` prints") from None
+    except (SeqcircError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BadFileError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
+                           "`seqcirc dataset --format json` prints") from None
     return record
 
 
@@ -616,8 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``seqcirc``; returns the exit status (0 ok, 1 a notebook failed, 2 a user error, 130 interrupted).
 
-    A user error (a :class:`UsageError`, a ``ValueError`` from the package's input checks, an
-    unavailable model) is one line on stderr naming what is valid, never a traceback.
+    A user error (a :class:`SeqcircError`: a bad parameter or file, an unavailable model, a task this
+    model cannot run) is one line on stderr naming what is valid; any other exception is a bug and
+    shows its traceback.
     """
     parser = build_parser()
     try:
@@ -637,10 +629,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    """Bad input (the package raises ``ValueError`` for it) or an unavailable model."""
-    from seqcirc_utils.models.loading import ModelUnavailableError
-
-    return isinstance(err, (UsageError, ValueError, ModelUnavailableError))
+    """A :class:`SeqcircError` (bad input, an unavailable model); anything else is a bug."""
+    return isinstance(err, SeqcircError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,6 +67,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key, effective_parameters, parse_value,
                      run_notebook)
 
@@ -100,7 +101,7 @@ def split_values(text: str) -> list[str]:
         current.append(ch)
     parts.append("".join(current).strip())
     if any(p == "" for p in parts):
-        raise ValueError(f"empty value in {text!r}: give comma-separated values, e.g. 0,1,2")
+        raise ParameterError(f"empty value in {text!r}: give comma-separated values, e.g. 0,1,2")
     return parts
 
 
@@ -109,7 +110,7 @@ def parse_axes(pairs: Iterable[Sequence[str]]) -> dict[str, list[Any]]:
     axes: dict[str, list[Any]] = {}
     for key, text in pairs:
         if key in axes:
-            raise ValueError(f"grid parameter {key!r} given twice; give its values once, comma-separated")
+            raise ParameterError(f"grid parameter {key!r} given twice; give its values once, comma-separated")
         axes[key] = [parse_value(v) for v in split_values(text)]
     return axes
 
@@ -137,7 +138,7 @@ class GridSpec:
         """The Cartesian product: one parameter dict per cell (axes in the given order, last fastest)."""
         overlap = sorted(set(self.fixed) & set(self.axes))
         if overlap:
-            raise ValueError(f"parameter(s) {', '.join(overlap)} both fixed and a grid axis; give each once")
+            raise ParameterError(f"parameter(s) {', '.join(overlap)} both fixed and a grid axis; give each once")
         names = list(self.axes)
         return [{**self.fixed, **dict(zip(names, combo))} for combo in itertools.product(*self.axes.values())]
 
@@ -148,23 +149,23 @@ def load_grid_file(path: str | Path) -> GridSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"grid file {path} not found")
+        raise BadFileError(f"grid file {path} not found")
     try:
         data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)
     except yaml.YAMLError as err:
-        raise ValueError(f"grid file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise BadFileError(f"grid file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     data = data or {}
     valid = ("notebook", "parameters", "grid")
     if not isinstance(data, dict) or set(data) - set(valid):
         extra = sorted(set(data) - set(valid)) if isinstance(data, dict) else ["(not a mapping)"]
-        raise ValueError(f"grid file {path}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(valid)}")
+        raise BadFileError(f"grid file {path}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(valid)}")
     fixed, grid = data.get("parameters") or {}, data.get("grid") or {}
     if not isinstance(fixed, dict) or not isinstance(grid, dict):
-        raise ValueError(f"grid file {path}: 'parameters' and 'grid' must be mappings (name: value)")
+        raise BadFileError(f"grid file {path}: 'parameters' and 'grid' must be mappings (name: value)")
     axes = {k: _typed(v) if isinstance(v, list) else [_typed(v)] for k, v in grid.items()}
     empty = [k for k, v in axes.items() if not v]
     if empty:
-        raise ValueError(f"grid file {path}: axis {', '.join(empty)} has no values")
+        raise BadFileError(f"grid file {path}: axis {', '.join(empty)} has no values")
     return GridSpec(data.get("notebook") or None, _typed(fixed), axes)
 
 
@@ -292,7 +293,7 @@ def parse_resources(text: str | None) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise ValueError(f"bad resource {item!r}: give NAME=AMOUNT[,NAME=AMOUNT], e.g. GPU=1")
+            raise ParameterError(f"bad resource {item!r}: give NAME=AMOUNT[,NAME=AMOUNT], e.g. GPU=1")
     return out
 
 
@@ -302,9 +303,9 @@ def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], res
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:
-        raise ValueError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
+        raise ParameterError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
     if not cells:
-        raise ValueError("the grid has no cells")
+        raise ParameterError("the grid has no cells")
     specs, seen = [], set()
     for params in cells:
         cid = cell_id(notebook, params)
@@ -391,7 +392,7 @@ def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, sc
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError, ValueError) as err:
-                raise ValueError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
+                raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
                                    "give its address as tcp://HOST:PORT (`dask scheduler` prints it)") from None
             _warn_missing_resources(client, resources)
         else:
@@ -446,7 +447,7 @@ def find_cells(paths: Iterable[str | Path]) -> list[Path]:
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.exists():
-            raise ValueError(f"{path} does not exist; give a results/<model>/runs folder (or a folder of cells)")
+            raise BadFileError(f"{path} does not exist; give a results/<model>/runs folder (or a folder of cells)")
         if (path / PARAMS_FILE).is_file():
             found.add(path)
         found.update(p.parent for p in path.rglob(PARAMS_FILE))
@@ -508,7 +509,7 @@ def summary_frame(paths: Iterable[str | Path]):
 
     cells = find_cells(paths)
     if not cells:
-        raise ValueError(f"no grid cells ({PARAMS_FILE}) under {', '.join(map(str, paths))}")
+        raise BadFileError(f"no grid cells ({PARAMS_FILE}) under {', '.join(map(str, paths))}")
     df = pd.DataFrame([row for cell in cells for row in cell_rows(cell)])
     for column in ("n_heads", "n_mlps", "n_components"):
         if column in df:
@@ -539,7 +540,7 @@ def summary_chart(df):
         return chart
     numeric = [c for c in ok.columns if "." in c and str(ok[c].dtype) != "object"]
     if not numeric:
-        raise ValueError("the cells have no circuit records and no numeric results to chart")
+        raise BadFileError("the cells have no circuit records and no numeric results to chart")
     value = numeric[0]
     return alt.Chart(ok).mark_bar().encode(x=alt.X("cell:N", sort=None), y=alt.Y(f"{value}:Q"),
                                            color="model:N" if "model" in ok else alt.value("steelblue"),

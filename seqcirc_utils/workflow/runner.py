@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.paths import repo_root
 from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT
 
@@ -102,7 +103,7 @@ class NotebookSource:
 
         cells = [c for c in self.read().cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         if not cells:
-            raise ValueError(f"{self.path} has no cell tagged 'parameters' (use '# %% tags=[\"parameters\"]')")
+            raise BadFileError(f"{self.path} has no cell tagged 'parameters' (use '# %% tags=[\"parameters\"]')")
         return [Parameter(p.name, p.default, p.inferred_type_name, p.help or "")
                 for p in PythonTranslator.inspect(cells[0])]
 
@@ -138,7 +139,7 @@ def find_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[NotebookSo
     """Every ``NN_name.py`` under ``notebooks_dir``, in ``NN`` order."""
     directory = Path(notebooks_dir)
     if not directory.is_dir():
-        raise ValueError(f"no notebooks directory at {directory}")
+        raise BadFileError(f"no notebooks directory at {directory}")
     found = [NotebookSource(p) for p in directory.iterdir() if p.is_file() and NOTEBOOK_RE.match(p.name)]
     return sorted(found, key=lambda nb: (nb.number, nb.name))
 
@@ -151,7 +152,7 @@ def resolve_notebook(name: str, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> No
         if key in (nb.stem, nb.name):
             return nb
     valid = ", ".join(nb.stem for nb in notebooks) or "(none)"
-    raise ValueError(f"unknown notebook {name!r}; valid names: {valid}")
+    raise ParameterError(f"unknown notebook {name!r}; valid names: {valid}")
 
 
 def parse_value(text: str) -> Any:
@@ -177,7 +178,7 @@ def _check_parameters(nb: NotebookSource, parameters: Mapping[str, Any]) -> None
     known = {p.name for p in nb.parameters()}
     unknown = sorted(set(parameters) - known)
     if unknown:
-        raise ValueError(f"{nb.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
+        raise ParameterError(f"{nb.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
 
 
 # --------------------------------------------------------------------------- execution cache
@@ -495,7 +496,7 @@ def run_notebooks(
     known = set().union(*declared.values()) if declared else set()
     unused = sorted(set(params) - known)
     if unused:
-        raise ValueError(f"no notebook has parameter {', '.join(unused)}; their parameters: {', '.join(sorted(known))}")
+        raise ParameterError(f"no notebook has parameter {', '.join(unused)}; their parameters: {', '.join(sorted(known))}")
     results = []
     for nb in notebooks:
         own = {k: v for k, v in params.items() if k in declared[nb.stem]}
@@ -527,7 +528,7 @@ def list_table(notebooks: Sequence[NotebookSource]) -> str:
         lines.append(f"{nb.stem}  ({nb.path.name})")
         try:
             params = nb.parameters()
-        except ValueError as err:
+        except (BadFileError, ValueError) as err:
             lines.append(f"    ! {err}")
             continue
         for p in params:
