@@ -48,7 +48,7 @@ _CONSTANT_KEYS = ("kind", "schema_version")
 
 def checked_json(data: Any, kind: str, schema_version: int, keys: tuple[str, ...]) -> dict[str, Any]:
     """A deep copy of ``data`` after checking it is a JSON object of ``kind`` and ``schema_version`` with every
-    key of ``keys``; a one-line ``ValueError`` naming what differs otherwise (what every ``from_json`` uses)."""
+    key of ``keys``; a one-line :class:`BadFileError` naming what differs otherwise (what every ``from_json`` uses)."""
     if not isinstance(data, Mapping):
         raise BadFileError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
     if data.get("kind") != kind:
@@ -125,7 +125,7 @@ class CircuitRecord(Mapping):
     def from_json(cls, data: Mapping[str, Any]) -> "CircuitRecord":
         """The record of a circuit-JSON dict (``to_json``'s inverse; values are deep-copied).
 
-        Raises a one-line ``ValueError`` when ``data`` is not a circuit record of this schema version
+        Raises a one-line :class:`BadFileError` when ``data`` is not a circuit record of this schema version
         or lacks one of :data:`CIRCUIT_KEYS`.
         """
         if isinstance(data, CircuitRecord):
@@ -235,7 +235,7 @@ class HeadScores:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "HeadScores":
-        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, HEAD_SCORES_KEYS)
         return cls(scores=data["scores"], rows=data["rows"], panels=data["panels"], description=data["description"])
 
@@ -318,7 +318,7 @@ class AttentionPattern:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AttentionPattern":
-        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, ATTENTION_PATTERN_KEYS)
         return cls(**{k: data[k] for k in ATTENTION_PATTERN_KEYS if k not in ("kind", "schema_version")})
 

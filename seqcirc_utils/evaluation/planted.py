@@ -87,7 +87,7 @@ def _subspaces(d_model: int, n_pos: int, n_members: int, n_junk: int, generator:
 def member_token_forms(tokenizer, family: str) -> list[list[int]]:
     """Per family member (in order): its single-token ids with and without a leading space.
 
-    Raises ``ValueError`` when a member has no single-token form with a leading space (the form
+    Raises :class:`TokenizationError` when a member has no single-token form with a leading space (the form
     the answers take)."""
     if family not in FAMILIES:
         raise ParameterError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")

@@ -65,7 +65,7 @@ def successor_candidates(model, families: Sequence[str], n_candidates: int = 4, 
     Returns one row per candidate (best first; ties by layer, head): ``component``, ``layer``,
     ``head``, ``next_<family>`` per family and ``next_mean``. ``ov_kwargs`` go to
     :func:`~seqcirc_utils.mechanisms.ov_scores.ov_scores` (default: top-1 over the family, MLP0 embedding).
-    Families with fewer than two single-token members are skipped (a ``ValueError`` if none is left).
+    Families with fewer than two single-token members are skipped (a :class:`TokenizationError` if none is left).
     """
     if n_candidates < 1:
         raise ParameterError(f"n_candidates must be >= 1, got {n_candidates}")

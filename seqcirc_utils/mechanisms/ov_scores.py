@@ -97,7 +97,7 @@ class FamilyTokens:
 def in_context_token(tokenizer, word: str) -> int:
     """The token ``word`` becomes after a space in running text
     (:func:`~seqcirc_utils.tasks.datasets.single_token_id`): ``" March"``, or ``"5"`` when the tokenizer splits
-    the space off (SmolLM2's ``" "`` + ``"5"``). Raises ``ValueError`` when it is not a single token."""
+    the space off (SmolLM2's ``" "`` + ``"5"``). Raises :class:`TokenizationError` when it is not a single token."""
     token = single_token_id(tokenizer, word)
     if token is None:
         pieces = [tokenizer.decode([i]) for i in tokenizer("x " + word, add_special_tokens=False)["input_ids"]]

@@ -93,7 +93,7 @@ class ModelInfo:
         return query_head // self.group_size
 
     def check(self, component: Component) -> None:
-        """Raise ``ValueError`` if ``component`` does not exist in this model."""
+        """Raise :class:`ParameterError` if ``component`` does not exist in this model."""
         if not 0 <= component.layer < self.n_layers:
             raise ParameterError(f"{component}: layer out of range 0..{self.n_layers - 1}")
         if component.is_head and not 0 <= component.index < self.n_heads:
@@ -280,7 +280,7 @@ def _check_hub_model(repo_id: str, spec: str) -> None:
 
 
 def resolve_spec(spec: str) -> str:
-    """Normalise a model spec (aliases, paths); raises ``ValueError`` for an empty spec."""
+    """Normalise a model spec (aliases, paths); raises :class:`ParameterError` for an empty spec."""
     if not spec or not str(spec).strip():
         raise ParameterError(f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path")
     return str(spec).strip()

@@ -383,7 +383,7 @@ MIN_BASELINE = {"logit_diff": 0.1, "prob_diff": 0.01, "kl": 0.01}
 
 
 def check_baseline(ablator: Ablator, model_name: str = "") -> float:
-    """Refuse a meaningless baseline: raise ``ValueError`` (naming the model, task, template and the
+    """Refuse a meaningless baseline: raise :class:`BaselineError` (naming the model, task, template and the
     value) when the score's denominator is <= :data:`MIN_BASELINE` of the ablator's metric.
 
     The denominator is the full model's metric (logit difference, PD) or, for KL, the KL of the

@@ -52,7 +52,7 @@ def behaviour_table(
 
     Combinations the tokenizer cannot express (e.g. a family whose members are not single tokens)
     are reported with an ``error`` column instead of being skipped silently. A ``prefix`` the
-    tokenizer cannot give (e.g. ``"bos"`` without a bos token) raises ``ValueError`` up front.
+    tokenizer cannot give (e.g. ``"bos"`` without a bos token) raises :class:`ParameterError` up front.
     """
     if prefix not in PREFIX_MODES:
         raise ParameterError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")

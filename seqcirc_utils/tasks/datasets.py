@@ -121,7 +121,7 @@ def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
     - ``"document"``: the pretraining document separator. ``<|endoftext|>`` when the vocabulary
       holds it (GPT-2, SmolLM2); otherwise the ``bos_token`` (Llama-style ``<s>``,
       ``<|begin_of_text|>``), else the ``eos_token``, whichever is first not a chat-turn marker.
-      Never a chat marker: a tokenizer with nothing else raises ``ValueError``.
+      Never a chat marker: a tokenizer with nothing else raises :class:`ParameterError`.
     - ``"bos"``: ``tokenizer.bos_token`` whatever it is (may be a chat marker).
     - ``"none"``: no prefix.
     """

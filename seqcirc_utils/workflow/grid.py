@@ -299,7 +299,7 @@ def parse_resources(text: str | None) -> dict[str, float]:
 
 def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], results_root: str | Path | None = None,
                force: bool = False, threads: int = 1) -> list[CellSpec]:
-    """One :class:`CellSpec` per parameter dict; unknown parameter names raise ``ValueError`` (before any work)."""
+    """One :class:`CellSpec` per parameter dict; unknown parameter names raise :class:`ParameterError` (before any work)."""
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:

@@ -414,7 +414,7 @@ def run_notebook(
 ) -> RunResult:
     """Execute one notebook with papermill, or reuse its cached executed copy; never raises for errors *inside* the notebook.
 
-    Unknown parameter names raise ``ValueError``. The executed notebook (with the traceback when a
+    Unknown parameter names raise :class:`ParameterError`. The executed notebook (with the traceback when a
     cell failed) is written atomically to ``out_dir/NN_name.ipynb`` with its cache record (module
     docstring). Unless ``force``, an executed notebook there with the same :func:`cache_key` that
     completed and whose result files are unchanged is reused instead (``RunResult.reused``). ``env``:
@@ -486,7 +486,7 @@ def run_notebooks(
 ) -> list[RunResult]:
     """Run several notebooks in order, each with the subset of ``parameters`` it declares.
 
-    A parameter that none of them declares raises ``ValueError``. Stops at the first failure unless
+    A parameter that none of them declares raises :class:`ParameterError`. Stops at the first failure unless
     ``keep_going``. Unchanged notebooks are reused unless ``force`` (see :func:`run_notebook`).
     """
     params = dict(parameters or {})

@@ -110,7 +110,7 @@ def edge(sender: Component | str, receiver: Component | str | None, input: str |
 
 
 def check_edge(info: ModelInfo, e: Edge) -> None:
-    """Raise ``ValueError`` (listing the valid values) unless ``e`` is a valid edge of the model."""
+    """Raise :class:`ParameterError` (listing the valid values) unless ``e`` is a valid edge of the model."""
     if e.sender.kind not in ("head", "mlp"):
         raise ParameterError(f"edge sender {e.sender} must be a head or an MLP (neurons are not edge nodes)")
     info.check(e.sender)
@@ -166,7 +166,7 @@ def circuit_edges(info: ModelInfo, components: Iterable[Component]) -> list[Edge
 def check_components(info: ModelInfo, components: Iterable[Component]) -> frozenset[Component]:
     """The node circuit ``components`` as a frozenset, after checking each is a head or MLP of the model.
 
-    Raises ``ValueError`` naming the offending component otherwise (edge circuits are built on
+    Raises :class:`ParameterError` naming the offending component otherwise (edge circuits are built on
     heads and MLPs only; neurons and the embedding are not edge nodes).
     """
     comps = frozenset(components)
