@@ -438,17 +438,19 @@ def test_figures_are_numbered_per_page_and_need_a_caption():
     import pandas as pd
 
     chart = alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_point().encode(x="x:Q")
-    plots.enable_offline()
-    first, second = plots.figure(chart, "The `x` values."), plots.figure(chart, "Again.")
+    figures = plots.enable_offline()  # a chapter's numbering
+    first, second = figures.figure(chart, "The `x` values."), figures.figure(chart, "Again.")
     assert (first.number, second.number) == (1, 2)
     html = second._repr_mimebundle_()["text/html"]
     assert f'class="{FIGURE_CLASS}"' in html and f'class="{CHART_CLASS}"' in html
     assert "<figcaption><strong>Figure 2.</strong> Again.</figcaption>" in html
     assert "<code>x</code>" in first.to_html()
-    plots.enable_offline()
-    assert plots.figure(chart, "Next page.").number == 1
+    next_chapter = plots.enable_offline()
+    assert next_chapter.figure(chart, "Next page.").number == 1
+    assert figures.figure(chart, "Back in the first chapter.").number == 3  # each chapter owns its count
+    assert not hasattr(plots, "figure") and not hasattr(plots, "reset_figures")  # no module-level counter
     with pytest.raises(ParameterError, match="caption"):
-        plots.figure(chart, "  ")
+        figures.figure(chart, "  ")
 
 
 def test_findings_say_not_run_and_read_the_numbers(tmp_path):

@@ -405,23 +405,50 @@ def check_baseline(ablator: Ablator, model_name: str = "") -> float:
     return value
 
 
-_ABLATORS: dict[tuple, Ablator] = {}
+class AblatorCache:
+    """Ablators a caller owns and reuses: one :class:`Ablator` (means and clean caches computed once) per
+    (model, dataset, mode, metric, positions).
 
-
-def get_ablator(model, info: ModelInfo, dataset: TaskDataset, mode="mean", metric: str | None = "logit_diff",
-                positions=None) -> Ablator:
-    """A cached :class:`Ablator` for (model, dataset, mode, metric, positions): means computed once.
-
-    ``metric=None`` picks :func:`default_metric` for the dataset.
+    A notebook or script creates one (``ablators = AblatorCache()``) and passes it to the functions that
+    take ``ablators=`` (:func:`circuit_score`, :func:`single_component_effects`, ``compare.cross_task_scores``,
+    ``importance.head_importance``, ...); without one, each call builds its own Ablator. Holds at most
+    ``max_size`` Ablators (the oldest is dropped first). The key uses the model's ``id``: safe, because a
+    cached Ablator holds a reference to its model, so the id cannot be reused while the entry lives.
     """
-    metric = metric or default_metric(dataset)
-    key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
-           tuple(positions) if positions is not None else None)
-    if key not in _ABLATORS:
-        if len(_ABLATORS) >= 8:
-            _ABLATORS.pop(next(iter(_ABLATORS)))
-        _ABLATORS[key] = Ablator(model, info, dataset, mode, metric, positions)
-    return _ABLATORS[key]
+
+    def __init__(self, max_size: int = 8):
+        if max_size < 1:
+            raise ParameterError(f"max_size must be >= 1 (Ablators kept), got {max_size}")
+        self.max_size = max_size
+        self._ablators: dict[tuple, Ablator] = {}
+
+    def __len__(self) -> int:
+        return len(self._ablators)
+
+    def clear(self) -> None:
+        """Drop every cached Ablator (frees their means and clean caches)."""
+        self._ablators.clear()
+
+    def get(self, model, info: ModelInfo, dataset: TaskDataset, mode: AblationMode | str = "mean",
+            metric: str | None = "logit_diff", positions: Sequence[int] | None = None) -> Ablator:
+        """The cached :class:`Ablator` for these arguments (built on first use); ``metric=None`` picks
+        :func:`default_metric` for the dataset."""
+        metric = metric or default_metric(dataset)
+        key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
+               tuple(positions) if positions is not None else None)
+        if key not in self._ablators:
+            if len(self._ablators) >= self.max_size:
+                self._ablators.pop(next(iter(self._ablators)))
+            self._ablators[key] = Ablator(model, info, dataset, mode, metric, positions)
+        return self._ablators[key]
+
+
+def _ablator(ablators: AblatorCache | None, model, info: ModelInfo, dataset: TaskDataset,
+             mode: AblationMode | str = "mean", metric: str | None = "logit_diff",
+             positions: Sequence[int] | None = None) -> Ablator:
+    """From the caller's cache, or a fresh Ablator when the caller keeps none."""
+    return (ablators if ablators is not None else AblatorCache(max_size=1)).get(model, info, dataset, mode, metric,
+                                                                               positions)
 
 
 # --------------------------------------------------------------------------- convenience API
@@ -450,12 +477,14 @@ def circuit_score(
     mode: AblationMode | str = "mean",
     metric: str = "logit_diff",
     positions: Sequence[int] | None = None,
+    ablators: AblatorCache | None = None,
 ) -> CircuitScore:
     """Ablate every head and MLP NOT in the circuit and return its metric as a fraction of the full model's.
 
     ``heads`` as ``[(layer, head), ...]`` or Components, ``mlps`` as ``[layer, ...]``, or a ``circuit``.
+    ``ablators``: the caller's :class:`AblatorCache` (means reused across calls); None builds a fresh Ablator.
     """
-    return get_ablator(model, info, dataset, mode, metric, positions).score(_components(heads, mlps, circuit))
+    return _ablator(ablators, model, info, dataset, mode, metric, positions).score(_components(heads, mlps, circuit))
 
 
 def ablate(
@@ -502,6 +531,7 @@ def single_component_effects(
     mode: AblationMode | str = "mean",
     metric: str | None = "logit_diff",
     progress: bool = True,
+    ablators: AblatorCache | None = None,
 ) -> "pd.DataFrame":  # noqa: F821
     """Ablate each component alone from the full model (``metric=None``: the dataset's default metric).
 
@@ -512,12 +542,13 @@ def single_component_effects(
 
     Cost: one clean pass (once per dataset) caches the residual stream entering every block; each component's pass
     then resumes at its own layer (:meth:`Ablator.logits_from_layer`), so the blocks below it are
-    not rerun (about half a forward pass per component on average).
+    not rerun (about half a forward pass per component on average). With the caller's ``ablators``
+    (:class:`AblatorCache`) the means and the clean pass are reused by later calls on the same dataset.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    ab = get_ablator(model, info, dataset, mode, metric)
+    ab = _ablator(ablators, model, info, dataset, mode, metric)
     clean_resid = ab.clean_residuals()
     rows = []
     for c in tqdm(components or info.components, desc="single-component ablation", disable=not progress, leave=False):
