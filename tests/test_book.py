@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.workflow import book as book_assets
 from seqcirc_utils.report import plots
@@ -164,8 +165,8 @@ def built_book(tmp_path_factory):
         shutil.copy2(ROOT / name, root / name)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns(
         "executed", "_build", "_generated", "vendor", ".ipynb_checkpoints"))
-    saved = os.environ.get("SEQCIRC_RESULTS")
-    os.environ["SEQCIRC_RESULTS"] = str(root / "results")
+    saved = os.environ.get(RESULTS_ROOT_ENV)
+    os.environ[RESULTS_ROOT_ENV] = str(root / "results")
     try:
         params: dict = {"smoke": True}
         if model := os.environ.get("SEQCIRC_BOOK_TEST_MODEL"):
@@ -176,9 +177,9 @@ def built_book(tmp_path_factory):
         book_assets.build(root)
     finally:
         if saved is None:
-            os.environ.pop("SEQCIRC_RESULTS", None)
+            os.environ.pop(RESULTS_ROOT_ENV, None)
         else:
-            os.environ["SEQCIRC_RESULTS"] = saved
+            os.environ[RESULTS_ROOT_ENV] = saved
     build = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "-W",
                             "--keep-going"], capture_output=True, text=True, timeout=1200)
     return root, runs, build

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.workflow.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
                                 plan_cells, runs_root, split_values, summary_chart, summary_frame, write_summary)
@@ -31,7 +32,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def seqcirc(*args: str, results: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQCIRC_RESULTS": str(results), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, RESULTS_ROOT_ENV: str(results), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -191,7 +192,7 @@ def test_grid_completes_and_equals_direct_runs(local_grid, tmp_path):
     for params in (CELLS[0], CELLS[3]):
         direct = tmp_path / "direct"
         run = run_notebook(PROBE, params, out_dir=direct / "executed", cwd=ROOT, progress=False,
-                           env={"SEQCIRC_RESULTS": str(direct / "results")}, force=True)
+                           env={RESULTS_ROOT_ENV: str(direct / "results")}, force=True)
         assert run.ok, run.error
         cell = runs_root(params["model"], results) / cell_id(PROBE, params)
         assert_same_result(probe_result(cell), probe_result(direct / "results" / params["model"]))

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.workflow.runner import find_notebooks, parse_value, resolve_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_run_behaviour_uses_the_given_parameters(tmp_path):
     """The acceptance command: the changed parameters are recorded and used (metadata, smoke notice, JSON)."""
     out_dir, results = tmp_path / "executed", tmp_path / "results"
     res = seqcirc("run", "01_behaviour", "-p", "model", "tiny-gpt2", "-p", "n_prompts", "4", "-p", "smoke", "true",
-                  "--out-dir", str(out_dir), env={"SEQCIRC_RESULTS": str(results)})
+                  "--out-dir", str(out_dir), env={RESULTS_ROOT_ENV: str(results)})
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"^01_behaviour +ok ", res.stdout, re.M)
     executed = out_dir / "01_behaviour.ipynb"
@@ -207,7 +208,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     from seqcirc_utils.workflow.runner import run_notebook
 
     nb, out_dir, results = _cache_setup(tmp_path)
-    env = {"SEQCIRC_RESULTS": str(results)}
+    env = {RESULTS_ROOT_ENV: str(results)}
     probe = results / "m" / "probe.json"
 
     first = run_notebook(nb, {"x": 3}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
@@ -238,7 +239,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     # `seqcirc run --force` (in-process, so the frozen package snapshot applies)
     args = ["run", "01_probe", "-p", "x", "4", "--notebooks-dir", str(nb.path.parent), "--out-dir", str(out_dir),
             "--no-progress"]
-    monkeypatch.setenv("SEQCIRC_RESULTS", str(results))
+    monkeypatch.setenv(RESULTS_ROOT_ENV, str(results))
     monkeypatch.setattr("seqcirc_utils.workflow.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
     capsys.readouterr()
     assert cli.main(args) == 0

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
+from seqcirc_utils.core.results import results_root as default_results_root, write_atomic
 from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key, effective_parameters, parse_value,
                      run_notebook)
 
@@ -181,7 +182,7 @@ def runs_root(model: Any, results_root: str | Path | None = None) -> Path:
     """``<results root>/<model>/runs`` (absolute; the results root as ``seqcirc run`` resolves it)."""
     from seqcirc_utils.core.results import results_dir
 
-    root = Path(results_root or os.environ.get("SEQCIRC_RESULTS", "results"))
+    root = Path(results_root) if results_root else default_results_root()
     root = root if root.is_absolute() else REPO_ROOT / root
     return results_dir(str(model if model is not None else "no-model"), root=root) / "runs"
 
@@ -232,12 +233,6 @@ def notebook_traceback(path: str | Path) -> str:
     return "\n\n".join(parts)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_cell(spec: CellSpec) -> CellResult:
     """Run (or reuse) one cell; never raises: a failure is a ``CellResult`` with ``ok=False`` and ``error.txt``."""
     from seqcirc_utils.core.results import RESULTS_DIR_ENV, write_json_atomic
@@ -267,11 +262,11 @@ def run_cell(spec: CellSpec) -> CellResult:
             (directory / ERROR_FILE).unlink(missing_ok=True)
         else:
             tb = notebook_traceback(run.output) if run.output else ""
-            _write_text(directory / ERROR_FILE, f"{run.error}\n\n{tb}".rstrip() + "\n")
+            write_atomic(directory / ERROR_FILE, f"{run.error}\n\n{tb}".rstrip() + "\n")
     except Exception as err:  # outside the notebook: bad cell spec, unwritable folder, ...
         result.ok, result.error = False, f"{type(err).__name__}: {err}"
         try:
-            _write_text(directory / ERROR_FILE, traceback.format_exc())
+            write_atomic(directory / ERROR_FILE, traceback.format_exc())
         except OSError:
             pass
     result.seconds = time.perf_counter() - start
@@ -413,7 +408,7 @@ def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, sc
                                      error=f"{type(err).__name__}: {err}")
                     try:
                         Path(spec.directory).mkdir(parents=True, exist_ok=True)
-                        _write_text(Path(spec.directory) / ERROR_FILE, f"{res.error}\n")
+                        write_atomic(Path(spec.directory) / ERROR_FILE, f"{res.error}\n")
                     except OSError:
                         pass
                 results[spec.cell_id] = res
@@ -559,7 +554,7 @@ def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out.with_suffix(".csv"), "json": out.with_suffix(".json"), "chart": out.with_suffix(".vl.json"),
              "html": out.with_suffix(".html")}
-    _write_text(paths["csv"], df.to_csv(index=False))
+    write_atomic(paths["csv"], df.to_csv(index=False))
     write_json_atomic(paths["json"], frame_records(df))
     spec = chart.to_dict()
     write_json_atomic(paths["chart"], spec)
@@ -568,7 +563,7 @@ def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
             f"<h1>Grid summary</h1>\n<p>{html.escape(str(len(df)))} rows from "
             f"{html.escape(str(df['cell'].nunique()))} cells.</p>\n{offline_html(spec)}\n"
             f"{df.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.3f}')}\n</body></html>\n")
-    _write_text(paths["html"], page)
+    write_atomic(paths["html"], page)
     return paths
 
 

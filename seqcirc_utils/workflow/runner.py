@@ -40,7 +40,8 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.paths import repo_root
-from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT
+from seqcirc_utils.core.results import RESULTS_DIR_ENV, write_atomic
+from seqcirc_utils.core.results import results_root as default_results_root
 
 NOTEBOOK_RE = re.compile(r"^(?P<number>\d{2})_(?P<name>[A-Za-z0-9_]+)\.py$")
 REPO_ROOT = repo_root()
@@ -252,7 +253,7 @@ def results_root_for(cwd: str | Path, env: Mapping[str, str] | None = None) -> P
     merged = {**os.environ, **dict(env or {})}
     if merged.get(RESULTS_DIR_ENV):
         return (Path(cwd) / merged[RESULTS_DIR_ENV]).resolve()
-    return (Path(cwd) / merged.get("SEQCIRC_RESULTS", str(RESULTS_ROOT))).resolve()
+    return (Path(cwd) / default_results_root(merged)).resolve()
 
 
 def _result_files(root: Path, since_ns: int | None = None, exclude: Collection[Path] = (),
@@ -381,8 +382,8 @@ def _finalise_output(tmp: Path, final: Path, source: NotebookSource, root: Path,
     pm_meta["default_parameters"] = source.default_values()
     if record is not None:
         nb.metadata[CACHE_METADATA] = dict(record)
-    nbformat.write(nb, tmp)
-    os.replace(tmp, final)
+    write_atomic(final, nbformat.writes(nb))
+    tmp.unlink(missing_ok=True)
     return True
 
 
@@ -392,14 +393,7 @@ def _mark_reused(final: Path) -> None:
 
     nb = nbformat.read(final, as_version=4)
     nb.metadata[CACHE_METADATA] = {**nb.metadata.get(CACHE_METADATA, {}), "run": "reused", "reused_at": _now()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".ipynb", dir=final.parent)
-    os.close(fd)
-    try:
-        nbformat.write(nb, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(final, nbformat.writes(nb))
 
 
 def run_notebook(
