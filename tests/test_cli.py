@@ -305,3 +305,16 @@ def test_help_exits_0(capsys):
     assert main(["circuit", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--prefix" in out and "--metric" in out and "--corruption" in out and "--order" in out
+
+
+@pytest.mark.parametrize("argv,extra,module", [(["run", "--all"], "book", "papermill"),
+                                               (["grid", "01_behaviour", "-p", "seed", "0,1"], "grid", "distributed")])
+def test_a_missing_extra_is_one_line_naming_the_pip_command(argv, extra, module, monkeypatch, capsys, no_model_load):
+    """`seqcirc run` needs [book], `seqcirc grid` [grid]: without them, one line and exit 2 before any work."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a))
+    assert main(argv) == 2
+    line = _one_line_error(capsys, f"pip install 'seqcirc[{extra}]'")
+    assert module in line

@@ -34,3 +34,7 @@ class TooFewPromptsError(SeqcircError):
 
 class BaselineError(SeqcircError):
     """A metric baseline that makes a ratio meaningless (e.g. a non-positive full-model logit difference)."""
+
+
+class MissingExtraError(SeqcircError):
+    """A command needs an optional extra that is not installed (the message names the pip command)."""

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from seqcirc_utils.core.errors import BadFileError, ModelUnavailableError, ParameterError, SeqcircError
+from seqcirc_utils.core.errors import (BadFileError, MissingExtraError, ModelUnavailableError, ParameterError,
+                                      SeqcircError)
 
 # No package module is imported at module level. Building the parser imports only the torch-free
 # ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
@@ -181,6 +182,24 @@ def _check_out(path: str | None, flag: str = "--out") -> None:
         raise ParameterError(f"{flag} {path!r}: cannot write in {parent}")
 
 
+#: The modules each optional extra of pyproject.toml provides that a command imports (checked before any work).
+EXTRA_MODULES = {
+    "book": ("papermill", "jupytext", "nbformat", "ipykernel"),
+    "grid": ("distributed", "yaml"),
+}
+
+
+def _require_extras(*extras: str) -> None:
+    """Refuse (one line, with the pip command) when an optional extra this command needs is not installed."""
+    import importlib.util
+
+    for extra in extras:
+        missing = [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
+        if missing:
+            raise MissingExtraError(f"this command needs the [{extra}] extra ({', '.join(missing)} not installed); "
+                                    f"install it: pip install 'seqcirc[{extra}]' (or `make setup`)")
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     _check_device(args.device)
     _check_model(args.model)
@@ -320,6 +339,7 @@ def _add_run(sub) -> None:
                    help="execute even when the inputs are unchanged (default: reuse the cached executed notebook)")
 
     def run(args) -> int:
+        _require_extras("book")
         from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook, run_notebooks,
                              summary_table)
 
@@ -374,6 +394,7 @@ def _add_grid(sub) -> None:
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
 
     def run(args) -> int:
+        _require_extras("book", "grid")
         from seqcirc_utils.workflow.grid import GridSpec, cell_results_json, grid_table, load_grid_file, parse_axes, parse_resources, run_grid
         from seqcirc_utils.workflow.runner import resolve_notebook
 
