@@ -280,9 +280,9 @@ def test_every_option_has_help():
 
 def test_choices_come_from_the_package_constants():
     from seqcirc_utils.discovery import pruning
-    from seqcirc_utils.scoring.ablation import METRICS
+    from seqcirc_utils.core.options import METRICS
     from seqcirc_utils.tasks.datasets import CORRUPTIONS, DIRECTIONS, PREFIX_MODES, TASKS, TEMPLATES
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode
 
     circuit = {a.dest: a for a in _subparsers(build_parser())["circuit"]._actions}
     assert tuple(circuit["task"].choices) == tuple(TASKS)

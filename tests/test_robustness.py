@@ -96,7 +96,7 @@ def test_bad_inputs_name_valid_values():
         R.robustness_runs(None, None, "m", "digits", factors=["colour"])
     with pytest.raises(ParameterError, match="valid: randAll"):
         R.robustness_runs(None, None, "m", "digits", corruptions=["shuffle"])
-    with pytest.raises(ParameterError, match="valid: fast, sweep"):
+    with pytest.raises(ParameterError, match="unknown pruning method .acdc.; valid: sweep, fast"):
         R.robustness_runs(None, None, "m", "digits", method="acdc")
     with pytest.raises(ParameterError, match="n_seeds"):
         R.robustness_runs(None, None, "m", "digits", n_seeds=0)

@@ -7,7 +7,6 @@ Every module speaks in these objects; strings are only for display and JSON.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from typing import Iterable, Literal
@@ -83,33 +82,6 @@ def sort_components(components: Iterable[Component]) -> list[Component]:
     """Sort in forward order: by layer, heads before the MLP of the same layer."""
     order = {"head": 0, "neuron": 1, "mlp": 2}
     return sorted(components, key=lambda c: (c.layer, order[c.kind], c.index or 0))
-
-
-class AblationMode(str, enum.Enum):
-    """What replaces an ablated component's activation.
-
-    - ``mean``: the per-position mean over the corrupted prompts (the paper's choice).
-    - ``zero``: zeros.
-    - ``resample``: the same prompt's corrupted-run activation (the paired corrupted prompt).
-    """
-
-    MEAN = "mean"
-    ZERO = "zero"
-    RESAMPLE = "resample"
-
-    @classmethod
-    def parse(cls, value: "str | AblationMode") -> "AblationMode":
-        if isinstance(value, AblationMode):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(m.value for m in cls)
-            raise ParameterError(f"unknown ablation mode {value!r}; valid: {valid}") from None
-
-    @property
-    def needs_corrupted_run(self) -> bool:
-        return self is not AblationMode.ZERO
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, CircuitScore
 from seqcirc_utils.scoring.attribution import attribution_scores
-from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS  # noqa: F401 - re-exported
+from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS, PruneMethod, SweepOrder  # noqa: F401
 from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
@@ -68,11 +68,9 @@ def check_thresholds(thresholds: Iterable[float]) -> list[float]:
     return sorted(set(out), reverse=True)
 
 
-def check_order(order: str) -> str:
-    """Validate a sweep order name (one of :data:`SWEEP_ORDERS`)."""
-    if order not in SWEEP_ORDERS:
-        raise ParameterError(f"unknown sweep order {order!r}; valid: {', '.join(SWEEP_ORDERS)}")
-    return order
+def check_order(order: SweepOrder | str) -> SweepOrder:
+    """Validate a sweep order name (one of :data:`SWEEP_ORDERS`; a :class:`SweepOrder` is its string)."""
+    return SweepOrder.parse(order)
 
 
 @dataclass
@@ -364,9 +362,9 @@ def _metric_from_fraction(ablator: Ablator, fraction: float) -> float:
 def prune(
     ablator: Ablator,
     thresholds: Sequence[float],
-    method: str = "sweep",
+    method: PruneMethod | str = PruneMethod.SWEEP,
     progress: bool = True,
-    order: str | None = None,
+    order: SweepOrder | str | None = None,
     minimal: bool = True,
     max_refine_passes: int | None = None,
 ) -> list[PruningResult]:
@@ -374,9 +372,8 @@ def prune(
     :func:`fast_prune` (``"fast"``, 1-minimal unless ``minimal=False``; ``max_refine_passes`` bounds
     its refinement). ``minimal`` and ``max_refine_passes`` do not apply to the sweep (its circuits
     record ``minimal=None``); ``order`` does not apply to the fast method."""
-    if method not in METHODS:
-        raise ParameterError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
-    if method == "sweep":
+    method = PruneMethod.parse(method)  # ParameterError naming the methods
+    if method == PruneMethod.SWEEP:
         return sweep_prune(ablator, thresholds, order=check_order(order or PAPER), progress=progress)
     if order is not None:
         raise ParameterError(f"order={order!r} applies to method='sweep' only; the fast method ranks by attribution")

@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import PruneMethod
 from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.discovery.pipeline import DRAW_GROWTH, HELDOUT_SEED_OFFSET, discovery_dataset, heldout_scores, resolve_metric, score_with_ci
 from seqcirc_utils.discovery.pruning import check_thresholds, prune, sweep_prune
@@ -250,8 +251,7 @@ def robustness_runs(
     bad = sorted(set(corruptions) - set(CORRUPTIONS))
     if bad:
         raise ParameterError(f"unknown corruption(s) {bad}; valid: {', '.join(CORRUPTIONS)}")
-    if method not in ("fast", "sweep"):
-        raise ParameterError(f"unknown pruning method {method!r}; valid: fast, sweep")
+    PruneMethod.parse(method)  # ParameterError naming the pruning methods
     check_thresholds([threshold])
 
     def data(s: int, corruption: str = BASE_CORRUPTION) -> TaskDataset:

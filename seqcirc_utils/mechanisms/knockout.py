@@ -49,7 +49,8 @@ from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
-from seqcirc_utils.core.types import AblationMode, Component, parse_component, sort_components
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component, parse_component, sort_components
 
 #: Prediction categories of :func:`categorise`, in display order.
 CATEGORIES = ("correct", "copy", "n-1", "n+1", "n+2", "n-2", "other member", "off-family")

@@ -30,9 +30,9 @@ from seqcirc_utils.core.errors import BaselineError, ParameterError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo, model_device
-from seqcirc_utils.core.options import METRICS
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset
-from seqcirc_utils.core.types import AblationMode, Circuit, Component, sort_components
+from seqcirc_utils.core.options import AblationMode, Metric
+from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 Hook = tuple[str, Callable]
 
@@ -185,12 +185,11 @@ class Ablator:
         info: ModelInfo,
         dataset: TaskDataset,
         mode: AblationMode | str = AblationMode.MEAN,
-        metric: str = "logit_diff",
+        metric: Metric | str = Metric.LOGIT_DIFF,
         positions: Sequence[int] | None = None,
     ) -> None:
-        if metric not in METRICS:
-            raise ParameterError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-        if metric == "prob_diff" and dataset.task != GREATER_THAN:
+        metric = Metric.parse(metric)  # ParameterError naming the metrics
+        if metric == Metric.PROB_DIFF and dataset.task != GREATER_THAN:
             raise ParameterError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
         self.model = model
         self.info = info
@@ -219,9 +218,9 @@ class Ablator:
         """The per-prompt metric of final-position ``logits`` ``[batch, d_vocab]``, ``[batch]``
         (logit difference in nats, PD in probability, KL to the full model in nats)."""
         ds = self.dataset
-        if self.metric == "logit_diff":
+        if self.metric == Metric.LOGIT_DIFF:
             return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids)
-        if self.metric == "prob_diff":
+        if self.metric == Metric.PROB_DIFF:
             groups = ds.greater_than_groups
             t = metrics.greater_than_thresholds(ds.years, len(groups))
             return metrics.greater_than_prob_diff(logits, t, groups)
@@ -240,7 +239,7 @@ class Ablator:
         """
         kept = set(kept)
         circuit = self.metric_values(self._run([c for c in self.info.components if c not in kept]))
-        if self.metric == "kl":
+        if self.metric == Metric.KL:
             if self._empty_kl_values is None:
                 self._empty_kl_values = self.metric_values(self._run(self.info.components))
             return circuit, self._empty_kl_values
@@ -248,7 +247,7 @@ class Ablator:
 
     def fraction_of_full(self, value: float) -> float:
         """``value`` as a fraction of the full model (for KL: 1 - KL / KL(everything ablated))."""
-        if self.metric == "kl":
+        if self.metric == Metric.KL:
             if self._empty_kl is None:
                 self._empty_kl = self.metric_value(self._run(self.info.components))
             return 1.0 - value / self._empty_kl
@@ -389,7 +388,7 @@ def check_baseline(ablator: Ablator, model_name: str = "") -> float:
     The denominator is the full model's metric (logit difference, PD) or, for KL, the KL of the
     everything-ablated model. Returns the checked value.
     """
-    if ablator.metric == "kl":
+    if ablator.metric == Metric.KL:
         value, what = ablator.metric_value(ablator.logits(ablator.info.components)), "everything-ablated KL"
     else:
         value, what = ablator.full_metric, f"full-model {ablator.metric}"

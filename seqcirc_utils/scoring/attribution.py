@@ -42,7 +42,7 @@ def differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tenso
     KL has a zero gradient at the full model and is refused.
     """
     if ablator.metric not in ("logit_diff", "prob_diff"):
-        raise ParameterError(f"no differentiable form of metric {ablator.metric!r}; valid: logit_diff, prob_diff")
+        raise ParameterError(f"no differentiable form of metric '{ablator.metric}'; valid: logit_diff, prob_diff")
     return ablator.metric_values(logits).mean()  # the one metric dispatch (Ablator.metric_values)
 
 

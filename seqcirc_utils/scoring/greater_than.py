@@ -32,7 +32,8 @@ from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_ho
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.core.stats import bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN
-from seqcirc_utils.core.types import AblationMode, Component
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component
 
 YEAR_MODES = {
     "two_digit": "two-digit year tokens: the final position's PD is exact (one pass)",

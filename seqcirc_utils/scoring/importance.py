@@ -23,7 +23,7 @@ from seqcirc_utils.scoring.attribution import attribution_scores
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.tasks.datasets import TaskDataset
-from seqcirc_utils.core.types import AblationMode
+from seqcirc_utils.core.options import AblationMode
 
 
 def estimated_drops(model, info: ModelInfo, dataset: TaskDataset, components=None, mode: AblationMode | str = "mean",

@@ -272,22 +272,21 @@ def _add_behaviour(sub) -> None:
 
 
 def _add_circuit(sub) -> None:
-    from seqcirc_utils.core.options import METHODS, METRICS, SWEEP_ORDERS
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode, Metric, PruneMethod, SweepOrder
 
     p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
     _common_dataset_args(p)
     p.add_argument("--thresholds", type=_thresholds, default="0.8",
                    help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
                         "(nested circuits, highest first; default %(default)s)")
-    p.add_argument("--method", choices=METHODS, default="sweep",
+    p.add_argument("--method", choices=PruneMethod.values(), default=PruneMethod.SWEEP.value,
                    help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
                         "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)")
-    p.add_argument("--order", choices=SWEEP_ORDERS, default=None,
-                   help=f"sweep order: %(choices)s (default: {SWEEP_ORDERS[0]}, the paper's)")
-    p.add_argument("--ablation", choices=[m.value for m in AblationMode], default=AblationMode.MEAN.value,
+    p.add_argument("--order", choices=SweepOrder.values(), default=None,
+                   help=f"sweep order: %(choices)s (default: {SweepOrder.PAPER.value}, the paper's)")
+    p.add_argument("--ablation", choices=AblationMode.values(), default=AblationMode.MEAN.value,
                    help="what replaces an ablated component: %(choices)s (default %(default)s)")
-    p.add_argument("--metric", choices=METRICS, default=None,
+    p.add_argument("--metric", choices=Metric.values(), default=None,
                    help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)")
     p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
     p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
@@ -547,10 +546,9 @@ def read_circuit_file(path: str, threshold: float) -> dict:
                            "(non-negative integers)")
     if not isinstance(record["model"], str) or not record["model"].strip():
         raise BadFileError(f"{where}: 'model' must be a model spec string, e.g. smollm2-135m")
-    from seqcirc_utils.core.options import METRICS
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode, Metric
 
-    for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
+    for key, valid in (("ablation", AblationMode.values()), ("metric", Metric.values())):
         if record.get(key) is not None and record[key] not in valid:
             raise BadFileError(f"{where}: unknown {key} {record[key]!r}; valid: {', '.join(valid)}")
     try:
@@ -563,12 +561,12 @@ def read_circuit_file(path: str, threshold: float) -> dict:
 
 def _add_edges(sub) -> None:
     p = sub.add_parser("edges", help="edge circuit inside a node circuit: path patching (exact) or EAP / EAP-IG")
-    from seqcirc_utils.core.options import EDGE_METHODS as METHODS
+    from seqcirc_utils.core.options import EdgeMethod
 
     p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
     p.add_argument("--threshold", type=_fraction, default=0.8,
                    help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file")
-    p.add_argument("--method", choices=METHODS, default="exact",
+    p.add_argument("--method", choices=EdgeMethod.values(), default=EdgeMethod.EXACT.value,
                    help="exact: path patching of every edge; eap / eap-ig: attribution-ranked (default %(default)s)")
     p.add_argument("--ig-steps", type=_int_at_least(1, "--ig-steps"), default=5,
                    help="integrated-gradient steps for eap-ig (default %(default)s)")

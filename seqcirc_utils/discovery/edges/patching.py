@@ -53,13 +53,13 @@ from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import HEAD_INPUTS, EdgeInput
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.core.types import Component, parse_component, sort_components
 
-LOGITS = "logits"
-HEAD_INPUTS = ("q", "k", "v")
-INPUTS = HEAD_INPUTS + ("mlp", LOGITS)
+LOGITS = EdgeInput.LOGITS.value
+INPUTS = EdgeInput.values()
 
 
 # --------------------------------------------------------------------------- edges

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.discovery.edges.attribution import edge_attribution
-from seqcirc_utils.core.options import EDGE_METHODS as METHODS
+from seqcirc_utils.core.options import EDGE_METHODS as METHODS, EdgeMethod  # noqa: F401 - METHODS re-exported
 from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges
 from seqcirc_utils.discovery.pruning import check_thresholds, largest_passing_prefix
 from seqcirc_utils.core.records import checked_json
@@ -251,7 +251,7 @@ def prune_edges(
     ablator: Ablator,
     components: Iterable[Component],
     threshold: float = 0.8,
-    method: str = "exact",
+    method: EdgeMethod | str = EdgeMethod.EXACT,
     ig_steps: int = 5,
     progress: bool = True,
     node_threshold: float | None = None,
@@ -276,8 +276,7 @@ def prune_edges(
     to ``>= threshold`` are removed.
     """
     threshold = check_thresholds([threshold])[0]
-    if method not in METHODS:
-        raise ParameterError(f"unknown edge pruning method {method!r}; valid: {', '.join(METHODS)}")
+    method = EdgeMethod.parse(method)  # ParameterError naming the edge methods
     t0, p0 = time.perf_counter(), ablator.forward_passes
     patcher = EdgePatcher(ablator, components)
     candidates = circuit_edges(ablator.info, patcher.components)
