@@ -12,7 +12,7 @@ from seqcirc_utils.core.errors import ParameterError, SeqcircError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.tasks.datasets import (
-    FAMILIES, GREATER_THAN, MIXED_FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, make_dataset, resolve_prefix,
+    FAMILIES, GREATER_THAN, MIXED_FAMILIES, PREFIX_MODES, TaskDataset, make_dataset, resolve_prefix,
 )
 
 DEFAULT_TEMPLATES = ("pure", "comma", "among_words", "mixed")
