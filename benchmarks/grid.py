@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from seqcirc_utils.core.results import RESULTS_ROOT_ENV
-from seqcirc_utils.workflow.grid import cell_id, default_workers, runs_root
+from seqcirc_utils.workflow.cluster import default_workers
+from seqcirc_utils.workflow.grid import cell_id, runs_root
 from seqcirc_utils.workflow.runner import REPO_ROOT, resolve_notebook
 
 

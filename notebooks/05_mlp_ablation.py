@@ -8,6 +8,8 @@
 #     display_name: Python 3
 #     language: python
 #     name: python3
+#   seqcirc_run:
+#     estimate_s: 137
 # ---
 
 # %% [markdown]

@@ -1,5 +1,6 @@
-"""The book: every notebook runs in smoke mode, the book builds with warnings as errors, and in a
-headless Chromium every page draws all of its charts with nothing requested from outside the machine.
+"""The book: every notebook runs in smoke mode (on 2 workers, see ``BOOK_WORKERS``), the book builds
+with warnings as errors, and in a headless Chromium every page draws all of its charts with nothing
+requested from outside the machine.
 
 The book is built in a temporary copy (``_config.yml``, ``_toc.yml``, ``book/``) so the working tree's
 ``book/executed``, ``results`` and ``_build`` are left alone. It builds whatever ``_toc.yml`` lists.
@@ -55,6 +56,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: Attributes through which a browser loads something (``<a href>`` is only a link and is not listed).
 RESOURCE_ATTRS = {"src", "srcset", "data", "poster", "background"}
 
+#: The smoke book runs on 2 single-threaded Dask workers, two notebooks at a time (``seqcirc run --workers 2``).
+BOOK_WORKERS = 2
 #: The tests of the built book run every notebook (in smoke mode) on its default, embedded model.
 BUILT_BOOK = (pytest.mark.book, pytest.mark.embedded, pytest.mark.slow)
 
@@ -172,7 +175,7 @@ def built_book(tmp_path_factory):
         if model := os.environ.get("SEQCIRC_BOOK_TEST_MODEL"):
             params["model"] = model
         runs = run_notebooks(find_notebooks(), params, out_dir=root / "book" / "executed", cwd=root,
-                             keep_going=True, progress=False)
+                             keep_going=True, progress=False, workers=BOOK_WORKERS)
         print(summary_table(runs))
         book_assets.build(root)
     finally:

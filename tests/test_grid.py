@@ -110,6 +110,8 @@ def test_cell_ids_are_stable_readable_and_distinct(tmp_path):
 def test_bad_grid_input_fails_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="01_grid_probe has no parameter sed; its parameters: fail, model, n_tokens"):
         plan_cells(PROBE, [{"sed": 0}])
+    with pytest.raises(ParameterError, match="01_grid_probe: parameter seed takes an integer; its default is 0, got 'x'"):
+        plan_cells(PROBE, [{"seed": 0}, {"seed": "x"}])  # a value of the wrong type, in any cell
     with pytest.raises(ParameterError, match="bad resource 'GPU'"):
         parse_resources("GPU")
     assert parse_resources("GPU=1,MEMORY=8e9") == {"GPU": 1.0, "MEMORY": 8e9}

@@ -223,9 +223,15 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     try:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if out_dir.exists():
+        if (out_dir / "config.json").exists():  # converted meanwhile by another process (parallel notebooks):
+            return out_dir                       # keep it, it may be loading from it right now
+        if out_dir.exists():  # a partial leftover
             shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:  # another process renamed its copy into place between the check and here
+            if not (out_dir / "config.json").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

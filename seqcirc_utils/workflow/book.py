@@ -287,7 +287,12 @@ def run_parameters(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def executed_runs(executed: Path) -> pd.DataFrame:
-    """One row per executed notebook: notebook, status, run, model, smoke, seconds, finished, parameters.
+    """One row per executed notebook: notebook, status, run, model, smoke, seconds, wall_seconds, worker,
+    finished, parameters.
+
+    ``seconds`` is papermill's duration (the kernel's execution); ``wall_seconds`` the whole run of
+    the notebook (kernel start-up included) and ``worker`` the Dask worker that ran it (``main``: a
+    sequential run), from the runner's cache record (empty for notebooks executed before they were recorded).
 
     ``run`` is ``"reused"`` when the last ``seqcirc run`` reused the cached executed notebook (inputs
     unchanged, see :mod:`seqcirc_utils.workflow.runner`), else ``"executed"``.
@@ -298,19 +303,22 @@ def executed_runs(executed: Path) -> pd.DataFrame:
     for path in sorted(executed.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         pm = nb.metadata.get("papermill", {})
+        record = nb.metadata.get("seqcirc") or {}
         params = run_parameters(nb.metadata)
         rows.append({
             "notebook": path.stem,
             "status": "failed" if pm.get("exception") else "ok",
-            "run": (nb.metadata.get("seqcirc") or {}).get("run", "executed"),
+            "run": record.get("run", "executed"),
             "model": params.get("model", ""),
             "smoke": bool(params.get("smoke", False)),
             "seconds": pm.get("duration"),
+            "wall_seconds": record.get("wall_seconds"),
+            "worker": record.get("worker", ""),
             "finished": (pm.get("end_time") or "")[:19].replace("T", " "),
             "parameters": ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())),
         })
-    return pd.DataFrame(rows, columns=["notebook", "status", "run", "model", "smoke", "seconds", "finished",
-                                       "parameters"])
+    return pd.DataFrame(rows, columns=["notebook", "status", "run", "model", "smoke", "seconds", "wall_seconds",
+                                       "worker", "finished", "parameters"])
 
 
 def book_model(runs: pd.DataFrame) -> str:
@@ -353,8 +361,12 @@ def runs_markdown(runs: pd.DataFrame) -> str:
         lines.append(f"\nReused from an earlier run (inputs unchanged; `seqcirc run --force` re-executes): "
                      f"{', '.join(reused)}. Their duration and finish time are those of that run.")
     total = pd.to_numeric(runs["seconds"], errors="coerce").sum()
-    columns = ["notebook", "status", *(["run"] if "run" in runs else []), "model", "seconds", "finished"]
-    table = runs[columns].rename(columns={"seconds": "duration (s)"})
+    timing = [c for c in ("wall_seconds", "worker") if c in runs and runs[c].notna().any() and (runs[c] != "").any()]
+    columns = ["notebook", "status", *(["run"] if "run" in runs else []), "model", "seconds", *timing, "finished"]
+    table = runs[columns].rename(columns={"seconds": "duration (s)", "wall_seconds": "wall time (s)"})
+    if "wall time (s)" in table:
+        table["wall time (s)"] = pd.to_numeric(table["wall time (s)"], errors="coerce").map(
+            lambda v: "" if pd.isna(v) else f"{v:.1f}")
     lines += ["", markdown_table(table), "", f"Total: {total:.0f} s. Parameters of each run:", ""]
     lines += [f"- `{r.notebook}`: `{r.parameters}`" for r in runs.itertuples()]
     return "\n".join(lines) + "\n"

@@ -329,25 +329,32 @@ def _add_run(sub) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="notebook name, with or without the NN_ prefix")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="notebook parameter; VALUE is parsed as JSON when possible (4, 0.5, true, [1,2]), else a string")
-    p.add_argument("--all", action="store_true", help="run every notebook in NN order")
+    p.add_argument("--all", action="store_true",
+                   help="run every notebook (appendices 90-99 after the chapters; see --workers)")
     p.add_argument("--keep-going", action="store_true", help="with several notebooks: do not stop at a failure")
     p.add_argument("--out-dir", default=str(EXECUTED_DIR), help="where executed notebooks go (default book/executed)")
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
     p.add_argument("--force", action="store_true",
                    help="execute even when the inputs are unchanged (default: reuse the cached executed notebook)")
+    p.add_argument("--workers", type=_int_at_least(1, "--workers"), default=None,
+                   help="with several notebooks: run them in parallel on an embedded Dask LocalCluster of this many "
+                        "single-threaded workers, longest first (default: one per core; 1 = one after another, "
+                        "in NN order, no Dask)")
 
     def run(args) -> int:
         _require_extras("book")
-        from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook, run_notebooks,
-                             summary_table)
+        from seqcirc_utils.workflow.cluster import default_workers
+        from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook,
+                                                   run_notebooks, summary_table)
 
         if args.all == bool(args.names):
             raise ParameterError("give notebook NAME(s) or --all (not both)")
         notebooks = (find_notebooks(args.notebooks_dir) if args.all
                      else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
         results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
-                                keep_going=args.keep_going, progress=not args.no_progress, force=args.force)
+                                keep_going=args.keep_going, progress=not args.no_progress, force=args.force,
+                                workers=args.workers or default_workers())
         print(summary_table(results))
         return 0 if all(r.ok for r in results) and len(results) == len(notebooks) else 1
 

@@ -69,14 +69,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.results import results_root as default_results_root, write_atomic
-from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key, effective_parameters, parse_value,
-                     run_notebook)
+from seqcirc_utils.workflow.cluster import default_workers, local_cluster, thread_environment, worker_name
+from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key,
+                                           check_parameter_types, effective_parameters, parse_value, run_notebook)
 
 #: Files a cell writes besides the notebook's results.
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
-#: Environment of each cell's kernel: one thread per cell (workers do not oversubscribe the cores).
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -244,7 +243,7 @@ def run_cell(spec: CellSpec) -> CellResult:
         from distributed import get_worker
 
         worker = get_worker().address
-    except Exception:  # not on a Dask worker (tests, a plain call)
+    except Exception:  # not on a Dask worker (tests, a plain call), or no distributed
         pass
     result = CellResult(spec.cell_id, spec.parameters, str(directory), ok=False, worker=worker)
     try:
@@ -254,9 +253,9 @@ def run_cell(spec: CellSpec) -> CellResult:
             "cell_id": spec.cell_id, "notebook": notebook.stem, "notebook_path": spec.notebook,
             "parameters": spec.parameters, "effective_parameters": effective_parameters(notebook, spec.parameters),
             "cache_key": cache_key(notebook, spec.parameters)})
-        env = {RESULTS_DIR_ENV: str(directory), **{v: str(spec.threads) for v in THREAD_ENV_VARS}}
+        env = {RESULTS_DIR_ENV: str(directory), **thread_environment(spec.threads)}
         run = run_notebook(notebook, spec.parameters, out_dir=directory, cwd=spec.cwd, progress=False,
-                           force=spec.force, env=env, not_results=(PARAMS_FILE, ERROR_FILE))
+                           force=spec.force, env=env, not_results=(PARAMS_FILE, ERROR_FILE), worker=worker_name())
         result.ok, result.reused, result.error = run.ok, run.reused, run.error
         if run.ok:
             (directory / ERROR_FILE).unlink(missing_ok=True)
@@ -294,13 +293,16 @@ def parse_resources(text: str | None) -> dict[str, float]:
 
 def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], results_root: str | Path | None = None,
                force: bool = False, threads: int = 1) -> list[CellSpec]:
-    """One :class:`CellSpec` per parameter dict; unknown parameter names raise :class:`ParameterError` (before any work)."""
+    """One :class:`CellSpec` per parameter dict; unknown parameter names and values of the wrong type
+    raise :class:`~seqcirc_utils.core.errors.ParameterError` (before any work)."""
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:
         raise ParameterError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
     if not cells:
         raise ParameterError("the grid has no cells")
+    for params in cells:
+        check_parameter_types(notebook, params)
     specs, seen = [], set()
     for params in cells:
         cid = cell_id(notebook, params)
@@ -330,25 +332,6 @@ def cached_cells(specs: Sequence[CellSpec]) -> dict[str, CellResult]:
             found[spec.cell_id] = CellResult(spec.cell_id, spec.parameters, spec.directory, ok=True, reused=True,
                                              seconds=time.perf_counter() - start)
     return found
-
-
-def default_workers() -> int:
-    """One worker per core this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def local_cluster(n_workers: int, resources: Mapping[str, float] | None = None):
-    """An embedded ``LocalCluster``: ``n_workers`` processes, one thread each, one BLAS/torch thread each."""
-    import logging
-
-    from distributed import LocalCluster
-
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        resources=dict(resources) if resources else None, silence_logs=logging.ERROR,
-                        env={v: "1" for v in THREAD_ENV_VARS})
 
 
 def _warn_missing_resources(client, resources: Mapping[str, float] | None) -> None:
