@@ -537,3 +537,25 @@ def test_representations_headline_reads_its_numbers():
     never = representations({"representations.json": {"families": ["digits"],
                                                        "headline": headline | {"order_first_layer": None}}})
     assert "At no depth" in never
+
+
+def test_missing_mathjax_is_one_line_naming_the_extra(monkeypatch, capsys):
+    """Without django-static-mathjax the build step says which extra to install (one line, exit 2)."""
+    import builtins
+
+    from seqcirc_utils.core.errors import MissingExtraError
+
+    real_import = builtins.__import__
+
+    def no_mathjax(name, *args, **kwargs):
+        if name == "mathjax":
+            raise ImportError("No module named 'mathjax'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mathjax)
+    with pytest.raises(MissingExtraError, match=r"pip install 'seqcirc\[book\]'"):
+        book_assets.mathjax_source()
+    monkeypatch.setattr(book_assets, "build", lambda root: book_assets.mathjax_source())
+    assert book_assets.main(["--root", "."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seqcirc[book]" in err[0]

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from seqcirc_utils.core.errors import MissingExtraError, SeqcircError
 from seqcirc_utils.core.results import results_root, write_atomic
 
 VENDOR = Path("book/_static/vendor")
@@ -86,11 +87,12 @@ def mathjax_source() -> Path:
     try:
         import mathjax  # provided by the PyPI package django-static-mathjax
     except ImportError:
-        raise RuntimeError("MathJax is not installed: pip install django-static-mathjax==3.2.2.1 "
-                           "(the book renders maths offline with it)") from None
+        raise MissingExtraError("MathJax is not installed (the book renders maths offline with it): "
+                                "pip install 'seqcirc[book]'") from None
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     if not (es5 / MATHJAX_ENTRY).is_file():
-        raise RuntimeError(f"{es5 / MATHJAX_ENTRY} not found; reinstall django-static-mathjax==3.2.2.1")
+        raise MissingExtraError(f"{es5 / MATHJAX_ENTRY} not found; reinstall the [book] extra: "
+                                "pip install --force-reinstall django-static-mathjax==3.2.2.1")
     return es5
 
 
@@ -452,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         written = build(Path(args.root))
-    except RuntimeError as err:
+    except SeqcircError as err:  # a user error (e.g. the [book] extra missing): one line; a bug: its traceback
         print(f"book_assets: error: {err}", file=sys.stderr)
         return 2
     for what, path in written.items():
