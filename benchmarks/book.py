@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.workflow.cluster import default_workers
 from seqcirc_utils.workflow.runner import EXECUTED_DIR, REPO_ROOT, find_notebooks, resolve_notebook
 
@@ -45,7 +46,7 @@ TIMING_KEY = re.compile(r"(^|_)(seconds|duration|elapsed)$")
 
 
 def _seqcirc(args: list[str], results: Path) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "SEQCIRC_RESULTS": str(results)}
+    env = {**os.environ, RESULTS_ROOT_ENV: str(results)}
     start = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True)

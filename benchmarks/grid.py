@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.workflow.cluster import default_workers
 from seqcirc_utils.workflow.grid import cell_id, runs_root
 from seqcirc_utils.workflow.runner import REPO_ROOT, resolve_notebook
 
 
 def _seqcirc(args: list[str], results: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQCIRC_RESULTS": str(results)}
+    env = {**os.environ, RESULTS_ROOT_ENV: str(results)}
     return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True)
 

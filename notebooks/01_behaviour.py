@@ -54,6 +54,7 @@ smoke = False  # tiny sizes for CI: few prompts, the pure template only
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
 from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
 from seqcirc_utils.models.loading import load_model
@@ -63,7 +64,7 @@ from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
 if prefix not in PREFIX_MODES:
     raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 templates = ("pure",) if smoke else DEFAULT_TEMPLATES
 if smoke:
     n_prompts = min(n_prompts, 8)
@@ -76,7 +77,7 @@ resolved = {}
 for p in prefixes:
     try:
         resolved[p] = resolve_prefix(lm.tokenizer, p)
-    except ValueError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
+    except SeqcircError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
         print(f"prefix {p}: {err}")
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
@@ -98,10 +99,10 @@ table.round(3)
 
 # %%
 ok = table[table["n"] > 0]
-plots.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direction",
-                             y_title="top-1 accuracy", title=f"{model}: top-1 accuracy"),
-             f"Top-1 accuracy per task (bars: templates; panels: directions), prompts with the {prefix} prefix. "
-             "Compare the two panels: decreasing sequences against increasing ones.")
+figures.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direction",
+                               y_title="top-1 accuracy", title=f"{model}: top-1 accuracy"),
+               f"Top-1 accuracy per task (bars: templates; panels: directions), prompts with the {prefix} prefix. "
+               "Compare the two panels: decreasing sequences against increasing ones.")
 
 # %% [markdown]
 # ## Logit difference
@@ -111,10 +112,10 @@ plots.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", 
 # model's logit difference is clearly positive.
 
 # %%
-plots.figure(plots.bar_chart(ok, x="task", y="logit_diff", color="template", column="direction",
-                             y_title="logit difference (nats)", title=f"{model}: logit(correct) - logit(last member)"),
-             "Mean logit difference (correct answer minus the last shown member) per task and template. "
-             "Look for bars near or below zero: there the full model barely prefers the answer.")
+figures.figure(plots.bar_chart(ok, x="task", y="logit_diff", color="template", column="direction",
+                               y_title="logit difference (nats)", title=f"{model}: logit(correct) - logit(last member)"),
+               "Mean logit difference (correct answer minus the last shown member) per task and template. "
+               "Look for bars near or below zero: there the full model barely prefers the answer.")
 
 # %% [markdown]
 # ## What the numbers say
@@ -172,11 +173,11 @@ display(ld.round(3))
 # %%
 ok_all = all_prefixes[all_prefixes["n"] > 0]
 acc_long = acc.melt(id_vars=["task", "direction"], var_name="prefix", value_name="top1_accuracy")
-plots.figure(plots.bar_chart(acc_long, x="task", y="top1_accuracy", color="prefix", column="direction",
-                             y_title="top-1 accuracy (mean over templates)",
-                             title=f"{model}: top-1 accuracy by prompt prefix"),
-             "Top-1 accuracy per task with each prompt prefix (bars), averaged over templates. "
-             "Where the bars of one task differ, the choice of first token changes what the model does.")
+figures.figure(plots.bar_chart(acc_long, x="task", y="top1_accuracy", color="prefix", column="direction",
+                               y_title="top-1 accuracy (mean over templates)",
+                               title=f"{model}: top-1 accuracy by prompt prefix"),
+               "Top-1 accuracy per task with each prompt prefix (bars), averaged over templates. "
+               "Where the bars of one task differ, the choice of first token changes what the model does.")
 
 # %%
 cols = [p for p in prefixes if p in acc.columns]

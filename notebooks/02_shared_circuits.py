@@ -56,16 +56,18 @@ from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matr
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
+from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, parse_component
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, thresholds, method = min(n_prompts, 12), [main_threshold], "fast"
     print(f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}; numbers are not results.")
 
 # %%
 lm, info = load_model(model, device=device)
+ablator_cache = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 records, datasets, ablators = {}, {}, {}
 for task in tasks:
@@ -92,11 +94,11 @@ reader_table(summary, [
 
 # %%
 full = pd.DataFrame([{"task": t, "n_components": len(info.components), "score": 100.0} for t in tasks])
-plots.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"]], full]),
-                                          title=f"{model}: circuit size vs % of full logit difference"),
-             "Circuit size (components kept) against the share of the full logit difference it keeps, one line per "
-             "task; the rightmost point is the full model. Look for where each line bends: below that size the "
-             "circuit loses the behaviour quickly.")
+figures.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"]], full]),
+                                            title=f"{model}: circuit size vs % of full logit difference"),
+               "Circuit size (components kept) against the share of the full logit difference it keeps, one line per "
+               "task; the rightmost point is the full model. Look for where each line bends: below that size the "
+               "circuit loses the behaviour quickly.")
 
 # %% [markdown]
 # ## The circuits at the main threshold
@@ -107,7 +109,7 @@ plots.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_compone
 main = {t: next(r for r in records[t] if abs(r["threshold"] - main_threshold) < 1e-9) for t in tasks}
 circuits = {t: Circuit.from_lists(r["heads"], r["mlps"]).components for t, r in main.items()}
 for t in tasks:
-    display(plots.figure(
+    display(figures.figure(
         plots.circuit_diagram(info.n_layers, info.n_heads, circuits[t],
                               title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %"),
         f"The {t} circuit at {100 * main_threshold:.0f} %: every head (circle) and MLP (square, right column) of "
@@ -128,9 +130,9 @@ display(overlap)
 display(head_overlap[["a", "b", "intersection", "union", "jaccard", "shared"]])
 display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** "
                  + (" ".join(map(str, shared)) or "none")))
-plots.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
-             f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
-             f"(right). The components with the longest bars are the {len(shared)} shared by every task.")
+figures.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
+               f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
+               f"(right). The components with the longest bars are the {len(shared)} shared by every task.")
 
 # %% [markdown]
 # ## Which single heads matter?
@@ -144,10 +146,11 @@ plots.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
 # circuit membership.
 
 # %%
-importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False).assign(task=t)
+importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False,
+                                        ablators=ablator_cache).assign(task=t)
                         for t in tasks])
 head_scores = estimated_drop_scores(importance, panel="task")
-display(plots.figure(
+display(figures.figure(
     plots.head_scores_panels(head_scores, title=f"{model}: estimated single-head ablation drop",
                              value_title="est. drop (points)"),
     "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
@@ -166,7 +169,7 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 # circuit that does well on another task's data carries that task's mechanism too.
 
 # %%
-cross = 100 * cross_task_scores(lm, info, circuits, datasets)
+cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablator_cache)
 write_json_atomic(out_dir / SharedCircuits.file, SharedCircuits(
     model=model, template=template, threshold=main_threshold, method=method, smoke=smoke,
     summary=summary.to_dict(orient="records"), overlap=overlap.to_dict(orient="records"),
@@ -234,13 +237,13 @@ shared_scores = shared_scores.rename(columns={"circuit": "threshold"})
 shared_scores.drop(columns=["components", "random_sd"])
 
 # %%
-display(plots.figure(
+display(figures.figure(
     plots.bar_chart(shared_scores, x="data", y="score", color="threshold",
                     y_title="% of full logit difference", title="the shared-by-all circuit scored on each task"),
     f"The components shared by all {len(tasks)} circuits at each threshold (colour), scored as a circuit on each "
     f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the random circuits of the "
     f"same size in the table above (random_mean, random_max)."))
-display(plots.figure(
+display(figures.figure(
     alt.hconcat(*[plots.overlap_chart(by_threshold[thr], title=f"{100 * thr:.0f} %") for thr in by_threshold]),
     "Membership of every task's circuit at each threshold (one panel per threshold, highest left; filled = kept) and "
     "how many tasks keep each component (bars). The components with full bars form the shared-by-all circuit."))

@@ -54,11 +54,12 @@ from seqcirc_utils.evaluation.compare import (analogous_ablation, cross_task_sco
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThresholds
+from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.stats import spearman
 from seqcirc_utils.core.types import Circuit
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, n_random = min(n_prompts, 12), min(n_random, 2)
     ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
@@ -68,6 +69,7 @@ if smoke:
 
 # %%
 lm, info = load_model(model, device=device)
+ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 # Greater-than is scored by PD on all prompts (Hanna et al. do not filter to correct answers).
 gt_records, gt_data, _ = discover(lm, info, model, "greater_than", [threshold], method=method,
@@ -91,16 +93,16 @@ circuit_table
 
 # %%
 for t, comps in circuits.items():
-    display(plots.figure(
+    display(figures.figure(
         plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{t} circuit ({len(comps)} components)"),
         f"The {t} circuit at {100 * threshold:.0f} % of its metric: every head (circle) and MLP (square, right column), "
         f"the {len(comps)} kept ones red, layer 0 at the bottom. Compare with the other task's circuit."))
 overlap = overlap_table(circuits)
 heads_overlap = overlap_table(circuits, kind="head")
 display(pd.concat([overlap.assign(kind="all"), heads_overlap.assign(kind="heads")]))
-plots.figure(plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
-             f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
-             "count the tasks keeping each. Components with a bar of 2 are shared.")
+figures.figure(plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
+               f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
+               "count the tasks keeping each. Components with a bar of 2 are shared.")
 
 # %% [markdown]
 # ## Analogous ablation
@@ -117,11 +119,11 @@ rows = []
 for source, target in (("greater_than", sequence_task), (sequence_task, "greater_than")):
     sub = [c for c in circuits[source] if c.is_head]
     for where, within in (("full model", None), (f"{target} circuit", circuits[target])):
-        res = analogous_ablation(lm, info, data[target], sub, within=within)
+        res = analogous_ablation(lm, info, data[target], sub, within=within, ablators=ablators)
         rows.append({"ablated": f"{source} heads", "task scored": target, "inside": where, "samples": 1,
                      "n_ablated": res["n_ablated"], "before_%": 100 * res["before"], "after_%": 100 * res["after"],
                      "drop_points": 100 * res["drop"]})
-        draws = [analogous_ablation(lm, info, data[target], heads, within=within)
+        draws = [analogous_ablation(lm, info, data[target], heads, within=within, ablators=ablators)
                  for heads in matched_random_heads(info, sub, within, n_samples=n_random, seed=seed)]
         mean = {k: 100 * sum(d[k] for d in draws) / len(draws) for k in ("before", "after", "drop")}
         rows.append({"ablated": "random heads", "task scored": target, "inside": where, "samples": len(draws),
@@ -140,11 +142,11 @@ ablation
 # rank correlation of the two estimated drops over all heads measures how far that holds.
 
 # %%
-importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads, progress=False).assign(task=t)
+importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads, progress=False, ablators=ablators).assign(task=t)
                         for t in circuits])
 per_task = importance.pivot(index="component", columns="task", values="estimated_drop")[list(circuits)]
 rank_correlation = spearman(per_task["greater_than"], per_task[sequence_task])
-display(plots.figure(
+display(figures.figure(
     alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
                                      title=t, value_title="est. drop (points)") for t in circuits],
                 title=f"{model}: estimated single-head ablation drop, each task's own metric"),
@@ -158,7 +160,7 @@ exact_columns = ["task", "component", "drop_points", "estimated_drop"]
 exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)
 
 # %%
-cross = 100 * cross_task_scores(lm, info, circuits, data)
+cross = 100 * cross_task_scores(lm, info, circuits, data, ablators=ablators)
 shared = shared_components(circuits, kind="head")
 write_json_atomic(out_dir / GreaterThanOverlap.file, GreaterThanOverlap(
     model=model, threshold=threshold, method=method, smoke=smoke, sequence_task=sequence_task,
@@ -237,7 +239,7 @@ drops = pd.concat([
     sharing.assign(ablated="greater-than heads", drop=sharing["ref_in_task_drop"]),
     sharing.assign(ablated="random heads", drop=sharing["ref_in_task_random"])])
 drops["line"] = drops["task"] + ", " + drops["ablated"]
-plots.figure(
+figures.figure(
     alt.hconcat(
         plots.size_performance_curve(sharing, x="threshold", y="shared_heads", color="task",
                                      title="heads shared with greater-than", y_title="shared heads"),

@@ -49,12 +49,13 @@ from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circ
 from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, shared_components
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import DecreasingCircuits, StepKCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
     steps, step_families = [s for s in steps if s in (1, step_k)], [task]
@@ -62,6 +63,7 @@ if smoke:
 
 # %%
 lm, info = load_model(model, device=device)
+ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 records, datasets, circuits = {}, {}, {}
 for direction in directions:
@@ -80,7 +82,7 @@ summary
 
 # %%
 for name, comps in circuits.items():
-    display(plots.figure(
+    display(figures.figure(
         plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{task} {name}: {len(comps)} components"),
         f"The {task} circuit for {name} ({name.split('-')[0]}reasing, {name.split('-')[-1]} members shown): the "
         f"{len(comps)} kept heads (circles) and MLPs (squares, right column) in red, layer 0 at the bottom. Compare "
@@ -95,10 +97,11 @@ for name, comps in circuits.items():
 # and not the other carry the direction.
 
 # %%
-importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False).assign(config=n)
+importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False,
+                                        ablators=ablators).assign(config=n)
                         for n in datasets])
 head_scores = estimated_drop_scores(importance, panel="config")
-display(plots.figure(
+display(figures.figure(
     plots.head_scores_panels(head_scores, title=f"{task}: estimated single-head ablation drop",
                              value_title="est. drop (points)"),
     "Estimated drop (points of the logit difference) when one head alone is mean-ablated, one panel per "
@@ -116,7 +119,7 @@ exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")
 
 # %%
 overlap = overlap_table(circuits, kind="head")
-cross = 100 * cross_task_scores(lm, info, circuits, datasets)
+cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablators)
 shared = shared_components(circuits, kind="head")
 write_json_atomic(out_dir / DecreasingCircuits.file, DecreasingCircuits(
     model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke,
@@ -127,9 +130,9 @@ write_json_atomic(out_dir / DecreasingCircuits.file, DecreasingCircuits(
     single_head_ablation=frame_records(exact[exact_columns]),
 ))
 display(overlap[["a", "b", "size_a", "size_b", "intersection", "jaccard"]])
-display(plots.figure(plots.overlap_chart(circuits, title="circuit membership per configuration"),
-                     f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
-                     f"{len(circuits)} share it (right); the longest bars are the {len(shared)} heads in every circuit."))
+display(figures.figure(plots.overlap_chart(circuits, title="circuit membership per configuration"),
+                       f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
+                       f"{len(circuits)} share it (right); the longest bars are the {len(shared)} heads in every circuit."))
 cross
 
 # %%
@@ -164,6 +167,7 @@ display(Markdown(
 from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.errors import SeqcircError
 
 step_rows = []
 for fam in step_families:
@@ -172,14 +176,14 @@ for fam in step_families:
         try:
             ds_k = make_dataset(lm.tokenizer, fam, model_name=model, template=template, step=k, length=step_length,
                                 n=n_prompts, seed=seed, prefix=prefix)
-        except ValueError as err:
+        except SeqcircError as err:  # this step does not fit the tokenizer or the family
             step_rows.append({**base, "n": 0, "distinct_prompts": 0, "error": str(err)})
             continue
         step_rows.append({**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k)})
 step_behaviour = pd.DataFrame(step_rows)
 step_ok = step_behaviour[step_behaviour["n"] > 0]
 if len(step_ok):
-    display(plots.figure(
+    display(figures.figure(
         plots.bar_chart(step_ok.assign(accuracy_pct=100 * step_ok["top1_accuracy"]), x="step", y="accuracy_pct",
                         color="family", y_title="top-1 accuracy (%)", title=f"{model}: step-k sequences"),
         f"Top-1 accuracy on increasing sequences of step k ({step_length} members shown, {template} template), per "
@@ -201,7 +205,7 @@ try:
                                                  progress=False)
         records[base_name] = recs1[0]
         circuits[base_name] = Circuit.from_lists(recs1[0]["heads"], recs1[0]["mlps"]).components
-except ValueError as err:  # too few correct prompts, or no step-k sequence fits the tokenizer
+except SeqcircError as err:  # too few correct prompts, or no step-k sequence fits the tokenizer
     step_error = str(err)
 if step_error is None:
     step_circuits = {base_name: circuits[base_name],
@@ -213,10 +217,11 @@ if step_error is None:
         for n, r in ((base_name, records[base_name]), (step_name, step_record))])
     step_overlap = pd.concat([overlap_table(step_circuits).assign(kind="all"),
                               overlap_table(step_circuits, kind="head").assign(kind="heads")], ignore_index=True)
-    step_cross = 100 * cross_task_scores(lm, info, step_circuits, {n: datasets[n] for n in step_circuits})
+    step_cross = 100 * cross_task_scores(lm, info, step_circuits, {n: datasets[n] for n in step_circuits},
+                                         ablators=ablators)
     display(step_summary)
     display(step_overlap[["kind", "a", "b", "size_a", "size_b", "intersection", "jaccard", "shared"]])
-    display(plots.figure(
+    display(figures.figure(
         plots.overlap_chart(step_circuits, title=f"step 1 vs step {step_k}"),
         f"Components of the step-1 and step-{step_k} {task} circuits ({step_length} members shown; filled = kept) and "
         "how many of the two keep each (bars)."))
@@ -239,7 +244,7 @@ if step_error is None:
     display(ov_groups)
     ov_top = ov[ov["in_step_circuit"]].sort_values(add_kind, ascending=False).head(10)
     display(ov_top[["component", "copy", "next", add_kind, "in_step1_circuit"]].round(3))
-display(plots.figure(
+display(figures.figure(
     plots.head_heatmap(plots.head_frame(ov, add_kind), title=f"{task}: OV {add_kind} score", value_title="score",
                        diverging=False),
     f"Add-{step_k} OV score of every head ({task}, top-1 over the family's members): the fraction of members whose "

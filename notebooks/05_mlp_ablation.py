@@ -54,8 +54,9 @@ length_prompts = 16  # prompts per (direction, length) before filtering to corre
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
-from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
+from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.discovery.edges.attribution import edge_attribution
@@ -65,7 +66,7 @@ from seqcirc_utils.core.result_records import MlpAblation
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, Component
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, tasks, top_neurons = min(n_prompts, 12), tasks[:1], min(top_neurons, 5)
     key_mlps, patch_top, length_values, length_prompts = 1, min(patch_top, 2), length_values[-1:], min(length_prompts, 12)
@@ -76,18 +77,19 @@ if direction not in ("increasing", "decreasing") or patch_within not in ("model"
 
 # %%
 lm, info = load_model(model, device=device)
+ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 datasets = {t: discovery_dataset(lm, model, t, template=template, direction=direction, n=n_prompts, seed=seed,
                                 prefix=prefix) for t in tasks}
 effects = pd.concat([
-    single_component_effects(lm, info, ds, info.mlps, progress=False).assign(task=t) for t, ds in datasets.items()])
+    single_component_effects(lm, info, ds, info.mlps, progress=False, ablators=ablators).assign(task=t) for t, ds in datasets.items()])
 effects["kept_%"] = 100 * effects["fraction"]
 effects.pivot(index="component", columns="task", values="kept_%").loc[[str(m) for m in info.mlps]]
 
 # %%
-plots.figure(plots.bar_chart(effects, x="component", y="kept_%", color="task", sort=[str(m) for m in info.mlps],
-                             y_title="% of full logit difference kept", title=f"{model}: ablating one MLP at a time"),
-             "Share of the full logit difference left when one MLP alone is mean-ablated, per MLP (layer order) and "
-             "task. Bars far below 100 % (or below zero) mark the MLPs a task cannot do without.")
+figures.figure(plots.bar_chart(effects, x="component", y="kept_%", color="task", sort=[str(m) for m in info.mlps],
+                               y_title="% of full logit difference kept", title=f"{model}: ablating one MLP at a time"),
+               "Share of the full logit difference left when one MLP alone is mean-ablated, per MLP (layer order) and "
+               "task. Bars far below 100 % (or below zero) mark the MLPs a task cannot do without.")
 
 # %% [markdown]
 # ## Neurons of the key MLP
@@ -101,7 +103,7 @@ plots.figure(plots.bar_chart(effects, x="component", y="kept_%", color="task", s
 first = tasks[0]
 key = effects[effects["task"] == first].sort_values("fraction").iloc[0]
 key_mlp = Component(int(key["layer"]), "mlp")
-ab = get_ablator(lm, info, datasets[first])
+ab = ablators.get(lm, info, datasets[first])
 neurons = [Component(key_mlp.layer, "neuron", i) for i in range(info.d_mlp)]
 neuron_attr = attribution_scores(ab, neurons).sort_values()
 worst = [Component(key_mlp.layer, "neuron", int(n.split(".N")[1])) for n in neuron_attr.index[:top_neurons]]
@@ -130,7 +132,7 @@ later = effects[effects["layer"] > 0].sort_values("fraction")
 key_by_task = {t: [Component(int(l), "mlp") for l in later[later["task"] == t]["layer"].head(key_mlps)] for t in tasks}
 patch_rows, circuit_rows = [], []
 for t in tasks:
-    ab = get_ablator(lm, info, datasets[t])
+    ab = ablators.get(lm, info, datasets[t])
     comps = set(info.components)
     if patch_within == "circuit":
         records, _, ab = discover(lm, info, model, t, [threshold], method=circuit_method, template=template,
@@ -167,7 +169,7 @@ for d in length_directions:
         try:
             ds_len = discovery_dataset(lm, model, length_task, template=template, direction=d, length=n_members,
                                        n=length_prompts, seed=seed, prefix=prefix, min_prompts=4 if smoke else 8)
-        except ValueError as err:  # too few correct prompts, or no sequence fits the tokenizer
+        except SeqcircError as err:  # too few correct prompts, or no sequence fits the tokenizer
             length_skipped[f"{d}-{n_members}"] = str(err)
             continue
         length_rows.append(single_component_effects(lm, info, ds_len, info.mlps, progress=False)
@@ -179,7 +181,7 @@ by_length = pd.concat(length_rows, ignore_index=True) if length_rows else pd.Dat
 by_length["kept_%"] = 100 * by_length["fraction"]
 by_length["config"] = by_length["direction"].str[:3] + "-" + by_length["length"].astype(str)
 if len(by_length):
-    display(plots.figure(
+    display(figures.figure(
         plots.bar_chart(by_length, x="component", y="kept_%", color="config", sort=[str(m) for m in info.mlps],
                         y_title="% of full logit difference kept", title=f"{length_task}: one MLP ablated, by length"),
         f"Share of the full logit difference left when one MLP alone is mean-ablated, {length_task} prompts per "

@@ -66,7 +66,7 @@ from seqcirc_utils.core.results import frame_records, results_dir, write_json_at
 from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import parse_component
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, families, max_offset = min(n_prompts, 8), families[:1], min(max_offset, 2)
     print(f"SMOKE MODE: {n_prompts} prompts, families {families}, max_offset {max_offset}; numbers are not results.")
@@ -122,13 +122,13 @@ def offset_panels(part: pd.DataFrame, score: str, title: str) -> alt.HConcatChar
 
 
 for (f, p), part in table.groupby(["family", "prompts"], sort=False):
-    display(plots.figure(offset_panels(part, "member", f"{f}, {p} prompts: member i -> member i-k"),
-                         f"Mean attention from each {f} member to the member k places before it, {p} prompts, one "
-                         "panel per k, layer 0 at the top. Bright cells at k=1 are previous-member heads; compare "
-                         "with the token-offset figure that follows."))
-    display(plots.figure(offset_panels(part, "token", f"{f}, {p} prompts: member at p -> token at p-k"),
-                         f"Mean attention from each {f} member to the token k positions before it, {p} prompts. "
-                         "A head bright here but not in the member figure follows positions, not members."))
+    display(figures.figure(offset_panels(part, "member", f"{f}, {p} prompts: member i -> member i-k"),
+                           f"Mean attention from each {f} member to the member k places before it, {p} prompts, one "
+                           "panel per k, layer 0 at the top. Bright cells at k=1 are previous-member heads; compare "
+                           "with the token-offset figure that follows."))
+    display(figures.figure(offset_panels(part, "token", f"{f}, {p} prompts: member at p -> token at p-k"),
+                           f"Mean attention from each {f} member to the token k positions before it, {p} prompts. "
+                           "A head bright here but not in the member figure follows positions, not members."))
 
 # %% [markdown]
 # ## Same-type against positional heads
@@ -143,10 +143,10 @@ for f, part in table.groupby("family", sort=False):
     charts = [plots.head_heatmap(plots.head_frame(sub, "same_type_k1"), title=f"{p} prompts",
                                  value_title="member_k1 - token_k1", diverging=True)
               for p, sub in part.groupby("prompts", sort=False)]
-    display(plots.figure(alt.hconcat(*charts, title=f"{f}: same-type contrast at k=1").resolve_scale(color="shared"),
-                         f"Same-type contrast member_k1 - token_k1 for {f}, one panel per prompt set. Red heads follow "
-                         "the previous member, blue heads the previous token; the spaced panel is the one that tells "
-                         "them apart."))
+    display(figures.figure(alt.hconcat(*charts, title=f"{f}: same-type contrast at k=1").resolve_scale(color="shared"),
+                           f"Same-type contrast member_k1 - token_k1 for {f}, one panel per prompt set. Red heads follow "
+                           "the previous member, blue heads the previous token; the spaced panel is the one that tells "
+                           "them apart."))
 
 # %% [markdown]
 # The strongest previous-member heads on the irregularly spaced prompts (the test that separates the
@@ -199,7 +199,7 @@ for f in families:
 # %%
 for f in families:
     part = summary[summary["family"] == f]
-    display(plots.figure(alt.hconcat(
+    display(figures.figure(alt.hconcat(
         plots.head_heatmap(plots.head_frame(part[part["prompts"] == attention_template], "final_to_last_member"),
                            title=f"final -> last member ({attention_template})", value_title="attention"),
         plots.head_heatmap(plots.head_frame(part[part["prompts"] == "spaced"], "member_to_prev_member"),
@@ -221,12 +221,12 @@ for f in families:
     best = parse_component(spaced_table[f].nlargest(1, "member_k1")["component"].iloc[0])
     matrix = member_to_member_matrix(att[f, "spaced"], best)
     patterns[f] = AttentionPattern.from_frame(best, matrix, description=f"{f}: member -> member, spaced prompts")
-    display(plots.figure(plots.matrix_heatmap(plots.matrix_frame(matrix, row="query member", col="key member"),
-                                              row="query member", col="key member", value_title="attention",
-                                              title=f"{f}: {best} member -> member attention (spaced prompts)"),
-                         f"Mean attention of {best}, the top previous-member head for {f}, from each member (rows) to "
-                         "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
-                         "attends to the previous member wherever it is."))
+    display(figures.figure(plots.matrix_heatmap(plots.matrix_frame(matrix, row="query member", col="key member"),
+                                                row="query member", col="key member", value_title="attention",
+                                                title=f"{f}: {best} member -> member attention (spaced prompts)"),
+                           f"Mean attention of {best}, the top previous-member head for {f}, from each member (rows) to "
+                           "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
+                           "attends to the previous member wherever it is."))
 
 _ = write_json_atomic(results_dir(model) / InductionOffsets.file, InductionOffsets(
     model=model, n_prompts=n_prompts, seed=seed, smoke=smoke, families=families,

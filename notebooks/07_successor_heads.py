@@ -62,6 +62,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
 from seqcirc_utils.mechanisms.attention import attention_summary, dataset_member_attention, final_to_member_table
 from seqcirc_utils.discovery.pipeline import discovery_dataset
@@ -73,7 +74,7 @@ from seqcirc_utils.core.result_records import SuccessorHeads
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import parse_component
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if focus not in families:
     families = [focus, *families]
 if smoke:
@@ -94,7 +95,7 @@ scores, skipped = {}, {}
 for f in families:
     try:
         scores[f] = ov_scores(lm, f, kinds=kinds, top_k=top_k, over=over, embedding=embedding, progress=False)
-    except ValueError as err:  # e.g. fewer than two single-token members for this tokenizer
+    except SeqcircError as err:  # e.g. fewer than two single-token members for this tokenizer
         skipped[f] = str(err)
 families = list(scores)
 members = {f: len(family_tokens(lm.tokenizer, f)) for f in families}
@@ -114,14 +115,14 @@ overview.round(3)
 # One layer x head grid per family (layer 0 at the top), on a shared colour scale.
 
 # %%
-display(plots.figure(
+display(figures.figure(
     alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[f], "next"), title=f, value_title="next score",
                                      diverging=False) for f in families],
                 title=f"{model}: OV next score (top-{top_k} over {over})").resolve_scale(color="shared"),
     "OV successor (next) score of every head, one panel per family, layer 0 at the top: the fraction of members whose "
     "successor is the head's top output. Bright cells are successor heads; one bright in every panel is a successor "
     "head for all families."))
-display(plots.figure(
+display(figures.figure(
     alt.hconcat(*[plots.head_heatmap(plots.head_frame(scores[focus], k), title=k, value_title="score",
                                      diverging=False) for k in kinds],
                 title=f"{focus}: every score kind").resolve_scale(color="shared"),
@@ -149,10 +150,10 @@ by_family = pd.concat([scores[f].assign(family=f) for f in families]).pivot_tabl
     index="component", columns="family", values="next", sort=False)[families]
 shared = by_family.assign(mean=by_family.mean(axis=1)).sort_values("mean", ascending=False).head(2 * top_n)
 display(shared.round(3))
-plots.figure(plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="family"), row="head",
-                                  col="family", value_title="next score", title="next score of the heads best on average"),
-             "Next score of the heads with the highest mean over families (rows, best first), per family (columns). "
-             "A row dark across all columns is a head that computes the successor whatever the family.")
+figures.figure(plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head", col="family"), row="head",
+                                    col="family", value_title="next score", title="next score of the heads best on average"),
+               "Next score of the heads with the highest mean over families (rows, best first), per family (columns). "
+               "A row dark across all columns is a head that computes the successor whatever the family.")
 
 # %% [markdown]
 # ## The top next head of the focus family
@@ -165,15 +166,15 @@ plots.figure(plots.matrix_heatmap(plots.matrix_frame(shared[families], row="head
 best = parse_component(top_heads(scores[focus], "next", 1)["component"][0])
 ov_table = ov_member_table(lm, best, focus, embedding=embedding)
 qk = qk_table(lm, best, focus, embedding=embedding)
-display(plots.figure(plots.matrix_heatmap(plots.matrix_frame(ov_table, row="attended member", col="output member"),
-                                          row="attended member", col="output member", value_title="logit",
-                                          title=f"{focus}: {best} OV circuit"),
-                     f"What {best} writes (columns, as logits) when it attends to each {focus} member (rows). A successor "
-                     "head has its darkest cell of each row just right of the diagonal."))
-plots.figure(plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"), row="query member",
-                                  col="key member", value_title="attention", title=f"{focus}: {best} QK circuit (softmax)"),
-             f"Where {best} would attend from each query member (rows) among the members (columns), softmax per row. "
-             "Look at whether a row prefers one key member, or attends evenly.")
+display(figures.figure(plots.matrix_heatmap(plots.matrix_frame(ov_table, row="attended member", col="output member"),
+                                            row="attended member", col="output member", value_title="logit",
+                                            title=f"{focus}: {best} OV circuit"),
+                       f"What {best} writes (columns, as logits) when it attends to each {focus} member (rows). A successor "
+                       "head has its darkest cell of each row just right of the diagonal."))
+figures.figure(plots.matrix_heatmap(plots.matrix_frame(qk, row="query member", col="key member"), row="query member",
+                                    col="key member", value_title="attention", title=f"{focus}: {best} QK circuit (softmax)"),
+               f"Where {best} would attend from each query member (rows) among the members (columns), softmax per row. "
+               "Look at whether a row prefers one key member, or attends evenly.")
 
 # %% [markdown]
 # ### Attention on prompts
@@ -192,12 +193,12 @@ f2m = final_to_member_table(att).set_index("component")
 att_summary = attention_summary(att).set_index("component")
 top_next = top_heads(scores[focus], "next", top_n)["component"].tolist()
 display(pd.concat([f2m.loc[top_next], att_summary.loc[top_next, ["final_to_bos"]]], axis=1).round(3))
-plots.figure(plots.matrix_heatmap(plots.matrix_frame(f2m.loc[top_next], row="head", col="member"), row="head",
-                                  col="member", value_title="attention",
-                                  title=f"{focus}: final position -> members, top next heads"),
-             f"Mean attention from the final position to each member (columns; m-1 is the last one shown) for the top "
-             f"{len(top_next)} next heads (rows) on {len(ds)} correctly answered prompts. A successor head used by the "
-             "model attends to the last member, where the answer's predecessor is.")
+figures.figure(plots.matrix_heatmap(plots.matrix_frame(f2m.loc[top_next], row="head", col="member"), row="head",
+                                    col="member", value_title="attention",
+                                    title=f"{focus}: final position -> members, top next heads"),
+               f"Mean attention from the final position to each member (columns; m-1 is the last one shown) for the top "
+               f"{len(top_next)} next heads (rows) on {len(ds)} correctly answered prompts. A successor head used by the "
+               "model attends to the last member, where the answer's predecessor is.")
 
 # %% [markdown]
 # ## Direct logit attribution
@@ -215,13 +216,13 @@ head_dla = dla_table[dla_table["kind"] == "head"].assign(
 display(top_parts.round(3))
 print(f"parts sum to {float(dla.values.sum(0).mean()):.3f} nats; the model's mean logit difference is "
       f"{float(dla.logit_diff.mean()):.3f} nats")
-plots.figure(alt.hconcat(plots.bar_chart(top_parts, x="component", y="mean", sort=list(top_parts["component"]),
-                                         y_title="mean DLA (nats)", title="largest parts"),
-                         plots.head_heatmap(plots.head_frame(head_dla, "mean"), title="every head",
-                                            value_title="DLA (nats)"),
-                         title=f"{focus}: direct logit attribution"),
-             "Direct contribution to logit(correct) - logit(last member), in nats: the parts with the largest magnitude "
-             f"(left) and every head (right, layer 0 at the top). Is {best} among the large ones?")
+figures.figure(alt.hconcat(plots.bar_chart(top_parts, x="component", y="mean", sort=list(top_parts["component"]),
+                                           y_title="mean DLA (nats)", title="largest parts"),
+                           plots.head_heatmap(plots.head_frame(head_dla, "mean"), title="every head",
+                                              value_title="DLA (nats)"),
+                           title=f"{focus}: direct logit attribution"),
+               "Direct contribution to logit(correct) - logit(last member), in nats: the parts with the largest magnitude "
+               f"(left) and every head (right, layer 0 at the top). Is {best} among the large ones?")
 
 # %% [markdown]
 # ## Logit lens: where the answer first becomes top-1
@@ -237,12 +238,12 @@ first = first_top1_summary(lens)
 first_long = first.assign(layer=first["layer"].map(lambda l: "never" if l == -2 else str(l))).melt(
     id_vars="layer", var_name="measure", value_name="prompts")
 display(first)
-plots.figure(plots.bar_chart(first_long, x="layer", y="prompts", color="measure",
-                             sort=list(first_long["layer"].drop_duplicates()),
-                             title=f"{focus}: first layer with the answer top-1 ({len(lens_ds)} prompts)"),
-             "Number of prompts whose answer first becomes (first_top1) and stays (stable_top1) the logit lens's top-1 "
-             f"token at each layer. The layer where the bars peak is where the answer forms; compare with {best}'s "
-             f"layer ({best.layer}).")
+figures.figure(plots.bar_chart(first_long, x="layer", y="prompts", color="measure",
+                               sort=list(first_long["layer"].drop_duplicates()),
+                               title=f"{focus}: first layer with the answer top-1 ({len(lens_ds)} prompts)"),
+               "Number of prompts whose answer first becomes (first_top1) and stays (stable_top1) the logit lens's top-1 "
+               f"token at each layer. The layer where the bars peak is where the answer forms; compare with {best}'s "
+               f"layer ({best.layer}).")
 
 # %% [markdown]
 # ### The logit lens by sequence length
@@ -261,7 +262,7 @@ for d in lens_directions:
         try:
             ds_len = discovery_dataset(lm, model, focus, template=lens_template, direction=d, length=n_members,
                                        n=max(n_prompts, 2 * n_lens_length), seed=seed, prefix=prefix, min_prompts=2)
-        except ValueError as err:  # no sequence fits, or no prompt answered correctly
+        except SeqcircError as err:  # no sequence fits, or no prompt answered correctly
             lens_skipped[f"{d}-{n_members}"] = str(err)
             continue
         res = dataset_logit_lens(lm, ds_len.subset(list(range(min(n_lens_length, len(ds_len))))), progress=False)
@@ -278,7 +279,7 @@ lens_by_length = pd.DataFrame(lens_rows, columns=["direction", "length", "prompt
 for name, err in lens_skipped.items():
     display(Markdown(f"**{focus} {name} skipped:** {err}"))
 if len(lens_by_length):
-    display(plots.figure(
+    display(figures.figure(
         plots.size_performance_curve(lens_by_length.melt(id_vars=["direction", "length"],
                                                          value_vars=["median_first_top1", "median_stable_top1"],
                                                          var_name="measure", value_name="layer")

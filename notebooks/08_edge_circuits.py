@@ -64,7 +64,7 @@ from seqcirc_utils.core.result_records import EdgeCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, tasks, exact_sample, ig_steps = min(n_prompts, 8), tasks[:1], min(exact_sample, 8), min(ig_steps, 2)
     print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges; numbers are not results.")
@@ -104,7 +104,7 @@ summary
 
 # %%
 for task, r in results.items():
-    display(plots.figure(
+    display(figures.figure(
         plots.circuit_diagram(info.n_layers, info.n_heads, r.connected, edges=r.edge_pairs(),
                               title=f"{task}: {len(r.connected_edges)} edges among {len(r.connected)} connected "
                                     f"nodes ({len(r.dangling)} of {len(r.components)} node-circuit nodes dangle)"),
@@ -133,11 +133,11 @@ write_json_atomic(out_dir / EdgeCircuits.file, EdgeCircuits(
     model=model, smoke=smoke, edge_method=edge_method, summary=frame_records(summary.assign(**legacy)),
     eap_vs_exact=agree, eap_vs_exact_edges=frame_records(agreement)))
 display(pd.DataFrame([agree]))
-plots.figure(plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
-                                              + "." + agreement["input"]).nsmallest(15, "exact"),
-                             x="edge", y="exact", title="most important sampled edges (exact score change)"),
-             f"Change in the {first} circuit's score when one sampled edge alone is path patched (exact), the 15 most "
-             "negative; the longest bars are the connections the circuit depends on most.")
+figures.figure(plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
+                                                + "." + agreement["input"]).nsmallest(15, "exact"),
+                               x="edge", y="exact", title="most important sampled edges (exact score change)"),
+               f"Change in the {first} circuit's score when one sampled edge alone is path patched (exact), the 15 most "
+               "negative; the longest bars are the connections the circuit depends on most.")
 
 # %%
 best = summary.sort_values("kept_edges").iloc[0]

@@ -71,7 +71,7 @@ from seqcirc_utils.evaluation.planted import ground_truth_table
 from seqcirc_utils.core.result_records import Robustness
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     tasks, detail_tasks, n_prompts, n_seeds = tasks[:1], detail_tasks[:1], min(n_prompts, 8), 2
     corruptions, detail_factors, planted_ig_steps = corruptions[:2], ["corruption"], 2
@@ -119,7 +119,7 @@ summary = R.factor_summary(runs)
 summary
 
 # %%
-plots.figure(alt.Chart(table.assign(score_pct=100 * table["score"])).mark_point(filled=True, size=60).encode(
+figures.figure(alt.Chart(table.assign(score_pct=100 * table["score"])).mark_point(filled=True, size=60).encode(
     x=alt.X("n_components:Q", title="components kept"),
     y=alt.Y("score_pct:Q", title="% of full model", scale=alt.Scale(zero=False)),
     color=alt.Color("factor:N"), shape=alt.Shape("task:N"),
@@ -140,12 +140,12 @@ frequencies = {}
 for task in tasks:
     circuits = [r.components for r in runs if r.task == task]
     frequencies[task] = R.membership_frequency(circuits, info.components)
-plots.figure(alt.hconcat(*[plots.matrix_heatmap(R.membership_grid(frequencies[t], info.n_heads), "layer", "column",
+figures.figure(alt.hconcat(*[plots.matrix_heatmap(R.membership_grid(frequencies[t], info.n_heads), "layer", "column",
                                                title=f"{t} ({sum(r.task == t for r in runs)} runs)",
                                                value_title="kept in", cell=12)
                           for t in tasks]),
-             "Fraction of each task's runs whose circuit keeps each head (columns H0...) and each layer's MLP "
-             "(last column). Dark cells are kept whatever the factor; pale ones depend on it.")
+               "Fraction of each task's runs whose circuit keeps each head (columns H0...) and each layer's MLP "
+               "(last column). Dark cells are kept whatever the factor; pale ones depend on it.")
 
 # %% [markdown]
 # ## The core

@@ -59,7 +59,7 @@ from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.scoring.ablation import check_baseline, get_ablator
+from seqcirc_utils.scoring.ablation import AblatorCache, check_baseline
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.mechanisms.editing import random_heads_same_layers
 from seqcirc_utils.scoring.importance import estimated_drops
@@ -71,8 +71,9 @@ from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import Knockout
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import FAMILIES
+from seqcirc_utils.core.errors import BaselineError, SeqcircError
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 unknown = [t for t in tasks if t not in FAMILIES]
 if unknown or not tasks:
     raise ValueError(f"tasks must be sequence families ({', '.join(FAMILIES)}), got {tasks}")
@@ -92,12 +93,13 @@ if smoke:
 
 # %%
 lm, info = load_model(model, device=device)
+ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 datasets, skipped = {}, {}
 for t in tasks:
     try:
         datasets[t] = discovery_dataset(lm, model, t, template=template, n=n_prompts, seed=seed, prefix=prefix,
                                         min_prompts=4 if smoke else 6)
-    except ValueError as err:  # too few prompts the model answers correctly
+    except SeqcircError as err:  # too few prompts the model answers correctly
         skipped[t] = str(err)
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
@@ -125,7 +127,7 @@ randoms = random_heads_same_layers(info, heads, n_samples=n_random, seed=seed)
 conditions = ([("none", [])] + [(f"{h} alone", [h]) for h in heads]
               + ([("successor heads", heads)] if len(heads) > 1 else [])
               + [(f"random {k}", r) for k, r in enumerate(randoms)])
-results = {t: [knockout(get_ablator(lm, info, ds), name, comps) for name, comps in conditions]
+results = {t: [knockout(ablators.get(lm, info, ds), name, comps) for name, comps in conditions]
            for t, ds in datasets.items()}
 ko_table = pd.concat([knockout_rows(rs, task=t) for t, rs in results.items()], ignore_index=True)
 display(ko_table[["task", "condition", "ablated", "kept_%", "accuracy", *CATEGORIES]].round(3))
@@ -135,7 +137,7 @@ together = "successor heads" if len(heads) > 1 else f"{heads[0]} alone"
 shares = ko_table.melt(id_vars=["task", "condition"], value_vars=list(CATEGORIES), var_name="prediction",
                        value_name="share")
 shares = shares[shares["share"] > 0]
-plots.figure(
+figures.figure(
     alt.Chart(shares).mark_bar().encode(
         y=alt.Y("condition:N", sort=[c for c, _ in conditions], title=None),
         x=alt.X("share:Q", stack="normalize", title="share of prompts"),
@@ -171,13 +173,13 @@ shown.assign(prompt=shown["prompt"].str[-40:], top5=shown["top5"].map(lambda xs:
 
 # %%
 ds = datasets[focus]
-ab = get_ablator(lm, info, ds)
+ab = ablators.get(lm, info, ds)
 main = circuit_of(ab, threshold)
 ko_ab = KnockoutAblator(lm, info, ds, heads)
 try:  # a circuit score divides by the knocked-out model's logit difference: it must be clearly positive
     check_baseline(ko_ab, model)
     backup, no_backup = circuit_of(ko_ab, threshold), None
-except ValueError as err:
+except BaselineError as err:
     backup, no_backup = None, str(err)
     display(Markdown(f"**No circuit of the knocked-out model:** {err}"))
 membership = backup_table(main.components, backup.components if backup else main.components, heads)
@@ -205,7 +207,7 @@ membership[membership["status"] != "kept"]
 
 # %%
 comp = compensation(lm, ds, ab, heads)
-est = estimated_drops(lm, info, ds)
+est = estimated_drops(lm, info, ds, ablators=ablators)
 negatives = negative_heads(lm, info, ds, est, n_check=n_negative, dla=comp)
 movers = comp[~comp["knocked_out"]].reindex(comp[~comp["knocked_out"]]["change"].abs()
                                              .sort_values(ascending=False).index).head(8)
@@ -213,7 +215,7 @@ display(movers[["component", "dla_clean", "dla_knockout", "change"]].round(3))
 display(Markdown(f"**Negative heads** ({len(negatives)} of the {len(negatives.attrs['checked'])} checked: "
                  f"{' '.join(negatives.attrs['checked'])}):"))
 display(negatives.round(3))
-plots.figure(
+figures.figure(
     plots.bar_chart(comp[comp["component"].isin(movers["component"]) | comp["knocked_out"]]
                     .melt(id_vars="component", value_vars=["dla_clean", "dla_knockout"], var_name="run",
                           value_name="dla"), x="component", y="dla", color="run", y_title="DLA (nats)",
@@ -233,13 +235,13 @@ plots.figure(
 # %%
 pos_heads = sorted(main.heads, key=lambda h: -est[str(h)])[:position_heads]
 pos_ds = ds.subset(list(range(min(position_prompts, len(ds)))))
-pos_ab = get_ablator(lm, info, pos_ds)
+pos_ab = ablators.get(lm, info, pos_ds)
 labels = position_labels(lm.tokenizer, pos_ds)
 per_pos = position_drops(pos_ab, pos_heads, progress=False)
 per_pos["position_label"] = per_pos["position"].map(lambda p: labels[p])
 where = per_pos.loc[per_pos.groupby("component")["drop_points"].idxmax()]
 display(where[["component", "position_label", "drop_points"]].round(2))
-plots.figure(
+figures.figure(
     alt.Chart(per_pos).mark_rect().encode(
         x=alt.X("position_label:N", sort=labels, title="query position (first prompt's token where all agree)"),
         y=alt.Y("component:N", sort=[str(h) for h in pos_heads], title="head"),

@@ -56,7 +56,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
-from seqcirc_utils.scoring.ablation import get_ablator
+from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.mechanisms.editing import dose_response, format_direction, function_edit, random_heads_same_layers
 from seqcirc_utils.mechanisms.knockout import CATEGORIES, select_successor_heads
@@ -65,8 +65,9 @@ from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS
 from seqcirc_utils.core.result_records import ActivationEditing
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import make_dataset
+from seqcirc_utils.core.errors import SeqcircError
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 bad = [t for t in [*tasks, *edit_tasks, *(f for pair in steer_pairs for f in pair)] if t not in VALUE_OFFSETS]
 if bad or any(len(p) != 2 for p in steer_pairs):
     raise ValueError(f"tasks, edit_tasks and steer_pairs ([from, to]) use families with member values "
@@ -83,12 +84,13 @@ if smoke:
 
 # %%
 lm, info = load_model(model, device=device)
+ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 opts = dict(template=template, seed=seed, prefix=prefix)
 datasets, skipped = {}, {}
 for t in dict.fromkeys([*tasks, *edit_tasks, *(p[0] for p in steer_pairs)]):
     try:
         datasets[t] = discovery_dataset(lm, model, t, n=n_prompts, min_prompts=4 if smoke else 6, **opts)
-    except ValueError as err:
+    except SeqcircError as err:
         skipped[t] = str(err)
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
@@ -115,12 +117,12 @@ for t in edit_tasks:
         try:
             target = datasets[t] if target_dir == "increasing" else discovery_dataset(
                 lm, model, t, n=n_prompts, direction=target_dir, min_prompts=4 if smoke else 6, **opts)
-        except (KeyError, ValueError) as err:
+        except (KeyError, SeqcircError) as err:
             skipped[f"{t} {target_dir}"] = str(err)
             display(Markdown(f"**{t}, {target_dir} prompts skipped:** {err}"))
             continue
         source = make_dataset(lm.tokenizer, t, model_name=model, n=n_source, direction=source_dir, **opts)
-        table, meta = function_edit(get_ablator(lm, info, target), source, heads, shift, randoms, seed=seed)
+        table, meta = function_edit(ablators.get(lm, info, target), source, heads, shift, randoms, seed=seed)
         label = "next -> prev" if shift < 0 else "prev -> next"
         edits.append(table.assign(task=t, edit_kind=label, target=target_dir, n_matched=meta["n_matched"]))
         edit_meta.append({"task": t, "edit_kind": label, "n_matched": meta["n_matched"], "n_target": meta["n_target"]})
@@ -131,7 +133,7 @@ display(edit_table[["task", "edit_kind", "n_matched", "edit", "heads", "hit", "c
 
 # %%
 if len(edit_table):
-    display(plots.figure(
+    display(figures.figure(
         plots.bar_chart(edit_table.assign(group=edit_table["task"] + ": " + edit_table["edit_kind"]),
                         x="edit", y="hit", column="group", sort=list(dict.fromkeys(edit_table["edit"])),
                         y_title="share of prompts whose top-1 flips", title=f"{model}: editing next into prev"),
@@ -155,7 +157,7 @@ for src, dst in steer_pairs:
     to_ds = make_dataset(lm.tokenizer, dst, model_name=model, n=n_source, **opts)
     direction, keys = format_direction(lm, layer, datasets[src], to_ds)
     directions.append({"from": src, "to": dst, "layer": layer, "norm": float(direction.norm()), "matched_keys": len(keys)})
-    dr = dose_response(get_ablator(lm, info, datasets[src]), layer, direction, alphas, dst,
+    dr = dose_response(ablators.get(lm, info, datasets[src]), layer, direction, alphas, dst,
                        n_random=n_random_directions, seed=seed, progress=False)
     steering.append(dr.assign(pair=f"{src} -> {dst}"))
 steer_table = pd.concat(steering, ignore_index=True)
@@ -163,7 +165,7 @@ display(pd.DataFrame(directions).round(3))
 summary = steer_table.groupby(["pair", "direction", "alpha"], as_index=False, sort=False)[
     ["hit", "correct", "to_family_any"]].mean()
 display(summary.round(3))
-plots.figure(
+figures.figure(
     alt.Chart(summary).mark_line(point=True).encode(
         x=alt.X("alpha:Q", title="alpha (multiples of the format direction)"),
         y=alt.Y("hit:Q", title="share whose top-1 becomes the answer in the new format", scale=alt.Scale(domain=[0, 1])),

@@ -64,7 +64,7 @@ from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import Representations
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 unknown = [f for f in families if f not in R.VALUE_OFFSETS]
 if unknown or len(families) < 2:
     raise ValueError(f"families must be >= 2 of {', '.join(R.VALUE_OFFSETS)} (families with member values), got {families}")
@@ -124,7 +124,7 @@ labels = pd.DataFrame([{"family": f, "order": order, "prompt": i} for f in famil
 layer_pca = R.layer_pca(points, n_components=n_components)
 explained = layer_pca.explained_frame()
 top = explained[explained.component <= 3].assign(component=lambda d: "PC" + d.component.astype(str))
-display(plots.figure(
+display(figures.figure(
     alt.Chart(top).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="depth (blocks applied)"), y=alt.Y("explained:Q", title="fraction of variance"),
         color=alt.Color("component:N", title="component"), tooltip=["layer", "component", alt.Tooltip("explained", format=".3f")],
@@ -137,7 +137,7 @@ display(plots.figure(
 if scatter_layers is None:
     scatter_layers = sorted({round(i * (n_depths - 1) / 3) for i in range(4)})
 scatter = layer_pca.points_frame(scatter_layers, labels)
-display(plots.figure(
+display(figures.figure(
     alt.Chart(scatter).mark_point(filled=True, size=40, opacity=0.7).encode(
         x=alt.X("pc1:Q", title="PC1"), y=alt.Y("pc2:Q", title="PC2"),
         color=alt.Color("family:N"), shape=alt.Shape("order:N"),
@@ -168,7 +168,7 @@ sep_rows.append(R.separability(points, labels.family.tolist(), groups=list(zip(l
 separation = pd.concat(sep_rows, ignore_index=True)
 order_sep = separation[separation.labels == "order"]
 base = alt.Chart(order_sep).encode(x=alt.X("layer:Q", title="depth (blocks applied)"), color=alt.Color("family:N"))
-display(plots.figure(
+display(figures.figure(
     (base.mark_line(point=True).encode(y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
                                        tooltip=["family", "layer", alt.Tooltip("accuracy", format=".2f")])
      + base.mark_line(strokeDash=[4, 3]).encode(y="perm_q95:Q"))
@@ -213,7 +213,7 @@ for c in centers:
     pair_tables.append(p.assign(center=c))
 value_summary = pd.concat(summaries, ignore_index=True)
 value_pairs = pd.concat(pair_tables, ignore_index=True)
-display(plots.figure(
+display(figures.figure(
     alt.Chart(value_summary).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="depth (blocks applied)"), y=alt.Y("cosine:Q", title="mean cosine"),
         color=alt.Color("comparison:N", sort=list(R.COMPARISONS), legend=alt.Legend(orient="bottom", columns=1)),
@@ -227,7 +227,7 @@ display(plots.figure(
 # %%
 same_pairs = value_pairs[(value_pairs.center == center) & (value_pairs.format_a != value_pairs.format_b)].assign(
     pair=lambda d: d.format_a + " ~ " + d.format_b)
-display(plots.figure(
+display(figures.figure(
     alt.Chart(same_pairs).mark_line(point=True).encode(
         x=alt.X("layer:Q", title="depth (blocks applied)"), y=alt.Y("same_value:Q", title="cosine, same value"),
         color=alt.Color("pair:N", title="formats"), tooltip=["pair", "layer", alt.Tooltip("same_value", format=".3f")],
@@ -255,7 +255,7 @@ next_norms = pd.DataFrame([{"layer": e, "format": f, "norm": float(directions[i,
                             "resid_norm": float(means[i, :, e].norm(dim=-1).mean())}
                            for i, f in enumerate(formats) for e in range(n_depths)])
 band = alt.Chart(next_mean).encode(x=alt.X("layer:Q", title="depth (blocks applied)"))
-display(plots.figure(
+display(figures.figure(
     alt.layer(
         alt.Chart(next_pairs).mark_line(point=True).encode(
             x="layer:Q", y=alt.Y("cosine:Q", title="cosine of the next directions", scale=alt.Scale(domain=[-1, 1])),

@@ -49,7 +49,7 @@ from seqcirc_utils.core.results import (chapter_of, chapter_titles, find_records
                                         result_writers, results_dir)
 from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
 
-plots.enable_offline()
+figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     print("SMOKE MODE: drawing whatever the smoke runs wrote; the figures are not results.")
 folder = results_dir(model)
@@ -121,7 +121,7 @@ def head_figures(name: str, obj) -> int:
                        + (", one colour scale for all panels. Look for the cells that stand out, and whether the same "
                           "heads stand out in every panel." if several else ". Look for the cells that stand out.")
                        + (f" ({record.description}.)" if record.description else "") + f" From `{name}`, `{path}`.")
-            display(plots.figure(plots.head_heatmap_panels(table, cols, panels, value_title=stem), caption))
+            display(figures.figure(plots.head_heatmap_panels(table, cols, panels, value_title=stem), caption))
             n += 1
     return n
 
@@ -137,10 +137,10 @@ def pattern_figures(name: str, obj) -> int:
         charts.append(plots.matrix_heatmap(frame, row="query", col="key", value_title="attention",
                                            title=f"{pat.component} ({pat.description or path})"))
     if charts:
-        display(plots.figure(alt.hconcat(*charts).resolve_scale(color="shared"),
-                             f"Attention patterns stored in `{name}` (rows: the attending position, columns: the "
-                             "position attended to; darker = more attention). Look for the position each row "
-                             "attends to most."))
+        display(figures.figure(alt.hconcat(*charts).resolve_scale(color="shared"),
+                               f"Attention patterns stored in `{name}` (rows: the attending position, columns: the "
+                               "position attended to; darker = more attention). Look for the position each row "
+                               "attends to most."))
     return len(charts) > 0
 
 
@@ -173,15 +173,15 @@ for chapter in sorted(chapters, key=lambda c: (c == "other", c)):
                                           title=f"{r.task} ({r.direction}) @ {r.threshold:g}: {len(r.heads)} heads, "
                                                 f"{len(r.mlps)} MLPs")
                     for _, r in records]
-        display(plots.figure(alt.hconcat(*diagrams),
-                             f"The circuits of this chapter ({', '.join(sorted({n for n, _ in records}))}): every head "
-                             "(circle) and MLP (square, right column) of the model, the kept ones red, layer 0 at the "
-                             "bottom. Compare the panels for the components every circuit keeps."))
+        display(figures.figure(alt.hconcat(*diagrams),
+                               f"The circuits of this chapter ({', '.join(sorted({n for n, _ in records}))}): every head "
+                               "(circle) and MLP (square, right column) of the model, the kept ones red, layer 0 at the "
+                               "bottom. Compare the panels for the components every circuit keeps."))
         drawn += 1
     edge_circuits = [EdgeCircuit.from_json(r) for obj in chapters[chapter].values()
                      for r in records_of_kind(obj, EdgeCircuit.KIND)]
     if edge_circuits and info is not None:
-        display(plots.figure(alt.hconcat(*[plots.circuit_diagram(
+        display(figures.figure(alt.hconcat(*[plots.circuit_diagram(
             info.n_layers, info.n_heads, ec.connected, edges=ec.edge_pairs(),
             title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, {len(ec.connected)} nodes")
             for ec in edge_circuits]),

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
 from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import head, mlp
@@ -98,9 +99,9 @@ def test_hooks_removed_even_on_error(tiny_gpt2):
 def test_bad_component_and_mode(tiny_gpt2):
     model, info = tiny_gpt2
     ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
-    with pytest.raises(ValueError, match="layer out of range"):
+    with pytest.raises(ParameterError, match="layer out of range"):
         mean_ablate_heads(model, info, ds, [head(info.n_layers, 0)])
-    with pytest.raises(ValueError, match="valid: mean, zero, resample"):
+    with pytest.raises(ParameterError, match="valid: mean, zero, resample"):
         circuit_score(model, info, ds, circuit=[], mode="median")
 
 
@@ -108,14 +109,38 @@ def test_single_component_effects_reuse_clean_residuals(tiny_llama):
     """A second call on the same dataset reuses the cached clean residual stream (no extra clean pass)."""
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=6, seed=5)
-    from seqcirc_utils.scoring.ablation import get_ablator
+    from seqcirc_utils.scoring.ablation import AblatorCache
 
-    first = single_component_effects(model, info, ds, info.heads, progress=False)
-    ab = get_ablator(model, info, ds)
+    ablators = AblatorCache()
+    first = single_component_effects(model, info, ds, info.heads, progress=False, ablators=ablators)
+    ab = ablators.get(model, info, ds)
+    assert len(ablators) == 1  # the call above built it
     passes = ab.forward_passes
-    second = single_component_effects(model, info, ds, info.heads, progress=False)
+    second = single_component_effects(model, info, ds, info.heads, progress=False, ablators=ablators)
     assert ab.forward_passes - passes == len(info.heads)  # one resumed pass per head, nothing else
     assert first["drop_points"].tolist() == second["drop_points"].tolist()
     # Resumed passes agree with full passes that rerun every block.
     for c, drop in zip(info.heads, first["drop_points"]):
         assert drop == pytest.approx(100 * (1 - ab.score_ablated([c])), abs=1e-3)
+
+
+def test_ablator_cache_is_owned_by_its_caller(tiny_llama):
+    """An AblatorCache returns one Ablator per (dataset, mode, metric, positions), evicts the oldest past
+    max_size, and two caches share nothing (there is no module-level cache)."""
+    from seqcirc_utils.scoring import ablation
+    from seqcirc_utils.scoring.ablation import AblatorCache
+
+    model, info = tiny_llama
+    ds = make_dataset(model.tokenizer, "digits", n=4, seed=1)
+    other = make_dataset(model.tokenizer, "digits", n=4, seed=2)
+    cache = AblatorCache(max_size=2)
+    ab = cache.get(model, info, ds)
+    assert cache.get(model, info, ds, "mean", "logit_diff") is ab and len(cache) == 1
+    assert cache.get(model, info, ds, "mean", "kl") is not ab  # another metric: another Ablator
+    assert cache.get(model, info, other) is not ab and len(cache) == 2  # the first entry is evicted
+    assert cache.get(model, info, ds) is not ab
+    assert AblatorCache().get(model, info, ds) is not cache.get(model, info, ds)
+    assert not any(isinstance(v, dict) and v and all(isinstance(a, Ablator) for a in v.values())
+                   for v in vars(ablation).values())
+    # Without a cache each call builds its own Ablator; the scores are the same.
+    assert circuit_score(model, info, ds, circuit=[]).score == pytest.approx(ab.score(set()).score)

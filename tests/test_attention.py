@@ -4,6 +4,7 @@ planted patterns show up in the right columns."""
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.mechanisms import attention as A
 from seqcirc_utils.mechanisms.induction import spaced_prompts
 from seqcirc_utils.tasks.datasets import make_dataset
@@ -84,5 +85,5 @@ def test_planted_previous_member_and_last_member_head(tiny_gpt2, digits):
 def test_bad_column(tiny_gpt2, digits):
     model, _ = tiny_gpt2
     summary = A.attention_summary(A.dataset_member_attention(model, digits, progress=False))
-    with pytest.raises(ValueError, match="valid: final_to_last_member"):
+    with pytest.raises(ParameterError, match="valid: final_to_last_member"):
         A.top_attention_heads(summary, "to_everything")

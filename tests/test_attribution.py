@@ -8,6 +8,7 @@ change between the two endpoints), the endpoints computed with raw PyTorch hooks
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.scoring.attribution import attribution_scores, differentiable_metric
 from seqcirc_utils.tasks.datasets import make_dataset
@@ -172,9 +173,9 @@ def test_differentiable_metric_equals_the_ablators_metric(ablator):
 def test_kl_and_bad_steps_refused(tiny_llama, ablator):
     model, info = tiny_llama
     kl = Ablator(model, info, ablator.dataset, metric="kl")
-    with pytest.raises(ValueError, match="not kl"):
+    with pytest.raises(ParameterError, match="not kl"):
         attribution_scores(kl, [head(0, 0)])
-    with pytest.raises(ValueError, match="valid: logit_diff, prob_diff"):
+    with pytest.raises(ParameterError, match="valid: logit_diff, prob_diff"):
         differentiable_metric(kl, kl.full_logits)
-    with pytest.raises(ValueError, match="ig_steps must be >= 1"):
+    with pytest.raises(ParameterError, match="ig_steps must be >= 1"):
         attribution_scores(ablator, [head(0, 0)], ig_steps=0)

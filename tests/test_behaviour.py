@@ -1,3 +1,4 @@
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.tasks.datasets import filter_to_correct, make_dataset
 
@@ -75,7 +76,7 @@ def test_bad_prefix_raises_before_work(tiny_gpt2):
 
     from seqcirc_utils.tasks.behaviour import behaviour_table, prefix_table
 
-    with pytest.raises(ValueError, match="valid: document, bos, none"):
+    with pytest.raises(ParameterError, match="valid: document, bos, none"):
         behaviour_table(tiny_gpt2[0], "tiny-gpt2", prefix="chat")
-    with pytest.raises(ValueError, match="valid: document, bos, none"):
+    with pytest.raises(ParameterError, match="valid: document, bos, none"):
         prefix_table(tiny_gpt2[0], "tiny-gpt2", prefixes=("document", "chat"))

@@ -40,6 +40,8 @@ from urllib.parse import urlparse
 import pytest
 
 from record_fixtures import example, row
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.workflow import book as book_assets
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
@@ -167,8 +169,8 @@ def built_book(tmp_path_factory):
         shutil.copy2(ROOT / name, root / name)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns(
         "executed", "_build", "_generated", "vendor", ".ipynb_checkpoints"))
-    saved = os.environ.get("SEQCIRC_RESULTS")
-    os.environ["SEQCIRC_RESULTS"] = str(root / "results")
+    saved = os.environ.get(RESULTS_ROOT_ENV)
+    os.environ[RESULTS_ROOT_ENV] = str(root / "results")
     try:
         params: dict = {"smoke": True}
         if model := os.environ.get("SEQCIRC_BOOK_TEST_MODEL"):
@@ -179,9 +181,9 @@ def built_book(tmp_path_factory):
         book_assets.build(root)
     finally:
         if saved is None:
-            os.environ.pop("SEQCIRC_RESULTS", None)
+            os.environ.pop(RESULTS_ROOT_ENV, None)
         else:
-            os.environ["SEQCIRC_RESULTS"] = saved
+            os.environ[RESULTS_ROOT_ENV] = saved
     build = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "-W",
                             "--keep-going"], capture_output=True, text=True, timeout=1200)
     return root, runs, build
@@ -474,17 +476,19 @@ def test_figures_are_numbered_per_page_and_need_a_caption():
     import pandas as pd
 
     chart = alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_point().encode(x="x:Q")
-    plots.enable_offline()
-    first, second = plots.figure(chart, "The `x` values."), plots.figure(chart, "Again.")
+    figures = plots.enable_offline()  # a chapter's numbering
+    first, second = figures.figure(chart, "The `x` values."), figures.figure(chart, "Again.")
     assert (first.number, second.number) == (1, 2)
     html = second._repr_mimebundle_()["text/html"]
     assert f'class="{FIGURE_CLASS}"' in html and f'class="{CHART_CLASS}"' in html
     assert "<figcaption><strong>Figure 2.</strong> Again.</figcaption>" in html
     assert "<code>x</code>" in first.to_html()
-    plots.enable_offline()
-    assert plots.figure(chart, "Next page.").number == 1
-    with pytest.raises(ValueError, match="caption"):
-        plots.figure(chart, "  ")
+    next_chapter = plots.enable_offline()
+    assert next_chapter.figure(chart, "Next page.").number == 1
+    assert figures.figure(chart, "Back in the first chapter.").number == 3  # each chapter owns its count
+    assert not hasattr(plots, "figure") and not hasattr(plots, "reset_figures")  # no module-level counter
+    with pytest.raises(ParameterError, match="caption"):
+        figures.figure(chart, "  ")
 
 
 def test_findings_say_not_run_and_read_the_numbers(tmp_path):
@@ -571,3 +575,25 @@ def test_representations_headline_reads_its_numbers():
     never = representations({Representations.file: example(Representations, families=["digits"],
                                                            headline=headline | {"order_first_layer": None})})
     assert "At no depth" in never
+
+
+def test_missing_mathjax_is_one_line_naming_the_extra(monkeypatch, capsys):
+    """Without django-static-mathjax the build step says which extra to install (one line, exit 2)."""
+    import builtins
+
+    from seqcirc_utils.core.errors import MissingExtraError
+
+    real_import = builtins.__import__
+
+    def no_mathjax(name, *args, **kwargs):
+        if name == "mathjax":
+            raise ImportError("No module named 'mathjax'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mathjax)
+    with pytest.raises(MissingExtraError, match=r"pip install 'seqcirc\[book\]'"):
+        book_assets.mathjax_source()
+    monkeypatch.setattr(book_assets, "build", lambda root: book_assets.mathjax_source())
+    assert book_assets.main(["--root", "."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seqcirc[book]" in err[0]

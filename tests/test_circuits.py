@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import BaselineError
 from seqcirc_utils.discovery import pipeline as circuits
 from seqcirc_utils.scoring.ablation import MIN_BASELINE, Ablator, check_baseline
 from seqcirc_utils.discovery.pipeline import discover, filter_kind, score_with_ci
@@ -220,7 +221,7 @@ def test_meaningless_baseline_is_refused(tiny_gpt2, monkeypatch):
     model, info = tiny_gpt2
     zero = Ablator(model, info, _zeroed_dataset(model, 0), metric="logit_diff")
     assert zero.full_metric == 0.0
-    with pytest.raises(ValueError, match=r"tiny-gpt2.*digits.*pure") as err:
+    with pytest.raises(BaselineError, match=r"tiny-gpt2.*digits.*pure") as err:
         check_baseline(zero, "tiny-gpt2")
     assert "0" in str(err.value) and "logit_diff" in str(err.value)
     # of a dataset and its answer-swapped twin, exactly one has a negative full logit difference
@@ -228,7 +229,7 @@ def test_meaningless_baseline_is_refused(tiny_gpt2, monkeypatch):
     swapped = Ablator(model, info, _zeroed_dataset(model, -1), metric="logit_diff")
     assert swapped.full_metric == pytest.approx(-plain.full_metric, abs=1e-5)
     negative = swapped if swapped.full_metric < 0 else plain
-    with pytest.raises(ValueError, match=f"{negative.full_metric:.4g}"):
+    with pytest.raises(BaselineError, match=f"{negative.full_metric:.4g}"):
         check_baseline(negative, "tiny-gpt2")
     positive = plain if negative is swapped else swapped
     if positive.full_metric > MIN_BASELINE["logit_diff"]:
@@ -236,7 +237,7 @@ def test_meaningless_baseline_is_refused(tiny_gpt2, monkeypatch):
     # discover refuses before pruning
     monkeypatch.setattr(circuits, "discovery_dataset", lambda *a, **k: _zeroed_dataset(model, 0))
     monkeypatch.setattr(circuits, "prune", lambda *a, **k: pytest.fail("pruned on a meaningless baseline"))
-    with pytest.raises(ValueError, match="meaningless baseline"):
+    with pytest.raises(BaselineError, match="meaningless baseline"):
         discover(model, info, "tiny-gpt2", "digits", [0.8], filter_correct=False, progress=False, n=8)
 
 

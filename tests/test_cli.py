@@ -124,6 +124,52 @@ def test_bad_argument_is_one_line_exit_2(argv, expected, capsys, no_model_load):
     _one_line_error(capsys, expected)
 
 
+def test_a_bug_shows_its_traceback_not_a_usage_line(monkeypatch, capsys, no_model_load):
+    """Only a :class:`SeqcircError` is a user error: a ``ValueError`` raised inside the package (a shape
+    bug) propagates out of ``main`` with its traceback instead of becoming one line and exit 2."""
+    from seqcirc_utils.tasks.datasets import TaskSpec
+
+    def shape_bug(self):
+        raise ValueError("expected [batch, pos, d_model], got [3, 4]")
+
+    monkeypatch.setattr(TaskSpec, "validate", shape_bug)
+    with pytest.raises(ValueError, match=r"expected \[batch, pos, d_model\]"):
+        main(["circuit"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_bug_exits_non_2_with_a_traceback_from_the_entry_point():
+    """The same in a fresh interpreter, as the installed ``seqcirc`` runs it: a traceback, exit status 1."""
+    code = ("import sys\n"
+            "from seqcirc_utils.tasks.datasets import TaskSpec\n"
+            "def bug(self): raise ValueError('shape bug inside the package')\n"
+            "TaskSpec.validate = bug\n"
+            "from seqcirc_utils.workflow.cli import main\n"
+            "sys.exit(main(['circuit']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" in proc.stderr and "ValueError: shape bug inside the package" in proc.stderr
+
+
+@pytest.mark.parametrize("error", ["ParameterError", "TooFewPromptsError", "TokenizationError", "BaselineError",
+                                   "BadFileError", "ModelUnavailableError"])
+def test_every_seqcirc_error_is_one_line_exit_2(error, monkeypatch, capsys, no_model_load):
+    """Each user-facing class of the family, raised from inside the package, is one line and exit 2."""
+    from seqcirc_utils.core import errors
+    from seqcirc_utils.tasks.datasets import TaskSpec
+
+    cls = getattr(errors, error)
+    assert issubclass(cls, errors.SeqcircError) and not issubclass(cls, ValueError)
+
+    def refuse(self):
+        raise cls(f"{error} raised inside the package; valid: something else")
+
+    monkeypatch.setattr(TaskSpec, "validate", refuse)
+    assert main(["circuit"]) == 2
+    _one_line_error(capsys, f"{error} raised inside the package; valid: something else")
+
+
 def test_cuda_device_without_a_gpu(capsys, no_model_load):
     import torch
 
@@ -239,9 +285,9 @@ def test_every_option_has_help():
 
 def test_choices_come_from_the_package_constants():
     from seqcirc_utils.discovery import pruning
-    from seqcirc_utils.scoring.ablation import METRICS
+    from seqcirc_utils.core.options import METRICS
     from seqcirc_utils.tasks.datasets import CORRUPTIONS, DIRECTIONS, PREFIX_MODES, TASKS, TEMPLATES
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode
 
     circuit = {a.dest: a for a in _subparsers(build_parser())["circuit"]._actions}
     assert tuple(circuit["task"].choices) == tuple(TASKS)
@@ -264,3 +310,16 @@ def test_help_exits_0(capsys):
     assert main(["circuit", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--prefix" in out and "--metric" in out and "--corruption" in out and "--order" in out
+
+
+@pytest.mark.parametrize("argv,extra,module", [(["run", "--all"], "book", "papermill"),
+                                               (["grid", "01_behaviour", "-p", "seed", "0,1"], "grid", "distributed")])
+def test_a_missing_extra_is_one_line_naming_the_pip_command(argv, extra, module, monkeypatch, capsys, no_model_load):
+    """`seqcirc run` needs [book], `seqcirc grid` [grid]: without them, one line and exit 2 before any work."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a))
+    assert main(argv) == 2
+    line = _one_line_error(capsys, f"pip install 'seqcirc[{extra}]'")
+    assert module in line

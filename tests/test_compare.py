@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import circuit_score
 from seqcirc_utils.evaluation.compare import (
     analogous_ablation, circuits_from_records, cross_task_scores, membership_matrix, overlap_table, shared_components,
@@ -114,7 +115,7 @@ def test_random_circuits_match_kind_or_layer(tiny_llama):
             assert sum(c.is_head and c.layer == layer for c in r) == sum(c.is_head and c.layer == layer for c in comps)
         # outside-first: layer 0 has heads outside the circuit, so the drawn ones are not the circuit's
         assert not {c for c in r if c.is_head} & {c for c in comps if c.is_head}
-    with pytest.raises(ValueError, match="valid: kind, layer"):
+    with pytest.raises(ParameterError, match="valid: kind, layer"):
         random_circuits(info, comps, match="depth")
 
 
@@ -211,5 +212,5 @@ def test_score_against_random_only_where_asked(tiny_llama):
     by = table.set_index("data")
     assert by.loc["in", "n_random"] == 0 and pd.isna(by.loc["in", "random_mean"]) and not by.loc["in", "beats_random"]
     assert by.loc["held", "n_random"] == 2
-    with pytest.raises(ValueError, match="not among the data labels"):
+    with pytest.raises(ParameterError, match="not among the data labels"):
         score_against_random(info, {0.9: {head(0, 1)}}, ablators, random_on=["other"])

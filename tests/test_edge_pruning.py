@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.discovery.edges.search import (
     EdgeCircuit,
@@ -112,7 +113,7 @@ def test_edge_circuit_node_set_excludes_nodes_with_no_path_to_the_logits(request
 
 def test_edge_circuit_rejects_edges_outside_the_node_circuit(gpt2_ab):
     comps = _circuit(gpt2_ab.info) - {head(1, 0)}
-    with pytest.raises(ValueError, match="not edges of the node circuit"):
+    with pytest.raises(ParameterError, match="not edges of the node circuit"):
         edge_circuit(gpt2_ab, comps, [edge("L0.H0", "L1.H0", "q")], threshold=0.8)
 
 
@@ -159,7 +160,7 @@ def test_edge_circuit_record_round_trips(gpt2_ab):
     for bad, match in [({**data, "kind": "circuit"}, "expected a record of kind 'edge_circuit'"),
                        ({**data, "schema_version": 1}, "schema_version"),
                        ({k: v for k, v in data.items() if k != "connected"}, r"lacks keys \['connected'\]")]:
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(BadFileError, match=match):
             EdgeCircuit.from_json(bad)
 
 
@@ -168,9 +169,9 @@ def test_edge_circuit_record_round_trips(gpt2_ab):
 
 def test_bad_pruning_arguments(gpt2_ab):
     comps = _circuit(gpt2_ab.info)
-    with pytest.raises(ValueError, match="unknown edge pruning method"):
+    with pytest.raises(ParameterError, match="unknown edge pruning method"):
         prune_edges(gpt2_ab, comps, 0.8, method="acdc")
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ParameterError, match="outside"):
         prune_edges(gpt2_ab, comps, 1.5)
 
 

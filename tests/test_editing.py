@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 from seqcirc_utils.mechanisms.editing import (
     dose_response, format_direction, format_targets, function_edit, keyed_mean_difference, match_prompts,
@@ -70,7 +71,7 @@ def test_keyed_mean_difference_matches_a_loop():
     assert common == ["a", "b", "c"]
     expected = ((to[0] + to[1]) / 2 - frm[1] + to[2] - (frm[0] + frm[2]) / 2 + to[3:6].mean(0) - frm[3]) / 3
     assert torch.allclose(diff, expected, atol=1e-6)
-    with pytest.raises(ValueError, match="no member key"):
+    with pytest.raises(TooFewPromptsError, match="no member key"):
         keyed_mean_difference(to, to_keys, frm, ["x"] * 5)
 
 
@@ -143,7 +144,7 @@ def test_function_edit_rows(tiny_llama, inc_dec):
     pred_digits = [model.tokenizer.decode([int(t)]).strip() for t in clean]
     hit = sum(d.isdigit() and int(d) == int(n) - 1 for d, n in zip(pred_digits, last)) / len(t_idx)
     assert table.loc[0, "hit"] == pytest.approx(hit)
-    with pytest.raises(ValueError, match="token length"):
+    with pytest.raises(ParameterError, match="token length"):
         function_edit(ab, make_dataset(model.tokenizer, "digits", template="pure", n=4, seed=0), heads, shift=-1)
 
 

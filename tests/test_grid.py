@@ -23,6 +23,8 @@ from record_fixtures import circuit
 from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
 
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.workflow.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
                                 plan_cells, runs_root, split_values, summary_chart, summary_frame, write_summary)
 from seqcirc_utils.workflow.runner import NotebookSource, cache_key, package_files, parse_value, run_notebook
@@ -34,7 +36,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def seqcirc(*args: str, results: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQCIRC_RESULTS": str(results), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, RESULTS_ROOT_ENV: str(results), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -64,9 +66,9 @@ def test_values_split_at_top_level_commas_and_parse_like_run():
                     "smoke": [True], "device": [None]}
     for text in ("0", "0.5", "true", "null", "[1, 2]", "cuda:0", "gpt2-small"):
         assert parse_axes([("k", text)])["k"] == [parse_value(text)]
-    with pytest.raises(ValueError, match="empty value"):
+    with pytest.raises(ParameterError, match="empty value"):
         split_values("0,,1")
-    with pytest.raises(ValueError, match="given twice"):
+    with pytest.raises(ParameterError, match="given twice"):
         parse_axes([("seed", "0"), ("seed", "1")])
 
 
@@ -75,7 +77,7 @@ def test_cells_are_the_cartesian_product():
     cells = spec.cells()
     assert len(cells) == 6 and cells[0] == {"smoke": True, "model": "a", "seed": 0}
     assert {(c["model"], c["seed"]) for c in cells} == {(m, s) for m in "ab" for s in range(3)}
-    with pytest.raises(ValueError, match="both fixed and a grid axis"):
+    with pytest.raises(ParameterError, match="both fixed and a grid axis"):
         GridSpec("x", {"seed": 0}, {"seed": [1]}).cells()
 
 
@@ -91,9 +93,9 @@ def test_grid_file_types_values_like_the_command_line(tmp_path):
                          "device": [None], "tag": ["yes"]}  # YAML 1.1 would read 'yes' as True; -p reads a string
     assert len(spec.cells()) == 8
     (tmp_path / "bad.yaml").write_text("notebok: x\n")
-    with pytest.raises(ValueError, match="unknown key.*notebok.*valid keys: notebook, parameters, grid"):
+    with pytest.raises(BadFileError, match="unknown key.*notebok.*valid keys: notebook, parameters, grid"):
         load_grid_file(tmp_path / "bad.yaml")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(BadFileError, match="not found"):
         load_grid_file(tmp_path / "missing.yaml")
 
 
@@ -110,11 +112,11 @@ def test_cell_ids_are_stable_readable_and_distinct(tmp_path):
 
 
 def test_bad_grid_input_fails_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="01_grid_probe has no parameter sed; its parameters: fail, model, n_tokens"):
+    with pytest.raises(ParameterError, match="01_grid_probe has no parameter sed; its parameters: fail, model, n_tokens"):
         plan_cells(PROBE, [{"sed": 0}])
-    with pytest.raises(ValueError, match="01_grid_probe: parameter seed takes an integer; its default is 0, got 'x'"):
+    with pytest.raises(ParameterError, match="01_grid_probe: parameter seed takes an integer; its default is 0, got 'x'"):
         plan_cells(PROBE, [{"seed": 0}, {"seed": "x"}])  # a value of the wrong type, in any cell
-    with pytest.raises(ValueError, match="bad resource 'GPU'"):
+    with pytest.raises(ParameterError, match="bad resource 'GPU'"):
         parse_resources("GPU")
     assert parse_resources("GPU=1,MEMORY=8e9") == {"GPU": 1.0, "MEMORY": 8e9}
     start = time.perf_counter()
@@ -196,7 +198,7 @@ def test_grid_completes_and_equals_direct_runs(local_grid, tmp_path):
     for params in (CELLS[0], CELLS[3]):
         direct = tmp_path / "direct"
         run = run_notebook(PROBE, params, out_dir=direct / "executed", cwd=ROOT, progress=False,
-                           env={"SEQCIRC_RESULTS": str(direct / "results")}, force=True)
+                           env={RESULTS_ROOT_ENV: str(direct / "results")}, force=True)
         assert run.ok, run.error
         cell = runs_root(params["model"], results) / cell_id(PROBE, params)
         assert_same_result(probe_result(cell), probe_result(direct / "results" / params["model"]))

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from seqcirc_utils.scoring.ablation import circuit_score, get_ablator
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.scoring.importance import estimated_drops, head_importance
 from seqcirc_utils.scoring.attribution import attribution_scores
@@ -30,7 +31,7 @@ def test_exact_drops_of_the_largest_estimates_match_full_pass_scores(tiny_llama)
         assert row.drop_points == pytest.approx(100 * (1 - kept), abs=1e-3)
     # Estimate = first-order change of the metric, in points of the full metric.
     full = circuit_score(model, info, ds, circuit=everything).full_metric
-    attr = attribution_scores(get_ablator(model, info, ds), info.heads)
+    attr = attribution_scores(Ablator(model, info, ds), info.heads)
     for row in table.itertuples():
         assert row.estimated_drop == pytest.approx(-100 * attr[row.component] / full, rel=1e-5, abs=1e-6)
 
@@ -40,7 +41,7 @@ def test_exact_top_zero_and_bad_values(tiny_llama):
     ds = make_dataset(model.tokenizer, "digits", template="comma", n=8, seed=1)
     table = head_importance(model, info, ds, exact_top=0, progress=False)
     assert not table["exact"].any() and table["drop_points"].isna().all()
-    with pytest.raises(ValueError, match="exact_top must be >= 0"):
+    with pytest.raises(ParameterError, match="exact_top must be >= 0"):
         head_importance(model, info, ds, exact_top=-1)
 
 

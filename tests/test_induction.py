@@ -4,6 +4,7 @@ member offsets from token offsets; values match a direct read of the attention c
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.mechanisms import induction as I
 from seqcirc_utils.tasks.datasets import make_dataset
 
@@ -116,9 +117,9 @@ def test_offset_scores_match_direct_cache_read(tiny_llama):
 
 def test_bad_inputs(tiny_gpt2):
     model, _ = tiny_gpt2
-    with pytest.raises(ValueError, match="valid: digits"):
+    with pytest.raises(ParameterError, match="valid: digits"):
         I.spaced_prompts(model.tokenizer, "colours", 2)
-    with pytest.raises(ValueError, match="n_members"):
+    with pytest.raises(ParameterError, match="n_members"):
         I.spaced_prompts(model.tokenizer, "digits", 2, n_members=(1, 3))
-    with pytest.raises(ValueError, match="max_offset"):
+    with pytest.raises(ParameterError, match="max_offset"):
         I.offset_scores(model, [[1, 2, 3]], [[1, 2]], max_offset=0)

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, circuit_score
 from seqcirc_utils.mechanisms.knockout import (
     CATEGORIES, KnockoutAblator, ablated_logits, categorise, category_shares, circuit_of, compensation, knockout,
@@ -119,7 +120,7 @@ def test_knockout_ablator_keeps_the_heads_ablated_everywhere(tiny_llama, llama_a
     assert not set(out) & r.components
     assert r.score.score >= 0.8
     assert r.score.circuit_metric == pytest.approx(llama_ab.score(r.components).circuit_metric, abs=1e-4)
-    with pytest.raises(ValueError, match="at least one component"):
+    with pytest.raises(ParameterError, match="at least one component"):
         KnockoutAblator(model, info, llama_ab.dataset, [])
 
 
@@ -170,7 +171,7 @@ def test_ablating_at_every_position_is_full_ablation(tiny_llama, llama_ab):
     assert torch.allclose(position_ablation_logits(llama_ab, top, [llama_ab.seq_len - 1]), llama_ab.logits(top), atol=1e-4)
     drops = position_drops(llama_ab, heads[:1], positions=[0, llama_ab.seq_len - 1], progress=False)
     assert len(drops) == 2 and drops["position"].tolist() == [0, llama_ab.seq_len - 1]
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ParameterError, match="outside"):
         position_ablation_logits(llama_ab, heads, [llama_ab.seq_len])
 
 

@@ -3,7 +3,9 @@ import time
 import pytest
 import torch
 
-from seqcirc_utils.models.loading import EMBEDDED_MODEL, ModelUnavailableError, load_model
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.errors import ModelUnavailableError
+from seqcirc_utils.models.loading import EMBEDDED_MODEL, load_model
 
 
 def test_tiny_model_shapes_from_config(tiny_gpt2, tiny_llama):
@@ -50,7 +52,7 @@ def test_hub_model_offline_error_is_quick_and_clear(monkeypatch, tmp_path, env):
 def test_bad_model_specs():
     with pytest.raises(ModelUnavailableError, match="no model at path"):
         load_model("./does/not/exist", device="cpu")
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(ParameterError, match="valid"):
         load_model("", device="cpu")
 
 

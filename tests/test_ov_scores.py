@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.mechanisms import ov_scores as O
 from seqcirc_utils.models.loading import _tiny_hf_model
 from seqcirc_utils.core.types import head
@@ -127,13 +128,13 @@ def test_qk_table_matches_hf_projections(tiny_llama):
 
 def test_bad_inputs_list_valid_values(tiny_gpt2):
     model, _ = tiny_gpt2
-    with pytest.raises(ValueError, match="valid: digits"):
+    with pytest.raises(ParameterError, match="valid: digits"):
         O.ov_scores(model, "planets", progress=False)
-    with pytest.raises(ValueError, match="valid: copy, next"):
+    with pytest.raises(ParameterError, match="valid: copy, next"):
         O.ov_scores(model, "days", kinds=("jump",), progress=False)
-    with pytest.raises(ValueError, match="valid: family, vocab"):
+    with pytest.raises(ParameterError, match="valid: family, vocab"):
         O.ov_scores(model, "days", over="all", progress=False)
-    with pytest.raises(ValueError, match="valid: mlp0"):
+    with pytest.raises(ParameterError, match="valid: mlp0"):
         O.ov_scores(model, "days", embedding="pos", progress=False)
     assert O.parse_kind("add3") == 3 and O.parse_kind("sub2") == -2 and O.parse_kind("prev") == -1
 

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.discovery.edges import patching
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.discovery.edges.attribution import _deltas_and_gradients, eap_vs_exact, edge_attribution
@@ -269,13 +270,13 @@ def test_edges_are_upstream_and_complete(tiny_llama):
 
 def test_bad_edges_raise_with_valid_values(gpt2_ab):
     comps = _circuit(gpt2_ab.info)
-    with pytest.raises(ValueError, match="valid: q, k, v"):
+    with pytest.raises(ParameterError, match="valid: q, k, v"):
         path_patch_edge(gpt2_ab, comps, "L0.H0", "L1.H0", "z")
-    with pytest.raises(ValueError, match="not upstream"):
+    with pytest.raises(ParameterError, match="not upstream"):
         path_patch_edge(gpt2_ab, comps, "L1.H0", "L0.H2", "q")
-    with pytest.raises(ValueError, match="not upstream"):
+    with pytest.raises(ParameterError, match="not upstream"):
         path_patch_edge(gpt2_ab, comps, "MLP1", "MLP1")
-    with pytest.raises(ValueError, match="not in the node circuit"):
+    with pytest.raises(ParameterError, match="not in the node circuit"):
         path_patch_edge(gpt2_ab, comps, "L0.H1", "logits")
 
 

@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.evaluation import planted as P
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.core.types import head, mlp
@@ -126,7 +127,7 @@ def test_precision_recall_brute_force():
 
 
 def test_bad_inputs_name_valid_values():
-    with pytest.raises(ValueError, match="valid: digits"):
+    with pytest.raises(ParameterError, match="valid: digits"):
         P.member_token_forms(None, "planets")
-    with pytest.raises(ValueError, match="valid: sweep, fast, eap-ig"):
+    with pytest.raises(ParameterError, match="valid: sweep, fast, eap-ig"):
         P.ground_truth_table(methods=["acdc"])

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, circuit_score
 from seqcirc_utils.discovery.pipeline import discovery_dataset
 from seqcirc_utils.discovery import pruning
@@ -44,9 +45,9 @@ def test_same_parameters_same_circuit(tiny_llama):
 
 
 def test_thresholds_validated():
-    with pytest.raises(ValueError, match=r"outside \(0, 1\]"):
+    with pytest.raises(ParameterError, match=r"outside \(0, 1\]"):
         check_thresholds([0.8, 1.5])
-    with pytest.raises(ValueError, match=r"outside \(0, 1\]"):
+    with pytest.raises(ParameterError, match=r"outside \(0, 1\]"):
         check_thresholds([0])
 
 
@@ -133,11 +134,11 @@ def test_prune_dispatch_and_order_validation(llama_ablator):
     assert r.order == "paper"
     assert prune(llama_ablator, [0.9], method="sweep", order="descending", progress=False)[0].order == "descending"
     assert sweep_prune(llama_ablator, [0.9], order=[head(1, 0), mlp(0)], progress=False)[0].order == "custom"
-    with pytest.raises(ValueError, match="unknown sweep order 'nosuch'; valid: paper, descending"):
+    with pytest.raises(ParameterError, match="unknown sweep order 'nosuch'; valid: paper, descending"):
         prune(llama_ablator, [0.9], method="sweep", order="nosuch")
-    with pytest.raises(ValueError, match="applies to method='sweep' only"):
+    with pytest.raises(ParameterError, match="applies to method='sweep' only"):
         prune(llama_ablator, [0.9], method="fast", order="paper")
-    with pytest.raises(ValueError, match="unknown pruning method 'nosuch'; valid: sweep, fast"):
+    with pytest.raises(ParameterError, match="unknown pruning method 'nosuch'; valid: sweep, fast"):
         prune(llama_ablator, [0.9], method="nosuch")
 
 
@@ -184,7 +185,7 @@ def test_budget_limited_refinement_reports_what_is_left(llama_ablator):
     assert r1.removable_left == len(left1) and r1.minimal is (not left1)
     full = fast_prune(ab, [threshold], rounds=0, progress=False)[0]
     assert full.minimal is True and _removable(ab, full.components, threshold) == set()
-    with pytest.raises(ValueError, match="max_refine_passes must be >= 0"):
+    with pytest.raises(ParameterError, match="max_refine_passes must be >= 0"):
         fast_prune(ab, [threshold], max_refine_passes=-1, progress=False)
 
 

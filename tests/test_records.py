@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.scoring.ablation import MIN_BASELINE
 from seqcirc_utils.discovery.pipeline import discover, write_circuits
 from seqcirc_utils.core.errors import BadFileError
@@ -110,7 +111,7 @@ def test_wrong_kind_or_version_rejected(bad, needle):
     d = _hand_made() | bad
     if bad.get("kind", "circuit") is None:
         del d["kind"]
-    with pytest.raises(ValueError, match=needle) as err:
+    with pytest.raises(BadFileError, match=needle) as err:
         CircuitRecord.from_json(d)
     assert "\n" not in str(err.value)
 
@@ -118,7 +119,7 @@ def test_wrong_kind_or_version_rejected(bad, needle):
 def test_missing_key_rejected():
     d = _hand_made()
     del d["heldout"]
-    with pytest.raises(ValueError, match=r"lacks keys \['heldout'\]"):
+    with pytest.raises(BadFileError, match=r"lacks keys \['heldout'\]"):
         CircuitRecord.from_json(d)
 
 

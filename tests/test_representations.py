@@ -4,6 +4,7 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 from seqcirc_utils.mechanisms import representations as R
 from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
 
@@ -138,9 +139,9 @@ def test_separability_equals_brute_force_loop():
     assert df["chance"].eq(6 / 16).all()
     assert df.loc[2, "accuracy"] > df.loc[2, "perm_q95"]
     assert R.separability(x, labels, groups=groups, n_folds=4, n_permutations=5, seed=0).equals(df)
-    with pytest.raises(ValueError, match="2 distinct"):
+    with pytest.raises(TooFewPromptsError, match="2 distinct"):
         R.separability(x, ["a"] * 16)
-    with pytest.raises(ValueError, match="n_folds must be in 2..8"):
+    with pytest.raises(ParameterError, match="n_folds must be in 2..8"):
         R.separability(x, labels, groups=groups, n_folds=9)
 
 
@@ -167,7 +168,7 @@ def test_format_value_means_and_member_values():
             rows = [r for r in range(9) if formats[r] == f and values[r] == v]
             assert counts[i, j] == len(rows)
             torch.testing.assert_close(means[i, j], resid[rows].mean(0))
-    with pytest.raises(ValueError, match="no row with value"):
+    with pytest.raises(TooFewPromptsError, match="no row with value"):
         R.format_value_means(resid, formats, values, keep_values=[1, 2, 3])
 
 
@@ -196,7 +197,7 @@ def test_value_cosines_equal_brute_force_loop():
         assert len(pairs) == E * F * (F + 1) // 2
     # format centring removes each format's mean over values
     torch.testing.assert_close(R.center_means(means, "format").mean(1), torch.zeros(F, E, d), atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="valid: none, global, format"):
+    with pytest.raises(ParameterError, match="valid: none, global, format"):
         R.center_means(means, "layer")
 
 
@@ -226,7 +227,7 @@ def test_next_directions_equal_brute_force_loop():
     perm = R.permuted_direction_cosines(ramp, values, n_permutations=20, seed=0)
     assert perm.shape == (20, E) and perm.mean() < 0.9
     assert torch.equal(perm, R.permuted_direction_cosines(ramp, values, n_permutations=20, seed=0))
-    with pytest.raises(ValueError, match="consecutive"):
+    with pytest.raises(TooFewPromptsError, match="consecutive"):
         R.next_directions(means[:, :2], [1, 3])
 
 
@@ -242,7 +243,7 @@ def test_dataset_residuals_reads_members_and_shuffled(tiny_gpt2):
     assert got.members.shape == (4, 3, info.n_layers + 1, info.d_model)
     assert got.values.tolist() == [[FAMILIES["months"].index(m) + 1 for m in p.members] for p in ds.prompts]
     assert not torch.allclose(got.ordered, got.shuffled)
-    with pytest.raises(ValueError, match="corruption='permutation'"):
+    with pytest.raises(ParameterError, match="corruption='permutation'"):
         R.dataset_residuals(model, make_dataset(model.tokenizer, "months", model_name="tiny-gpt2", n=2), progress=False)
 
 
@@ -262,9 +263,9 @@ def test_common_values_and_value_matched_dataset(tiny_gpt2):
                                      corruption="permutation", template="among_words")
         assert len(ds) == 6
         assert all(R.member_value(f, m) in want for p in ds.prompts for m in (*p.members, *p.corrupted_members))
-    with pytest.raises(ValueError, match="valid: digits"):
+    with pytest.raises(ParameterError, match="valid: digits"):
         R.common_values(tok, ["digits", "colours"])
-    with pytest.raises(ValueError, match="have every member in values"):
+    with pytest.raises(TooFewPromptsError, match="have every member in values"):
         R.value_matched_dataset(tok, "digits", [1, 2], n=3, model_name="tiny-gpt2", length=3, max_draws=2)
 
 

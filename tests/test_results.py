@@ -8,6 +8,7 @@ import os
 import pandas as pd
 import pytest
 
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import AttentionPattern, HeadScores
 from seqcirc_utils.core.results import find_records, records_of_kind, results_dir, write_json_atomic
 
@@ -39,9 +40,9 @@ def test_head_scores_round_trip_exactly_through_a_file(tmp_path):
     assert loaded["rows"][1]["next"] is None  # NaN becomes null
     again = HeadScores.from_json(loaded)
     assert again == record and again.to_json() == loaded
-    with pytest.raises(ValueError, match="kind 'head_scores'"):
+    with pytest.raises(BadFileError, match="kind 'head_scores'"):
         HeadScores.from_json({"kind": "circuit"})
-    with pytest.raises(ValueError, match="lacks keys"):
+    with pytest.raises(BadFileError, match="lacks keys"):
         HeadScores.from_json({"kind": "head_scores", "schema_version": 1, "scores": ["x"]})
     with pytest.raises(ValueError, match="integer 'layer' and 'head'"):
         HeadScores(scores=["x"], rows=[{"layer": "0", "head": 1, "x": 1.0}])
@@ -104,3 +105,56 @@ def test_estimated_drop_scores_panel_per_label_and_chart():
     values = spec["datasets"][spec["data"]["name"]]
     assert {(v["panel"], v["layer"], v["head"], v["value"]) for v in values} == \
         {("a", 0, 0, 1.0), ("a", 1, 1, -2.0), ("b", 0, 0, 3.0), ("b", 1, 1, 4.0)}
+
+
+def test_write_atomic_text_and_bytes_and_a_failed_replace(tmp_path, monkeypatch):
+    """The one atomic writer: text (UTF-8) and bytes land exactly; a failure before the rename keeps the
+    old file and leaves no temporary file; missing parents are created."""
+    from seqcirc_utils.core.results import write_atomic
+
+    text_path = write_atomic(tmp_path / "a" / "b.txt", "naïve — text\n")
+    assert text_path.read_bytes() == "naïve — text\n".encode("utf-8")
+    blob = bytes(range(256))
+    assert write_atomic(tmp_path / "c.bin", blob).read_bytes() == blob
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(text_path, "new")
+    assert text_path.read_text(encoding="utf-8") == "naïve — text\n"
+    assert sorted(p.name for p in text_path.parent.iterdir()) == ["b.txt"]
+
+
+def test_results_root_and_dir_follow_the_environment(tmp_path, monkeypatch):
+    from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT, RESULTS_ROOT_ENV, results_root
+
+    monkeypatch.delenv(RESULTS_ROOT_ENV, raising=False)
+    monkeypatch.delenv(RESULTS_DIR_ENV, raising=False)
+    assert results_root() == RESULTS_ROOT
+    assert results_root({RESULTS_ROOT_ENV: str(tmp_path / "r")}) == tmp_path / "r"
+    monkeypatch.setenv(RESULTS_ROOT_ENV, str(tmp_path / "elsewhere"))
+    assert results_dir("tiny-llama") == tmp_path / "elsewhere" / "tiny-llama"
+    monkeypatch.setenv(RESULTS_DIR_ENV, str(tmp_path / "cell"))
+    assert results_dir("tiny-llama") == tmp_path / "cell"
+    assert results_dir("tiny-llama", root=tmp_path / "given") == tmp_path / "given" / "tiny-llama"
+
+
+def test_results_variables_and_atomic_writes_live_in_core_results():
+    """The results environment variables are spelled once (core/results.py) and every file the package
+    writes atomically goes through ``write_atomic`` (``os.replace`` elsewhere only swaps whole folders:
+    the converted GGUF model, the MathJax copy)."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "seqcirc_utils"
+    folder_swaps = {"models/loading.py", "workflow/book.py"}
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package).as_posix()
+        src = path.read_text()
+        if rel == "core/results.py":
+            continue
+        assert not re.search(r"""["']SEQCIRC_RESULTS(_DIR)?["']""", src), f"{rel} spells a results variable"
+        if rel not in folder_swaps:
+            assert "os.replace(" not in src, f"{rel} has its own atomic write; use core.results.write_atomic"

@@ -9,6 +9,7 @@ import random
 import pandas as pd
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.evaluation import robustness as R
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.evaluation.planted import build_planted_model, planted_dataset
@@ -91,15 +92,15 @@ def test_factor_summary_groups_runs():
 
 
 def test_bad_inputs_name_valid_values():
-    with pytest.raises(ValueError, match="valid: seed, order, corruption, metric"):
+    with pytest.raises(ParameterError, match="valid: seed, order, corruption, metric"):
         R.robustness_runs(None, None, "m", "digits", factors=["colour"])
-    with pytest.raises(ValueError, match="valid: randAll"):
+    with pytest.raises(ParameterError, match="valid: randAll"):
         R.robustness_runs(None, None, "m", "digits", corruptions=["shuffle"])
-    with pytest.raises(ValueError, match="valid: fast, sweep"):
+    with pytest.raises(ParameterError, match="unknown pruning method .acdc.; valid: sweep, fast"):
         R.robustness_runs(None, None, "m", "digits", method="acdc")
-    with pytest.raises(ValueError, match="n_seeds"):
+    with pytest.raises(ParameterError, match="n_seeds"):
         R.robustness_runs(None, None, "m", "digits", n_seeds=0)
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+    with pytest.raises(ParameterError, match=r"\(0, 1\]"):
         R.core_components(HAND, 0)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.workflow.runner import find_notebooks, parse_value, resolve_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,7 @@ def test_names_resolve_with_or_without_prefix():
     assert resolve_notebook("behaviour").stem == "01_behaviour"
     assert resolve_notebook("01_behaviour").stem == "01_behaviour"
     assert resolve_notebook("notebooks/01_behaviour.py").stem == "01_behaviour"
-    with pytest.raises(ValueError, match="valid names: .*01_behaviour"):
+    with pytest.raises(ParameterError, match="valid names: .*01_behaviour"):
         resolve_notebook("no_such_notebook")
 
 
@@ -85,7 +87,7 @@ def test_run_behaviour_uses_the_given_parameters(tmp_path):
     """The acceptance command: the changed parameters are recorded and used (metadata, smoke notice, JSON)."""
     out_dir, results = tmp_path / "executed", tmp_path / "results"
     res = seqcirc("run", "01_behaviour", "-p", "model", "tiny-gpt2", "-p", "n_prompts", "4", "-p", "smoke", "true",
-                  "--out-dir", str(out_dir), env={"SEQCIRC_RESULTS": str(results)})
+                  "--out-dir", str(out_dir), env={RESULTS_ROOT_ENV: str(results)})
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"^01_behaviour +ok ", res.stdout, re.M)
     executed = out_dir / "01_behaviour.ipynb"
@@ -208,7 +210,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     from seqcirc_utils.workflow.runner import run_notebook
 
     nb, out_dir, results = _cache_setup(tmp_path)
-    env = {"SEQCIRC_RESULTS": str(results)}
+    env = {RESULTS_ROOT_ENV: str(results)}
     probe = results / "m" / "probe.json"
 
     first = run_notebook(nb, {"x": 3}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
@@ -239,7 +241,7 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     # `seqcirc run --force` (in-process, so the frozen package snapshot applies)
     args = ["run", "01_probe", "-p", "x", "4", "--notebooks-dir", str(nb.path.parent), "--out-dir", str(out_dir),
             "--no-progress"]
-    monkeypatch.setenv("SEQCIRC_RESULTS", str(results))
+    monkeypatch.setenv(RESULTS_ROOT_ENV, str(results))
     monkeypatch.setattr("seqcirc_utils.workflow.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
     capsys.readouterr()
     assert cli.main(args) == 0
@@ -376,13 +378,13 @@ def test_dependencies_appendix_after_chapters_and_declared_after(tmp_path):
                                                  "90_app": ["01_a", "02_b", "03_c"]}
     assert dependencies([b, c]) == {"02_b": [], "03_c": ["02_b"]}  # a notebook not in the run is not waited for
     _scheduled_notebook(tmp_path, "01_a", after=["03_c"])
-    with pytest.raises(ValueError, match="wait for each other: 01_a -> 03_c -> 01_a"):
+    with pytest.raises(BadFileError, match="wait for each other: 01_a -> 03_c -> 01_a"):
         dependencies([a, b, c])
     _scheduled_notebook(tmp_path, "01_a", after=["nope"])
-    with pytest.raises(ValueError, match="unknown notebook 'nope'"):
+    with pytest.raises(ParameterError, match="unknown notebook 'nope'"):
         dependencies([a])
     _scheduled_notebook(tmp_path, "01_a", estimate=-1)
-    with pytest.raises(ValueError, match="estimate_s must be a positive number"):
+    with pytest.raises(BadFileError, match="estimate_s must be a positive number"):
         a.schedule()
 
 
@@ -499,7 +501,7 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     for workers in (1, 2):
         results, out_dir = tmp_path / f"results{workers}", tmp_path / f"executed{workers}"
         res = seqcirc("run", "--all", "--keep-going", "--no-progress", "--workers", str(workers), "--notebooks-dir",
-                      str(BOOK_FIXTURES), "--out-dir", str(out_dir), env={"SEQCIRC_RESULTS": str(results)})
+                      str(BOOK_FIXTURES), "--out-dir", str(out_dir), env={RESULTS_ROOT_ENV: str(results)})
         assert res.returncode == 0, res.stdout + res.stderr
         runs[workers] = book_assets.executed_runs(out_dir).set_index("notebook")
     one, two = _book_results(tmp_path / "results1"), _book_results(tmp_path / "results2")
@@ -528,7 +530,7 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
 
     # a warm rerun reuses everything and starts no cluster
     res = seqcirc("run", "--all", "--no-progress", "--workers", "2", "--notebooks-dir", str(BOOK_FIXTURES),
-                  "--out-dir", str(tmp_path / "executed2"), env={"SEQCIRC_RESULTS": str(tmp_path / "results2")})
+                  "--out-dir", str(tmp_path / "executed2"), env={RESULTS_ROOT_ENV: str(tmp_path / "results2")})
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(re.findall(r"^\S+ +reused ", res.stdout, re.M)) == 4 and "LocalCluster" not in res.stdout
 

@@ -2,6 +2,7 @@ import random
 
 import pytest
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.tasks.datasets import (
     CORRUPTIONS, FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, answer_token, corrupt_indices,
     is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix, single_token_id, single_token_members,
@@ -128,7 +129,7 @@ def test_json_keys(tiny_gpt2):
     ({"task": "digits", "n": -3}, "n must be a positive"),
 ])
 def test_bad_input_errors(tiny_gpt2, kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(ParameterError, match=fragment):
         make_dataset(tiny_gpt2[0].tokenizer, **kwargs)
 
 
@@ -139,7 +140,7 @@ def test_multi_token_answer_rejected_with_pieces(tiny_gpt2):
 
 def test_impossible_sequence_names_single_token_members(smollm):
     # SmolLM2 has single-token digits 0..9 only: a length-12 digit sequence cannot be built.
-    with pytest.raises(ValueError, match="single-token members"):
+    with pytest.raises(ParameterError, match="single-token members"):
         make_dataset(smollm[0].tokenizer, "digits", length=12, n=4)
 
 
@@ -192,7 +193,7 @@ def test_prefix_llama_style_and_chat_only_tokenizers():
     assert (doc.token, doc.token_id) == ("<s>", llama.convert_tokens_to_ids("<s>"))
     chat = _word_level_tokenizer({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
     assert resolve_prefix(chat, "bos").token == "<|im_start|>"  # "bos" takes it whatever it is
-    with pytest.raises(ValueError, match="valid: bos, none"):
+    with pytest.raises(ParameterError, match="valid: bos, none"):
         resolve_prefix(chat, "document")
     # A chat bos with <|endoftext|> in the vocabulary (SmolLM2-Instruct's layout): the separator wins.
     smol_like = _word_level_tokenizer({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
@@ -243,9 +244,9 @@ def test_old_json_without_prefix_loads(tiny_gpt2):
 
 
 def test_bad_prefix_names_valid_modes(tiny_gpt2):
-    with pytest.raises(ValueError, match="unknown prefix 'chat'; valid: document, bos, none"):
+    with pytest.raises(ParameterError, match="unknown prefix 'chat'; valid: document, bos, none"):
         make_dataset(tiny_gpt2[0].tokenizer, "digits", prefix="chat")
-    with pytest.raises(ValueError, match="valid: document, bos, none"):
+    with pytest.raises(ParameterError, match="valid: document, bos, none"):
         resolve_prefix(tiny_gpt2[0].tokenizer, "BOS")
 
 
@@ -259,7 +260,7 @@ def test_spaced_prompts_use_the_prefix(tiny_gpt2):
     eot = resolve_prefix(tok, "document").token_id
     assert all(t[0] == eot for t in doc.tokens) and all(a[1:] == b for a, b in zip(doc.tokens, none.tokens))
     assert all([p - 1 for p in a] == b for a, b in zip(doc.member_positions, none.member_positions))
-    with pytest.raises(ValueError, match="valid: document, bos, none"):
+    with pytest.raises(ParameterError, match="valid: document, bos, none"):
         spaced_prompts(tok, "digits", 2, prefix="chat")
 
 

@@ -12,7 +12,7 @@ class SeqcircError(Exception):
     """A user error: bad input, or a request this model and these sizes cannot satisfy."""
 
 
-class ParameterError(SeqcircError, ValueError):
+class ParameterError(SeqcircError):
     """A parameter outside its valid values (the message names them)."""
 
 
@@ -24,13 +24,17 @@ class ModelUnavailableError(SeqcircError):
     """A model cannot be loaded here (no network, not cached, or its package is missing)."""
 
 
-class TokenizationError(SeqcircError, ValueError):
+class TokenizationError(SeqcircError):
     """A member or answer is not a single token in context (the task does not fit this tokenizer)."""
 
 
-class TooFewPromptsError(SeqcircError, ValueError):
+class TooFewPromptsError(SeqcircError):
     """Fewer prompts (or distinct sequences) than required pass the filter or fit a split."""
 
 
-class BaselineError(SeqcircError, ValueError):
+class BaselineError(SeqcircError):
     """A metric baseline that makes a ratio meaningless (e.g. a non-positive full-model logit difference)."""
+
+
+class MissingExtraError(SeqcircError):
+    """A command needs an optional extra that is not installed (the message names the pip command)."""

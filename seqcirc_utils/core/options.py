@@ -1,12 +1,111 @@
 """The names a user chooses from: tasks, templates, directions, corruptions, prefixes, metrics, methods.
 
-Plain constants, importable without torch, transformer_lens or pandas, so the command line checks every
-argument before anything heavy loads (``seqcirc circuit --task nosuch`` answers in a fraction of a
-second). The modules that implement each choice re-export the names they own (``tasks.TASKS``,
-``ablation.METRICS``, ``pruning.METHODS``, ...); this module imports nothing from the package.
+Importable without torch, transformer_lens or pandas, so the command line checks every argument before
+anything heavy loads (``seqcirc circuit --task nosuch`` answers in a fraction of a second). The options
+the algorithms branch on are :class:`~enum.StrEnum` types (:class:`Metric`, :class:`AblationMode`,
+:class:`PruneMethod`, :class:`SweepOrder`, :class:`EdgeMethod`, :class:`EdgeInput`): a member *is* its
+string (``Metric.KL == "kl"``, JSON writes ``"kl"``), ``X.parse(value)`` turns a user's string into a
+member or raises a one-line :class:`~seqcirc_utils.core.errors.ParameterError` naming the valid values,
+and ``X.values()`` gives the plain strings (command-line ``choices``). The tuples below (``METRICS``,
+``METHODS``, ...) are those values. This module imports only :mod:`seqcirc_utils.core.errors`.
 """
 
 from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from seqcirc_utils.core.errors import ParameterError
+
+
+class Option(StrEnum):
+    """A choice among named strings: ``parse`` (user input -> member, or a one-line ParameterError) and
+    ``values`` (the plain strings, in declaration order)."""
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+    @classmethod
+    def label(cls) -> str:
+        """What the option is called in messages (the class name in words unless a subclass says otherwise)."""
+        return re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()
+
+    @classmethod
+    def parse(cls, value: "str | Option"):
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ParameterError(f"unknown {cls.label()} {value!r}; valid: {', '.join(cls.values())}") from None
+
+
+class Metric(Option):
+    """What a circuit score measures (``scoring.ablation``): the logit difference correct - incorrect,
+    the KL divergence from the full model, or the greater-than probability difference."""
+
+    LOGIT_DIFF = "logit_diff"
+    KL = "kl"
+    PROB_DIFF = "prob_diff"
+
+
+class AblationMode(Option):
+    """What replaces an ablated component's activation.
+
+    - ``mean``: the per-position mean over the corrupted prompts (the paper's choice).
+    - ``zero``: zeros.
+    - ``resample``: the same prompt's corrupted-run activation (the paired corrupted prompt).
+    """
+
+    MEAN = "mean"
+    ZERO = "zero"
+    RESAMPLE = "resample"
+
+    @property
+    def needs_corrupted_run(self) -> bool:
+        return self is not AblationMode.ZERO
+
+
+class PruneMethod(Option):
+    """How a node circuit is found (``discovery.pruning``): the paper's ablation sweep, or the fast
+    attribution-ranked search."""
+
+    SWEEP = "sweep"
+    FAST = "fast"
+
+    @classmethod
+    def label(cls) -> str:
+        return "pruning method"
+
+
+class SweepOrder(Option):
+    """The sweep's component order: the paper's (backward then forward) or by descending effect."""
+
+    PAPER = "paper"
+    DESCENDING = "descending"
+
+
+class EdgeMethod(Option):
+    """How an edge circuit is found inside a node circuit: exact path patching, EAP or EAP-IG."""
+
+    EXACT = "exact"
+    EAP = "eap"
+    EAP_IG = "eap-ig"
+
+    @classmethod
+    def label(cls) -> str:
+        return "edge pruning method"
+
+
+class EdgeInput(Option):
+    """Which input of the receiver an edge feeds: a head's query, key or value, an MLP, or the logits."""
+
+    Q = "q"
+    K = "k"
+    V = "v"
+    MLP = "mlp"
+    LOGITS = "logits"
 
 # --------------------------------------------------------------------------- models (models.py)
 EMBEDDED_MODEL = "smollm2-135m"
@@ -43,16 +142,18 @@ CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "r
 PREFIX_MODES = ("document", "bos", "none")
 
 # --------------------------------------------------------------------------- scoring (ablation.py)
-METRICS = ("logit_diff", "kl", "prob_diff")
+METRICS = Metric.values()
+ABLATION_MODES = AblationMode.values()
 
 # --------------------------------------------------------------------------- node circuits (pruning.py)
-PAPER = "paper"
-DESCENDING = "descending"
-SWEEP_ORDERS = (PAPER, DESCENDING)
-METHODS = ("sweep", "fast")
+PAPER = SweepOrder.PAPER.value
+DESCENDING = SweepOrder.DESCENDING.value
+SWEEP_ORDERS = SweepOrder.values()
+METHODS = PruneMethod.values()
 
-# --------------------------------------------------------------------------- edge circuits (edge_pruning.py)
-EDGE_METHODS = ("exact", "eap", "eap-ig")
+# --------------------------------------------------------------------------- edge circuits (discovery/edges)
+EDGE_METHODS = EdgeMethod.values()
+HEAD_INPUTS = (EdgeInput.Q.value, EdgeInput.K.value, EdgeInput.V.value)
 
 # --------------------------------------------------------------------------- OV scores (ov_scores.py)
 BASIC_KINDS = ("copy", "next", "prev")

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.types import Circuit, Component
 
 CIRCUIT_KIND = "circuit"
@@ -56,17 +57,17 @@ _CONSTANT_KEYS = ("kind", "schema_version")
 
 def checked_json(data: Any, kind: str, schema_version: int, keys: tuple[str, ...]) -> dict[str, Any]:
     """A deep copy of ``data`` after checking it is a JSON object of ``kind`` and ``schema_version`` with every
-    key of ``keys``; a one-line ``ValueError`` naming what differs otherwise (what every ``from_json`` uses)."""
+    key of ``keys``; a one-line :class:`BadFileError` naming what differs otherwise (what every ``from_json`` uses)."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
+        raise BadFileError(f"a {kind!r} record must be a JSON object, got {type(data).__name__}")
     if data.get("kind") != kind:
-        raise ValueError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
+        raise BadFileError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
     if data.get("schema_version") != schema_version:
-        raise ValueError(f"expected a {kind!r} record of schema_version {schema_version}, "
-                         f"got {data.get('schema_version')!r}")
+        raise BadFileError(f"expected a {kind!r} record of schema_version {schema_version}, "
+                           f"got {data.get('schema_version')!r}")
     missing = [key for key in keys if key not in data]
     if missing:
-        raise ValueError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
+        raise BadFileError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
     return copy.deepcopy(dict(data))
 
 
@@ -141,8 +142,9 @@ class CircuitRecord(Mapping):
     def from_json(cls, data: Mapping[str, Any]) -> "CircuitRecord":
         """The record of a circuit-JSON dict (``to_json``'s inverse; values are deep-copied).
 
-        A version-2 dict is upgraded first (:func:`upgrade_circuit_json`). Raises a one-line ``ValueError``
-        when ``data`` is not a circuit record of a readable version or lacks one of :data:`CIRCUIT_KEYS`.
+        A version-2 dict is upgraded first (:func:`upgrade_circuit_json`). Raises a one-line
+        :class:`BadFileError` when ``data`` is not a circuit record of a readable version or lacks one of
+        :data:`CIRCUIT_KEYS`.
         """
         if isinstance(data, CircuitRecord):
             data = data.to_json()
@@ -265,7 +267,7 @@ class HeadScores:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "HeadScores":
-        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, HEAD_SCORES_KEYS)
         return cls(scores=data["scores"], rows=data["rows"], panels=data["panels"], description=data["description"])
 
@@ -348,7 +350,7 @@ class AttentionPattern:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AttentionPattern":
-        """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
+        """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, ATTENTION_PATTERN_KEYS)
         return cls(**{k: data[k] for k in ATTENTION_PATTERN_KEYS if k not in ("kind", "schema_version")})
 

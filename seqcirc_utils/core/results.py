@@ -5,47 +5,65 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 RESULTS_ROOT = Path("results")
+#: The results root (default :data:`RESULTS_ROOT`, relative to the working directory): one folder per model below it.
+RESULTS_ROOT_ENV = "SEQCIRC_RESULTS"
 #: When set (and no ``root`` is given), :func:`results_dir` is this directory for every model: a
 #: ``seqcirc grid`` cell's ``results/<model>/runs/<cell-id>/`` (see :mod:`seqcirc_utils.workflow.grid`).
 RESULTS_DIR_ENV = "SEQCIRC_RESULTS_DIR"
 
 
+def results_root(env: Mapping[str, str] | None = None) -> Path:
+    """The results root: ``$SEQCIRC_RESULTS`` (:data:`RESULTS_ROOT_ENV`) in ``env`` (default: this process's
+    environment), else ``results``. Relative paths stay relative (to the working directory that uses them)."""
+    env = os.environ if env is None else env
+    return Path(env.get(RESULTS_ROOT_ENV) or RESULTS_ROOT)
+
+
 def results_dir(model: str, root: str | Path | None = None) -> Path:
     """``results/<model>/`` with the model spec made filesystem-safe (created if missing).
 
-    The root is ``root``, else ``$SEQCIRC_RESULTS``, else ``results``; ``$SEQCIRC_RESULTS_DIR``
-    (without ``root``) replaces the whole path.
+    The root is ``root``, else :func:`results_root` (``$SEQCIRC_RESULTS``, else ``results``);
+    ``$SEQCIRC_RESULTS_DIR`` (without ``root``) replaces the whole path.
     """
     if root is None and os.environ.get(RESULTS_DIR_ENV):
         path = Path(os.environ[RESULTS_DIR_ENV])
         path.mkdir(parents=True, exist_ok=True)
         return path
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name if os.sep in model else model).strip("_") or "model"
-    path = Path(root or os.environ.get("SEQCIRC_RESULTS", RESULTS_ROOT)) / safe
+    path = Path(root or results_root()) / safe
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically: into a new temporary file beside it,
+    then ``os.replace`` onto ``path``. Readers see the old file or the new one, never a half-written one;
+    a failed write leaves the old file and no temporary file. Creates missing parent folders; the file gets
+    the usual permissions (the umask applies). The one atomic writer of the package."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=_jsonable)
+        with open(tmp, "xb") as fh:
+            fh.write(payload)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON (indent 1; typed records by their ``to_json``) to ``path`` with :func:`write_atomic`.
+    An object that cannot be serialised raises before anything is written."""
+    return write_atomic(path, json.dumps(obj, indent=1, default=_jsonable))
 
 
 def read_json(path: str | Path) -> Any:

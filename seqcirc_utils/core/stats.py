@@ -22,6 +22,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
+
 N_RESAMPLES = 1000
 LEVEL = 0.95
 
@@ -29,9 +31,9 @@ LEVEL = 0.95
 def bootstrap_indices(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> torch.Tensor:
     """Prompt indices of ``n_resamples`` bootstrap resamples of ``n`` prompts, ``[n_resamples, n]`` (seeded)."""
     if n < 1:
-        raise ValueError(f"a bootstrap needs at least one prompt, got n={n}")
+        raise TooFewPromptsError(f"a bootstrap needs at least one prompt, got n={n}")
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise ParameterError(f"n_resamples must be >= 1, got {n_resamples}")
     gen = torch.Generator().manual_seed(int(seed))
     return torch.randint(0, n, (n_resamples, n), generator=gen)
 
@@ -51,7 +53,7 @@ def bootstrap_ratio_ci(
     whose denominator mean is 0 are dropped. Returns ``(lo, hi)`` in the statistic's units.
     """
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise ParameterError(f"level must be in (0, 1), got {level}")
     num = torch.as_tensor(numerator, dtype=torch.float64).detach().cpu().flatten()
     den = torch.as_tensor(denominator, dtype=torch.float64).detach().cpu().flatten()
     if num.shape != den.shape:

@@ -7,10 +7,11 @@ Every module speaks in these objects; strings are only for display and JSON.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from typing import Iterable, Literal
+
+from seqcirc_utils.core.errors import ParameterError
 
 ComponentKind = Literal["head", "mlp", "neuron"]
 
@@ -33,11 +34,11 @@ class Component:
 
     def __post_init__(self) -> None:
         if self.kind not in ("head", "mlp", "neuron"):
-            raise ValueError(f"unknown component kind {self.kind!r}; valid: head, mlp, neuron")
+            raise ParameterError(f"unknown component kind {self.kind!r}; valid: head, mlp, neuron")
         if self.kind == "mlp" and self.index is not None:
-            raise ValueError("an MLP component has no index")
+            raise ParameterError("an MLP component has no index")
         if self.kind != "mlp" and self.index is None:
-            raise ValueError(f"a {self.kind} component needs an index")
+            raise ParameterError(f"a {self.kind} component needs an index")
 
     def __str__(self) -> str:
         if self.kind == "head":
@@ -74,40 +75,13 @@ def parse_component(name: str) -> Component:
         return mlp(int(m[1]))
     if m := _NEURON_RE.match(text):
         return Component(int(m[1]), "neuron", int(m[2]))
-    raise ValueError(f"cannot parse component {name!r}; valid forms: 'L9.H1', 'MLP9', 'L9.N120'")
+    raise ParameterError(f"cannot parse component {name!r}; valid forms: 'L9.H1', 'MLP9', 'L9.N120'")
 
 
 def sort_components(components: Iterable[Component]) -> list[Component]:
     """Sort in forward order: by layer, heads before the MLP of the same layer."""
     order = {"head": 0, "neuron": 1, "mlp": 2}
     return sorted(components, key=lambda c: (c.layer, order[c.kind], c.index or 0))
-
-
-class AblationMode(str, enum.Enum):
-    """What replaces an ablated component's activation.
-
-    - ``mean``: the per-position mean over the corrupted prompts (the paper's choice).
-    - ``zero``: zeros.
-    - ``resample``: the same prompt's corrupted-run activation (the paired corrupted prompt).
-    """
-
-    MEAN = "mean"
-    ZERO = "zero"
-    RESAMPLE = "resample"
-
-    @classmethod
-    def parse(cls, value: "str | AblationMode") -> "AblationMode":
-        if isinstance(value, AblationMode):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(m.value for m in cls)
-            raise ValueError(f"unknown ablation mode {value!r}; valid: {valid}") from None
-
-    @property
-    def needs_corrupted_run(self) -> bool:
-        return self is not AblationMode.ZERO
 
 
 @dataclass(frozen=True)

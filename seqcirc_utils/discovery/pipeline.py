@@ -359,7 +359,7 @@ def discover(
     The dataset is :func:`discovery_dataset`'s, drawn 2x / 4x larger when fewer than ``min_prompts`` prompts
     pass its filter (:data:`DRAW_GROWTH`; the record's ``dataset`` holds the draw used).
     ``metric=None`` (default) is the dataset's own metric (:func:`resolve_metric`). The full model's
-    baseline is checked first (:func:`~seqcirc_utils.scoring.ablation.check_baseline`: a ``ValueError`` when it
+    baseline is checked first (:func:`~seqcirc_utils.scoring.ablation.check_baseline`: a ``BaselineError`` when it
     is <= 0 or tiny). With ``heldout=True`` (default) every circuit is also scored on a fresh dataset
     drawn with ``heldout_seed`` (default ``seed + HELDOUT_SEED_OFFSET``), see :func:`heldout_scores`.
     ``order``, ``minimal`` and ``max_refine_passes`` go to :func:`~seqcirc_utils.discovery.pruning.prune`.

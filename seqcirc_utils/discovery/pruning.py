@@ -46,9 +46,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, CircuitScore
 from seqcirc_utils.scoring.attribution import attribution_scores
-from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS  # noqa: F401 - re-exported
+from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS, PruneMethod, SweepOrder  # noqa: F401
 from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
@@ -60,18 +61,16 @@ def check_thresholds(thresholds: Iterable[float]) -> list[float]:
     for t in thresholds:
         t = float(t)
         if not 0 < t <= 1:
-            raise ValueError(f"threshold {t} outside (0, 1]; thresholds are fractions of the full model's metric, e.g. 0.8")
+            raise ParameterError(f"threshold {t} outside (0, 1]; thresholds are fractions of the full model's metric, e.g. 0.8")
         out.append(t)
     if not out:
-        raise ValueError("give at least one threshold in (0, 1]")
+        raise ParameterError("give at least one threshold in (0, 1]")
     return sorted(set(out), reverse=True)
 
 
-def check_order(order: str) -> str:
-    """Validate a sweep order name (one of :data:`SWEEP_ORDERS`)."""
-    if order not in SWEEP_ORDERS:
-        raise ValueError(f"unknown sweep order {order!r}; valid: {', '.join(SWEEP_ORDERS)}")
-    return order
+def check_order(order: SweepOrder | str) -> SweepOrder:
+    """Validate a sweep order name (one of :data:`SWEEP_ORDERS`; a :class:`SweepOrder` is its string)."""
+    return SweepOrder.parse(order)
 
 
 @dataclass
@@ -251,7 +250,7 @@ def refine_to_minimal(
     (checked exactly against the final circuit when the budget stopped the refinement; 0 when minimal).
     """
     if max_passes is not None and max_passes < 0:
-        raise ValueError(f"max_refine_passes must be >= 0 or None (no limit), got {max_passes}")
+        raise ParameterError(f"max_refine_passes must be >= 0 or None (no limit), got {max_passes}")
     state = _CircuitState(ablator, set(kept), resume=True)
     ranked = [c for c in dict.fromkeys(ranking) if c in state.kept]
     unranked = sort_components(state.kept - set(ranked))
@@ -363,9 +362,9 @@ def _metric_from_fraction(ablator: Ablator, fraction: float) -> float:
 def prune(
     ablator: Ablator,
     thresholds: Sequence[float],
-    method: str = "sweep",
+    method: PruneMethod | str = PruneMethod.SWEEP,
     progress: bool = True,
-    order: str | None = None,
+    order: SweepOrder | str | None = None,
     minimal: bool = True,
     max_refine_passes: int | None = None,
 ) -> list[PruningResult]:
@@ -373,12 +372,11 @@ def prune(
     :func:`fast_prune` (``"fast"``, 1-minimal unless ``minimal=False``; ``max_refine_passes`` bounds
     its refinement). ``minimal`` and ``max_refine_passes`` do not apply to the sweep (its circuits
     record ``minimal=None``); ``order`` does not apply to the fast method."""
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(METHODS)}")
-    if method == "sweep":
+    method = PruneMethod.parse(method)  # ParameterError naming the methods
+    if method == PruneMethod.SWEEP:
         return sweep_prune(ablator, thresholds, order=check_order(order or PAPER), progress=progress)
     if order is not None:
-        raise ValueError(f"order={order!r} applies to method='sweep' only; the fast method ranks by attribution")
+        raise ParameterError(f"order={order!r} applies to method='sweep' only; the fast method ranks by attribution")
     return fast_prune(ablator, thresholds, progress=progress, minimal=minimal, max_refine_passes=max_refine_passes)
 
 

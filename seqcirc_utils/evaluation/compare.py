@@ -24,7 +24,8 @@ from typing import Hashable, Iterable, Mapping
 
 import pandas as pd
 
-from seqcirc_utils.scoring.ablation import Ablator, get_ablator
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.scoring.ablation import Ablator, AblatorCache
 from seqcirc_utils.discovery.pipeline import score_with_ci
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.tasks.datasets import TaskDataset
@@ -68,17 +69,19 @@ def membership_matrix(circuits: Circuits) -> pd.DataFrame:
 
 def cross_task_scores(
     model, info: ModelInfo, circuits: Circuits, datasets: Mapping[str, TaskDataset], mode: str = "mean",
-    metric: str | None = None,
+    metric: str | None = None, ablators: AblatorCache | None = None,
 ) -> pd.DataFrame:
     """Score every circuit on every task's data: rows = circuit's task, columns = data's task.
 
     Each cell is the circuit's metric with everything else ablated, as a fraction of the full
     model's metric on that data (the paper: numerals circuit on number-word data, ...). The metric
     defaults per dataset (greater-than: probability difference; otherwise logit difference).
+    ``ablators``: the caller's :class:`AblatorCache` (reuses the means of earlier calls on these datasets).
     """
+    ablators = ablators if ablators is not None else AblatorCache(max_size=len(datasets) or 1)
     table = {}
     for data_name, ds in datasets.items():
-        ab = get_ablator(model, info, ds, mode, metric)
+        ab = ablators.get(model, info, ds, mode, metric)
         table[data_name] = {name: ab.score(comps).score for name, comps in circuits.items()}
     return pd.DataFrame(table).rename_axis(index="circuit", columns="data")
 
@@ -86,14 +89,16 @@ def cross_task_scores(
 def analogous_ablation(
     model, info: ModelInfo, dataset: TaskDataset, sub_circuit: Iterable[Component],
     within: Iterable[Component] | None = None, mode: str = "mean", metric: str | None = None,
+    ablators: AblatorCache | None = None,
 ) -> dict:
     """Ablate ``sub_circuit`` (e.g. the greater-than heads) inside another task.
 
     From the full model (``within=None``) or from that task's circuit ``within``: returns the
     score (fraction of the full metric) before and after removing the sub-circuit, and the drop.
-    The metric defaults per dataset (greater-than: probability difference).
+    The metric defaults per dataset (greater-than: probability difference). ``ablators``: the caller's
+    :class:`AblatorCache` (repeated calls on one dataset then compute its means once).
     """
-    ab = get_ablator(model, info, dataset, mode, metric)
+    ab = (ablators if ablators is not None else AblatorCache(max_size=1)).get(model, info, dataset, mode, metric)
     base = set(info.components) if within is None else set(within)
     sub = set(sub_circuit)
     before = ab.score(base).score
@@ -190,7 +195,7 @@ def random_circuits(
     the same heads per layer and the same MLPs, and differs only in which heads.
     """
     if match not in RANDOM_MATCHES:
-        raise ValueError(f"unknown match {match!r}; valid: {', '.join(RANDOM_MATCHES)}")
+        raise ParameterError(f"unknown match {match!r}; valid: {', '.join(RANDOM_MATCHES)}")
     comps = set(components)
     heads = [c for c in comps if c.is_head]
     mlps = [c for c in comps if c.is_mlp]
@@ -255,8 +260,8 @@ def score_against_random(
     scorers = {d: _Scores(ab, n_resamples, seed) for d, ab in ablators.items()}
     random_on = set(ablators) if random_on is None else set(random_on)
     if random_on - set(ablators):
-        raise ValueError(f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
-                         f"{[str(d) for d in ablators]}")
+        raise ParameterError(f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
+                             f"{[str(d) for d in ablators]}")
     rows = []
     for i, (label, comps) in enumerate(circuits.items()):
         comps = frozenset(comps)
@@ -361,5 +366,5 @@ def lost_at(table: pd.DataFrame, value: str, by: str = "task", threshold: str = 
 
 def _only(components: Iterable[Component], kind: str | None) -> set[Component]:
     if kind not in (None, "head", "mlp"):
-        raise ValueError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")
+        raise ParameterError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")
     return {c for c in components if kind is None or c.kind == kind}

@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset, make_dataset, single_token_id
 from seqcirc_utils.core.types import Component, head, mlp, sort_components
@@ -72,8 +73,8 @@ def _subspaces(d_model: int, n_pos: int, n_members: int, n_junk: int, generator:
     """Orthonormal directions, all orthogonal to the all-ones vector (LayerNorm's centring ignores them)."""
     need = 1 + n_pos + 3 * n_members + n_junk
     if need > d_model - 1:
-        raise ValueError(f"the planted model needs d_model > {need} (positions {n_pos}, members {n_members}); "
-                         f"got {d_model}")
+        raise ParameterError(f"the planted model needs d_model > {need} (positions {n_pos}, members {n_members}); "
+                             f"got {d_model}")
     a = torch.randn(d_model, d_model, generator=generator, dtype=torch.float64)
     a[:, 0] = 1.0
     q = torch.linalg.qr(a)[0][:, 1:].T.float()  # [d_model - 1, d_model], rows orthonormal, each _|_ ones
@@ -85,16 +86,16 @@ def _subspaces(d_model: int, n_pos: int, n_members: int, n_junk: int, generator:
 def member_token_forms(tokenizer, family: str) -> list[list[int]]:
     """Per family member (in order): its single-token ids with and without a leading space.
 
-    Raises ``ValueError`` when a member has no single-token form with a leading space (the form
+    Raises :class:`TokenizationError` when a member has no single-token form with a leading space (the form
     the answers take)."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+        raise ParameterError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     forms = []
     for word in FAMILIES[family]:
         spaced = single_token_id(tokenizer, word, split_space=False)
         if spaced is None:
-            raise ValueError(f"{family} member {word!r} is not one token with a leading space: "
-                             f"{tokenizer.encode(' ' + word)}")
+            raise TokenizationError(f"{family} member {word!r} is not one token with a leading space: "
+                                    f"{tokenizer.encode(' ' + word)}")
         bare = single_token_id(tokenizer, word, after_space=False)
         forms.append([spaced] + ([bare] if bare is not None and bare != spaced else []))
     return forms
@@ -127,13 +128,13 @@ def build_planted_model(
     from seqcirc_utils.models.loading import ModelInfo, gpt2_tokenizer
 
     if n_heads < 2:
-        raise ValueError(f"the planted model needs n_heads >= 2 (a planted head and distractors); got {n_heads}")
+        raise ParameterError(f"the planted model needs n_heads >= 2 (a planted head and distractors); got {n_heads}")
     tok = gpt2_tokenizer()
     forms = member_token_forms(tok, family)
     n = len(forms)
     d_head = d_model // n_heads
     if d_head < max(n_ctx, n):
-        raise ValueError(f"d_head = d_model / n_heads must be >= n_ctx ({n_ctx}) and members ({n}); got {d_head}")
+        raise ParameterError(f"d_head = d_model / n_heads must be >= n_ctx ({n_ctx}) and members ({n}); got {d_head}")
     g = torch.Generator().manual_seed(seed)
     n_junk = 8
     s = _subspaces(d_model, n_ctx, n, n_junk, g)
@@ -281,7 +282,7 @@ def ground_truth_table(
 
     unknown = set(methods) - set(PLANTED_METHODS)
     if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; valid: {', '.join(PLANTED_METHODS)}")
+        raise ParameterError(f"unknown method(s) {sorted(unknown)}; valid: {', '.join(PLANTED_METHODS)}")
     pm = pm or build_planted_model()
     ds = planted_dataset(pm, n=n_prompts, seed=seed)
     rows = []

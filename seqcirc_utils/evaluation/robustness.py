@@ -32,6 +32,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import PruneMethod
 from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.discovery.pipeline import DRAW_GROWTH, HELDOUT_SEED_OFFSET, discovery_dataset, heldout_scores, resolve_metric, score_with_ci
 from seqcirc_utils.discovery.pruning import check_thresholds, prune, sweep_prune
@@ -100,7 +102,7 @@ def membership_frequency(circuits: Sequence[Iterable[Component]], components: Se
     None for MLPs), ``count`` and ``frequency`` (count / number of circuits).
     """
     if not circuits:
-        raise ValueError("membership frequency needs at least one circuit")
+        raise ParameterError("membership frequency needs at least one circuit")
     sets = [set(c) for c in circuits]
     rows = []
     for c in components:
@@ -114,9 +116,9 @@ def core_components(circuits: Sequence[Iterable[Component]],
                     min_frequency: float = CORE_FREQUENCY) -> frozenset[Component]:
     """Components present in at least ``min_frequency`` of ``circuits`` (a fraction in (0, 1])."""
     if not 0 < min_frequency <= 1:
-        raise ValueError(f"min_frequency must be a fraction in (0, 1], got {min_frequency}")
+        raise ParameterError(f"min_frequency must be a fraction in (0, 1], got {min_frequency}")
     if not circuits:
-        raise ValueError("the core needs at least one circuit")
+        raise ParameterError("the core needs at least one circuit")
     sets = [set(c) for c in circuits]
     universe = set().union(*sets)
     # compare counts, not floats: present in >= ceil(min_frequency * n) circuits
@@ -164,7 +166,7 @@ def check_factors(factors: Iterable[str]) -> list[str]:
     factors = list(factors)
     unknown = sorted(set(factors) - set(FACTORS))
     if unknown:
-        raise ValueError(f"unknown robustness factor(s) {unknown}; valid: {', '.join(FACTORS)}")
+        raise ParameterError(f"unknown robustness factor(s) {unknown}; valid: {', '.join(FACTORS)}")
     return [f for f in FACTORS if f in factors]
 
 
@@ -189,9 +191,9 @@ def _run(task: str, factor: str, level: str, ablator: Ablator, seed: int, corrup
         result = sweep_prune(ablator, [threshold], order=list(order), progress=False)[0]
         method = "sweep-random-order"
     return RobustnessRun(task, factor, level, seed, corruption, ablator.metric, method, result.components,
-                         result.score.score, ablator.full_metric, len(ablator.dataset),
-                         ablator.forward_passes - p0, time.perf_counter() - t0,
-                         [str(c) for c in order] if order is not None else None)
+                             result.score.score, ablator.full_metric, len(ablator.dataset),
+                             ablator.forward_passes - p0, time.perf_counter() - t0,
+                             [str(c) for c in order] if order is not None else None)
 
 
 def robustness_plan(task: str, factors: Sequence[str], *, n_seeds: int, n_orders: int,
@@ -242,15 +244,14 @@ def robustness_runs(
     factors = check_factors(factors)
     for name, value in (("n_seeds", n_seeds), ("n_prompts", n_prompts)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(n_orders, int) or n_orders < 0:
-        raise ValueError(f"n_orders must be a non-negative integer (random orders beside the paper's), "
-                         f"got {n_orders!r}")
+        raise ParameterError(f"n_orders must be a non-negative integer (random orders beside the paper's), "
+                             f"got {n_orders!r}")
     bad = sorted(set(corruptions) - set(CORRUPTIONS))
     if bad:
-        raise ValueError(f"unknown corruption(s) {bad}; valid: {', '.join(CORRUPTIONS)}")
-    if method not in ("fast", "sweep"):
-        raise ValueError(f"unknown pruning method {method!r}; valid: fast, sweep")
+        raise ParameterError(f"unknown corruption(s) {bad}; valid: {', '.join(CORRUPTIONS)}")
+    PruneMethod.parse(method)  # ParameterError naming the pruning methods
     check_thresholds([threshold])
 
     def data(s: int, corruption: str = BASE_CORRUPTION) -> TaskDataset:

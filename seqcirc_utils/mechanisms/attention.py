@@ -18,6 +18,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.models.loading import model_device
 from seqcirc_utils.core.types import head
 
@@ -195,7 +196,7 @@ def top_attention_heads(summary: pd.DataFrame, column: str, n: int = 10) -> pd.D
     """The ``n`` heads with the largest ``column`` of :func:`attention_summary`."""
     valid = [c for c in summary.columns if c not in ("component", "layer", "head")]
     if column not in valid:
-        raise ValueError(f"unknown column {column!r}; valid: {', '.join(valid)}")
+        raise ParameterError(f"unknown column {column!r}; valid: {', '.join(valid)}")
     return summary.sort_values(column, ascending=False).head(n).reset_index(drop=True)
 
 
@@ -214,7 +215,7 @@ def member_to_member_matrix(att: MemberAttention, component) -> pd.DataFrame:
     """One head's mean member i -> member j attention (rows i = query member, columns j = key member)."""
     L, H = att.n_layers, att.n_heads
     if not component.is_head or not (0 <= component.layer < L and 0 <= component.index < H):
-        raise ValueError(f"{component} is not a head of this model ({L} layers x {H} heads)")
+        raise ParameterError(f"{component} is not a head of this model ({L} layers x {H} heads)")
     M = att.member_mask.shape[1]
     pair = (att.member_mask[:, :, None] & att.member_mask[:, None, :]).float()  # [B, M, M]
     mat = (att.member_to_member[component.layer, component.index] * pair).sum(0) / pair.sum(0).clamp(min=1)

@@ -35,6 +35,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
 from seqcirc_utils.evaluation.nulls import matched_random_circuits
 from seqcirc_utils.mechanisms.knockout import categorise, category_shares, member_offsets
@@ -105,7 +106,7 @@ def replaced_logits(ablator: Ablator, heads: Sequence[Component], values: dict[s
         return ablator.full_logits
     for h in heads:
         if not h.is_head:
-            raise ValueError(f"{h} is not an attention head; the function edit replaces head outputs")
+            raise ParameterError(f"{h} is not an attention head; the function edit replaces head outputs")
     hooks = ablation_hooks(ablator.info, heads, values, ablator.seq_len)
     layer = min(h.layer for h in heads)
     with ablator.model.hooks(fwd_hooks=hooks):
@@ -138,11 +139,11 @@ def function_edit(ablator: Ablator, source: TaskDataset, heads: Sequence[Compone
     """
     target = ablator.dataset
     if source.seq_len != target.seq_len:
-        raise ValueError(f"source prompts have {source.seq_len} tokens and target prompts {target.seq_len}; "
-                         "use the same template (one token length)")
+        raise ParameterError(f"source prompts have {source.seq_len} tokens and target prompts {target.seq_len}; "
+                             "use the same template (one token length)")
     t_idx, s_idx = match_prompts(target, source, seed)
     if not t_idx:
-        raise ValueError(f"no {source.spec.direction} {source.task} prompt shares its members with a target prompt")
+        raise TooFewPromptsError(f"no {source.spec.direction} {source.task} prompt shares its members with a target prompt")
     layers_heads = sort_components({*heads, *(c for s in random_sets for c in s)})
     names = sorted({component_hook_name(h) for h in layers_heads})
     values = mean_activations(ablator.model, source.tokens[s_idx], names)
@@ -185,7 +186,7 @@ def keyed_mean_difference(to_resid: torch.Tensor, to_keys: Sequence, from_resid:
     both (``[d_model]``), and those keys (sorted)."""
     common = sorted(set(to_keys) & set(from_keys))
     if not common:
-        raise ValueError("no member key is present in both prompt sets; nothing to match")
+        raise TooFewPromptsError("no member key is present in both prompt sets; nothing to match")
     diffs = []
     for k in common:
         a = to_resid[[i for i, x in enumerate(to_keys) if x == k]].mean(0)
@@ -206,7 +207,7 @@ def steered_logits(ablator: Ablator, layer: int, direction: torch.Tensor, alpha:
     """Final-position logits ``[batch, d_vocab]`` of the ablator's prompts with ``alpha * direction``
     added to ``blocks.<layer>.hook_resid_post`` at ``position`` (resumed from block ``layer``)."""
     if not 0 <= layer < ablator.info.n_layers:
-        raise ValueError(f"layer {layer} outside 0..{ablator.info.n_layers - 1}")
+        raise ParameterError(f"layer {layer} outside 0..{ablator.info.n_layers - 1}")
 
     def add(act, hook=None):  # noqa: ARG001 - TransformerLens signature
         out = act.clone()
@@ -254,7 +255,7 @@ def dose_response(ablator: Ablator, layer: int, direction: torch.Tensor, alphas:
     targets = format_targets(tok, ds, to_family)
     keep = [i for i, t in enumerate(targets) if t is not None]
     if not keep:
-        raise ValueError(f"no prompt's answer has a single-token {to_family} member")
+        raise TokenizationError(f"no prompt's answer has a single-token {to_family} member")
     family_ids = set().union(*family_tokens(tok, to_family).surface_ids)
     answers = ds.answer_ids
     runs = [("format", 0, direction)] + [("random", k, d) for k, d in enumerate(random_directions(direction, n_random, seed))]

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.mechanisms.attention import iter_patterns
 from seqcirc_utils.tasks.datasets import (FAMILIES, FILLER_WORDS, encode, resolve_prefix, single_token_at, single_token_members,
                     single_token_words)
@@ -67,21 +68,21 @@ def spaced_prompts(
     token, as in :func:`~seqcirc_utils.tasks.datasets.make_dataset` (``document``, ``bos`` or ``none``).
     """
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+        raise ParameterError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     lo, hi = n_members
     if not 2 <= lo <= hi:
-        raise ValueError(f"n_members must satisfy 2 <= min <= max, got {n_members}")
+        raise ParameterError(f"n_members must satisfy 2 <= min <= max, got {n_members}")
     if not 0 <= gap[0] <= gap[1]:
-        raise ValueError(f"gap must satisfy 0 <= min <= max, got {gap}")
+        raise ParameterError(f"gap must satisfy 0 <= min <= max, got {gap}")
     valid = set(single_token_members(tokenizer, family))
     starts = {k: [s for s in range(len(FAMILIES[family])) if all(s + j in valid for j in range(k))]
               for k in range(lo, hi + 1)}
     starts = {k: v for k, v in starts.items() if v}
     if not starts:
-        raise ValueError(f"no run of {lo} consecutive single-token {family} members for this tokenizer")
+        raise TokenizationError(f"no run of {lo} consecutive single-token {family} members for this tokenizer")
     fillers = single_token_fillers(tokenizer)
     if not fillers:
-        raise ValueError("no single-token filler words for this tokenizer")
+        raise TokenizationError("no single-token filler words for this tokenizer")
     prefix_ids = resolve_prefix(tokenizer, prefix).ids  # the prompts' first token (tasks.resolve_prefix)
     rng = random.Random(f"spaced|{family}|{n}|{n_members}|{gap}|{seed}")
     out = MemberPrompts([], [], [], [], [])
@@ -159,7 +160,7 @@ def offset_scores(
     prompt, the member positions in order. ``fwd_hooks`` run before patterns are recorded.
     """
     if max_offset < 1:
-        raise ValueError(f"max_offset must be >= 1, got {max_offset}")
+        raise ParameterError(f"max_offset must be >= 1, got {max_offset}")
     n = len(member_positions)
     if (tokens.shape[0] if torch.is_tensor(tokens) else len(tokens)) != n:
         raise ValueError("tokens and member_positions must have one entry per prompt")

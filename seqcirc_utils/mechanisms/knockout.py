@@ -42,13 +42,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name, single_component_effects
 from seqcirc_utils.mechanisms.logit_lens import dataset_dla
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
-from seqcirc_utils.core.types import AblationMode, Component, parse_component, sort_components
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component, parse_component, sort_components
 
 #: Prediction categories of :func:`categorise`, in display order.
 CATEGORIES = ("correct", "copy", "n-1", "n+1", "n+2", "n-2", "other member", "off-family")
@@ -64,18 +66,18 @@ def successor_candidates(model, families: Sequence[str], n_candidates: int = 4, 
     Returns one row per candidate (best first; ties by layer, head): ``component``, ``layer``,
     ``head``, ``next_<family>`` per family and ``next_mean``. ``ov_kwargs`` go to
     :func:`~seqcirc_utils.mechanisms.ov_scores.ov_scores` (default: top-1 over the family, MLP0 embedding).
-    Families with fewer than two single-token members are skipped (a ``ValueError`` if none is left).
+    Families with fewer than two single-token members are skipped (a :class:`TokenizationError` if none is left).
     """
     if n_candidates < 1:
-        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        raise ParameterError(f"n_candidates must be >= 1, got {n_candidates}")
     tables = {}
     for f in families:
         try:
             tables[f] = ov_scores(model, f, kinds=["next"], progress=False, **ov_kwargs).set_index("component")
-        except ValueError:
+        except TokenizationError:  # too few single-token members
             continue
     if not tables:
-        raise ValueError(f"no family of {list(families)} has two single-token members for this tokenizer")
+        raise TokenizationError(f"no family of {list(families)} has two single-token members for this tokenizer")
     first = next(iter(tables.values()))
     df = first[["layer", "head"]].copy()
     for f, t in tables.items():
@@ -97,7 +99,7 @@ def select_successor_heads(
     candidates' OV scores, ``drop_<task>`` per task, ``drop_mean`` and ``selected``.
     """
     if not 1 <= n_heads <= n_candidates:
-        raise ValueError(f"need 1 <= n_heads <= n_candidates, got n_heads={n_heads}, n_candidates={n_candidates}")
+        raise ParameterError(f"need 1 <= n_heads <= n_candidates, got n_heads={n_heads}, n_candidates={n_candidates}")
     table = successor_candidates(model, list(families or datasets), n_candidates, **ov_kwargs)
     comps = [parse_component(c) for c in table["component"]]
     for task, ds in datasets.items():
@@ -148,7 +150,7 @@ def member_offsets(tokenizer, dataset: TaskDataset, token_ids: torch.Tensor | Se
     member of the prompt's family (``dataset.task``)."""
     family = dataset.task
     if family not in FAMILIES:
-        raise ValueError(f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}")
+        raise ParameterError(f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}")
     index_of = member_token_index(tokenizer, family)
     members = FAMILIES[family]
     for p in dataset.prompts:  # the dataset's own answer / last-member tokens count too
@@ -264,7 +266,7 @@ class KnockoutAblator(Ablator):
                  mode: AblationMode | str = AblationMode.MEAN, metric: str = "logit_diff") -> None:
         knocked_out = sort_components(set(knocked_out))
         if not knocked_out:
-            raise ValueError("knock out at least one component (an empty knockout is the plain Ablator)")
+            raise ParameterError("knock out at least one component (an empty knockout is the plain Ablator)")
         for c in knocked_out:
             info.check(c)
         self.knocked_out = knocked_out
@@ -360,7 +362,7 @@ def position_ablation_logits(ablator: Ablator, components: Sequence[Component], 
     positions = list(positions)
     bad = [p for p in positions if not -ablator.seq_len <= p < ablator.seq_len]
     if bad:
-        raise ValueError(f"positions {bad} outside the prompts' 0..{ablator.seq_len - 1}")
+        raise ParameterError(f"positions {bad} outside the prompts' 0..{ablator.seq_len - 1}")
     ablator.ensure_values(component_hook_name(c) for c in components)
     layer = min(c.layer for c in components)
     hooks = ablation_hooks(ablator.info, components, ablator.values, ablator.seq_len, positions)

@@ -30,6 +30,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.models.loading import model_device
 from seqcirc_utils.core.types import head, mlp
 
@@ -289,4 +290,4 @@ def top_dla(result: DLAResult, n: int = 10, by: str = "abs") -> pd.DataFrame:
         return df.reindex(df["mean"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
     if by in ("pos", "neg"):
         return df.sort_values("mean", ascending=(by == "neg")).head(n).reset_index(drop=True)
-    raise ValueError(f"unknown by {by!r}; valid: abs, pos, neg")
+    raise ParameterError(f"unknown by {by!r}; valid: abs, pos, neg")

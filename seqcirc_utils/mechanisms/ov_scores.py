@@ -58,6 +58,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.core.options import BASIC_KINDS, EMBEDDINGS, OVER  # noqa: F401 - BASIC_KINDS re-exported
 from seqcirc_utils.tasks.datasets import FAMILIES, single_token_id, single_token_members
 from seqcirc_utils.core.types import Component, head
@@ -96,21 +97,21 @@ class FamilyTokens:
 def in_context_token(tokenizer, word: str) -> int:
     """The token ``word`` becomes after a space in running text
     (:func:`~seqcirc_utils.tasks.datasets.single_token_id`): ``" March"``, or ``"5"`` when the tokenizer splits
-    the space off (SmolLM2's ``" "`` + ``"5"``). Raises ``ValueError`` when it is not a single token."""
+    the space off (SmolLM2's ``" "`` + ``"5"``). Raises :class:`TokenizationError` when it is not a single token."""
     token = single_token_id(tokenizer, word)
     if token is None:
         pieces = [tokenizer.decode([i]) for i in tokenizer("x " + word, add_special_tokens=False)["input_ids"]]
-        raise ValueError(f"member {word!r} is not a single token after a space: pieces {pieces}")
+        raise TokenizationError(f"member {word!r} is not a single token after a space: pieces {pieces}")
     return token
 
 
 def family_tokens(tokenizer, family: str) -> FamilyTokens:
     """The single-token members of ``family`` with their in-context and surface token ids."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+        raise ParameterError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     indices = single_token_members(tokenizer, family)
     if len(indices) < 2:
-        raise ValueError(f"family {family!r} has fewer than 2 single-token members for this tokenizer")
+        raise TokenizationError(f"family {family!r} has fewer than 2 single-token members for this tokenizer")
     names = [FAMILIES[family][i] for i in indices]
     token_ids, surface = [], []
     for w in names:
@@ -133,7 +134,7 @@ def parse_kind(kind: str) -> int:
         return -1
     if m := _KIND_RE.match(kind):
         return int(m[2]) if m[1] == "add" else -int(m[2])
-    raise ValueError(f"unknown score kind {kind!r}; valid: copy, next, prev, add<k>, sub<k> (e.g. add2)")
+    raise ParameterError(f"unknown score kind {kind!r}; valid: copy, next, prev, add<k>, sub<k> (e.g. add2)")
 
 
 # --------------------------------------------------------------------------- circuits
@@ -156,7 +157,7 @@ def _kv_index(n_heads: int, n_kv: int) -> torch.Tensor:
 def effective_embedding(model, token_ids: Sequence[int] | torch.Tensor, embedding: str = "mlp0") -> torch.Tensor:
     """Effective embeddings of ``token_ids``, ``[n_tokens, d_model]`` (see the module docstring)."""
     if embedding not in EMBEDDINGS:
-        raise ValueError(f"unknown embedding {embedding!r}; valid: {', '.join(EMBEDDINGS)}")
+        raise ParameterError(f"unknown embedding {embedding!r}; valid: {', '.join(EMBEDDINGS)}")
     ids = torch.as_tensor(list(token_ids) if not torch.is_tensor(token_ids) else token_ids, dtype=torch.long)
     x = model.W_E[ids.to(model.W_E.device)]  # [n, d_model]
     if embedding == "embed":
@@ -240,9 +241,9 @@ def ov_scores(
     ``n_<kind>`` (the members scored for that kind). See the module docstring for the definitions.
     """
     if over not in OVER:
-        raise ValueError(f"unknown over {over!r}; valid: {', '.join(OVER)}")
+        raise ParameterError(f"unknown over {over!r}; valid: {', '.join(OVER)}")
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise ParameterError(f"top_k must be >= 1, got {top_k}")
     shifts = {k: parse_kind(k) for k in kinds}
     fam = family_tokens(model.tokenizer, family)
     resid = effective_embedding(model, fam.token_ids, embedding)  # [n_members, d_model]
@@ -267,7 +268,7 @@ def ov_scores(
 def ov_member_table(model, component: Component, family: str, *, embedding: str = "mlp0") -> pd.DataFrame:
     """One head's OV logits restricted to the family: rows = input member, columns = output member."""
     if not component.is_head:
-        raise ValueError(f"{component} is not an attention head")
+        raise ParameterError(f"{component} is not an attention head")
     fam = family_tokens(model.tokenizer, family)
     resid = effective_embedding(model, fam.token_ids, embedding)
     logits = ov_logits(model, component.layer, resid, fam.token_ids)[component.index]
@@ -291,12 +292,12 @@ def qk_table(
     Rotary models: scores at relative distance 0 (module docstring).
     """
     if not component.is_head:
-        raise ValueError(f"{component} is not an attention head")
+        raise ParameterError(f"{component} is not an attention head")
     fam = family_tokens(model.tokenizer, family)
     layer, h = component.layer, component.index
     n_heads, n_kv = model.W_Q.shape[1], model.W_K.shape[1]
     if not 0 <= layer < model.W_Q.shape[0] or not 0 <= h < n_heads:
-        raise ValueError(f"{component} does not exist: {model.W_Q.shape[0]} layers, {n_heads} heads")
+        raise ParameterError(f"{component} does not exist: {model.W_Q.shape[0]} layers, {n_heads} heads")
     kv = int(_kv_index(n_heads, n_kv)[h])
     x = model.blocks[layer].ln1(effective_embedding(model, fam.token_ids, embedding))  # [n, d_model]
     q = x @ model.W_Q[layer, h]  # [n, d_head]
@@ -315,5 +316,5 @@ def qk_table(
 def top_heads(df: pd.DataFrame, kind: str, n: int = 10) -> pd.DataFrame:
     """The ``n`` heads with the highest ``kind`` score (ties broken by layer, head)."""
     if kind not in df.columns:
-        raise ValueError(f"no column {kind!r}; valid: {[c for c in df.columns if not c.startswith('n_')]}")
+        raise ParameterError(f"no column {kind!r}; valid: {[c for c in df.columns if not c.startswith('n_')]}")
     return df.sort_values([kind, "layer", "head"], ascending=[False, True, True]).head(n).reset_index(drop=True)

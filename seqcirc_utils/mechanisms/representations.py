@@ -45,6 +45,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 from seqcirc_utils.models.loading import model_device
 from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset, single_token_members
 
@@ -59,7 +60,7 @@ VALUE_OFFSETS = {"digits": 0, "number_words": 0, "months": 1, "days": 1, "letter
 def resid_hook_names(n_layers: int) -> list[str]:
     """Hook names of the ``n_layers + 1`` residual entries (depth 0 .. n_layers; see the module docstring)."""
     if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        raise ParameterError(f"n_layers must be >= 1, got {n_layers}")
     return [get_act_name("resid_pre", l) for l in range(n_layers)] + [get_act_name("resid_post", n_layers - 1)]
 
 
@@ -206,7 +207,7 @@ def fold_ids(groups: Sequence, n_folds: int, seed: int = 0) -> torch.Tensor:
     into ``n_folds`` folds, so points of one group always share a fold."""
     keys = list(dict.fromkeys(groups))
     if not 2 <= n_folds <= len(keys):
-        raise ValueError(f"n_folds must be in 2..{len(keys)} (the number of groups), got {n_folds}")
+        raise ParameterError(f"n_folds must be in 2..{len(keys)} (the number of groups), got {n_folds}")
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
     fold_of = {keys[i]: rank % n_folds for rank, i in enumerate(order)}
     return torch.tensor([fold_of[g] for g in groups])
@@ -237,7 +238,7 @@ def separability(
                          f"got shape {tuple(resid.shape)}")
     classes = sorted(set(labels), key=str)
     if len(classes) < 2:
-        raise ValueError(f"separability needs at least 2 distinct labels, got {classes}")
+        raise TooFewPromptsError(f"separability needs at least 2 distinct labels, got {classes}")
     groups = list(range(len(labels))) if groups is None else list(groups)
     if len(groups) != len(labels):
         raise ValueError(f"groups must have one entry per point ({len(labels)}), got {len(groups)}")
@@ -263,7 +264,7 @@ def separability(
 def member_value(family: str, member: str) -> int:
     """The number a member stands for: its index plus the family's offset (``"3"``/``"three"`` -> 3, ``"March"`` -> 3)."""
     if family not in VALUE_OFFSETS:
-        raise ValueError(f"unknown family {family!r}; valid: {', '.join(VALUE_OFFSETS)}")
+        raise ParameterError(f"unknown family {family!r}; valid: {', '.join(VALUE_OFFSETS)}")
     return FAMILIES[family].index(member) + VALUE_OFFSETS[family]
 
 
@@ -287,11 +288,11 @@ def format_value_means(
     present = {f: {v for g, v in zip(formats, values) if g == f} for f in fmts}
     vals = sorted(set.intersection(*present.values()) if keep_values is None else set(keep_values))
     if not vals:
-        raise ValueError(f"no value is present in every format: {present}")
+        raise TooFewPromptsError(f"no value is present in every format: {present}")
     for f in fmts:
         missing = [v for v in vals if v not in present[f]]
         if missing:
-            raise ValueError(f"format {f!r} has no row with value(s) {missing}; values present: {sorted(present[f])}")
+            raise TooFewPromptsError(f"format {f!r} has no row with value(s) {missing}; values present: {sorted(present[f])}")
     means = torch.zeros(len(fmts), len(vals), *resid.shape[1:])
     counts = torch.zeros(len(fmts), len(vals), dtype=torch.long)
     index = {(f, v): (i, j) for i, f in enumerate(fmts) for j, v in enumerate(vals)}
@@ -306,7 +307,7 @@ def center_means(means: torch.Tensor, center: str = "none") -> torch.Tensor:
     """``means`` ``[F, V, E, d]`` centred per :data:`CENTERINGS` (``"format"``: minus each format's
     mean over values; ``"global"``: minus the mean over all formats and values)."""
     if center not in CENTERINGS:
-        raise ValueError(f"unknown centering {center!r}; valid: {', '.join(CENTERINGS)}")
+        raise ParameterError(f"unknown centering {center!r}; valid: {', '.join(CENTERINGS)}")
     if center == "none":
         return means
     if center == "format":
@@ -366,7 +367,7 @@ def next_directions(means: torch.Tensor, values: Sequence[int]) -> torch.Tensor:
     values = list(values)
     steps = [(values.index(v), values.index(v + 1)) for v in values if v + 1 in values]
     if not steps:
-        raise ValueError(f"no two consecutive values among {values}: the 'next' direction needs v and v+1")
+        raise TooFewPromptsError(f"no two consecutive values among {values}: the 'next' direction needs v and v+1")
     lo, hi = (torch.tensor(i) for i in zip(*steps))
     return (means[:, hi] - means[:, lo]).mean(1)
 
@@ -395,7 +396,7 @@ def permuted_direction_cosines(means: torch.Tensor, values: Sequence[int], n_per
     seeded random permutation, the directions recomputed; the mean cross-format cosine per
     permutation, ``[n_permutations, E]``."""
     if n_permutations < 1:
-        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+        raise ParameterError(f"n_permutations must be >= 1, got {n_permutations}")
     gen = torch.Generator().manual_seed(seed)
     F, V = means.shape[:2]
     out = []
@@ -412,7 +413,7 @@ def common_values(tokenizer, families: Sequence[str]) -> list[int]:
     """Values (:func:`member_value`) that every family in ``families`` has as a single-token member, sorted."""
     unknown = [f for f in families if f not in VALUE_OFFSETS]
     if unknown:
-        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {', '.join(VALUE_OFFSETS)}")
+        raise ParameterError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {', '.join(VALUE_OFFSETS)}")
     sets = [{i + VALUE_OFFSETS[f] for i in single_token_members(tokenizer, f)} for f in families]
     return sorted(set.intersection(*sets)) if sets else []
 
@@ -434,8 +435,8 @@ def value_matched_dataset(tokenizer, family: str, values: Sequence[int], *, n: i
         if len(keep) >= n:
             return ds.subset(keep[:n])
         draw *= 4
-    raise ValueError(f"only {len(keep)} of {draw // 4} {family} prompts have every member in values "
-                     f"{sorted(allowed)}; use fewer prompts (n) or shorter sequences (length)")
+    raise TooFewPromptsError(f"only {len(keep)} of {draw // 4} {family} prompts have every member in values "
+                             f"{sorted(allowed)}; use fewer prompts (n) or shorter sequences (length)")
 
 
 @dataclass
@@ -460,10 +461,10 @@ def dataset_residuals(model, dataset, *, batch_size: int = 32, progress: bool = 
     """Read :class:`DatasetResiduals` of ``dataset`` (two forward passes: clean, shuffled)."""
     family = dataset.task
     if family not in VALUE_OFFSETS:
-        raise ValueError(f"dataset task {family!r} has no member values; valid: {', '.join(VALUE_OFFSETS)}")
+        raise ParameterError(f"dataset task {family!r} has no member values; valid: {', '.join(VALUE_OFFSETS)}")
     if dataset.spec.corruption != "permutation":
-        raise ValueError(f"dataset corruption is {dataset.spec.corruption!r}; build it with corruption='permutation' "
-                         "(its corrupted prompts are the shuffled sequences)")
+        raise ParameterError(f"dataset corruption is {dataset.spec.corruption!r}; build it with corruption='permutation' "
+                             "(its corrupted prompts are the shuffled sequences)")
     finals = dataset.final_positions[:, None]
     members = torch.tensor([p.member_positions for p in dataset.prompts], dtype=torch.long)
     clean = residuals_at(model, dataset.tokens, torch.cat([members, finals], 1), batch_size=batch_size,

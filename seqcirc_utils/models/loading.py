@@ -33,7 +33,7 @@ import torch
 from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
 from seqcirc_utils.core.types import Component, head, mlp
 from seqcirc_utils.core.paths import PACKAGE_DATA
-from seqcirc_utils.core.errors import ModelUnavailableError
+from seqcirc_utils.core.errors import ModelUnavailableError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,13 @@ class ModelInfo:
         return query_head // self.group_size
 
     def check(self, component: Component) -> None:
-        """Raise ``ValueError`` if ``component`` does not exist in this model."""
+        """Raise :class:`ParameterError` if ``component`` does not exist in this model."""
         if not 0 <= component.layer < self.n_layers:
-            raise ValueError(f"{component}: layer out of range 0..{self.n_layers - 1}")
+            raise ParameterError(f"{component}: layer out of range 0..{self.n_layers - 1}")
         if component.is_head and not 0 <= component.index < self.n_heads:
-            raise ValueError(f"{component}: head out of range 0..{self.n_heads - 1}")
+            raise ParameterError(f"{component}: head out of range 0..{self.n_heads - 1}")
         if component.kind == "neuron" and not 0 <= component.index < self.d_mlp:
-            raise ValueError(f"{component}: neuron out of range 0..{self.d_mlp - 1}")
+            raise ParameterError(f"{component}: neuron out of range 0..{self.d_mlp - 1}")
 
     @classmethod
     def from_bridge(cls, bridge, name: str) -> "ModelInfo":
@@ -286,9 +286,9 @@ def _check_hub_model(repo_id: str, spec: str) -> None:
 
 
 def resolve_spec(spec: str) -> str:
-    """Normalise a model spec (aliases, paths); raises ``ValueError`` for an empty spec."""
+    """Normalise a model spec (aliases, paths); raises :class:`ParameterError` for an empty spec."""
     if not spec or not str(spec).strip():
-        raise ValueError(f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path")
+        raise ParameterError(f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path")
     return str(spec).strip()
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from seqcirc_utils.core.errors import BadFileError
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import (ActivationEditing, Behaviour, DecreasingCircuits, EdgeCircuits,
                                                GreaterThanOverlap, GreaterThanThresholds, InductionOffsets, Knockout,
                                                MlpAblation, Representations, ResultRecord, Robustness,
@@ -400,7 +400,7 @@ def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results
     try:
         files = {t.file: read_record(results / t.file, t) for t in present}
         text = reader.summarise(files)
-    except (BadFileError, KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError) as err:
+    except (SeqcircError, KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError) as err:
         return prefix + f"*{UNREADABLE}* from `{', '.join(t.file for t in present)}` ({type(err).__name__}: {err})."
     if any(getattr(obj, "smoke", False) for obj in files.values()):
         text += " *(Smoke run: tiny sizes, not results.)*"

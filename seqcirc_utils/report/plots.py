@@ -9,9 +9,10 @@ the book loads it on every page (``html_js_files`` in ``_config.yml``). Opened o
 Jupyter), the script loads the same file by a path relative to ``book/executed/``. No CDN is used.
 After rendering, ``vegaEmbed`` adds the class ``vega-embed`` to each chart's container.
 
-Figures: :func:`figure` wraps a chart with a number and a caption (``Figure N.`` + what to look at)
-in one ``<figure class="seqcirc-figure">`` output; the numbers count up from 1 on each page (each
-executed notebook; :func:`enable_offline` restarts them).
+Figures: a chapter owns a :class:`Figures` numbering (``figures = plots.enable_offline()`` at its top);
+``figures.figure(chart, caption)`` wraps a chart with a number and a caption (``Figure N.`` + what to
+look at) in one ``<figure class="seqcirc-figure">`` output. The numbers count up from 1 in each chapter;
+there is no module-level counter.
 
 The chart helpers take tidy DataFrames (``layer, head, value`` for per-head scores) and return
 altair charts; they compute nothing beyond reshaping for display.
@@ -28,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import altair as alt
 import pandas as pd
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.types import Component, parse_component, sort_components
 
 RENDERER = "seqcirc"
@@ -81,27 +83,20 @@ def _renderer(spec: dict, **metadata) -> dict[str, str]:
     return {"text/html": offline_html(spec, options)}
 
 
-def enable_offline() -> None:
-    """Make altair charts render offline: register and enable the ``seqcirc`` renderer.
+def enable_offline() -> "Figures":
+    """Make altair charts render offline: register and enable the ``seqcirc`` renderer, and return the
+    chapter's figure numbering (a new :class:`Figures`, starting at 1).
 
-    Call once at the top of a notebook. Nothing is fetched from a CDN; see the module docstring.
-    Also restarts the figure numbers (:func:`figure`) at 1.
+    Call once at the top of a notebook: ``figures = plots.enable_offline()``. Nothing is fetched from a
+    CDN; see the module docstring.
     """
     if RENDERER not in alt.renderers.names():
         alt.renderers.register(RENDERER, _renderer)
     alt.renderers.enable(RENDERER)
-    reset_figures()
+    return Figures()
 
 
 # --------------------------------------------------------------------------- numbered figures
-
-_figure_count = 0
-
-
-def reset_figures(start: int = 0) -> None:
-    """Number the next :func:`figure` ``start + 1`` (called by :func:`enable_offline` on each page)."""
-    global _figure_count
-    _figure_count = start
 
 
 def caption_html(caption: str) -> str:
@@ -133,17 +128,26 @@ class Figure:
         return {"text/html": self.to_html(), "text/plain": f"{self.label} {self.caption}"}
 
 
-def figure(chart: Any, caption: str) -> Figure:
-    """Number ``chart`` (1, 2, ... per page) and give it ``caption``: say what to look at, in Markdown.
+class Figures:
+    """One chapter's figure numbering: :meth:`figure` numbers its charts 1, 2, ... in call order.
 
-    ``chart`` is any altair chart (layered, concatenated or faceted). Display the result (last
-    expression of a cell, or ``display(...)``); it renders offline like every chart here.
+    Created by the chapter (:func:`enable_offline` returns one); two chapters, or two ``Figures`` in one
+    process, never share a count.
     """
-    global _figure_count
-    if not caption or not caption.strip():
-        raise ValueError("a figure needs a caption that says what to look at")
-    _figure_count += 1
-    return Figure(chart, caption.strip(), _figure_count)
+
+    def __init__(self, start: int = 0):
+        self.count = start  # the number of the last figure made (the next is count + 1)
+
+    def figure(self, chart: Any, caption: str) -> Figure:
+        """Number ``chart`` and give it ``caption``: say what to look at, in Markdown.
+
+        ``chart`` is any altair chart (layered, concatenated or faceted). Display the result (last
+        expression of a cell, or ``display(...)``); it renders offline like every chart here.
+        """
+        if not caption or not caption.strip():
+            raise ParameterError("a figure needs a caption that says what to look at")
+        self.count += 1
+        return Figure(chart, caption.strip(), self.count)
 
 
 def javascript_bundle() -> str:
@@ -169,7 +173,7 @@ def head_frame(records: Iterable[Mapping[str, Any]] | pd.DataFrame, value: str) 
     df = pd.DataFrame(records)
     missing = {"layer", "head", value} - set(df.columns)
     if missing:
-        raise ValueError(f"per-head records need columns layer, head and {value!r}; missing {sorted(missing)}")
+        raise ParameterError(f"per-head records need columns layer, head and {value!r}; missing {sorted(missing)}")
     out = df[["layer", "head", value]].rename(columns={value: "value"})
     return out.astype({"layer": int, "head": int, "value": float})
 

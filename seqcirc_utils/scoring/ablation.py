@@ -26,12 +26,13 @@ from typing import Callable, Iterable, Sequence
 import torch
 from transformer_lens.utilities import get_act_name
 
+from seqcirc_utils.core.errors import BaselineError, ParameterError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo, model_device
-from seqcirc_utils.core.options import METRICS
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset
-from seqcirc_utils.core.types import AblationMode, Circuit, Component, sort_components
+from seqcirc_utils.core.options import AblationMode, Metric
+from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 Hook = tuple[str, Callable]
 
@@ -51,7 +52,7 @@ def layer_output_hook_name(layer: int, which: str) -> str:
         return get_act_name("attn_out", layer)
     if which == "resid":
         return get_act_name("resid_post", layer)
-    raise ValueError(f"unknown layer output {which!r}; valid: attn, resid")
+    raise ParameterError(f"unknown layer output {which!r}; valid: attn, resid")
 
 
 def dataset_fingerprint(dataset: TaskDataset) -> str:
@@ -184,13 +185,12 @@ class Ablator:
         info: ModelInfo,
         dataset: TaskDataset,
         mode: AblationMode | str = AblationMode.MEAN,
-        metric: str = "logit_diff",
+        metric: Metric | str = Metric.LOGIT_DIFF,
         positions: Sequence[int] | None = None,
     ) -> None:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-        if metric == "prob_diff" and dataset.task != GREATER_THAN:
-            raise ValueError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
+        metric = Metric.parse(metric)  # ParameterError naming the metrics
+        if metric == Metric.PROB_DIFF and dataset.task != GREATER_THAN:
+            raise ParameterError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
         self.model = model
         self.info = info
         self.dataset = dataset
@@ -219,9 +219,9 @@ class Ablator:
         """The per-prompt metric of final-position ``logits`` ``[batch, d_vocab]``, ``[batch]``
         (logit difference in nats, PD in probability, KL to the full model in nats)."""
         ds = self.dataset
-        if self.metric == "logit_diff":
+        if self.metric == Metric.LOGIT_DIFF:
             return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids)
-        if self.metric == "prob_diff":
+        if self.metric == Metric.PROB_DIFF:
             groups = ds.greater_than_groups
             t = metrics.greater_than_thresholds(ds.years, len(groups))
             return metrics.greater_than_prob_diff(logits, t, groups)
@@ -240,7 +240,7 @@ class Ablator:
         """
         kept = set(kept)
         circuit = self.metric_values(self._run([c for c in self.info.components if c not in kept]))
-        if self.metric == "kl":
+        if self.metric == Metric.KL:
             if self._empty_kl_values is None:
                 self._empty_kl_values = self.metric_values(self._run(self.info.components))
             return circuit, self._empty_kl_values
@@ -258,7 +258,7 @@ class Ablator:
 
     def fraction_of_full(self, value: float) -> float:
         """``value`` as a fraction of the full model (for KL: 1 - KL / KL(everything ablated))."""
-        if self.metric == "kl":
+        if self.metric == Metric.KL:
             if self._empty_kl is None:
                 self._empty_kl = self.metric_value(self._run(self.info.components))
             return 1.0 - value / self._empty_kl
@@ -393,20 +393,20 @@ MIN_BASELINE = {"logit_diff": 0.1, "prob_diff": 0.01, "kl": 0.01}
 
 
 def check_baseline(ablator: Ablator, model_name: str = "") -> float:
-    """Refuse a meaningless baseline: raise ``ValueError`` (naming the model, task, template and the
+    """Refuse a meaningless baseline: raise :class:`BaselineError` (naming the model, task, template and the
     value) when the score's denominator is <= :data:`MIN_BASELINE` of the ablator's metric.
 
     The denominator is the full model's metric (logit difference, PD) or, for KL, the KL of the
     everything-ablated model. Returns the checked value.
     """
-    if ablator.metric == "kl":
+    if ablator.metric == Metric.KL:
         value, what = ablator.metric_value(ablator.logits(ablator.info.components)), "everything-ablated KL"
     else:
         value, what = ablator.full_metric, f"full-model {ablator.metric}"
     floor = MIN_BASELINE[ablator.metric]
     if not value > floor:
         spec = ablator.dataset.spec
-        raise ValueError(
+        raise BaselineError(
             f"meaningless baseline: {what} = {value:.4g} (must exceed {floor}) for model "
             f"{model_name or ablator.dataset.model!r}, task {spec.task}, template {spec.template} on "
             f"{len(ablator.dataset)} prompts; a circuit score divides by it (choose another template or prefix, "
@@ -415,23 +415,50 @@ def check_baseline(ablator: Ablator, model_name: str = "") -> float:
     return value
 
 
-_ABLATORS: dict[tuple, Ablator] = {}
+class AblatorCache:
+    """Ablators a caller owns and reuses: one :class:`Ablator` (means and clean caches computed once) per
+    (model, dataset, mode, metric, positions).
 
-
-def get_ablator(model, info: ModelInfo, dataset: TaskDataset, mode="mean", metric: str | None = "logit_diff",
-                positions=None) -> Ablator:
-    """A cached :class:`Ablator` for (model, dataset, mode, metric, positions): means computed once.
-
-    ``metric=None`` picks :func:`default_metric` for the dataset.
+    A notebook or script creates one (``ablators = AblatorCache()``) and passes it to the functions that
+    take ``ablators=`` (:func:`circuit_score`, :func:`single_component_effects`, ``compare.cross_task_scores``,
+    ``importance.head_importance``, ...); without one, each call builds its own Ablator. Holds at most
+    ``max_size`` Ablators (the oldest is dropped first). The key uses the model's ``id``: safe, because a
+    cached Ablator holds a reference to its model, so the id cannot be reused while the entry lives.
     """
-    metric = metric or default_metric(dataset)
-    key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
-           tuple(positions) if positions is not None else None)
-    if key not in _ABLATORS:
-        if len(_ABLATORS) >= 8:
-            _ABLATORS.pop(next(iter(_ABLATORS)))
-        _ABLATORS[key] = Ablator(model, info, dataset, mode, metric, positions)
-    return _ABLATORS[key]
+
+    def __init__(self, max_size: int = 8):
+        if max_size < 1:
+            raise ParameterError(f"max_size must be >= 1 (Ablators kept), got {max_size}")
+        self.max_size = max_size
+        self._ablators: dict[tuple, Ablator] = {}
+
+    def __len__(self) -> int:
+        return len(self._ablators)
+
+    def clear(self) -> None:
+        """Drop every cached Ablator (frees their means and clean caches)."""
+        self._ablators.clear()
+
+    def get(self, model, info: ModelInfo, dataset: TaskDataset, mode: AblationMode | str = "mean",
+            metric: str | None = "logit_diff", positions: Sequence[int] | None = None) -> Ablator:
+        """The cached :class:`Ablator` for these arguments (built on first use); ``metric=None`` picks
+        :func:`default_metric` for the dataset."""
+        metric = metric or default_metric(dataset)
+        key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
+               tuple(positions) if positions is not None else None)
+        if key not in self._ablators:
+            if len(self._ablators) >= self.max_size:
+                self._ablators.pop(next(iter(self._ablators)))
+            self._ablators[key] = Ablator(model, info, dataset, mode, metric, positions)
+        return self._ablators[key]
+
+
+def _ablator(ablators: AblatorCache | None, model, info: ModelInfo, dataset: TaskDataset,
+             mode: AblationMode | str = "mean", metric: str | None = "logit_diff",
+             positions: Sequence[int] | None = None) -> Ablator:
+    """From the caller's cache, or a fresh Ablator when the caller keeps none."""
+    return (ablators if ablators is not None else AblatorCache(max_size=1)).get(model, info, dataset, mode, metric,
+                                                                               positions)
 
 
 # --------------------------------------------------------------------------- convenience API
@@ -460,12 +487,14 @@ def circuit_score(
     mode: AblationMode | str = "mean",
     metric: str = "logit_diff",
     positions: Sequence[int] | None = None,
+    ablators: AblatorCache | None = None,
 ) -> CircuitScore:
     """Ablate every head and MLP NOT in the circuit and return its metric as a fraction of the full model's.
 
     ``heads`` as ``[(layer, head), ...]`` or Components, ``mlps`` as ``[layer, ...]``, or a ``circuit``.
+    ``ablators``: the caller's :class:`AblatorCache` (means reused across calls); None builds a fresh Ablator.
     """
-    return get_ablator(model, info, dataset, mode, metric, positions).score(_components(heads, mlps, circuit))
+    return _ablator(ablators, model, info, dataset, mode, metric, positions).score(_components(heads, mlps, circuit))
 
 
 def ablate(
@@ -512,6 +541,7 @@ def single_component_effects(
     mode: AblationMode | str = "mean",
     metric: str | None = "logit_diff",
     progress: bool = True,
+    ablators: AblatorCache | None = None,
 ) -> "pd.DataFrame":  # noqa: F821
     """Ablate each component alone from the full model (``metric=None``: the dataset's default metric).
 
@@ -522,12 +552,13 @@ def single_component_effects(
 
     Cost: one clean pass (once per dataset) caches the residual stream entering every block; each component's pass
     then resumes at its own layer (:meth:`Ablator.logits_from_layer`), so the blocks below it are
-    not rerun (about half a forward pass per component on average).
+    not rerun (about half a forward pass per component on average). With the caller's ``ablators``
+    (:class:`AblatorCache`) the means and the clean pass are reused by later calls on the same dataset.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    ab = get_ablator(model, info, dataset, mode, metric)
+    ab = _ablator(ablators, model, info, dataset, mode, metric)
     clean_resid = ab.clean_residuals()
     rows = []
     for c in tqdm(components or info.components, desc="single-component ablation", disable=not progress, leave=False):

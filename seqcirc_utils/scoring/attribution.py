@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo
@@ -41,7 +42,7 @@ def differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tenso
     KL has a zero gradient at the full model and is refused.
     """
     if ablator.metric not in ("logit_diff", "prob_diff"):
-        raise ValueError(f"no differentiable form of metric {ablator.metric!r}; valid: logit_diff, prob_diff")
+        raise ParameterError(f"no differentiable form of metric '{ablator.metric}'; valid: logit_diff, prob_diff")
     return ablator.metric_values(logits).mean()  # the one metric dispatch (Ablator.metric_values)
 
 
@@ -83,9 +84,9 @@ def attribution_scores(
     Returns a Series indexed by component string.
     """
     if ablator.metric == "kl":
-        raise ValueError("attribution ranking needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
+        raise ParameterError("attribution ranking needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
     if ig_steps < 1:
-        raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
+        raise ParameterError(f"ig_steps must be >= 1, got {ig_steps}")
     info = ablator.info
     components = list(info.components if components is None else components)
     for c in components:

@@ -26,12 +26,14 @@ from typing import Iterable
 
 import torch
 
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.core.stats import cluster_bootstrap_ratio_ci
 from seqcirc_utils.tasks.datasets import GREATER_THAN
-from seqcirc_utils.core.types import AblationMode, Component
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component
 
 YEAR_MODES = {
     "two_digit": "two-digit year tokens: the final position's PD is exact (one pass)",
@@ -60,7 +62,7 @@ class ExactProbDiff:
     def __init__(self, ablator: Ablator, batch_size: int = 64) -> None:
         ds = ablator.dataset
         if ds.task != GREATER_THAN or not ds.greater_than_groups:
-            raise ValueError(f"the exact probability difference is for task {GREATER_THAN}, not {ds.task}")
+            raise ParameterError(f"the exact probability difference is for task {GREATER_THAN}, not {ds.task}")
         self.ablator = ablator
         self.batch_size = batch_size
         self.groups = [list(g) for g in ds.greater_than_groups]
@@ -71,7 +73,7 @@ class ExactProbDiff:
         if self.mode == "digit":
             bad = [g for g in self.groups if len(g) != 1]
             if bad:
-                raise ValueError(f"digit mode needs one token per digit, got groups {bad}")
+                raise TokenizationError(f"digit mode needs one token per digit, got groups {bad}")
             self.digit_ids = [g[0] for g in self.groups]
             self._appended = [self._appended_values(d) for d in self.digit_ids]
         self.full = self.values(())

@@ -17,22 +17,24 @@ from __future__ import annotations
 
 import pandas as pd
 
-from seqcirc_utils.scoring.ablation import get_ablator, single_component_effects
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.tasks.datasets import TaskDataset
-from seqcirc_utils.core.types import AblationMode
+from seqcirc_utils.core.options import AblationMode
 
 
 def estimated_drops(model, info: ModelInfo, dataset: TaskDataset, components=None, mode: AblationMode | str = "mean",
-                    metric: str | None = None) -> pd.Series:
+                    metric: str | None = None, ablators: AblatorCache | None = None) -> pd.Series:
     """Attribution-patching estimate of each component's single-ablation drop, in points (Series by name).
 
     One forward and one backward pass for all ``components`` (default: every head). ``metric=None``
     picks the dataset's default (greater-than: probability difference; otherwise logit difference).
+    ``ablators``: the caller's :class:`~seqcirc_utils.scoring.ablation.AblatorCache` (None: a fresh Ablator).
     """
-    ab = get_ablator(model, info, dataset, mode, metric)
+    ab = (ablators if ablators is not None else AblatorCache(max_size=1)).get(model, info, dataset, mode, metric)
     attr = attribution_scores(ab, list(info.heads if components is None else components))
     return (-100.0 * attr / ab.full_metric).rename("estimated_drop")
 
@@ -45,6 +47,7 @@ def head_importance(
     mode: AblationMode | str = "mean",
     metric: str | None = None,
     progress: bool = True,
+    ablators: AblatorCache | None = None,
 ) -> pd.DataFrame:
     """Every head's estimated single-ablation drop, and the exact drop for the ``exact_top`` largest.
 
@@ -53,14 +56,18 @@ def head_importance(
     resample ablation of that head alone from the full model; NaN for heads not checked) and
     ``exact`` (whether it was checked). The checked heads are the ``exact_top`` with the largest
     ``|estimated_drop|``. Cost: one forward + one backward pass, plus ``exact_top`` partial passes.
+    ``ablators``: the caller's :class:`~seqcirc_utils.scoring.ablation.AblatorCache`; the estimate and the
+    exact check share one Ablator either way.
     """
     if exact_top < 0:
-        raise ValueError(f"exact_top must be >= 0 (heads checked by exact ablation), got {exact_top}")
-    metric = get_ablator(model, info, dataset, mode, metric).metric  # resolve the dataset's default once
-    estimate = estimated_drops(model, info, dataset, info.heads, mode, metric)
+        raise ParameterError(f"exact_top must be >= 0 (heads checked by exact ablation), got {exact_top}")
+    ablators = ablators if ablators is not None else AblatorCache(max_size=1)
+    metric = ablators.get(model, info, dataset, mode, metric).metric  # resolve the dataset's default once
+    estimate = estimated_drops(model, info, dataset, info.heads, mode, metric, ablators=ablators)
     by_name = {str(h): h for h in info.heads}
     checked = [by_name[name] for name in estimate.abs().sort_values(ascending=False, kind="stable").index[:exact_top]]
-    exact = single_component_effects(model, info, dataset, checked, mode, metric, progress=progress) if checked else None
+    exact = (single_component_effects(model, info, dataset, checked, mode, metric, progress=progress, ablators=ablators)
+             if checked else None)
     exact_drop = {} if exact is None else dict(zip(exact["component"], exact["drop_points"]))
     return pd.DataFrame([
         {"component": str(h), "layer": h.layer, "head": h.index, "estimated_drop": float(estimate[str(h)]),

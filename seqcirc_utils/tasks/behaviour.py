@@ -9,11 +9,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError, SeqcircError, TokenizationError
 from seqcirc_utils.core import metrics
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.tasks.datasets import (
-    FAMILIES, GREATER_THAN, MIXED_FAMILIES, NUMBERS, PREFIX_MODES, TaskDataset, TokenizationError, make_dataset,
-    resolve_prefix,
+    FAMILIES, GREATER_THAN, MIXED_FAMILIES, NUMBERS, PREFIX_MODES, TaskDataset, make_dataset, resolve_prefix,
 )
 
 DEFAULT_TEMPLATES = ("pure", "comma", "among_words", "mixed")
@@ -68,10 +68,10 @@ def behaviour_table(
 
     Combinations the tokenizer cannot express (e.g. a family whose members are not single tokens)
     are reported with an ``error`` column instead of being skipped silently. A ``prefix`` the
-    tokenizer cannot give (e.g. ``"bos"`` without a bos token) raises ``ValueError`` up front.
+    tokenizer cannot give (e.g. ``"bos"`` without a bos token) raises :class:`ParameterError` up front.
     """
     if prefix not in PREFIX_MODES:
-        raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
+        raise ParameterError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
     resolve_prefix(model.tokenizer, prefix)
     rows = []
     combos = [
@@ -85,7 +85,7 @@ def behaviour_table(
         try:
             ds = make_dataset(model.tokenizer, family, template=template, direction=direction, n=n, seed=seed,
                               model_name=model_name, prefix=prefix)
-        except (TokenizationError, ValueError) as err:
+        except SeqcircError as err:  # this task does not fit this tokenizer or these sizes
             rows.append({**base, "n": 0, "error": str(err)})
             continue
         rows.append({**base, **evaluate(model, ds)})
@@ -98,12 +98,12 @@ def prefix_table(model, model_name: str, prefixes: Sequence[str] = PREFIX_MODES,
     an ``error``. Keyword arguments go to :func:`behaviour_table`."""
     for p in prefixes:
         if p not in PREFIX_MODES:
-            raise ValueError(f"unknown prefix {p!r}; valid: {', '.join(PREFIX_MODES)}")
+            raise ParameterError(f"unknown prefix {p!r}; valid: {', '.join(PREFIX_MODES)}")
     frames = []
     for p in prefixes:
         try:
             token = resolve_prefix(model.tokenizer, p).token or ""
-        except ValueError as err:
+        except ParameterError as err:
             frames.append(pd.DataFrame([{"prefix": p, "prefix_token": None, "n": 0, "error": str(err)}]))
             continue
         frames.append(behaviour_table(model, model_name, prefix=p, **kwargs).assign(prefix_token=token))

@@ -145,17 +145,17 @@ def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
     - ``"document"``: the pretraining document separator. ``<|endoftext|>`` when the vocabulary
       holds it (GPT-2, SmolLM2); otherwise the ``bos_token`` (Llama-style ``<s>``,
       ``<|begin_of_text|>``), else the ``eos_token``, whichever is first not a chat-turn marker.
-      Never a chat marker: a tokenizer with nothing else raises ``ValueError``.
+      Never a chat marker: a tokenizer with nothing else raises :class:`ParameterError`.
     - ``"bos"``: ``tokenizer.bos_token`` whatever it is (may be a chat marker).
     - ``"none"``: no prefix.
     """
     if mode not in PREFIX_MODES:
-        raise ValueError(f"unknown prefix {mode!r}; valid: {', '.join(PREFIX_MODES)}")
+        raise ParameterError(f"unknown prefix {mode!r}; valid: {', '.join(PREFIX_MODES)}")
     if mode == "none":
         return Prefix("none", None, None)
     if mode == "bos":
         if tokenizer.bos_token is None or tokenizer.bos_token_id is None:
-            raise ValueError("prefix 'bos': this tokenizer has no bos_token; valid here: document, none")
+            raise ParameterError("prefix 'bos': this tokenizer has no bos_token; valid here: document, none")
         return Prefix("bos", int(tokenizer.bos_token_id), str(tokenizer.bos_token))
     tid = _special_token_id(tokenizer, DOCUMENT_SEPARATOR)
     if tid is not None:
@@ -163,7 +163,7 @@ def resolve_prefix(tokenizer, mode: str = "document") -> Prefix:
     for token, tid in ((tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)):
         if token is not None and tid is not None and not is_chat_marker(str(token)):
             return Prefix("document", int(tid), str(token))
-    raise ValueError(
+    raise ParameterError(
         f"prefix 'document': this tokenizer has no document separator ({DOCUMENT_SEPARATOR!r} is not in its "
         f"vocabulary and its bos/eos tokens {tokenizer.bos_token!r}/{tokenizer.eos_token!r} are chat markers "
         "or missing); valid: bos, none"
@@ -278,7 +278,7 @@ class TaskSpec:
     def validate(self) -> None:
         def choose(name: str, value, valid) -> None:
             if value not in valid:
-                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
+                raise ParameterError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
 
         choose("task", self.task, TASKS)
         choose("template", self.template, TEMPLATES)
@@ -287,16 +287,16 @@ class TaskSpec:
         choose("verb", self.verb, VERBS)
         choose("prefix", self.prefix, PREFIX_MODES)
         if not isinstance(self.n, int) or self.n <= 0:
-            raise ValueError(f"n must be a positive number of prompts, got {self.n!r}")
+            raise ParameterError(f"n must be a positive number of prompts, got {self.n!r}")
         if not isinstance(self.step, int) or self.step < 1:
-            raise ValueError(f"step must be a positive integer (1 = consecutive), got {self.step!r}")
+            raise ParameterError(f"step must be a positive integer (1 = consecutive), got {self.step!r}")
         if self.length < 2:
-            raise ValueError(f"length (members shown) must be >= 2, got {self.length}")
+            raise ParameterError(f"length (members shown) must be >= 2, got {self.length}")
         if self.task == GREATER_THAN and self.corruption != "randAll":
-            raise ValueError("greater_than has one corruption (the year's last two digits -> '01'); "
-                             "leave corruption at its default")
+            raise ParameterError("greater_than has one corruption (the year's last two digits -> '01'); "
+                                 "leave corruption at its default")
         if self.template == "mixed" and self.task not in MIXED_FAMILIES:
-            raise ValueError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
+            raise ParameterError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
         if self.task == NUMBERS and self.step % 10 == 0:
             raise ParameterError(f"numbers: step {self.step} keeps the units digit (answer = last member's units "
                                  "digit); use a step that is not a multiple of 10")
@@ -655,7 +655,7 @@ def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: rando
             out = [rng.choice(pool) for _ in range(n)]
             if not is_valid_sequence(out, max_step) and out != clean:
                 return out
-        raise ValueError("randAll could not draw a non-sequence; the family is too small")
+        raise ParameterError("randAll could not draw a non-sequence; the family is too small")
     if kind == "switchLastTwo":
         return clean[:-2] + [clean[-1], clean[-2]]
     if kind == "repeatLastTwo":
@@ -666,14 +666,14 @@ def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: rando
         return [rng.choice(pool)] * n
     if kind == "permutation":
         if n < 3:
-            raise ValueError("permutation needs length >= 3 (with 2 members the only reordering is a valid sequence)")
+            raise ParameterError("permutation needs length >= 3 (with 2 members the only reordering is a valid sequence)")
         for _ in range(10_000):
             out = clean[:]
             rng.shuffle(out)
             if out != clean and not is_valid_sequence(out, max_step):
                 return out
-        raise ValueError("permutation could not find a non-sequence reordering")
-    raise ValueError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
+        raise ParameterError("permutation could not find a non-sequence reordering")
+    raise ParameterError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
 
 
 # --------------------------------------------------------------------------- builders
@@ -733,7 +733,7 @@ def _family_setup(tokenizer, spec: TaskSpec) -> tuple[tuple[str, ...], set[int],
     n_members = min(len(FAMILIES[f]) for f in families)
     starts = _sequence_starts(n_members, common, spec.length, spec.step, sign)
     if not starts:
-        raise ValueError(
+        raise ParameterError(
             f"no {spec.direction} {spec.task} sequence of length {spec.length} with step {spec.step} has "
             f"all members single tokens for this tokenizer (single-token members: "
             f"{[FAMILIES[f][i] for f in families for i in sorted(valid[f])]})"
@@ -747,7 +747,7 @@ def _fillers(tokenizer, spec: TaskSpec) -> list[str]:
         return []
     fillers_all = single_token_words(tokenizer, FILLER_WORDS, at_text_start=True)
     if len(fillers_all) < spec.length + 1:
-        raise ValueError(f"only {len(fillers_all)} filler words are single tokens for this tokenizer")
+        raise TokenizationError(f"only {len(fillers_all)} filler words are single tokens for this tokenizer")
     return _role_part(fillers_all, spec, "fillers", "filler words", minimum=spec.length + 1)
 
 
@@ -958,7 +958,7 @@ def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Pref
     rng = random.Random(f"greater_than|{spec.seed}")
     nouns = single_token_words(tokenizer, GREATER_THAN_NOUNS)
     if len(nouns) < 10:
-        raise ValueError("too few single-token nouns for the greater-than template")
+        raise TokenizationError("too few single-token nouns for the greater-than template")
     nouns = _role_part(nouns, spec, "nouns", "nouns", minimum=GREATER_THAN_MIN_NOUNS)
     template = GREATER_THAN_TEMPLATE
     mode, groups = greater_than_groups(tokenizer)
@@ -1023,7 +1023,7 @@ def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwa
     """
     unknown = set(kwargs) - set(TaskSpec.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}")
+        raise ParameterError(f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}")
     spec = TaskSpec(task=task, **kwargs)
     spec.validate()
     prefix = resolve_prefix(tokenizer, spec.prefix)
@@ -1110,7 +1110,7 @@ def filter_to_year_continuation(model, dataset: TaskDataset, batch_size: int = 6
     from seqcirc_utils.models.forward import final_logits
 
     if dataset.task != GREATER_THAN:
-        raise ValueError(f"filter_to_year_continuation is for task {GREATER_THAN}, not {dataset.task}")
+        raise ParameterError(f"filter_to_year_continuation is for task {GREATER_THAN}, not {dataset.task}")
     logits = final_logits(model, dataset.tokens, batch_size=batch_size)
     year_ids = torch.tensor(sorted({i for g in dataset.greater_than_groups for i in g}), device=logits.device)
     keep = torch.isin(logits.argmax(-1), year_ids)

@@ -6,8 +6,10 @@ such function and listing it in ``COMMANDS``.
 
 Conventions: choices come from the package's constants; every option has help text
 (``tests/test_cli.py`` walks the parser); a ``run`` callback checks all its arguments (and input
-files) before it loads a model, and a user error is a :class:`UsageError` (or a ``ValueError`` from
-the package's own checks): one line on stderr naming what is valid, exit status 2, no traceback.
+files) before it loads a model, and a user error is a :class:`~seqcirc_utils.core.errors.SeqcircError`
+(:class:`ParameterError`, :class:`BadFileError`, ... raised here or by the package's own checks): one
+line on stderr naming what is valid, exit status 2, no traceback. Any other exception is a bug and
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from seqcirc_utils.core.errors import (BadFileError, MissingExtraError, ModelUnavailableError, ParameterError,
+                                      SeqcircError)
+
 # No package module is imported at module level. Building the parser imports only the torch-free
 # ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
 # argument has been checked.
-
-
-class UsageError(Exception):
-    """A user error: a bad argument, a missing or malformed input file, an unavailable model.
-
-    :func:`main` prints it as one line on stderr and returns exit status 2 (no traceback).
-    """
 
 
 def _one_line(text: object) -> str:
@@ -135,10 +133,7 @@ def _check_dataset(args: argparse.Namespace) -> None:
     """The dataset options checked together (e.g. greater_than has one corruption), before any model loads."""
     from seqcirc_utils.tasks.datasets import TaskSpec
 
-    try:
-        TaskSpec(task=args.task, **dataset_kwargs(args)).validate()
-    except (TypeError, ValueError) as err:
-        raise UsageError(err) from None
+    TaskSpec(task=args.task, **dataset_kwargs(args)).validate()  # ParameterError names what is valid
 
 
 def _check_device(device: str | None) -> None:
@@ -151,16 +146,16 @@ def _check_device(device: str | None) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UsageError(f"unknown device {device!r}; valid: {valid}") from None
+        raise ParameterError(f"unknown device {device!r}; valid: {valid}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
+        raise ParameterError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise ParameterError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {device!r}: MPS is not available here; valid: cpu")
+        raise ParameterError(f"device {device!r}: MPS is not available here; valid: cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unsupported device {device!r}; valid: {valid}")
+        raise ParameterError(f"unsupported device {device!r}; valid: {valid}")
 
 
 def _check_model(spec: str) -> None:
@@ -168,10 +163,7 @@ def _check_model(spec: str) -> None:
     reachable) is checked by ``models.load_model`` before any weights load; see :func:`_load_tokenizer_model`."""
     from seqcirc_utils.models.loading import resolve_spec
 
-    try:
-        resolve_spec(spec)
-    except ValueError as err:
-        raise UsageError(err) from None
+    resolve_spec(spec)  # ParameterError for an empty spec
 
 
 def _check_out(path: str | None, flag: str = "--out") -> None:
@@ -180,14 +172,32 @@ def _check_out(path: str | None, flag: str = "--out") -> None:
         return
     p = Path(path).expanduser()
     if p.is_dir():
-        raise UsageError(f"{flag} {path!r} is a directory; give a file path, e.g. {p / 'out.json'}")
+        raise ParameterError(f"{flag} {path!r} is a directory; give a file path, e.g. {p / 'out.json'}")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UsageError(f"{flag} {path!r}: {parent} is not a directory")
+        raise ParameterError(f"{flag} {path!r}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path!r}: cannot write in {parent}")
+        raise ParameterError(f"{flag} {path!r}: cannot write in {parent}")
+
+
+#: The modules each optional extra of pyproject.toml provides that a command imports (checked before any work).
+EXTRA_MODULES = {
+    "book": ("papermill", "jupytext", "nbformat", "ipykernel"),
+    "grid": ("distributed", "yaml"),
+}
+
+
+def _require_extras(*extras: str) -> None:
+    """Refuse (one line, with the pip command) when an optional extra this command needs is not installed."""
+    import importlib.util
+
+    for extra in extras:
+        missing = [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
+        if missing:
+            raise MissingExtraError(f"this command needs the [{extra}] extra ({', '.join(missing)} not installed); "
+                                    f"install it: pip install 'seqcirc[{extra}]' (or `make setup`)")
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
@@ -196,13 +206,13 @@ def _check_model_args(args: argparse.Namespace) -> None:
 
 
 def _load_tokenizer_model(args):
-    """Load ``--model`` on ``--device``; an unavailable model is a :class:`UsageError`."""
-    from seqcirc_utils.models.loading import ModelUnavailableError, load_model
+    """Load ``--model`` on ``--device``; an unavailable model is a :class:`ModelUnavailableError`."""
+    from seqcirc_utils.models.loading import load_model
 
     try:
         return load_model(args.model, device=args.device)
     except (ModelUnavailableError, OSError) as err:
-        raise UsageError(f"cannot load model {args.model!r}: {err}") from None
+        raise ModelUnavailableError(f"cannot load model {args.model!r}: {err}") from None
 
 
 # --------------------------------------------------------------------------- dataset
@@ -262,22 +272,21 @@ def _add_behaviour(sub) -> None:
 
 
 def _add_circuit(sub) -> None:
-    from seqcirc_utils.core.options import METHODS, METRICS, SWEEP_ORDERS
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode, Metric, PruneMethod, SweepOrder
 
     p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
     _common_dataset_args(p)
     p.add_argument("--thresholds", type=_thresholds, default="0.8",
                    help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
                         "(nested circuits, highest first; default %(default)s)")
-    p.add_argument("--method", choices=METHODS, default="sweep",
+    p.add_argument("--method", choices=PruneMethod.values(), default=PruneMethod.SWEEP.value,
                    help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
                         "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)")
-    p.add_argument("--order", choices=SWEEP_ORDERS, default=None,
-                   help=f"sweep order: %(choices)s (default: {SWEEP_ORDERS[0]}, the paper's)")
-    p.add_argument("--ablation", choices=[m.value for m in AblationMode], default=AblationMode.MEAN.value,
+    p.add_argument("--order", choices=SweepOrder.values(), default=None,
+                   help=f"sweep order: %(choices)s (default: {SweepOrder.PAPER.value}, the paper's)")
+    p.add_argument("--ablation", choices=AblationMode.values(), default=AblationMode.MEAN.value,
                    help="what replaces an ablated component: %(choices)s (default %(default)s)")
-    p.add_argument("--metric", choices=METRICS, default=None,
+    p.add_argument("--metric", choices=Metric.values(), default=None,
                    help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)")
     p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
     p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
@@ -334,12 +343,13 @@ def _add_run(sub) -> None:
                         "in NN order, no Dask)")
 
     def run(args) -> int:
+        _require_extras("book")
         from seqcirc_utils.workflow.cluster import default_workers
         from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook,
                                                    run_notebooks, summary_table)
 
         if args.all == bool(args.names):
-            raise ValueError("give notebook NAME(s) or --all (not both)")
+            raise ParameterError("give notebook NAME(s) or --all (not both)")
         notebooks = (find_notebooks(args.notebooks_dir) if args.all
                      else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
         results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
@@ -390,6 +400,7 @@ def _add_grid(sub) -> None:
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
 
     def run(args) -> int:
+        _require_extras("book", "grid")
         from seqcirc_utils.workflow.grid import GridSpec, cell_results_json, grid_table, load_grid_file, parse_axes, parse_resources, run_grid
         from seqcirc_utils.workflow.runner import resolve_notebook
 
@@ -399,9 +410,9 @@ def _add_grid(sub) -> None:
             spec.fixed.pop(key, None)
         name = args.notebook or spec.notebook
         if not name:
-            raise ValueError("give a NOTEBOOK (or 'notebook:' in the --file)")
+            raise ParameterError("give a NOTEBOOK (or 'notebook:' in the --file)")
         if args.workers is not None and args.workers < 1 or args.threads < 1:
-            raise ValueError("--workers and --threads must be >= 1")
+            raise ParameterError("--workers and --threads must be >= 1")
         notebook = resolve_notebook(name, args.notebooks_dir)
         results = run_grid(notebook, spec.cells(), scheduler=args.scheduler, n_workers=args.workers,
                            resources=parse_resources(args.resources), force=args.force, progress=not args.no_progress,
@@ -466,8 +477,8 @@ def _add_scores(sub) -> None:
 
             try:
                 parse_kind(args.kind)
-            except ValueError as err:
-                raise UsageError(f"{err} or induction") from None
+            except ParameterError as err:
+                raise ParameterError(f"{err} or induction") from None
         _check_model_args(args)
         model, _ = _load_tokenizer_model(args)
         if args.kind == "induction":
@@ -511,7 +522,7 @@ def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
     record = records[0] if one_record else read_circuit(file, threshold)
     try:
         TaskDataset.from_json(record["dataset"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (SeqcircError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise BadFileError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
                            "`seqcirc dataset --format json` prints") from None
     return record
@@ -519,12 +530,12 @@ def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
 
 def _add_edges(sub) -> None:
     p = sub.add_parser("edges", help="edge circuit inside a node circuit: path patching (exact) or EAP / EAP-IG")
-    from seqcirc_utils.core.options import EDGE_METHODS as METHODS
+    from seqcirc_utils.core.options import EdgeMethod
 
     p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
     p.add_argument("--threshold", type=_fraction, default=0.8,
                    help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file")
-    p.add_argument("--method", choices=METHODS, default="exact",
+    p.add_argument("--method", choices=EdgeMethod.values(), default=EdgeMethod.EXACT.value,
                    help="exact: path patching of every edge; eap / eap-ig: attribution-ranked (default %(default)s)")
     p.add_argument("--ig-steps", type=_int_at_least(1, "--ig-steps"), default=5,
                    help="integrated-gradient steps for eap-ig (default %(default)s)")
@@ -584,8 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``seqcirc``; returns the exit status (0 ok, 1 a notebook failed, 2 a user error, 130 interrupted).
 
-    A user error (a :class:`UsageError`, a ``ValueError`` from the package's input checks, an
-    unavailable model) is one line on stderr naming what is valid, never a traceback.
+    A user error (a :class:`SeqcircError`: a bad parameter or file, an unavailable model, a task this
+    model cannot run) is one line on stderr naming what is valid; any other exception is a bug and
+    shows its traceback.
     """
     parser = build_parser()
     try:
@@ -605,11 +617,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    """Bad input (the package raises ``ValueError`` for it) or an unavailable model."""
-    from seqcirc_utils.core.errors import SeqcircError
-    from seqcirc_utils.models.loading import ModelUnavailableError
-
-    return isinstance(err, (UsageError, ValueError, ModelUnavailableError, SeqcircError))
+    """A :class:`SeqcircError` (bad input, an unavailable model); anything else is a bug."""
+    return isinstance(err, SeqcircError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from seqcirc_utils.core.errors import ParameterError
+
 #: Environment variables that set a kernel's (torch, BLAS) thread count.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -18,7 +20,7 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def thread_environment(threads: int = 1) -> dict[str, str]:
     """``{OMP_NUM_THREADS: "1", ...}``: the environment that gives a kernel ``threads`` torch/BLAS threads."""
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ParameterError(f"threads must be >= 1, got {threads}")
     return {name: str(threads) for name in THREAD_ENV_VARS}
 
 

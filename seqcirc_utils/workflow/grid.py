@@ -67,6 +67,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
+from seqcirc_utils.core.results import results_root as default_results_root, write_atomic
 from seqcirc_utils.workflow.cluster import default_workers, local_cluster, thread_environment, worker_name
 from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key,
                                            check_parameter_types, effective_parameters, parse_value, run_notebook)
@@ -99,7 +101,7 @@ def split_values(text: str) -> list[str]:
         current.append(ch)
     parts.append("".join(current).strip())
     if any(p == "" for p in parts):
-        raise ValueError(f"empty value in {text!r}: give comma-separated values, e.g. 0,1,2")
+        raise ParameterError(f"empty value in {text!r}: give comma-separated values, e.g. 0,1,2")
     return parts
 
 
@@ -108,7 +110,7 @@ def parse_axes(pairs: Iterable[Sequence[str]]) -> dict[str, list[Any]]:
     axes: dict[str, list[Any]] = {}
     for key, text in pairs:
         if key in axes:
-            raise ValueError(f"grid parameter {key!r} given twice; give its values once, comma-separated")
+            raise ParameterError(f"grid parameter {key!r} given twice; give its values once, comma-separated")
         axes[key] = [parse_value(v) for v in split_values(text)]
     return axes
 
@@ -136,7 +138,7 @@ class GridSpec:
         """The Cartesian product: one parameter dict per cell (axes in the given order, last fastest)."""
         overlap = sorted(set(self.fixed) & set(self.axes))
         if overlap:
-            raise ValueError(f"parameter(s) {', '.join(overlap)} both fixed and a grid axis; give each once")
+            raise ParameterError(f"parameter(s) {', '.join(overlap)} both fixed and a grid axis; give each once")
         names = list(self.axes)
         return [{**self.fixed, **dict(zip(names, combo))} for combo in itertools.product(*self.axes.values())]
 
@@ -147,23 +149,23 @@ def load_grid_file(path: str | Path) -> GridSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"grid file {path} not found")
+        raise BadFileError(f"grid file {path} not found")
     try:
         data = yaml.load(path.read_text(), Loader=yaml.BaseLoader)
     except yaml.YAMLError as err:
-        raise ValueError(f"grid file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise BadFileError(f"grid file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     data = data or {}
     valid = ("notebook", "parameters", "grid")
     if not isinstance(data, dict) or set(data) - set(valid):
         extra = sorted(set(data) - set(valid)) if isinstance(data, dict) else ["(not a mapping)"]
-        raise ValueError(f"grid file {path}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(valid)}")
+        raise BadFileError(f"grid file {path}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(valid)}")
     fixed, grid = data.get("parameters") or {}, data.get("grid") or {}
     if not isinstance(fixed, dict) or not isinstance(grid, dict):
-        raise ValueError(f"grid file {path}: 'parameters' and 'grid' must be mappings (name: value)")
+        raise BadFileError(f"grid file {path}: 'parameters' and 'grid' must be mappings (name: value)")
     axes = {k: _typed(v) if isinstance(v, list) else [_typed(v)] for k, v in grid.items()}
     empty = [k for k, v in axes.items() if not v]
     if empty:
-        raise ValueError(f"grid file {path}: axis {', '.join(empty)} has no values")
+        raise BadFileError(f"grid file {path}: axis {', '.join(empty)} has no values")
     return GridSpec(data.get("notebook") or None, _typed(fixed), axes)
 
 
@@ -179,7 +181,7 @@ def runs_root(model: Any, results_root: str | Path | None = None) -> Path:
     """``<results root>/<model>/runs`` (absolute; the results root as ``seqcirc run`` resolves it)."""
     from seqcirc_utils.core.results import results_dir
 
-    root = Path(results_root or os.environ.get("SEQCIRC_RESULTS", "results"))
+    root = Path(results_root) if results_root else default_results_root()
     root = root if root.is_absolute() else REPO_ROOT / root
     return results_dir(str(model if model is not None else "no-model"), root=root) / "runs"
 
@@ -230,12 +232,6 @@ def notebook_traceback(path: str | Path) -> str:
     return "\n\n".join(parts)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_cell(spec: CellSpec) -> CellResult:
     """Run (or reuse) one cell; never raises: a failure is a ``CellResult`` with ``ok=False`` and ``error.txt``."""
     from seqcirc_utils.core.results import RESULTS_DIR_ENV, write_json_atomic
@@ -265,11 +261,11 @@ def run_cell(spec: CellSpec) -> CellResult:
             (directory / ERROR_FILE).unlink(missing_ok=True)
         else:
             tb = notebook_traceback(run.output) if run.output else ""
-            _write_text(directory / ERROR_FILE, f"{run.error}\n\n{tb}".rstrip() + "\n")
+            write_atomic(directory / ERROR_FILE, f"{run.error}\n\n{tb}".rstrip() + "\n")
     except Exception as err:  # outside the notebook: bad cell spec, unwritable folder, ...
         result.ok, result.error = False, f"{type(err).__name__}: {err}"
         try:
-            _write_text(directory / ERROR_FILE, traceback.format_exc())
+            write_atomic(directory / ERROR_FILE, traceback.format_exc())
         except OSError:
             pass
     result.seconds = time.perf_counter() - start
@@ -291,20 +287,20 @@ def parse_resources(text: str | None) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise ValueError(f"bad resource {item!r}: give NAME=AMOUNT[,NAME=AMOUNT], e.g. GPU=1")
+            raise ParameterError(f"bad resource {item!r}: give NAME=AMOUNT[,NAME=AMOUNT], e.g. GPU=1")
     return out
 
 
 def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], results_root: str | Path | None = None,
                force: bool = False, threads: int = 1) -> list[CellSpec]:
     """One :class:`CellSpec` per parameter dict; unknown parameter names and values of the wrong type
-    raise ``ValueError`` (a :class:`~seqcirc_utils.core.errors.ParameterError` for a type; before any work)."""
+    raise :class:`~seqcirc_utils.core.errors.ParameterError` (before any work)."""
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:
-        raise ValueError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
+        raise ParameterError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
     if not cells:
-        raise ValueError("the grid has no cells")
+        raise ParameterError("the grid has no cells")
     for params in cells:
         check_parameter_types(notebook, params)
     specs, seen = [], set()
@@ -374,7 +370,7 @@ def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, sc
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError, ValueError) as err:
-                raise ValueError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
+                raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
                                    "give its address as tcp://HOST:PORT (`dask scheduler` prints it)") from None
             _warn_missing_resources(client, resources)
         else:
@@ -395,7 +391,7 @@ def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, sc
                                      error=f"{type(err).__name__}: {err}")
                     try:
                         Path(spec.directory).mkdir(parents=True, exist_ok=True)
-                        _write_text(Path(spec.directory) / ERROR_FILE, f"{res.error}\n")
+                        write_atomic(Path(spec.directory) / ERROR_FILE, f"{res.error}\n")
                     except OSError:
                         pass
                 results[spec.cell_id] = res
@@ -429,7 +425,7 @@ def find_cells(paths: Iterable[str | Path]) -> list[Path]:
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.exists():
-            raise ValueError(f"{path} does not exist; give a results/<model>/runs folder (or a folder of cells)")
+            raise BadFileError(f"{path} does not exist; give a results/<model>/runs folder (or a folder of cells)")
         if (path / PARAMS_FILE).is_file():
             found.add(path)
         found.update(p.parent for p in path.rglob(PARAMS_FILE))
@@ -488,7 +484,7 @@ def summary_frame(paths: Iterable[str | Path]):
 
     cells = find_cells(paths)
     if not cells:
-        raise ValueError(f"no grid cells ({PARAMS_FILE}) under {', '.join(map(str, paths))}")
+        raise BadFileError(f"no grid cells ({PARAMS_FILE}) under {', '.join(map(str, paths))}")
     df = pd.DataFrame([row for cell in cells for row in cell_rows(cell)])
     for column in ("n_heads", "n_mlps", "n_components"):
         if column in df:
@@ -519,7 +515,7 @@ def summary_chart(df):
         return chart
     numeric = [c for c in ok.columns if "." in c and str(ok[c].dtype) != "object"]
     if not numeric:
-        raise ValueError("the cells have no circuit records and no numeric results to chart")
+        raise BadFileError("the cells have no circuit records and no numeric results to chart")
     value = numeric[0]
     return alt.Chart(ok).mark_bar().encode(x=alt.X("cell:N", sort=None), y=alt.Y(f"{value}:Q"),
                                            color="model:N" if "model" in ok else alt.value("steelblue"),
@@ -538,7 +534,7 @@ def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out.with_suffix(".csv"), "json": out.with_suffix(".json"), "chart": out.with_suffix(".vl.json"),
              "html": out.with_suffix(".html")}
-    _write_text(paths["csv"], df.to_csv(index=False))
+    write_atomic(paths["csv"], df.to_csv(index=False))
     write_json_atomic(paths["json"], frame_records(df))
     spec = chart.to_dict()
     write_json_atomic(paths["chart"], spec)
@@ -547,7 +543,7 @@ def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
             f"<h1>Grid summary</h1>\n<p>{html.escape(str(len(df)))} rows from "
             f"{html.escape(str(df['cell'].nunique()))} cells.</p>\n{offline_html(spec)}\n"
             f"{df.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.3f}')}\n</body></html>\n")
-    _write_text(paths["html"], page)
+    write_atomic(paths["html"], page)
     return paths
 
 

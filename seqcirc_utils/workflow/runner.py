@@ -62,9 +62,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
-from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.paths import repo_root
-from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT, chapter_of, result_writers
+from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT_ENV, chapter_of, result_writers, write_atomic
+from seqcirc_utils.core.results import results_root as default_results_root
 
 NOTEBOOK_RE = re.compile(r"^(?P<number>\d{2})_(?P<name>[A-Za-z0-9_]+)\.py$")
 REPO_ROOT = repo_root()
@@ -133,7 +134,7 @@ class NotebookSource:
 
         cells = [c for c in self.read().cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         if not cells:
-            raise ValueError(f"{self.path} has no cell tagged 'parameters' (use '# %% tags=[\"parameters\"]')")
+            raise BadFileError(f"{self.path} has no cell tagged 'parameters' (use '# %% tags=[\"parameters\"]')")
         return [Parameter(p.name, p.default, p.inferred_type_name, p.help or "")
                 for p in PythonTranslator.inspect(cells[0])]
 
@@ -156,13 +157,13 @@ class NotebookSource:
         results this one reads). Malformed declarations raise ``ValueError``."""
         declared = self.read().metadata.get(SCHEDULE_METADATA) or {}
         if not isinstance(declared, Mapping) or set(declared) - {"estimate_s", "after"}:
-            raise ValueError(f"{self.path}: '{SCHEDULE_METADATA}' must be a mapping with keys estimate_s, after")
+            raise BadFileError(f"{self.path}: '{SCHEDULE_METADATA}' must be a mapping with keys estimate_s, after")
         estimate, after = declared.get("estimate_s"), declared.get("after", [])
         if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, (int, float))
                                      or estimate <= 0):
-            raise ValueError(f"{self.path}: {SCHEDULE_METADATA}.estimate_s must be a positive number of seconds")
+            raise BadFileError(f"{self.path}: {SCHEDULE_METADATA}.estimate_s must be a positive number of seconds")
         if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-            raise ValueError(f"{self.path}: {SCHEDULE_METADATA}.after must be a list of notebook names")
+            raise BadFileError(f"{self.path}: {SCHEDULE_METADATA}.after must be a list of notebook names")
         return {"estimate_s": estimate, "after": list(after)}
 
 
@@ -185,7 +186,7 @@ def find_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[NotebookSo
     """Every ``NN_name.py`` under ``notebooks_dir``, in ``NN`` order."""
     directory = Path(notebooks_dir)
     if not directory.is_dir():
-        raise ValueError(f"no notebooks directory at {directory}")
+        raise BadFileError(f"no notebooks directory at {directory}")
     found = [NotebookSource(p) for p in directory.iterdir() if p.is_file() and NOTEBOOK_RE.match(p.name)]
     return sorted(found, key=lambda nb: (nb.number, nb.name))
 
@@ -198,7 +199,7 @@ def resolve_notebook(name: str, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> No
         if key in (nb.stem, nb.name):
             return nb
     valid = ", ".join(nb.stem for nb in notebooks) or "(none)"
-    raise ValueError(f"unknown notebook {name!r}; valid names: {valid}")
+    raise ParameterError(f"unknown notebook {name!r}; valid names: {valid}")
 
 
 def parse_value(text: str) -> Any:
@@ -365,7 +366,7 @@ def results_root_for(cwd: str | Path, env: Mapping[str, str] | None = None) -> P
     merged = {**os.environ, **dict(env or {})}
     if merged.get(RESULTS_DIR_ENV):
         return (Path(cwd) / merged[RESULTS_DIR_ENV]).resolve()
-    return (Path(cwd) / merged.get("SEQCIRC_RESULTS", str(RESULTS_ROOT))).resolve()
+    return (Path(cwd) / default_results_root(merged)).resolve()
 
 
 def _result_files(root: Path, since_ns: int | None = None, exclude: Collection[Path] = (),
@@ -494,8 +495,8 @@ def _finalise_output(tmp: Path, final: Path, source: NotebookSource, root: Path,
     pm_meta["default_parameters"] = source.default_values()
     if record is not None:
         nb.metadata[CACHE_METADATA] = dict(record)
-    nbformat.write(nb, tmp)
-    os.replace(tmp, final)
+    write_atomic(final, nbformat.writes(nb))
+    tmp.unlink(missing_ok=True)
     return True
 
 
@@ -505,14 +506,7 @@ def _mark_reused(final: Path) -> None:
 
     nb = nbformat.read(final, as_version=4)
     nb.metadata[CACHE_METADATA] = {**nb.metadata.get(CACHE_METADATA, {}), "run": "reused", "reused_at": _now()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".ipynb", dir=final.parent)
-    os.close(fd)
-    try:
-        nbformat.write(nb, tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(final, nbformat.writes(nb))
 
 
 def reuse_cached(notebook: NotebookSource, parameters: Mapping[str, Any] | None = None,
@@ -632,7 +626,7 @@ def dependencies(notebooks: Sequence[NotebookSource]) -> dict[str, list[str]]:
         for name in nb.schedule()["after"]:
             other = resolve_notebook(name, nb.path.parent).stem
             if other == nb.stem:
-                raise ValueError(f"{nb.path}: {SCHEDULE_METADATA}.after names the notebook itself")
+                raise BadFileError(f"{nb.path}: {SCHEDULE_METADATA}.after names the notebook itself")
             if other in stems:
                 after.append(other)
         deps[nb.stem] = after
@@ -642,7 +636,7 @@ def dependencies(notebooks: Sequence[NotebookSource]) -> dict[str, list[str]]:
         if state.get(stem) == 2:
             return
         if state.get(stem) == 1:
-            raise ValueError(f"notebooks wait for each other: {' -> '.join(path + [stem])}")
+            raise BadFileError(f"notebooks wait for each other: {' -> '.join(path + [stem])}")
         state[stem] = 1
         for dep in deps[stem]:
             visit(dep, path + [stem])
@@ -761,7 +755,7 @@ def _parallel_environment() -> dict[str, str]:
     from seqcirc_utils.workflow.cluster import thread_environment
 
     env = thread_environment(1)
-    for name in (RESULTS_DIR_ENV, "SEQCIRC_RESULTS"):
+    for name in (RESULTS_DIR_ENV, RESULTS_ROOT_ENV):
         if os.environ.get(name):
             env[name] = os.environ[name]
     return env
@@ -907,7 +901,7 @@ def list_table(notebooks: Sequence[NotebookSource]) -> str:
         lines.append(f"{nb.stem}  ({nb.path.name})")
         try:
             params = nb.parameters()
-        except ValueError as err:
+        except (BadFileError, ValueError) as err:
             lines.append(f"    ! {err}")
             continue
         for p in params:

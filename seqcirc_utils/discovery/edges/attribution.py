@@ -40,6 +40,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.scoring.attribution import differentiable_metric
 from seqcirc_utils.discovery.edges.patching import (
@@ -76,15 +77,15 @@ def edge_attribution(
     Counts 2 forward passes per step on ``ablator.forward_passes``.
     """
     if ablator.metric == "kl":
-        raise ValueError("edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
+        raise ParameterError("edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
     if ig_steps < 1:
-        raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
+        raise ParameterError(f"ig_steps must be >= 1, got {ig_steps}")
     comps = check_components(ablator.info, components)
     edges = list(circuit_edges(ablator.info, comps) if edges is None else edges)
     for e in edges:
         for c in (e.sender, e.receiver):
             if c is not None and c not in comps:
-                raise ValueError(f"edge {e}: {c} is not in the node circuit")
+                raise ParameterError(f"edge {e}: {c} is not in the node circuit")
     alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
     total = {e: 0.0 for e in edges}
     for alpha in tqdm(alphas, desc="edge attribution", disable=not progress or len(alphas) == 1, leave=False):
@@ -231,7 +232,7 @@ def _head_input_gradient(r: Component, x: str, grads: dict, saved: dict, probes:
         only[:, :, h] = g[:, :, h]
         g_v = _vjp(saved[f"z{layer}"], saved[f"v{layer}"], only)
         return _vjp(saved[f"v{layer}"], p, g_v)
-    raise ValueError(f"head input {x!r}; valid: {', '.join(HEAD_INPUTS)}")
+    raise ParameterError(f"head input {x!r}; valid: {', '.join(HEAD_INPUTS)}")
 
 
 def eap_vs_exact(

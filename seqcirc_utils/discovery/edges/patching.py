@@ -52,13 +52,14 @@ import torch
 from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import HEAD_INPUTS, EdgeInput
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.core.types import Component, parse_component, sort_components
 
-LOGITS = "logits"
-HEAD_INPUTS = ("q", "k", "v")
-INPUTS = HEAD_INPUTS + ("mlp", LOGITS)
+LOGITS = EdgeInput.LOGITS.value
+INPUTS = EdgeInput.values()
 
 
 # --------------------------------------------------------------------------- edges
@@ -103,32 +104,32 @@ def edge(sender: Component | str, receiver: Component | str | None, input: str |
     r = parse_component(receiver) if isinstance(receiver, str) else receiver
     if input is None:
         if r.is_head:
-            raise ValueError(f"edge into head {r} needs input in {', '.join(HEAD_INPUTS)}")
+            raise ParameterError(f"edge into head {r} needs input in {', '.join(HEAD_INPUTS)}")
         input = "mlp"
     return Edge(s, r, input)
 
 
 def check_edge(info: ModelInfo, e: Edge) -> None:
-    """Raise ``ValueError`` (listing the valid values) unless ``e`` is a valid edge of the model."""
+    """Raise :class:`ParameterError` (listing the valid values) unless ``e`` is a valid edge of the model."""
     if e.sender.kind not in ("head", "mlp"):
-        raise ValueError(f"edge sender {e.sender} must be a head or an MLP (neurons are not edge nodes)")
+        raise ParameterError(f"edge sender {e.sender} must be a head or an MLP (neurons are not edge nodes)")
     info.check(e.sender)
     if e.receiver is None:
         if e.input != LOGITS:
-            raise ValueError(f"an edge into the logits has input 'logits', not {e.input!r}")
+            raise ParameterError(f"an edge into the logits has input 'logits', not {e.input!r}")
         return
     info.check(e.receiver)
     if e.receiver.is_head:
         if e.input not in HEAD_INPUTS:
-            raise ValueError(f"edge into head {e.receiver}: input {e.input!r}; valid: {', '.join(HEAD_INPUTS)}")
+            raise ParameterError(f"edge into head {e.receiver}: input {e.input!r}; valid: {', '.join(HEAD_INPUTS)}")
     elif e.receiver.is_mlp:
         if e.input != "mlp":
-            raise ValueError(f"edge into {e.receiver}: input {e.input!r}; valid: mlp")
+            raise ParameterError(f"edge into {e.receiver}: input {e.input!r}; valid: mlp")
     else:
-        raise ValueError(f"edge receiver {e.receiver} must be a head, an MLP or 'logits'")
+        raise ParameterError(f"edge receiver {e.receiver} must be a head, an MLP or 'logits'")
     if not is_upstream(e.sender, e.receiver):
-        raise ValueError(f"{e.sender} is not upstream of {e.receiver}: a head at layer l sends to MLP l and "
-                         "layers > l, an MLP at layer l to layers > l")
+        raise ParameterError(f"{e.sender} is not upstream of {e.receiver}: a head at layer l sends to MLP l and "
+                             "layers > l, an MLP at layer l to layers > l")
 
 
 def is_upstream(sender: Component, receiver: Component | None) -> bool:
@@ -165,14 +166,14 @@ def circuit_edges(info: ModelInfo, components: Iterable[Component]) -> list[Edge
 def check_components(info: ModelInfo, components: Iterable[Component]) -> frozenset[Component]:
     """The node circuit ``components`` as a frozenset, after checking each is a head or MLP of the model.
 
-    Raises ``ValueError`` naming the offending component otherwise (edge circuits are built on
+    Raises :class:`ParameterError` naming the offending component otherwise (edge circuits are built on
     heads and MLPs only; neurons and the embedding are not edge nodes).
     """
     comps = frozenset(components)
     for c in comps:
         info.check(c)
         if c.kind not in ("head", "mlp"):
-            raise ValueError(f"edge circuits are built on heads and MLPs; got {c} (kind {c.kind})")
+            raise ParameterError(f"edge circuits are built on heads and MLPs; got {c} (kind {c.kind})")
     return comps
 
 
@@ -308,7 +309,7 @@ class EdgePatcher:
                 check_edge(self.info, e)
                 for c in (e.sender, e.receiver):
                     if c is not None and c not in self.components:
-                        raise ValueError(f"edge {e}: {c} is not in the node circuit (its output is ablated already)")
+                        raise ParameterError(f"edge {e}: {c} is not in the node circuit (its output is ablated already)")
                 self._valid.add(e)
             if float(w) != 0.0:
                 out[e] = float(w)

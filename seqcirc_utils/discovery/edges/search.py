@@ -29,9 +29,10 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.discovery.edges.attribution import edge_attribution
-from seqcirc_utils.core.options import EDGE_METHODS as METHODS
+from seqcirc_utils.core.options import EDGE_METHODS as METHODS, EdgeMethod  # noqa: F401 - METHODS re-exported
 from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges
 from seqcirc_utils.discovery.pruning import check_thresholds, largest_passing_prefix
 from seqcirc_utils.core.records import checked_json
@@ -229,7 +230,7 @@ def edge_circuit(
     kept_set = set(kept)
     unknown = kept_set - set(candidates)
     if unknown:
-        raise ValueError(f"edges {', '.join(sorted(map(str, unknown)))} are not edges of the node circuit")
+        raise ParameterError(f"edges {', '.join(sorted(map(str, unknown)))} are not edges of the node circuit")
     tried = tried or {}
     kept_list = [e for e in candidates if e in kept_set]
     removed = [e for e in candidates if e not in kept_set]
@@ -254,7 +255,7 @@ def prune_edges(
     ablator: Ablator,
     components: Iterable[Component],
     threshold: float = 0.8,
-    method: str = "exact",
+    method: EdgeMethod | str = EdgeMethod.EXACT,
     ig_steps: int = 5,
     progress: bool = True,
     node_threshold: float | None = None,
@@ -279,8 +280,7 @@ def prune_edges(
     to ``>= threshold`` are removed.
     """
     threshold = check_thresholds([threshold])[0]
-    if method not in METHODS:
-        raise ValueError(f"unknown edge pruning method {method!r}; valid: {', '.join(METHODS)}")
+    method = EdgeMethod.parse(method)  # ParameterError naming the edge methods
     t0, p0 = time.perf_counter(), ablator.forward_passes
     patcher = EdgePatcher(ablator, components)
     candidates = circuit_edges(ablator.info, patcher.components)
@@ -372,7 +372,7 @@ def run_edges(
 
     for key in ("model", "heads", "mlps", "dataset"):
         if key not in circuit_record:
-            raise ValueError(f"circuit JSON lacks key {key!r}; needs model, heads, mlps, dataset")
+            raise BadFileError(f"circuit JSON lacks key {key!r}; needs model, heads, mlps, dataset")
     model, info = load_model(circuit_record["model"], device=device)
     ds = TaskDataset.from_json(circuit_record["dataset"])
     ablator = Ablator(model, info, ds, mode=circuit_record.get("ablation", "mean"),

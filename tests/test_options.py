@@ -1,0 +1,84 @@
+"""The options the algorithms branch on are StrEnums in the torch-free core: a member is its string,
+JSON writes the plain string, a bad value is a one-line ParameterError naming the valid ones, and the
+command line offers exactly their values."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import (EDGE_METHODS, HEAD_INPUTS, METHODS, METRICS, SWEEP_ORDERS, AblationMode,
+                                        EdgeInput, EdgeMethod, Metric, PruneMethod, SweepOrder)
+
+OPTIONS = [Metric, AblationMode, PruneMethod, SweepOrder, EdgeMethod, EdgeInput]
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.__name__)
+def test_members_are_their_strings_and_json_writes_them_plain(option):
+    for member in option:
+        assert member == member.value and isinstance(member, str) and hash(member) == hash(member.value)
+        assert f"{member}" == member.value
+        assert json.loads(json.dumps({"x": member})) == {"x": member.value}
+        assert option.parse(member.value) is member and option.parse(member) is member
+    assert option.values() == tuple(m.value for m in option)
+    assert all(type(v) is str for v in option.values())
+
+
+@pytest.mark.parametrize("option,label", [(Metric, "metric"), (AblationMode, "ablation mode"),
+                                          (PruneMethod, "pruning method"), (SweepOrder, "sweep order"),
+                                          (EdgeMethod, "edge pruning method"), (EdgeInput, "edge input")])
+def test_a_bad_value_names_the_valid_ones(option, label):
+    with pytest.raises(ParameterError) as err:
+        option.parse("nosuch")
+    message = str(err.value)
+    assert message == f"unknown {label} 'nosuch'; valid: {', '.join(option.values())}"
+    assert "\n" not in message
+
+
+def test_the_value_tuples_are_the_enums():
+    assert METRICS == ("logit_diff", "kl", "prob_diff") == Metric.values()
+    assert METHODS == ("sweep", "fast") and SWEEP_ORDERS == ("paper", "descending")
+    assert EDGE_METHODS == ("exact", "eap", "eap-ig") and HEAD_INPUTS == ("q", "k", "v")
+    assert AblationMode.ZERO.needs_corrupted_run is False and AblationMode.MEAN.needs_corrupted_run
+
+
+def test_cli_choices_come_from_the_options():
+    from seqcirc_utils.workflow.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    circuit = {a.dest: a for a in sub["circuit"]._actions}
+    assert tuple(circuit["metric"].choices) == Metric.values()
+    assert tuple(circuit["method"].choices) == PruneMethod.values()
+    assert tuple(circuit["order"].choices) == SweepOrder.values()
+    assert tuple(circuit["ablation"].choices) == AblationMode.values()
+    edges = {a.dest: a for a in sub["edges"]._actions}
+    assert tuple(edges["method"].choices) == EdgeMethod.values()
+
+
+def test_options_import_without_torch():
+    code = "import sys, seqcirc_utils.core.options; print('torch' in sys.modules, 'pandas' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stdout + proc.stderr
+
+
+def test_the_algorithms_parse_their_options(tiny_llama):
+    """An Ablator holds a Metric; prune and edge search refuse unknown methods with the valid ones."""
+    from seqcirc_utils.discovery.edges.search import prune_edges
+    from seqcirc_utils.discovery.pruning import prune
+    from seqcirc_utils.scoring.ablation import Ablator
+    from seqcirc_utils.tasks.datasets import make_dataset
+
+    model, info = tiny_llama
+    ds = make_dataset(model.tokenizer, "digits", n=4, seed=0)
+    ab = Ablator(model, info, ds, "mean", "kl")
+    assert ab.metric is Metric.KL and ab.metric == "kl"
+    with pytest.raises(ParameterError, match="unknown metric 'accuracy'; valid: logit_diff, kl, prob_diff"):
+        Ablator(model, info, ds, "mean", "accuracy")
+    with pytest.raises(ParameterError, match="unknown pruning method 'slow'; valid: sweep, fast"):
+        prune(ab, [0.8], method="slow")
+    with pytest.raises(ParameterError, match="unknown sweep order 'random'; valid: paper, descending"):
+        prune(ab, [0.8], method="sweep", order="random")
+    with pytest.raises(ParameterError, match="unknown edge pruning method 'magic'; valid: exact, eap, eap-ig"):
+        prune_edges(ab, info.components, 0.8, method="magic")
