@@ -29,7 +29,7 @@ SHELL := /bin/bash
 # pip's output stays quiet, except errors; this filter only drops pip's notice about user-site locations.
 QUIET := sed '/^WARNING: Location/d'
 
-.PHONY: setup test test-fast book notebooks book-html benchmark clean
+.PHONY: setup lint test test-fast book notebooks book-html benchmark clean
 
 setup: $(STAMP)
 
@@ -52,8 +52,14 @@ $(STAMP): $(CORE_STAMP)
 	$(PIP) install --quiet -e '.[$(ALL_EXTRAS)]' $(TORCH_PIN) 2>&1 | $(QUIET)
 	touch $@
 
-# Everything (CI runs this): embedded-model, slow, book and (where CUDA is present) gpu tests included.
-test: $(STAMP)
+# Format and lint (ruff) everywhere, types (mypy) on the core and scoring layers: configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/mypy
+
+# Everything (CI runs this): lint, then the tests: embedded-model, slow, book and (where CUDA is present) gpu.
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The edit loop: tiny random models only, no book, no slow tests (a couple of minutes on a laptop CPU).

@@ -66,8 +66,9 @@ def _decode(hint: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         typed = [a for a in typing.get_args(hint) if a is not type(None)]
         return _decode(typed[0], value) if len(typed) == 1 else copy.deepcopy(value)
-    if isinstance(hint, type) and callable(getattr(hint, "from_json", None)):
-        return hint.from_json(value)
+    from_json = getattr(hint, "from_json", None) if isinstance(hint, type) else None
+    if callable(from_json):
+        return from_json(value)
     if origin is list and isinstance(value, list):
         (arg,) = typing.get_args(hint) or (Any,)
         return [_decode(arg, v) for v in value]
@@ -593,7 +594,7 @@ def read_record(path: str | Path, record_type: type[R]) -> R:
     path = Path(path)
     data = _read_json(path)
     try:
-        return record_type.from_json(data)
+        return getattr(record_type, "from_json")(data)
     except (ValueError, TypeError, KeyError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
@@ -639,8 +640,7 @@ def read_circuits(path: str | Path) -> list[CircuitRecord]:
 
 def _check_circuit(path: Path, record: CircuitRecord) -> None:
     """A one-line BadFileError for component lists, model, ablation or metric a circuit record cannot have."""
-    from seqcirc_utils.core.options import METRICS
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import METRICS, AblationMode
 
     heads, mlps = record.heads, record.mlps
     pairs_ok = isinstance(heads, list) and all(
@@ -676,11 +676,11 @@ def read_result(path: str | Path, types: tuple[type, ...] = RESULT_RECORDS) -> A
     path = Path(path)
     data = _read_json(path)
     kind = data.get("kind") if isinstance(data, dict) else None
-    record_type = next((t for t in types if t.kind == kind), None)
+    record_type = next((t for t in types if getattr(t, "kind", None) == kind), None)
     if record_type is None:
         return data
     try:
-        return record_type.from_json(data)
+        return getattr(record_type, "from_json")(data)
     except (ValueError, TypeError, KeyError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 

@@ -115,4 +115,5 @@ class Circuit:
 
     def to_lists(self) -> tuple[list[list[int]], list[int]]:
         """``(heads, mlps)`` in the circuit-JSON form."""
-        return [[c.layer, c.index] for c in self.heads], [c.layer for c in self.mlps]
+        heads = [[c.layer, c.index] for c in self.heads if c.index is not None]
+        return heads, [c.layer for c in self.mlps]

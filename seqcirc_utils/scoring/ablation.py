@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 from transformer_lens.utilities import get_act_name
@@ -33,6 +33,9 @@ from seqcirc_utils.models.loading import ModelInfo, model_device
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset
 from seqcirc_utils.core.options import AblationMode, Metric
 from seqcirc_utils.core.types import Circuit, Component, sort_components
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Hook = tuple[str, Callable]
 
@@ -223,6 +226,8 @@ class Ablator:
             return metrics.logit_diff(logits, ds.answer_ids, ds.incorrect_ids)
         if self.metric == Metric.PROB_DIFF:
             groups = ds.greater_than_groups
+            if groups is None:
+                raise ValueError(f"the {self.metric} metric needs a greater-than dataset (its year groups)")
             t = metrics.greater_than_thresholds(ds.years, len(groups))
             return metrics.greater_than_prob_diff(logits, t, groups)
         return metrics.kl_to_full(logits, self.full_logits)
@@ -542,7 +547,7 @@ def single_component_effects(
     metric: str | None = "logit_diff",
     progress: bool = True,
     ablators: AblatorCache | None = None,
-) -> "pd.DataFrame":  # noqa: F821
+) -> "pd.DataFrame":
     """Ablate each component alone from the full model (``metric=None``: the dataset's default metric).
 
     Returns a DataFrame with ``component``, ``layer``, ``kind``, ``index``, ``metric`` (the dataset
