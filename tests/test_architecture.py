@@ -175,6 +175,14 @@ def test_every_subpackage_says_what_it_is():
         assert doc and len(doc.split()) >= 8, f"{init.relative_to(ROOT)}: needs a one-paragraph docstring"
 
 
+def test_readme_layout_names_every_module():
+    """The README's layout table is the newcomer's map: every module of the package has a row."""
+    readme = (ROOT.parent / "README.md").read_text()
+    missing = [str(p.relative_to(ROOT.parent)) for p in sorted(ROOT.rglob("*.py"))
+               if p.name != "__init__.py" and f"`{p.relative_to(ROOT.parent).as_posix()}`" not in readme]
+    assert not missing, f"README layout table lacks rows for {missing}"
+
+
 def test_package_imports_no_private_names():
     _, private = import_graph(ROOT, PACKAGE)
     assert not private, "\n".join(private)
