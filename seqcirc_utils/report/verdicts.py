@@ -1,0 +1,308 @@
+"""Chapter verdicts: what a chapter's numbers say, computed once from its typed result record.
+
+Each chapter's closing prose and its paragraph on the Findings page (:mod:`seqcirc_utils.report.findings`) call
+the same function here, so the two cannot disagree: the chapter builds its record, writes it, and displays
+``Markdown(verdict(record))``; the Findings page reads the file back and calls the same function (or its short
+form). The verdict rules (which transfer counts as "reused", which head counts as same-type) live only here.
+
+- 04, decreasing circuits: :func:`direction_pairs`, :func:`decreasing_verdict`; step-k: :func:`step_k_verdict`.
+- 06, induction offsets: :func:`induction_verdicts`, :func:`induction_verdict_markdown`,
+  :func:`induction_headline`.
+- Every chapter in smoke mode: :func:`smoke_note` (a sentence, not a printed banner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from seqcirc_utils.core.result_records import DecreasingCircuits, InductionOffsets, StepKCircuits
+from seqcirc_utils.core.types import parse_component
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0f} %"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- smoke mode
+
+
+class Note:
+    """A Markdown sentence for a chapter's output (``_repr_markdown_``), e.g. the smoke-mode note."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def smoke_note(sizes: str) -> Note:
+    """The smoke-mode note a chapter shows instead of a printed banner: ``sizes`` says what was shrunk
+    (``"16 prompts, lengths [5]"``)."""
+    return Note(f"> **Smoke mode** ({sizes}): tiny sizes for testing the book; the numbers below are not results.")
+
+
+# --------------------------------------------------------------------------- 04: decreasing circuits
+
+
+@dataclass(frozen=True)
+class DirectionPair:
+    """The increasing and decreasing circuits of one task and length: head Jaccard and the transfer both ways
+    (% of the full model's logit difference on the other direction's data)."""
+
+    task: str
+    length: int
+    increasing: str  # config names
+    decreasing: str
+    head_jaccard: float
+    increasing_on_decreasing: float | None
+    decreasing_on_increasing: float | None
+    threshold_percent: float
+
+    @property
+    def reused(self) -> bool:
+        """Each circuit keeps at least the discovery threshold on the other direction's data."""
+        both = (self.increasing_on_decreasing, self.decreasing_on_increasing)
+        return all(v is not None and v >= self.threshold_percent for v in both)
+
+
+def _config_meta(obj: DecreasingCircuits) -> dict[str, tuple[str, str, int]]:
+    """``{config: (task, direction, length)}``: from the summary's columns (schema 2) or, for schema-1 names
+    ``inc-3`` / ``dec-5``, from the name and the record's task."""
+    out = {}
+    for r in obj.summary:
+        name = r["config"]
+        if r.get("direction") is not None and r.get("length") is not None:
+            out[name] = (r.get("task") or obj.task, r["direction"], int(r["length"]))
+        else:
+            head, _, length = name.rpartition("-")
+            direction = {"inc": "increasing", "dec": "decreasing"}.get(head.split()[-1] if head else "", head)
+            out[name] = (obj.task, direction, int(length))
+    return out
+
+
+def direction_pairs(obj: DecreasingCircuits) -> list[DirectionPair]:
+    """Every (task, length) with both an increasing and a decreasing circuit, in summary order."""
+    meta = _config_meta(obj)
+    cross = obj.cross_task_percent  # {data: {circuit: percent}}
+    pairs = []
+    for inc, (task, direction, length) in meta.items():
+        if direction != "increasing":
+            continue
+        dec = next((n for n, m in meta.items() if m == (task, "decreasing", length)), None)
+        if dec is None:
+            continue
+        jaccard = next(r["jaccard"] for r in obj.head_overlap if {r["a"], r["b"]} == {inc, dec})
+        pairs.append(DirectionPair(task, length, inc, dec, float(jaccard), cross.get(dec, {}).get(inc),
+                                   cross.get(inc, {}).get(dec), 100 * obj.threshold))
+    return pairs
+
+
+def _pair_sentence(p: DirectionPair) -> str:
+    def kept(v: float | None) -> str:
+        return "–" if v is None else _pct(v)
+
+    verdict = ("each circuit keeps at least the threshold on the other direction: the direction reuses one circuit"
+               if p.reused else "below the threshold in at least one direction: the direction is carried in part by "
+               "components of its own")
+    return (f"{p.task} with {p.length} members shown: head Jaccard {p.head_jaccard:.2f}; the increasing circuit keeps "
+            f"{kept(p.increasing_on_decreasing)} on decreasing data and the decreasing one "
+            f"{kept(p.decreasing_on_increasing)} on increasing data ({verdict})")
+
+
+def decreasing_verdict(obj: DecreasingCircuits) -> str:
+    """04's verdict in Markdown: per (task, length) the head Jaccard of the increasing and decreasing circuits,
+    the transfer both ways and whether both transfers reach the discovery threshold (``reused``), then the heads
+    in every configuration's circuit. The chapter shows it; the Findings page starts with it."""
+    pairs = direction_pairs(obj)
+    if not pairs:
+        return "No increasing/decreasing pair of configurations was run."
+    shared = obj.shared_heads
+    every = f"{_count(len(shared), 'head')} {'is' if len(shared) == 1 else 'are'} in every configuration's circuit"
+    return ("At the threshold " + _pct(100 * obj.threshold) + " of the full logit difference: "
+            + "; ".join(_pair_sentence(p) for p in pairs) + f". {every}"
+            + (f" ({' '.join(shared)})." if shared else "."))
+
+
+def _step_names(obj: StepKCircuits) -> tuple[str, str] | None:
+    """``(step-1 config, step-k config)`` from the summary rows' ``step`` column."""
+    rows = obj.summary or []
+    base = next((r["config"] for r in rows if r.get("step") == 1), None)
+    step = next((r["config"] for r in rows if r.get("step") == obj.step_k), None)
+    return (base, step) if base and step else None
+
+
+def step_k_verdict(obj: StepKCircuits) -> str:
+    """04's step-k verdict in Markdown: top-1 accuracy by step per family, then (when a step-k circuit was
+    found) its size, overlap and transfer against the step-1 circuit and whether its heads' mean add-k OV score
+    exceeds that of all heads (adding k is, or is not, done by heads that write the member k ahead)."""
+    acc = {(r["family"], r["step"]): r["top1_accuracy"] for r in obj.behaviour if r.get("n")}
+    text = "Top-1 accuracy by step: " + "; ".join(
+        f"{fam} " + (", ".join(f"step {k} {_pct(100 * acc[(fam, k)])}" for k in obj.steps if (fam, k) in acc)
+                     or "no step fits")
+        for fam in obj.families) + "."
+    k = obj.step_k
+    if obj.error is not None or obj.overlap is None:
+        return text + f" No step-{k} circuit could be found ({obj.error})."
+    heads = next(r for r in obj.overlap if r["kind"] == "heads")
+    groups = {r["heads"]: r for r in obj.ov_groups or []}
+    mine, everyone = groups[f"step-{k} circuit"], groups["all heads"]
+    text += (f" The step-{k} {obj.task} circuit shares {_count(int(heads['intersection']), 'head')} with the step-1 "
+             f"circuit (head Jaccard {heads['jaccard']:.2f})")
+    circuit = obj.circuit
+    if circuit is not None:
+        text += (f"; it has {_count(len(circuit.heads), 'head')} and {_count(len(circuit.mlps), 'MLP')} "
+                 f"({_pct(100 * circuit.score)} in-sample)")
+    names = _step_names(obj)
+    cross = obj.cross_task_percent or {}
+    if names and cross.get(names[1], {}).get(names[0]) is not None and cross.get(names[0], {}).get(names[1]) is not None:
+        base, step = names
+        text += (f". The step-1 circuit keeps {_pct(cross[step][base])} on step-{k} data and the step-{k} circuit "
+                 f"{_pct(cross[base][step])} on step-1 data")
+    above = mine[f"mean_add{k}"] > everyone[f"mean_add{k}"]
+    text += (f". Its heads' mean add-{k} OV score is {mine[f'mean_add{k}']:.2f} against {everyone[f'mean_add{k}']:.2f} "
+             "over all heads: " + ("its heads write the member k ahead more often than heads at large." if above else
+                                    "its heads do not write the member k ahead more often than heads at large; adding "
+                                    "k is not done by an add-k OV circuit in one head."))
+    return text
+
+
+# --------------------------------------------------------------------------- 06: induction offsets
+
+
+@dataclass(frozen=True)
+class InductionVerdict:
+    """One family's induction-offset verdict on the irregularly spaced prompts (see 06).
+
+    ``same_type`` / ``positional``: heads with ``same_type_k1`` above ``contrast`` / below ``-contrast``, strongest
+    first; ``top_head``: the largest ``member_k1``; ``far_head``: the largest member offset ``max_offset``."""
+
+    family: str
+    contrast: float
+    n_heads: int
+    top_head: str
+    member_k1: float
+    token_k1: float
+    regular_member_k1: float | None
+    same_type: tuple[str, ...]
+    positional: tuple[str, ...]
+    far_head: str | None
+    far_member: float | None
+    far_member_k1: float | None
+    regular_spacing: tuple[int, ...]
+    final_head: str | None
+    final_to_last_member: float | None
+    prev_head: str | None
+    member_to_prev_member: float | None
+
+
+def _rows(rows: Sequence[dict], family: str, prompts: str) -> list[dict]:
+    return [r for r in rows if r["family"] == family and r["prompts"] == prompts]
+
+
+def induction_verdicts(obj: InductionOffsets) -> list[InductionVerdict]:
+    """One :class:`InductionVerdict` per family with spaced-prompt scores, in the record's family order."""
+    out = []
+    k = obj.max_offset
+    for family in obj.families:
+        spaced = _rows(obj.offsets, family, "spaced")
+        if not spaced:
+            continue
+        regular = {r["component"]: r for r in _rows(obj.offsets, family, "regular")}
+        top = max(spaced, key=lambda r: r["member_k1"])
+        same = sorted((r for r in spaced if r["same_type_k1"] > obj.contrast), key=lambda r: -r["same_type_k1"])
+        posn = sorted((r for r in spaced if r["same_type_k1"] < -obj.contrast), key=lambda r: r["same_type_k1"])
+        far = max(spaced, key=lambda r: r.get(f"member_k{k}", float("-inf"))) if k > 1 else None
+        final = [r for r in obj.attention if r["family"] == family and r["prompts"] == obj.attention_template]
+        prev = [r for r in obj.attention if r["family"] == family and r["prompts"] == "spaced"]
+        final_top = max(final, key=lambda r: r["final_to_last_member"]) if final else None
+        prev_top = max(prev, key=lambda r: r["member_to_prev_member"]) if prev else None
+        out.append(InductionVerdict(
+            family=family, contrast=obj.contrast, n_heads=len(spaced), top_head=top["component"],
+            member_k1=float(top["member_k1"]), token_k1=float(top["token_k1"]),
+            regular_member_k1=float(regular[top["component"]]["member_k1"]) if top["component"] in regular else None,
+            same_type=tuple(r["component"] for r in same), positional=tuple(r["component"] for r in posn),
+            far_head=far["component"] if far else None, far_member=float(far[f"member_k{k}"]) if far else None,
+            far_member_k1=float(far["member_k1"]) if far else None,
+            regular_spacing=tuple(obj.regular_spacing.get(family, [])),
+            final_head=final_top["component"] if final_top else None,
+            final_to_last_member=float(final_top["final_to_last_member"]) if final_top else None,
+            prev_head=prev_top["component"] if prev_top else None,
+            member_to_prev_member=float(prev_top["member_to_prev_member"]) if prev_top else None))
+    return out
+
+
+def shared_same_type_heads(obj: InductionOffsets) -> list[str]:
+    """The heads among every family's top ``obj.top_n`` by ``same_type_k1`` on spaced prompts, in layer order."""
+    tops = []
+    for family in obj.families:
+        spaced = sorted(_rows(obj.offsets, family, "spaced"), key=lambda r: -r["same_type_k1"])
+        tops.append({r["component"] for r in spaced[:obj.top_n]})
+    return sorted(set.intersection(*tops), key=parse_component) if tops else []
+
+
+def induction_verdict_markdown(obj: InductionOffsets) -> str:
+    """06's closing Markdown: per family the regular prompts' spacing, the top previous-member head, the
+    same-type and positional heads (``|same_type_k1| > contrast``), the strongest far-offset head and the
+    attention-summary heads; then the same-type heads the families share."""
+    lines = []
+    for v in induction_verdicts(obj):
+        if v.regular_spacing:
+            lines.append(f"- **{v.family}**: in the regular ({obj.template}) prompts consecutive members are "
+                         f"{' or '.join(map(str, v.regular_spacing))} token(s) apart, so member offset 1 and token "
+                         "offset 1 " + ("read the same position there (the first member aside)."
+                                        if list(v.regular_spacing) == [1] else "already read different positions there."))
+        else:
+            lines.append(f"- **{v.family}**:")
+        regular = f"; on regular prompts member_k1 {v.regular_member_k1:.2f}" if v.regular_member_k1 is not None else ""
+        lines.append(f"  On irregularly spaced prompts the strongest previous-member head is **{v.top_head}** "
+                     f"(member_k1 {v.member_k1:.2f} vs token_k1 {v.token_k1:.2f}{regular}). "
+                     f"{_count(len(v.same_type), 'head')} of {v.n_heads} are same-type (same_type_k1 > {v.contrast}): "
+                     f"{', '.join(v.same_type[:6]) or 'none'}; {len(v.positional)} are positional "
+                     f"(< -{v.contrast}): {', '.join(v.positional[:6]) or 'none'}.")
+        if v.far_head is not None:
+            k = obj.max_offset
+            lines.append(f"  The strongest head at member offset {k} is **{v.far_head}** "
+                         f"(member_k{k} {v.far_member:.2f}, member_k1 {v.far_member_k1:.2f}).")
+        if v.final_head is not None and v.prev_head is not None:
+            lines.append(f"  From the final position of the {obj.attention_template} prompts, **{v.final_head}** "
+                         f"attends most to the last member ({v.final_to_last_member:.2f}); from member to previous "
+                         f"member, **{v.prev_head}** ({v.member_to_prev_member:.2f}), "
+                         + ("one of the same-type heads." if v.prev_head in v.same_type
+                            else "not among the same-type heads."))
+    if len(obj.families) > 1:
+        common = shared_same_type_heads(obj)
+        lines.append(f"- Of the top {obj.top_n} same-type heads of each family, {len(common)} are shared by "
+                     f"{', '.join(obj.families)}: {', '.join(common) or 'none'}.")
+    return "\n".join(lines) if lines else "No spaced prompts were scored."
+
+
+def induction_headline(obj: InductionOffsets) -> str:
+    """06's Findings paragraph: per family the top previous-member head and the same-type / positional counts
+    (the rule of :func:`induction_verdicts`)."""
+    parts = [f"for {v.family} {v.top_head} (attention to the previous member {v.member_k1:.2f}, to the previous "
+             f"token {v.token_k1:.2f}; {len(v.same_type)} of {v.n_heads} heads are same-type and "
+             f"{len(v.positional)} positional, |member_k1 - token_k1| > {v.contrast})"
+             for v in induction_verdicts(obj)]
+    if not parts:
+        return "No spaced prompts were scored."
+    return ("On irregularly spaced prompts, which separate members from positions, the strongest previous-member "
+            "head is " + "; ".join(parts) + ".")
+
+
+def member_spacing(member_positions: Sequence[int]) -> list[int]:
+    """The distinct token distances between consecutive members (``[1]`` for adjacent members)."""
+    return sorted({b - a for a, b in zip(member_positions, member_positions[1:])})
+
+
+__all__: list[Any] = ["Note", "smoke_note", "DirectionPair", "direction_pairs", "decreasing_verdict",
+                      "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
+                      "induction_headline", "shared_same_type_heads", "member_spacing"]
