@@ -601,7 +601,7 @@ def read_record(path: str | Path, record_type: type[R]) -> R:
     data = _read_json(path)
     try:
         return record_type.from_json(data)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
 
@@ -688,7 +688,7 @@ def read_result(path: str | Path, types: tuple[type, ...] = RESULT_RECORDS) -> A
         return data
     try:
         return record_type.from_json(data)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
 
