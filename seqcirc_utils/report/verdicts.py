@@ -132,6 +132,29 @@ def decreasing_verdict(obj: DecreasingCircuits) -> str:
             + (f" ({' '.join(shared)})." if shared else "."))
 
 
+def sample_sizes_sentence(summary: Sequence[dict]) -> str:
+    """The data under each circuit, as a sentence: per config (rows with ``config, prompts, sequences,
+    heldout_prompts, heldout_sequences, heldout_split``, as :func:`~seqcirc_utils.discovery.pipeline.score_columns`
+    writes them) the discovery prompts and distinct sequences and the held-out ones with their split."""
+    def count(n: Any, noun: str) -> str:
+        return f"{int(n)} {noun}" if n is not None and n == n else f"? {noun}"
+
+    parts = []
+    for r in summary:
+        text = f"{r['config']} {count(r.get('prompts'), 'prompts')} from {count(r.get('sequences'), 'sequences')}"
+        if r.get("heldout_prompts") is not None:
+            text += (f", held out {count(r.get('heldout_prompts'), 'prompts')} from "
+                     f"{count(r.get('heldout_sequences'), 'sequences')} ({r.get('heldout_split') or 'split not stated'})")
+        parts.append(text)
+    return ("Discovery and held-out data (a `disjoint` split shares no sequence between the two): " + "; ".join(parts)
+            + ".") if parts else "No circuit was found."
+
+
+def skipped_sentence(skipped: dict[str, str]) -> str:
+    """``{config: reason}`` of configurations not run, as one sentence."""
+    return "Not run: " + "; ".join(f"{name} ({reason})" for name, reason in skipped.items()) + "."
+
+
 def _step_names(obj: StepKCircuits) -> tuple[str, str] | None:
     """``(step-1 config, step-k config)`` from the summary rows' ``step`` column."""
     rows = obj.summary or []
@@ -304,5 +327,6 @@ def member_spacing(member_positions: Sequence[int]) -> list[int]:
 
 
 __all__: list[Any] = ["Note", "smoke_note", "DirectionPair", "direction_pairs", "decreasing_verdict",
+                      "sample_sizes_sentence", "skipped_sentence",
                       "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
                       "induction_headline", "shared_same_type_heads", "member_spacing"]
