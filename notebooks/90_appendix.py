@@ -47,14 +47,16 @@ from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScor
 from seqcirc_utils.core.result_records import RESULT_RECORDS, circuits_in, read_result
 from seqcirc_utils.core.results import (chapter_of, chapter_titles, find_records, records_of_kind,
                                         result_writers, results_dir)
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    print("SMOKE MODE: drawing whatever the smoke runs wrote; the figures are not results.")
+    display(smoke_note("drawing whatever the smoke runs wrote"))
 folder = results_dir(model)
 files = sorted(p for p in folder.glob("*.json"))
-print(f"{len(files)} result files in {folder}: {', '.join(p.name for p in files) or 'none'}")
+display(Markdown(f"{len(files)} result files in `results/{folder.name}/`: "
+                 + (", ".join(f"`{p.name}`" for p in files) or "none") + "."))
 data = {p.name: as_json(read_result(p, (*RESULT_RECORDS, EdgeCircuit))) for p in files}  # checked by their types
 writers, titles = result_writers(NOTEBOOKS_DIR), chapter_titles(NOTEBOOKS_DIR)  # the sources, wherever the run's cwd is
 chapters: dict[str, dict] = {}

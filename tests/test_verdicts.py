@@ -138,3 +138,30 @@ def test_member_spacing_and_smoke_note():
     assert member_spacing([1, 3, 5, 8]) == [2, 3] and member_spacing([4, 5, 6]) == [1]
     note = smoke_note("16 prompts")
     assert "Smoke mode" in note._repr_markdown_() and "16 prompts" in str(note)
+
+
+def test_representation_headline_from_the_chapters_tables():
+    import pandas as pd
+
+    from seqcirc_utils.report.verdicts import representation_headline
+
+    comparisons = ("same value", "different value, same format", "different value and format")
+    cos = {0: (0.5, 0.4, 0.45), 1: (0.9, 0.2, 0.1), 2: (0.6, 0.5, 0.7)}  # gaps 0.05, 0.8, -0.1
+    value_summary = pd.DataFrame([{"center": c, "comparison": comp, "layer": layer, "cosine": v + (c == "none")}
+                                  for c in ("format", "none") for layer, vals in cos.items()
+                                  for comp, v in zip(comparisons, vals)])
+    next_mean = pd.DataFrame({"layer": [0, 1, 2], "cosine": [0.1, 0.3, 0.8], "perm_q95": [0.2, 0.2, 0.5]})
+    order_sep = pd.DataFrame([{"layer": layer, "family": f, "accuracy": acc, "perm_q95": 0.6, "chance": 0.5}
+                              for layer, accs in {0: (0.5, 0.9), 1: (0.7, 0.8), 2: (0.65, 0.9)}.items()
+                              for f, acc in zip(("digits", "months"), accs)])
+    h = representation_headline(value_summary, next_mean, order_sep, center="format", comparisons=comparisons,
+                                families=["digits", "months"])
+    assert (h["value_layer"], h["same_value_cosine"], h["diff_value_same_format_cosine"],
+            h["diff_value_diff_format_cosine"]) == (1, 0.9, 0.2, 0.1)
+    assert h["same_value_above_control_layers"] == 2 and h["n_depths"] == 3
+    assert (h["next_layer"], h["next_cosine"], h["next_perm_q95"], h["next_above_baseline_layers"]) == (2, 0.8, 0.5, 2)
+    assert h["order_first_layer"] == 1 and h["order_accuracy_last"] == {"digits": 0.65, "months": 0.9}
+    assert h["order_chance"] == 0.5
+    never = representation_headline(value_summary, next_mean, order_sep.assign(perm_q95=0.95), center="format",
+                                    comparisons=comparisons, families=["digits", "months"])
+    assert never["order_first_layer"] is None

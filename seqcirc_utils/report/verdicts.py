@@ -8,6 +8,7 @@ form). The verdict rules (which transfer counts as "reused", which head counts a
 - 04, decreasing circuits: :func:`direction_pairs`, :func:`decreasing_verdict`; step-k: :func:`step_k_verdict`.
 - 06, induction offsets: :func:`induction_verdicts`, :func:`induction_verdict_markdown`,
   :func:`induction_headline`.
+- 12, representations: :func:`representation_headline` (the numbers the Findings page reads).
 - Every chapter in smoke mode: :func:`smoke_note` (a sentence, not a printed banner).
 """
 
@@ -326,7 +327,46 @@ def member_spacing(member_positions: Sequence[int]) -> list[int]:
     return sorted({b - a for a, b in zip(member_positions, member_positions[1:])})
 
 
+# --------------------------------------------------------------------------- 12: representations
+
+
+def representation_headline(value_summary, next_mean, order_sep, *, center: str, comparisons: Sequence[str],
+                            families: Sequence[str]) -> dict[str, Any]:
+    """12's headline numbers (the ``headline`` of :class:`~seqcirc_utils.core.result_records.Representations`,
+    which the Findings page reads), from the chapter's tables:
+
+    - ``value_summary``: rows ``center, comparison, layer, cosine`` (``comparisons`` = same value / different value
+      same format / different value different format, in that order); the value depth is the one where the same
+      value's cosine most exceeds the control (different value and format);
+    - ``next_mean``: rows ``layer, cosine, perm_q95`` (mean cross-format cosine of the "next" directions and its
+      permutation 95th percentile); the next depth is the largest cosine;
+    - ``order_sep``: rows ``layer, family, accuracy, perm_q95, chance`` (ordered vs shuffled); the first depth
+      from which every family is above its permutation 95th percentile (None when none is).
+    """
+    same, diff_same, diff_diff = comparisons[:3]
+    vs = value_summary[value_summary["center"] == center].pivot(index="layer", columns="comparison", values="cosine")
+    gap = vs[same] - vs[diff_diff]
+    best_value = int(gap.idxmax())
+    best_next = int(next_mean["cosine"].idxmax())
+    above = next_mean[next_mean["cosine"] > next_mean["perm_q95"]]
+    order_wide = order_sep.pivot(index="layer", columns="family", values="accuracy")
+    order_q95 = order_sep.pivot(index="layer", columns="family", values="perm_q95")
+    separated = (order_wide > order_q95).all(axis=1)
+    return {
+        "center": center, "value_layer": best_value,
+        "same_value_cosine": float(vs.loc[best_value, same]),
+        "diff_value_same_format_cosine": float(vs.loc[best_value, diff_same]),
+        "diff_value_diff_format_cosine": float(vs.loc[best_value, diff_diff]),
+        "same_value_above_control_layers": int((gap > 0).sum()), "n_depths": int(len(next_mean)),
+        "next_layer": best_next, "next_cosine": float(next_mean["cosine"][best_next]),
+        "next_perm_q95": float(next_mean["perm_q95"][best_next]), "next_above_baseline_layers": int(len(above)),
+        "order_first_layer": int(separated.idxmax()) if separated.any() else None,
+        "order_accuracy_last": {f: float(order_wide[f].iloc[-1]) for f in families},
+        "order_chance": float(order_sep["chance"].iloc[0]),
+    }
+
+
 __all__: list[Any] = ["Note", "smoke_note", "DirectionPair", "direction_pairs", "decreasing_verdict",
                       "sample_sizes_sentence", "skipped_sentence",
                       "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
-                      "induction_headline", "shared_same_type_heads", "member_spacing"]
+                      "induction_headline", "shared_same_type_heads", "member_spacing", "representation_headline"]
