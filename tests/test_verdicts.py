@@ -165,3 +165,26 @@ def test_representation_headline_from_the_chapters_tables():
     never = representation_headline(value_summary, next_mean, order_sep.assign(perm_q95=0.95), center="format",
                                     comparisons=comparisons, families=["digits", "months"])
     assert never["order_first_layer"] is None
+
+
+def test_behaviour_verdict_and_findings_use_one_summary():
+    from seqcirc_utils.core.result_records import Behaviour
+    from seqcirc_utils.report.findings import behaviour
+    from seqcirc_utils.report.verdicts import behaviour_summary, behaviour_verdict
+
+    def r(task, template, direction, n, acc, pd_=None):
+        return row(Behaviour, "rows", task=task, template=template, direction=direction, n=n, top1_accuracy=acc,
+                   p_correct=None if acc is None else acc / 2, logit_diff=1.0, prob_diff=pd_)
+
+    rows = [r("digits", "pure", "increasing", 8, 1.0), r("months", "comma", "increasing", 8, 0.5),
+            r("digits", "pure", "decreasing", 8, 0.25), r("greater_than", "pure", "increasing", 8, 0.0, 0.6),
+            r("months", "pure", "decreasing", 0, None)]
+    b = behaviour_summary(rows)
+    assert (b.increasing_accuracy, b.decreasing_accuracy, b.decreasing_harder) == (0.75, 0.25, True)
+    assert (b.best["task"], b.hardest["task"], b.greater_than_pd, b.n_unbuilt) == ("digits", "months", 0.6, 1)
+    text = behaviour_verdict(rows)
+    assert "increasing 75 % vs decreasing 25 %: decreasing sequences are harder" in text
+    assert "**months / comma**, top-1 accuracy 50 %" in text and "60.0 %" in text and "1 combinations" in text
+    page = behaviour({Behaviour.file: example(Behaviour, rows=rows)})
+    assert "mean top-1 accuracy is 75 % against 25 % on 1 decreasing ones" in page and "60.0 %" in page
+    assert not behaviour_summary([r("digits", "pure", "decreasing", 8, 0.9)]).decreasing_harder

@@ -25,7 +25,7 @@ from seqcirc_utils.core.result_records import (ActivationEditing, Behaviour, Dec
                                                MlpAblation, Representations, ResultRecord, Robustness,
                                                SharedByThreshold, SharedCircuits, StepKCircuits, SuccessorHeads,
                                                read_record)
-from seqcirc_utils.report.verdicts import decreasing_verdict, induction_headline, step_k_verdict
+from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
 
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
 UNREADABLE = "could not be summarised"
@@ -61,20 +61,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def behaviour(files: Mapping[str, Any]) -> str:
-    """01: mean top-1 accuracy on increasing and decreasing sequences, the best combination, greater-than PD."""
-    rows = [r for r in files[Behaviour.file].rows if r["n"]]
-    inc = [r for r in rows if r["direction"] == "increasing" and r["task"] != "greater_than"]
-    dec = [r for r in rows if r["direction"] == "decreasing"]
-    if not inc:
+    """01: mean top-1 accuracy on increasing and decreasing sequences, the best combination, greater-than PD
+    (:func:`~seqcirc_utils.report.verdicts.behaviour_summary`, the chapter's numbers)."""
+    b = behaviour_summary(files[Behaviour.file].rows)
+    if b.best is None:
         return "No increasing-sequence combination could be evaluated."
-    best = max(inc, key=lambda r: r["top1_accuracy"])
-    mean = lambda rs: 100 * sum(r["top1_accuracy"] for r in rs) / len(rs)
-    text = (f"Over {len(inc)} increasing (task, template) combinations the model's mean top-1 accuracy is "
-            f"{_pct(mean(inc))}" + (f" against {_pct(mean(dec))} on {len(dec)} decreasing ones" if dec else "")
-            + f"; the easiest is {best['task']} / {best['template']} ({_pct(100 * best['top1_accuracy'])}).")
-    gt = [r for r in rows if r["task"] == "greater_than" and r["prob_diff"] is not None]
-    if gt:
-        text += f" On greater-than its probability difference is {_pct(100 * gt[0]['prob_diff'], 1)}."
+    dec = b.decreasing_accuracy
+    text = (f"Over {len(b.increasing)} increasing (task, template) combinations the model's mean top-1 accuracy is "
+            f"{_pct(100 * b.increasing_accuracy)}"
+            + (f" against {_pct(100 * dec)} on {len(b.decreasing)} decreasing ones" if dec is not None else "")
+            + f"; the easiest is {b.best['task']} / {b.best['template']} ({_pct(100 * b.best['top1_accuracy'])}).")
+    if b.greater_than_pd is not None:
+        text += f" On greater-than its probability difference is {_pct(100 * b.greater_than_pd, 1)}."
     return text
 
 

@@ -5,6 +5,7 @@ the same function here, so the two cannot disagree: the chapter builds its recor
 ``Markdown(verdict(record))``; the Findings page reads the file back and calls the same function (or its short
 form). The verdict rules (which transfer counts as "reused", which head counts as same-type) live only here.
 
+- 01, behaviour: :func:`behaviour_summary`, :func:`behaviour_verdict`.
 - 04, decreasing circuits: :func:`direction_pairs`, :func:`decreasing_verdict`; step-k: :func:`step_k_verdict`.
 - 06, induction offsets: :func:`induction_verdicts`, :func:`induction_verdict_markdown`,
   :func:`induction_headline`.
@@ -49,6 +50,77 @@ def smoke_note(sizes: str) -> Note:
     """The smoke-mode note a chapter shows instead of a printed banner: ``sizes`` says what was shrunk
     (``"16 prompts, lengths [5]"``)."""
     return Note(f"> **Smoke mode** ({sizes}): tiny sizes for testing the book; the numbers below are not results.")
+
+
+# --------------------------------------------------------------------------- 01: behaviour
+
+
+@dataclass(frozen=True)
+class BehaviourSummary:
+    """01's verdict numbers from the behaviour rows that could be built (``n > 0``): increasing sequence
+    combinations (greater-than left out), decreasing ones, the best and hardest increasing combination,
+    the greater-than probability difference (None without greater-than rows) and the rows not built."""
+
+    increasing: list[dict]
+    decreasing: list[dict]
+    best: dict | None
+    hardest: dict | None
+    greater_than_pd: float | None
+    n_unbuilt: int
+
+    @staticmethod
+    def _mean(rows: Sequence[dict]) -> float | None:
+        return sum(r["top1_accuracy"] for r in rows) / len(rows) if rows else None
+
+    @property
+    def increasing_accuracy(self) -> float | None:
+        """Mean top-1 accuracy (0..1) over the increasing combinations."""
+        return self._mean(self.increasing)
+
+    @property
+    def decreasing_accuracy(self) -> float | None:
+        """Mean top-1 accuracy (0..1) over the decreasing combinations."""
+        return self._mean(self.decreasing)
+
+    @property
+    def decreasing_harder(self) -> bool | None:
+        """Decreasing combinations have the lower mean top-1 accuracy (None when one side is missing)."""
+        inc, dec = self.increasing_accuracy, self.decreasing_accuracy
+        return None if inc is None or dec is None else dec < inc
+
+
+def behaviour_summary(rows: Sequence[dict]) -> BehaviourSummary:
+    """:class:`BehaviourSummary` of the behaviour table's rows (``task, template, direction, n, top1_accuracy,
+    prob_diff``)."""
+    built = [r for r in rows if r["n"]]
+    inc = [r for r in built if r["direction"] == "increasing" and r["task"] != "greater_than"]
+    dec = [r for r in built if r["direction"] == "decreasing"]
+    gt = [r for r in built if r["task"] == "greater_than" and r.get("prob_diff") is not None]
+    return BehaviourSummary(inc, dec, max(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
+                            min(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
+                            float(gt[0]["prob_diff"]) if gt else None, len(rows) - len(built))
+
+
+def behaviour_verdict(rows: Sequence[dict]) -> str:
+    """01's closing Markdown list: best and hardest increasing combination, increasing against decreasing mean
+    accuracy (and whether decreasing is harder), the greater-than PD, the combinations not built."""
+    b = behaviour_summary(rows)
+    lines = []
+    if b.best is not None and b.hardest is not None:
+        lines.append(f"- Best increasing combination: **{b.best['task']} / {b.best['template']}**, top-1 accuracy "
+                     f"{100 * b.best['top1_accuracy']:.0f} %, mean p(correct) {b.best['p_correct']:.2f}.")
+        lines.append(f"- Hardest increasing combination: **{b.hardest['task']} / {b.hardest['template']}**, top-1 "
+                     f"accuracy {100 * b.hardest['top1_accuracy']:.0f} %.")
+    if b.decreasing_harder is not None:
+        lines.append(f"- Mean top-1 accuracy, increasing {100 * b.increasing_accuracy:.0f} % vs decreasing "
+                     f"{100 * b.decreasing_accuracy:.0f} %: decreasing sequences are "
+                     + ("harder for this model." if b.decreasing_harder else "not harder for this model."))
+    if b.greater_than_pd is not None:
+        lines.append(f"- Greater-than probability difference: {100 * b.greater_than_pd:.1f} % (GPT-2 small: 81.7 %, "
+                     "Hanna et al.).")
+    if b.n_unbuilt:
+        lines.append(f"- {b.n_unbuilt} combinations could not be built for this tokenizer (see the `error` column).")
+    return "\n".join(lines) if lines else "No combination could be evaluated."
 
 
 # --------------------------------------------------------------------------- 04: decreasing circuits
@@ -366,7 +438,7 @@ def representation_headline(value_summary, next_mean, order_sep, *, center: str,
     }
 
 
-__all__: list[Any] = ["Note", "smoke_note", "DirectionPair", "direction_pairs", "decreasing_verdict",
+__all__: list[Any] = ["Note", "smoke_note", "BehaviourSummary", "behaviour_summary", "behaviour_verdict", "DirectionPair", "direction_pairs", "decreasing_verdict",
                       "sample_sizes_sentence", "skipped_sentence",
                       "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
                       "induction_headline", "shared_same_type_heads", "member_spacing", "representation_headline"]
