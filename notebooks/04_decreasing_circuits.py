@@ -22,12 +22,13 @@
 # each circuit scored on every other configuration's data.
 #
 # On a tokenizer that spells numbers digit by digit (SmolLM2) single digits give only a handful of
-# distinct sequences, so the chapter also runs the two-digit `numbers` task (`23 24 25 2` -> `6`, the
-# prompt ending after the answer's tens digit) in both directions at one length: it has dozens of
-# sequences per direction, enough for held-out prompts drawn from sequences discovery never saw. On a
-# tokenizer whose numbers up to 99 are single tokens (GPT-2) `numbers` is `digits` and is left out.
-# Every circuit is scored on held-out prompts from a sequence-disjoint split; the table states both
-# sides' prompt and sequence counts.
+# distinct sequences (a decreasing digits set of 5 members has at most 5), so the chapter also finds a
+# circuit for decreasing two-digit `numbers` (`26, 25, 24, 2` -> `3`, the prompt ending after the
+# answer's tens digit; `numbers_directions` adds the increasing one): it has dozens of sequences, enough
+# for held-out prompts drawn from sequences discovery never saw, and it is compared with the digits
+# circuit of the same direction. On a tokenizer whose numbers up to 99 are single tokens (GPT-2)
+# `numbers` is `digits` and is left out. Every circuit is scored on held-out prompts from a
+# sequence-disjoint split; the sentence under the table states both sides' prompt and sequence counts.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
@@ -40,8 +41,9 @@ task = "digits"  # task family
 template = "comma"  # prompt template
 directions = ["increasing", "decreasing"]  # sequence directions
 lengths = [3, 5]  # members shown
-numbers_task = "numbers"  # second task, increasing and decreasing at one length ("" to leave it out)
-numbers_length = 4  # members shown in the numbers configurations
+numbers_task = "numbers"  # second task beside digits at one length ("" to leave it out) ...
+numbers_directions = ["decreasing"]  # ... in these directions (each costs about two digits configurations) ...
+numbers_length = 4  # ... with this many members shown
 threshold = 0.8  # circuit threshold (fraction of the full logit difference)
 method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (the paper's pruning)
 exact_heads = 8  # heads per configuration whose estimated single-ablation drop is checked by exact ablation
@@ -81,7 +83,7 @@ lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 configs = [(task, d, n) for d in directions for n in lengths]
-configs += [(numbers_task, d, numbers_length) for d in directions] if numbers_task else []
+configs += [(numbers_task, d, numbers_length) for d in numbers_directions] if numbers_task else []
 records, datasets, circuits, meta, skipped = {}, {}, {}, {}, {}
 for config_task, direction, length in configs:
     name = f"{config_task} {direction[:3]}-{length}"

@@ -5,7 +5,7 @@ from record_fixtures import circuit, example, row
 
 from seqcirc_utils.core.result_records import DecreasingCircuits, InductionOffsets, StepKCircuits
 from seqcirc_utils.report.findings import decreasing_circuits, induction_offsets
-from seqcirc_utils.report.verdicts import (decreasing_verdict, direction_pairs, induction_headline,
+from seqcirc_utils.report.verdicts import (decreasing_verdict, direction_pairs, task_pairs, induction_headline,
                                            induction_verdict_markdown, induction_verdicts, member_spacing,
                                            shared_same_type_heads, smoke_note, step_k_verdict)
 
@@ -48,6 +48,18 @@ def test_decreasing_verdict_is_the_findings_paragraph():
     assert "numbers with 4 members shown: head Jaccard 0.25" in text and "reuses one circuit" in text
     assert "1 head is in every configuration's circuit (L1.H2)." in text
     assert decreasing_circuits({DecreasingCircuits.file: record}) == text
+
+
+def test_a_second_task_is_compared_with_the_main_tasks_longest_configuration_of_its_direction():
+    configs = [_config("digits", "decreasing", 3), _config("digits", "decreasing", 5), _config("numbers", "decreasing", 4)]
+    cross = {"digits dec-5": {"numbers dec-4": 30.0}, "numbers dec-4": {"digits dec-5": 55.0}}
+    record = example(DecreasingCircuits, task="digits", threshold=0.8, summary=configs, cross_task_percent=cross)
+    (pair,) = task_pairs(record)
+    assert (pair.other, pair.main, pair.other_on_main, pair.main_on_other) == ("numbers dec-4", "digits dec-5", 30.0, 55.0)
+    text = decreasing_verdict(record)
+    assert "no increasing/decreasing pair was run." in text
+    assert "the numbers dec-4 circuit keeps 30 % on digits dec-5 data and the digits dec-5 circuit 55 % on " \
+           "numbers dec-4 data" in text
 
 
 def test_schema_1_config_names_still_pair():

@@ -179,6 +179,35 @@ def direction_pairs(obj: DecreasingCircuits) -> list[DirectionPair]:
     return pairs
 
 
+@dataclass(frozen=True)
+class TaskPair:
+    """A configuration of a second task (e.g. numbers) beside the main task's configuration of the same direction
+    (the longest length shown): each circuit's score on the other's data (% of the full logit difference)."""
+
+    direction: str
+    other: str  # config names
+    main: str
+    other_on_main: float | None
+    main_on_other: float | None
+
+
+def task_pairs(obj: DecreasingCircuits) -> list[TaskPair]:
+    """For each configuration of a task other than ``obj.task``: the main task's configuration of the same
+    direction with the most members shown, and the transfer both ways (from ``cross_task_percent``)."""
+    meta = _config_meta(obj)
+    cross = obj.cross_task_percent
+    out = []
+    for name, (task, direction, _) in meta.items():
+        if task == obj.task:
+            continue
+        mains = [(length, n) for n, (t, d, length) in meta.items() if t == obj.task and d == direction]
+        if not mains:
+            continue
+        main = max(mains)[1]
+        out.append(TaskPair(direction, name, main, cross.get(main, {}).get(name), cross.get(name, {}).get(main)))
+    return out
+
+
 def _pair_sentence(p: DirectionPair) -> str:
     def kept(v: float | None) -> str:
         return "–" if v is None else _pct(v)
@@ -196,13 +225,19 @@ def decreasing_verdict(obj: DecreasingCircuits) -> str:
     the transfer both ways and whether both transfers reach the discovery threshold (``reused``), then the heads
     in every configuration's circuit. The chapter shows it; the Findings page starts with it."""
     pairs = direction_pairs(obj)
-    if not pairs:
+    others = task_pairs(obj)
+    if not pairs and not others:
         return "No increasing/decreasing pair of configurations was run."
     shared = obj.shared_heads
     every = f"{_count(len(shared), 'head')} {'is' if len(shared) == 1 else 'are'} in every configuration's circuit"
-    return ("At the threshold " + _pct(100 * obj.threshold) + " of the full logit difference: "
-            + "; ".join(_pair_sentence(p) for p in pairs) + f". {every}"
-            + (f" ({' '.join(shared)})." if shared else "."))
+    text = ("At the threshold " + _pct(100 * obj.threshold) + " of the full logit difference: "
+            + ("; ".join(_pair_sentence(p) for p in pairs) if pairs else "no increasing/decreasing pair was run")
+            + ".")
+    for t in others:
+        kept = [("–" if v is None else _pct(v)) for v in (t.other_on_main, t.main_on_other)]
+        text += (f" Across tasks ({t.direction}): the {t.other} circuit keeps {kept[0]} on {t.main} data and the "
+                 f"{t.main} circuit {kept[1]} on {t.other} data.")
+    return text + f" {every}" + (f" ({' '.join(shared)})." if shared else ".")
 
 
 def sample_sizes_sentence(summary: Sequence[dict]) -> str:
@@ -438,7 +473,7 @@ def representation_headline(value_summary, next_mean, order_sep, *, center: str,
     }
 
 
-__all__: list[Any] = ["Note", "smoke_note", "BehaviourSummary", "behaviour_summary", "behaviour_verdict", "DirectionPair", "direction_pairs", "decreasing_verdict",
+__all__: list[Any] = ["Note", "smoke_note", "BehaviourSummary", "behaviour_summary", "behaviour_verdict", "DirectionPair", "direction_pairs", "TaskPair", "task_pairs", "decreasing_verdict",
                       "sample_sizes_sentence", "skipped_sentence",
                       "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
                       "induction_headline", "shared_same_type_heads", "member_spacing", "representation_headline"]
