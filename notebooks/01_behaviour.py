@@ -144,7 +144,6 @@ Markdown(behaviour_verdict(frame_records(table)))
 
 # %%
 tokens_used = pd.DataFrame([{"prefix": p, "token": r.token, "token_id": r.token_id} for p, r in resolved.items()])
-tokens_used = tokens_used.astype({"token_id": "Int64"})
 display(reader_table(tokens_used, [Column("prefix", "prefix"), Column("token", "token"),
                                    Column("token_id", "token id", "int")], full=False))
 acc = prefix_summary(all_prefixes, "top1_accuracy")
