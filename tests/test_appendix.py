@@ -5,8 +5,14 @@ from record_fixtures import circuit
 
 from seqcirc_utils.core.records import AttentionPattern, HeadScores
 from seqcirc_utils.core.result_records import CircuitFile
-from seqcirc_utils.report.appendix import (OTHER, describe_score, distinct_circuits, files_by_chapter,
-                                           head_score_figures, pattern_figure)
+from seqcirc_utils.report.appendix import (
+    OTHER,
+    describe_score,
+    distinct_circuits,
+    files_by_chapter,
+    head_score_figures,
+    pattern_figure,
+)
 
 
 def test_describe_score_reads_offsets_and_add_k():

@@ -3,11 +3,24 @@ the chapter and on the Findings page."""
 
 from record_fixtures import circuit, example, row
 
-from seqcirc_utils.core.result_records import DecreasingCircuits, InductionOffsets, StepKCircuits
+from seqcirc_utils.core.result_records import (
+    DecreasingCircuits,
+    InductionOffsets,
+    StepKCircuits,
+)
 from seqcirc_utils.report.findings import decreasing_circuits, induction_offsets
-from seqcirc_utils.report.verdicts import (decreasing_verdict, direction_pairs, task_pairs, induction_headline,
-                                           induction_verdict_markdown, induction_verdicts, member_spacing,
-                                           shared_same_type_heads, smoke_note, step_k_verdict)
+from seqcirc_utils.report.verdicts import (
+    decreasing_verdict,
+    direction_pairs,
+    induction_headline,
+    induction_verdict_markdown,
+    induction_verdicts,
+    member_spacing,
+    shared_same_type_heads,
+    smoke_note,
+    step_k_verdict,
+    task_pairs,
+)
 
 
 def _config(task, direction, length):

@@ -9,7 +9,8 @@ each distinct circuit once (:func:`distinct_circuits`, :func:`circuit_figure`) a
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 
@@ -101,15 +102,15 @@ def pattern_figure(name: str, obj: Any) -> Figure | None:
     for path, raw in find_records(obj, AttentionPattern.kind):
         pat = AttentionPattern.from_json(raw)
         frame = plots.matrix_frame(pat.pattern, row="query", col="key")
-        frame["query"] = frame["query"].map(lambda i: f"{i}: {pat.query_labels[i]}")
-        frame["key"] = frame["key"].map(lambda i: f"{i}: {pat.key_labels[i]}")
+        frame["query"] = frame["query"].map(lambda i, labels=pat.query_labels: f"{i}: {labels[i]}")
+        frame["key"] = frame["key"].map(lambda i, labels=pat.key_labels: f"{i}: {labels[i]}")
         charts.append(plots.matrix_heatmap(frame, row="query", col="key", value_title="attention",
                                            title=f"{pat.component} ({pat.description or path})"))
     if not charts:
         return None
-    return (alt.hconcat(*charts).resolve_scale(color="shared"),
-            f"Attention patterns stored in `{name}` (rows: the attending position, columns: the position attended to; "
-            "darker = more attention). Look for the position each row attends to most.")
+    caption = (f"Attention patterns stored in `{name}` (rows: the attending position, columns: the position attended "
+               "to; darker = more attention). Look for the position each row attends to most.")
+    return alt.hconcat(*charts).resolve_scale(color="shared"), caption
 
 
 def distinct_circuits(files: Mapping[str, Any]) -> list[tuple[str, CircuitRecord]]:
@@ -130,10 +131,10 @@ def circuit_figure(n_layers: int, n_heads: int, circuits: Sequence[tuple[str, Ci
                                       title=f"{r.task} ({r.direction}) @ {r.threshold:g}: {len(r.heads)} heads, "
                                             f"{len(r.mlps)} MLPs")
                 for _, r in circuits]
-    return (alt.hconcat(*diagrams),
-            f"The circuits of this chapter ({', '.join(sorted({n for n, _ in circuits}))}): every head (circle) and "
-            "MLP (square, right column) of the model, the kept ones red, layer 0 at the bottom. Compare the panels "
-            "for the components every circuit keeps.")
+    caption = (f"The circuits of this chapter ({', '.join(sorted({n for n, _ in circuits}))}): every head (circle) "
+               "and MLP (square, right column) of the model, the kept ones red, layer 0 at the bottom. Compare the "
+               "panels for the components every circuit keeps.")
+    return alt.hconcat(*diagrams), caption
 
 
 def edge_circuits_in(files: Mapping[str, Any]) -> list[EdgeCircuit]:
@@ -143,10 +144,11 @@ def edge_circuits_in(files: Mapping[str, Any]) -> list[EdgeCircuit]:
 
 def edge_circuit_figure(n_layers: int, n_heads: int, edge_circuits: Sequence[EdgeCircuit]) -> Figure:
     """The edge circuits side by side: connected nodes and kept edges."""
-    return (alt.hconcat(*[plots.circuit_diagram(
-                n_layers, n_heads, ec.connected, edges=ec.edge_pairs(),
-                title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, {len(ec.connected)} nodes")
-                for ec in edge_circuits]),
-            "The edge circuits of this chapter: the nodes (red) that lie on a kept path from the input to the logits "
-            "and the kept edges between them (lines; edges into the logits end above the top layer). Grey nodes are "
-            "ablated or left dangling by edge pruning. Look for the few edges that carry the task.")
+    charts = [plots.circuit_diagram(n_layers, n_heads, ec.connected, edges=ec.edge_pairs(),
+                                    title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, "
+                                          f"{len(ec.connected)} nodes")
+              for ec in edge_circuits]
+    caption = ("The edge circuits of this chapter: the nodes (red) that lie on a kept path from the input to the "
+               "logits and the kept edges between them (lines; edges into the logits end above the top layer). Grey "
+               "nodes are ablated or left dangling by edge pruning. Look for the few edges that carry the task.")
+    return alt.hconcat(*charts), caption

@@ -15,10 +15,17 @@ form). The verdict rules (which transfer counts as "reused", which head counts a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from itertools import pairwise
+from typing import Any
 
-from seqcirc_utils.core.result_records import DecreasingCircuits, InductionOffsets, StepKCircuits
+from seqcirc_utils.core.result_records import (
+    DecreasingCircuits,
+    InductionOffsets,
+    StepKCircuits,
+)
 from seqcirc_utils.core.types import parse_component
 
 
@@ -245,7 +252,7 @@ def sample_sizes_sentence(summary: Sequence[dict]) -> str:
     heldout_prompts, heldout_sequences, heldout_split``, as :func:`~seqcirc_utils.discovery.pipeline.score_columns`
     writes them) the discovery prompts and distinct sequences and the held-out ones with their split."""
     def count(n: Any, noun: str) -> str:
-        return f"{int(n)} {noun}" if n is not None and n == n else f"? {noun}"
+        return f"? {noun}" if n is None or math.isnan(float(n)) else f"{int(n)} {noun}"
 
     parts = []
     for r in summary:
@@ -431,7 +438,7 @@ def induction_headline(obj: InductionOffsets) -> str:
 
 def member_spacing(member_positions: Sequence[int]) -> list[int]:
     """The distinct token distances between consecutive members (``[1]`` for adjacent members)."""
-    return sorted({b - a for a, b in zip(member_positions, member_positions[1:])})
+    return sorted({b - a for a, b in pairwise(member_positions)})
 
 
 # --------------------------------------------------------------------------- 12: representations
@@ -464,16 +471,34 @@ def representation_headline(value_summary, next_mean, order_sep, *, center: str,
         "same_value_cosine": float(vs.loc[best_value, same]),
         "diff_value_same_format_cosine": float(vs.loc[best_value, diff_same]),
         "diff_value_diff_format_cosine": float(vs.loc[best_value, diff_diff]),
-        "same_value_above_control_layers": int((gap > 0).sum()), "n_depths": int(len(next_mean)),
+        "same_value_above_control_layers": int((gap > 0).sum()), "n_depths": len(next_mean),
         "next_layer": best_next, "next_cosine": float(next_mean["cosine"][best_next]),
-        "next_perm_q95": float(next_mean["perm_q95"][best_next]), "next_above_baseline_layers": int(len(above)),
+        "next_perm_q95": float(next_mean["perm_q95"][best_next]), "next_above_baseline_layers": len(above),
         "order_first_layer": int(separated.idxmax()) if separated.any() else None,
         "order_accuracy_last": {f: float(order_wide[f].iloc[-1]) for f in families},
         "order_chance": float(order_sep["chance"].iloc[0]),
     }
 
 
-__all__: list[Any] = ["Note", "smoke_note", "BehaviourSummary", "behaviour_summary", "behaviour_verdict", "DirectionPair", "direction_pairs", "TaskPair", "task_pairs", "decreasing_verdict",
-                      "sample_sizes_sentence", "skipped_sentence",
-                      "step_k_verdict", "InductionVerdict", "induction_verdicts", "induction_verdict_markdown",
-                      "induction_headline", "shared_same_type_heads", "member_spacing", "representation_headline"]
+__all__: list[Any] = [
+    "BehaviourSummary",
+    "DirectionPair",
+    "InductionVerdict",
+    "Note",
+    "TaskPair",
+    "behaviour_summary",
+    "behaviour_verdict",
+    "decreasing_verdict",
+    "direction_pairs",
+    "induction_headline",
+    "induction_verdict_markdown",
+    "induction_verdicts",
+    "member_spacing",
+    "representation_headline",
+    "sample_sizes_sentence",
+    "shared_same_type_heads",
+    "skipped_sentence",
+    "smoke_note",
+    "step_k_verdict",
+    "task_pairs",
+]
