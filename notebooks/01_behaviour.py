@@ -61,6 +61,8 @@ from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import Behaviour
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import behaviour_verdict, smoke_note
 
 if prefix not in PREFIX_MODES:
     raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
@@ -68,17 +70,17 @@ figures = plots.enable_offline()  # this chapter's figure numbers
 templates = ("pure",) if smoke else DEFAULT_TEMPLATES
 if smoke:
     n_prompts = min(n_prompts, 8)
-    print(f"SMOKE MODE: {n_prompts} prompts per combination, templates {templates}; numbers are not results.")
+    display(smoke_note(f"{n_prompts} prompts per combination, templates {templates}"))
 
 # %%
 lm, info = load_model(model, device=device)
 prefixes = [prefix] + [p for p in PREFIX_MODES if p != prefix]  # the main prefix first
-resolved = {}
+resolved, unavailable = {}, {}
 for p in prefixes:
     try:
         resolved[p] = resolve_prefix(lm.tokenizer, p)
     except SeqcircError as err:  # e.g. "bos" for a tokenizer without one: reported in the comparison
-        print(f"prefix {p}: {err}")
+        unavailable[p] = str(err)
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
 table = all_prefixes[all_prefixes["prefix"] == prefix].drop(columns=["prefix_token"]).reset_index(drop=True)
@@ -87,10 +89,15 @@ _ = write_json_atomic(results_dir(model) / Behaviour.file, Behaviour(
     prefix=resolved_prefix.to_json(), rows=frame_records(table),
     prefixes={p: r.to_json() for p, r in resolved.items()}, prefix_rows=frame_records(all_prefixes),
 ))
-display(Markdown(f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
-                 f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
-                 else "Prompts start with **no** prefix token."))
-table.round(3)
+display(Markdown((f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
+                  f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
+                  else "Prompts start with **no** prefix token.")
+                 + "".join(f" Prefix {p} is not available for this tokenizer: {err}" for p, err in unavailable.items())))
+reader_table(table, [
+    Column("task", "task"), Column("template", "template"), Column("direction", "direction"),
+    Column("n", "prompts", "int"), Column("top1_accuracy", "top-1 accuracy", "fraction"),
+    Column("p_correct", "mean p(correct)", "number", 2), Column("logit_diff", "logit difference (nats)", "number", 2),
+    Column("prob_diff", "probability difference", "fraction", 1)])
 
 # %% [markdown]
 # ## Accuracy by task and template
@@ -124,31 +131,7 @@ figures.figure(plots.bar_chart(ok, x="task", y="logit_diff", color="template", c
 # notebook ran on.
 
 # %%
-inc = ok[(ok["direction"] == "increasing") & (ok["task"] != "greater_than")]
-dec = ok[(ok["direction"] == "decreasing")]
-best = inc.sort_values("top1_accuracy", ascending=False).iloc[0] if len(inc) else None
-worst = inc.sort_values("top1_accuracy").iloc[0] if len(inc) else None
-lines = []
-if best is not None:
-    lines.append(f"- Best increasing combination: **{best.task} / {best.template}**, top-1 accuracy "
-                 f"{best.top1_accuracy:.0%}, mean p(correct) {best.p_correct:.2f}.")
-    lines.append(f"- Hardest increasing combination: **{worst.task} / {worst.template}**, top-1 accuracy "
-                 f"{worst.top1_accuracy:.0%}.")
-if len(inc) and len(dec):
-    lines.append(f"- Mean top-1 accuracy, increasing {inc.top1_accuracy.mean():.0%} vs decreasing "
-                 f"{dec.top1_accuracy.mean():.0%}: "
-                 + ("decreasing sequences are harder for this model." if dec.top1_accuracy.mean() < inc.top1_accuracy.mean()
-                    else "decreasing sequences are not harder for this model."))
-gt = ok[ok["task"] == "greater_than"]
-if len(gt) and "prob_diff" in gt:
-    lines.append(f"- Greater-than probability difference: {gt.prob_diff.iloc[0]:.1%} "
-                 "(GPT-2 small: 81.7 %, Hanna et al.).")
-errors = table[table["n"] == 0]
-if len(errors):
-    lines.append(f"- {len(errors)} combinations could not be built for this tokenizer (see the `error` column).")
-if smoke:
-    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
-display(Markdown("\n".join(lines) if lines else "No combination could be evaluated."))
+Markdown(behaviour_verdict(frame_records(table)))
 
 # %% [markdown]
 # ## How much the prompt prefix matters
@@ -161,14 +144,17 @@ display(Markdown("\n".join(lines) if lines else "No combination could be evaluat
 
 # %%
 tokens_used = pd.DataFrame([{"prefix": p, "token": r.token, "token_id": r.token_id} for p, r in resolved.items()])
-tokens_used = tokens_used.astype({"token_id": "Int64"})
-display(tokens_used)
+display(reader_table(tokens_used, [Column("prefix", "prefix"), Column("token", "token"),
+                                   Column("token_id", "token id", "int")], full=False))
 acc = prefix_summary(all_prefixes, "top1_accuracy")
 ld = prefix_summary(all_prefixes, "logit_diff")
-display(Markdown("**Top-1 accuracy** (mean over templates)"))
-display(acc.round(3))
-display(Markdown("**Logit difference** (nats, mean over templates)"))
-display(ld.round(3))
+prefix_cols = [p for p in prefixes if p in acc.columns]
+display(reader_table(acc, [Column("task", "task"), Column("direction", "direction")]
+                     + [Column(p, f"{p}: top-1 accuracy", "fraction") for p in prefix_cols],
+                     caption="Top-1 accuracy per prefix (mean over templates)."))
+display(reader_table(ld, [Column("task", "task"), Column("direction", "direction")]
+                     + [Column(p, f"{p}: logit difference (nats)", "number", 2) for p in prefix_cols],
+                     caption="Logit difference per prefix (nats, mean over templates)."))
 
 # %%
 ok_all = all_prefixes[all_prefixes["n"] > 0]
@@ -213,8 +199,6 @@ gt_rows = ok_all[ok_all["task"] == "greater_than"]
 if len(gt_rows) and "prob_diff" in gt_rows:
     lines.append("- Greater-than probability difference: " + ", ".join(
         f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples()) + ".")
-if smoke:
-    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

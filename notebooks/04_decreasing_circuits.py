@@ -20,6 +20,15 @@
 # sequences (3 members shown) differ from the circuit for longer ones (5 members)? For every
 # (direction, length) we find a digits circuit at one threshold, then compare them: overlap, and
 # each circuit scored on every other configuration's data.
+#
+# On a tokenizer that spells numbers digit by digit (SmolLM2) single digits give only a handful of
+# distinct sequences (a decreasing digits set of 5 members has at most 5), so the chapter also finds a
+# circuit for decreasing two-digit `numbers` (`26, 25, 24, 2` -> `3`, the prompt ending after the
+# answer's tens digit; `numbers_directions` adds the increasing one): it has dozens of sequences, enough
+# for held-out prompts drawn from sequences discovery never saw, and it is compared with the digits
+# circuit of the same direction. On a tokenizer whose numbers up to 99 are single tokens (GPT-2)
+# `numbers` is `digits` and is left out. Every circuit is scored on held-out prompts from a
+# sequence-disjoint split; the sentence under the table states both sides' prompt and sequence counts.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
@@ -32,6 +41,9 @@ task = "digits"  # task family
 template = "comma"  # prompt template
 directions = ["increasing", "decreasing"]  # sequence directions
 lengths = [3, 5]  # members shown
+numbers_task = "numbers"  # second task beside digits at one length ("" to leave it out) ...
+numbers_directions = ["decreasing"]  # ... in these directions (each costs about two digits configurations) ...
+numbers_length = 4  # ... with this many members shown
 threshold = 0.8  # circuit threshold (fraction of the full logit difference)
 method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (the paper's pruning)
 exact_heads = 8  # heads per configuration whose estimated single-ablation drop is checked by exact ablation
@@ -44,6 +56,10 @@ step_length = 3  # ... with this many members shown (compared with the step-1 ci
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import (decreasing_verdict, sample_sizes_sentence, skipped_sentence, smoke_note,
+                                           step_k_verdict)
+
 from seqcirc_utils.report import plots
 from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
 from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, shared_components
@@ -54,37 +70,54 @@ from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import DecreasingCircuits, StepKCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
+from seqcirc_utils.core.errors import SeqcircError
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
     steps, step_families = [s for s in steps if s in (1, step_k)], [task]
-    print(f"SMOKE MODE: {n_prompts} prompts, lengths {lengths}; numbers are not results.")
+    numbers_directions = []  # a numbers circuit costs ~3.5 digits circuits (228 passes against 54-70, measured)
+    display(smoke_note(f"{n_prompts} prompts, digits lengths {lengths}, no numbers circuit, step families "
+                       f"{step_families}"))
 
 # %%
 lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
-records, datasets, circuits = {}, {}, {}
-for direction in directions:
-    for length in lengths:
-        name = f"{direction[:3]}-{length}"
-        recs, datasets[name], _ = discover(lm, info, model, task, [threshold], method=method, template=template,
-                                           direction=direction, length=length, n=n_prompts, seed=seed,
-                                           prefix=prefix)
-        records[name] = recs[0]
-        circuits[name] = Circuit.from_lists(recs[0]["heads"], recs[0]["mlps"]).components
-        write_circuits(out_dir / f"circuit_{task}_{direction}_{length}.json", recs)
-summary = pd.DataFrame([{"config": n, "prompts": r["n_prompts"], "full_logit_diff": r["full_metric"],
+configs = [(task, d, n) for d in directions for n in lengths]
+configs += [(numbers_task, d, numbers_length) for d in numbers_directions] if numbers_task else []
+records, datasets, circuits, meta, skipped = {}, {}, {}, {}, {}
+for config_task, direction, length in configs:
+    name = f"{config_task} {direction[:3]}-{length}"
+    try:
+        recs, datasets[name], _ = discover(lm, info, model, config_task, [threshold], method=method,
+                                           template=template, direction=direction, length=length, n=n_prompts,
+                                           seed=seed, prefix=prefix)
+    except SeqcircError as err:  # numbers on a tokenizer with single-token numbers, or too few prompts
+        skipped[name] = str(err)
+        continue
+    records[name], meta[name] = recs[0], {"task": config_task, "direction": direction, "length": length}
+    circuits[name] = Circuit.from_lists(recs[0]["heads"], recs[0]["mlps"]).components
+    write_circuits(out_dir / f"circuit_{config_task}_{direction}_{length}.json", recs)
+summary = pd.DataFrame([{"config": n, **meta[n], "prompts": r["n_prompts"], "full_logit_diff": r["full_metric"],
                          "heads": len(r["heads"]), "mlps": len(r["mlps"]), **score_columns(r)}
                         for n, r in records.items()])
-summary
+display(Markdown(sample_sizes_sentence(summary.to_dict(orient="records"))
+                 + (" " + skipped_sentence(skipped) if skipped else "")))
+reader_table(summary, [
+    Column("config", "configuration"), Column("prompts", "discovery prompts", "int"),
+    Column("sequences", "discovery sequences", "int"), Column("heads", "heads", "int"), Column("mlps", "MLPs", "int"),
+    Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+    Column("heldout_sequences", "held-out sequences (disjoint)", "int")],
+    caption=f"Circuits at {100 * threshold:.0f} % of the full logit difference ({method} method, {template} template).")
 
 # %%
 for name, comps in circuits.items():
     display(figures.figure(
-        plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{task} {name}: {len(comps)} components"),
-        f"The {task} circuit for {name} ({name.split('-')[0]}reasing, {name.split('-')[-1]} members shown): the "
+        plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{name}: {len(comps)} components"),
+        f"The {meta[name]['task']} circuit for {meta[name]['direction']} sequences, {meta[name]['length']} members "
+        f"shown: the "
         f"{len(comps)} kept heads (circles) and MLPs (squares, right column) in red, layer 0 at the bottom. Compare "
         "the increasing and decreasing circuits of the same length."))
 
@@ -109,7 +142,11 @@ display(figures.figure(
     "but not the decreasing ones (or the reverse) carry the direction."))
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["config", "component", "drop_points", "estimated_drop"]
-exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")[exact_columns].reset_index(drop=True)
+reader_table(exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")[exact_columns], [
+    Column("config", "configuration"), Column("component", "head"),
+    Column("drop_points", "exact drop (points)", "number", 2), Column("estimated_drop", "estimated drop (points)",
+                                                                     "number", 2)],
+    caption="The four heads per configuration with the largest exact single-head ablation drop.")
 
 # %% [markdown]
 # ## Overlap and cross-scoring
@@ -121,34 +158,34 @@ exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")
 overlap = overlap_table(circuits, kind="head")
 cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablators)
 shared = shared_components(circuits, kind="head")
-write_json_atomic(out_dir / DecreasingCircuits.file, DecreasingCircuits(
+decreasing = DecreasingCircuits(
     model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke,
     summary=summary.to_dict(orient="records"), head_overlap=overlap.to_dict(orient="records"),
     cross_task_percent=cross.to_dict(), shared_heads=[str(c) for c in shared],
     circuits={n: r.with_extra(dataset=None) for n, r in records.items()},
     head_importance=head_scores,
     single_head_ablation=frame_records(exact[exact_columns]),
-))
-display(overlap[["a", "b", "size_a", "size_b", "intersection", "jaccard"]])
+)
+write_json_atomic(out_dir / DecreasingCircuits.file, decreasing)
+display(reader_table(overlap, [
+    Column("a", "circuit A"), Column("b", "circuit B"), Column("size_a", "heads in A", "int"),
+    Column("size_b", "heads in B", "int"), Column("intersection", "shared heads", "int"),
+    Column("jaccard", "head Jaccard", "number", 2)]))
 display(figures.figure(plots.overlap_chart(circuits, title="circuit membership per configuration"),
                        f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
                        f"{len(circuits)} share it (right); the longest bars are the {len(shared)} heads in every circuit."))
-cross
+reader_table(cross.rename_axis("circuit").reset_index(),
+             [Column("circuit", "circuit \\ scored on")] + [Column(c, f"{c} data (%)", "percent") for c in cross.columns],
+             caption="Each circuit (rows) scored on each configuration's data (columns), % of the full model's logit "
+                     "difference there.")
+
+# %% [markdown]
+# Reading the two tables: a pair counts as one reused circuit when each direction's circuit keeps at
+# least the discovery threshold on the other direction's data (`seqcirc_utils.report.verdicts`, the
+# rule the Findings page uses too).
 
 # %%
-inc = [n for n in circuits if n.startswith("inc")]
-dec = [n for n in circuits if n.startswith("dec")]
-pairs = [(a, b) for a in inc for b in dec if a.split("-")[1] == b.split("-")[1]]
-sentences = []
-for a, b in pairs:
-    j = overlap[((overlap["a"] == a) & (overlap["b"] == b)) | ((overlap["a"] == b) & (overlap["b"] == a))]["jaccard"]
-    sentences.append(f"at length {a.split('-')[1]} the increasing and decreasing head sets have Jaccard "
-                     f"{float(j.iloc[0]):.2f}; the increasing circuit keeps {cross.loc[a, b]:.0f} % on decreasing data "
-                     f"and the decreasing circuit {cross.loc[b, a]:.0f} % on increasing data")
-display(Markdown(
-    "Across configurations, " + "; ".join(sentences) + f". {len(shared)} heads are in every configuration's circuit"
-    + (f" ({' '.join(map(str, shared))})." if shared else ".")
-    + " Where a circuit transfers poorly to the other direction, the direction is carried by components of its own."))
+Markdown(decreasing_verdict(decreasing))
 
 # %% [markdown]
 # ## Step-k sequences
@@ -167,8 +204,6 @@ display(Markdown(
 from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.errors import SeqcircError
-
 step_rows = []
 for fam in step_families:
     for k in steps:
@@ -179,7 +214,8 @@ for fam in step_families:
         except SeqcircError as err:  # this step does not fit the tokenizer or the family
             step_rows.append({**base, "n": 0, "distinct_prompts": 0, "error": str(err)})
             continue
-        step_rows.append({**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k)})
+        step_rows.append({**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k),
+                          "error": None})
 step_behaviour = pd.DataFrame(step_rows)
 step_ok = step_behaviour[step_behaviour["n"] > 0]
 if len(step_ok):
@@ -188,10 +224,13 @@ if len(step_ok):
                         color="family", y_title="top-1 accuracy (%)", title=f"{model}: step-k sequences"),
         f"Top-1 accuracy on increasing sequences of step k ({step_length} members shown, {template} template), per "
         "family. Where a family's bar stays high as k grows, the model adds k, not just one."))
-step_behaviour
+reader_table(step_behaviour, [
+    Column("family", "family"), Column("step", "step", "int"), Column("n", "prompts", "int"),
+    Column("distinct_prompts", "distinct prompts", "int"), Column("top1_accuracy", "top-1 accuracy", "fraction"),
+    Column("error", "why not measured")])
 
 # %%
-step_name, base_name = f"step{step_k}-{step_length}", f"inc-{step_length}"
+step_name, base_name = f"{task} step{step_k}-{step_length}", f"{task} inc-{step_length}"
 step_error = None
 try:
     recs, datasets[step_name], _ = discover(lm, info, model, task, [threshold], method=method, template=template,
@@ -219,13 +258,23 @@ if step_error is None:
                               overlap_table(step_circuits, kind="head").assign(kind="heads")], ignore_index=True)
     step_cross = 100 * cross_task_scores(lm, info, step_circuits, {n: datasets[n] for n in step_circuits},
                                          ablators=ablators)
-    display(step_summary)
-    display(step_overlap[["kind", "a", "b", "size_a", "size_b", "intersection", "jaccard", "shared"]])
+    display(reader_table(step_summary, [
+        Column("config", "configuration"), Column("step", "step", "int"), Column("prompts", "prompts", "int"),
+        Column("distinct_prompts", "distinct prompts", "int"), Column("heads", "heads", "int"),
+        Column("mlps", "MLPs", "int"), Column("score_%", "in-sample score (% of full) [95 % CI]", "percent",
+                                              interval="score_ci95"),
+        Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95")]))
+    display(reader_table(step_overlap, [
+        Column("kind", "components"), Column("a", "circuit A"), Column("b", "circuit B"),
+        Column("size_a", "size of A", "int"), Column("size_b", "size of B", "int"),
+        Column("intersection", "shared", "int"), Column("jaccard", "Jaccard", "number", 2)]))
     display(figures.figure(
         plots.overlap_chart(step_circuits, title=f"step 1 vs step {step_k}"),
         f"Components of the step-1 and step-{step_k} {task} circuits ({step_length} members shown; filled = kept) and "
         "how many of the two keep each (bars)."))
-    display(step_cross)
+    display(reader_table(step_cross.rename_axis("circuit").reset_index(),
+                         [Column("circuit", "circuit \\ scored on")]
+                         + [Column(c, f"{c} data (%)", "percent") for c in step_cross.columns]))
 else:
     display(Markdown(f"**No step-{step_k} circuit:** {step_error}"))
 
@@ -241,9 +290,15 @@ if step_error is None:
          f"best_{add_kind}": float(ov.loc[mask, add_kind].max()) if mask.any() else float("nan")}
         for label, mask in ((f"step-{step_k} circuit", ov["in_step_circuit"]), ("step-1 circuit", ov["in_step1_circuit"]),
                             ("all heads", ov["component"].notna()))])
-    display(ov_groups)
+    display(reader_table(ov_groups, [
+        Column("heads", "heads"), Column("n", "number", "int"), Column("mean_next", "mean next score", "number", 2),
+        Column(f"mean_{add_kind}", f"mean {add_kind} score", "number", 2),
+        Column(f"best_{add_kind}", f"best {add_kind} score", "number", 2)]))
     ov_top = ov[ov["in_step_circuit"]].sort_values(add_kind, ascending=False).head(10)
-    display(ov_top[["component", "copy", "next", add_kind, "in_step1_circuit"]].round(3))
+    display(reader_table(ov_top, [
+        Column("component", "head"), Column("copy", "copy score", "number", 2), Column("next", "next score", "number", 2),
+        Column(add_kind, f"{add_kind} score", "number", 2), Column("in_step1_circuit", "in the step-1 circuit")],
+        full=False))
 display(figures.figure(
     plots.head_heatmap(plots.head_frame(ov, add_kind), title=f"{task}: OV {add_kind} score", value_title="score",
                        diverging=False),
@@ -253,7 +308,7 @@ display(figures.figure(
 
 # %%
 found = step_error is None
-write_json_atomic(out_dir / StepKCircuits.file, StepKCircuits(
+step_k_record = StepKCircuits(
     model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke, steps=steps,
     families=step_families, step_k=step_k, length=step_length, behaviour=frame_records(step_behaviour),
     error=step_error,
@@ -261,27 +316,6 @@ write_json_atomic(out_dir / StepKCircuits.file, StepKCircuits(
     summary=frame_records(step_summary) if found else None, overlap=frame_records(step_overlap) if found else None,
     cross_task_percent=step_cross.to_dict() if found else None, ov_groups=frame_records(ov_groups) if found else None,
     circuit=step_record.with_extra(dataset=None) if found else None,
-))
-acc = {(r["family"], r["step"]): r["top1_accuracy"] for r in step_rows if r.get("n")}
-text = ("Top-1 accuracy by step: " + "; ".join(
-    f"{fam} " + ", ".join(f"step {k} {100 * acc[(fam, k)]:.0f} %" for k in steps if (fam, k) in acc)
-    for fam in step_families) + ".")
-if step_error is None:
-    heads_row = step_overlap[step_overlap["kind"] == "heads"].iloc[0]
-    g = ov_groups.set_index("heads")
-    text += (f" The step-{step_k} {task} circuit has {len(step_heads)} heads and {step_summary['mlps'].iloc[1]} MLPs "
-             f"({step_summary['score_%'].iloc[1]:.0f} % in-sample, {step_summary['distinct_prompts'].iloc[1]} distinct "
-             f"prompts); it shares {int(heads_row['intersection'])} heads with the step-1 circuit (head Jaccard "
-             f"{heads_row['jaccard']:.2f}). The step-1 circuit keeps {step_cross.loc[base_name, step_name]:.0f} % on "
-             f"step-{step_k} data and the step-{step_k} circuit {step_cross.loc[step_name, base_name]:.0f} % on step-1 "
-             f"data. Its heads' mean {add_kind} OV score is {g.loc[f'step-{step_k} circuit', f'mean_{add_kind}']:.2f} "
-             f"(best {g.loc[f'step-{step_k} circuit', f'best_{add_kind}']:.2f}) against "
-             f"{g.loc['all heads', f'mean_{add_kind}']:.2f} over all heads, and mean next score "
-             f"{g.loc[f'step-{step_k} circuit', 'mean_next']:.2f}: "
-             + ("its heads write the member k ahead more often than heads at large."
-                if g.loc[f"step-{step_k} circuit", f"mean_{add_kind}"] > g.loc["all heads", f"mean_{add_kind}"] else
-                "its heads do not write the member k ahead more often than heads at large; adding k is not done by "
-                "an add-k OV circuit in one head."))
-else:
-    text += f" No step-{step_k} circuit could be found ({step_error})."
-display(Markdown(text))
+)
+write_json_atomic(out_dir / StepKCircuits.file, step_k_record)
+Markdown(step_k_verdict(step_k_record))

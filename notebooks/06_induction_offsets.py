@@ -65,11 +65,13 @@ from seqcirc_utils.core.result_records import InductionOffsets
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import parse_component
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import induction_verdict_markdown, member_spacing, smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, families, max_offset = min(n_prompts, 8), families[:1], min(max_offset, 2)
-    print(f"SMOKE MODE: {n_prompts} prompts, families {families}, max_offset {max_offset}; numbers are not results.")
+    display(smoke_note(f"{n_prompts} prompts, families {families}, offsets up to {max_offset}"))
 
 # %% [markdown]
 # ## The prompts
@@ -90,8 +92,8 @@ examples = pd.DataFrame(
     + [{"family": f, "prompts": "spaced", "text": text, "tokens": [lm.tokenizer.decode([t]) for t in tokens],
         "member positions": pos} for f in families
        for text, tokens, pos in list(zip(spaced[f].texts, spaced[f].tokens, spaced[f].member_positions))[:2]])
-with pd.option_context("display.max_colwidth", 200):
-    display(examples)
+reader_table(examples, [Column("family", "family"), Column("prompts", "prompt set"), Column("text", "prompt"),
+                        Column("tokens", "tokens"), Column("member positions", "member positions")], full=False)
 
 # %% [markdown]
 # ## Offset scores of every head
@@ -106,7 +108,10 @@ pairs = pd.DataFrame([{"family": f, "prompts": p, **{f"member_pairs_k{k + 1}": i
                                                       for k in range(max_offset)},
                        **{f"token_pairs_k{k + 1}": int(s.n_token_pairs[k]) for k in range(max_offset)}}
                       for (f, p), s in offsets.items()])
-pairs
+reader_table(pairs, [Column("family", "family"), Column("prompts", "prompt set")]
+             + [Column(f"{kind}_pairs_k{k}", f"{kind} pairs at k={k}", "int")
+                for kind in ("member", "token") for k in sorted({1, min(2, max_offset), max_offset})],
+             caption="Member and token pairs scored per offset k (the full table has every k).")
 
 # %% [markdown]
 # Each row of panels is one score for k = 1 .. max_offset on a shared colour scale (mean attention
@@ -153,15 +158,16 @@ for f, part in table.groupby("family", sort=False):
 # two kinds), and the most positional heads there.
 
 # %%
-cols = ["component", *[f"member_k{k}" for k in range(1, max_offset + 1)],
-        *[f"token_k{k}" for k in range(1, max_offset + 1)], "same_type_k1"]
+shown_k = range(1, min(max_offset, 3) + 1)
+cols = [Column("component", "head"), *[Column(f"member_k{k}", f"member offset {k}", "number", 3) for k in shown_k],
+        *[Column(f"token_k{k}", f"token offset {k}", "number", 3) for k in shown_k],
+        Column("same_type_k1", "same-type contrast", "number", 3)]
 spaced_table = {f: table[(table["family"] == f) & (table["prompts"] == "spaced")] for f in families}
-regular_table = {f: table[(table["family"] == f) & (table["prompts"] == "regular")] for f in families}
 for f in families:
     display(Markdown(f"**{f}, spaced prompts: top {top_n} heads by member_k1**"))
-    display(spaced_table[f].nlargest(top_n, "member_k1")[cols].round(3).reset_index(drop=True))
+    display(reader_table(spaced_table[f].nlargest(top_n, "member_k1"), cols))
     display(Markdown(f"**{f}, spaced prompts: top {top_n} positional heads (lowest same_type_k1)**"))
-    display(spaced_table[f].nsmallest(top_n, "same_type_k1")[cols].round(3).reset_index(drop=True))
+    display(reader_table(spaced_table[f].nsmallest(top_n, "same_type_k1"), cols))
 
 # %% [markdown]
 # ## Attention between members
@@ -177,8 +183,8 @@ for f in families:
 final_sets = {f: make_dataset(lm.tokenizer, f, model_name=model, template=attention_template, n=n_prompts, seed=seed,
                               prefix=prefix)
               for f in families}
-print("e.g. " + "; ".join(f"{f}: {final_sets[f].prompts[0].text!r} -> {final_sets[f].prompts[0].answer!r}"
-                          for f in families))
+display(Markdown("For example " + "; ".join(f"{f}: `{final_sets[f].prompts[0].text}` -> `{final_sets[f].prompts[0].answer}`"
+                                            for f in families) + "."))
 att = {}
 for f in families:
     att[f, attention_template] = dataset_member_attention(lm, final_sets[f], progress=False)
@@ -188,13 +194,17 @@ last_member = {f: top_attention_heads(summary[(summary["family"] == f) & (summar
                                       "final_to_last_member", top_n) for f in families}
 prev_member = {f: top_attention_heads(summary[(summary["family"] == f) & (summary["prompts"] == "spaced")],
                                       "member_to_prev_member", top_n) for f in families}
-att_cols = ["component", "final_to_last_member", "final_to_members", "final_to_bos", "member_to_prev_member",
-            "member_to_same_type", "member_to_first_member"]
+att_cols = [Column("component", "head"), Column("final_to_last_member", "final -> last member", "number", 3),
+            Column("final_to_members", "final -> all members", "number", 3),
+            Column("final_to_bos", "final -> BOS", "number", 3),
+            Column("member_to_prev_member", "member -> previous member", "number", 3),
+            Column("member_to_same_type", "member -> earlier members", "number", 3),
+            Column("member_to_first_member", "member -> first member", "number", 3)]
 for f in families:
     display(Markdown(f"**{f}, {attention_template} prompts: heads attending from the final position to the last member**"))
-    display(last_member[f][att_cols].round(3))
+    display(reader_table(last_member[f], att_cols))
     display(Markdown(f"**{f}, spaced prompts: heads attending from a member to the previous member**"))
-    display(prev_member[f][att_cols].round(3))
+    display(reader_table(prev_member[f], att_cols))
 
 # %%
 for f in families:
@@ -228,54 +238,21 @@ for f in families:
                            "each earlier member (columns) on spaced prompts. A dark band just below the diagonal means it "
                            "attends to the previous member wherever it is."))
 
-_ = write_json_atomic(results_dir(model) / InductionOffsets.file, InductionOffsets(
+offsets_record = InductionOffsets(
     model=model, n_prompts=n_prompts, seed=seed, smoke=smoke, families=families,
     template=template, attention_template=attention_template, max_offset=max_offset, n_members=n_members, gap=gap,
     offsets=frame_records(table), pairs=frame_records(pairs),
-    attention=frame_records(summary), member_to_member=patterns,
-))
+    attention=frame_records(summary), member_to_member=patterns, contrast=contrast, top_n=top_n,
+    regular_spacing={f: member_spacing(regular[f].prompts[0].member_positions) for f in families},
+)
+_ = write_json_atomic(results_dir(model) / InductionOffsets.file, offsets_record)
 
 # %% [markdown]
 # ## What the numbers say
 #
-# Computed from the tables above, so it stays true whichever model and families the notebook ran on.
+# Computed from the record this chapter wrote (`seqcirc_utils.report.verdicts`; the Findings page uses
+# the same rule: a head is same-type when `same_type_k1 > contrast` and positional when it is below
+# `-contrast`), so it stays true whichever model and families the notebook ran on.
 
 # %%
-lines = []
-for f in families:
-    pos = regular[f].prompts[0].member_positions
-    spacing = sorted({b - a for a, b in zip(pos, pos[1:])})
-    lines.append(f"- **{f}**: in the regular ({template}) prompts consecutive members are "
-                 f"{' or '.join(map(str, spacing))} token(s) apart, so member offset 1 and token offset 1 "
-                 + ("read the same position there (the first member aside)." if spacing == [1]
-                    else "already read different positions there."))
-    top = spaced_table[f].nlargest(1, "member_k1").iloc[0]
-    reg = regular_table[f].set_index("component").loc[top.component]
-    same = spaced_table[f][spaced_table[f]["same_type_k1"] > contrast]
-    posn = spaced_table[f][spaced_table[f]["same_type_k1"] < -contrast]
-    lines.append(f"  On irregularly spaced prompts the strongest previous-member head is **{top.component}** "
-                 f"(member_k1 {top.member_k1:.2f} vs token_k1 {top.token_k1:.2f}; on regular prompts member_k1 "
-                 f"{reg.member_k1:.2f}). {len(same)} heads are same-type (same_type_k1 > {contrast}): "
-                 f"{', '.join(same.sort_values('same_type_k1', ascending=False)['component'].head(6)) or 'none'}; "
-                 f"{len(posn)} are positional (< -{contrast}): "
-                 f"{', '.join(posn.sort_values('same_type_k1')['component'].head(6)) or 'none'}.")
-    if max_offset > 1:
-        k = max_offset
-        far = spaced_table[f].nlargest(1, f"member_k{k}").iloc[0]
-        lines.append(f"  The strongest head at member offset {k} is **{far.component}** "
-                     f"(member_k{k} {far[f'member_k{k}']:.2f}, member_k1 {far.member_k1:.2f}).")
-    lm_top, pm_top = last_member[f].iloc[0], prev_member[f].iloc[0]
-    same_set = set(same["component"])
-    lines.append(f"  From the final position of the {attention_template} prompts, **{lm_top.component}** attends "
-                 f"most to the last member "
-                 f"({lm_top.final_to_last_member:.2f}); from member to previous member, **{pm_top.component}** "
-                 f"({pm_top.member_to_prev_member:.2f}), "
-                 + ("one of the same-type heads." if pm_top.component in same_set else "not among the same-type heads."))
-if len(families) > 1:
-    tops = {f: set(spaced_table[f].nlargest(top_n, "same_type_k1")["component"]) for f in families}
-    common = sorted(set.intersection(*tops.values()), key=lambda c: parse_component(c))
-    lines.append(f"- Of the top {top_n} same-type heads of each family, {len(common)} are shared by "
-                 f"{', '.join(families)}: {', '.join(common) or 'none'}.")
-if smoke:
-    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
-display(Markdown("\n".join(lines)))
+Markdown(induction_verdict_markdown(offsets_record))

@@ -55,6 +55,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.discovery.pipeline import discover, score_columns
 from seqcirc_utils.discovery.edges.attribution import eap_vs_exact
 from seqcirc_utils.models.loading import load_model
@@ -67,7 +68,7 @@ from seqcirc_utils.core.types import Circuit
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, tasks, exact_sample, ig_steps = min(n_prompts, 8), tasks[:1], min(exact_sample, 8), min(ig_steps, 2)
-    print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges; numbers are not results.")
+    display(smoke_note(f"{n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges"))
 
 # %%
 lm, info = load_model(model, device=device)

@@ -63,6 +63,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.evaluation import robustness as R
 from seqcirc_utils.discovery.pipeline import score_columns
@@ -75,8 +76,8 @@ figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     tasks, detail_tasks, n_prompts, n_seeds = tasks[:1], detail_tasks[:1], min(n_prompts, 8), 2
     corruptions, detail_factors, planted_ig_steps = corruptions[:2], ["corruption"], 2
-    print(f"SMOKE MODE: tasks {tasks}, {n_prompts} prompts, {n_seeds} seeds, factors seed and {detail_factors} "
-          f"(no sweeps), corruptions {corruptions}; numbers are not results.")
+    display(smoke_note(f"tasks {tasks}, {n_prompts} prompts, {n_seeds} seeds, factors seed and {detail_factors} "
+                       f"(no sweeps), corruptions {corruptions}"))
 
 # %% [markdown]
 # ## The runs

@@ -63,6 +63,8 @@ from seqcirc_utils.mechanisms import representations as R
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import Representations
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import representation_headline, smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 unknown = [f for f in families if f not in R.VALUE_OFFSETS]
@@ -79,7 +81,7 @@ if center not in centers:
     centers = [*centers, center]
 if smoke:
     n_prompts, n_permutations, n_components = min(n_prompts, 12), min(n_permutations, 5), min(n_components, 4)
-    print(f"SMOKE MODE: {n_prompts} prompts per family, {n_permutations} permutations; numbers are not results.")
+    display(smoke_note(f"{n_prompts} prompts per family, {n_permutations} permutations, {n_components} components"))
 
 # %% [markdown]
 # ## The prompts
@@ -93,22 +95,22 @@ if smoke:
 # %%
 lm, info = load_model(model, device=device)
 shared_values = R.common_values(lm.tokenizer, families)
-print(f"values every family has as a single token: {shared_values}")
+display(Markdown(f"Values every family has as a single token: {', '.join(map(str, shared_values))}."))
 datasets = {f: R.value_matched_dataset(lm.tokenizer, f, shared_values, n=n_prompts, model_name=model, template=template,
                                        length=length, seed=seed, corruption="permutation", prefix=prefix)
             for f in families}
 final_tokens = {f: lm.tokenizer.decode([ds.prompts[0].tokens[-1]]) for f, ds in datasets.items()}
 examples = pd.DataFrame([{"family": f, "ordered": p.text, "shuffled": p.corrupted_text, "final token": final_tokens[f]}
                          for f, ds in datasets.items() for p in ds.prompts[:2]])
-with pd.option_context("display.max_colwidth", 200):
-    display(examples)
+reader_table(examples, [Column("family", "family"), Column("ordered", "ordered prompt"),
+                        Column("shuffled", "shuffled twin"), Column("final token", "final token")], full=False)
 
 # %%
 resid = {f: R.dataset_residuals(lm, ds, batch_size=batch_size, progress=not smoke)
          for f, ds in datasets.items()}
 n_depths = info.n_layers + 1
 depths = pd.DataFrame({"layer": range(n_depths), "hook": R.resid_hook_names(info.n_layers)})
-print(f"{n_depths} depths: {depths.hook.iloc[0]} ... {depths.hook.iloc[-1]}")
+Markdown(f"The residual stream is read at {n_depths} depths, `{depths.hook.iloc[0]}` to `{depths.hook.iloc[-1]}`.")
 
 # %% [markdown]
 # ## 1. Ordered against shuffled, family against family
@@ -178,7 +180,10 @@ display(figures.figure(
     "the labels permuted. Where the solid line leaves the dashed one, the residual stream encodes whether the "
     "members were in order."))
 family_sep = separation[separation.labels == "family"]
-family_sep[["layer", "accuracy", "chance", "perm_q95"]].round(3).iloc[::max(1, n_depths // 8)].reset_index(drop=True)
+reader_table(family_sep.iloc[::max(1, n_depths // 8)], [
+    Column("layer", "depth (blocks applied)", "int"), Column("accuracy", "family accuracy", "fraction"),
+    Column("chance", "chance", "fraction"), Column("perm_q95", "permutation 95th percentile", "fraction")],
+    caption="Telling the families apart: cross-validated nearest-centroid accuracy at every few depths.")
 
 # %% [markdown]
 # ## 2. The same value in different formats
@@ -194,7 +199,10 @@ rows = torch.cat([resid[f].members[:, member_index] for f in families])
 row_formats = [f for f in families for _ in range(len(datasets[f]))]
 row_values = torch.cat([resid[f].values[:, member_index] for f in families]).tolist()
 formats, values, means, counts = R.format_value_means(rows, row_formats, row_values)
-pd.DataFrame(counts.numpy(), index=formats, columns=values)
+reader_table(pd.DataFrame(counts.numpy(), index=formats, columns=[str(v) for v in values])
+             .rename_axis("format").reset_index(),
+             [Column("format", "format")] + [Column(str(v), f"value {v}", "int") for v in values[:7]],
+             caption="Prompts averaged per (format, value); the full table has every value.")
 
 # %% [markdown]
 # The mean cosine per depth of the three comparisons, without centring and with each format's mean
@@ -273,17 +281,13 @@ display(figures.figure(
 # Computed from the tables above, so it stays true whichever model, families and template ran.
 
 # %%
+headline = representation_headline(value_summary, next_mean, order_sep, center=center, comparisons=R.COMPARISONS,
+                                   families=families)
 vs = value_summary[value_summary.center == center].pivot(index="layer", columns="comparison", values="cosine")
-gap = vs[R.COMPARISONS[0]] - vs[R.COMPARISONS[2]]  # same value vs the control (different value and format)
-best_value = int(gap.idxmax())
+best_value, best_next, first_sep = headline["value_layer"], headline["next_layer"], headline["order_first_layer"]
 raw = value_summary[value_summary.center == "none"].pivot(index="layer", columns="comparison", values="cosine") \
     if "none" in centers else None
-best_next = int(next_mean.cosine.idxmax())
-above = next_mean[next_mean.cosine > next_mean.perm_q95]
 order_wide = order_sep.pivot(index="layer", columns="family", values="accuracy")
-order_q95 = order_sep.pivot(index="layer", columns="family", values="perm_q95")
-separated = (order_wide > order_q95).all(axis=1)
-first_sep = int(separated.idxmax()) if separated.any() else None
 fam_first = family_sep[family_sep.accuracy > family_sep.perm_q95].layer
 live = layer_pca.explained.sum(-1) > 0
 pc1_live = pd.Series(layer_pca.explained[:, 0].numpy(), index=range(n_depths))[live.numpy()]
@@ -316,7 +320,7 @@ lines = [
     f"{vs.loc[best_value, R.COMPARISONS[2]]:.2f} between different values of different formats and "
     f"{vs.loc[best_value, R.COMPARISONS[1]]:.2f} between different values of one format"
     + (f" (about {-1 / (len(values) - 1):.2f} by construction after format centring)" if center == "format" else "")
-    + f"; it is above the control at {int((gap > 0).sum())} of {n_depths} depths."
+    + f"; it is above the control at {headline['same_value_above_control_layers']} of {n_depths} depths."
     + (f" Without centring, different values of one format have cosine {raw.loc[best_value, R.COMPARISONS[1]]:.2f} "
        f"there and the same value in other formats {raw.loc[best_value, R.COMPARISONS[0]]:.2f}: "
        + ("the format dominates the raw vectors." if raw.loc[best_value, R.COMPARISONS[1]] > raw.loc[best_value, R.COMPARISONS[0]]
@@ -324,23 +328,9 @@ lines = [
        if raw is not None and center != "none" else ""),
     f"- **The \"next\" direction.** Its mean cross-format cosine peaks at depth {best_next} "
     f"({next_mean.cosine[best_next]:.2f}; permutation 95th percentile {next_mean.perm_q95[best_next]:.2f}) and lies "
-    f"above the permutation baseline at {len(above)} of {n_depths} depths; at the last depth it is "
+    f"above the permutation baseline at {headline['next_above_baseline_layers']} of {n_depths} depths; at the last depth it is "
     f"{next_mean.cosine.iloc[-1]:.2f} (baseline {next_mean.perm_q95.iloc[-1]:.2f}).",
 ]
-headline = {
-    "center": center, "value_layer": best_value,
-    "same_value_cosine": float(vs.loc[best_value, R.COMPARISONS[0]]),
-    "diff_value_same_format_cosine": float(vs.loc[best_value, R.COMPARISONS[1]]),
-    "diff_value_diff_format_cosine": float(vs.loc[best_value, R.COMPARISONS[2]]),
-    "same_value_above_control_layers": int((gap > 0).sum()), "n_depths": n_depths,
-    "next_layer": best_next, "next_cosine": float(next_mean.cosine[best_next]),
-    "next_perm_q95": float(next_mean.perm_q95[best_next]), "next_above_baseline_layers": int(len(above)),
-    "order_first_layer": first_sep,
-    "order_accuracy_last": {f: float(order_wide[f].iloc[-1]) for f in families},
-    "order_chance": float(order_sep.chance.iloc[0]),
-}
-if smoke:
-    lines.append("- **Smoke mode**: these numbers come from a handful of prompts and are not results.")
 display(Markdown("\n".join(lines)))
 
 # %%

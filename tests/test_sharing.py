@@ -37,7 +37,7 @@ def test_readers_summarise_the_new_result_keys():
     assert "digits from 50 %" in text and "months never (down to 50 %)" in text
 
     dec = example(DecreasingCircuits, task="digits", summary=[row(DecreasingCircuits, "summary", config="inc-3")])
-    step = example(StepKCircuits, task="digits", step_k=2, error=None,
+    step = example(StepKCircuits, task="digits", step_k=2, error=None, steps=[1, 2], families=["digits"],
                    behaviour=[row(StepKCircuits, "behaviour", family="digits", step=1, n=8, top1_accuracy=1.0),
                               row(StepKCircuits, "behaviour", family="digits", step=2, n=8, top1_accuracy=0.5)],
                    overlap=[row(StepKCircuits, "overlap", kind="all", intersection=5, jaccard=0.5),
@@ -45,11 +45,11 @@ def test_readers_summarise_the_new_result_keys():
                    ov_groups=[row(StepKCircuits, "ov_groups", heads="step-2 circuit", mean_add2=0.3),
                               row(StepKCircuits, "ov_groups", heads="all heads", mean_add2=0.1)])
     text = decreasing_circuits(_files(dec, step))
-    assert "50 % at step 2" in text and "shares 2 heads" in text and "0.30 against 0.10" in text
+    assert "step 2 50 %" in text and "shares 2 heads" in text and "0.30 against 0.10" in text
     # without a step-k circuit (error set, circuit keys null) only the behaviour is told
-    failed = decreasing_circuits(_files(dec, example(StepKCircuits, task="digits", error="too few prompts",
+    failed = decreasing_circuits(_files(dec, example(StepKCircuits, task="digits", error="too few prompts", steps=[2], families=["digits"],
                                                      behaviour=step.behaviour)))
-    assert "50 % at step 2" in failed and "shares" not in failed
+    assert "step 2 50 %" in failed and "shares" not in failed
 
     mlps = example(MlpAblation, key_mlp="MLP0",
                    mlp_effects=[row(MlpAblation, "mlp_effects", task="digits", component="MLP0", **{"kept_%": 10.0})],

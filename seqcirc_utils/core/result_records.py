@@ -301,10 +301,12 @@ class GreaterThanThresholds(ResultRecord):
 
 @dataclass(frozen=True)
 class DecreasingCircuits(ResultRecord):
-    """04: increasing against decreasing circuits per length: head overlap and cross-task scores."""
+    """04: increasing against decreasing circuits per (task, length): head overlap and cross-task scores.
+    Schema 2: the summary rows carry ``task, direction, length`` (configs of more than one task, e.g. digits and
+    numbers; config names ``<task> inc-<length>``)."""
 
     kind: ClassVar[str] = "decreasing_circuits"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "decreasing_circuits.json"
 
     model: str
@@ -313,7 +315,7 @@ class DecreasingCircuits(ResultRecord):
     threshold: float
     method: str
     smoke: bool
-    summary: Annotated[Rows, Columns("config")]
+    summary: Annotated[Rows, Columns("config", "task", "direction", "length")]
     head_overlap: Annotated[Rows, Columns("a", "b", "jaccard")]
     cross_task_percent: dict[str, dict[str, float | None]]
     shared_heads: list[str]
@@ -377,10 +379,12 @@ class MlpAblation(ResultRecord):
 
 @dataclass(frozen=True)
 class InductionOffsets(ResultRecord):
-    """06: induction-offset scores per head, on regular and irregularly spaced prompts."""
+    """06: induction-offset scores per head, on regular and irregularly spaced prompts. Schema 2 adds the
+    verdict's parameters: ``contrast`` (|same_type_k1| above which a head is same-type or positional), ``top_n``
+    and ``regular_spacing`` (family -> token distances between consecutive members of the regular prompts)."""
 
     kind: ClassVar[str] = "induction_offsets"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "induction_offsets.json"
 
     model: str
@@ -397,6 +401,9 @@ class InductionOffsets(ResultRecord):
     pairs: Rows
     attention: Rows
     member_to_member: dict[str, AttentionPattern]
+    contrast: float
+    top_n: int
+    regular_spacing: dict[str, list[int]]
 
 
 @dataclass(frozen=True)
@@ -595,7 +602,7 @@ def read_record(path: str | Path, record_type: type[R]) -> R:
     data = _read_json(path)
     try:
         return getattr(record_type, "from_json")(data)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
 
@@ -681,7 +688,7 @@ def read_result(path: str | Path, types: tuple[type, ...] = RESULT_RECORDS) -> A
         return data
     try:
         return getattr(record_type, "from_json")(data)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
 

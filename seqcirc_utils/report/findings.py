@@ -25,6 +25,7 @@ from seqcirc_utils.core.result_records import (ActivationEditing, Behaviour, Dec
                                                MlpAblation, Representations, ResultRecord, Robustness,
                                                SharedByThreshold, SharedCircuits, StepKCircuits, SuccessorHeads,
                                                read_record)
+from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
 
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
 UNREADABLE = "could not be summarised"
@@ -60,20 +61,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def behaviour(files: Mapping[str, Any]) -> str:
-    """01: mean top-1 accuracy on increasing and decreasing sequences, the best combination, greater-than PD."""
-    rows = [r for r in files[Behaviour.file].rows if r["n"]]
-    inc = [r for r in rows if r["direction"] == "increasing" and r["task"] != "greater_than"]
-    dec = [r for r in rows if r["direction"] == "decreasing"]
-    if not inc:
+    """01: mean top-1 accuracy on increasing and decreasing sequences, the best combination, greater-than PD
+    (:func:`~seqcirc_utils.report.verdicts.behaviour_summary`, the chapter's numbers)."""
+    b = behaviour_summary(files[Behaviour.file].rows)
+    if b.best is None:
         return "No increasing-sequence combination could be evaluated."
-    best = max(inc, key=lambda r: r["top1_accuracy"])
-    mean = lambda rs: 100 * sum(r["top1_accuracy"] for r in rs) / len(rs)
-    text = (f"Over {len(inc)} increasing (task, template) combinations the model's mean top-1 accuracy is "
-            f"{_pct(mean(inc))}" + (f" against {_pct(mean(dec))} on {len(dec)} decreasing ones" if dec else "")
-            + f"; the easiest is {best['task']} / {best['template']} ({_pct(100 * best['top1_accuracy'])}).")
-    gt = [r for r in rows if r["task"] == "greater_than" and r["prob_diff"] is not None]
-    if gt:
-        text += f" On greater-than its probability difference is {_pct(100 * gt[0]['prob_diff'], 1)}."
+    dec = b.decreasing_accuracy
+    text = (f"Over {len(b.increasing)} increasing (task, template) combinations the model's mean top-1 accuracy is "
+            f"{_pct(100 * b.increasing_accuracy)}"
+            + (f" against {_pct(100 * dec)} on {len(b.decreasing)} decreasing ones" if dec is not None else "")
+            + f"; the easiest is {b.best['task']} / {b.best['template']} ({_pct(100 * b.best['top1_accuracy'])}).")
+    if b.greater_than_pd is not None:
+        text += f" On greater-than its probability difference is {_pct(100 * b.greater_than_pd, 1)}."
     return text
 
 
@@ -146,42 +145,11 @@ def _sharing_lost(obj: GreaterThanThresholds | None) -> str:
 
 
 def decreasing_circuits(files: Mapping[str, Any]) -> str:
-    """04: increasing vs decreasing circuits at each length: head Jaccard and the transfer both ways."""
-    obj: DecreasingCircuits = files[DecreasingCircuits.file]
-    overlap = obj.head_overlap
-    cross = obj.cross_task_percent  # {data: {circuit: percent}}
-    configs = [r["config"] for r in obj.summary]
-    parts = []
-    for a in (c for c in configs if c.startswith("inc")):
-        for b in (c for c in configs if c.startswith("dec") and c.split("-")[-1] == a.split("-")[-1]):
-            j = next(r["jaccard"] for r in overlap if {r["a"], r["b"]} == {a, b})
-            parts.append(f"with {a.split('-')[-1]} members shown, the increasing and decreasing {obj.task} "
-                         f"circuits have head Jaccard {j:.2f}; the increasing circuit keeps {_pct(cross[b][a])} on "
-                         f"decreasing data and the decreasing one {_pct(cross[a][b])} on increasing data")
-    if not parts:
-        return "No increasing/decreasing pair of configurations was run." + _step_k(files.get(StepKCircuits.file))
-    shared = obj.shared_heads
-    every = f"{_count(len(shared), 'head')} {'is' if len(shared) == 1 else 'are'} in every configuration's circuit"
-    return ("; ".join(parts).capitalize() + f". {every}"
-            + (f" ({' '.join(shared)})." if shared else ".") + _step_k(files.get(StepKCircuits.file)))
-
-
-def _step_k(obj: StepKCircuits | None) -> str:
-    """04, optional: step-k behaviour and the step-k circuit against the step-1 one."""
-    if not obj:
-        return ""
-    acc = [r for r in obj.behaviour if r.get("n") and r["family"] == obj.task]
-    text = (f" On step-k {obj.task} sequences the top-1 accuracy is "
-            + ", ".join(f"{_pct(100 * r['top1_accuracy'])} at step {r['step']}" for r in acc) + ".") if acc else ""
-    if obj.error is None and obj.overlap is not None:
-        heads = next(r for r in obj.overlap if r["kind"] == "heads")
-        groups = {r["heads"]: r for r in obj.ov_groups or []}
-        k = obj.step_k
-        text += (f" The step-{k} circuit shares {_count(heads['intersection'], 'head')} with the step-1 circuit (head Jaccard "
-                 f"{heads['jaccard']:.2f}); its heads' mean add-{k} OV score is "
-                 f"{groups[f'step-{k} circuit'][f'mean_add{k}']:.2f} against {groups['all heads'][f'mean_add{k}']:.2f} "
-                 "over all heads.")
-    return text
+    """04: increasing vs decreasing circuits per (task, length) and the step-k study: the chapter's own verdicts
+    (:func:`~seqcirc_utils.report.verdicts.decreasing_verdict`, :func:`~seqcirc_utils.report.verdicts.step_k_verdict`)."""
+    text = decreasing_verdict(files[DecreasingCircuits.file])
+    step = files.get(StepKCircuits.file)
+    return text + (f" Step-k {step.task} sequences: " + step_k_verdict(step) if step else "")
 
 
 def mlp_ablation(files: Mapping[str, Any]) -> str:
@@ -211,23 +179,9 @@ def mlp_ablation(files: Mapping[str, Any]) -> str:
 
 
 def induction_offsets(files: Mapping[str, Any]) -> str:
-    """06: the strongest previous-member head on irregularly spaced prompts, per family."""
-    obj: InductionOffsets = files[InductionOffsets.file]
-    spaced = [r for r in obj.offsets if r["prompts"] == "spaced"]
-    parts = []
-    for family in obj.families:
-        rows = [r for r in spaced if r["family"] == family]
-        if not rows:
-            continue
-        top = max(rows, key=lambda r: r["member_k1"])
-        n_same = sum(r["same_type_k1"] > 0 for r in rows)
-        parts.append(f"for {family} {top['component']} (attention to the previous member "
-                     f"{top['member_k1']:.2f}, to the previous token {top['token_k1']:.2f}; {n_same} of {len(rows)} "
-                     "heads attend more to the previous member than to the previous token)")
-    if not parts:
-        return "No spaced prompts were scored."
-    return "On irregularly spaced prompts, which separate members from positions, the strongest previous-member head is " \
-        + "; ".join(parts) + "."
+    """06: the strongest previous-member head on irregularly spaced prompts per family, with the chapter's
+    same-type / positional counts (:func:`~seqcirc_utils.report.verdicts.induction_headline`)."""
+    return induction_headline(files[InductionOffsets.file])
 
 
 def successor_heads(files: Mapping[str, Any]) -> str:
