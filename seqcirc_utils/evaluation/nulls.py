@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.stats import n_clusters
-from seqcirc_utils.core.types import AblationMode, Component, head, mlp, sort_components
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component, head, mlp, sort_components
 from seqcirc_utils.discovery.pipeline import check_faithfulness_baseline
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo
@@ -224,6 +225,15 @@ def null_summary(observed: float, null: Sequence[float]) -> dict:
     return {"null_mean": float(values.mean()), "null_p5": float(p5), "null_p50": float(p50), "null_p95": float(p95),
             "observed_percentile": 100.0 * (below + equal / 2) / values.size,
             "p_value": (1 + int((values >= observed).sum())) / (values.size + 1), "n_draws": int(values.size)}
+
+
+def lower_tail_p(null: NullDistribution) -> float:
+    """The one-sided p-value for an observed value *below* its null, ``(1 + #{null <= observed}) / (n_draws + 1)``:
+    the test of an ablation claim ("removing these components costs more than removing random ones"), where
+    ``null`` scores what is *kept* (e.g. every component but the ablated ones, against every component but a
+    matched random set). The record's own ``p_value`` is the upper tail."""
+    values = np.asarray(null.null, dtype=float)
+    return (1 + int((values <= null.observed).sum())) / (values.size + 1)
 
 
 def circuit_null(
