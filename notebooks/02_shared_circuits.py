@@ -50,6 +50,7 @@ method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attributi
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 n_draws = 99  # matched random circuits in the null of the shared-by-all circuit at main_threshold (per task, held-out data; ~2 s a draw)
+null_tasks = None  # tasks on whose held-out data the null is drawn (None: every task; each costs ~n_draws x 2 s on 2 cores)
 random_match = "layer"  # the null's matching: same number of heads in every layer, MLPs from the same layers +-1
 
 # %%
@@ -275,7 +276,8 @@ shared_scores = score_against_random(info, shared_at, score_on, n_random=0, seed
 shared_scores = shared_scores.drop(columns=["random_mean", "random_min", "random_max", "random_sd", "n_random"])
 shared_nulls = {label: circuit_null(score_on[label], shared_at[main_threshold], n_draws=n_draws, seed=seed,
                                     progress=False, description=f"shared-by-all circuit at {main_threshold}, {label}")
-                for label in held_labels if shared_at.get(main_threshold)}
+                for label in held_labels
+                if shared_at.get(main_threshold) and (null_tasks is None or label.split()[0] in null_tasks)}
 null_columns = pd.DataFrame([{"threshold": main_threshold, "data": label, "faithfulness": 100 * nd.observed,
                               "null_p50": 100 * nd.null_p50, "null_range": [100 * nd.null_p5, 100 * nd.null_p95],
                               "null_p95": 100 * nd.null_p95, "n_draws": nd.n_draws,
