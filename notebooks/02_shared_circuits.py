@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 749
+#     estimate_s: 1450
 # ---
 
 # %% [markdown]
@@ -356,7 +356,7 @@ for thr in by_threshold:
         tested = [(t, r) for t, r in held if pd.notna(r["p"])]
         if tested:
             beats = [t for t, r in tested if r["beats_random"]]
-            line += (f". Against {int(tested[0]['n_draws'])} random circuits matched per layer (normalised "
+            line += (f". Against {int(tested[0][1]['n_draws'])} random circuits matched per layer (normalised "
                      "faithfulness on held-out prompts): "
                      + ", ".join(f"{t} {r['faithfulness']:.0f} % vs null median {r['null_p50']:.0f} % "
                                  f"(percentile {r['percentile']:.0f}, p = {r['p']:.3f})" for t, r in tested)
@@ -364,6 +364,9 @@ for thr in by_threshold:
                         + ("" if len(beats) == len(tested) else
                            f" and is **not distinguishable from random circuits of its make-up** on "
                            + ", ".join(t for t, _ in tested if t not in beats))))
+            if 1 / (int(tested[0][1]['n_draws']) + 1) > 0.05:
+                line += (f" (with {int(tested[0][1]['n_draws'])} draws p cannot fall below "
+                         f"{1 / (int(tested[0][1]['n_draws']) + 1):.2f}: too few draws for this test)")
     lines.append(line + ".")
 shared_row = same_diff[same_diff["task"] == "shared by all"].set_index("threshold")
 low = min(by_threshold)

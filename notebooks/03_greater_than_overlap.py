@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 445
+#     estimate_s: 700
 # ---
 
 # %% [markdown]
@@ -261,6 +261,8 @@ display(Markdown(
        "The cross-task damage does **not** beat its null of matched random heads (p <= 0.05) in both directions"
        f" ({'neither' if min(p_in_seq, p_in_gt) > 0.05 else 'only one'}), so this run gives no clear evidence that "
        "the two tasks share their heads beyond what any heads in those layers would cost.")
+    + (f" (With {n_draws} draws p cannot fall below {1 / (n_draws + 1):.2f}: too few draws for this test.)"
+       if 1 / (n_draws + 1) > 0.05 else "")
     + f" Head by head, the estimated single-ablation drops of the two tasks have a rank correlation of "
     f"{rank_correlation:.2f}."))
 

@@ -606,7 +606,7 @@ def read_record(path: str | Path, record_type: type[R]) -> R:
     data = _read_json(path)
     try:
         return record_type.from_json(data)
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, BadFileError) as err:  # checked_json raises BadFileError without the path
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
 

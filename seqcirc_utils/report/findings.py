@@ -108,7 +108,7 @@ def _shared_by_threshold(obj: SharedByThreshold | None) -> str:
         tested = [r for r in held if r.get("p") is not None]
         if tested:  # schema 2: the null of matched random circuits (normalised faithfulness, held-out data)
             beats = sum(bool(r["beats_random"]) for r in tested)
-            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({tested[0]['n_draws']} random "
+            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({int(tested[0]['n_draws'])} random "
                          f"circuits matched per layer, p <= 0.05) on held-out prompts for {beats} of {len(tested)} tasks ("
                          + ", ".join(f"{r['data']} p = {r['p']:.3f}" for r in tested) + ")")
         elif held and any(r.get("beats_random") is not None for r in held):  # schema 1: a few random draws
@@ -132,7 +132,7 @@ def greater_than_overlap(files: Mapping[str, Any]) -> str:
 
     def p(ablated: str, scored: str) -> str:  # schema 2: the drop against matched random heads (lower tail)
         row = next(r for r in rows if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
-        return f"; p = {row['p']:.3f} over {row['n_draws']} matched draws" if row.get("p") is not None else ""
+        return f"; p = {row['p']:.3f} over {int(row['n_draws'])} matched draws" if row.get("p") is not None else ""
 
     shared = obj.shared_heads
     return (f"The greater-than and {seq} circuits share {_count(len(shared), 'head')}"
