@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 700
+#     estimate_s: 750
 # ---
 
 # %% [markdown]
