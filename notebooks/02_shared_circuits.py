@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 749
+#     estimate_s: 950
 # ---
 
 # %% [markdown]
@@ -24,7 +24,16 @@
 # (the 80 % circuit is a sub-circuit of the 90 % one).
 #
 # Prompts use the paper's among-words template (`Van done in 1. Hat done in 2. ... Sun done in`),
-# kept only where the model's top-1 answer is right and p(correct) > 2 p(incorrect).
+# kept only where the model's top-1 answer is right and p(correct) > 2 p(incorrect). Discovery and
+# held-out prompts come from **disjoint** sets of sequences (a seeded partition of the task's member
+# sequences; see [Methods](../methods.md)).
+#
+# **Which digits task.** On SmolLM2 only `0`-`9` are single tokens, so `digits` has a handful of distinct
+# increasing sequences (split between discovery and held-out, each side gets 2-3): its circuit rests on
+# very few sequences. The task `numbers` (two-digit numbers, `23 24 25 26 2` -> `7`) has 86 and is used
+# beside it where the tokenizer allows (on GPT-2, whose numbers up to 99 are single tokens, it is refused
+# and `digits` is the digits task). Its circuit is found by the fast attribution-ranked method
+# (`task_methods`), which costs a fraction of the sweep.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
@@ -33,14 +42,16 @@ seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
-tasks = ["digits", "number_words", "months"]  # task families to compare
+tasks = ["digits", "numbers", "number_words", "months"]  # task families to compare (a task the tokenizer refuses is left out, with its reason)
+task_methods = {"numbers": "fast"}  # per-task method overriding `method` (the numbers circuit by the fast method)
 template = "among_words"  # prompt template (pure, comma, among_words, mixed)
 thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
 method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attribution-ranked)
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
-n_random = 2  # random circuits per threshold, the baseline of the shared-by-all circuit (scored on held-out data)
-random_match = "layer"  # random circuits: "layer" (same heads per layer, same MLPs) or "kind" (same head/MLP counts)
+n_draws = 99  # matched random circuits in the null of the shared-by-all circuit at main_threshold (per task, held-out data; ~2 s a draw)
+null_tasks = ["numbers"]  # tasks on whose held-out data the null is drawn (None: every task; each costs ~n_draws x 2 s): by default the one with enough distinct sequences to hold out
+random_match = "layer"  # the null's matching: same number of heads in every layer, MLPs from the same layers +-1
 
 # %%
 import altair as alt
@@ -55,36 +66,66 @@ from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matr
                                    shared_components)
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
+from seqcirc_utils.evaluation.nulls import circuit_null
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, parse_component
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, thresholds, method = min(n_prompts, 12), [main_threshold], "fast"
-    print(f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}; numbers are not results.")
+    n_prompts, thresholds, method, n_draws = min(n_prompts, 12), [main_threshold], "fast", min(n_draws, 9)
+    print(f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}, {n_draws} null draws; "
+          "numbers are not results.")
 
 # %%
 lm, info = load_model(model, device=device)
 ablator_cache = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
-records, datasets, ablators = {}, {}, {}
+records, datasets, ablators, methods, refused = {}, {}, {}, {}, {}
 for task in tasks:
-    records[task], datasets[task], ablators[task] = discover(
-        lm, info, model, task, thresholds, method=method, template=template, n=n_prompts, seed=seed, prefix=prefix)
+    methods[task] = task_methods.get(task, method)
+    try:
+        records[task], datasets[task], ablators[task] = discover(
+            lm, info, model, task, thresholds, method=methods[task], template=template, n=n_prompts, seed=seed,
+            prefix=prefix)
+    except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
+        refused[task] = str(err)
+        continue
     write_circuits(out_dir / f"circuit_{task}.json", records[task])
-rows = [{"task": t, "threshold": r["threshold"], "heads": len(r["heads"]), "mlps": len(r["mlps"]),
-         "n_components": r["n_components"], "score": 100 * r["score"],
+tasks = [t for t in tasks if t in records]
+rows = [{"task": t, "method": methods[t], "threshold": r["threshold"], "heads": len(r["heads"]),
+         "mlps": len(r["mlps"]), "n_components": r["n_components"], "score": 100 * r["score"],
          **{k: v for k, v in score_columns(r).items() if k != "score_%"}, "prompts": r["n_prompts"],
          "forward_passes": r["forward_passes"], "seconds": r["seconds"]}
         for t in tasks for r in records[t]]
 summary = pd.DataFrame(rows)
-reader_table(summary, [
-    Column("task", "task"), Column("threshold", "threshold (% of full)", "fraction"), Column("heads", "heads", "int"),
-    Column("mlps", "MLPs", "int"), Column("score", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
-    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
-    Column("prompts", "prompts", "int"), Column("forward_passes", "forward passes", "int")])
+display(Markdown("Tasks used: " + ", ".join(f"**{t}** ({methods[t]})" for t in tasks) + "."
+                 + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())))
+reader_table(summary.assign(circuit=[f"{t} ({m}): {h} heads + {k} MLPs" for t, m, h, k in zip(
+    summary["task"], summary["method"], summary["heads"], summary["mlps"])]), [
+    Column("circuit", "circuit (method): size"), Column("threshold", "threshold (% of full)", "fraction"),
+    Column("score", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
+    Column("faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"),
+    Column("sequences", "discovery sequences", "int"),
+    Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+    Column("heldout_faithfulness_%", "normalised faithfulness, held-out [95 % CI]", "percent",
+           interval="heldout_faithfulness_ci95"),
+    Column("heldout_sequences", "held-out sequences", "int")],
+    caption="Paper's ratio m(C)/m(full) beside the normalised faithfulness (m(C) - m(empty)) / (m(full) - m(empty)); "
+            "held-out sequences are disjoint from discovery (split: "
+            + ", ".join(sorted({str(x) for x in summary["heldout_split"].dropna()})) + "); intervals are cluster "
+            "bootstraps over sequences.")
+
+# %%
+display(Markdown(
+    "Discovery and held-out sets per task (distinct sequences, disjoint between the two): "
+    + "; ".join(f"{t}: {r['n_prompts']} prompts from {r['n_sequences']} sequences for discovery, "
+                f"{r['heldout']['n_prompts']} prompts from {r['heldout']['n_sequences']} other sequences held out"
+                for t in tasks for r in records[t][:1] if r.get("heldout"))
+    + ". Where a side rests on 2-3 sequences (the single-token digits) its scores and intervals are small-sample "
+      "estimates: the interval is over sequences, and a handful of sequences cannot pin it down."))
 
 # %% [markdown]
 # ## Circuit size against performance
@@ -193,7 +234,7 @@ display(Markdown(
                 for t in tasks if main[t].get("heldout"))
     + f". Across tasks, the {best[0]} "
     f"circuit transfers best ({best[2]:.0f} % on {best[1]} data) and the {worst[0]} circuit worst "
-    f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all three circuits; "
+    f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all {len(tasks)} circuits; "
     f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
     f"{head_overlap['jaccard'].max():.2f}. "
     + " ".join(f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
@@ -207,11 +248,13 @@ display(Markdown(
 # The components that every task's circuit keeps form a candidate shared sub-circuit; here it is
 # taken at each threshold of the nested circuits above (all found by the same method) and **scored
 # as a circuit** on every task: everything outside it mean-ablated, as a percentage of the full
-# model, on the discovery prompts (in-sample) and on each task's fresh held-out prompts, with a 95 %
-# bootstrap interval over prompts. The baseline is `n_random` random circuits of the same size
-# (`random_match`: `layer` replaces every head by a random head of the same layer and keeps the MLPs,
-# so it tests whether these particular heads matter; `kind` draws as many heads and MLPs from the
-# whole model), scored on the held-out prompts.
+# model, on the discovery prompts (in-sample) and on each task's held-out prompts (sequences disjoint
+# from discovery), with a 95 % cluster-bootstrap interval over sequences. At the main threshold the
+# held-out score is compared with a **null distribution**: `n_draws` random circuits matched per layer
+# (the same number of heads in every layer, as many MLPs from the same layers +-1), scored exactly like it
+# (same prompts, means and metric), by normalised faithfulness. The table gives the null's median and
+# 95th percentile, the observed percentile and the one-sided p = (1 + #{null >= observed}) / (n_draws + 1);
+# `beats_random` is p <= 0.05.
 
 # %%
 from seqcirc_utils.scoring.ablation import Ablator
@@ -229,20 +272,42 @@ for t in tasks:
         score_on[f"{t} held-out"] = Ablator(lm, info, TaskDataset.from_json(records[t][0]["heldout_dataset"]),
                                             mode=ablators[t].mode, metric=ablators[t].metric)
 held_labels = [d for d in score_on if d.endswith("held-out")] or list(score_on)
-shared_scores = score_against_random(info, shared_at, score_on, n_random=n_random, seed=seed, match=random_match,
-                                     random_on=held_labels)
-for col in ("score", "ci_lo", "ci_hi", "random_mean", "random_min", "random_max", "random_sd"):
+shared_scores = score_against_random(info, shared_at, score_on, n_random=0, seed=seed, random_on=[])
+shared_scores = shared_scores.drop(columns=["random_mean", "random_min", "random_max", "random_sd", "n_random"])
+shared_nulls = {label: circuit_null(score_on[label], shared_at[main_threshold], n_draws=n_draws, seed=seed,
+                                    progress=False, description=f"shared-by-all circuit at {main_threshold}, {label}")
+                for label in held_labels
+                if shared_at.get(main_threshold) and (null_tasks is None or label.split()[0] in null_tasks)}
+null_columns = pd.DataFrame([{"threshold": main_threshold, "data": label, "faithfulness": 100 * nd.observed,
+                              "null_p50": 100 * nd.null_p50, "null_range": [100 * nd.null_p5, 100 * nd.null_p95],
+                              "null_p95": 100 * nd.null_p95, "n_draws": nd.n_draws,
+                              "percentile": nd.observed_percentile, "p": nd.p_value, "beats_random": nd.p_value <= 0.05}
+                             for label, nd in shared_nulls.items()],
+                            columns=["threshold", "data", "faithfulness", "null_p50", "null_range", "null_p95", "n_draws",
+                                     "percentile", "p", "beats_random"])
+shared_scores = (shared_scores.drop(columns=["beats_random"]).rename(columns={"circuit": "threshold"})
+                 .merge(null_columns, on=["threshold", "data"], how="left"))
+shared_scores["beats_random"] = shared_scores["beats_random"].astype(object).where(shared_scores["p"].notna(), None)
+for col in ("score", "ci_lo", "ci_hi"):
     shared_scores[col] = 100 * shared_scores[col]
-shared_scores = shared_scores.rename(columns={"circuit": "threshold"})
-shared_scores.drop(columns=["components", "random_sd"])
+reader_table(shared_scores.assign(
+    ci=[[lo, hi] for lo, hi in zip(shared_scores["ci_lo"], shared_scores["ci_hi"])],
+    size=[f"{h} heads + {k} MLPs" for h, k in zip(shared_scores["heads"], shared_scores["mlps"])]), [
+    Column("threshold", "threshold", "fraction"), Column("data", "data"), Column("size", "size"),
+    Column("score", "paper's ratio (% of full) [95 % CI]", "percent", interval="ci"),
+    Column("faithfulness", "normalised faithfulness (%)", "percent"),
+    Column("null_p50", "null median [5th, 95th pct.] (%)", "percent", interval="null_range"),
+    Column("percentile", "observed percentile", "number"), Column("p", "p (one-sided)", "number", digits=3)],
+    caption=f"The shared-by-all circuit per threshold; its null ({n_draws} random circuits matched per layer) at "
+            f"{100 * main_threshold:.0f} %, on held-out data only.")
 
 # %%
 display(figures.figure(
     plots.bar_chart(shared_scores, x="data", y="score", color="threshold",
                     y_title="% of full logit difference", title="the shared-by-all circuit scored on each task"),
     f"The components shared by all {len(tasks)} circuits at each threshold (colour), scored as a circuit on each "
-    f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the random circuits of the "
-    f"same size in the table above (random_mean, random_max)."))
+    f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the null of matched random "
+    f"circuits in the table above (null median and 95th percentile)."))
 display(figures.figure(
     alt.hconcat(*[plots.overlap_chart(by_threshold[thr], title=f"{100 * thr:.0f} %") for thr in by_threshold]),
     "Membership of every task's circuit at each threshold (one panel per threshold, highest left; filled = kept) and "
@@ -265,11 +330,12 @@ same_diff = pd.concat(
 shared_table = same_different(shared_at[top], {f"{100 * thr:.0f} %": comps for thr, comps in shared_at.items()})
 write_json_atomic(out_dir / SharedByThreshold.file, SharedByThreshold(
     model=model, template=template, method=method, smoke=smoke, thresholds=list(by_threshold),
-    reference_threshold=top, n_random=n_random, random_match=random_match, seed=seed,
+    reference_threshold=top, n_random=n_draws, random_match=random_match, seed=seed,
     shared={str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
             for thr in shared_at},
     scores=frame_records(shared_scores), same_different=frame_records(same_diff),
     shared_same_different=shared_table.reset_index().to_dict(orient="records"),
+    null_threshold=main_threshold, nulls=dict(shared_nulls),
 ))
 display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
 shared_table
@@ -285,10 +351,22 @@ for thr in by_threshold:
     held = [(t, r) for t, r in held if r is not None]
     line = f"- **{100 * thr:.0f} %** ({method}): {len(shared_at[thr])} components shared by all {len(tasks)} tasks"
     if held:
-        beats = sum(bool(r["beats_random"]) for _, r in held)
         line += ("; scored as a circuit on held-out prompts it keeps "
-                 + ", ".join(f"{t} {r['score']:.0f} % (random {r['random_mean']:.0f} %)" for t, r in held)
-                 + f", above every random circuit of its size on {beats} of {len(held)} tasks")
+                 + ", ".join(f"{t} {r['score']:.0f} %" for t, r in held) + " of the full logit difference")
+        tested = [(t, r) for t, r in held if pd.notna(r["p"])]
+        if tested:
+            beats = [t for t, r in tested if r["beats_random"]]
+            line += (f". Against {int(tested[0][1]['n_draws'])} random circuits matched per layer (normalised "
+                     "faithfulness on held-out prompts): "
+                     + ", ".join(f"{t} {r['faithfulness']:.0f} % vs null median {r['null_p50']:.0f} % "
+                                 f"(percentile {r['percentile']:.0f}, p = {r['p']:.3f})" for t, r in tested)
+                     + (f"; it beats its null (p <= 0.05) on {len(beats)} of {len(tested)} tasks"
+                        + ("" if len(beats) == len(tested) else
+                           f" and is **not distinguishable from random circuits of its make-up** on "
+                           + ", ".join(t for t, _ in tested if t not in beats))))
+            if 1 / (int(tested[0][1]['n_draws']) + 1) > 0.05:
+                line += (f" (with {int(tested[0][1]['n_draws'])} draws p cannot fall below "
+                         f"{1 / (int(tested[0][1]['n_draws']) + 1):.2f}: too few draws for this test)")
     lines.append(line + ".")
 shared_row = same_diff[same_diff["task"] == "shared by all"].set_index("threshold")
 low = min(by_threshold)

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 219
+#     estimate_s: 350
 # ---
 
 # %% [markdown]

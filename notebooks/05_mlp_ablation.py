@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 137
+#     estimate_s: 180
 # ---
 
 # %% [markdown]
@@ -28,6 +28,11 @@
 # important MLPs *after* it, the mid and late MLPs that have heads upstream. A `direction`
 # parameter runs the tasks decreasing instead, and a length study ablates every MLP of decreasing
 # digits at each sequence length shown.
+#
+# **Digits and numbers.** On SmolLM2 only `0`-`9` are single tokens, so `digits` rests on a handful of
+# distinct sequences; the task `numbers` (two-digit numbers, `23 24 25 26 2` -> `7`: 86 sequences) is
+# ablated beside it. A tokenizer whose two-digit numbers are single tokens (GPT-2) refuses `numbers`
+# (there it is `digits`); the first cell below says which tasks were used.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
@@ -36,7 +41,7 @@ seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
-tasks = ["digits", "number_words", "months"]  # tasks whose MLPs are ablated
+tasks = ["digits", "numbers", "number_words", "months"]  # tasks whose MLPs are ablated (one the tokenizer refuses is left out)
 template = "among_words"  # prompt template
 top_neurons = 20  # neurons of the key MLP ablated together
 threshold = 0.8  # threshold of the circuit inside which head -> MLP edges are path patched
@@ -56,6 +61,7 @@ from IPython.display import Markdown, display
 
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
 from seqcirc_utils.models.loading import load_model
@@ -68,7 +74,7 @@ from seqcirc_utils.core.types import Circuit, Component
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, tasks, top_neurons = min(n_prompts, 12), tasks[:1], min(top_neurons, 5)
+    n_prompts, tasks, top_neurons = min(n_prompts, 12), tasks[:2], min(top_neurons, 5)
     key_mlps, patch_top, length_values, length_prompts = 1, min(patch_top, 2), length_values[-1:], min(length_prompts, 12)
     print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, length study {length_values}; numbers are not results.")
 if direction not in ("increasing", "decreasing") or patch_within not in ("model", "circuit"):
@@ -78,8 +84,17 @@ if direction not in ("increasing", "decreasing") or patch_within not in ("model"
 # %%
 lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
-datasets = {t: discovery_dataset(lm, model, t, template=template, direction=direction, n=n_prompts, seed=seed,
-                                prefix=prefix) for t in tasks}
+datasets, refused = {}, {}
+for t in tasks:
+    try:
+        datasets[t] = discovery_dataset(lm, model, t, template=template, direction=direction, n=n_prompts, seed=seed,
+                                        prefix=prefix)
+    except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
+        refused[t] = str(err)
+tasks = list(datasets)
+display(Markdown("Tasks: " + ", ".join(f"**{t}** ({len(ds)} prompts from {ds.n_sequences} sequences)"
+                                       for t, ds in datasets.items()) + "."
+                 + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())))
 effects = pd.concat([
     single_component_effects(lm, info, ds, info.mlps, progress=False, ablators=ablators).assign(task=t) for t, ds in datasets.items()])
 effects["kept_%"] = 100 * effects["fraction"]
@@ -152,7 +167,17 @@ head_to_mlp["effect_points"] = 100 * head_to_mlp["effect"]
 head_to_mlp["attribution_points"] = 100 * head_to_mlp["attribution"]
 head_to_mlp = head_to_mlp.sort_values(["task", "receiver", "effect"], kind="stable").reset_index(drop=True)
 if circuit_rows:
-    display(pd.DataFrame(circuit_rows))
+    display(reader_table(pd.DataFrame(circuit_rows), [
+        Column("task", "task"), Column("threshold", "threshold (% of full)", "fraction"),
+        Column("score_%", "paper's ratio, in-sample [95 % CI]", "percent", interval="score_ci95"),
+        Column("faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent",
+               interval="faithfulness_ci95"),
+        Column("sequences", "discovery sequences", "int"),
+        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+        Column("heldout_faithfulness_%", "normalised faithfulness, held-out [95 % CI]", "percent",
+               interval="heldout_faithfulness_ci95"),
+        Column("heldout_sequences", "held-out sequences (disjoint)", "int")],
+        caption="The circuits the head -> MLP edges are patched inside; few sequences give small-sample estimates."))
 head_to_mlp[["task", "receiver", "sender", "effect_points", "attribution_points", "candidates"]]
 
 # %% [markdown]

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 45
+#     estimate_s: 65
 # ---
 
 # %% [markdown]
@@ -56,6 +56,7 @@ lens_directions = ["decreasing"]  # the logit lens by sequence length: focus-fam
 lens_lengths = [3, 4, 5, 6]  # ... with these numbers of members shown ([] skips it) ...
 lens_template = "comma"  # ... in this template (short prompts: the lens reads every position) ...
 n_lens_length = 8  # ... and this many correctly answered prompts per (direction, length)
+numbers_task = "numbers"  # two-digit prompts examined beside the focus family ("" skips; refused where numbers are single tokens)
 
 # %%
 import altair as alt
@@ -246,6 +247,52 @@ figures.figure(plots.bar_chart(first_long, x="layer", y="prompts", color="measur
                f"layer ({best.layer}).")
 
 # %% [markdown]
+# ## The same heads on two-digit numbers
+#
+# On SmolLM2 only `0`-`9` are single tokens, so the digits prompts above come from a handful of distinct
+# sequences. The task `numbers` (`23 24 25 26 2` -> `7`, 86 increasing sequences) asks for the same
+# successor step on the units digit: the prompt ends after the answer's tens digit, the answer is the digit
+# after the last member's units digit, and the "members" are the units-digit tokens. If the top next heads
+# of the digits family do the step, they attend from the final position to the last member's units digit
+# here too, and they contribute to the logit difference directly. A tokenizer whose two-digit numbers are
+# single tokens (GPT-2) refuses the task; the cell says so.
+
+# %%
+numbers_result = None
+if numbers_task:
+    try:
+        ds_num = discovery_dataset(lm, model, numbers_task, template=template, direction=direction, n=n_prompts,
+                                   seed=seed, min_prompts=4 if smoke else 8, prefix=prefix)
+    except SeqcircError as err:
+        numbers_result = {"task": numbers_task, "refused": str(err)}
+        display(Markdown(f"**{numbers_task}** is not examined: {err}"))
+if numbers_task and numbers_result is None:
+    att_num = dataset_member_attention(lm, ds_num, progress=False)
+    f2m_num = final_to_member_table(att_num).set_index("component")
+    dla_num = dataset_dla(lm, ds_num, batch_size=64, progress=False)
+    dla_num_table = dla_num.to_dataframe()
+    top_num = top_dla(dla_num, 10)
+    lens_num = first_top1_summary(dataset_logit_lens(lm, ds_num.subset(list(range(min(n_lens, len(ds_num))))),
+                                                     progress=False))
+    rank = dla_num_table.sort_values("mean", ascending=False)["component"].tolist()
+    numbers_result = {
+        "task": numbers_task, "refused": None, "n_prompts": len(ds_num), "n_sequences": ds_num.n_sequences,
+        "example": ds_num.prompts[0].text, "final_to_members": frame_records(f2m_num.loc[top_next].reset_index()),
+        "dla_top": frame_records(top_num), "dla_logit_diff": float(dla_num.logit_diff.mean()),
+        "best_dla_rank": rank.index(str(best)) + 1 if str(best) in rank else None,
+        "logit_lens_first_top1": frame_records(lens_num)}
+    display(f2m_num.loc[top_next].round(3))
+    display(top_num.round(3))
+    last = f2m_num.columns[-1]
+    display(Markdown(
+        f"On {len(ds_num)} correctly answered {numbers_task} prompts from {ds_num.n_sequences} distinct sequences "
+        f"(e.g. `{ds_num.prompts[0].text.strip()[-40:]}` -> `{ds_num.prompts[0].answer.strip()}`), the digits family's top "
+        f"next head {best} puts {f2m_num.loc[str(best), last]:.2f} of the final position's attention on the last "
+        f"member's units digit (on digits prompts: {f2m.loc[str(best)].iloc[-1]:.2f}); by direct logit attribution "
+        f"it ranks {numbers_result['best_dla_rank']} of {len(rank)} parts (mean logit difference "
+        f"{numbers_result['dla_logit_diff']:.2f} nats; on digits {float(dla.logit_diff.mean()):.2f})."))
+
+# %% [markdown]
 # ### The logit lens by sequence length
 #
 # Does the model compute a continuation differently depending on how many members it has seen
@@ -315,6 +362,7 @@ _ = write_json_atomic(results_dir(model) / SuccessorHeads.file, SuccessorHeads(
     direction=direction, lens_template=lens_template, logit_lens_by_length=frame_records(lens_by_length),
     logit_lens_by_length_counts=frame_records(pd.concat(lens_counts, ignore_index=True)) if lens_counts else [],
     logit_lens_by_length_skipped=lens_skipped,
+    numbers_prompts=numbers_result,
 ))
 
 # %% [markdown]

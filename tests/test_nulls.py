@@ -43,6 +43,17 @@ def test_summary_against_brute_force():
     assert nulls.null_summary(2.0, null)["p_value"] == pytest.approx(1 / 11)  # above everything: p = 1 / (n + 1)
 
 
+def test_lower_tail_p_against_brute_force():
+    null = [0.5, 0.2, 0.9, 0.2, 0.7, 0.1]
+    for observed in (0.05, 0.2, 0.6, 1.0):
+        record = NullDistribution(statistic="score", observed=observed, n_draws=len(null), null=null, circuit=[],
+                                  matched={}, seed=0, **{k: v for k, v in nulls.null_summary(observed, null).items()
+                                                         if k != "n_draws"})
+        brute = (1 + sum(1 for v in null if v <= observed)) / (len(null) + 1)
+        assert nulls.lower_tail_p(record) == pytest.approx(brute)
+    assert nulls.lower_tail_p(record) == 1.0  # above every draw: no evidence of a larger drop than random
+
+
 def test_matched_draws_keep_per_layer_counts(tiny_llama):
     _, info = tiny_llama
     circuit = [head(0, 0), head(0, 2), head(1, 3), mlp(0), mlp(1)]

@@ -25,6 +25,14 @@ def test_readers_summarise_the_new_result_keys():
     assert "at 90 % 2 components, above every random circuit of that size on held-out prompts for 1 of 1" in text
     assert "at 80 % 1 component," in text and "for 0 of 1" in text
     assert "digits 3 heads + 2 MLPs (81 %; held out 75 %); 1 component is shared by all 1" in text
+    # schema 2: the null at one threshold (p, n_draws); the other threshold's rows carry no verdict
+    nulled = example(SharedByThreshold, thresholds=[0.9, 0.8], shared={"0.9": ["MLP0", "L1.H1"], "0.8": ["MLP0"]},
+                     scores=[row(SharedByThreshold, "scores", threshold=0.9, data="digits held-out", beats_random=None),
+                             row(SharedByThreshold, "scores", threshold=0.8, data="digits held-out", beats_random=False,
+                                 p=0.31, n_draws=99)])
+    text = shared_circuits(_files(shared, nulled))
+    assert "at 80 % 1 component, above its null (99 random circuits matched per layer, p <= 0.05)" in text
+    assert "for 0 of 1 tasks (digits held-out p = 0.310)" in text and "at 90 % 2 components;" in text
 
     gt = example(GreaterThanOverlap, sequence_task="digits", shared_heads=[], estimated_drop_rank_correlation=0.1,
                  analogous_ablation=[row(GreaterThanOverlap, "analogous_ablation", ablated=a, inside="full model",

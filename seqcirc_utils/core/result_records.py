@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from seqcirc_utils.core.errors import BadFileError
-from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores, checked_json
+from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores, NullDistribution, checked_json
 
 Rows = list[dict[str, Any]]
 R = TypeVar("R")
@@ -234,7 +234,7 @@ class SharedByThreshold(ResultRecord):
     """02: the circuit shared by all tasks at each threshold, scored against matched random circuits."""
 
     kind: ClassVar[str] = "shared_by_threshold"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "shared_by_threshold.json"
 
     model: str
@@ -250,6 +250,10 @@ class SharedByThreshold(ResultRecord):
     scores: Annotated[Rows, Columns("threshold", "data", "heads", "mlps", "score", "beats_random")]
     same_different: Annotated[Rows, Columns("threshold", "task", "same", "dropped", "added")]
     shared_same_different: Annotated[Rows, Columns("component")]
+    #: The threshold whose shared-by-all circuit is tested against its null (schema 2).
+    null_threshold: float | None = None
+    #: data label (``<task> held-out``) -> the shared-by-all circuit against matched random circuits (schema 2).
+    nulls: dict[str, NullDistribution] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ class GreaterThanOverlap(ResultRecord):
     """03: the greater-than circuit against a sequence circuit: overlap and analogous ablation."""
 
     kind: ClassVar[str] = "greater_than_overlap"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "greater_than_overlap.json"
 
     model: str
@@ -274,6 +278,11 @@ class GreaterThanOverlap(ResultRecord):
     head_importance: HeadScores
     single_head_ablation: Annotated[Rows, Columns("task", "component", "drop_points")]
     estimated_drop_rank_correlation: float | None
+    #: Draws of each analogous-ablation null (schema 2).
+    n_draws: int | None = None
+    #: ``"<source> heads on <task>"`` -> the score of every component but the source circuit's heads against every
+    #: component but matched random heads (statistic ``score``; the claim's p is the lower tail) (schema 2).
+    nulls: dict[str, NullDistribution] | None = None
 
 
 @dataclass(frozen=True)
@@ -411,7 +420,7 @@ class SuccessorHeads(ResultRecord):
     """07: OV successor scores, the top next head's tables, direct logit attribution and the logit lens."""
 
     kind: ClassVar[str] = "successor_heads"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "successor_heads.json"
 
     model: str
@@ -440,6 +449,9 @@ class SuccessorHeads(ResultRecord):
     logit_lens_by_length: Annotated[Rows, Columns("direction", "length", "median_first_top1")]
     logit_lens_by_length_counts: Rows
     logit_lens_by_length_skipped: Any
+    #: Schema 2: the top next heads on two-digit ``numbers`` prompts (``task, refused, n_prompts, n_sequences,
+    #: final_to_members, dla_top, dla_logit_diff, best_dla_rank, logit_lens_first_top1``), None when skipped.
+    numbers_prompts: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

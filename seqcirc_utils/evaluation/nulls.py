@@ -227,6 +227,15 @@ def null_summary(observed: float, null: Sequence[float]) -> dict:
             "p_value": (1 + int((values >= observed).sum())) / (values.size + 1), "n_draws": int(values.size)}
 
 
+def lower_tail_p(null: NullDistribution) -> float:
+    """The one-sided p-value for an observed value *below* its null, ``(1 + #{null <= observed}) / (n_draws + 1)``:
+    the test of an ablation claim ("removing these components costs more than removing random ones"), where
+    ``null`` scores what is *kept* (e.g. every component but the ablated ones, against every component but a
+    matched random set). The record's own ``p_value`` is the upper tail."""
+    values = np.asarray(null.null, dtype=float)
+    return (1 + int((values <= null.observed).sum())) / (values.size + 1)
+
+
 def circuit_null(
     ablator: Ablator,
     circuit: Iterable[Component],

@@ -104,7 +104,13 @@ def _shared_by_threshold(obj: SharedByThreshold | None) -> str:
     for t in obj.thresholds:
         held = [r for r in obj.scores if abs(r["threshold"] - t) < 1e-9 and r["data"].endswith("held-out")]
         n = len(obj.shared[str(t)])
-        if held:
+        tested = [r for r in held if r.get("p") is not None]
+        if tested:  # schema 2: the null of matched random circuits (normalised faithfulness, held-out data)
+            beats = sum(bool(r["beats_random"]) for r in tested)
+            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({int(tested[0]['n_draws'])} random "
+                         f"circuits matched per layer, p <= 0.05) on held-out prompts for {beats} of {len(tested)} tasks ("
+                         + ", ".join(f"{r['data']} p = {r['p']:.3f}" for r in tested) + ")")
+        elif held and any(r.get("beats_random") is not None for r in held):  # schema 1: a few random draws
             beats = sum(bool(r["beats_random"]) for r in held)
             parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above every random circuit of that size on held-out "
                          f"prompts for {beats} of {len(held)} tasks")
@@ -123,13 +129,18 @@ def greater_than_overlap(files: Mapping[str, Any]) -> str:
         return next(float(r["drop_points"]) for r in rows
                     if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
 
+    def p(ablated: str, scored: str) -> str:  # schema 2: the drop against matched random heads (lower tail)
+        row = next(r for r in rows if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
+        return f"; p = {row['p']:.3f} over {int(row['n_draws'])} matched draws" if row.get("p") is not None else ""
+
     shared = obj.shared_heads
     return (f"The greater-than and {seq} circuits share {_count(len(shared), 'head')}"
             + (f" ({' '.join(shared)})" if shared else "") + ". Ablating the "
             f"{seq} circuit's heads costs greater-than {drop(f'{seq} heads', 'greater_than'):.1f} points of "
-            f"probability difference (as many random heads: {drop('random heads', 'greater_than'):.1f}); ablating "
+            f"probability difference (as many random heads: {drop('random heads', 'greater_than'):.1f}"
+            f"{p(f'{seq} heads', 'greater_than')}); ablating "
             f"the greater-than heads costs {seq} {drop('greater_than heads', seq):.1f} points "
-            f"(random: {drop('random heads', seq):.1f}). Per-head importance of the two tasks has rank correlation "
+            f"(random: {drop('random heads', seq):.1f}{p('greater_than heads', seq)}). Per-head importance of the two tasks has rank correlation "
             f"{obj.estimated_drop_rank_correlation:.2f}." + _sharing_lost(files.get(GreaterThanThresholds.file)))
 
 
