@@ -93,7 +93,8 @@ def test_environment_installs_the_extras_make_setup_installs():
     assert make_extras <= set(optional)
     assert {"book", "grid", "dev"} <= _expand(make_extras, optional)
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^test: \$\(STAMP\)$", makefile, re.M) and re.search(r"^setup: \$\(STAMP\)$", makefile, re.M)
+    assert re.search(r"^test: \$\(STAMP\) lint$", makefile, re.M) and re.search(r"^setup: \$\(STAMP\)$", makefile, re.M)
+    assert re.search(r"^lint: \$\(STAMP\)$", makefile, re.M)  # ruff and mypy come with [dev]
     assert "-e '.[$(ALL_EXTRAS)]' $(TORCH_PIN)" in makefile
     assert re.search(r"^book: \$\(BOOK_STAMP\)$", makefile, re.M) and "-e '.[$(BOOK_EXTRAS)]' $(TORCH_PIN)" in makefile
     assert set(_makefile_var("BOOK_EXTRAS").split(",")) == {"book", "grid"}  # the book runs its chapters on Dask

@@ -97,7 +97,7 @@ def test_split_datasets_are_disjoint_on_every_task_template_direction(load_token
         options = dict(template=template, direction=direction)
         try:
             space = sequence_space(tok, task, **options)
-        except (TokenizationError, ValueError) as err:  # the task itself does not fit (e.g. numbers on GPT-2)
+        except (TokenizationError, ParameterError) as err:  # the task itself does not fit (e.g. numbers on GPT-2)
             assert "\n" not in str(err)
             with pytest.raises(type(err)):
                 make_split_datasets(tok, task, n=8, **options)
@@ -198,7 +198,7 @@ def test_numbers_bad_options_refused():
     tok = _gpt2_tokenizer()
     with pytest.raises(ParameterError, match="not a multiple of 10"):
         make_dataset(tok, "numbers", step=10)
-    with pytest.raises(ValueError, match="use task digits"):
+    with pytest.raises(ParameterError, match="use task digits"):
         make_dataset(tok, "numbers", template="mixed")
 
 
