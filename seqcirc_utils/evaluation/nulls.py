@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.stats import n_clusters
-from seqcirc_utils.core.types import AblationMode, Component, head, mlp, sort_components
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.types import Component, head, mlp, sort_components
 from seqcirc_utils.discovery.pipeline import check_faithfulness_baseline
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo
