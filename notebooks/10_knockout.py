@@ -160,13 +160,13 @@ null_table = pd.DataFrame([{
     "percentile": k.drop.observed_percentile, "p": k.drop.p_value, "n_draws": k.drop.n_draws,
     "seconds": k.drop.seconds} for t, k in nulls.items()])
 reader_table(null_table, [
-    Column("task", "task"), Column("prompts", "evaluation prompts", "count"),
-    Column("sequences", "distinct sequences", "count"),
+    Column("task", "task"), Column("prompts", "evaluation prompts", "int"),
+    Column("sequences", "distinct sequences", "int"),
     Column("drop_points", "drop (points) [95 % interval, sequences resampled]", "number", 1, interval="ci95"),
     Column("random_p5", "random 5th pct", "number", 1),
     Column("random_median", "random median", "number", 1), Column("random_p95", "random 95th pct", "number", 1),
     Column("percentile", "percentile among random", "number", 1), Column("p", "p (one-sided)", "number", 3),
-    Column("n_draws", "random sets", "count")])
+    Column("n_draws", "random sets", "int")])
 
 # %%
 null_points = pd.DataFrame([{"task": t, "drop_points": v} for t, k in nulls.items() for v in k.drop.null])

@@ -654,7 +654,7 @@ def read_circuits(path: str | Path) -> list[CircuitRecord]:
 def _check_circuit(path: Path, record: CircuitRecord) -> None:
     """A one-line BadFileError for component lists, model, ablation or metric a circuit record cannot have."""
     from seqcirc_utils.core.options import METRICS
-    from seqcirc_utils.core.types import AblationMode
+    from seqcirc_utils.core.options import AblationMode
 
     heads, mlps = record.heads, record.mlps
     pairs_ok = isinstance(heads, list) and all(
