@@ -163,10 +163,9 @@ reader_table(null_table, [
     Column("task", "task"), Column("prompts", "evaluation prompts", "int"),
     Column("sequences", "distinct sequences", "int"),
     Column("drop_points", "drop (points) [95 % interval, sequences resampled]", "number", 1, interval="ci95"),
-    Column("random_p5", "random 5th pct", "number", 1),
     Column("random_median", "random median", "number", 1), Column("random_p95", "random 95th pct", "number", 1),
-    Column("percentile", "percentile among random", "number", 1), Column("p", "p (one-sided)", "number", 3),
-    Column("n_draws", "random sets", "int")])
+    Column("percentile", "percentile among random", "number", 1),
+    Column("p", "p (one-sided, vs n_draws random sets)", "number", 3)])
 
 # %%
 null_points = pd.DataFrame([{"task": t, "drop_points": v} for t, k in nulls.items() for v in k.drop.null])
@@ -377,7 +376,8 @@ def verdict(null) -> str:
     """The knockout's drop against its null, in words."""
     if null.p_value <= 0.05:
         return f"larger than random (p = {null.p_value:.2f})"
-    return f"**not distinguishable from random heads of the same layers** (p = {null.p_value:.2f})"
+    floor = " — the smallest p these draws allow" if null.p_value <= 1 / (null.n_draws + 1) + 1e-12 else ""
+    return f"**not distinguishable from random heads of the same layers** (p = {null.p_value:.2f}{floor})"
 
 
 lines = [f"Heads chosen on the selection prompts; every number below is on the sequence-disjoint evaluation prompts "

@@ -50,13 +50,14 @@ from seqcirc_utils.core.stats import CI_UNIT_SEQUENCE, cluster_bootstrap_ratio_c
 from seqcirc_utils.evaluation.nulls import N_DRAWS, matched_random_circuits, matching_description, null_summary
 from seqcirc_utils.scoring.ablation import (Ablator, AblatorCache, ablation_hooks, component_hook_name,
                                             single_component_effects)
-from seqcirc_utils.mechanisms.logit_lens import dataset_dla, direct_logit_attribution, final_norm_scale
+from seqcirc_utils.mechanisms.logit_lens import (_frozen_ln_final, dataset_dla, direct_logit_attribution,
+                                                 final_norm_scale)
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
 from seqcirc_utils.core.options import AblationMode
-from seqcirc_utils.core.types import Component, parse_component, sort_components
+from seqcirc_utils.core.types import Component, head, parse_component, sort_components
 
 #: Prediction categories of :func:`categorise`, in display order.
 CATEGORIES = ("correct", "copy", "n-1", "n+1", "n+2", "n-2", "other member", "off-family")
@@ -309,8 +310,44 @@ def knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch
                                    progress=False, scale=scale, fwd_hooks=hooks)
     ablator.forward_passes += 1
     where = {label: i for i, label in enumerate(res.labels)}
-    heads = [where[str(head)] for head in ModelInfo.heads.fget(ablator.info)]  # noqa: every head, knocked out too
+    heads = [where[str(h)] for h in ModelInfo.heads.fget(ablator.info)]  # noqa: every head, knocked out too
     return res.logit_diff, res.values[heads].mean(1)
+
+
+@torch.no_grad()
+def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch.Tensor,
+                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`knockout_dla` from a pass resumed at the lowest knocked-out layer (the clean residual stream
+    below it is cached): heads below that layer write what they write in the clean run, so their DLA is
+    ``clean_dla`` ``[n_layers * n_heads]``; the others are read off the resumed pass's ``hook_z``.
+    ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` (read once by the caller). Same values, fewer layers run."""
+    if not components:
+        raise ParameterError("a resumed knockout needs at least one knocked-out component")
+    model, ds, info = ablator.model, ablator.dataset, ablator.info
+    layer = min(c.layer for c in components)
+    store: dict[int, torch.Tensor] = {}
+
+    def keeper(l: int):
+        def keep(act, hook=None):  # noqa: ARG001 - TransformerLens signature
+            store[l] = act[:, -1].detach()  # [batch, n_heads, d_head], after any ablation hook of this point
+            return act
+
+        return keep
+
+    hooks = ablator.hooks(components) + [(component_hook_name(head(l, 0)), keeper(l))
+                                         for l in range(layer, info.n_layers)]
+    with model.hooks(fwd_hooks=hooks):
+        logits, _ = ablator.logits_from_layer(layer, ablator.clean_residuals()[layer], [])
+    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
+                      1)  # [batch, heads at >= layer, d_model]
+    frozen = scale.reshape(-1).to(parts.device, parts.dtype)[:, None, None]
+    g = _frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
+    direction = (model.W_U[:, a] - model.W_U[:, i]).T  # [batch, d_model]
+    upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).mean(0).float().cpu()
+    dla = clean_dla.clone()
+    dla[layer * info.n_heads:] = upper
+    return ablator.metric_values(logits).float().cpu(), dla
 
 
 @dataclass
@@ -323,6 +360,7 @@ class KnockoutNull:
     against the same random knockouts' (each draw's heads not knocked out). ``table``: per head ``component``,
     ``layer``, ``head``, ``dla_clean``, ``dla_knockout``, ``change``, ``knocked_out``, ``null_change_mean``,
     ``null_change_p95`` and ``change_p`` (one-sided, over the draws that keep that head).
+    The knockout and every draw are resumed passes (:func:`resumed_knockout_dla`).
     """
 
     drop: NullDistribution
@@ -356,11 +394,12 @@ def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N
     model, ds = ablator.model, ablator.dataset
     scale = final_norm_scale(model, ds.tokens, batch_size=len(ds))
     ld_clean, dla_clean = knockout_dla(ablator, [], scale)
-    ld_ko, dla_ko = knockout_dla(ablator, heads, scale)
+    W_O = model.W_O  # read once (the bridge rebuilds it per access)
+    ld_ko, dla_ko = resumed_knockout_dla(ablator, heads, scale, dla_clean, W_O)
     names = [str(h) for h in ModelInfo.heads.fget(ablator.info)]
     null_ld, null_change = [], []
     for d in tqdm(draws, desc=f"{n_draws} same-layer random knockouts", disable=not progress, leave=False):
-        ld, dla = knockout_dla(ablator, d, scale)
+        ld, dla = resumed_knockout_dla(ablator, d, scale, dla_clean, W_O)
         null_ld.append(float(ld.mean()))
         change = dla - dla_clean
         change[[names.index(str(h)) for h in d]] = float("nan")
