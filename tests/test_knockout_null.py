@@ -108,12 +108,13 @@ def test_frozen_scale_dla_equals_a_raw_hook_computation(request, which):
     assert df.attrs["frozen_scale"] is True
 
 
-def test_knockout_null_matches_one_ablation_per_draw(tiny_llama):
-    model, info = tiny_llama
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
+def test_knockout_null_matches_one_ablation_per_draw(request, which):
+    model, info = request.getfixturevalue(which)
     ds = make_dataset(model.tokenizer, "digits", template="comma", n=10, seed=4)
     ab = Ablator(model, info, ds)
     heads = [head(1, 0), head(1, 2)]
-    res = knockout_null(ab, heads, n_draws=7, seed=3, progress=False)
+    res = knockout_null(ab, heads, n_draws=7, seed=3, progress=False, draws_per_pass=3)  # batches of 3, 3, 1
     drop = res.drop
     assert drop.n_draws == 7 and len(drop.null) == 7 and drop.statistic == "drop_points"
     assert drop.observed == pytest.approx(100 * (1 - ab.score_ablated(heads)), abs=1e-3)

@@ -350,6 +350,80 @@ def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scal
     return ablator.metric_values(logits).float().cpu(), dla
 
 
+def _repeat_batch(value, n: int, copies: int):
+    """``value`` (a replayed block argument) with every tensor whose first dimension is the batch ``n``
+    repeated ``copies`` times along it (tuples / lists element-wise; anything else as it is)."""
+    if torch.is_tensor(value):
+        return value.repeat(copies, *([1] * (value.dim() - 1))) if value.dim() and value.shape[0] == n and n > 1 else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat_batch(v, n, copies) for v in value)
+    return value
+
+
+@torch.no_grad()
+def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], scale: torch.Tensor,
+                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`resumed_knockout_dla` of every head set in ``sets`` in one batched pass: the prompts repeated once
+    per set, one ablation mask per copy, resumed at the lowest layer any set touches. Heads only; mean and
+    zero ablation values broadcast, resample values are repeated. Returns one ``(logit diff [batch],
+    head DLA [n_layers * n_heads])`` per set, equal to the sets' one-by-one values."""
+    sets = [list(s) for s in sets]
+    if not sets or any(not s or not all(c.is_head for c in s) for s in sets):
+        raise ParameterError("batched knockouts take non-empty sets of heads")
+    model, ds, info = ablator.model, ablator.dataset, ablator.info
+    n, copies, seq = len(ds), len(sets), ablator.seq_len
+    layer = min(c.layer for s in sets for c in s)
+    if ablator._replay is None:
+        ablator._replay = ablator._capture_replay()
+    names = {l: component_hook_name(head(l, 0)) for l in range(layer, info.n_layers)}
+    ablator.ensure_values(names.values())
+    pos = torch.zeros(seq, dtype=torch.bool)
+    pos[slice(None) if ablator.positions is None else ablator.positions] = True
+    store: dict[int, torch.Tensor] = {}
+
+    def hook_at(l: int):
+        which = torch.zeros(copies, info.n_heads, dtype=torch.bool)
+        for k, s in enumerate(sets):
+            for c in s:
+                if c.layer == l:
+                    which[k, c.index] = True
+        mask = (which[:, None, None, :] & pos[None, None, :, None]).expand(copies, n, seq, info.n_heads)
+        mask = mask.reshape(copies * n, seq, info.n_heads)[..., None]
+        value = ablator.values[names[l]]
+        if value.dim() == 4:  # resample: one value per prompt
+            value = value.repeat(copies, 1, 1, 1)
+
+        def hook(act, hook=None):  # noqa: ARG001 - TransformerLens signature
+            out = torch.where(mask.to(act.device), value.to(act.device, act.dtype), act) if which.any() else act
+            store[l] = out[:, -1].detach()
+            return out
+
+        return hook
+
+    x = ablator.clean_residuals()[layer].repeat(copies, 1, 1)
+    with model.hooks(fwd_hooks=[(names[l], hook_at(l)) for l in range(layer, info.n_layers)]):
+        for l in range(layer, info.n_layers):
+            args = _repeat_batch(ablator._replay.args[l], n, copies)
+            kwargs = {k: _repeat_batch(v, n, copies) for k, v in ablator._replay.kwargs[l].items()}
+            out = model.blocks[l](x, *args, **kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        logits = model.unembed(model.ln_final(x[:, -1:, :]))[:, -1, :]
+    ablator.forward_passes += copies
+    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
+                      1)  # [copies * batch, heads at >= layer, d_model]
+    frozen = scale.reshape(-1).repeat(copies).to(parts.device, parts.dtype)[:, None, None]
+    g = _frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
+    direction = (model.W_U[:, a] - model.W_U[:, i]).T.repeat(copies, 1)  # [copies * batch, d_model]
+    upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).reshape(copies, n, -1).mean(1).float().cpu()
+    out = []
+    for k in range(copies):
+        dla = clean_dla.clone()
+        dla[layer * info.n_heads:] = upper[k]
+        out.append((ablator.metric_values(logits[k * n:(k + 1) * n]).float().cpu(), dla))
+    return out
+
+
 @dataclass
 class KnockoutNull:
     """The successor-head knockout and ``n_draws`` same-layer random knockouts on one dataset.
@@ -360,7 +434,8 @@ class KnockoutNull:
     against the same random knockouts' (each draw's heads not knocked out). ``table``: per head ``component``,
     ``layer``, ``head``, ``dla_clean``, ``dla_knockout``, ``change``, ``knocked_out``, ``null_change_mean``,
     ``null_change_p95`` and ``change_p`` (one-sided, over the draws that keep that head).
-    The knockout and every draw are resumed passes (:func:`resumed_knockout_dla`).
+    The knockout and every draw are resumed passes (:func:`resumed_knockout_dla`); the draws go
+    ``draws_per_pass`` to one batched pass (:func:`batched_knockout_dla`).
     """
 
     drop: NullDistribution
@@ -380,7 +455,7 @@ class KnockoutNull:
 
 
 def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N_DRAWS, seed: int = 0,
-                  progress: bool = True) -> KnockoutNull:
+                  progress: bool = True, draws_per_pass: int = 8) -> KnockoutNull:
     """The knockout of ``heads`` against ``n_draws`` random head sets with as many heads in the same layers,
     the heads themselves excluded (:func:`~seqcirc_utils.evaluation.nulls.matched_random_circuits`,
     ``exclude_own=True``), all scored on ``ablator``'s prompts with its values. One pass per draw gives both
@@ -398,12 +473,15 @@ def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N
     ld_ko, dla_ko = resumed_knockout_dla(ablator, heads, scale, dla_clean, W_O)
     names = [str(h) for h in ModelInfo.heads.fget(ablator.info)]
     null_ld, null_change = [], []
-    for d in tqdm(draws, desc=f"{n_draws} same-layer random knockouts", disable=not progress, leave=False):
-        ld, dla = resumed_knockout_dla(ablator, d, scale, dla_clean, W_O)
-        null_ld.append(float(ld.mean()))
-        change = dla - dla_clean
-        change[[names.index(str(h)) for h in d]] = float("nan")
-        null_change.append(change)
+    if draws_per_pass < 1:
+        raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+    chunks = [draws[k:k + draws_per_pass] for k in range(0, len(draws), draws_per_pass)]
+    for chunk in tqdm(chunks, desc=f"{n_draws} same-layer random knockouts", disable=not progress, leave=False):
+        for d, (ld, dla) in zip(chunk, batched_knockout_dla(ablator, chunk, scale, dla_clean, W_O)):
+            null_ld.append(float(ld.mean()))
+            change = dla - dla_clean
+            change[[names.index(str(h)) for h in d]] = float("nan")
+            null_change.append(change)
     full = float(ld_clean.mean())
 
     def drop(ld: float) -> float:
