@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 150
+#     estimate_s: 420
 # ---
 
 # %% [markdown]
