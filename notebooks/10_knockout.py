@@ -416,7 +416,9 @@ lines.append(
     f"{total.observed:+.2f} nats in all (random knockouts: median {total.null_p50:+.2f}, percentile "
     f"{total.observed_percentile:.0f}, p = {total.p_value:.2f}); the largest single rise is {rise.observed:+.2f} nats "
     f"(random: median {rise.null_p50:+.2f}, p = {rise.p_value:.2f}), "
-    + ("so the other heads take over more than after a random knockout." if min(total.p_value, rise.p_value) <= 0.05
+    + ("so the other heads take over more than after a random knockout." if max(total.p_value, rise.p_value) <= 0.05
+       else "so one head rises more than after a random knockout, but **the other heads together compensate no more than "
+       "after a random knockout of the same layers**." if rise.p_value <= 0.05
        else "**not more than after a random knockout of the same layers**: no backup is distinguishable from random.")
     + (f" The head whose attribution changes most is {best['component']} ({best['dla_clean']:+.2f} -> "
        f"{best['dla_knockout']:+.2f} nats; per-head p = {best['change_p']:.2f})." if best is not None else "")
