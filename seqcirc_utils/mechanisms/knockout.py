@@ -50,7 +50,7 @@ from seqcirc_utils.core.stats import CI_UNIT_SEQUENCE, cluster_bootstrap_ratio_c
 from seqcirc_utils.evaluation.nulls import N_DRAWS, matched_random_circuits, matching_description, null_summary
 from seqcirc_utils.scoring.ablation import (Ablator, AblatorCache, ablation_hooks, component_hook_name,
                                             single_component_effects)
-from seqcirc_utils.mechanisms.logit_lens import (_frozen_ln_final, dataset_dla, direct_logit_attribution,
+from seqcirc_utils.mechanisms.logit_lens import (frozen_ln_final, dataset_dla, direct_logit_attribution,
                                                  final_norm_scale)
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
@@ -341,7 +341,7 @@ def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scal
     parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
                       1)  # [batch, heads at >= layer, d_model]
     frozen = scale.reshape(-1).to(parts.device, parts.dtype)[:, None, None]
-    g = _frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
     a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
     direction = (model.W_U[:, a] - model.W_U[:, i]).T  # [batch, d_model]
     upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).mean(0).float().cpu()
@@ -412,7 +412,7 @@ def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], 
     parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
                       1)  # [copies * batch, heads at >= layer, d_model]
     frozen = scale.reshape(-1).repeat(copies).to(parts.device, parts.dtype)[:, None, None]
-    g = _frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
     a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
     direction = (model.W_U[:, a] - model.W_U[:, i]).T.repeat(copies, 1)  # [copies * batch, d_model]
     upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).reshape(copies, n, -1).mean(1).float().cpu()

@@ -209,7 +209,7 @@ class DLAResult:
         return pd.DataFrame(rows)
 
 
-def _frozen_ln_final(model, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def frozen_ln_final(model, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``ln_final(x)`` with its scale replaced by ``scale`` (broadcastable to ``x[..., :1]``)."""
 
     def freeze(s, hook):
@@ -280,7 +280,7 @@ def direct_logit_attribution(
             frozen = cache["ln_final.hook_scale"][:, -1][:, None, :]  # [b, 1, 1]
         else:
             frozen = scale.reshape(-1)[start : start + batch_size].to(dev, stack.dtype)[:, None, None]
-        g = _frozen_ln_final(model, torch.cat([stack, zero], 1), frozen)  # [b, n_parts + 1, d_model]
+        g = frozen_ln_final(model, torch.cat([stack, zero], 1), frozen)  # [b, n_parts + 1, d_model]
         g0 = g[:, -1:]
         direction = (W_U[:, a] - W_U[:, i]).T  # [b, d_model]
         contrib = ((g[:, :-1] - g0) * direction[:, None, :]).sum(-1)  # [b, n_parts]
