@@ -57,7 +57,7 @@ from IPython.display import Markdown, display
 
 from seqcirc_utils.report import plots
 from seqcirc_utils.scoring.ablation import AblatorCache
-from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.discovery.pipeline import build_or_skip, discovery_dataset
 from seqcirc_utils.mechanisms.editing import dose_response, format_direction, function_edit, random_heads_same_layers
 from seqcirc_utils.mechanisms.knockout import CATEGORIES, select_successor_heads
 from seqcirc_utils.models.loading import load_model
@@ -86,12 +86,9 @@ if smoke:
 lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 opts = dict(template=template, seed=seed, prefix=prefix)
-datasets, skipped = {}, {}
-for t in dict.fromkeys([*tasks, *edit_tasks, *(p[0] for p in steer_pairs)]):
-    try:
-        datasets[t] = discovery_dataset(lm, model, t, n=n_prompts, min_prompts=4 if smoke else 6, **opts)
-    except SeqcircError as err:
-        skipped[t] = str(err)
+datasets, skipped = build_or_skip(lambda t: discovery_dataset(lm, model, t, n=n_prompts, min_prompts=4 if smoke else 6,
+                                                               **opts),
+                                  [*tasks, *edit_tasks, *(p[0] for p in steer_pairs)])
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
 candidates, heads = select_successor_heads(lm, info, {t: datasets[t] for t in tasks if t in datasets},

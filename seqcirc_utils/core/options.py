@@ -134,6 +134,9 @@ NUMBERS = "numbers"
 TASKS = (*FAMILIES, NUMBERS, GREATER_THAN)
 #: The roles a sequence-disjoint split gives its own sequences to, by default (``tasks.datasets.Split``).
 SPLIT_ROLES = ("discovery", "heldout")
+#: The roles of a selection / evaluation split: what a chapter picks (top heads, layers) it picks on "selection",
+#: what it reports it measures on "evaluation" (sequence-disjoint; claims conventions section 1).
+SELECTION_ROLES = ("selection", "evaluation")
 #: How a held-out set relates to the discovery set: disjoint sequence identities, or a labelled resample.
 SPLIT_MODES = ("disjoint", "resampled")
 TEMPLATES = ("pure", "comma", "among_words", "mixed")

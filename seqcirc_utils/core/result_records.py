@@ -491,10 +491,15 @@ class Robustness(ResultRecord):
 
 @dataclass(frozen=True)
 class Knockout(ResultRecord):
-    """10: the successor heads knocked out: what each task keeps, what is predicted instead, the backups."""
+    """10: the successor heads knocked out: what each task keeps, what is predicted instead, the backups.
+
+    Schema 2: heads chosen on each task's ``selection_dataset``, everything else measured on its
+    sequence-disjoint ``evaluation_dataset`` (``split``); the drop against ``n_draws`` same-layer random
+    knockouts (``knockout_null``, per task), compensation against the same (``compensation_null``), and the
+    knockout under each replacement (``replacement_knockouts``)."""
 
     kind: ClassVar[str] = "knockout"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "knockout.json"
 
     model: str
@@ -520,6 +525,15 @@ class Knockout(ResultRecord):
     negative_heads: Rows
     negative_heads_checked: Any
     position_drops: Annotated[dict[str, Any], Columns("task", "n_prompts", "labels", "cells")]
+    split: Annotated[dict[str, Any], Columns("roles", "seed", "n_sequences", "overlap")]
+    selection_dataset: dict[str, Any]
+    evaluation_dataset: dict[str, Any]
+    n_draws: int
+    knockout_null: dict[str, NullDistribution]
+    knockout_intervals: Annotated[Rows, Columns("task", "drop_points", "ci95", "ci_unit", "n_clusters")]
+    compensation_null: dict[str, NullDistribution]
+    replacements: list[str]
+    replacement_knockouts: Annotated[Rows, Columns("task", "replacement", "condition", "kept_%")]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 
@@ -59,12 +59,12 @@ from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import (CI_UNIT_SEQUENCE, LEVEL, N_RESAMPLES, cluster_bootstrap_mean_ci,
                                      cluster_bootstrap_ratio_ci, n_clusters, ratio_of_means)
 from seqcirc_utils.tasks.datasets import (
-    GREATER_THAN, MIN_SEQUENCES_PER_ROLE, Split, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation,
+    GREATER_THAN, MIN_SEQUENCES_PER_ROLE, ROLE_SEED_OFFSET, Split, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation,
     make_dataset, sequence_overlap,
 )
-from seqcirc_utils.core.options import SPLIT_MODES, SPLIT_ROLES
+from seqcirc_utils.core.options import SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.core.errors import BaselineError, ParameterError, TooFewPromptsError
+from seqcirc_utils.core.errors import BaselineError, ParameterError, SeqcircError, TooFewPromptsError
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -122,6 +122,50 @@ def discovery_dataset(model, model_name: str, task: str, filter_correct: bool = 
         f"only {len(kept)} of {len(ds)} {task} prompts pass the filter ({FILTERS[kind]}) for {model_name}; "
         f"need >= {min_prompts} (try another template, more prompts, or filter_correct=False)"
     )
+
+
+T = TypeVar("T")
+
+
+def build_or_skip(build: Callable[[str], T], names: Iterable[str]) -> tuple[dict[str, T], dict[str, str]]:
+    """``({name: build(name)}, {name: why skipped})`` over ``names`` (duplicates once, in order).
+
+    Only the :class:`~seqcirc_utils.core.errors.SeqcircError` family (too few correctly answered prompts,
+    a family the tokenizer cannot spell, a split with too few sequences) skips a name, with the error's
+    one-line message; any other exception is a bug and propagates with its traceback.
+    """
+    built: dict[str, T] = {}
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        try:
+            built[name] = build(name)
+        except SeqcircError as err:
+            skipped[name] = str(err)
+    return built, skipped
+
+
+def split_discovery_datasets(model, model_name: str, task: str, *, roles: Sequence[str] = SELECTION_ROLES,
+                             shares: Sequence[int] | None = None, seed: int = 0,
+                             min_sequences: int = MIN_SEQUENCES_PER_ROLE, min_prompts: int = 8,
+                             growth: Sequence[int] = DRAW_GROWTH, **kwargs) -> dict[str, TaskDataset]:
+    """One filtered dataset per role of a sequence-disjoint split (:class:`Split` of ``roles``, seeded by
+    ``seed``): ``{role: dataset}`` as :func:`discovery_dataset` builds it (role ``i`` drawn with ``seed + i *
+    ROLE_SEED_OFFSET``, filtered, grown by ``growth`` when too few pass). No two roles share a sequence identity
+    (checked). Raises :class:`TooFewPromptsError` when a role has too few sequences or passing prompts."""
+    if {"split", "seed"} & set(kwargs):
+        raise ParameterError("split_discovery_datasets sets each role's split and seed; pass roles, shares and seed")
+    out: dict[str, TaskDataset] = {}
+    for i, role in enumerate(roles):
+        split = Split(role, tuple(roles), tuple(shares) if shares is not None else None, seed, min_sequences)
+        out[role] = discovery_dataset(model, model_name, task, min_prompts=min_prompts, growth=growth,
+                                      seed=seed + i * ROLE_SEED_OFFSET, split=split, **kwargs)
+    names = list(out)
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            shared = sequence_overlap(out[names[a]], out[names[b]])
+            if shared:
+                raise AssertionError(f"split roles {names[a]} and {names[b]} share {shared} sequences")
+    return out
 
 
 def faithfulness_parts(ablator: Ablator, circuit_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,9 @@ Units: logit differences in nats; ``fraction`` of the reference metric; ``drop_p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+import time
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -43,14 +45,19 @@ import torch
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError
-from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name, single_component_effects
-from seqcirc_utils.mechanisms.logit_lens import dataset_dla
+from seqcirc_utils.core.records import NullDistribution
+from seqcirc_utils.core.stats import CI_UNIT_SEQUENCE, cluster_bootstrap_ratio_ci, n_clusters
+from seqcirc_utils.evaluation.nulls import N_DRAWS, matched_random_circuits, matching_description, null_summary
+from seqcirc_utils.scoring.ablation import (Ablator, AblatorCache, ablation_hooks, component_hook_name,
+                                            single_component_effects)
+from seqcirc_utils.mechanisms.logit_lens import (frozen_ln_final, dataset_dla, direct_logit_attribution,
+                                                 final_norm_scale)
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
 from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
 from seqcirc_utils.core.options import AblationMode
-from seqcirc_utils.core.types import Component, parse_component, sort_components
+from seqcirc_utils.core.types import Component, head, parse_component, sort_components
 
 #: Prediction categories of :func:`categorise`, in display order.
 CATEGORIES = ("correct", "copy", "n-1", "n+1", "n+2", "n-2", "other member", "off-family")
@@ -230,6 +237,299 @@ def prediction_records(dataset: TaskDataset, results: Sequence[Knockout], **labe
     return out
 
 
+# --------------------------------------------------------------------------- replacement values
+
+#: What replaces a knocked-out head's output (:func:`replacement_dataset`): ``corrupted_mean`` the per-position
+#: mean over the corrupted prompts (the paper's, and this module's default); ``clean_mean`` the per-position mean
+#: over the clean prompts themselves (no activation from another distribution is injected); ``clean_resample``
+#: each prompt gets the activation of another clean prompt of a different sequence identity (seeded).
+REPLACEMENTS = ("corrupted_mean", "clean_mean", "clean_resample")
+
+
+def check_replacements(replacements: Iterable[str]) -> list[str]:
+    """``replacements`` as a list; a one-line :class:`ParameterError` naming :data:`REPLACEMENTS` otherwise."""
+    out = list(replacements)
+    bad = [r for r in out if r not in REPLACEMENTS]
+    if bad or not out:
+        raise ParameterError(f"unknown replacement(s) {bad or out}; valid: {', '.join(REPLACEMENTS)}")
+    return out
+
+
+def resample_donors(dataset: TaskDataset, seed: int = 0) -> list[int]:
+    """Per prompt, the index of another prompt whose clean activations replace its own under ``clean_resample``:
+    drawn (seeded) among the prompts of a different sequence identity, or any other prompt when all share one."""
+    if len(dataset) < 2:
+        raise ParameterError("clean_resample needs at least two prompts (a prompt is never its own donor)")
+    rng = random.Random(f"resample|{seed}")
+    ids = dataset.sequence_ids
+    donors = []
+    for i, sid in enumerate(ids):
+        pool = [j for j, other in enumerate(ids) if other != sid] or [j for j in range(len(ids)) if j != i]
+        donors.append(rng.choice(pool))
+    return donors
+
+
+def replacement_dataset(dataset: TaskDataset, replacement: str = "corrupted_mean", seed: int = 0) -> TaskDataset:
+    """``dataset`` with its corrupted twins swapped so that an :class:`Ablator` of it (mode ``mean`` for the
+    means, ``resample`` for ``clean_resample``) replaces activations by ``replacement`` (:data:`REPLACEMENTS`):
+    ``corrupted_mean`` the dataset itself; ``clean_mean`` every prompt's twin is the prompt itself;
+    ``clean_resample`` its twin is its :func:`resample_donors` prompt. Clean tokens and answers are unchanged."""
+    check_replacements([replacement])
+    if replacement == "corrupted_mean":
+        return dataset
+    donors = (list(range(len(dataset))) if replacement == "clean_mean" else resample_donors(dataset, seed))
+    prompts = [replace(p, corrupted_text=dataset.prompts[j].text, corrupted_tokens=list(dataset.prompts[j].tokens),
+                       corrupted_members=list(dataset.prompts[j].members)) for p, j in zip(dataset.prompts, donors)]
+    return TaskDataset(dataset.model, dataset.spec, prompts, dataset.answer_token_policy, dataset.greater_than_groups,
+                       dataset.prefix_info)
+
+
+def replacement_ablator(model, info: ModelInfo, dataset: TaskDataset, replacement: str = "corrupted_mean",
+                        seed: int = 0, ablators: AblatorCache | None = None) -> Ablator:
+    """The :class:`Ablator` whose ablations replace by ``replacement`` (see :func:`replacement_dataset`);
+    from ``ablators`` when given."""
+    ds = replacement_dataset(dataset, replacement, seed)
+    mode = AblationMode.RESAMPLE if replacement == "clean_resample" else AblationMode.MEAN
+    if ablators is not None:
+        return ablators.get(model, info, ds, mode)
+    return Ablator(model, info, ds, mode)
+
+
+# --------------------------------------------------------------------------- knockout against its null
+
+
+def knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass with ``components`` ablated (the ablator's values, every position): the per-prompt logit
+    difference ``[batch]`` (nats) and each head's mean direct logit attribution ``[n_layers * n_heads]``
+    (nats, ``info.heads`` order of the full model) with the final norm's scale frozen at ``scale`` ``[batch]``."""
+    if ablator.metric != "logit_diff":
+        raise ParameterError(f"knockout DLA is defined for the logit difference, not {ablator.metric}")
+    ds, model = ablator.dataset, ablator.model
+    hooks = ablator.hooks(components) if components else []
+    res = direct_logit_attribution(model, ds.tokens, ds.answer_ids, ds.incorrect_ids, batch_size=len(ds),
+                                   progress=False, scale=scale, fwd_hooks=hooks)
+    ablator.forward_passes += 1
+    where = {label: i for i, label in enumerate(res.labels)}
+    heads = [where[str(h)] for h in ModelInfo.heads.fget(ablator.info)]  # noqa: every head, knocked out too
+    return res.logit_diff, res.values[heads].mean(1)
+
+
+@torch.no_grad()
+def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch.Tensor,
+                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`knockout_dla` from a pass resumed at the lowest knocked-out layer (the clean residual stream
+    below it is cached): heads below that layer write what they write in the clean run, so their DLA is
+    ``clean_dla`` ``[n_layers * n_heads]``; the others are read off the resumed pass's ``hook_z``.
+    ``W_O`` ``[n_layers, n_heads, d_head, d_model]`` (read once by the caller). Same values, fewer layers run."""
+    if not components:
+        raise ParameterError("a resumed knockout needs at least one knocked-out component")
+    model, ds, info = ablator.model, ablator.dataset, ablator.info
+    layer = min(c.layer for c in components)
+    store: dict[int, torch.Tensor] = {}
+
+    def keeper(l: int):
+        def keep(act, hook=None):  # noqa: ARG001 - TransformerLens signature
+            store[l] = act[:, -1].detach()  # [batch, n_heads, d_head], after any ablation hook of this point
+            return act
+
+        return keep
+
+    hooks = ablator.hooks(components) + [(component_hook_name(head(l, 0)), keeper(l))
+                                         for l in range(layer, info.n_layers)]
+    with model.hooks(fwd_hooks=hooks):
+        logits, _ = ablator.logits_from_layer(layer, ablator.clean_residuals()[layer], [])
+    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
+                      1)  # [batch, heads at >= layer, d_model]
+    frozen = scale.reshape(-1).to(parts.device, parts.dtype)[:, None, None]
+    g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
+    direction = (model.W_U[:, a] - model.W_U[:, i]).T  # [batch, d_model]
+    upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).mean(0).float().cpu()
+    dla = clean_dla.clone()
+    dla[layer * info.n_heads:] = upper
+    return ablator.metric_values(logits).float().cpu(), dla
+
+
+def _repeat_batch(value, n: int, copies: int):
+    """``value`` (a replayed block argument) with every tensor whose first dimension is the batch ``n``
+    repeated ``copies`` times along it (tuples / lists element-wise; anything else as it is)."""
+    if torch.is_tensor(value):
+        return value.repeat(copies, *([1] * (value.dim() - 1))) if value.dim() and value.shape[0] == n and n > 1 else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat_batch(v, n, copies) for v in value)
+    return value
+
+
+@torch.no_grad()
+def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], scale: torch.Tensor,
+                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`resumed_knockout_dla` of every head set in ``sets`` in one batched pass: the prompts repeated once
+    per set, one ablation mask per copy, resumed at the lowest layer any set touches. Heads only; mean and
+    zero ablation values broadcast, resample values are repeated. Returns one ``(logit diff [batch],
+    head DLA [n_layers * n_heads])`` per set, equal to the sets' one-by-one values."""
+    sets = [list(s) for s in sets]
+    if not sets or any(not s or not all(c.is_head for c in s) for s in sets):
+        raise ParameterError("batched knockouts take non-empty sets of heads")
+    model, ds, info = ablator.model, ablator.dataset, ablator.info
+    n, copies, seq = len(ds), len(sets), ablator.seq_len
+    layer = min(c.layer for s in sets for c in s)
+    if ablator._replay is None:
+        ablator._replay = ablator._capture_replay()
+    names = {l: component_hook_name(head(l, 0)) for l in range(layer, info.n_layers)}
+    ablator.ensure_values(names.values())
+    pos = torch.zeros(seq, dtype=torch.bool)
+    pos[slice(None) if ablator.positions is None else ablator.positions] = True
+    store: dict[int, torch.Tensor] = {}
+
+    def hook_at(l: int):
+        which = torch.zeros(copies, info.n_heads, dtype=torch.bool)
+        for k, s in enumerate(sets):
+            for c in s:
+                if c.layer == l:
+                    which[k, c.index] = True
+        mask = (which[:, None, None, :] & pos[None, None, :, None]).expand(copies, n, seq, info.n_heads)
+        mask = mask.reshape(copies * n, seq, info.n_heads)[..., None]
+        value = ablator.values[names[l]]
+        if value.dim() == 4:  # resample: one value per prompt
+            value = value.repeat(copies, 1, 1, 1)
+
+        def hook(act, hook=None):  # noqa: ARG001 - TransformerLens signature
+            out = torch.where(mask.to(act.device), value.to(act.device, act.dtype), act) if which.any() else act
+            store[l] = out[:, -1].detach()
+            return out
+
+        return hook
+
+    x = ablator.clean_residuals()[layer].repeat(copies, 1, 1)
+    with model.hooks(fwd_hooks=[(names[l], hook_at(l)) for l in range(layer, info.n_layers)]):
+        for l in range(layer, info.n_layers):
+            args = _repeat_batch(ablator._replay.args[l], n, copies)
+            kwargs = {k: _repeat_batch(v, n, copies) for k, v in ablator._replay.kwargs[l].items()}
+            out = model.blocks[l](x, *args, **kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        logits = model.unembed(model.ln_final(x[:, -1:, :]))[:, -1, :]
+    ablator.forward_passes += copies
+    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
+                      1)  # [copies * batch, heads at >= layer, d_model]
+    frozen = scale.reshape(-1).repeat(copies).to(parts.device, parts.dtype)[:, None, None]
+    g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
+    a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
+    direction = (model.W_U[:, a] - model.W_U[:, i]).T.repeat(copies, 1)  # [copies * batch, d_model]
+    upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).reshape(copies, n, -1).mean(1).float().cpu()
+    out = []
+    for k in range(copies):
+        dla = clean_dla.clone()
+        dla[layer * info.n_heads:] = upper[k]
+        out.append((ablator.metric_values(logits[k * n:(k + 1) * n]).float().cpu(), dla))
+    return out
+
+
+@dataclass
+class KnockoutNull:
+    """The successor-head knockout and ``n_draws`` same-layer random knockouts on one dataset.
+
+    ``drop``: the knockout's drop in points of the logit difference (``100 * (1 - ld_ko / ld_full)``) against the
+    random knockouts' drops (:class:`NullDistribution`, statistic ``drop_points``). ``compensation_total`` /
+    ``compensation_max``: the summed / the largest change of the other heads' DLA (frozen clean scale, nats)
+    against the same random knockouts' (each draw's heads not knocked out). ``table``: per head ``component``,
+    ``layer``, ``head``, ``dla_clean``, ``dla_knockout``, ``change``, ``knocked_out``, ``null_change_mean``,
+    ``null_change_p95`` and ``change_p`` (one-sided, over the draws that keep that head).
+    The knockout and every draw are resumed passes (:func:`resumed_knockout_dla`); the draws go
+    ``draws_per_pass`` to one batched pass (:func:`batched_knockout_dla`).
+    """
+
+    drop: NullDistribution
+    compensation_total: NullDistribution
+    compensation_max: NullDistribution
+    table: pd.DataFrame
+    logit_diff_clean: float
+    logit_diff_knockout: float
+    #: 95 % cluster-bootstrap interval of the drop (points), resampling sequence identities.
+    drop_ci95: tuple[float, float] = (float("nan"), float("nan"))
+    ci_unit: str = CI_UNIT_SEQUENCE
+
+    def interval_row(self) -> dict:
+        """``{task, drop_points, ci95, ci_unit, n_clusters, n_prompts}`` (the record's ``knockout_intervals`` row)."""
+        return {"task": self.drop.task, "drop_points": self.drop.observed, "ci95": list(self.drop_ci95),
+                "ci_unit": self.ci_unit, "n_clusters": self.drop.n_clusters, "n_prompts": self.drop.n_prompts}
+
+
+def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N_DRAWS, seed: int = 0,
+                  progress: bool = True, draws_per_pass: int = 8) -> KnockoutNull:
+    """The knockout of ``heads`` against ``n_draws`` random head sets with as many heads in the same layers,
+    the heads themselves excluded (:func:`~seqcirc_utils.evaluation.nulls.matched_random_circuits`,
+    ``exclude_own=True``), all scored on ``ablator``'s prompts with its values. One pass per draw gives both
+    the drop and every head's DLA with the clean run's final-norm scale frozen (a knockout would otherwise
+    rescale every head's DLA together). Cost: ``n_draws + 2`` passes plus one for the scale."""
+    heads = sort_components(set(heads))
+    if not heads or not all(h.is_head for h in heads):
+        raise ParameterError("knock out one or more heads (MLPs and neurons are not matched here)")
+    t0, p0 = time.perf_counter(), ablator.forward_passes
+    draws = [sort_components(d) for d in matched_random_circuits(ablator.info, heads, n_draws, seed, exclude_own=True)]
+    model, ds = ablator.model, ablator.dataset
+    scale = final_norm_scale(model, ds.tokens, batch_size=len(ds))
+    ld_clean, dla_clean = knockout_dla(ablator, [], scale)
+    W_O = model.W_O  # read once (the bridge rebuilds it per access)
+    ld_ko, dla_ko = resumed_knockout_dla(ablator, heads, scale, dla_clean, W_O)
+    names = [str(h) for h in ModelInfo.heads.fget(ablator.info)]
+    null_ld, null_change = [], []
+    if draws_per_pass < 1:
+        raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+    chunks = [draws[k:k + draws_per_pass] for k in range(0, len(draws), draws_per_pass)]
+    for chunk in tqdm(chunks, desc=f"{n_draws} same-layer random knockouts", disable=not progress, leave=False):
+        for d, (ld, dla) in zip(chunk, batched_knockout_dla(ablator, chunk, scale, dla_clean, W_O)):
+            null_ld.append(float(ld.mean()))
+            change = dla - dla_clean
+            change[[names.index(str(h)) for h in d]] = float("nan")
+            null_change.append(change)
+    full = float(ld_clean.mean())
+
+    def drop(ld: float) -> float:
+        return 100.0 * (1.0 - ld / full)
+
+    change = dla_ko - dla_clean
+    own = torch.tensor([n in {str(h) for h in heads} for n in names])
+    others = change.masked_fill(own, float("nan"))
+    nulls = torch.stack(null_change) if null_change else torch.zeros(0, len(names))
+    common = dict(matched=matching_description(heads, exclude_own=True), seed=seed, circuit=[str(h) for h in heads],
+                  task=ds.spec.task, metric=ablator.metric, ablation=ablator.mode.value, n_prompts=len(ds),
+                  n_clusters=n_clusters(ds.sequence_ids))
+    seconds = time.perf_counter() - t0
+
+    def record(statistic: str, observed: float, null: list[float], description: str) -> NullDistribution:
+        return NullDistribution(statistic=statistic, observed=observed, **null_summary(observed, null), null=null,
+                                forward_passes=ablator.forward_passes - p0, seconds=seconds, description=description,
+                                **common)
+
+    drops = [drop(v) for v in null_ld]
+    total = [float(torch.nansum(c)) for c in nulls]
+    biggest = [float(c[~c.isnan()].max()) for c in nulls]
+    table = pd.DataFrame({"component": names, "layer": [parse_component(n).layer for n in names],
+                          "head": [parse_component(n).index for n in names], "dla_clean": dla_clean.tolist(),
+                          "dla_knockout": dla_ko.tolist(), "change": change.tolist(), "knocked_out": own.tolist()})
+    valid = ~nulls.isnan()
+    counts = valid.sum(0).clamp(min=1)
+    filled = nulls.nan_to_num(0.0)
+    table["null_change_mean"] = (filled.sum(0) / counts).tolist() if len(nulls) else float("nan")
+    table["null_change_p95"] = [float(torch.quantile(nulls[valid[:, i], i], 0.95)) if valid[:, i].any() else float("nan")
+                                for i in range(len(names))]
+    table["change_p"] = [float((1 + (nulls[valid[:, i], i] >= change[i]).sum()) / (1 + valid[:, i].sum()))
+                         for i in range(len(names))]
+    return KnockoutNull(
+        drop=record("drop_points", drop(float(ld_ko.mean())), drops,
+                    "points of the logit difference lost when the heads are knocked out, against random heads of the "
+                    "same layers"),
+        compensation_total=record("dla_change_total", float(torch.nansum(others)), total,
+                                  "summed change of the other heads' direct logit attribution (nats, clean final-norm "
+                                  "scale frozen)"),
+        compensation_max=record("dla_rise_max", float(others[~others.isnan()].max()), biggest,
+                                "largest rise of one other head's direct logit attribution (nats, clean final-norm "
+                                "scale frozen)"),
+        table=table, logit_diff_clean=full, logit_diff_knockout=float(ld_ko.mean()),
+        drop_ci95=tuple(100.0 * v for v in cluster_bootstrap_ratio_ci(ld_ko, ld_clean, ds.sequence_ids, seed=seed,
+                                                                      complement=True)))
+
+
 # --------------------------------------------------------------------------- backups
 
 
@@ -301,17 +601,21 @@ def backup_table(main: Iterable[Component], knocked: Iterable[Component], knocke
 
 
 def compensation(model, dataset: TaskDataset, ablator: Ablator, knocked_out: Sequence[Component],
-                 batch_size: int = 64) -> pd.DataFrame:
+                 batch_size: int = 64, frozen_scale: bool = True) -> pd.DataFrame:
     """Each head's mean direct logit attribution (nats) on ``dataset`` before and after the knockout.
 
-    The knockout uses ``ablator``'s values (mean/zero/resample of the same dataset). Returns one row
-    per head: ``component``, ``layer``, ``head``, ``dla_clean``, ``dla_knockout``, ``change``
+    The knockout uses ``ablator``'s values (mean/zero/resample of the same dataset). With ``frozen_scale``
+    (default) both runs read the heads through the final norm with the *clean* run's scale
+    (:func:`~seqcirc_utils.mechanisms.logit_lens.final_norm_scale`), so a change is the head's own output
+    changing, not the knockout rescaling every head together; ``False`` uses each run's own scale.
+    Returns one row per head: ``component``, ``layer``, ``head``, ``dla_clean``, ``dla_knockout``, ``change``
     (``knockout - clean``; positive = the head pushes the answer more once the heads are gone) and
-    ``knocked_out``; plus the model's mean logit difference under each as ``attrs``.
+    ``knocked_out``; plus the model's mean logit difference under each as ``attrs`` (and ``frozen_scale``).
     """
-    clean = dataset_dla(model, dataset, batch_size=batch_size, progress=False)
-    with model.hooks(fwd_hooks=ablator.hooks(knocked_out)):
-        ko = dataset_dla(model, dataset, batch_size=batch_size, progress=False)
+    scale = final_norm_scale(model, dataset.tokens, batch_size=batch_size) if frozen_scale else None
+    clean = dataset_dla(model, dataset, batch_size=batch_size, progress=False, scale=scale)
+    ko = dataset_dla(model, dataset, batch_size=max(batch_size, len(dataset)), progress=False, scale=scale,
+                     fwd_hooks=ablator.hooks(knocked_out))
     a, b = clean.to_dataframe(), ko.to_dataframe()
     df = a[a["kind"] == "head"][["component", "layer", "mean"]].rename(columns={"mean": "dla_clean"})
     df["dla_knockout"] = b.set_index("component").loc[df["component"], "mean"].to_numpy()
@@ -319,7 +623,8 @@ def compensation(model, dataset: TaskDataset, ablator: Ablator, knocked_out: Seq
     df.insert(2, "head", [parse_component(c).index for c in df["component"]])
     df["knocked_out"] = df["component"].isin({str(c) for c in knocked_out})
     df = df.reset_index(drop=True)
-    df.attrs = {"logit_diff_clean": float(clean.logit_diff.mean()), "logit_diff_knockout": float(ko.logit_diff.mean())}
+    df.attrs = {"logit_diff_clean": float(clean.logit_diff.mean()), "logit_diff_knockout": float(ko.logit_diff.mean()),
+                "frozen_scale": frozen_scale}
     return df
 
 

@@ -209,7 +209,7 @@ class DLAResult:
         return pd.DataFrame(rows)
 
 
-def _frozen_ln_final(model, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def frozen_ln_final(model, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``ln_final(x)`` with its scale replaced by ``scale`` (broadcastable to ``x[..., :1]``)."""
 
     def freeze(s, hook):
@@ -230,12 +230,22 @@ def direct_logit_attribution(
     *,
     batch_size: int = 16,
     progress: bool = True,
+    scale: torch.Tensor | None = None,
+    fwd_hooks=(),
 ) -> DLAResult:
     """DLA of every head, attention bias, MLP, the embeddings and the biases to the final-position
     logit difference of ``tokens`` ``[batch, pos]`` (prompts share one length; the last position
     is the prediction position). See the module docstring for the decomposition.
+
+    ``fwd_hooks`` (TransformerLens ``(name, fn)`` pairs, e.g. ablation hooks) run during the pass.
+    ``scale`` ``[batch]``: the final norm's scale at the final position to freeze instead of the run's own
+    (e.g. :func:`final_norm_scale` of the clean run, so that a knockout does not rescale every part's DLA
+    together); the parts then sum to the logit difference of the run read through that frozen norm, not
+    to the run's own (``logit_diff`` stays the run's own).
     """
     tokens = torch.as_tensor(tokens, dtype=torch.long)
+    if scale is not None and scale.reshape(-1).shape[0] != tokens.shape[0]:
+        raise ParameterError(f"scale must hold one value per prompt ({tokens.shape[0]}), got shape {tuple(scale.shape)}")
     n_layers = len(model.blocks)
     W_O = model.W_O  # [n_layers, n_heads, d_head, d_model]; read once (the bridge rebuilds it per access)
     n_heads = W_O.shape[1]
@@ -253,7 +263,8 @@ def direct_logit_attribution(
         chunk = tokens[start : start + batch_size].to(dev)
         a = torch.as_tensor(answer_ids[start : start + batch_size]).to(dev)
         i = torch.as_tensor(incorrect_ids[start : start + batch_size]).to(dev)
-        logits, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names)
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            logits, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names)
         rows = torch.arange(chunk.shape[0], device=dev)
         ld = logits[rows, -1, a] - logits[rows, -1, i]
         parts = [cache[get_act_name("resid_pre", 0)][:, -1]]  # each [b, d_model]
@@ -265,8 +276,11 @@ def direct_logit_attribution(
             parts.append(cache[get_act_name("mlp_out", l)][:, -1])
         stack = torch.stack(parts, 1)  # [b, n_parts, d_model]
         zero = torch.zeros_like(stack[:, :1])
-        scale = cache["ln_final.hook_scale"][:, -1][:, None, :]  # [b, 1, 1]
-        g = _frozen_ln_final(model, torch.cat([stack, zero], 1), scale)  # [b, n_parts + 1, d_model]
+        if scale is None:
+            frozen = cache["ln_final.hook_scale"][:, -1][:, None, :]  # [b, 1, 1]
+        else:
+            frozen = scale.reshape(-1)[start : start + batch_size].to(dev, stack.dtype)[:, None, None]
+        g = frozen_ln_final(model, torch.cat([stack, zero], 1), frozen)  # [b, n_parts + 1, d_model]
         g0 = g[:, -1:]
         direction = (W_U[:, a] - W_U[:, i]).T  # [b, d_model]
         contrib = ((g[:, :-1] - g0) * direction[:, None, :]).sum(-1)  # [b, n_parts]
@@ -276,6 +290,20 @@ def direct_logit_attribution(
         out_ld.append(ld.float().cpu())
         del cache
     return DLAResult(torch.cat(out_vals, 1), labels, torch.cat(out_ld))
+
+
+@torch.no_grad()
+def final_norm_scale(model, tokens: torch.Tensor, batch_size: int = 16, fwd_hooks=()) -> torch.Tensor:
+    """The final norm's scale (``ln_final.hook_scale``: 1 / RMS for RMSNorm, 1 / std for LayerNorm) at the
+    last position of ``tokens`` ``[batch, pos]``, ``[batch]`` (with ``fwd_hooks`` running)."""
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    dev, out = model_device(model), []
+    for start in range(0, tokens.shape[0], batch_size):
+        chunk = tokens[start : start + batch_size].to(dev)
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            _, cache = model.run_with_cache(chunk, names_filter=lambda n: n == "ln_final.hook_scale")
+        out.append(cache["ln_final.hook_scale"][:, -1].reshape(-1).float().cpu())
+    return torch.cat(out)
 
 
 def dataset_dla(model, dataset, **kwargs) -> DLAResult:

@@ -253,7 +253,11 @@ def knockout(files: Mapping[str, Any]) -> str:
         rand = [r["kept_%"] for r in mine if r["condition"].startswith("random")]
         parts.append(f"{task} {_pct(ko['kept_%'])}" + (f" (random heads of the same layers {_pct(sum(rand) / len(rand))})"
                                                        if rand else "")
-                     + f", {_pct(100 * ko['copy'])} copying the last member")
+                     + f", {_pct(100 * ko['copy'])} copying the last member"
+                     + (f"; drop {obj.knockout_null[task].observed:.0f} points, at the "
+                        f"{obj.knockout_null[task].observed_percentile:.0f}th percentile of {obj.knockout_null[task].n_draws} "
+                        f"same-layer random knockouts (p = {obj.knockout_null[task].p_value:.2f}, n = "
+                        f"{obj.knockout_null[task].n_prompts} evaluation prompts)" if task in obj.knockout_null else ""))
     b = obj.backups
     left = b["knocked_out"]["reference_logit_diff"] / b["intact"]["reference_logit_diff"]
     found = b["knocked_out"]["components"]
@@ -262,7 +266,7 @@ def knockout(files: Mapping[str, Any]) -> str:
                f"{len(b['intact']['components'])} intact, {len(b['joins'])} of them new" if found is not None
                else "too little to find a circuit of")
     return (f"Knocking out the successor heads {' '.join(heads)} (highest OV next score, largest single-ablation "
-            f"drop) leaves of the logit difference: {'; '.join(parts)}. On {b['task']} the knocked-out model keeps "
+            f"drop, chosen on selection prompts) leaves of the evaluation prompts' logit difference: {'; '.join(parts)}. On {b['task']} the knocked-out model keeps "
             f"{_pct(100 * left)}; {circuit}; {_count(n_negative, 'head')} {'is' if n_negative == 1 else 'are'} negative (their "
             "ablation raises the logit difference).")
 
