@@ -48,8 +48,13 @@ TIMING_KEY = re.compile(r"(^|_)(seconds|duration|elapsed)$")
 def _seqcirc(args: list[str], results: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, RESULTS_ROOT_ENV: str(results)}
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "seqcirc_utils.workflow.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     return res, time.perf_counter() - start
 
 
@@ -64,8 +69,9 @@ def equal_but_timings(a: Any, b: Any) -> bool:
 
 def compare_results(one: Path, two: Path) -> dict[str, Any]:
     """Every ``*.json`` under the two results folders: identical, timing-only differences, or different."""
-    files = {p.relative_to(one).as_posix() for p in one.rglob("*.json")} | \
-        {p.relative_to(two).as_posix() for p in two.rglob("*.json")}
+    files = {p.relative_to(one).as_posix() for p in one.rglob("*.json")} | {
+        p.relative_to(two).as_posix() for p in two.rglob("*.json")
+    }
     identical, timing_only, different = [], [], []
     for name in sorted(files):
         a, b = one / name, two / name
@@ -77,8 +83,13 @@ def compare_results(one: Path, two: Path) -> dict[str, Any]:
             timing_only.append(name)
         else:
             different.append(name)
-    return {"n_files": len(files), "identical_files": len(identical), "timing_only_files": timing_only,
-            "different_files": different, "same_results": bool(files) and not different}
+    return {
+        "n_files": len(files),
+        "identical_files": len(identical),
+        "timing_only_files": timing_only,
+        "different_files": different,
+        "same_results": bool(files) and not different,
+    }
 
 
 def run_table(executed: Path) -> dict[str, Any]:
@@ -90,25 +101,39 @@ def run_table(executed: Path) -> dict[str, Any]:
         meta = nbformat.read(path, as_version=4).metadata
         pm, record = meta.get("papermill") or {}, meta.get("seqcirc") or {}
         params = {**(pm.get("default_parameters") or {}), **(pm.get("parameters") or {})}
-        rows.append({"notebook": path.stem, "status": "failed" if pm.get("exception") else "ok",
-                     "run": record.get("run", "executed"), "model": params.get("model"),
-                     "smoke": bool(params.get("smoke")), "wall_seconds": record.get("wall_seconds"),
-                     "papermill_seconds": round(pm["duration"], 1) if pm.get("duration") else None,
-                     "worker": record.get("worker")})
+        rows.append(
+            {
+                "notebook": path.stem,
+                "status": "failed" if pm.get("exception") else "ok",
+                "run": record.get("run", "executed"),
+                "model": params.get("model"),
+                "smoke": bool(params.get("smoke")),
+                "wall_seconds": record.get("wall_seconds"),
+                "papermill_seconds": round(pm["duration"], 1) if pm.get("duration") else None,
+                "worker": record.get("worker"),
+            }
+        )
         if record.get("started_at") and record.get("executed_at"):  # of the run that executed it
             starts.append(datetime.datetime.fromisoformat(record["started_at"]))
             ends.append(datetime.datetime.fromisoformat(record["executed_at"]))
     walls = [r["wall_seconds"] or r["papermill_seconds"] or 0.0 for r in rows]
-    return {"executed_dir": str(executed), "notebooks": rows, "sum_seconds": round(sum(walls), 1),
-            "span_seconds": round((max(ends) - min(starts)).total_seconds(), 1) if len(starts) == len(rows) and rows
-            else None, "workers": sorted({str(r["worker"]) for r in rows if r["worker"]}),
-            "reused": [r["notebook"] for r in rows if r["run"] == "reused"]}
+    return {
+        "executed_dir": str(executed),
+        "notebooks": rows,
+        "sum_seconds": round(sum(walls), 1),
+        "span_seconds": round((max(ends) - min(starts)).total_seconds(), 1)
+        if len(starts) == len(rows) and rows
+        else None,
+        "workers": sorted({str(r["worker"]) for r in rows if r["worker"]}),
+        "reused": [r["notebook"] for r in rows if r["run"] == "reused"],
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--notebooks", default=None,
-                    help="comma-separated notebook names (default: every notebook, as make book)")
+    ap.add_argument(
+        "--notebooks", default=None, help="comma-separated notebook names (default: every notebook, as make book)"
+    )
     ap.add_argument("--workers", type=int, default=min(2, default_workers()), help="parallel run's workers")
     ap.add_argument("--model", default=None, help="model spec (default: each notebook's own)")
     ap.add_argument("--no-smoke", action="store_true", help="full-size notebooks instead of smoke=True")
@@ -119,44 +144,74 @@ def main(argv=None) -> int:
 
     out: dict[str, Any] = {}
     if not args.table_only:
-        names = [resolve_notebook(n).stem for n in args.notebooks.split(",") if n] if args.notebooks \
+        names = (
+            [resolve_notebook(n).stem for n in args.notebooks.split(",") if n]
+            if args.notebooks
             else [nb.stem for nb in find_notebooks()]
+        )
         params = [] if args.no_smoke else ["-p", "smoke", "true"]
         params += ["-p", "model", args.model] if args.model else []
         seconds: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="seqcirc-book-bench-") as scratch:
             scratch = Path(scratch)
             for label, workers in (("sequential", 1), ("parallel", args.workers)):
-                res, seconds[label] = _seqcirc(["run", *names, *params, "--workers", str(workers), "--force",
-                                                "--keep-going", "--no-progress", "--out-dir",
-                                                str(scratch / label / "executed")], scratch / label / "results")
+                res, seconds[label] = _seqcirc(
+                    [
+                        "run",
+                        *names,
+                        *params,
+                        "--workers",
+                        str(workers),
+                        "--force",
+                        "--keep-going",
+                        "--no-progress",
+                        "--out-dir",
+                        str(scratch / label / "executed"),
+                    ],
+                    scratch / label / "results",
+                )
                 if res.returncode != 0:
                     print(res.stdout[-4000:] + res.stderr[-4000:], file=sys.stderr)
                     print(f"benchmarks.book: the {label} run failed (exit {res.returncode})", file=sys.stderr)
                     return 1
             comparison = compare_results(scratch / "sequential" / "results", scratch / "parallel" / "results")
             smoke_table = run_table(scratch / "parallel" / "executed")
-        out.update({"notebooks": names, "smoke": not args.no_smoke, "model": args.model, "workers": args.workers,
-                    "cores": default_workers(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                    "sequential_seconds": round(seconds["sequential"], 1),
-                    "parallel_seconds": round(seconds["parallel"], 1),
-                    "speedup": round(seconds["sequential"] / seconds["parallel"], 2), **comparison,
-                    "parallel_run_table": smoke_table["notebooks"]})
+        out.update(
+            {
+                "notebooks": names,
+                "smoke": not args.no_smoke,
+                "model": args.model,
+                "workers": args.workers,
+                "cores": default_workers(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "sequential_seconds": round(seconds["sequential"], 1),
+                "parallel_seconds": round(seconds["parallel"], 1),
+                "speedup": round(seconds["sequential"] / seconds["parallel"], 2),
+                **comparison,
+                "parallel_run_table": smoke_table["notebooks"],
+            }
+        )
     executed = Path(args.executed)
     out["run_table"] = run_table(executed) if executed.is_dir() else None
     if not args.json:
         if "speedup" in out:
-            print(f"{len(out['notebooks'])} notebooks{' (smoke)' if out['smoke'] else ''}: one after another "
-                  f"{out['sequential_seconds']:.0f} s, on {args.workers} workers {out['parallel_seconds']:.0f} s "
-                  f"-> {out['speedup']:.2f}x; result files: {out['identical_files']} identical, "
-                  f"{len(out['timing_only_files'])} differing only in timings, {len(out['different_files'])} different")
+            print(
+                f"{len(out['notebooks'])} notebooks{' (smoke)' if out['smoke'] else ''}: one after another "
+                f"{out['sequential_seconds']:.0f} s, on {args.workers} workers {out['parallel_seconds']:.0f} s "
+                f"-> {out['speedup']:.2f}x; result files: {out['identical_files']} identical, "
+                f"{len(out['timing_only_files'])} differing only in timings, {len(out['different_files'])} different"
+            )
         table = out["run_table"]
         if table and table["notebooks"]:
-            print(f"run table of {table['executed_dir']}: sum of wall times {table['sum_seconds']:.0f} s, "
-                  f"span {table['span_seconds']} s, workers {', '.join(table['workers']) or '-'}")
+            print(
+                f"run table of {table['executed_dir']}: sum of wall times {table['sum_seconds']:.0f} s, "
+                f"span {table['span_seconds']} s, workers {', '.join(table['workers']) or '-'}"
+            )
             for r in table["notebooks"]:
-                print(f"  {r['notebook']:28s} {r['status']:6s} {r['run']:8s} wall {r['wall_seconds']} s, "
-                      f"papermill {r['papermill_seconds']} s, worker {r['worker']}")
+                print(
+                    f"  {r['notebook']:28s} {r['status']:6s} {r['run']:8s} wall {r['wall_seconds']} s, "
+                    f"papermill {r['papermill_seconds']} s, worker {r['worker']}"
+                )
     print(json.dumps(out))
     return 0
 

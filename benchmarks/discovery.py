@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from seqcirc_utils.scoring.ablation import Ablator, compute_ablation_values, component_hook_name
 from seqcirc_utils.discovery.pipeline import discovery_dataset
-from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.discovery.pruning import PAPER, fast_prune, refine_to_minimal, sweep_prune
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.scoring.ablation import Ablator, component_hook_name, compute_ablation_values
 
 
 class NaiveAblator(Ablator):
@@ -49,8 +49,12 @@ class NaiveAblator(Ablator):
 
 
 def _summary(result, seconds: float) -> dict:
-    return {"seconds": round(seconds, 2), "forward_passes": result.forward_passes,
-            "n_components": len(result.components), "score": round(result.score.score, 4)}
+    return {
+        "seconds": round(seconds, 2),
+        "forward_passes": result.forward_passes,
+        "n_components": len(result.components),
+        "score": round(result.score.score, 4),
+    }
 
 
 def main(argv=None) -> int:
@@ -66,15 +70,25 @@ def main(argv=None) -> int:
 
     model, info = load_model(args.model)
     ds = discovery_dataset(model, args.model, args.task, template=args.template, n=args.n, seed=args.seed)
-    out = {"model": args.model, "task": args.task, "template": args.template, "n_prompts": len(ds),
-           "threshold": args.threshold, "n_components_full": len(info.components), "order": PAPER}
+    out = {
+        "model": args.model,
+        "task": args.task,
+        "template": args.template,
+        "n_prompts": len(ds),
+        "threshold": args.threshold,
+        "n_components_full": len(info.components),
+        "order": PAPER,
+    }
     runs, ablators = {}, {}
     for name, make, run in (
         ("naive", NaiveAblator, lambda ab: sweep_prune(ab, [args.threshold], resume=False, progress=False)[0]),
         ("optimised", Ablator, lambda ab: sweep_prune(ab, [args.threshold], resume=True, progress=False)[0]),
         ("fast", Ablator, lambda ab: fast_prune(ab, [args.threshold], minimal=False, progress=False)[0]),
-        ("fast_one_round", Ablator,
-         lambda ab: fast_prune(ab, [args.threshold], rounds=1, minimal=False, progress=False)[0]),
+        (
+            "fast_one_round",
+            Ablator,
+            lambda ab: fast_prune(ab, [args.threshold], rounds=1, minimal=False, progress=False)[0],
+        ),
         ("fast_minimal", Ablator, lambda ab: fast_prune(ab, [args.threshold], progress=False)[0]),
     ):
         t0 = time.perf_counter()
@@ -89,17 +103,21 @@ def main(argv=None) -> int:
     out["forward_ratio_fast"] = round(out["optimised"]["forward_passes"] / out["fast"]["forward_passes"], 2)
     out["fast_score_gap"] = round(abs(out["fast"]["score"] - out["optimised"]["score"]), 4)
     out["forward_ratio_fast_one_round"] = round(
-        out["optimised"]["forward_passes"] / out["fast_one_round"]["forward_passes"], 2)
+        out["optimised"]["forward_passes"] / out["fast_one_round"]["forward_passes"], 2
+    )
     out["fast_one_round_score_gap"] = round(abs(out["fast_one_round"]["score"] - out["optimised"]["score"]), 4)
     out["forward_ratio_fast_minimal"] = round(
-        out["optimised"]["forward_passes"] / out["fast_minimal"]["forward_passes"], 2)
+        out["optimised"]["forward_passes"] / out["fast_minimal"]["forward_passes"], 2
+    )
     out["fast_minimal_score_gap"] = round(abs(out["fast_minimal"]["score"] - out["optimised"]["score"]), 4)
     out["fast_minimal_is_minimal"] = runs["fast_minimal"].minimal
     out["fast_minimal_size_ratio"] = round(
-        out["fast_minimal"]["n_components"] / max(out["optimised"]["n_components"], 1), 3)
+        out["fast_minimal"]["n_components"] / max(out["optimised"]["n_components"], 1), 3
+    )
     # Is the sweep's circuit 1-minimal? (checked after its passes were counted)
     out["optimised_removable_left"] = refine_to_minimal(
-        ablators["optimised"], runs["optimised"].components, args.threshold, max_passes=0, progress=False)[3]
+        ablators["optimised"], runs["optimised"].components, args.threshold, max_passes=0, progress=False
+    )[3]
     print(json.dumps(out))
     if not args.json:
         print(json.dumps(out, indent=1), file=sys.stderr)

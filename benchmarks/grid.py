@@ -36,15 +36,23 @@ from seqcirc_utils.workflow.runner import REPO_ROOT, resolve_notebook
 
 def _seqcirc(args: list[str], results: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, RESULTS_ROOT_ENV: str(results)}
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "seqcirc_utils.workflow.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _close(a: Any, b: Any) -> bool:
     """Equal JSON values, floats to 1e-9 (relative or absolute)."""
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9,
-                                                                                             abs_tol=1e-9)
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -74,17 +82,48 @@ def main(argv=None) -> int:
         seq_results, grid_results = scratch / "sequential", scratch / "grid"
         start = time.perf_counter()
         for i, params in enumerate(cells):
-            res = _seqcirc(["run", notebook.stem, "-p", "model", params["model"], "-p", "seed", str(params["seed"]),
-                            *fixed_args, "--force", "--no-progress", "--out-dir", str(scratch / f"executed{i}")],
-                           seq_results / f"cell{i}")
+            res = _seqcirc(
+                [
+                    "run",
+                    notebook.stem,
+                    "-p",
+                    "model",
+                    params["model"],
+                    "-p",
+                    "seed",
+                    str(params["seed"]),
+                    *fixed_args,
+                    "--force",
+                    "--no-progress",
+                    "--out-dir",
+                    str(scratch / f"executed{i}"),
+                ],
+                seq_results / f"cell{i}",
+            )
             if res.returncode != 0:
                 print(res.stdout + res.stderr, file=sys.stderr)
                 return 1
         sequential = time.perf_counter() - start
 
         start = time.perf_counter()
-        res = _seqcirc(["grid", notebook.stem, "-p", "model", ",".join(models), "-p", "seed", ",".join(map(str, seeds)),
-                        *fixed_args, "--force", "--no-progress", "--workers", str(args.workers)], grid_results)
+        res = _seqcirc(
+            [
+                "grid",
+                notebook.stem,
+                "-p",
+                "model",
+                ",".join(models),
+                "-p",
+                "seed",
+                ",".join(map(str, seeds)),
+                *fixed_args,
+                "--force",
+                "--no-progress",
+                "--workers",
+                str(args.workers),
+            ],
+            grid_results,
+        )
         grid = time.perf_counter() - start
         if res.returncode != 0:
             print(res.stdout + res.stderr, file=sys.stderr)
@@ -96,15 +135,28 @@ def main(argv=None) -> int:
             cell = runs_root(params["model"], grid_results) / cell_id(notebook, params)
             files = sorted(p.name for p in direct.glob("*.json"))
             same &= bool(files) and all(
-                _close(json.loads((direct / f).read_text()), json.loads((cell / f).read_text())) for f in files)
+                _close(json.loads((direct / f).read_text()), json.loads((cell / f).read_text())) for f in files
+            )
 
-    out = {"notebook": notebook.stem, "cells": len(cells), "models": models, "seeds": seeds, "smoke": not args.no_smoke,
-           "workers": args.workers, "cores": default_workers(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-           "sequential_seconds": round(sequential, 2), "grid_seconds": round(grid, 2),
-           "speedup": round(sequential / grid, 2), "same_results": same}
+    out = {
+        "notebook": notebook.stem,
+        "cells": len(cells),
+        "models": models,
+        "seeds": seeds,
+        "smoke": not args.no_smoke,
+        "workers": args.workers,
+        "cores": default_workers(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "sequential_seconds": round(sequential, 2),
+        "grid_seconds": round(grid, 2),
+        "speedup": round(sequential / grid, 2),
+        "same_results": same,
+    }
     if not args.json:
-        print(f"{len(cells)} cells of {notebook.stem}: sequential `seqcirc run` {sequential:.1f} s, "
-              f"grid on {args.workers} workers {grid:.1f} s -> {sequential / grid:.2f}x; same results: {same}")
+        print(
+            f"{len(cells)} cells of {notebook.stem}: sequential `seqcirc run` {sequential:.1f} s, "
+            f"grid on {args.workers} workers {grid:.1f} s -> {sequential / grid:.2f}x; same results: {same}"
+        )
     print(json.dumps(out))
     return 0
 

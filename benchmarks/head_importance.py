@@ -24,10 +24,10 @@ import time
 
 import pandas as pd
 
-from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.discovery.pipeline import discovery_dataset
-from seqcirc_utils.scoring.importance import head_importance
 from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
+from seqcirc_utils.scoring.importance import head_importance
 
 
 def main(argv=None) -> int:
@@ -45,14 +45,22 @@ def main(argv=None) -> int:
     ds = discovery_dataset(model, args.model, args.task, template=args.template, n=args.n, seed=args.seed)
     ablators = AblatorCache()
     ab = ablators.get(model, info, ds)  # means and clean caches built once, outside every timing
-    out: dict = {"model": args.model, "task": args.task, "template": args.template, "n_prompts": len(ds),
-                 "n_components": len(info.components), "n_heads": len(info.heads)}
+    out: dict = {
+        "model": args.model,
+        "task": args.task,
+        "template": args.template,
+        "n_prompts": len(ds),
+        "n_components": len(info.components),
+        "n_heads": len(info.heads),
+    }
 
     t0 = time.perf_counter()
     full = {str(c): 100 * (1 - ab.fraction_of_full(ab.metric_value(ab.logits([c])))) for c in info.components}
     out["full_passes"] = {"seconds": round(time.perf_counter() - t0, 2)}
     t0 = time.perf_counter()
-    resumed = single_component_effects(model, info, ds, info.components, progress=False, ablators=ablators).set_index("component")
+    resumed = single_component_effects(model, info, ds, info.components, progress=False, ablators=ablators).set_index(
+        "component"
+    )
     out["resumed"] = {"seconds": round(time.perf_counter() - t0, 2)}
     out["speedup_resumed"] = round(out["full_passes"]["seconds"] / out["resumed"]["seconds"], 2)
     out["max_abs_diff"] = float(max(abs(full[c] - resumed.loc[c, "drop_points"]) for c in full))
@@ -61,8 +69,9 @@ def main(argv=None) -> int:
     importance = head_importance(model, info, ds, exact_top=args.exact_top, progress=False, ablators=ablators)
     out["head_importance"] = {"seconds": round(time.perf_counter() - t0, 2), "exact_top": args.exact_top}
     t0 = time.perf_counter()
-    exact_all = single_component_effects(model, info, ds, info.heads, progress=False,
-                                         ablators=ablators).set_index("component")["drop_points"]
+    exact_all = single_component_effects(model, info, ds, info.heads, progress=False, ablators=ablators).set_index(
+        "component"
+    )["drop_points"]
     out["exact_all_heads"] = {"seconds": round(time.perf_counter() - t0, 2)}
     out["speedup_importance"] = round(out["exact_all_heads"]["seconds"] / out["head_importance"]["seconds"], 2)
     estimate = importance.set_index("component")["estimated_drop"]

@@ -49,21 +49,40 @@ def main(argv=None) -> int:
     setup = {"seconds": round(time.perf_counter() - t0, 2), "forward_passes": ab.forward_passes}
     empty, empty_cost = _timed(ab, ab.empty_values)
     scores, attr_cost = _timed(ab, lambda: curves.attribution_node_scores(ab, ig_steps=3))
-    circuit = curves.ranked(scores)[:args.circuit_size]
-    out = {"model": args.model, "task": args.task, "n_prompts": len(ds), "n_sequences": ds.n_sequences,
-           "n_components": len(info.components), "threads": torch.get_num_threads(), "ablator_setup": setup, "empty_circuit": empty_cost,
-           "attribution_ranking": attr_cost, "null": {}}
+    circuit = curves.ranked(scores)[: args.circuit_size]
+    out = {
+        "model": args.model,
+        "task": args.task,
+        "n_prompts": len(ds),
+        "n_sequences": ds.n_sequences,
+        "n_components": len(info.components),
+        "threads": torch.get_num_threads(),
+        "ablator_setup": setup,
+        "empty_circuit": empty_cost,
+        "attribution_ranking": attr_cost,
+        "null": {},
+    }
     for batch in args.batch:
-        rec, cost = _timed(ab, lambda: nulls.circuit_null(ab, circuit, n_draws=args.draws, draws_per_pass=batch,
-                                                          progress=False))
-        out["null"][f"draws_per_pass={batch}"] = cost | {"observed": round(rec.observed, 4),
-                                                         "null_p95": round(rec.null_p95, 4), "p_value": rec.p_value}
-    rand, cost = _timed(ab, lambda: curves.faithfulness_curve(ab, curves.random_scores(info.components, 0), "random",
-                                                              signed=False, seed=0))
+        rec, cost = _timed(
+            ab, lambda: nulls.circuit_null(ab, circuit, n_draws=args.draws, draws_per_pass=batch, progress=False)
+        )
+        out["null"][f"draws_per_pass={batch}"] = cost | {
+            "observed": round(rec.observed, 4),
+            "null_p95": round(rec.null_p95, 4),
+            "p_value": rec.p_value,
+        }
+    rand, cost = _timed(
+        ab,
+        lambda: curves.faithfulness_curve(ab, curves.random_scores(info.components, 0), "random", signed=False, seed=0),
+    )
     out["curve_random"] = cost | {"cpr": round(rand.cpr, 4), "cmd": round(rand.cmd, 4)}
     fast, cost = _timed(ab, lambda: curves.faithfulness_curve(ab, scores, "fast"))
-    out["curve_fast_signed_and_abs"] = cost | {"cpr": round(fast.cpr, 4), "cmd": round(fast.cmd, 4),
-                                               "cpr_log": round(fast.cpr_log, 4), "cmd_log": round(fast.cmd_log, 4)}
+    out["curve_fast_signed_and_abs"] = cost | {
+        "cpr": round(fast.cpr, 4),
+        "cmd": round(fast.cmd, 4),
+        "cpr_log": round(fast.cpr_log, 4),
+        "cmd_log": round(fast.cmd_log, 4),
+    }
     print(json.dumps(out) if args.json else json.dumps(out, indent=1))
     return 0
 

@@ -55,14 +55,14 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.core.errors import SeqcircError
-from seqcirc_utils.report import plots
-from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
-from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.result_records import Behaviour
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
-from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import behaviour_verdict, smoke_note
+from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
+from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
 if prefix not in PREFIX_MODES:
     raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
@@ -84,20 +84,44 @@ for p in prefixes:
 resolved_prefix = resolve_prefix(lm.tokenizer, prefix)  # the main prefix must exist (raises naming the valid ones)
 all_prefixes = prefix_table(lm, model, prefixes=prefixes, templates=templates, n=n_prompts, seed=seed)
 table = all_prefixes[all_prefixes["prefix"] == prefix].drop(columns=["prefix_token"]).reset_index(drop=True)
-_ = write_json_atomic(results_dir(model) / Behaviour.file, Behaviour(
-    model=model, n_prompts=n_prompts, seed=seed, smoke=smoke, templates=list(templates),
-    prefix=resolved_prefix.to_json(), rows=frame_records(table),
-    prefixes={p: r.to_json() for p, r in resolved.items()}, prefix_rows=frame_records(all_prefixes),
-))
-display(Markdown((f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
-                  f"(token id {resolved_prefix.token_id})." if resolved_prefix.token_id is not None
-                  else "Prompts start with **no** prefix token.")
-                 + "".join(f" Prefix {p} is not available for this tokenizer: {err}" for p, err in unavailable.items())))
-reader_table(table, [
-    Column("task", "task"), Column("template", "template"), Column("direction", "direction"),
-    Column("n", "prompts", "int"), Column("top1_accuracy", "top-1 accuracy", "fraction"),
-    Column("p_correct", "mean p(correct)", "number", 2), Column("logit_diff", "logit difference (nats)", "number", 2),
-    Column("prob_diff", "probability difference", "fraction", 1)])
+_ = write_json_atomic(
+    results_dir(model) / Behaviour.file,
+    Behaviour(
+        model=model,
+        n_prompts=n_prompts,
+        seed=seed,
+        smoke=smoke,
+        templates=list(templates),
+        prefix=resolved_prefix.to_json(),
+        rows=frame_records(table),
+        prefixes={p: r.to_json() for p, r in resolved.items()},
+        prefix_rows=frame_records(all_prefixes),
+    ),
+)
+display(
+    Markdown(
+        (
+            f"Prompts start with the **{prefix}** prefix: `{resolved_prefix.token}` "
+            f"(token id {resolved_prefix.token_id})."
+            if resolved_prefix.token_id is not None
+            else "Prompts start with **no** prefix token."
+        )
+        + "".join(f" Prefix {p} is not available for this tokenizer: {err}" for p, err in unavailable.items())
+    )
+)
+reader_table(
+    table,
+    [
+        Column("task", "task"),
+        Column("template", "template"),
+        Column("direction", "direction"),
+        Column("n", "prompts", "int"),
+        Column("top1_accuracy", "top-1 accuracy", "fraction"),
+        Column("p_correct", "mean p(correct)", "number", 2),
+        Column("logit_diff", "logit difference (nats)", "number", 2),
+        Column("prob_diff", "probability difference", "fraction", 1),
+    ],
+)
 
 # %% [markdown]
 # ## Accuracy by task and template
@@ -106,10 +130,19 @@ reader_table(table, [
 
 # %%
 ok = table[table["n"] > 0]
-figures.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template", column="direction",
-                               y_title="top-1 accuracy", title=f"{model}: top-1 accuracy"),
-               f"Top-1 accuracy per task (bars: templates; panels: directions), prompts with the {prefix} prefix. "
-               "Compare the two panels: decreasing sequences against increasing ones.")
+figures.figure(
+    plots.bar_chart(
+        ok,
+        x="task",
+        y="top1_accuracy",
+        color="template",
+        column="direction",
+        y_title="top-1 accuracy",
+        title=f"{model}: top-1 accuracy",
+    ),
+    f"Top-1 accuracy per task (bars: templates; panels: directions), prompts with the {prefix} prefix. "
+    "Compare the two panels: decreasing sequences against increasing ones.",
+)
 
 # %% [markdown]
 # ## Logit difference
@@ -119,10 +152,19 @@ figures.figure(plots.bar_chart(ok, x="task", y="top1_accuracy", color="template"
 # model's logit difference is clearly positive.
 
 # %%
-figures.figure(plots.bar_chart(ok, x="task", y="logit_diff", color="template", column="direction",
-                               y_title="logit difference (nats)", title=f"{model}: logit(correct) - logit(last member)"),
-               "Mean logit difference (correct answer minus the last shown member) per task and template. "
-               "Look for bars near or below zero: there the full model barely prefers the answer.")
+figures.figure(
+    plots.bar_chart(
+        ok,
+        x="task",
+        y="logit_diff",
+        color="template",
+        column="direction",
+        y_title="logit difference (nats)",
+        title=f"{model}: logit(correct) - logit(last member)",
+    ),
+    "Mean logit difference (correct answer minus the last shown member) per task and template. "
+    "Look for bars near or below zero: there the full model barely prefers the answer.",
+)
 
 # %% [markdown]
 # ## What the numbers say
@@ -144,36 +186,64 @@ Markdown(behaviour_verdict(frame_records(table)))
 
 # %%
 tokens_used = pd.DataFrame([{"prefix": p, "token": r.token, "token_id": r.token_id} for p, r in resolved.items()])
-display(reader_table(tokens_used, [Column("prefix", "prefix"), Column("token", "token"),
-                                   Column("token_id", "token id", "int")], full=False))
+display(
+    reader_table(
+        tokens_used,
+        [Column("prefix", "prefix"), Column("token", "token"), Column("token_id", "token id", "int")],
+        full=False,
+    )
+)
 acc = prefix_summary(all_prefixes, "top1_accuracy")
 ld = prefix_summary(all_prefixes, "logit_diff")
 prefix_cols = [p for p in prefixes if p in acc.columns]
-display(reader_table(acc, [Column("task", "task"), Column("direction", "direction")]
-                     + [Column(p, f"{p}: top-1 accuracy", "fraction") for p in prefix_cols],
-                     caption="Top-1 accuracy per prefix (mean over templates)."))
-display(reader_table(ld, [Column("task", "task"), Column("direction", "direction")]
-                     + [Column(p, f"{p}: logit difference (nats)", "number", 2) for p in prefix_cols],
-                     caption="Logit difference per prefix (nats, mean over templates)."))
+display(
+    reader_table(
+        acc,
+        [Column("task", "task"), Column("direction", "direction")]
+        + [Column(p, f"{p}: top-1 accuracy", "fraction") for p in prefix_cols],
+        caption="Top-1 accuracy per prefix (mean over templates).",
+    )
+)
+display(
+    reader_table(
+        ld,
+        [Column("task", "task"), Column("direction", "direction")]
+        + [Column(p, f"{p}: logit difference (nats)", "number", 2) for p in prefix_cols],
+        caption="Logit difference per prefix (nats, mean over templates).",
+    )
+)
 
 # %%
 ok_all = all_prefixes[all_prefixes["n"] > 0]
 acc_long = acc.melt(id_vars=["task", "direction"], var_name="prefix", value_name="top1_accuracy")
-figures.figure(plots.bar_chart(acc_long, x="task", y="top1_accuracy", color="prefix", column="direction",
-                               y_title="top-1 accuracy (mean over templates)",
-                               title=f"{model}: top-1 accuracy by prompt prefix"),
-               "Top-1 accuracy per task with each prompt prefix (bars), averaged over templates. "
-               "Where the bars of one task differ, the choice of first token changes what the model does.")
+figures.figure(
+    plots.bar_chart(
+        acc_long,
+        x="task",
+        y="top1_accuracy",
+        color="prefix",
+        column="direction",
+        y_title="top-1 accuracy (mean over templates)",
+        title=f"{model}: top-1 accuracy by prompt prefix",
+    ),
+    "Top-1 accuracy per task with each prompt prefix (bars), averaged over templates. "
+    "Where the bars of one task differ, the choice of first token changes what the model does.",
+)
 
 # %%
 cols = [p for p in prefixes if p in acc.columns]
-per_prefix = ok_all.groupby("prefix").agg(top1_accuracy=("top1_accuracy", "mean"), logit_diff=("logit_diff", "mean"),
-                                          n_combinations=("n", "size")).reindex(cols)
+per_prefix = (
+    ok_all.groupby("prefix")
+    .agg(top1_accuracy=("top1_accuracy", "mean"), logit_diff=("logit_diff", "mean"), n_combinations=("n", "size"))
+    .reindex(cols)
+)
 lines = ["Means over every (task, template, direction) combination built with each prefix:"]
 for p, row in per_prefix.iterrows():
     tok = resolved[p].token
-    lines.append(f"- **{p}** ({'`' + tok + '`' if tok else 'no token'}): top-1 accuracy {row.top1_accuracy:.0%}, "
-                 f"logit difference {row.logit_diff:.2f} nats ({int(row.n_combinations)} combinations).")
+    lines.append(
+        f"- **{p}** ({'`' + tok + '`' if tok else 'no token'}): top-1 accuracy {row.top1_accuracy:.0%}, "
+        f"logit difference {row.logit_diff:.2f} nats ({int(row.n_combinations)} combinations)."
+    )
 if prefix in cols and len(cols) > 1:
     for other in [c for c in cols if c != prefix]:
         d_acc = acc[prefix] - acc[other]
@@ -184,8 +254,9 @@ if prefix in cols and len(cols) > 1:
             f"{per_prefix.top1_accuracy[other]:.0%}; per task and direction the difference ranges from "
             f"{100 * d_acc.min():+.0f} to {100 * d_acc.max():+.0f} points (largest for {acc.task[i]} / {acc.direction[i]}: "
             f"{acc[prefix][i]:.0%} vs {acc[other][i]:.0%}), the logit difference from {d_ld.min():+.2f} to "
-            f"{d_ld.max():+.2f} nats.")
-    spread = (acc[cols].max(axis=1) - acc[cols].min(axis=1))
+            f"{d_ld.max():+.2f} nats."
+        )
+    spread = acc[cols].max(axis=1) - acc[cols].min(axis=1)
     big = acc[spread >= 0.1]
     lines.append(
         f"- {len(big)} of {len(acc)} task/direction rows change top-1 accuracy by 10 points or more between prefixes"
@@ -193,12 +264,18 @@ if prefix in cols and len(cols) > 1:
     )
 by_template = ok_all[ok_all["task"] != "greater_than"].groupby(["template", "prefix"])["top1_accuracy"].mean().unstack()
 if len(by_template) and all(c in by_template.columns for c in cols):
-    lines.append(f"- By template (mean top-1 accuracy, {' / '.join(cols)}): " + "; ".join(
-        f"{t} {' / '.join(f'{v:.0%}' for v in row[cols])}" for t, row in by_template.iterrows()) + ".")
+    lines.append(
+        f"- By template (mean top-1 accuracy, {' / '.join(cols)}): "
+        + "; ".join(f"{t} {' / '.join(f'{v:.0%}' for v in row[cols])}" for t, row in by_template.iterrows())
+        + "."
+    )
 gt_rows = ok_all[ok_all["task"] == "greater_than"]
 if len(gt_rows) and "prob_diff" in gt_rows:
-    lines.append("- Greater-than probability difference: " + ", ".join(
-        f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples()) + ".")
+    lines.append(
+        "- Greater-than probability difference: "
+        + ", ".join(f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples())
+        + "."
+    )
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

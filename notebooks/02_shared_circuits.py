@@ -37,12 +37,19 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 16  # prompts per task before filtering to correct answers (the sweep's cost grows with it: ~9 min on 2 cores)
+n_prompts = (
+    16  # prompts per task before filtering to correct answers (the sweep's cost grows with it: ~9 min on 2 cores)
+)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
-tasks = ["digits", "numbers", "number_words", "months"]  # task families to compare (a task the tokenizer refuses is left out, with its reason)
+tasks = [
+    "digits",
+    "numbers",
+    "number_words",
+    "months",
+]  # task families to compare (a task the tokenizer refuses is left out, with its reason)
 task_methods = {"numbers": "fast"}  # per-task method overriding `method` (the numbers circuit by the fast method)
 template = "among_words"  # prompt template (pure, comma, among_words, mixed)
 thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
@@ -50,7 +57,9 @@ method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attributi
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 n_draws = 99  # matched random circuits in the null of the shared-by-all circuit at main_threshold (per task, held-out data; ~2 s a draw)
-null_tasks = ["numbers"]  # tasks on whose held-out data the null is drawn (None: every task; each costs ~n_draws x 2 s): by default the one with enough distinct sequences to hold out
+null_tasks = [
+    "numbers"
+]  # tasks on whose held-out data the null is drawn (None: every task; each costs ~n_draws x 2 s): by default the one with enough distinct sequences to hold out
 random_match = "layer"  # the null's matching: same number of heads in every layer, MLPs from the same layers +-1
 
 # %%
@@ -58,26 +67,35 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
-from seqcirc_utils.evaluation.compare import (cross_task_scores, membership_matrix, overlap_table, same_different,
-                                   same_different_counts, score_against_random, shared_by_threshold,
-                                   shared_components)
-from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
-from seqcirc_utils.evaluation.nulls import circuit_null
-from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, parse_component
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import (
+    cross_task_scores,
+    membership_matrix,
+    overlap_table,
+    same_different,
+    same_different_counts,
+    score_against_random,
+    shared_by_threshold,
+    shared_components,
+)
+from seqcirc_utils.evaluation.nulls import circuit_null
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.scoring.ablation import AblatorCache
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, thresholds, method, n_draws = min(n_prompts, 12), [main_threshold], "fast", min(n_draws, 9)
-    print(f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}, {n_draws} null draws; "
-          "numbers are not results.")
+    print(
+        f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}, {n_draws} null draws; "
+        "numbers are not results."
+    )
 
 # %%
 lm, info = load_model(model, device=device)
@@ -88,44 +106,94 @@ for task in tasks:
     methods[task] = task_methods.get(task, method)
     try:
         records[task], datasets[task], ablators[task] = discover(
-            lm, info, model, task, thresholds, method=methods[task], template=template, n=n_prompts, seed=seed,
-            prefix=prefix)
+            lm,
+            info,
+            model,
+            task,
+            thresholds,
+            method=methods[task],
+            template=template,
+            n=n_prompts,
+            seed=seed,
+            prefix=prefix,
+        )
     except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
         refused[task] = str(err)
         continue
     write_circuits(out_dir / f"circuit_{task}.json", records[task])
 tasks = [t for t in tasks if t in records]
-rows = [{"task": t, "method": methods[t], "threshold": r["threshold"], "heads": len(r["heads"]),
-         "mlps": len(r["mlps"]), "n_components": r["n_components"], "score": 100 * r["score"],
-         **{k: v for k, v in score_columns(r).items() if k != "score_%"}, "prompts": r["n_prompts"],
-         "forward_passes": r["forward_passes"], "seconds": r["seconds"]}
-        for t in tasks for r in records[t]]
+rows = [
+    {
+        "task": t,
+        "method": methods[t],
+        "threshold": r["threshold"],
+        "heads": len(r["heads"]),
+        "mlps": len(r["mlps"]),
+        "n_components": r["n_components"],
+        "score": 100 * r["score"],
+        **{k: v for k, v in score_columns(r).items() if k != "score_%"},
+        "prompts": r["n_prompts"],
+        "forward_passes": r["forward_passes"],
+        "seconds": r["seconds"],
+    }
+    for t in tasks
+    for r in records[t]
+]
 summary = pd.DataFrame(rows)
-display(Markdown("Tasks used: " + ", ".join(f"**{t}** ({methods[t]})" for t in tasks) + "."
-                 + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())))
-reader_table(summary.assign(circuit=[f"{t} ({m}): {h} heads + {k} MLPs" for t, m, h, k in zip(
-    summary["task"], summary["method"], summary["heads"], summary["mlps"])]), [
-    Column("circuit", "circuit (method): size"), Column("threshold", "threshold (% of full)", "fraction"),
-    Column("score", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
-    Column("faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"),
-    Column("sequences", "discovery sequences", "int"),
-    Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
-    Column("heldout_faithfulness_%", "normalised faithfulness, held-out [95 % CI]", "percent",
-           interval="heldout_faithfulness_ci95"),
-    Column("heldout_sequences", "held-out sequences", "int")],
+display(
+    Markdown(
+        "Tasks used: "
+        + ", ".join(f"**{t}** ({methods[t]})" for t in tasks)
+        + "."
+        + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())
+    )
+)
+reader_table(
+    summary.assign(
+        circuit=[
+            f"{t} ({m}): {h} heads + {k} MLPs"
+            for t, m, h, k in zip(summary["task"], summary["method"], summary["heads"], summary["mlps"])
+        ]
+    ),
+    [
+        Column("circuit", "circuit (method): size"),
+        Column("threshold", "threshold (% of full)", "fraction"),
+        Column("score", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
+        Column(
+            "faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"
+        ),
+        Column("sequences", "discovery sequences", "int"),
+        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+        Column(
+            "heldout_faithfulness_%",
+            "normalised faithfulness, held-out [95 % CI]",
+            "percent",
+            interval="heldout_faithfulness_ci95",
+        ),
+        Column("heldout_sequences", "held-out sequences", "int"),
+    ],
     caption="Paper's ratio m(C)/m(full) beside the normalised faithfulness (m(C) - m(empty)) / (m(full) - m(empty)); "
-            "held-out sequences are disjoint from discovery (split: "
-            + ", ".join(sorted({str(x) for x in summary["heldout_split"].dropna()})) + "); intervals are cluster "
-            "bootstraps over sequences.")
+    "held-out sequences are disjoint from discovery (split: "
+    + ", ".join(sorted({str(x) for x in summary["heldout_split"].dropna()}))
+    + "); intervals are cluster "
+    "bootstraps over sequences.",
+)
 
 # %%
-display(Markdown(
-    "Discovery and held-out sets per task (distinct sequences, disjoint between the two): "
-    + "; ".join(f"{t}: {r['n_prompts']} prompts from {r['n_sequences']} sequences for discovery, "
-                f"{r['heldout']['n_prompts']} prompts from {r['heldout']['n_sequences']} other sequences held out"
-                for t in tasks for r in records[t][:1] if r.get("heldout"))
-    + ". Where a side rests on 2-3 sequences (the single-token digits) its scores and intervals are small-sample "
-      "estimates: the interval is over sequences, and a handful of sequences cannot pin it down."))
+display(
+    Markdown(
+        "Discovery and held-out sets per task (distinct sequences, disjoint between the two): "
+        + "; ".join(
+            f"{t}: {r['n_prompts']} prompts from {r['n_sequences']} sequences for discovery, "
+            f"{r['heldout']['n_prompts']} prompts from {r['heldout']['n_sequences']} other sequences held out"
+            for t in tasks
+            for r in records[t][:1]
+            if r.get("heldout")
+        )
+        + ". Where a side rests on 2-3 sequences (the single-token digits) its scores and intervals are small-sample "
+        "estimates: the interval is over sequences, and a handful of sequences cannot pin it down."
+    )
+)
 
 # %% [markdown]
 # ## Circuit size against performance
@@ -135,11 +203,15 @@ display(Markdown(
 
 # %%
 full = pd.DataFrame([{"task": t, "n_components": len(info.components), "score": 100.0} for t in tasks])
-figures.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_components", "score"]], full]),
-                                            title=f"{model}: circuit size vs % of full logit difference"),
-               "Circuit size (components kept) against the share of the full logit difference it keeps, one line per "
-               "task; the rightmost point is the full model. Look for where each line bends: below that size the "
-               "circuit loses the behaviour quickly.")
+figures.figure(
+    plots.size_performance_curve(
+        pd.concat([summary[["task", "n_components", "score"]], full]),
+        title=f"{model}: circuit size vs % of full logit difference",
+    ),
+    "Circuit size (components kept) against the share of the full logit difference it keeps, one line per "
+    "task; the rightmost point is the full model. Look for where each line bends: below that size the "
+    "circuit loses the behaviour quickly.",
+)
 
 # %% [markdown]
 # ## The circuits at the main threshold
@@ -150,12 +222,19 @@ figures.figure(plots.size_performance_curve(pd.concat([summary[["task", "n_compo
 main = {t: next(r for r in records[t] if abs(r["threshold"] - main_threshold) < 1e-9) for t in tasks}
 circuits = {t: Circuit.from_lists(r["heads"], r["mlps"]).components for t, r in main.items()}
 for t in tasks:
-    display(figures.figure(
-        plots.circuit_diagram(info.n_layers, info.n_heads, circuits[t],
-                              title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %"),
-        f"The {t} circuit at {100 * main_threshold:.0f} %: every head (circle) and MLP (square, right column) of "
-        f"the model, the {len(circuits[t])} kept ones red, layer 0 at the bottom. Note the layers where the kept "
-        "heads cluster."))
+    display(
+        figures.figure(
+            plots.circuit_diagram(
+                info.n_layers,
+                info.n_heads,
+                circuits[t],
+                title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %",
+            ),
+            f"The {t} circuit at {100 * main_threshold:.0f} %: every head (circle) and MLP (square, right column) of "
+            f"the model, the {len(circuits[t])} kept ones red, layer 0 at the bottom. Note the layers where the kept "
+            "heads cluster.",
+        )
+    )
 
 # %% [markdown]
 # ## Overlap between tasks
@@ -169,11 +248,12 @@ head_overlap = overlap_table(circuits, kind="head")
 shared = shared_components(circuits)
 display(overlap)
 display(head_overlap[["a", "b", "intersection", "union", "jaccard", "shared"]])
-display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** "
-                 + (" ".join(map(str, shared)) or "none")))
-figures.figure(plots.overlap_chart(circuits, title="circuit membership per task"),
-               f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
-               f"(right). The components with the longest bars are the {len(shared)} shared by every task.")
+display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** " + (" ".join(map(str, shared)) or "none")))
+figures.figure(
+    plots.overlap_chart(circuits, title="circuit membership per task"),
+    f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
+    f"(right). The components with the longest bars are the {len(shared)} shared by every task.",
+)
 
 # %% [markdown]
 # ## Which single heads matter?
@@ -187,18 +267,30 @@ figures.figure(plots.overlap_chart(circuits, title="circuit membership per task"
 # circuit membership.
 
 # %%
-importance = pd.concat([head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False,
-                                        ablators=ablator_cache).assign(task=t)
-                        for t in tasks])
+importance = pd.concat(
+    [
+        head_importance(lm, info, datasets[t], exact_top=exact_heads, progress=False, ablators=ablator_cache).assign(
+            task=t
+        )
+        for t in tasks
+    ]
+)
 head_scores = estimated_drop_scores(importance, panel="task")
-display(figures.figure(
-    plots.head_scores_panels(head_scores, title=f"{model}: estimated single-head ablation drop",
-                             value_title="est. drop (points)"),
-    "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
-    "panel per task, layer 0 at the top, one colour scale. Look for heads that are dark in every panel: one head "
-    "that every task needs."))
-exact = (importance[importance["exact"]].sort_values("drop_points", ascending=False)
-         .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])]))
+display(
+    figures.figure(
+        plots.head_scores_panels(
+            head_scores, title=f"{model}: estimated single-head ablation drop", value_title="est. drop (points)"
+        ),
+        "Estimated drop (points of the full logit difference) when one head alone is mean-ablated, every head, one "
+        "panel per task, layer 0 at the top, one colour scale. Look for heads that are dark in every panel: one head "
+        "that every task needs.",
+    )
+)
+exact = (
+    importance[importance["exact"]]
+    .sort_values("drop_points", ascending=False)
+    .assign(in_circuit=lambda d: [parse_component(c) in circuits[t] for c, t in zip(d["component"], d["task"])])
+)
 exact_columns = ["task", "component", "drop_points", "estimated_drop", "in_circuit"]
 exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)
 
@@ -211,14 +303,23 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablator_cache)
-write_json_atomic(out_dir / SharedCircuits.file, SharedCircuits(
-    model=model, template=template, threshold=main_threshold, method=method, smoke=smoke,
-    summary=summary.to_dict(orient="records"), overlap=overlap.to_dict(orient="records"),
-    shared=[str(c) for c in shared], cross_task_percent=cross.to_dict(),
-    membership=membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
-    head_importance=head_scores,
-    single_head_ablation=frame_records(exact[exact_columns]),
-))
+write_json_atomic(
+    out_dir / SharedCircuits.file,
+    SharedCircuits(
+        model=model,
+        template=template,
+        threshold=main_threshold,
+        method=method,
+        smoke=smoke,
+        summary=summary.to_dict(orient="records"),
+        overlap=overlap.to_dict(orient="records"),
+        shared=[str(c) for c in shared],
+        cross_task_percent=cross.to_dict(),
+        membership=membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
+        head_importance=head_scores,
+        single_head_ablation=frame_records(exact[exact_columns]),
+    ),
+)
 cross
 
 # %%
@@ -226,21 +327,30 @@ diag = {t: cross.loc[t, t] for t in tasks}
 off = [(a, b, cross.loc[a, b]) for a in tasks for b in tasks if a != b]
 best = max(off, key=lambda x: x[2])
 worst = min(off, key=lambda x: x[2])
-display(Markdown(
-    f"On its own data each circuit keeps {', '.join(f'{t} {v:.0f} %' for t, v in diag.items())} of the full "
-    f"logit difference (by construction at least {100 * main_threshold:.0f} %); on fresh prompts (held out) "
-    + ", ".join(f"{t} {100 * main[t]['heldout']['score']:.0f} % (95 % interval "
-                f"{100 * main[t]['heldout']['ci95'][0]:.0f}-{100 * main[t]['heldout']['ci95'][1]:.0f})"
-                for t in tasks if main[t].get("heldout"))
-    + f". Across tasks, the {best[0]} "
-    f"circuit transfers best ({best[2]:.0f} % on {best[1]} data) and the {worst[0]} circuit worst "
-    f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all {len(tasks)} circuits; "
-    f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
-    f"{head_overlap['jaccard'].max():.2f}. "
-    + " ".join(f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
-               f"({g['drop_points'].iloc[0]:.1f} points, estimated {g['estimated_drop'].iloc[0]:.1f}; "
-               f"{'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
-               for t in tasks if len(g := exact[exact["task"] == t]))))
+display(
+    Markdown(
+        f"On its own data each circuit keeps {', '.join(f'{t} {v:.0f} %' for t, v in diag.items())} of the full "
+        f"logit difference (by construction at least {100 * main_threshold:.0f} %); on fresh prompts (held out) "
+        + ", ".join(
+            f"{t} {100 * main[t]['heldout']['score']:.0f} % (95 % interval "
+            f"{100 * main[t]['heldout']['ci95'][0]:.0f}-{100 * main[t]['heldout']['ci95'][1]:.0f})"
+            for t in tasks
+            if main[t].get("heldout")
+        )
+        + f". Across tasks, the {best[0]} "
+        f"circuit transfers best ({best[2]:.0f} % on {best[1]} data) and the {worst[0]} circuit worst "
+        f"({worst[2]:.0f} % on {worst[1]} data). {len(shared)} components are shared by all {len(tasks)} circuits; "
+        f"the pairwise head Jaccard indices range from {head_overlap['jaccard'].min():.2f} to "
+        f"{head_overlap['jaccard'].max():.2f}. "
+        + " ".join(
+            f"Alone, the head whose ablation costs {t} most is {g['component'].iloc[0]} "
+            f"({g['drop_points'].iloc[0]:.1f} points, estimated {g['estimated_drop'].iloc[0]:.1f}; "
+            f"{'in' if g['in_circuit'].iloc[0] else 'not in'} its circuit)."
+            for t in tasks
+            if len(g := exact[exact["task"] == t])
+        )
+    )
+)
 
 # %% [markdown]
 # ## Shared by all tasks, at every threshold
@@ -269,49 +379,107 @@ score_on = {}
 for t in tasks:
     score_on[f"{t} in-sample"] = ablators[t]
     if records[t][0].get("heldout_dataset"):
-        score_on[f"{t} held-out"] = Ablator(lm, info, TaskDataset.from_json(records[t][0]["heldout_dataset"]),
-                                            mode=ablators[t].mode, metric=ablators[t].metric)
+        score_on[f"{t} held-out"] = Ablator(
+            lm,
+            info,
+            TaskDataset.from_json(records[t][0]["heldout_dataset"]),
+            mode=ablators[t].mode,
+            metric=ablators[t].metric,
+        )
 held_labels = [d for d in score_on if d.endswith("held-out")] or list(score_on)
 shared_scores = score_against_random(info, shared_at, score_on, n_random=0, seed=seed, random_on=[])
 shared_scores = shared_scores.drop(columns=["random_mean", "random_min", "random_max", "random_sd", "n_random"])
-shared_nulls = {label: circuit_null(score_on[label], shared_at[main_threshold], n_draws=n_draws, seed=seed,
-                                    progress=False, description=f"shared-by-all circuit at {main_threshold}, {label}")
-                for label in held_labels
-                if shared_at.get(main_threshold) and (null_tasks is None or label.split()[0] in null_tasks)}
-null_columns = pd.DataFrame([{"threshold": main_threshold, "data": label, "faithfulness": 100 * nd.observed,
-                              "null_p50": 100 * nd.null_p50, "null_range": [100 * nd.null_p5, 100 * nd.null_p95],
-                              "null_p95": 100 * nd.null_p95, "n_draws": nd.n_draws,
-                              "percentile": nd.observed_percentile, "p": nd.p_value, "beats_random": nd.p_value <= 0.05}
-                             for label, nd in shared_nulls.items()],
-                            columns=["threshold", "data", "faithfulness", "null_p50", "null_range", "null_p95", "n_draws",
-                                     "percentile", "p", "beats_random"])
-shared_scores = (shared_scores.drop(columns=["beats_random"]).rename(columns={"circuit": "threshold"})
-                 .merge(null_columns, on=["threshold", "data"], how="left"))
+shared_nulls = {
+    label: circuit_null(
+        score_on[label],
+        shared_at[main_threshold],
+        n_draws=n_draws,
+        seed=seed,
+        progress=False,
+        description=f"shared-by-all circuit at {main_threshold}, {label}",
+    )
+    for label in held_labels
+    if shared_at.get(main_threshold) and (null_tasks is None or label.split()[0] in null_tasks)
+}
+null_columns = pd.DataFrame(
+    [
+        {
+            "threshold": main_threshold,
+            "data": label,
+            "faithfulness": 100 * nd.observed,
+            "null_p50": 100 * nd.null_p50,
+            "null_range": [100 * nd.null_p5, 100 * nd.null_p95],
+            "null_p95": 100 * nd.null_p95,
+            "n_draws": nd.n_draws,
+            "percentile": nd.observed_percentile,
+            "p": nd.p_value,
+            "beats_random": nd.p_value <= 0.05,
+        }
+        for label, nd in shared_nulls.items()
+    ],
+    columns=[
+        "threshold",
+        "data",
+        "faithfulness",
+        "null_p50",
+        "null_range",
+        "null_p95",
+        "n_draws",
+        "percentile",
+        "p",
+        "beats_random",
+    ],
+)
+shared_scores = (
+    shared_scores.drop(columns=["beats_random"])
+    .rename(columns={"circuit": "threshold"})
+    .merge(null_columns, on=["threshold", "data"], how="left")
+)
 shared_scores["beats_random"] = shared_scores["beats_random"].astype(object).where(shared_scores["p"].notna(), None)
 for col in ("score", "ci_lo", "ci_hi"):
     shared_scores[col] = 100 * shared_scores[col]
-reader_table(shared_scores.assign(
-    ci=[[lo, hi] for lo, hi in zip(shared_scores["ci_lo"], shared_scores["ci_hi"])],
-    size=[f"{h} heads + {k} MLPs" for h, k in zip(shared_scores["heads"], shared_scores["mlps"])]), [
-    Column("threshold", "threshold", "fraction"), Column("data", "data"), Column("size", "size"),
-    Column("score", "paper's ratio (% of full) [95 % CI]", "percent", interval="ci"),
-    Column("faithfulness", "normalised faithfulness (%)", "percent"),
-    Column("null_p50", "null median [5th, 95th pct.] (%)", "percent", interval="null_range"),
-    Column("percentile", "observed percentile", "number"), Column("p", "p (one-sided)", "number", digits=3)],
+reader_table(
+    shared_scores.assign(
+        ci=[[lo, hi] for lo, hi in zip(shared_scores["ci_lo"], shared_scores["ci_hi"])],
+        size=[f"{h} heads + {k} MLPs" for h, k in zip(shared_scores["heads"], shared_scores["mlps"])],
+    ),
+    [
+        Column("threshold", "threshold", "fraction"),
+        Column("data", "data"),
+        Column("size", "size"),
+        Column("score", "paper's ratio (% of full) [95 % CI]", "percent", interval="ci"),
+        Column("faithfulness", "normalised faithfulness (%)", "percent"),
+        Column("null_p50", "null median [5th, 95th pct.] (%)", "percent", interval="null_range"),
+        Column("percentile", "observed percentile", "number"),
+        Column("p", "p (one-sided)", "number", digits=3),
+    ],
     caption=f"The shared-by-all circuit per threshold; its null ({n_draws} random circuits matched per layer) at "
-            f"{100 * main_threshold:.0f} %, on held-out data only.")
+    f"{100 * main_threshold:.0f} %, on held-out data only.",
+)
 
 # %%
-display(figures.figure(
-    plots.bar_chart(shared_scores, x="data", y="score", color="threshold",
-                    y_title="% of full logit difference", title="the shared-by-all circuit scored on each task"),
-    f"The components shared by all {len(tasks)} circuits at each threshold (colour), scored as a circuit on each "
-    f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the null of matched random "
-    f"circuits in the table above (null median and 95th percentile)."))
-display(figures.figure(
-    alt.hconcat(*[plots.overlap_chart(by_threshold[thr], title=f"{100 * thr:.0f} %") for thr in by_threshold]),
-    "Membership of every task's circuit at each threshold (one panel per threshold, highest left; filled = kept) and "
-    "how many tasks keep each component (bars). The components with full bars form the shared-by-all circuit."))
+display(
+    figures.figure(
+        plots.bar_chart(
+            shared_scores,
+            x="data",
+            y="score",
+            color="threshold",
+            y_title="% of full logit difference",
+            title="the shared-by-all circuit scored on each task",
+        ),
+        f"The components shared by all {len(tasks)} circuits at each threshold (colour), scored as a circuit on each "
+        f"task's discovery (in-sample) and held-out prompts. Compare the held-out bars with the null of matched random "
+        f"circuits in the table above (null median and 95th percentile).",
+    )
+)
+display(
+    figures.figure(
+        alt.hconcat(*[plots.overlap_chart(by_threshold[thr], title=f"{100 * thr:.0f} %") for thr in by_threshold]),
+        "Membership of every task's circuit at each threshold (one panel per threshold, highest left; filled = kept) and "
+        "how many tasks keep each component (bars). The components with full bars form the shared-by-all circuit.",
+    )
+)
 
 # %% [markdown]
 # ### Same or different from the 97 % circuit
@@ -323,27 +491,48 @@ display(figures.figure(
 # %%
 top = max(by_threshold)
 same_diff = pd.concat(
-    [same_different_counts(same_different(by_threshold[top][t], {thr: by_threshold[thr][t] for thr in by_threshold}))
-     .assign(task=t) for t in tasks]
+    [
+        same_different_counts(
+            same_different(by_threshold[top][t], {thr: by_threshold[thr][t] for thr in by_threshold})
+        ).assign(task=t)
+        for t in tasks
+    ]
     + [same_different_counts(same_different(shared_at[top], shared_at)).assign(task="shared by all")],
-    ignore_index=True).rename(columns={"circuit": "threshold"})
+    ignore_index=True,
+).rename(columns={"circuit": "threshold"})
 shared_table = same_different(shared_at[top], {f"{100 * thr:.0f} %": comps for thr, comps in shared_at.items()})
-write_json_atomic(out_dir / SharedByThreshold.file, SharedByThreshold(
-    model=model, template=template, method=method, smoke=smoke, thresholds=list(by_threshold),
-    reference_threshold=top, n_random=n_draws, random_match=random_match, seed=seed,
-    shared={str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
-            for thr in shared_at},
-    scores=frame_records(shared_scores), same_different=frame_records(same_diff),
-    shared_same_different=shared_table.reset_index().to_dict(orient="records"),
-    null_threshold=main_threshold, nulls=dict(shared_nulls),
-))
+write_json_atomic(
+    out_dir / SharedByThreshold.file,
+    SharedByThreshold(
+        model=model,
+        template=template,
+        method=method,
+        smoke=smoke,
+        thresholds=list(by_threshold),
+        reference_threshold=top,
+        n_random=n_draws,
+        random_match=random_match,
+        seed=seed,
+        shared={
+            str(thr): [str(c) for c in sorted(shared_at[thr], key=lambda c: (c.layer, c.kind, c.index or 0))]
+            for thr in shared_at
+        },
+        scores=frame_records(shared_scores),
+        same_different=frame_records(same_diff),
+        shared_same_different=shared_table.reset_index().to_dict(orient="records"),
+        null_threshold=main_threshold,
+        nulls=dict(shared_nulls),
+    ),
+)
 display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
 shared_table
+
 
 # %%
 def _held(thr: float, t: str) -> pd.Series | None:
     rows = shared_scores[(shared_scores["threshold"] == thr) & (shared_scores["data"] == f"{t} held-out")]
     return rows.iloc[0] if len(rows) else None
+
 
 lines = []
 for thr in by_threshold:
@@ -351,28 +540,45 @@ for thr in by_threshold:
     held = [(t, r) for t, r in held if r is not None]
     line = f"- **{100 * thr:.0f} %** ({method}): {len(shared_at[thr])} components shared by all {len(tasks)} tasks"
     if held:
-        line += ("; scored as a circuit on held-out prompts it keeps "
-                 + ", ".join(f"{t} {r['score']:.0f} %" for t, r in held) + " of the full logit difference")
+        line += (
+            "; scored as a circuit on held-out prompts it keeps "
+            + ", ".join(f"{t} {r['score']:.0f} %" for t, r in held)
+            + " of the full logit difference"
+        )
         tested = [(t, r) for t, r in held if pd.notna(r["p"])]
         if tested:
             beats = [t for t, r in tested if r["beats_random"]]
-            line += (f". Against {int(tested[0][1]['n_draws'])} random circuits matched per layer (normalised "
-                     "faithfulness on held-out prompts): "
-                     + ", ".join(f"{t} {r['faithfulness']:.0f} % vs null median {r['null_p50']:.0f} % "
-                                 f"(percentile {r['percentile']:.0f}, p = {r['p']:.3f})" for t, r in tested)
-                     + (f"; it beats its null (p <= 0.05) on {len(beats)} of {len(tested)} tasks"
-                        + ("" if len(beats) == len(tested) else
-                           f" and is **not distinguishable from random circuits of its make-up** on "
-                           + ", ".join(t for t, _ in tested if t not in beats))))
-            if 1 / (int(tested[0][1]['n_draws']) + 1) > 0.05:
-                line += (f" (with {int(tested[0][1]['n_draws'])} draws p cannot fall below "
-                         f"{1 / (int(tested[0][1]['n_draws']) + 1):.2f}: too few draws for this test)")
+            line += (
+                f". Against {int(tested[0][1]['n_draws'])} random circuits matched per layer (normalised "
+                "faithfulness on held-out prompts): "
+                + ", ".join(
+                    f"{t} {r['faithfulness']:.0f} % vs null median {r['null_p50']:.0f} % "
+                    f"(percentile {r['percentile']:.0f}, p = {r['p']:.3f})"
+                    for t, r in tested
+                )
+                + (
+                    f"; it beats its null (p <= 0.05) on {len(beats)} of {len(tested)} tasks"
+                    + (
+                        ""
+                        if len(beats) == len(tested)
+                        else " and is **not distinguishable from random circuits of its make-up** on "
+                        + ", ".join(t for t, _ in tested if t not in beats)
+                    )
+                )
+            )
+            if 1 / (int(tested[0][1]["n_draws"]) + 1) > 0.05:
+                line += (
+                    f" (with {int(tested[0][1]['n_draws'])} draws p cannot fall below "
+                    f"{1 / (int(tested[0][1]['n_draws']) + 1):.2f}: too few draws for this test)"
+                )
     lines.append(line + ".")
 shared_row = same_diff[same_diff["task"] == "shared by all"].set_index("threshold")
 low = min(by_threshold)
 if low != top:
-    lines.append(f"- Against the {100 * top:.0f} % shared circuit, the {100 * low:.0f} % one keeps "
-                 f"{int(shared_row.loc[low, 'same'])} of its "
-                 f"{int(shared_row.loc[low, 'same'] + shared_row.loc[low, 'dropped'])} components and adds "
-                 f"{int(shared_row.loc[low, 'added'])}.")
+    lines.append(
+        f"- Against the {100 * top:.0f} % shared circuit, the {100 * low:.0f} % one keeps "
+        f"{int(shared_row.loc[low, 'same'])} of its "
+        f"{int(shared_row.loc[low, 'same'] + shared_row.loc[low, 'dropped'])} components and adds "
+        f"{int(shared_row.loc[low, 'added'])}."
+    )
 display(Markdown("\n".join(lines)))

@@ -44,7 +44,10 @@ sequence_tasks = ["numbers", "digits"]  # the sequence task compared with greate
 template = "among_words"  # the sequence task's template
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 ladder_thresholds = [0.97, 0.9, 0.8, 0.7, 0.6, 0.5]  # nested thresholds of the sharing-by-threshold study
-ladder_tasks = ["numbers", "digits"]  # candidate sequence tasks (the first the tokenizer accepts is used) compared with greater-than at every threshold (each adds ~2 min on 2 cores)
+ladder_tasks = [
+    "numbers",
+    "digits",
+]  # candidate sequence tasks (the first the tokenizer accepts is used) compared with greater-than at every threshold (each adds ~2 min on 2 cores)
 ladder_prompts = 12  # prompts per task in that study (greater-than unfiltered; sequence tasks before filtering)
 ladder_random = 2  # random head sets per level and direction for its analogous-ablation baseline
 ladder_minimal = False  # refine the study's fast circuits to 1-minimal (slower: one pass per component per level)
@@ -54,92 +57,164 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
-from seqcirc_utils.evaluation.compare import (analogous_ablation, cross_task_scores, lost_at, matched_random_heads,
-                                   overlap_table, shared_components, sharing_by_threshold)
-from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThresholds
-from seqcirc_utils.evaluation.nulls import circuit_null, lower_tail_p
-from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.stats import spearman
 from seqcirc_utils.core.types import Circuit
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import (
+    analogous_ablation,
+    cross_task_scores,
+    lost_at,
+    matched_random_heads,
+    overlap_table,
+    shared_components,
+    sharing_by_threshold,
+)
+from seqcirc_utils.evaluation.nulls import circuit_null, lower_tail_p
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.scoring.ablation import AblatorCache
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, n_random, n_draws = min(n_prompts, 12), min(n_random, 2), min(n_draws, 9)
     ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
     ladder_prompts, ladder_random = min(ladder_prompts, 12), min(ladder_random, 1)
-    print(f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at {ladder_thresholds} "
-          f"on {ladder_tasks}; numbers are not results.")
+    print(
+        f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at {ladder_thresholds} "
+        f"on {ladder_tasks}; numbers are not results."
+    )
 
 # %%
 lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 # Greater-than is scored by PD on all prompts (Hanna et al. do not filter to correct answers).
-gt_records, gt_data, _ = discover(lm, info, model, "greater_than", [threshold], method=method,
-                                  filter_correct=False, n=n_prompts, seed=seed, prefix=prefix)
+gt_records, gt_data, _ = discover(
+    lm,
+    info,
+    model,
+    "greater_than",
+    [threshold],
+    method=method,
+    filter_correct=False,
+    n=n_prompts,
+    seed=seed,
+    prefix=prefix,
+)
 refused = {}
 for sequence_task in sequence_tasks:  # the first sequence task the tokenizer accepts
     try:
-        seq_records, seq_data, _ = discover(lm, info, model, sequence_task, [threshold], method=method,
-                                            template=template, n=n_prompts, seed=seed, prefix=prefix)
+        seq_records, seq_data, _ = discover(
+            lm,
+            info,
+            model,
+            sequence_task,
+            [threshold],
+            method=method,
+            template=template,
+            n=n_prompts,
+            seed=seed,
+            prefix=prefix,
+        )
         break
     except SeqcircError as err:  # e.g. numbers on GPT-2: its two-digit numbers are single tokens
         refused[sequence_task] = str(err)
 else:
     raise SeqcircError(f"no sequence task among {sequence_tasks} works on {model}: {refused}")
 write_circuits(out_dir / "circuit_greater_than.json", gt_records)
-circuits = {"greater_than": Circuit.from_lists(gt_records[0]["heads"], gt_records[0]["mlps"]).components,
-            sequence_task: Circuit.from_lists(seq_records[0]["heads"], seq_records[0]["mlps"]).components}
+circuits = {
+    "greater_than": Circuit.from_lists(gt_records[0]["heads"], gt_records[0]["mlps"]).components,
+    sequence_task: Circuit.from_lists(seq_records[0]["heads"], seq_records[0]["mlps"]).components,
+}
 # Each task is scored by its own metric (greater-than: PD; digit tokenizers prune by the tens-digit
 # approximation, and the exact two-digit PD is computed by the chain rule for the full model and the circuit).
-circuit_table = pd.DataFrame([
-    {"task": t, "metric": r[0].get("pruning_metric", r[0]["metric"]), "full_metric": r[0]["full_metric"],
-     "heads": len(r[0]["heads"]), "mlps": len(r[0]["mlps"]), **score_columns(r[0]), "prompts": r[0]["n_prompts"],
-     "exact_pd_full": r[0].get("exact_prob_diff", {}).get("full"),
-     "exact_pd_score_%": 100 * r[0]["exact_prob_diff"]["score"] if "exact_prob_diff" in r[0] else None,
-     "exact_pd_heldout_%": (100 * r[0]["heldout"]["exact_prob_diff"]["score"]
-                            if "exact_prob_diff" in (r[0].get("heldout") or {}) else None)}
-    for t, r in (("greater_than", gt_records), (sequence_task, seq_records))])
-display(Markdown(f"Sequence task: **{sequence_task}**" + "".join(f" ({t} refused: {why})" for t, why in refused.items())
-                 + ". Discovery and held-out sets (sequence-disjoint): "
-                 + "; ".join(f"{t}: {r[0]['n_prompts']} prompts from {r[0]['n_sequences']} sequences for discovery, "
-                             f"{r[0]['heldout']['n_prompts']} prompts from {r[0]['heldout']['n_sequences']} other "
-                             "sequences held out" for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
-                             if r[0].get("heldout"))
-                 + ". Sides with a few sequences give small-sample estimates: intervals are cluster bootstraps over "
-                   "sequences."))
-reader_table(circuit_table.assign(circuit=[f"{t}: {h} heads + {k} MLPs" for t, h, k in zip(
-    circuit_table["task"], circuit_table["heads"], circuit_table["mlps"])]), [
-    Column("circuit", "circuit: size"), Column("metric", "metric"),
-    Column("score_%", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
-    Column("faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"),
-    Column("sequences", "discovery sequences", "int"),
-    Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
-    Column("heldout_faithfulness_%", "normalised faithfulness, held-out [95 % CI]", "percent",
-           interval="heldout_faithfulness_ci95"),
-    Column("heldout_sequences", "held-out sequences", "int")],
+circuit_table = pd.DataFrame(
+    [
+        {
+            "task": t,
+            "metric": r[0].get("pruning_metric", r[0]["metric"]),
+            "full_metric": r[0]["full_metric"],
+            "heads": len(r[0]["heads"]),
+            "mlps": len(r[0]["mlps"]),
+            **score_columns(r[0]),
+            "prompts": r[0]["n_prompts"],
+            "exact_pd_full": r[0].get("exact_prob_diff", {}).get("full"),
+            "exact_pd_score_%": 100 * r[0]["exact_prob_diff"]["score"] if "exact_prob_diff" in r[0] else None,
+            "exact_pd_heldout_%": (
+                100 * r[0]["heldout"]["exact_prob_diff"]["score"]
+                if "exact_prob_diff" in (r[0].get("heldout") or {})
+                else None
+            ),
+        }
+        for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
+    ]
+)
+display(
+    Markdown(
+        f"Sequence task: **{sequence_task}**"
+        + "".join(f" ({t} refused: {why})" for t, why in refused.items())
+        + ". Discovery and held-out sets (sequence-disjoint): "
+        + "; ".join(
+            f"{t}: {r[0]['n_prompts']} prompts from {r[0]['n_sequences']} sequences for discovery, "
+            f"{r[0]['heldout']['n_prompts']} prompts from {r[0]['heldout']['n_sequences']} other "
+            "sequences held out"
+            for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
+            if r[0].get("heldout")
+        )
+        + ". Sides with a few sequences give small-sample estimates: intervals are cluster bootstraps over "
+        "sequences."
+    )
+)
+reader_table(
+    circuit_table.assign(
+        circuit=[
+            f"{t}: {h} heads + {k} MLPs"
+            for t, h, k in zip(circuit_table["task"], circuit_table["heads"], circuit_table["mlps"])
+        ]
+    ),
+    [
+        Column("circuit", "circuit: size"),
+        Column("metric", "metric"),
+        Column("score_%", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
+        Column(
+            "faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"
+        ),
+        Column("sequences", "discovery sequences", "int"),
+        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+        Column(
+            "heldout_faithfulness_%",
+            "normalised faithfulness, held-out [95 % CI]",
+            "percent",
+            interval="heldout_faithfulness_ci95",
+        ),
+        Column("heldout_sequences", "held-out sequences", "int"),
+    ],
     caption="Paper's ratio m(C)/m(full) beside the normalised faithfulness (m(C) - m(empty)) / (m(full) - m(empty)); "
-            "held-out sequences disjoint from discovery.")
+    "held-out sequences disjoint from discovery.",
+)
 
 # %%
 for t, comps in circuits.items():
-    display(figures.figure(
-        plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{t} circuit ({len(comps)} components)"),
-        f"The {t} circuit at {100 * threshold:.0f} % of its metric: every head (circle) and MLP (square, right column), "
-        f"the {len(comps)} kept ones red, layer 0 at the bottom. Compare with the other task's circuit."))
+    display(
+        figures.figure(
+            plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{t} circuit ({len(comps)} components)"),
+            f"The {t} circuit at {100 * threshold:.0f} % of its metric: every head (circle) and MLP (square, right column), "
+            f"the {len(comps)} kept ones red, layer 0 at the bottom. Compare with the other task's circuit.",
+        )
+    )
 overlap = overlap_table(circuits)
 heads_overlap = overlap_table(circuits, kind="head")
 display(pd.concat([overlap.assign(kind="all"), heads_overlap.assign(kind="heads")]))
-figures.figure(plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
-               f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
-               "count the tasks keeping each. Components with a bar of 2 are shared.")
+figures.figure(
+    plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
+    f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
+    "count the tasks keeping each. Components with a bar of 2 are shared.",
+)
 
 # %% [markdown]
 # ## Analogous ablation
@@ -161,35 +236,84 @@ for source, target in (("greater_than", sequence_task), (sequence_task, "greater
     sub = [c for c in circuits[source] if c.is_head]
     for where, within in (("full model", None), (f"{target} circuit", circuits[target])):
         res = analogous_ablation(lm, info, data[target], sub, within=within, ablators=ablators)
-        rows.append({"ablated": f"{source} heads", "task scored": target, "inside": where, "samples": 1,
-                     "n_ablated": res["n_ablated"], "before_%": 100 * res["before"], "after_%": 100 * res["after"],
-                     "drop_points": 100 * res["drop"]})
+        rows.append(
+            {
+                "ablated": f"{source} heads",
+                "task scored": target,
+                "inside": where,
+                "samples": 1,
+                "n_ablated": res["n_ablated"],
+                "before_%": 100 * res["before"],
+                "after_%": 100 * res["after"],
+                "drop_points": 100 * res["drop"],
+            }
+        )
         if within is None:  # from the full model: the kept set is every component but the heads, against matched sets
-            nd = circuit_null(ablators.get(lm, info, data[target]), set(info.components) - set(sub), n_draws=n_draws,
-                              seed=seed, statistic="score", progress=False,
-                              description=f"{source} heads ablated from the full model, scored on {target}")
+            nd = circuit_null(
+                ablators.get(lm, info, data[target]),
+                set(info.components) - set(sub),
+                n_draws=n_draws,
+                seed=seed,
+                statistic="score",
+                progress=False,
+                description=f"{source} heads ablated from the full model, scored on {target}",
+            )
             nulls[f"{source} heads on {target}"] = nd
             rows[-1] |= {"p": lower_tail_p(nd), "percentile": 100 - nd.observed_percentile, "n_draws": nd.n_draws}
-            rows.append({"ablated": "random heads", "task scored": target, "inside": where, "samples": nd.n_draws,
-                         "n_ablated": res["n_ablated"], "before_%": 100 * res["before"], "after_%": 100 * nd.null_mean,
-                         "drop_points": 100 * (res["before"] - nd.null_mean),
-                         "drop_p5": 100 * (res["before"] - nd.null_p95), "drop_p95": 100 * (res["before"] - nd.null_p5)})
+            rows.append(
+                {
+                    "ablated": "random heads",
+                    "task scored": target,
+                    "inside": where,
+                    "samples": nd.n_draws,
+                    "n_ablated": res["n_ablated"],
+                    "before_%": 100 * res["before"],
+                    "after_%": 100 * nd.null_mean,
+                    "drop_points": 100 * (res["before"] - nd.null_mean),
+                    "drop_p5": 100 * (res["before"] - nd.null_p95),
+                    "drop_p95": 100 * (res["before"] - nd.null_p5),
+                }
+            )
             continue
-        draws = [analogous_ablation(lm, info, data[target], heads, within=within, ablators=ablators)
-                 for heads in matched_random_heads(info, sub, within, n_samples=n_random, seed=seed)]
+        draws = [
+            analogous_ablation(lm, info, data[target], heads, within=within, ablators=ablators)
+            for heads in matched_random_heads(info, sub, within, n_samples=n_random, seed=seed)
+        ]
         mean = {k: 100 * sum(d[k] for d in draws) / len(draws) for k in ("before", "after", "drop")}
-        rows.append({"ablated": "random heads", "task scored": target, "inside": where, "samples": len(draws),
-                     "n_ablated": draws[0]["n_ablated"], "before_%": mean["before"], "after_%": mean["after"],
-                     "drop_points": mean["drop"]})
+        rows.append(
+            {
+                "ablated": "random heads",
+                "task scored": target,
+                "inside": where,
+                "samples": len(draws),
+                "n_ablated": draws[0]["n_ablated"],
+                "before_%": mean["before"],
+                "after_%": mean["after"],
+                "drop_points": mean["drop"],
+            }
+        )
 ablation = pd.DataFrame(rows)
-reader_table(ablation.assign(null_range=[[a, b] if pd.notna(a) else None for a, b in
-                                         zip(ablation.get("drop_p5", pd.Series(dtype=float)),
-                                             ablation.get("drop_p95", pd.Series(dtype=float)))]), [
-    Column("ablated", "ablated"), Column("task scored", "task scored"), Column("inside", "inside"),
-    Column("n_ablated", "heads ablated", "int"), Column("samples", "draws", "int"),
-    Column("drop_points", "drop (points) [null 5th, 95th pct.]", "number", digits=1, interval="null_range"),
-    Column("percentile", "drop's percentile in the null", "number"), Column("p", "p (one-sided)", "number", digits=3)],
-    caption=f"Analogous ablation; from the full model against {n_draws} random head sets matched per layer.")
+reader_table(
+    ablation.assign(
+        null_range=[
+            [a, b] if pd.notna(a) else None
+            for a, b in zip(
+                ablation.get("drop_p5", pd.Series(dtype=float)), ablation.get("drop_p95", pd.Series(dtype=float))
+            )
+        ]
+    ),
+    [
+        Column("ablated", "ablated"),
+        Column("task scored", "task scored"),
+        Column("inside", "inside"),
+        Column("n_ablated", "heads ablated", "int"),
+        Column("samples", "draws", "int"),
+        Column("drop_points", "drop (points) [null 5th, 95th pct.]", "number", digits=1, interval="null_range"),
+        Column("percentile", "drop's percentile in the null", "number"),
+        Column("p", "p (one-sided)", "number", digits=3),
+    ],
+    caption=f"Analogous ablation; from the full model against {n_draws} random head sets matched per layer.",
+)
 
 # %% [markdown]
 # ## Head by head
@@ -201,19 +325,38 @@ reader_table(ablation.assign(null_range=[[a, b] if pd.notna(a) else None for a, 
 # rank correlation of the two estimated drops over all heads measures how far that holds.
 
 # %%
-importance = pd.concat([head_importance(lm, info, data[t], exact_top=exact_heads, progress=False, ablators=ablators).assign(task=t)
-                        for t in circuits])
+importance = pd.concat(
+    [
+        head_importance(lm, info, data[t], exact_top=exact_heads, progress=False, ablators=ablators).assign(task=t)
+        for t in circuits
+    ]
+)
 per_task = importance.pivot(index="component", columns="task", values="estimated_drop")[list(circuits)]
 rank_correlation = spearman(per_task["greater_than"], per_task[sequence_task])
-display(figures.figure(
-    alt.hconcat(*[plots.head_heatmap(plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
-                                     title=t, value_title="est. drop (points)") for t in circuits],
-                title=f"{model}: estimated single-head ablation drop, each task's own metric"),
-    f"Estimated drop (points of each task's own metric: PD for greater-than, logit difference for {sequence_task}) "
-    f"when one head alone is ablated, layer 0 at the top; each panel has its own colour scale. If the tasks shared "
-    f"heads, the same cells would stand out in both panels (rank correlation {rank_correlation:.2f})."))
-display(Markdown(f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: "
-                 f"**{rank_correlation:.2f}**."))
+display(
+    figures.figure(
+        alt.hconcat(
+            *[
+                plots.head_heatmap(
+                    plots.head_frame(importance[importance["task"] == t], "estimated_drop"),
+                    title=t,
+                    value_title="est. drop (points)",
+                )
+                for t in circuits
+            ],
+            title=f"{model}: estimated single-head ablation drop, each task's own metric",
+        ),
+        f"Estimated drop (points of each task's own metric: PD for greater-than, logit difference for {sequence_task}) "
+        f"when one head alone is ablated, layer 0 at the top; each panel has its own colour scale. If the tasks shared "
+        f"heads, the same cells would stand out in both panels (rank correlation {rank_correlation:.2f}).",
+    )
+)
+display(
+    Markdown(
+        f"Spearman rank correlation of the estimated per-head drops over {len(per_task)} heads: "
+        f"**{rank_correlation:.2f}**."
+    )
+)
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["task", "component", "drop_points", "estimated_drop"]
 exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exact_columns].reset_index(drop=True)
@@ -221,21 +364,35 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 # %%
 cross = 100 * cross_task_scores(lm, info, circuits, data, ablators=ablators)
 shared = shared_components(circuits, kind="head")
-write_json_atomic(out_dir / GreaterThanOverlap.file, GreaterThanOverlap(
-    model=model, threshold=threshold, method=method, smoke=smoke, sequence_task=sequence_task,
-    greater_than_circuit=gt_records[0].with_extra(dataset=None), sequence_circuit=seq_records[0].with_extra(dataset=None),
-    overlap=overlap.to_dict(orient="records"), analogous_ablation=frame_records(ablation),
-    cross_task_percent=cross.to_dict(), shared_heads=[str(c) for c in shared],
-    head_importance=estimated_drop_scores(importance, panel="task"),
-    single_head_ablation=frame_records(exact[exact_columns]), estimated_drop_rank_correlation=rank_correlation,
-    n_draws=n_draws, nulls=nulls,
-))
+write_json_atomic(
+    out_dir / GreaterThanOverlap.file,
+    GreaterThanOverlap(
+        model=model,
+        threshold=threshold,
+        method=method,
+        smoke=smoke,
+        sequence_task=sequence_task,
+        greater_than_circuit=gt_records[0].with_extra(dataset=None),
+        sequence_circuit=seq_records[0].with_extra(dataset=None),
+        overlap=overlap.to_dict(orient="records"),
+        analogous_ablation=frame_records(ablation),
+        cross_task_percent=cross.to_dict(),
+        shared_heads=[str(c) for c in shared],
+        head_importance=estimated_drop_scores(importance, panel="task"),
+        single_head_ablation=frame_records(exact[exact_columns]),
+        estimated_drop_rank_correlation=rank_correlation,
+        n_draws=n_draws,
+        nulls=nulls,
+    ),
+)
 cross
+
 
 # %%
 def drop(src: str, tgt: str, label: str, where: str) -> float:
     row = ablation[(ablation["ablated"] == label) & (ablation["task scored"] == tgt) & (ablation["inside"] == where)]
     return float(row["drop_points"].iloc[0])
+
 
 gt_in_seq = drop("greater_than", sequence_task, "greater_than heads", "full model")
 rand_in_seq = drop("greater_than", sequence_task, "random heads", "full model")
@@ -245,26 +402,37 @@ p_in_seq = lower_tail_p(nulls[f"greater_than heads on {sequence_task}"])
 p_in_gt = lower_tail_p(nulls[f"{sequence_task} heads on greater_than"])
 gt = gt_records[0]
 gt_exact = gt.get("exact_prob_diff")
-display(Markdown(
-    f"The greater-than circuit keeps {100 * gt['score']:.0f} % of the full model's "
-    f"{gt.get('pruning_metric', gt['metric'])} in-sample"
-    + (f" and {100 * gt['heldout']['score']:.0f} % on held-out prompts" if gt.get("heldout") else "")
-    + (f"; in the exact two-digit PD (full model {gt_exact['full']:.3f}) it keeps {100 * gt_exact['score']:.0f} %. "
-       if gt_exact else ". ")
-    + f"The two circuits share {len(shared)} heads ({' '.join(map(str, shared)) or 'none'}; head Jaccard "
-    f"{heads_overlap['jaccard'].iloc[0]:.2f}). Ablating the greater-than circuit's heads from the full model costs "
-    f"the {sequence_task} task {gt_in_seq:.1f} points (random heads matched per layer: {rand_in_seq:.1f} on average "
-    f"over {n_draws} draws; p = {p_in_seq:.3f}); ablating the {sequence_task} circuit's heads costs greater-than "
-    f"{seq_in_gt:.1f} points of PD (random: {rand_in_gt:.1f}; p = {p_in_gt:.3f}). "
-    + ("The cross-task damage beats its null (p <= 0.05) in both directions, evidence of shared machinery."
-       if max(p_in_seq, p_in_gt) <= 0.05 else
-       "The cross-task damage does **not** beat its null of matched random heads (p <= 0.05) in both directions"
-       f" ({'neither' if min(p_in_seq, p_in_gt) > 0.05 else 'only one'}), so this run gives no clear evidence that "
-       "the two tasks share their heads beyond what any heads in those layers would cost.")
-    + (f" (With {n_draws} draws p cannot fall below {1 / (n_draws + 1):.2f}: too few draws for this test.)"
-       if 1 / (n_draws + 1) > 0.05 else "")
-    + f" Head by head, the estimated single-ablation drops of the two tasks have a rank correlation of "
-    f"{rank_correlation:.2f}."))
+display(
+    Markdown(
+        f"The greater-than circuit keeps {100 * gt['score']:.0f} % of the full model's "
+        f"{gt.get('pruning_metric', gt['metric'])} in-sample"
+        + (f" and {100 * gt['heldout']['score']:.0f} % on held-out prompts" if gt.get("heldout") else "")
+        + (
+            f"; in the exact two-digit PD (full model {gt_exact['full']:.3f}) it keeps {100 * gt_exact['score']:.0f} %. "
+            if gt_exact
+            else ". "
+        )
+        + f"The two circuits share {len(shared)} heads ({' '.join(map(str, shared)) or 'none'}; head Jaccard "
+        f"{heads_overlap['jaccard'].iloc[0]:.2f}). Ablating the greater-than circuit's heads from the full model costs "
+        f"the {sequence_task} task {gt_in_seq:.1f} points (random heads matched per layer: {rand_in_seq:.1f} on average "
+        f"over {n_draws} draws; p = {p_in_seq:.3f}); ablating the {sequence_task} circuit's heads costs greater-than "
+        f"{seq_in_gt:.1f} points of PD (random: {rand_in_gt:.1f}; p = {p_in_gt:.3f}). "
+        + (
+            "The cross-task damage beats its null (p <= 0.05) in both directions, evidence of shared machinery."
+            if max(p_in_seq, p_in_gt) <= 0.05
+            else "The cross-task damage does **not** beat its null of matched random heads (p <= 0.05) in both directions"
+            f" ({'neither' if min(p_in_seq, p_in_gt) > 0.05 else 'only one'}), so this run gives no clear evidence that "
+            "the two tasks share their heads beyond what any heads in those layers would cost."
+        )
+        + (
+            f" (With {n_draws} draws p cannot fall below {1 / (n_draws + 1):.2f}: too few draws for this test.)"
+            if 1 / (n_draws + 1) > 0.05
+            else ""
+        )
+        + f" Head by head, the estimated single-ablation drops of the two tasks have a rank correlation of "
+        f"{rank_correlation:.2f}."
+    )
+)
 
 # %% [markdown]
 # ## Where is sharing lost? Circuits across thresholds
@@ -286,9 +454,21 @@ for t in ladder_names:
         continue  # the first sequence task the tokenizer accepts
     options = dict(filter_correct=False) if t == "greater_than" else dict(template=template)
     try:
-        recs, _, ladder_ablators[t] = discover(lm, info, model, t, ladder_thresholds, method="fast", n=ladder_prompts,
-                                               seed=seed, prefix=prefix, heldout=False, minimal=ladder_minimal,
-                                               progress=False, **options)
+        recs, _, ladder_ablators[t] = discover(
+            lm,
+            info,
+            model,
+            t,
+            ladder_thresholds,
+            method="fast",
+            n=ladder_prompts,
+            seed=seed,
+            prefix=prefix,
+            heldout=False,
+            minimal=ladder_minimal,
+            progress=False,
+            **options,
+        )
     except SeqcircError as err:
         if t == "greater_than":
             raise
@@ -297,10 +477,22 @@ for t in ladder_names:
     ladder_records[t] = recs
     for r in recs:
         ladder_levels.setdefault(r["threshold"], {})[t] = Circuit.from_lists(r["heads"], r["mlps"]).components
-ladder_circuits = pd.DataFrame([
-    {"task": t, "threshold": r["threshold"], "method": r["method"] + (" (1-minimal)" if r["minimal"] else ""),
-     "heads": len(r["heads"]), "mlps": len(r["mlps"]), "score_%": 100 * r["score"], "prompts": r["n_prompts"],
-     "forward_passes": r["forward_passes"]} for t in ladder_records for r in ladder_records[t]])
+ladder_circuits = pd.DataFrame(
+    [
+        {
+            "task": t,
+            "threshold": r["threshold"],
+            "method": r["method"] + (" (1-minimal)" if r["minimal"] else ""),
+            "heads": len(r["heads"]),
+            "mlps": len(r["mlps"]),
+            "score_%": 100 * r["score"],
+            "prompts": r["n_prompts"],
+            "forward_passes": r["forward_passes"],
+        }
+        for t in ladder_records
+        for r in ladder_records[t]
+    ]
+)
 sharing = sharing_by_threshold(ladder_levels, ladder_ablators, "greater_than", n_random=ladder_random, seed=seed)
 for col in ("ref_in_task_drop", "ref_in_task_random", "task_in_ref_drop", "task_in_ref_random"):
     sharing[col] = 100 * sharing[col]
@@ -309,47 +501,90 @@ display(ladder_circuits)
 sharing.drop(columns=["shared"])
 
 # %%
-drops = pd.concat([
-    sharing.assign(ablated="greater-than heads", drop=sharing["ref_in_task_drop"]),
-    sharing.assign(ablated="random heads", drop=sharing["ref_in_task_random"])])
+drops = pd.concat(
+    [
+        sharing.assign(ablated="greater-than heads", drop=sharing["ref_in_task_drop"]),
+        sharing.assign(ablated="random heads", drop=sharing["ref_in_task_random"]),
+    ]
+)
 drops["line"] = drops["task"] + ", " + drops["ablated"]
 figures.figure(
     alt.hconcat(
-        plots.size_performance_curve(sharing, x="threshold", y="shared_heads", color="task",
-                                     title="heads shared with greater-than", y_title="shared heads"),
-        plots.size_performance_curve(drops, x="threshold", y="drop", color="line",
-                                     title="greater-than heads ablated in each task", y_title="drop (points)")),
+        plots.size_performance_curve(
+            sharing,
+            x="threshold",
+            y="shared_heads",
+            color="task",
+            title="heads shared with greater-than",
+            y_title="shared heads",
+        ),
+        plots.size_performance_curve(
+            drops,
+            x="threshold",
+            y="drop",
+            color="line",
+            title="greater-than heads ablated in each task",
+            y_title="drop (points)",
+        ),
+    ),
     "Left: heads each sequence task's circuit shares with the greater-than circuit, at each threshold of the nested "
     "ladders (right = the largest circuits). Right: the drop (points of the task's logit difference) when the "
     "greater-than circuit's heads at that threshold are ablated from the full model, beside as many random heads. "
-    "Read where a line of the left panel reaches zero: below that threshold the task shares no head with greater-than.")
+    "Read where a line of the left panel reaches zero: below that threshold the task shares no head with greater-than.",
+)
+
 
 # %%
 def _ladder_sentence(task: str) -> str:
     g = sharing[sharing["task"] == task].sort_values("threshold", ascending=False)
     top, bottom = g.iloc[0], g.iloc[-1]
     above = int((g["ref_in_task_drop"] > g["ref_in_task_random"]).sum())
-    where = (f"shares no head with greater-than from {100 * lost[task]:.0f} % down"
-             if lost[task] is not None else f"still shares {int(bottom['shared_heads'])} heads at "
-             f"{100 * bottom['threshold']:.0f} % ({bottom['shared'] or 'none'})")
-    return (f"**{task}** shares {int(top['shared_heads'])} heads with greater-than at {100 * top['threshold']:.0f} % "
-            f"(head Jaccard {top['head_jaccard']:.2f}) and {where}; ablating the greater-than heads costs it more "
-            f"than random heads at {above} of {len(g)} thresholds (at {100 * top['threshold']:.0f} %: "
-            f"{top['ref_in_task_drop']:.1f} vs {top['ref_in_task_random']:.1f} points).")
+    where = (
+        f"shares no head with greater-than from {100 * lost[task]:.0f} % down"
+        if lost[task] is not None
+        else f"still shares {int(bottom['shared_heads'])} heads at "
+        f"{100 * bottom['threshold']:.0f} % ({bottom['shared'] or 'none'})"
+    )
+    return (
+        f"**{task}** shares {int(top['shared_heads'])} heads with greater-than at {100 * top['threshold']:.0f} % "
+        f"(head Jaccard {top['head_jaccard']:.2f}) and {where}; ablating the greater-than heads costs it more "
+        f"than random heads at {above} of {len(g)} thresholds (at {100 * top['threshold']:.0f} %: "
+        f"{top['ref_in_task_drop']:.1f} vs {top['ref_in_task_random']:.1f} points)."
+    )
 
-write_json_atomic(out_dir / GreaterThanThresholds.file, GreaterThanThresholds(
-    model=model, smoke=smoke, method="fast", minimal=ladder_minimal, thresholds=ladder_thresholds,
-    tasks=list(ladder_records), n_prompts=ladder_prompts, n_random=ladder_random, seed=seed,
-    circuits=frame_records(ladder_circuits), sharing=frame_records(sharing),
-    lost_at={t: lost[t] for t in ladder_tasks if t in lost},
-    records={t: [r.with_extra(dataset=None) for r in ladder_records[t]] for t in ladder_records},
-))
+
+write_json_atomic(
+    out_dir / GreaterThanThresholds.file,
+    GreaterThanThresholds(
+        model=model,
+        smoke=smoke,
+        method="fast",
+        minimal=ladder_minimal,
+        thresholds=ladder_thresholds,
+        tasks=list(ladder_records),
+        n_prompts=ladder_prompts,
+        n_random=ladder_random,
+        seed=seed,
+        circuits=frame_records(ladder_circuits),
+        sharing=frame_records(sharing),
+        lost_at={t: lost[t] for t in ladder_tasks if t in lost},
+        records={t: [r.with_extra(dataset=None) for r in ladder_records[t]] for t in ladder_records},
+    ),
+)
 gt_sizes = ladder_circuits[ladder_circuits["task"] == "greater_than"].set_index("threshold")["heads"]
-display(Markdown(
-    "Going down the nested ladders (all circuits found by the fast method"
-    + (", refined to 1-minimal" if ladder_minimal else ", not refined to 1-minimal") + f", {ladder_prompts} prompts "
-    f"per task; the greater-than circuit keeps {int(gt_sizes.iloc[0])} of {len(info.heads)} heads at "
-    f"{100 * gt_sizes.index[0]:.0f} % and {int(gt_sizes.iloc[-1])} at {100 * gt_sizes.index[-1]:.0f} %"
-    + (", so at the top it is close to the whole model and shares many heads for that reason alone"
-       if gt_sizes.iloc[0] > len(info.heads) / 2 else "") + "): "
-    + " ".join(_ladder_sentence(t) for t in sharing["task"].drop_duplicates())))
+display(
+    Markdown(
+        "Going down the nested ladders (all circuits found by the fast method"
+        + (", refined to 1-minimal" if ladder_minimal else ", not refined to 1-minimal")
+        + f", {ladder_prompts} prompts "
+        f"per task; the greater-than circuit keeps {int(gt_sizes.iloc[0])} of {len(info.heads)} heads at "
+        f"{100 * gt_sizes.index[0]:.0f} % and {int(gt_sizes.iloc[-1])} at {100 * gt_sizes.index[-1]:.0f} %"
+        + (
+            ", so at the top it is close to the whole model and shares many heads for that reason alone"
+            if gt_sizes.iloc[0] > len(info.heads) / 2
+            else ""
+        )
+        + "): "
+        + " ".join(_ladder_sentence(t) for t in sharing["task"].drop_duplicates())
+    )
+)

@@ -56,29 +56,34 @@ step_length = 3  # ... with this many members shown (compared with the step-1 ci
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.report.verdicts import (decreasing_verdict, sample_sizes_sentence, skipped_sentence, smoke_note,
-                                           step_k_verdict)
-
-from seqcirc_utils.report import plots
-from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
-from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, shared_components
-from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
-from seqcirc_utils.models.loading import load_model
-from seqcirc_utils.scoring.ablation import AblatorCache
+from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import DecreasingCircuits, StepKCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
-from seqcirc_utils.core.errors import SeqcircError
+from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.evaluation.compare import cross_task_scores, overlap_table, shared_components
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import (
+    decreasing_verdict,
+    sample_sizes_sentence,
+    skipped_sentence,
+    smoke_note,
+    step_k_verdict,
+)
+from seqcirc_utils.scoring.ablation import AblatorCache
+from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
     steps, step_families = [s for s in steps if s in (1, step_k)], [task]
     numbers_directions = []  # a numbers circuit costs ~3.5 digits circuits (228 passes against 54-70, measured)
-    display(smoke_note(f"{n_prompts} prompts, digits lengths {lengths}, no numbers circuit, step families "
-                       f"{step_families}"))
+    display(
+        smoke_note(f"{n_prompts} prompts, digits lengths {lengths}, no numbers circuit, step families {step_families}")
+    )
 
 # %%
 lm, info = load_model(model, device=device)
@@ -90,36 +95,71 @@ records, datasets, circuits, meta, skipped = {}, {}, {}, {}, {}
 for config_task, direction, length in configs:
     name = f"{config_task} {direction[:3]}-{length}"
     try:
-        recs, datasets[name], _ = discover(lm, info, model, config_task, [threshold], method=method,
-                                           template=template, direction=direction, length=length, n=n_prompts,
-                                           seed=seed, prefix=prefix)
+        recs, datasets[name], _ = discover(
+            lm,
+            info,
+            model,
+            config_task,
+            [threshold],
+            method=method,
+            template=template,
+            direction=direction,
+            length=length,
+            n=n_prompts,
+            seed=seed,
+            prefix=prefix,
+        )
     except SeqcircError as err:  # numbers on a tokenizer with single-token numbers, or too few prompts
         skipped[name] = str(err)
         continue
     records[name], meta[name] = recs[0], {"task": config_task, "direction": direction, "length": length}
     circuits[name] = Circuit.from_lists(recs[0]["heads"], recs[0]["mlps"]).components
     write_circuits(out_dir / f"circuit_{config_task}_{direction}_{length}.json", recs)
-summary = pd.DataFrame([{"config": n, **meta[n], "prompts": r["n_prompts"], "full_logit_diff": r["full_metric"],
-                         "heads": len(r["heads"]), "mlps": len(r["mlps"]), **score_columns(r)}
-                        for n, r in records.items()])
-display(Markdown(sample_sizes_sentence(summary.to_dict(orient="records"))
-                 + (" " + skipped_sentence(skipped) if skipped else "")))
-reader_table(summary, [
-    Column("config", "configuration"), Column("prompts", "discovery prompts", "int"),
-    Column("sequences", "discovery sequences", "int"), Column("heads", "heads", "int"), Column("mlps", "MLPs", "int"),
-    Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
-    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
-    Column("heldout_sequences", "held-out sequences (disjoint)", "int")],
-    caption=f"Circuits at {100 * threshold:.0f} % of the full logit difference ({method} method, {template} template).")
+summary = pd.DataFrame(
+    [
+        {
+            "config": n,
+            **meta[n],
+            "prompts": r["n_prompts"],
+            "full_logit_diff": r["full_metric"],
+            "heads": len(r["heads"]),
+            "mlps": len(r["mlps"]),
+            **score_columns(r),
+        }
+        for n, r in records.items()
+    ]
+)
+display(
+    Markdown(
+        sample_sizes_sentence(summary.to_dict(orient="records")) + (" " + skipped_sentence(skipped) if skipped else "")
+    )
+)
+reader_table(
+    summary,
+    [
+        Column("config", "configuration"),
+        Column("prompts", "discovery prompts", "int"),
+        Column("sequences", "discovery sequences", "int"),
+        Column("heads", "heads", "int"),
+        Column("mlps", "MLPs", "int"),
+        Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+        Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+        Column("heldout_sequences", "held-out sequences (disjoint)", "int"),
+    ],
+    caption=f"Circuits at {100 * threshold:.0f} % of the full logit difference ({method} method, {template} template).",
+)
 
 # %%
 for name, comps in circuits.items():
-    display(figures.figure(
-        plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{name}: {len(comps)} components"),
-        f"The {meta[name]['task']} circuit for {meta[name]['direction']} sequences, {meta[name]['length']} members "
-        f"shown: the "
-        f"{len(comps)} kept heads (circles) and MLPs (squares, right column) in red, layer 0 at the bottom. Compare "
-        "the increasing and decreasing circuits of the same length."))
+    display(
+        figures.figure(
+            plots.circuit_diagram(info.n_layers, info.n_heads, comps, title=f"{name}: {len(comps)} components"),
+            f"The {meta[name]['task']} circuit for {meta[name]['direction']} sequences, {meta[name]['length']} members "
+            f"shown: the "
+            f"{len(comps)} kept heads (circles) and MLPs (squares, right column) in red, layer 0 at the bottom. Compare "
+            "the increasing and decreasing circuits of the same length.",
+        )
+    )
 
 # %% [markdown]
 # ## Every head's estimated effect
@@ -130,23 +170,37 @@ for name, comps in circuits.items():
 # and not the other carry the direction.
 
 # %%
-importance = pd.concat([head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False,
-                                        ablators=ablators).assign(config=n)
-                        for n in datasets])
+importance = pd.concat(
+    [
+        head_importance(lm, info, datasets[n], exact_top=exact_heads, progress=False, ablators=ablators).assign(
+            config=n
+        )
+        for n in datasets
+    ]
+)
 head_scores = estimated_drop_scores(importance, panel="config")
-display(figures.figure(
-    plots.head_scores_panels(head_scores, title=f"{task}: estimated single-head ablation drop",
-                             value_title="est. drop (points)"),
-    "Estimated drop (points of the logit difference) when one head alone is mean-ablated, one panel per "
-    "configuration (direction-length), layer 0 at the top, one colour scale. Heads dark in the increasing panels "
-    "but not the decreasing ones (or the reverse) carry the direction."))
+display(
+    figures.figure(
+        plots.head_scores_panels(
+            head_scores, title=f"{task}: estimated single-head ablation drop", value_title="est. drop (points)"
+        ),
+        "Estimated drop (points of the logit difference) when one head alone is mean-ablated, one panel per "
+        "configuration (direction-length), layer 0 at the top, one colour scale. Heads dark in the increasing panels "
+        "but not the decreasing ones (or the reverse) carry the direction.",
+    )
+)
 exact = importance[importance["exact"]].sort_values("drop_points", ascending=False)
 exact_columns = ["config", "component", "drop_points", "estimated_drop"]
-reader_table(exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")[exact_columns], [
-    Column("config", "configuration"), Column("component", "head"),
-    Column("drop_points", "exact drop (points)", "number", 2), Column("estimated_drop", "estimated drop (points)",
-                                                                     "number", 2)],
-    caption="The four heads per configuration with the largest exact single-head ablation drop.")
+reader_table(
+    exact.groupby("config", sort=False).head(4).sort_values("config", kind="stable")[exact_columns],
+    [
+        Column("config", "configuration"),
+        Column("component", "head"),
+        Column("drop_points", "exact drop (points)", "number", 2),
+        Column("estimated_drop", "estimated drop (points)", "number", 2),
+    ],
+    caption="The four heads per configuration with the largest exact single-head ablation drop.",
+)
 
 # %% [markdown]
 # ## Overlap and cross-scoring
@@ -159,25 +213,47 @@ overlap = overlap_table(circuits, kind="head")
 cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablators)
 shared = shared_components(circuits, kind="head")
 decreasing = DecreasingCircuits(
-    model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke,
-    summary=summary.to_dict(orient="records"), head_overlap=overlap.to_dict(orient="records"),
-    cross_task_percent=cross.to_dict(), shared_heads=[str(c) for c in shared],
+    model=model,
+    task=task,
+    template=template,
+    threshold=threshold,
+    method=method,
+    smoke=smoke,
+    summary=summary.to_dict(orient="records"),
+    head_overlap=overlap.to_dict(orient="records"),
+    cross_task_percent=cross.to_dict(),
+    shared_heads=[str(c) for c in shared],
     circuits={n: r.with_extra(dataset=None) for n, r in records.items()},
     head_importance=head_scores,
     single_head_ablation=frame_records(exact[exact_columns]),
 )
 write_json_atomic(out_dir / DecreasingCircuits.file, decreasing)
-display(reader_table(overlap, [
-    Column("a", "circuit A"), Column("b", "circuit B"), Column("size_a", "heads in A", "int"),
-    Column("size_b", "heads in B", "int"), Column("intersection", "shared heads", "int"),
-    Column("jaccard", "head Jaccard", "number", 2)]))
-display(figures.figure(plots.overlap_chart(circuits, title="circuit membership per configuration"),
-                       f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
-                       f"{len(circuits)} share it (right); the longest bars are the {len(shared)} heads in every circuit."))
-reader_table(cross.rename_axis("circuit").reset_index(),
-             [Column("circuit", "circuit \\ scored on")] + [Column(c, f"{c} data (%)", "percent") for c in cross.columns],
-             caption="Each circuit (rows) scored on each configuration's data (columns), % of the full model's logit "
-                     "difference there.")
+display(
+    reader_table(
+        overlap,
+        [
+            Column("a", "circuit A"),
+            Column("b", "circuit B"),
+            Column("size_a", "heads in A", "int"),
+            Column("size_b", "heads in B", "int"),
+            Column("intersection", "shared heads", "int"),
+            Column("jaccard", "head Jaccard", "number", 2),
+        ],
+    )
+)
+display(
+    figures.figure(
+        plots.overlap_chart(circuits, title="circuit membership per configuration"),
+        f"Which configuration's circuit keeps each component (left: filled = kept) and how many of the "
+        f"{len(circuits)} share it (right); the longest bars are the {len(shared)} heads in every circuit.",
+    )
+)
+reader_table(
+    cross.rename_axis("circuit").reset_index(),
+    [Column("circuit", "circuit \\ scored on")] + [Column(c, f"{c} data (%)", "percent") for c in cross.columns],
+    caption="Each circuit (rows) scored on each configuration's data (columns), % of the full model's logit "
+    "difference there.",
+)
 
 # %% [markdown]
 # Reading the two tables: a pair counts as one reused circuit when each direction's circuit keeps at
@@ -201,80 +277,173 @@ Markdown(decreasing_verdict(decreasing))
 # successor-heads chapter) is the member k ahead.
 
 # %%
-from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.mechanisms.ov_scores import ov_scores
+from seqcirc_utils.tasks.behaviour import evaluate
 from seqcirc_utils.tasks.datasets import make_dataset
+
 step_rows = []
 for fam in step_families:
     for k in steps:
         base = {"family": fam, "step": k}
         try:
-            ds_k = make_dataset(lm.tokenizer, fam, model_name=model, template=template, step=k, length=step_length,
-                                n=n_prompts, seed=seed, prefix=prefix)
+            ds_k = make_dataset(
+                lm.tokenizer,
+                fam,
+                model_name=model,
+                template=template,
+                step=k,
+                length=step_length,
+                n=n_prompts,
+                seed=seed,
+                prefix=prefix,
+            )
         except SeqcircError as err:  # this step does not fit the tokenizer or the family
             step_rows.append({**base, "n": 0, "distinct_prompts": 0, "error": str(err)})
             continue
-        step_rows.append({**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k),
-                          "error": None})
+        step_rows.append(
+            {**base, "distinct_prompts": len({p.text for p in ds_k.prompts}), **evaluate(lm, ds_k), "error": None}
+        )
 step_behaviour = pd.DataFrame(step_rows)
 step_ok = step_behaviour[step_behaviour["n"] > 0]
 if len(step_ok):
-    display(figures.figure(
-        plots.bar_chart(step_ok.assign(accuracy_pct=100 * step_ok["top1_accuracy"]), x="step", y="accuracy_pct",
-                        color="family", y_title="top-1 accuracy (%)", title=f"{model}: step-k sequences"),
-        f"Top-1 accuracy on increasing sequences of step k ({step_length} members shown, {template} template), per "
-        "family. Where a family's bar stays high as k grows, the model adds k, not just one."))
-reader_table(step_behaviour, [
-    Column("family", "family"), Column("step", "step", "int"), Column("n", "prompts", "int"),
-    Column("distinct_prompts", "distinct prompts", "int"), Column("top1_accuracy", "top-1 accuracy", "fraction"),
-    Column("error", "why not measured")])
+    display(
+        figures.figure(
+            plots.bar_chart(
+                step_ok.assign(accuracy_pct=100 * step_ok["top1_accuracy"]),
+                x="step",
+                y="accuracy_pct",
+                color="family",
+                y_title="top-1 accuracy (%)",
+                title=f"{model}: step-k sequences",
+            ),
+            f"Top-1 accuracy on increasing sequences of step k ({step_length} members shown, {template} template), per "
+            "family. Where a family's bar stays high as k grows, the model adds k, not just one.",
+        )
+    )
+reader_table(
+    step_behaviour,
+    [
+        Column("family", "family"),
+        Column("step", "step", "int"),
+        Column("n", "prompts", "int"),
+        Column("distinct_prompts", "distinct prompts", "int"),
+        Column("top1_accuracy", "top-1 accuracy", "fraction"),
+        Column("error", "why not measured"),
+    ],
+)
 
 # %%
 step_name, base_name = f"{task} step{step_k}-{step_length}", f"{task} inc-{step_length}"
 step_error = None
 try:
-    recs, datasets[step_name], _ = discover(lm, info, model, task, [threshold], method=method, template=template,
-                                            step=step_k, length=step_length, n=n_prompts, seed=seed, prefix=prefix,
-                                            progress=False)
+    recs, datasets[step_name], _ = discover(
+        lm,
+        info,
+        model,
+        task,
+        [threshold],
+        method=method,
+        template=template,
+        step=step_k,
+        length=step_length,
+        n=n_prompts,
+        seed=seed,
+        prefix=prefix,
+        progress=False,
+    )
     step_record = recs[0]
     write_circuits(out_dir / f"circuit_{task}_step{step_k}_{step_length}.json", recs)
     if base_name not in records:  # the step-1 circuit of the same length was not found above
-        recs1, datasets[base_name], _ = discover(lm, info, model, task, [threshold], method=method, template=template,
-                                                 length=step_length, n=n_prompts, seed=seed, prefix=prefix,
-                                                 progress=False)
+        recs1, datasets[base_name], _ = discover(
+            lm,
+            info,
+            model,
+            task,
+            [threshold],
+            method=method,
+            template=template,
+            length=step_length,
+            n=n_prompts,
+            seed=seed,
+            prefix=prefix,
+            progress=False,
+        )
         records[base_name] = recs1[0]
         circuits[base_name] = Circuit.from_lists(recs1[0]["heads"], recs1[0]["mlps"]).components
 except SeqcircError as err:  # too few correct prompts, or no step-k sequence fits the tokenizer
     step_error = str(err)
 if step_error is None:
-    step_circuits = {base_name: circuits[base_name],
-                     step_name: Circuit.from_lists(step_record["heads"], step_record["mlps"]).components}
-    step_summary = pd.DataFrame([
-        {"config": n, "step": 1 if n == base_name else step_k, "prompts": r["n_prompts"],
-         "distinct_prompts": len({p["text"] for p in (r["dataset"] or {}).get("prompts", [])}),
-         "heads": len(r["heads"]), "mlps": len(r["mlps"]), **score_columns(r)}
-        for n, r in ((base_name, records[base_name]), (step_name, step_record))])
-    step_overlap = pd.concat([overlap_table(step_circuits).assign(kind="all"),
-                              overlap_table(step_circuits, kind="head").assign(kind="heads")], ignore_index=True)
-    step_cross = 100 * cross_task_scores(lm, info, step_circuits, {n: datasets[n] for n in step_circuits},
-                                         ablators=ablators)
-    display(reader_table(step_summary, [
-        Column("config", "configuration"), Column("step", "step", "int"), Column("prompts", "prompts", "int"),
-        Column("distinct_prompts", "distinct prompts", "int"), Column("heads", "heads", "int"),
-        Column("mlps", "MLPs", "int"), Column("score_%", "in-sample score (% of full) [95 % CI]", "percent",
-                                              interval="score_ci95"),
-        Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95")]))
-    display(reader_table(step_overlap, [
-        Column("kind", "components"), Column("a", "circuit A"), Column("b", "circuit B"),
-        Column("size_a", "size of A", "int"), Column("size_b", "size of B", "int"),
-        Column("intersection", "shared", "int"), Column("jaccard", "Jaccard", "number", 2)]))
-    display(figures.figure(
-        plots.overlap_chart(step_circuits, title=f"step 1 vs step {step_k}"),
-        f"Components of the step-1 and step-{step_k} {task} circuits ({step_length} members shown; filled = kept) and "
-        "how many of the two keep each (bars)."))
-    display(reader_table(step_cross.rename_axis("circuit").reset_index(),
-                         [Column("circuit", "circuit \\ scored on")]
-                         + [Column(c, f"{c} data (%)", "percent") for c in step_cross.columns]))
+    step_circuits = {
+        base_name: circuits[base_name],
+        step_name: Circuit.from_lists(step_record["heads"], step_record["mlps"]).components,
+    }
+    step_summary = pd.DataFrame(
+        [
+            {
+                "config": n,
+                "step": 1 if n == base_name else step_k,
+                "prompts": r["n_prompts"],
+                "distinct_prompts": len({p["text"] for p in (r["dataset"] or {}).get("prompts", [])}),
+                "heads": len(r["heads"]),
+                "mlps": len(r["mlps"]),
+                **score_columns(r),
+            }
+            for n, r in ((base_name, records[base_name]), (step_name, step_record))
+        ]
+    )
+    step_overlap = pd.concat(
+        [
+            overlap_table(step_circuits).assign(kind="all"),
+            overlap_table(step_circuits, kind="head").assign(kind="heads"),
+        ],
+        ignore_index=True,
+    )
+    step_cross = 100 * cross_task_scores(
+        lm, info, step_circuits, {n: datasets[n] for n in step_circuits}, ablators=ablators
+    )
+    display(
+        reader_table(
+            step_summary,
+            [
+                Column("config", "configuration"),
+                Column("step", "step", "int"),
+                Column("prompts", "prompts", "int"),
+                Column("distinct_prompts", "distinct prompts", "int"),
+                Column("heads", "heads", "int"),
+                Column("mlps", "MLPs", "int"),
+                Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+                Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+            ],
+        )
+    )
+    display(
+        reader_table(
+            step_overlap,
+            [
+                Column("kind", "components"),
+                Column("a", "circuit A"),
+                Column("b", "circuit B"),
+                Column("size_a", "size of A", "int"),
+                Column("size_b", "size of B", "int"),
+                Column("intersection", "shared", "int"),
+                Column("jaccard", "Jaccard", "number", 2),
+            ],
+        )
+    )
+    display(
+        figures.figure(
+            plots.overlap_chart(step_circuits, title=f"step 1 vs step {step_k}"),
+            f"Components of the step-1 and step-{step_k} {task} circuits ({step_length} members shown; filled = kept) and "
+            "how many of the two keep each (bars).",
+        )
+    )
+    display(
+        reader_table(
+            step_cross.rename_axis("circuit").reset_index(),
+            [Column("circuit", "circuit \\ scored on")]
+            + [Column(c, f"{c} data (%)", "percent") for c in step_cross.columns],
+        )
+    )
 else:
     display(Markdown(f"**No step-{step_k} circuit:** {step_error}"))
 
@@ -285,36 +454,78 @@ if step_error is None:
     step_heads = {str(c) for c in step_circuits[step_name] if c.is_head}
     base_heads = {str(c) for c in step_circuits[base_name] if c.is_head}
     ov = ov.assign(in_step_circuit=ov["component"].isin(step_heads), in_step1_circuit=ov["component"].isin(base_heads))
-    ov_groups = pd.DataFrame([
-        {"heads": label, "n": int(mask.sum()), **{f"mean_{k}": float(ov.loc[mask, k].mean()) for k in ("next", add_kind)},
-         f"best_{add_kind}": float(ov.loc[mask, add_kind].max()) if mask.any() else float("nan")}
-        for label, mask in ((f"step-{step_k} circuit", ov["in_step_circuit"]), ("step-1 circuit", ov["in_step1_circuit"]),
-                            ("all heads", ov["component"].notna()))])
-    display(reader_table(ov_groups, [
-        Column("heads", "heads"), Column("n", "number", "int"), Column("mean_next", "mean next score", "number", 2),
-        Column(f"mean_{add_kind}", f"mean {add_kind} score", "number", 2),
-        Column(f"best_{add_kind}", f"best {add_kind} score", "number", 2)]))
+    ov_groups = pd.DataFrame(
+        [
+            {
+                "heads": label,
+                "n": int(mask.sum()),
+                **{f"mean_{k}": float(ov.loc[mask, k].mean()) for k in ("next", add_kind)},
+                f"best_{add_kind}": float(ov.loc[mask, add_kind].max()) if mask.any() else float("nan"),
+            }
+            for label, mask in (
+                (f"step-{step_k} circuit", ov["in_step_circuit"]),
+                ("step-1 circuit", ov["in_step1_circuit"]),
+                ("all heads", ov["component"].notna()),
+            )
+        ]
+    )
+    display(
+        reader_table(
+            ov_groups,
+            [
+                Column("heads", "heads"),
+                Column("n", "number", "int"),
+                Column("mean_next", "mean next score", "number", 2),
+                Column(f"mean_{add_kind}", f"mean {add_kind} score", "number", 2),
+                Column(f"best_{add_kind}", f"best {add_kind} score", "number", 2),
+            ],
+        )
+    )
     ov_top = ov[ov["in_step_circuit"]].sort_values(add_kind, ascending=False).head(10)
-    display(reader_table(ov_top, [
-        Column("component", "head"), Column("copy", "copy score", "number", 2), Column("next", "next score", "number", 2),
-        Column(add_kind, f"{add_kind} score", "number", 2), Column("in_step1_circuit", "in the step-1 circuit")],
-        full=False))
-display(figures.figure(
-    plots.head_heatmap(plots.head_frame(ov, add_kind), title=f"{task}: OV {add_kind} score", value_title="score",
-                       diverging=False),
-    f"Add-{step_k} OV score of every head ({task}, top-1 over the family's members): the fraction of members whose "
-    f"OV output is the member {step_k} ahead, layer 0 at the top. Compare the bright cells with the step-{step_k} "
-    "circuit's heads in the table above."))
+    display(
+        reader_table(
+            ov_top,
+            [
+                Column("component", "head"),
+                Column("copy", "copy score", "number", 2),
+                Column("next", "next score", "number", 2),
+                Column(add_kind, f"{add_kind} score", "number", 2),
+                Column("in_step1_circuit", "in the step-1 circuit"),
+            ],
+            full=False,
+        )
+    )
+display(
+    figures.figure(
+        plots.head_heatmap(
+            plots.head_frame(ov, add_kind), title=f"{task}: OV {add_kind} score", value_title="score", diverging=False
+        ),
+        f"Add-{step_k} OV score of every head ({task}, top-1 over the family's members): the fraction of members whose "
+        f"OV output is the member {step_k} ahead, layer 0 at the top. Compare the bright cells with the step-{step_k} "
+        "circuit's heads in the table above.",
+    )
+)
 
 # %%
 found = step_error is None
 step_k_record = StepKCircuits(
-    model=model, task=task, template=template, threshold=threshold, method=method, smoke=smoke, steps=steps,
-    families=step_families, step_k=step_k, length=step_length, behaviour=frame_records(step_behaviour),
+    model=model,
+    task=task,
+    template=template,
+    threshold=threshold,
+    method=method,
+    smoke=smoke,
+    steps=steps,
+    families=step_families,
+    step_k=step_k,
+    length=step_length,
+    behaviour=frame_records(step_behaviour),
     error=step_error,
     ov_scores=HeadScores.from_table(ov.drop(columns=["kv_head"]), description=f"OV scores over the {task} family"),
-    summary=frame_records(step_summary) if found else None, overlap=frame_records(step_overlap) if found else None,
-    cross_task_percent=step_cross.to_dict() if found else None, ov_groups=frame_records(ov_groups) if found else None,
+    summary=frame_records(step_summary) if found else None,
+    overlap=frame_records(step_overlap) if found else None,
+    cross_task_percent=step_cross.to_dict() if found else None,
+    ov_groups=frame_records(ov_groups) if found else None,
     circuit=step_record.with_extra(dataset=None) if found else None,
 )
 write_json_atomic(out_dir / StepKCircuits.file, step_k_record)

@@ -41,7 +41,12 @@ seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
-tasks = ["digits", "numbers", "number_words", "months"]  # tasks whose MLPs are ablated (one the tokenizer refuses is left out)
+tasks = [
+    "digits",
+    "numbers",
+    "number_words",
+    "months",
+]  # tasks whose MLPs are ablated (one the tokenizer refuses is left out)
 template = "among_words"  # prompt template
 top_neurons = 20  # neurons of the key MLP ablated together
 threshold = 0.8  # threshold of the circuit inside which head -> MLP edges are path patched
@@ -60,26 +65,33 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from seqcirc_utils.core.errors import SeqcircError
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
-from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
-from seqcirc_utils.models.loading import load_model
-from seqcirc_utils.discovery.edges.attribution import edge_attribution
-from seqcirc_utils.discovery.edges.patching import edge, edge_effects
-from seqcirc_utils.scoring.attribution import attribution_scores
 from seqcirc_utils.core.result_records import MlpAblation
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, Component
+from seqcirc_utils.discovery.edges.attribution import edge_attribution
+from seqcirc_utils.discovery.edges.patching import edge, edge_effects
+from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
+from seqcirc_utils.scoring.attribution import attribution_scores
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, tasks, top_neurons = min(n_prompts, 12), tasks[:2], min(top_neurons, 5)
-    key_mlps, patch_top, length_values, length_prompts = 1, min(patch_top, 2), length_values[-1:], min(length_prompts, 12)
+    key_mlps, patch_top, length_values, length_prompts = (
+        1,
+        min(patch_top, 2),
+        length_values[-1:],
+        min(length_prompts, 12),
+    )
     print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, length study {length_values}; numbers are not results.")
 if direction not in ("increasing", "decreasing") or patch_within not in ("model", "circuit"):
-    raise ValueError(f"direction must be increasing|decreasing (got {direction!r}), patch_within model|circuit "
-                     f"(got {patch_within!r})")
+    raise ValueError(
+        f"direction must be increasing|decreasing (got {direction!r}), patch_within model|circuit "
+        f"(got {patch_within!r})"
+    )
 
 # %%
 lm, info = load_model(model, device=device)
@@ -87,24 +99,43 @@ ablators = AblatorCache()  # this chapter's Ablators: means and clean passes com
 datasets, refused = {}, {}
 for t in tasks:
     try:
-        datasets[t] = discovery_dataset(lm, model, t, template=template, direction=direction, n=n_prompts, seed=seed,
-                                        prefix=prefix)
+        datasets[t] = discovery_dataset(
+            lm, model, t, template=template, direction=direction, n=n_prompts, seed=seed, prefix=prefix
+        )
     except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
         refused[t] = str(err)
 tasks = list(datasets)
-display(Markdown("Tasks: " + ", ".join(f"**{t}** ({len(ds)} prompts from {ds.n_sequences} sequences)"
-                                       for t, ds in datasets.items()) + "."
-                 + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())))
-effects = pd.concat([
-    single_component_effects(lm, info, ds, info.mlps, progress=False, ablators=ablators).assign(task=t) for t, ds in datasets.items()])
+display(
+    Markdown(
+        "Tasks: "
+        + ", ".join(f"**{t}** ({len(ds)} prompts from {ds.n_sequences} sequences)" for t, ds in datasets.items())
+        + "."
+        + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())
+    )
+)
+effects = pd.concat(
+    [
+        single_component_effects(lm, info, ds, info.mlps, progress=False, ablators=ablators).assign(task=t)
+        for t, ds in datasets.items()
+    ]
+)
 effects["kept_%"] = 100 * effects["fraction"]
 effects.pivot(index="component", columns="task", values="kept_%").loc[[str(m) for m in info.mlps]]
 
 # %%
-figures.figure(plots.bar_chart(effects, x="component", y="kept_%", color="task", sort=[str(m) for m in info.mlps],
-                               y_title="% of full logit difference kept", title=f"{model}: ablating one MLP at a time"),
-               "Share of the full logit difference left when one MLP alone is mean-ablated, per MLP (layer order) and "
-               "task. Bars far below 100 % (or below zero) mark the MLPs a task cannot do without.")
+figures.figure(
+    plots.bar_chart(
+        effects,
+        x="component",
+        y="kept_%",
+        color="task",
+        sort=[str(m) for m in info.mlps],
+        y_title="% of full logit difference kept",
+        title=f"{model}: ablating one MLP at a time",
+    ),
+    "Share of the full logit difference left when one MLP alone is mean-ablated, per MLP (layer order) and "
+    "task. Bars far below 100 % (or below zero) mark the MLPs a task cannot do without.",
+)
 
 # %% [markdown]
 # ## Neurons of the key MLP
@@ -122,12 +153,17 @@ ab = ablators.get(lm, info, datasets[first])
 neurons = [Component(key_mlp.layer, "neuron", i) for i in range(info.d_mlp)]
 neuron_attr = attribution_scores(ab, neurons).sort_values()
 worst = [Component(key_mlp.layer, "neuron", int(n.split(".N")[1])) for n in neuron_attr.index[:top_neurons]]
-least = [Component(key_mlp.layer, "neuron", int(n.split(".N")[1])) for n in neuron_attr.abs().sort_values().index[:top_neurons]]
-neuron_rows = pd.DataFrame([
-    {"ablated": f"top {top_neurons} neurons of {key_mlp}", "kept_%": 100 * ab.score_ablated(worst)},
-    {"ablated": f"{top_neurons} least important neurons", "kept_%": 100 * ab.score_ablated(least)},
-    {"ablated": f"all of {key_mlp}", "kept_%": 100 * float(key["fraction"])},
-])
+least = [
+    Component(key_mlp.layer, "neuron", int(n.split(".N")[1]))
+    for n in neuron_attr.abs().sort_values().index[:top_neurons]
+]
+neuron_rows = pd.DataFrame(
+    [
+        {"ablated": f"top {top_neurons} neurons of {key_mlp}", "kept_%": 100 * ab.score_ablated(worst)},
+        {"ablated": f"{top_neurons} least important neurons", "kept_%": 100 * ab.score_ablated(least)},
+        {"ablated": f"all of {key_mlp}", "kept_%": 100 * float(key["fraction"])},
+    ]
+)
 display(neuron_attr.head(10).rename("attribution (logit diff)").to_frame())
 neuron_rows
 
@@ -150,15 +186,35 @@ for t in tasks:
     ab = ablators.get(lm, info, datasets[t])
     comps = set(info.components)
     if patch_within == "circuit":
-        records, _, ab = discover(lm, info, model, t, [threshold], method=circuit_method, template=template,
-                                  direction=direction, n=n_prompts, seed=seed, prefix=prefix, progress=False)
+        records, _, ab = discover(
+            lm,
+            info,
+            model,
+            t,
+            [threshold],
+            method=circuit_method,
+            template=template,
+            direction=direction,
+            n=n_prompts,
+            seed=seed,
+            prefix=prefix,
+            progress=False,
+        )
         comps = set(Circuit.from_lists(records[0]["heads"], records[0]["mlps"]).components) | set(key_by_task[t])
-        circuit_rows.append({"task": t, "threshold": threshold, "heads": len(records[0]["heads"]),
-                             "mlps": len(records[0]["mlps"]), **score_columns(records[0])})
+        circuit_rows.append(
+            {
+                "task": t,
+                "threshold": threshold,
+                "heads": len(records[0]["heads"]),
+                "mlps": len(records[0]["mlps"]),
+                **score_columns(records[0]),
+            }
+        )
     candidates = [edge(h, m, "mlp") for m in key_by_task[t] for h in info.heads if h in comps and h.layer <= m.layer]
     attr = edge_attribution(ab, comps, candidates, progress=False)
-    chosen = [e for m in key_by_task[t]
-              for e in sorted((e for e in candidates if e.receiver == m), key=attr.get)[:patch_top]]
+    chosen = [
+        e for m in key_by_task[t] for e in sorted((e for e in candidates if e.receiver == m), key=attr.get)[:patch_top]
+    ]
     exact = edge_effects(ab, comps, chosen, progress=False)
     exact["attribution"] = [attr[e] / ab.full_metric for e in chosen]
     patch_rows.append(exact.assign(task=t, candidates=sum(e.receiver in set(key_by_task[t]) for e in candidates)))
@@ -167,17 +223,32 @@ head_to_mlp["effect_points"] = 100 * head_to_mlp["effect"]
 head_to_mlp["attribution_points"] = 100 * head_to_mlp["attribution"]
 head_to_mlp = head_to_mlp.sort_values(["task", "receiver", "effect"], kind="stable").reset_index(drop=True)
 if circuit_rows:
-    display(reader_table(pd.DataFrame(circuit_rows), [
-        Column("task", "task"), Column("threshold", "threshold (% of full)", "fraction"),
-        Column("score_%", "paper's ratio, in-sample [95 % CI]", "percent", interval="score_ci95"),
-        Column("faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent",
-               interval="faithfulness_ci95"),
-        Column("sequences", "discovery sequences", "int"),
-        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
-        Column("heldout_faithfulness_%", "normalised faithfulness, held-out [95 % CI]", "percent",
-               interval="heldout_faithfulness_ci95"),
-        Column("heldout_sequences", "held-out sequences (disjoint)", "int")],
-        caption="The circuits the head -> MLP edges are patched inside; few sequences give small-sample estimates."))
+    display(
+        reader_table(
+            pd.DataFrame(circuit_rows),
+            [
+                Column("task", "task"),
+                Column("threshold", "threshold (% of full)", "fraction"),
+                Column("score_%", "paper's ratio, in-sample [95 % CI]", "percent", interval="score_ci95"),
+                Column(
+                    "faithfulness_%",
+                    "normalised faithfulness, in-sample [95 % CI]",
+                    "percent",
+                    interval="faithfulness_ci95",
+                ),
+                Column("sequences", "discovery sequences", "int"),
+                Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+                Column(
+                    "heldout_faithfulness_%",
+                    "normalised faithfulness, held-out [95 % CI]",
+                    "percent",
+                    interval="heldout_faithfulness_ci95",
+                ),
+                Column("heldout_sequences", "held-out sequences (disjoint)", "int"),
+            ],
+            caption="The circuits the head -> MLP edges are patched inside; few sequences give small-sample estimates.",
+        )
+    )
 head_to_mlp[["task", "receiver", "sender", "effect_points", "attribution_points", "candidates"]]
 
 # %% [markdown]
@@ -192,42 +263,84 @@ length_rows, length_skipped = [], {}
 for d in length_directions:
     for n_members in length_values:
         try:
-            ds_len = discovery_dataset(lm, model, length_task, template=template, direction=d, length=n_members,
-                                       n=length_prompts, seed=seed, prefix=prefix, min_prompts=4 if smoke else 8)
+            ds_len = discovery_dataset(
+                lm,
+                model,
+                length_task,
+                template=template,
+                direction=d,
+                length=n_members,
+                n=length_prompts,
+                seed=seed,
+                prefix=prefix,
+                min_prompts=4 if smoke else 8,
+            )
         except SeqcircError as err:  # too few correct prompts, or no sequence fits the tokenizer
             length_skipped[f"{d}-{n_members}"] = str(err)
             continue
-        length_rows.append(single_component_effects(lm, info, ds_len, info.mlps, progress=False)
-                           .assign(direction=d, length=n_members, prompts=len(ds_len)))
+        length_rows.append(
+            single_component_effects(lm, info, ds_len, info.mlps, progress=False).assign(
+                direction=d, length=n_members, prompts=len(ds_len)
+            )
+        )
 for name, err in length_skipped.items():
     display(Markdown(f"**{length_task} {name} skipped:** {err}"))
-by_length = pd.concat(length_rows, ignore_index=True) if length_rows else pd.DataFrame(
-    columns=["component", "layer", "fraction", "direction", "length", "prompts"])
+by_length = (
+    pd.concat(length_rows, ignore_index=True)
+    if length_rows
+    else pd.DataFrame(columns=["component", "layer", "fraction", "direction", "length", "prompts"])
+)
 by_length["kept_%"] = 100 * by_length["fraction"]
 by_length["config"] = by_length["direction"].str[:3] + "-" + by_length["length"].astype(str)
 if len(by_length):
-    display(figures.figure(
-        plots.bar_chart(by_length, x="component", y="kept_%", color="config", sort=[str(m) for m in info.mlps],
-                        y_title="% of full logit difference kept", title=f"{length_task}: one MLP ablated, by length"),
-        f"Share of the full logit difference left when one MLP alone is mean-ablated, {length_task} prompts per "
-        "(direction, members shown) (colour). An MLP that matters at one length and not another marks a change in how "
-        "the continuation is computed."))
+    display(
+        figures.figure(
+            plots.bar_chart(
+                by_length,
+                x="component",
+                y="kept_%",
+                color="config",
+                sort=[str(m) for m in info.mlps],
+                y_title="% of full logit difference kept",
+                title=f"{length_task}: one MLP ablated, by length",
+            ),
+            f"Share of the full logit difference left when one MLP alone is mean-ablated, {length_task} prompts per "
+            "(direction, members shown) (colour). An MLP that matters at one length and not another marks a change in how "
+            "the continuation is computed.",
+        )
+    )
 by_length.pivot_table(index="component", columns="config", values="kept_%", sort=False) if len(by_length) else by_length
 
 # %%
-_ = write_json_atomic(results_dir(model) / MlpAblation.file, MlpAblation(
-    model=model, template=template, direction=direction, smoke=smoke, mlp_effects=frame_records(effects),
-    key_mlp=str(key_mlp), neuron_attribution_top=neuron_attr.head(50).to_dict(),
-    neuron_ablation=frame_records(neuron_rows),
-    head_to_key_mlp=frame_records(head_to_mlp[(head_to_mlp["task"] == tasks[0])
-                                              & (head_to_mlp["receiver"] == str(key_by_task[tasks[0]][0]))]
-                                  if key_by_task[tasks[0]] else head_to_mlp.iloc[:0]),
-    key_mlps={t: [str(m) for m in ms] for t, ms in key_by_task.items()}, patch_within=patch_within,
-    head_to_mlp=frame_records(head_to_mlp),
-    length_study={"task": length_task, "directions": length_directions, "lengths": length_values,
-                  "n_prompts": length_prompts, "skipped": length_skipped,
-                  "mlp_effects": frame_records(by_length.drop(columns=["config"]))},
-))
+_ = write_json_atomic(
+    results_dir(model) / MlpAblation.file,
+    MlpAblation(
+        model=model,
+        template=template,
+        direction=direction,
+        smoke=smoke,
+        mlp_effects=frame_records(effects),
+        key_mlp=str(key_mlp),
+        neuron_attribution_top=neuron_attr.head(50).to_dict(),
+        neuron_ablation=frame_records(neuron_rows),
+        head_to_key_mlp=frame_records(
+            head_to_mlp[(head_to_mlp["task"] == tasks[0]) & (head_to_mlp["receiver"] == str(key_by_task[tasks[0]][0]))]
+            if key_by_task[tasks[0]]
+            else head_to_mlp.iloc[:0]
+        ),
+        key_mlps={t: [str(m) for m in ms] for t, ms in key_by_task.items()},
+        patch_within=patch_within,
+        head_to_mlp=frame_records(head_to_mlp),
+        length_study={
+            "task": length_task,
+            "directions": length_directions,
+            "lengths": length_values,
+            "n_prompts": length_prompts,
+            "skipped": length_skipped,
+            "mlp_effects": frame_records(by_length.drop(columns=["config"])),
+        },
+    ),
+)
 
 # %%
 mlp_table = effects.pivot(index="component", columns="task", values="kept_%")
@@ -236,20 +349,31 @@ lines = [f"{t}: " + ", ".join(f"{c} ({v:.0f} %)" for c, v in s.items()) for t, s
 edge_lines = []
 for (t, m), g in head_to_mlp.groupby(["task", "receiver"], sort=False):
     best = g.sort_values("effect").iloc[0]
-    edge_lines.append(f"{m} in {t} ({float(mlp_table.loc[m, t]):.0f} % kept without it) relies most on "
-                      f"{best['sender']} ({best['effect_points']:.1f} points when only that path is patched, "
-                      f"of {len(g)} patched)")
+    edge_lines.append(
+        f"{m} in {t} ({float(mlp_table.loc[m, t]):.0f} % kept without it) relies most on "
+        f"{best['sender']} ({best['effect_points']:.1f} points when only that path is patched, "
+        f"of {len(g)} patched)"
+    )
 where = "in the full model" if patch_within == "model" else f"inside each task's {100 * threshold:.0f} % circuit"
 length_text = ""
 if len(by_length):
     worst = by_length[by_length["layer"] > 0].sort_values("kept_%").groupby("config", sort=False).head(1)
-    length_text = (f" For {length_task} by length, the MLP after MLP0 each configuration can least do without is "
-                   + ", ".join(f"{c} at {cfg} ({v:.0f} % kept)"
-                               for c, cfg, v in zip(worst["component"], worst["config"], worst["kept_%"])) + ".")
-display(Markdown(
-    f"({direction} sequences.) The MLPs each task can least do without (% of the logit difference kept when ablated "
-    "alone) are " + "; ".join(lines) + f". Ablating the top {top_neurons} neurons of {key_mlp} keeps "
-    f"{neuron_rows['kept_%'].iloc[0]:.0f} % against {neuron_rows['kept_%'].iloc[1]:.0f} % for the least important ones "
-    f"and {neuron_rows['kept_%'].iloc[2]:.0f} % for the whole MLP. Treating MLP0 as part of the extended embedding, "
-    f"the head -> MLP edges of the most important later MLPs, path patched {where}: "
-    + ("; ".join(edge_lines) if edge_lines else "none could be patched") + "." + length_text))
+    length_text = (
+        f" For {length_task} by length, the MLP after MLP0 each configuration can least do without is "
+        + ", ".join(
+            f"{c} at {cfg} ({v:.0f} % kept)" for c, cfg, v in zip(worst["component"], worst["config"], worst["kept_%"])
+        )
+        + "."
+    )
+display(
+    Markdown(
+        f"({direction} sequences.) The MLPs each task can least do without (% of the logit difference kept when ablated "
+        "alone) are " + "; ".join(lines) + f". Ablating the top {top_neurons} neurons of {key_mlp} keeps "
+        f"{neuron_rows['kept_%'].iloc[0]:.0f} % against {neuron_rows['kept_%'].iloc[1]:.0f} % for the least important ones "
+        f"and {neuron_rows['kept_%'].iloc[2]:.0f} % for the whole MLP. Treating MLP0 as part of the extended embedding, "
+        f"the head -> MLP edges of the most important later MLPs, path patched {where}: "
+        + ("; ".join(edge_lines) if edge_lines else "none could be patched")
+        + "."
+        + length_text
+    )
+)

@@ -54,16 +54,16 @@ import random
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.verdicts import smoke_note
-from seqcirc_utils.discovery.pipeline import discover, score_columns
-from seqcirc_utils.discovery.edges.attribution import eap_vs_exact
-from seqcirc_utils.models.loading import load_model
-from seqcirc_utils.discovery.edges.search import prune_edges
-from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges
 from seqcirc_utils.core.result_records import EdgeCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
+from seqcirc_utils.discovery.edges.attribution import eap_vs_exact
+from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges
+from seqcirc_utils.discovery.edges.search import prune_edges
+from seqcirc_utils.discovery.pipeline import discover, score_columns
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
@@ -75,23 +75,51 @@ lm, info = load_model(model, device=device)
 out_dir = results_dir(model)
 results, ablators, nodes, node_records = {}, {}, {}, {}
 for task in tasks:
-    records, _, ablators[task] = discover(lm, info, model, task, [node_threshold], method=node_method,
-                                          template=template, n=n_prompts, seed=seed, prefix=prefix)
+    records, _, ablators[task] = discover(
+        lm,
+        info,
+        model,
+        task,
+        [node_threshold],
+        method=node_method,
+        template=template,
+        n=n_prompts,
+        seed=seed,
+        prefix=prefix,
+    )
     nodes[task] = Circuit.from_lists(records[0]["heads"], records[0]["mlps"]).components
     node_records[task] = records[0]
-    results[task] = prune_edges(ablators[task], nodes[task], edge_threshold, method=edge_method, ig_steps=ig_steps,
-                                progress=False, node_threshold=node_threshold)
+    results[task] = prune_edges(
+        ablators[task],
+        nodes[task],
+        edge_threshold,
+        method=edge_method,
+        ig_steps=ig_steps,
+        progress=False,
+        node_threshold=node_threshold,
+    )
     write_json_atomic(out_dir / f"edges_{task}.json", results[task].to_json())  # kind "edge_circuit"
 rows = []
 for task, r in results.items():
-    rows.append({"task": task, "nodes": len(r.components), "connected_nodes": len(r.connected),
-                 "candidate_edges": r.n_candidate_edges, "kept_edges": len(r.edges),
-                 "connected_edges": len(r.connected_edges), "edge_circuit_%": 100 * r.score,
-                 "connected_nodes_ablation_%": 100 * r.connected_score, "node_circuit_%": 100 * r.node_score,
-                 "node_circuit_ci95": (node := score_columns(node_records[task]))["score_ci95"],
-                 "node_heldout_%": node["heldout_%"], "node_heldout_ci95": node["heldout_ci95"],
-                 "dangling": " ".join(str(c) for c in r.dangling), "forward_passes": r.forward_passes,
-                 "seconds": r.seconds})
+    rows.append(
+        {
+            "task": task,
+            "nodes": len(r.components),
+            "connected_nodes": len(r.connected),
+            "candidate_edges": r.n_candidate_edges,
+            "kept_edges": len(r.edges),
+            "connected_edges": len(r.connected_edges),
+            "edge_circuit_%": 100 * r.score,
+            "connected_nodes_ablation_%": 100 * r.connected_score,
+            "node_circuit_%": 100 * r.node_score,
+            "node_circuit_ci95": (node := score_columns(node_records[task]))["score_ci95"],
+            "node_heldout_%": node["heldout_%"],
+            "node_heldout_ci95": node["heldout_ci95"],
+            "dangling": " ".join(str(c) for c in r.dangling),
+            "forward_passes": r.forward_passes,
+            "seconds": r.seconds,
+        }
+    )
 summary = pd.DataFrame(rows)
 pd.set_option("display.precision", 2)
 summary
@@ -105,13 +133,21 @@ summary
 
 # %%
 for task, r in results.items():
-    display(figures.figure(
-        plots.circuit_diagram(info.n_layers, info.n_heads, r.connected, edges=r.edge_pairs(),
-                              title=f"{task}: {len(r.connected_edges)} edges among {len(r.connected)} connected "
-                                    f"nodes ({len(r.dangling)} of {len(r.components)} node-circuit nodes dangle)"),
-        f"The {task} edge circuit: the {len(r.connected_edges)} kept edges (blue lines) between its {len(r.connected)} "
-        "connected nodes (red; heads circles, MLPs squares in the right column, layer 0 at the bottom; the logits at "
-        "the top). Follow the lines down from the logits to see which heads feed the answer directly."))
+    display(
+        figures.figure(
+            plots.circuit_diagram(
+                info.n_layers,
+                info.n_heads,
+                r.connected,
+                edges=r.edge_pairs(),
+                title=f"{task}: {len(r.connected_edges)} edges among {len(r.connected)} connected "
+                f"nodes ({len(r.dangling)} of {len(r.components)} node-circuit nodes dangle)",
+            ),
+            f"The {task} edge circuit: the {len(r.connected_edges)} kept edges (blue lines) between its {len(r.connected)} "
+            "connected nodes (red; heads circles, MLPs squares in the right column, layer 0 at the bottom; the logits at "
+            "the top). Follow the lines down from the logits to see which heads feed the answer directly.",
+        )
+    )
 
 # %%
 kinds = pd.concat([pd.DataFrame(r.edges).assign(task=t) for t, r in results.items() if r.edges])
@@ -130,15 +166,30 @@ candidates = circuit_edges(info, EdgePatcher(ablators[first], nodes[first]).comp
 sample = random.Random(seed).sample(candidates, min(exact_sample, len(candidates)))
 agreement, agree = eap_vs_exact(ablators[first], nodes[first], sample, ig_steps=1, progress=False)
 legacy = {"node_ablation_%": summary["node_circuit_%"]}  # older readers: the node circuit's score, same number
-write_json_atomic(out_dir / EdgeCircuits.file, EdgeCircuits(
-    model=model, smoke=smoke, edge_method=edge_method, summary=frame_records(summary.assign(**legacy)),
-    eap_vs_exact=agree, eap_vs_exact_edges=frame_records(agreement)))
+write_json_atomic(
+    out_dir / EdgeCircuits.file,
+    EdgeCircuits(
+        model=model,
+        smoke=smoke,
+        edge_method=edge_method,
+        summary=frame_records(summary.assign(**legacy)),
+        eap_vs_exact=agree,
+        eap_vs_exact_edges=frame_records(agreement),
+    ),
+)
 display(pd.DataFrame([agree]))
-figures.figure(plots.bar_chart(agreement.assign(edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits")
-                                                + "." + agreement["input"]).nsmallest(15, "exact"),
-                               x="edge", y="exact", title="most important sampled edges (exact score change)"),
-               f"Change in the {first} circuit's score when one sampled edge alone is path patched (exact), the 15 most "
-               "negative; the longest bars are the connections the circuit depends on most.")
+figures.figure(
+    plots.bar_chart(
+        agreement.assign(
+            edge=agreement["sender"] + "->" + agreement["receiver"].fillna("logits") + "." + agreement["input"]
+        ).nsmallest(15, "exact"),
+        x="edge",
+        y="exact",
+        title="most important sampled edges (exact score change)",
+    ),
+    f"Change in the {first} circuit's score when one sampled edge alone is path patched (exact), the 15 most "
+    "negative; the longest bars are the connections the circuit depends on most.",
+)
 
 # %%
 best = summary.sort_values("kept_edges").iloc[0]
@@ -146,11 +197,15 @@ per_task = "; ".join(
     f"{r['task']}: edge circuit {r['edge_circuit_%']:.0f} % ({r['connected_edges']} connected edges), its "
     f"{r['connected_nodes']} connected nodes under node ablation {r['connected_nodes_ablation_%']:.0f} %, node "
     f"circuit {r['node_circuit_%']:.0f} % ({r['nodes'] - r['connected_nodes']} of {r['nodes']} nodes dangle)"
-    for r in summary.to_dict("records"))
-display(Markdown(
-    f"Edge pruning keeps between {summary['kept_edges'].min()} and {summary['kept_edges'].max()} of the candidate edges "
-    f"(the {best['task']} circuit is sparsest: {best['kept_edges']} of {best['candidate_edges']}). As fractions of "
-    f"the full logit difference — {per_task}. The first number removes every pruned edge; the second keeps every "
-    f"edge among the connected nodes and ablates the rest; the third is the node circuit before edge pruning. "
-    f"On {agree['n_edges']} sampled {first} edges, EAP ranks single-edge effects with Spearman "
-    f"{agree['spearman']:.2f} against exact path patching."))
+    for r in summary.to_dict("records")
+)
+display(
+    Markdown(
+        f"Edge pruning keeps between {summary['kept_edges'].min()} and {summary['kept_edges'].max()} of the candidate edges "
+        f"(the {best['task']} circuit is sparsest: {best['kept_edges']} of {best['candidate_edges']}). As fractions of "
+        f"the full logit difference — {per_task}. The first number removes every pruned edge; the second keeps every "
+        f"edge among the connected nodes and ablates the rest; the third is the node circuit before edge pruning. "
+        f"On {agree['n_edges']} sampled {first} edges, EAP ranks single-edge effects with Spearman "
+        f"{agree['spearman']:.2f} against exact path patching."
+    )
+)

@@ -62,22 +62,26 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.verdicts import smoke_note
-from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.evaluation import robustness as R
-from seqcirc_utils.discovery.pipeline import score_columns
-from seqcirc_utils.models.loading import load_model
-from seqcirc_utils.evaluation.planted import ground_truth_table
 from seqcirc_utils.core.result_records import Robustness
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.discovery.pipeline import score_columns
+from seqcirc_utils.evaluation import robustness as R
+from seqcirc_utils.evaluation.planted import ground_truth_table
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     tasks, detail_tasks, n_prompts, n_seeds = tasks[:1], detail_tasks[:1], min(n_prompts, 8), 2
     corruptions, detail_factors, planted_ig_steps = corruptions[:2], ["corruption"], 2
-    display(smoke_note(f"tasks {tasks}, {n_prompts} prompts, {n_seeds} seeds, factors seed and {detail_factors} "
-                       f"(no sweeps), corruptions {corruptions}"))
+    display(
+        smoke_note(
+            f"tasks {tasks}, {n_prompts} prompts, {n_seeds} seeds, factors seed and {detail_factors} "
+            f"(no sweeps), corruptions {corruptions}"
+        )
+    )
 
 # %% [markdown]
 # ## The runs
@@ -99,14 +103,36 @@ out_dir = results_dir(model)
 runs: list[R.RobustnessRun] = []
 for task in tasks:
     factors = ["seed"] + (list(detail_factors) if task in detail_tasks else [])
-    runs += R.robustness_runs(lm, info, model, task, threshold=threshold, factors=factors, n_seeds=n_seeds,
-                              n_orders=n_orders, corruptions=corruptions, method=method, n_prompts=n_prompts,
-                              template=template, seed=seed, prefix=prefix)
+    runs += R.robustness_runs(
+        lm,
+        info,
+        model,
+        task,
+        threshold=threshold,
+        factors=factors,
+        n_seeds=n_seeds,
+        n_orders=n_orders,
+        corruptions=corruptions,
+        method=method,
+        n_prompts=n_prompts,
+        template=template,
+        seed=seed,
+        prefix=prefix,
+    )
 table = R.runs_table(runs)
-reader_table(table, [
-    Column("task", "task"), Column("factor", "factor"), Column("level", "level"), Column("metric", "metric"),
-    Column("n_prompts", "prompts", "int"), Column("n_components", "components", "int"),
-    Column("score", "score (% of full)", "fraction"), Column("forward_passes", "forward passes", "int")])
+reader_table(
+    table,
+    [
+        Column("task", "task"),
+        Column("factor", "factor"),
+        Column("level", "level"),
+        Column("metric", "metric"),
+        Column("n_prompts", "prompts", "int"),
+        Column("n_components", "components", "int"),
+        Column("score", "score (% of full)", "fraction"),
+        Column("forward_passes", "forward passes", "int"),
+    ],
+)
 
 # %% [markdown]
 # ## How similar are the circuits within each factor?
@@ -120,15 +146,21 @@ summary = R.factor_summary(runs)
 summary
 
 # %%
-figures.figure(alt.Chart(table.assign(score_pct=100 * table["score"])).mark_point(filled=True, size=60).encode(
-    x=alt.X("n_components:Q", title="components kept"),
-    y=alt.Y("score_pct:Q", title="% of full model", scale=alt.Scale(zero=False)),
-    color=alt.Color("factor:N"), shape=alt.Shape("task:N"),
-    tooltip=["task", "factor", "level", "n_components", alt.Tooltip("score_pct:Q", format=".1f")],
-).properties(width=420, height=240),
+figures.figure(
+    alt.Chart(table.assign(score_pct=100 * table["score"]))
+    .mark_point(filled=True, size=60)
+    .encode(
+        x=alt.X("n_components:Q", title="components kept"),
+        y=alt.Y("score_pct:Q", title="% of full model", scale=alt.Scale(zero=False)),
+        color=alt.Color("factor:N"),
+        shape=alt.Shape("task:N"),
+        tooltip=["task", "factor", "level", "n_components", alt.Tooltip("score_pct:Q", format=".1f")],
+    )
+    .properties(width=420, height=240),
     f"Size and score of every run ({len(table)} runs). Scores sit at or just above the {100 * threshold:.0f} % "
     "threshold by construction; the horizontal spread within a colour is how much that factor changes the "
-    "circuit's size.")
+    "circuit's size.",
+)
 
 # %% [markdown]
 # ## Which components are kept, and how often?
@@ -141,12 +173,23 @@ frequencies = {}
 for task in tasks:
     circuits = [r.components for r in runs if r.task == task]
     frequencies[task] = R.membership_frequency(circuits, info.components)
-figures.figure(alt.hconcat(*[plots.matrix_heatmap(R.membership_grid(frequencies[t], info.n_heads), "layer", "column",
-                                               title=f"{t} ({sum(r.task == t for r in runs)} runs)",
-                                               value_title="kept in", cell=12)
-                          for t in tasks]),
-               "Fraction of each task's runs whose circuit keeps each head (columns H0...) and each layer's MLP "
-               "(last column). Dark cells are kept whatever the factor; pale ones depend on it.")
+figures.figure(
+    alt.hconcat(
+        *[
+            plots.matrix_heatmap(
+                R.membership_grid(frequencies[t], info.n_heads),
+                "layer",
+                "column",
+                title=f"{t} ({sum(r.task == t for r in runs)} runs)",
+                value_title="kept in",
+                cell=12,
+            )
+            for t in tasks
+        ]
+    ),
+    "Fraction of each task's runs whose circuit keeps each head (columns H0...) and each layer's MLP "
+    "(last column). Dark cells are kept whatever the factor; pale ones depend on it.",
+)
 
 # %% [markdown]
 # ## The core
@@ -159,15 +202,33 @@ figures.figure(alt.hconcat(*[plots.matrix_heatmap(R.membership_grid(frequencies[
 cores = {}
 for task in tasks:
     core = R.core_components([r.components for r in runs if r.task == task], core_frequency)
-    cores[task] = R.score_core(lm, info, model, task, core, n_prompts=n_prompts, template=template, seed=seed,
-                               prefix=prefix)
-core_table = pd.DataFrame([{"task": t, "core_size": c["n_components"], "metric": c["metric"], **score_columns(c),
-                            "core": " ".join(c["components"])} for t, c in cores.items()])
-reader_table(core_table, [
-    Column("task", "task"), Column("core_size", "core size (components)", "int"), Column("metric", "metric"),
-    Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
-    Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
-    Column("heldout_prompts", "held-out prompts", "int"), Column("core", "core components")])
+    cores[task] = R.score_core(
+        lm, info, model, task, core, n_prompts=n_prompts, template=template, seed=seed, prefix=prefix
+    )
+core_table = pd.DataFrame(
+    [
+        {
+            "task": t,
+            "core_size": c["n_components"],
+            "metric": c["metric"],
+            **score_columns(c),
+            "core": " ".join(c["components"]),
+        }
+        for t, c in cores.items()
+    ]
+)
+reader_table(
+    core_table,
+    [
+        Column("task", "task"),
+        Column("core_size", "core size (components)", "int"),
+        Column("metric", "metric"),
+        Column("score_%", "in-sample score (% of full) [95 % CI]", "percent", interval="score_ci95"),
+        Column("heldout_%", "held-out score (% of full) [95 % CI]", "percent", interval="heldout_ci95"),
+        Column("heldout_prompts", "held-out prompts", "int"),
+        Column("core", "core components"),
+    ],
+)
 
 # %% [markdown]
 # ## Ground truth: a planted circuit
@@ -184,19 +245,35 @@ planted = ground_truth_table(threshold=threshold, ig_steps=planted_ig_steps)
 planted
 
 # %%
-write_json_atomic(out_dir / Robustness.file, Robustness(
-    model=model, smoke=smoke,
-    parameters={"tasks": tasks, "detail_tasks": detail_tasks, "detail_factors": detail_factors,
-                "threshold": threshold, "method": method,
-                "template": template, "n_prompts": n_prompts, "n_seeds": n_seeds, "n_orders": n_orders,
-                "corruptions": corruptions, "core_frequency": core_frequency, "seed": seed, "prefix": prefix},
-    runs=[r.to_json() for r in runs],
-    summary=frame_records(summary),
-    membership={t: frame_records(f) for t, f in frequencies.items()},
-    core=cores,
-    planted=frame_records(planted),
-    seconds=time.perf_counter() - t_start,
-))
+write_json_atomic(
+    out_dir / Robustness.file,
+    Robustness(
+        model=model,
+        smoke=smoke,
+        parameters={
+            "tasks": tasks,
+            "detail_tasks": detail_tasks,
+            "detail_factors": detail_factors,
+            "threshold": threshold,
+            "method": method,
+            "template": template,
+            "n_prompts": n_prompts,
+            "n_seeds": n_seeds,
+            "n_orders": n_orders,
+            "corruptions": corruptions,
+            "core_frequency": core_frequency,
+            "seed": seed,
+            "prefix": prefix,
+        },
+        runs=[r.to_json() for r in runs],
+        summary=frame_records(summary),
+        membership={t: frame_records(f) for t, f in frequencies.items()},
+        core=cores,
+        planted=frame_records(planted),
+        seconds=time.perf_counter() - t_start,
+    ),
+)
+
 
 # %%
 def pct(x: float) -> str:
@@ -204,27 +281,34 @@ def pct(x: float) -> str:
 
 
 seed_rows = summary[summary["factor"] == "seed"]
-lines = [f"Across {n_seeds} dataset seeds the circuits overlap with mean Jaccard "
-         + ", ".join(f"{r.task} {r.mean_jaccard:.2f}" for r in seed_rows.itertuples())
-         + f" and hold {int(seed_rows['size_min'].min())}-{int(seed_rows['size_max'].max())} components."]
+lines = [
+    f"Across {n_seeds} dataset seeds the circuits overlap with mean Jaccard "
+    + ", ".join(f"{r.task} {r.mean_jaccard:.2f}" for r in seed_rows.itertuples())
+    + f" and hold {int(seed_rows['size_min'].min())}-{int(seed_rows['size_max'].max())} components."
+]
 for task in detail_tasks:
     rows = summary[(summary["task"] == task) & (summary["n_runs"] > 1)].sort_values("mean_jaccard")
     if len(rows) > 1:
         lo, hi = rows.iloc[0], rows.iloc[-1]
-        lines.append(f"For {task}, the circuit depends most on the {lo.factor} (mean Jaccard {lo.mean_jaccard:.2f}, "
-                     f"{int(lo.size_min)}-{int(lo.size_max)} components) and least on the {hi.factor} "
-                     f"({hi.mean_jaccard:.2f}).")
+        lines.append(
+            f"For {task}, the circuit depends most on the {lo.factor} (mean Jaccard {lo.mean_jaccard:.2f}, "
+            f"{int(lo.size_min)}-{int(lo.size_max)} components) and least on the {hi.factor} "
+            f"({hi.mean_jaccard:.2f})."
+        )
 for task, c in cores.items():
     held = c["heldout"]
     verdict = "passes" if held["score"] >= threshold else "misses"
-    lines.append(f"The {task} core ({c['n_components']} components kept in >= {pct(core_frequency)} of its runs) keeps "
-                 f"{pct(c['score'])} of the full model's {c['metric']} in-sample and {pct(held['score'])} held-out "
-                 f"(95 % interval {pct(held['ci95'][0])}-{pct(held['ci95'][1])}), so it {verdict} the "
-                 f"{pct(threshold)} threshold on fresh prompts.")
+    lines.append(
+        f"The {task} core ({c['n_components']} components kept in >= {pct(core_frequency)} of its runs) keeps "
+        f"{pct(c['score'])} of the full model's {c['metric']} in-sample and {pct(held['score'])} held-out "
+        f"(95 % interval {pct(held['ci95'][0])}-{pct(held['ci95'][1])}), so it {verdict} the "
+        f"{pct(threshold)} threshold on fresh prompts."
+    )
 exact = planted[(planted["precision"] == 1) & (planted["recall"] == 1)]["method"].tolist()
-lines.append(f"On the planted model, {', '.join(exact) if exact else 'no method'} recover"
-             f"{'s' if len(exact) == 1 else ''} the planted circuit exactly ("
-             + "; ".join(f"{r.method}: precision {r.precision:.2f}, recall {r.recall:.2f}"
-                         for r in planted.itertuples())
-             + ").")
+lines.append(
+    f"On the planted model, {', '.join(exact) if exact else 'no method'} recover"
+    f"{'s' if len(exact) == 1 else ''} the planted circuit exactly ("
+    + "; ".join(f"{r.method}: precision {r.precision:.2f}, recall {r.recall:.2f}" for r in planted.itertuples())
+    + ")."
+)
 display(Markdown(" ".join(lines)))

@@ -39,13 +39,21 @@ import html
 
 from IPython.display import HTML, Markdown, display
 
-from seqcirc_utils.report import plots
-from seqcirc_utils.report.appendix import (SCORE_TEXT, circuit_figure, distinct_circuits, edge_circuit_figure,
-                                           edge_circuits_in, files_by_chapter, head_score_figures, pattern_figure)
-from seqcirc_utils.discovery.edges.search import EdgeCircuit
 from seqcirc_utils.core.records import as_json
 from seqcirc_utils.core.result_records import RESULT_RECORDS, circuits_in, read_result
 from seqcirc_utils.core.results import chapter_titles, records_of_kind, result_writers, results_dir
+from seqcirc_utils.discovery.edges.search import EdgeCircuit
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.appendix import (
+    SCORE_TEXT,
+    circuit_figure,
+    distinct_circuits,
+    edge_circuit_figure,
+    edge_circuits_in,
+    files_by_chapter,
+    head_score_figures,
+    pattern_figure,
+)
 from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
@@ -55,8 +63,13 @@ if smoke:
     display(smoke_note("drawing whatever the smoke runs wrote"))
 folder = results_dir(model)
 files = sorted(p for p in folder.glob("*.json"))
-display(Markdown(f"{len(files)} result files in `results/{folder.name}/`: "
-                 + (", ".join(f"`{p.name}`" for p in files) or "none") + "."))
+display(
+    Markdown(
+        f"{len(files)} result files in `results/{folder.name}/`: "
+        + (", ".join(f"`{p.name}`" for p in files) or "none")
+        + "."
+    )
+)
 data = {p.name: as_json(read_result(p, (*RESULT_RECORDS, EdgeCircuit))) for p in files}  # checked by their types
 titles = chapter_titles(NOTEBOOKS_DIR)
 chapters = files_by_chapter(data, result_writers(NOTEBOOKS_DIR))  # the sources, wherever the run's cwd is
@@ -67,8 +80,11 @@ chapters = files_by_chapter(data, result_writers(NOTEBOOKS_DIR))  # the sources,
 # %%
 import pandas as pd
 
-reader_table(pd.DataFrame([{"score": k, "meaning": v} for k, v in SCORE_TEXT.items()]),
-             [Column("score", "score column"), Column("meaning", "what it measures")], full=False)
+reader_table(
+    pd.DataFrame([{"score": k, "meaning": v} for k, v in SCORE_TEXT.items()]),
+    [Column("score", "score column"), Column("meaning", "what it measures")],
+    full=False,
+)
 
 # %% [markdown]
 # ## Figures by chapter

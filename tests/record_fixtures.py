@@ -14,9 +14,23 @@ from seqcirc_utils.core.records import CIRCUIT_KEYS, CircuitRecord, HeadScores
 from seqcirc_utils.core.result_records import ResultRecord, _strip
 
 _CIRCUIT_DEFAULTS: dict[str, Any] = {
-    "model": "tiny-gpt2", "task": "digits", "seed": 0, "threshold": 0.8, "method": "sweep", "ablation": "mean",
-    "metric": "logit_diff", "heads": [], "mlps": [], "n_components": 0, "score": 1.0, "full_metric": 1.0,
-    "circuit_metric": 1.0, "forward_passes": 0, "seconds": 0.0, "n_prompts": 0, "removable_left": 0,
+    "model": "tiny-gpt2",
+    "task": "digits",
+    "seed": 0,
+    "threshold": 0.8,
+    "method": "sweep",
+    "ablation": "mean",
+    "metric": "logit_diff",
+    "heads": [],
+    "mlps": [],
+    "n_components": 0,
+    "score": 1.0,
+    "full_metric": 1.0,
+    "circuit_metric": 1.0,
+    "forward_passes": 0,
+    "seconds": 0.0,
+    "n_prompts": 0,
+    "removable_left": 0,
 }
 
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
+from conftest import hook_registry, raw_head_mean_replaced_logits
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.scoring.ablation import Ablator, ablated, circuit_score, mean_ablate_heads, single_component_effects
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import head, mlp
-from conftest import hook_registry, raw_head_mean_replaced_logits
 
 
 @pytest.mark.parametrize("which", ["tiny_gpt2", "tiny_llama"])
@@ -48,16 +48,19 @@ def test_keep_all_is_one_and_ablate_all_matches_direct(tiny_llama):
     empty = circuit_score(model, info, ds, circuit=[])
     # Direct: replace every hook_z and hook_mlp_out by its corrupted per-position mean.
     names = [f"blocks.{l}.attn.hook_z" for l in range(info.n_layers)] + [
-        f"blocks.{l}.hook_mlp_out" for l in range(info.n_layers)]
+        f"blocks.{l}.hook_mlp_out" for l in range(info.n_layers)
+    ]
     _, cache = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in names)
-    hooks = [(n, (lambda m: (lambda act, hook: m.expand_as(act).clone()))(cache[n].mean(0))) for n in names]
+    hooks = [(n, (lambda m: lambda act, hook: m.expand_as(act).clone())(cache[n].mean(0))) for n in names]
     with torch.no_grad():
         full = model(ds.tokens)[:, -1]
         with model.hooks(fwd_hooks=hooks):
             direct = model(ds.tokens)[:, -1]
     from seqcirc_utils.core.metrics import mean_logit_diff
 
-    expected = mean_logit_diff(direct, ds.answer_ids, ds.incorrect_ids) / mean_logit_diff(full, ds.answer_ids, ds.incorrect_ids)
+    expected = mean_logit_diff(direct, ds.answer_ids, ds.incorrect_ids) / mean_logit_diff(
+        full, ds.answer_ids, ds.incorrect_ids
+    )
     assert empty.score == pytest.approx(expected, rel=1e-4)
 
 
@@ -140,7 +143,8 @@ def test_ablator_cache_is_owned_by_its_caller(tiny_llama):
     assert cache.get(model, info, other) is not ab and len(cache) == 2  # the first entry is evicted
     assert cache.get(model, info, ds) is not ab
     assert AblatorCache().get(model, info, ds) is not cache.get(model, info, ds)
-    assert not any(isinstance(v, dict) and v and all(isinstance(a, Ablator) for a in v.values())
-                   for v in vars(ablation).values())
+    assert not any(
+        isinstance(v, dict) and v and all(isinstance(a, Ablator) for a in v.values()) for v in vars(ablation).values()
+    )
     # Without a cache each call builds its own Ablator; the scores are the same.
     assert circuit_score(model, info, ds, circuit=[]).score == pytest.approx(ab.score(set()).score)

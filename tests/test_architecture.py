@@ -161,9 +161,12 @@ def test_every_module_lives_in_a_layer():
 
 def test_layers_import_only_downward():
     graph, _ = import_graph(ROOT, PACKAGE)
-    upward = [f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
-              for m, targets in sorted(graph.items()) for t in sorted(targets)
-              if layer_of(m) and layer_of(t) and LAYERS.index(layer_of(t)) > LAYERS.index(layer_of(m))]
+    upward = [
+        f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
+        for m, targets in sorted(graph.items())
+        for t in sorted(targets)
+        if layer_of(m) and layer_of(t) and LAYERS.index(layer_of(t)) > LAYERS.index(layer_of(m))
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -178,8 +181,11 @@ def test_every_subpackage_says_what_it_is():
 def test_readme_layout_names_every_module():
     """The README's layout table is the newcomer's map: every module of the package has a row."""
     readme = (ROOT.parent / "README.md").read_text()
-    missing = [str(p.relative_to(ROOT.parent)) for p in sorted(ROOT.rglob("*.py"))
-               if p.name != "__init__.py" and f"`{p.relative_to(ROOT.parent).as_posix()}`" not in readme]
+    missing = [
+        str(p.relative_to(ROOT.parent))
+        for p in sorted(ROOT.rglob("*.py"))
+        if p.name != "__init__.py" and f"`{p.relative_to(ROOT.parent).as_posix()}`" not in readme
+    ]
     assert not missing, f"README layout table lacks rows for {missing}"
 
 
@@ -209,14 +215,25 @@ def test_choices_are_torch_free_leaves():
             continue
         tree = ast.parse(path.read_text())
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
-        top |= {node.module.split(".")[0] for node in tree.body
-                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+        top |= {
+            node.module.split(".")[0]
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        }
         assert top.isdisjoint({"torch", "transformer_lens", "transformers", "pandas", "numpy"}), (name, top)
 
 
 def test_layer_checker_flags_an_upward_import(tmp_path):
-    pkg = _write(tmp_path, {"__init__.py": "", "core/__init__.py": "", "core/a.py": "from pkg.report.b import f\n",
-                            "report/__init__.py": "", "report/b.py": "from pkg.core.a import g\n"})
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "core/__init__.py": "",
+            "core/a.py": "from pkg.report.b import f\n",
+            "report/__init__.py": "",
+            "report/b.py": "from pkg.core.a import g\n",
+        },
+    )
     graph, _ = import_graph(pkg, "pkg")
     layers = {m: m.split(".")[1] if m.count(".") else None for m in graph}
     assert graph["pkg.core.a"] == {"pkg.report.b"} and layers["pkg.core.a"] == "core"
@@ -236,32 +253,41 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_checker_finds_function_level_cycle_and_private_names(tmp_path):
-    pkg = _write(tmp_path, {
-        "__init__.py": "",
-        "a.py": "from .b import f\n",
-        "b.py": "def f():\n    from pkg.c import g\n    return g\n",
-        "c.py": "import pkg.a\nfrom . import _hidden\n",
-        "_hidden.py": "",
-        "d.py": "from .a import _x, __version__\nfrom .sub.e import _y\nfrom . import a\n",
-        "sub/__init__.py": "",
-        "sub/e.py": "from ..d import z\nfrom . import f\n",
-        "sub/f.py": "from .. import d\n",
-        "lone.py": "import os\nfrom os import path as _p\n",
-    })
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "from .b import f\n",
+            "b.py": "def f():\n    from pkg.c import g\n    return g\n",
+            "c.py": "import pkg.a\nfrom . import _hidden\n",
+            "_hidden.py": "",
+            "d.py": "from .a import _x, __version__\nfrom .sub.e import _y\nfrom . import a\n",
+            "sub/__init__.py": "",
+            "sub/e.py": "from ..d import z\nfrom . import f\n",
+            "sub/f.py": "from .. import d\n",
+            "lone.py": "import os\nfrom os import path as _p\n",
+        },
+    )
     graph, private = import_graph(pkg, "pkg")
     assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.c"} and graph["pkg.c"] == {"pkg.a", "pkg._hidden"}
     assert graph["pkg.d"] == {"pkg.a", "pkg.sub.e"}
     assert graph["pkg.sub.e"] == {"pkg.d", "pkg.sub.f"} and graph["pkg.sub.f"] == {"pkg.d"}
     assert graph["pkg.lone"] == set()
     assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"], ["pkg.d", "pkg.sub.e", "pkg.sub.f"]]
-    assert sorted(private) == ["pkg.c: imports private module pkg._hidden", "pkg.d: imports _x from pkg.a",
-                               "pkg.d: imports _y from pkg.sub.e"]
+    assert sorted(private) == [
+        "pkg.c: imports private module pkg._hidden",
+        "pkg.d: imports _x from pkg.a",
+        "pkg.d: imports _y from pkg.sub.e",
+    ]
 
 
-@pytest.mark.parametrize("edges, expected", [
-    ({"x": {"y"}, "y": set()}, []),
-    ({"x": {"x"}}, [["x"]]),
-    ({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}, [["x", "y", "z"]]),
-])
+@pytest.mark.parametrize(
+    "edges, expected",
+    [
+        ({"x": {"y"}, "y": set()}, []),
+        ({"x": {"x"}}, [["x"]]),
+        ({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}, [["x", "y", "z"]]),
+    ],
+)
 def test_find_cycles_brute_force(edges, expected):
     assert find_cycles(edges) == expected

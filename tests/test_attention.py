@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import head
 from seqcirc_utils.mechanisms import attention as A
 from seqcirc_utils.mechanisms.induction import spaced_prompts
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import head
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,12 @@ def test_member_attention_matches_cache(tiny_gpt2, digits):
             torch.testing.assert_close(att.member_to_member[l, :, b, 2, 1], pat[:, i, j])
     df = A.attention_summary(att).set_index("component")
     assert len(df) == info.n_layers * info.n_heads and "L1.H3" in df.index
-    ref = torch.stack([cache["blocks.1.attn.hook_pattern"][b, 3, p.final_position, p.member_positions[-1]]
-                       for b, p in enumerate(digits.prompts)]).mean()
+    ref = torch.stack(
+        [
+            cache["blocks.1.attn.hook_pattern"][b, 3, p.final_position, p.member_positions[-1]]
+            for b, p in enumerate(digits.prompts)
+        ]
+    ).mean()
     assert df.loc["L1.H3", "final_to_last_member"] == pytest.approx(float(ref), abs=1e-6)
 
 
@@ -43,10 +47,12 @@ def test_right_padding_does_not_change_attention(tiny_llama):
     for b in range(len(prompts)):
         alone = A.member_attention(model, [prompts.tokens[b]], [prompts.member_positions[b]], progress=False)
         n = len(prompts.member_positions[b])
-        torch.testing.assert_close(batched.final_to_member[:, :, b, -n:], alone.final_to_member[:, :, 0, -n:],
-                                   atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(batched.member_to_member[:, :, b, -n:, -n:],
-                                   alone.member_to_member[:, :, 0, -n:, -n:], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            batched.final_to_member[:, :, b, -n:], alone.final_to_member[:, :, 0, -n:], atol=1e-5, rtol=1e-4
+        )
+        torch.testing.assert_close(
+            batched.member_to_member[:, :, b, -n:, -n:], alone.member_to_member[:, :, 0, -n:, -n:], atol=1e-5, rtol=1e-4
+        )
     assert batched.member_mask.sum(1).tolist() == [len(p) for p in prompts.member_positions]
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import Component, head, mlp
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.scoring.attribution import attribution_scores, differentiable_metric
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import Component, head, mlp
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def _raw_logit_diff(model, ds, ablated: list[Component]) -> float:
     for l in layers:
         head_idx = [c.index for c in ablated if c.layer == l and c.kind == "head"]
         if head_idx:
+
             def z_hook(act, hook=None, l=l, head_idx=head_idx):
                 act = act.clone()
                 act[:, :, head_idx] = means[f"blocks.{l}.attn.hook_z"][None, :, head_idx].to(act)
@@ -59,6 +60,7 @@ def _raw_logit_diff(model, ds, ablated: list[Component]) -> float:
 
             hooks.append((f"blocks.{l}.attn.hook_z", z_hook))
         if any(c.layer == l and c.kind == "mlp" for c in ablated):
+
             def mlp_hook(act, hook=None, l=l):
                 return means[f"blocks.{l}.hook_mlp_out"][None].expand_as(act).to(act)
 
@@ -110,8 +112,11 @@ def test_ig_counts_two_passes_per_step(ablator):
 
 def _path_metric(ab, c: Component, a: float) -> float:
     """Metric with ``c``'s activation moved a fraction ``a`` towards its ablation value (raw hook)."""
-    name = {"head": f"blocks.{c.layer}.attn.hook_z", "mlp": f"blocks.{c.layer}.hook_mlp_out",
-            "neuron": f"blocks.{c.layer}.mlp.hook_post"}[c.kind]
+    name = {
+        "head": f"blocks.{c.layer}.attn.hook_z",
+        "mlp": f"blocks.{c.layer}.hook_mlp_out",
+        "neuron": f"blocks.{c.layer}.mlp.hook_post",
+    }[c.kind]
 
     def nudge(act, hook=None):
         value = ab.values[name].to(act)

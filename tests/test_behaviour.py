@@ -33,8 +33,8 @@ def test_cli_dataset_json(capsys):
 def test_cli_dataset_prefix(capsys):
     import json
 
-    from seqcirc_utils.workflow.cli import main
     from seqcirc_utils.models.loading import gpt2_tokenizer
+    from seqcirc_utils.workflow.cli import main
 
     eot = gpt2_tokenizer().convert_tokens_to_ids("<|endoftext|>")
     runs = {}
@@ -54,8 +54,15 @@ def test_prefix_table_matches_behaviour_tables(tiny_llama):
     from seqcirc_utils.tasks.behaviour import behaviour_table, prefix_summary, prefix_table
 
     model, _ = tiny_llama
-    kwargs = dict(families=("digits", "months"), templates=("pure",), directions=("increasing",), n=4, seed=0,
-                  include_greater_than=False, progress=False)
+    kwargs = dict(
+        families=("digits", "months"),
+        templates=("pure",),
+        directions=("increasing",),
+        n=4,
+        seed=0,
+        include_greater_than=False,
+        progress=False,
+    )
     stacked = prefix_table(model, "tiny-llama", **kwargs)
     assert list(dict.fromkeys(stacked["prefix"])) == ["document", "bos", "none"]
     for p in ("document", "none"):
@@ -64,7 +71,9 @@ def test_prefix_table_matches_behaviour_tables(tiny_llama):
         assert got[alone.columns].equals(alone)
     # the "none" rows really ran prompts without the prefix: a hand-built evaluation agrees
     ds = make_dataset(model.tokenizer, "digits", n=4, seed=0, prefix="none")
-    assert stacked.query("prefix == 'none' and task == 'digits'")["logit_diff"].item() == evaluate(model, ds)["logit_diff"]
+    assert (
+        stacked.query("prefix == 'none' and task == 'digits'")["logit_diff"].item() == evaluate(model, ds)["logit_diff"]
+    )
     summary = prefix_summary(stacked, "logit_diff")
     assert list(summary.columns) == ["task", "direction", "document", "bos", "none"]
     row = summary[summary["task"] == "months"].iloc[0]

@@ -38,21 +38,32 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from record_fixtures import example, row
-from seqcirc_utils.core.results import RESULTS_ROOT_ENV
+
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.workflow import book as book_assets
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.findings import NO_READER, NOT_RUN, UNREADABLE, ChapterStatus, findings_markdown
 from seqcirc_utils.report.plots import CHART_CLASS, FIGURE_CLASS
+from seqcirc_utils.workflow import book as book_assets
 from seqcirc_utils.workflow.runner import find_notebooks, run_notebooks, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--no-default-browser-check", "--disable-sync",
-                  "--disable-extensions", "--disable-default-apps", "--disable-domain-reliability", "--no-pings",
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--no-pings",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: Attributes through which a browser loads something (``<a href>`` is only a link and is not listed).
 RESOURCE_ATTRS = {"src", "srcset", "data", "poster", "background"}
@@ -147,8 +158,11 @@ def page_requests(netlog: Path) -> list[tuple[str, str]]:
     except json.JSONDecodeError:  # unterminated log: close it
         data = json.loads(text.rstrip().rstrip(",") + "]}")
     types = {v: k for k, v in data["constants"]["logEventTypes"].items()}
-    return [(e["params"].get("initiator", ""), e["params"]["url"]) for e in data["events"]
-            if types.get(e["type"]) == "URL_REQUEST_START_JOB" and "url" in e.get("params", {})]
+    return [
+        (e["params"].get("initiator", ""), e["params"]["url"])
+        for e in data["events"]
+        if types.get(e["type"]) == "URL_REQUEST_START_JOB" and "url" in e.get("params", {})
+    ]
 
 
 class _Recorder(http.server.SimpleHTTPRequestHandler):
@@ -167,16 +181,26 @@ def built_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, root / name)
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns(
-        "executed", "_build", "_generated", "vendor", ".ipynb_checkpoints"))
+    shutil.copytree(
+        ROOT / "book",
+        root / "book",
+        ignore=shutil.ignore_patterns("executed", "_build", "_generated", "vendor", ".ipynb_checkpoints"),
+    )
     saved = os.environ.get(RESULTS_ROOT_ENV)
     os.environ[RESULTS_ROOT_ENV] = str(root / "results")
     try:
         params: dict = {"smoke": True}
         if model := os.environ.get("SEQCIRC_BOOK_TEST_MODEL"):
             params["model"] = model
-        runs = run_notebooks(find_notebooks(), params, out_dir=root / "book" / "executed", cwd=root,
-                             keep_going=True, progress=False, workers=BOOK_WORKERS)
+        runs = run_notebooks(
+            find_notebooks(),
+            params,
+            out_dir=root / "book" / "executed",
+            cwd=root,
+            keep_going=True,
+            progress=False,
+            workers=BOOK_WORKERS,
+        )
         print(summary_table(runs))
         book_assets.build(root)
     finally:
@@ -184,8 +208,12 @@ def built_book(tmp_path_factory):
             os.environ.pop(RESULTS_ROOT_ENV, None)
         else:
             os.environ[RESULTS_ROOT_ENV] = saved
-    build = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "-W",
-                            "--keep-going"], capture_output=True, text=True, timeout=1200)
+    build = subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "-W", "--keep-going"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     return root, runs, build
 
 
@@ -211,14 +239,16 @@ def test_book_builds_with_warnings_as_errors(built_book):
 @built_book_test
 def test_published_page_reads_what_the_notebooks_wrote(built_book):
     """Every anchor with a reader finds its number in the smoke run's result files (schemas agree)."""
+    from seqcirc_utils.core.results import results_dir
     from seqcirc_utils.models.loading import EMBEDDED_MODEL
     from seqcirc_utils.report.published import ANCHORS, comparison_table
-    from seqcirc_utils.core.results import results_dir
 
     root, _, _ = built_book
     model = os.environ.get("SEQCIRC_BOOK_TEST_MODEL") or EMBEDDED_MODEL
     table = comparison_table(results_dir(model, root=root / "results")).set_index("quantity")
-    unread = [a.quantity for a in ANCHORS if a.ours is not None and table.loc[a.quantity, "this run"] == "not in this run"]
+    unread = [
+        a.quantity for a in ANCHORS if a.ours is not None and table.loc[a.quantity, "this run"] == "not in this run"
+    ]
     assert not unread, f"anchors whose result is missing from the smoke run: {unread}"
     published = (root / "_build" / "html" / "book" / "published.html").read_text()
     assert table.loc["numerals circuit on number-word data", "this run"] in published
@@ -246,8 +276,9 @@ def test_every_result_file_is_a_typed_record(built_book):
             problems.append(f"{path.name}: kind {kind!r} is no record type (or no schema_version)")
             continue
         record_type = types[kind]
-        if record_type_of_file(path.name) not in (record_type, None) or (record_type is EdgeCircuit) != \
-                path.name.startswith("edges_"):
+        if record_type_of_file(path.name) not in (record_type, None) or (
+            record_type is EdgeCircuit
+        ) != path.name.startswith("edges_"):
             problems.append(f"{path.name}: holds kind {kind!r}, not the type its name says")
         try:
             if record_type.from_json(data).to_json() != data:
@@ -263,9 +294,11 @@ def test_appendix_draws_the_per_head_records(built_book):
     root, _, _ = built_book
     appendix = next((root / "_build" / "html" / "book" / "executed").glob("90_*.html")).read_text()
     text = " ".join(page_text(appendix).split())
-    for chapter, source in (("02_shared_circuits", "shared_circuits.json"),
-                            ("03_greater_than_overlap", "greater_than_overlap.json"),
-                            ("04_decreasing_circuits", "decreasing_circuits.json")):
+    for chapter, source in (
+        ("02_shared_circuits", "shared_circuits.json"),
+        ("03_greater_than_overlap", "greater_than_overlap.json"),
+        ("04_decreasing_circuits", "decreasing_circuits.json"),
+    ):
         assert chapter in text, f"the appendix has no section for {chapter}"
         assert f"From {source}, head_importance" in text, f"the appendix has no figure from {source}"
     assert text.index("02_shared_circuits") < text.index("03_greater_than_overlap") < text.index("04_decreasing")
@@ -310,9 +343,11 @@ def test_pages_read_like_a_report(built_book):
     findings = (html_dir / "book" / "findings.html").read_text()
     text = " ".join(page_text(findings).split())
     if UNREADABLE in text:
-        problems.append("findings: a reader could not summarise its chapter: " + text[text.index(UNREADABLE) - 200:][:400])
+        problems.append(
+            "findings: a reader could not summarise its chapter: " + text[text.index(UNREADABLE) - 200 :][:400]
+        )
     if NO_READER in text:
-        problems.append("findings: a chapter has no headline reader: " + text[text.index(NO_READER) - 200:][:300])
+        problems.append("findings: a chapter has no headline reader: " + text[text.index(NO_READER) - 200 :][:300])
     for run in runs:
         if run.ok and run.notebook.number < 90 and f"{run.notebook.stem}.html" not in findings:
             problems.append(f"findings: no link to {run.notebook.stem}")
@@ -342,8 +377,11 @@ def test_pages_render_all_charts_offline(server, tmp_path):
             pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
         pytest.skip("chromium not installed: apt-get install -y chromium")
     base, html_dir = server
-    pages = sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html")
-                   if not p.relative_to(html_dir).parts[0].startswith("_") and p.name != "index.html")
+    pages = sorted(
+        p.relative_to(html_dir).as_posix()
+        for p in html_dir.rglob("*.html")
+        if not p.relative_to(html_dir).parts[0].startswith("_") and p.name != "index.html"
+    )
     assert "book/executed/01_behaviour.html" in pages
     problems: list[str] = []
     total_charts = 0
@@ -352,9 +390,20 @@ def test_pages_render_all_charts_offline(server, tmp_path):
         total_charts += expected
         netlog = tmp_path / f"net{i}.json"
         url = f"{base}/{page}"
-        res = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'profile{i}'}",
-                              f"--log-net-log={netlog}", "--virtual-time-budget=10000", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [
+                browser,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / f'profile{i}'}",
+                f"--log-net-log={netlog}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert res.returncode == 0, f"{page}: chromium failed: {res.stderr[-2000:]}"
         dom = elements(res.stdout)
         drawn = with_class(dom, "vega-embed")
@@ -378,25 +427,31 @@ def test_pages_render_all_charts_offline(server, tmp_path):
 TQDM_BAR = "prune (digits):  45%|████▌     | 9/20 [00:01<00:02,  4.50it/s]"
 
 
-@pytest.mark.parametrize("text", [
-    TQDM_BAR,
-    "\rbehaviour:   0%|          | 0/11 [00:00<?, ?it/s]",
-    "edges: 100%|##########| 120/120 [00:09<00:00, 12.3it/s]",
-    "sweep 3/30 [00:05<00:45, 1.52s/it]",
-    "layer 4 of 30\rlayer 5 of 30",  # a line redrawn in place
-    "wrote results/x.json\n" + TQDM_BAR + "\ndone",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        TQDM_BAR,
+        "\rbehaviour:   0%|          | 0/11 [00:00<?, ?it/s]",
+        "edges: 100%|##########| 120/120 [00:09<00:00, 12.3it/s]",
+        "sweep 3/30 [00:05<00:45, 1.52s/it]",
+        "layer 4 of 30\rlayer 5 of 30",  # a line redrawn in place
+        "wrote results/x.json\n" + TQDM_BAR + "\ndone",
+    ],
+)
 def test_progress_detector_finds_progress_bars(text):
     assert book_assets.has_progress(text)
 
 
-@pytest.mark.parametrize("text", [
-    "The circuit keeps 80 % of the full logit difference (45 % on number-word data).",
-    "| task | score |\n|---|---|\n| digits | 80 |",
-    "L9.H1 attends 0.45 to the last member; 12 of 20 heads, 3/4 of the prompts [see Methods].",
-    "wrote results/smollm2-135m/behaviour.json\n",
-    "seconds 1.5, forward passes 120",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The circuit keeps 80 % of the full logit difference (45 % on number-word data).",
+        "| task | score |\n|---|---|\n| digits | 80 |",
+        "L9.H1 attends 0.45 to the last member; 12 of 20 heads, 3/4 of the prompts [see Methods].",
+        "wrote results/smollm2-135m/behaviour.json\n",
+        "seconds 1.5, forward passes 120",
+    ],
+)
 def test_progress_detector_leaves_prose_and_tables_alone(text):
     assert not book_assets.has_progress(text)
 
@@ -413,19 +468,26 @@ def _executed_notebook():
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Title"),
-        nbformat.v4.new_code_cell('model = "smollm2-135m"  # the model\nn_prompts = 32  # prompts per task',
-                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            'model = "smollm2-135m"  # the model\nn_prompts = 32  # prompts per task', metadata={"tags": ["parameters"]}
+        ),
         nbformat.v4.new_code_cell("# Parameters\nn_prompts = 8\n", metadata={"tags": ["injected-parameters"]}),
-        nbformat.v4.new_code_cell("import x", outputs=[
-            nbformat.v4.new_output("stream", name="stderr", text=f"\r{TQDM_BAR}"),
-            nbformat.v4.new_output("stream", name="stdout", text="wrote results/a.json\n"),
-            nbformat.v4.new_output("display_data", data={"text/plain": "HBox(...)",
-                                                         book_assets.WIDGET_MIME: {"model_id": "1"}}),
-            nbformat.v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=1),
-        ]),
+        nbformat.v4.new_code_cell(
+            "import x",
+            outputs=[
+                nbformat.v4.new_output("stream", name="stderr", text=f"\r{TQDM_BAR}"),
+                nbformat.v4.new_output("stream", name="stdout", text="wrote results/a.json\n"),
+                nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "HBox(...)", book_assets.WIDGET_MIME: {"model_id": "1"}}
+                ),
+                nbformat.v4.new_output("execute_result", data={"text/plain": "42"}, execution_count=1),
+            ],
+        ),
     ]
-    nb.metadata["papermill"] = {"parameters": {"n_prompts": 8},
-                                "default_parameters": {"model": "smollm2-135m", "n_prompts": 32}}
+    nb.metadata["papermill"] = {
+        "parameters": {"n_prompts": 8},
+        "default_parameters": {"model": "smollm2-135m", "n_prompts": 32},
+    }
     return nb
 
 
@@ -496,47 +558,73 @@ def test_findings_say_not_run_and_read_the_numbers(tmp_path):
     from seqcirc_utils.core.results import write_json_atomic
 
     results = tmp_path / "smollm2-135m"
-    rows = [row(Behaviour, "rows", task=t, template="pure", direction=d, n=n, top1_accuracy=acc, **more)
-            for t, d, n, acc, more in (("digits", "increasing", 8, 0.75, {}), ("months", "increasing", 8, 0.25, {}),
-                                       ("digits", "decreasing", 8, 0.125, {}),
-                                       ("greater_than", "increasing", 8, 0.5, {"prob_diff": 0.4567}),
-                                       ("letters", "increasing", 0, None, {"error": "not single tokens"}))]
+    rows = [
+        row(Behaviour, "rows", task=t, template="pure", direction=d, n=n, top1_accuracy=acc, **more)
+        for t, d, n, acc, more in (
+            ("digits", "increasing", 8, 0.75, {}),
+            ("months", "increasing", 8, 0.25, {}),
+            ("digits", "decreasing", 8, 0.125, {}),
+            ("greater_than", "increasing", 8, 0.5, {"prob_diff": 0.4567}),
+            ("letters", "increasing", 0, None, {"error": "not single tokens"}),
+        )
+    ]
     write_json_atomic(results / "behaviour.json", example(Behaviour, smoke=False, rows=rows))
     # a file of its kind whose rows lack declared columns: the reader reports it (as a schema change would read)
     bad = example(MlpAblation, smoke=True).to_json() | {"mlp_effects": [{"task": "digits"}]}
     write_json_atomic(results / "mlp_ablation.json", bad)
-    statuses = [ChapterStatus("01_behaviour", "Behaviour", executed=True),
-                ChapterStatus("02_shared_circuits", "Shared", executed=True),
-                ChapterStatus("04_decreasing_circuits", "Decreasing", executed=False),
-                ChapterStatus("05_mlp_ablation", "MLPs", executed=True, failed=True)]
+    statuses = [
+        ChapterStatus("01_behaviour", "Behaviour", executed=True),
+        ChapterStatus("02_shared_circuits", "Shared", executed=True),
+        ChapterStatus("04_decreasing_circuits", "Decreasing", executed=False),
+        ChapterStatus("05_mlp_ablation", "MLPs", executed=True, failed=True),
+    ]
     text = findings_markdown(statuses, results)
     lines = {line.split(".**")[0]: line for line in text.splitlines() if line.startswith("**")}
     behaviour = lines["**{doc}`Behaviour </book/executed/01_behaviour>`"]
     # mean of the increasing sequence rows (greater-than and unbuildable rows left out): (75 + 25) / 2
     assert "mean top-1 accuracy is 50 %" in behaviour and "against 12 % on 1 decreasing" in behaviour
     assert "digits / pure (75 %)" in behaviour and "45.7 %" in behaviour
-    assert f"*{NOT_RUN}*: `results/smollm2-135m/shared_circuits.json` is missing" in lines["**{doc}`Shared </book/executed/02_shared_circuits>`"]
+    assert (
+        f"*{NOT_RUN}*: `results/smollm2-135m/shared_circuits.json` is missing"
+        in lines["**{doc}`Shared </book/executed/02_shared_circuits>`"]
+    )
     assert f"*{NOT_RUN}*" in lines["**Decreasing"] and "{doc}" not in lines["**Decreasing"]
     mlps = lines["**{doc}`MLPs </book/executed/05_mlp_ablation>`"]
-    assert "failed" in mlps and UNREADABLE in mlps and "BadFileError" in mlps and "lacks ['component', 'kept_%']" in mlps
+    assert (
+        "failed" in mlps and UNREADABLE in mlps and "BadFileError" in mlps and "lacks ['component', 'kept_%']" in mlps
+    )
 
 
 def test_appendix_groups_result_files_by_the_chapter_that_writes_them(tmp_path):
     from seqcirc_utils.core.results import chapter_of, chapter_titles, result_writers
 
-    (tmp_path / "02_shared.py").write_text('# # Shared circuits\nwrite_circuits(out_dir / f"circuit_{task}.json", r)\n'
-                                           'write_json_atomic(results_dir(model) / "shared.json", {})\n')
-    (tmp_path / "04_decreasing.py").write_text('# %% [markdown]\n# # Decreasing\n'
-                                               'p = out_dir / f"circuit_{task}_{direction}_{length}.json"\n')
+    (tmp_path / "02_shared.py").write_text(
+        '# # Shared circuits\nwrite_circuits(out_dir / f"circuit_{task}.json", r)\n'
+        'write_json_atomic(results_dir(model) / "shared.json", {})\n'
+    )
+    (tmp_path / "04_decreasing.py").write_text(
+        '# %% [markdown]\n# # Decreasing\np = out_dir / f"circuit_{task}_{direction}_{length}.json"\n'
+    )
     (tmp_path / "03_gt.py").write_text("x = out_dir / 'circuit_greater_than.json'\n")
     (tmp_path / "90_appendix.py").write_text('files = folder.glob("*.json"); read("shared.json")\n')
     writers = result_writers(tmp_path)
-    assert writers == {"circuit_*.json": "02_shared", "shared.json": "02_shared", "circuit_greater_than.json": "03_gt",
-                       "circuit_*_*_*.json": "04_decreasing"}
-    assert [chapter_of(n, writers) for n in ("circuit_digits.json", "circuit_number_words.json",
-                                             "circuit_greater_than.json", "circuit_digits_decreasing_5.json",
-                                             "shared.json", "unknown.json")] == \
-        ["02_shared", "02_shared", "03_gt", "04_decreasing", "02_shared", None]
+    assert writers == {
+        "circuit_*.json": "02_shared",
+        "shared.json": "02_shared",
+        "circuit_greater_than.json": "03_gt",
+        "circuit_*_*_*.json": "04_decreasing",
+    }
+    assert [
+        chapter_of(n, writers)
+        for n in (
+            "circuit_digits.json",
+            "circuit_number_words.json",
+            "circuit_greater_than.json",
+            "circuit_digits_decreasing_5.json",
+            "shared.json",
+            "unknown.json",
+        )
+    ] == ["02_shared", "02_shared", "03_gt", "04_decreasing", "02_shared", None]
     assert chapter_titles(tmp_path)["04_decreasing"] == "Decreasing"
     assert chapter_titles(tmp_path)["03_gt"] == "03_gt"
 
@@ -545,10 +633,14 @@ def test_per_head_panels_share_one_figure():
     """A head_scores record with a panel column and two scores: one figure, one column per score, one row per family."""
     from seqcirc_utils.core.records import HeadScores
 
-    rec = lambda l, h, v, f: {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v, "family": f}
-    record = HeadScores(scores=["next", "copy"], panels=["family"],
-                        rows=[rec(0, 0, 0.5, "digits"), rec(1, 1, 1.0, "digits"), rec(0, 0, 0.25, "months"),
-                              rec(1, 1, 0.0, "months")])
+    def rec(l, h, v, f):
+        return {"component": f"L{l}.H{h}", "layer": l, "head": h, "next": v, "copy": -v, "family": f}
+
+    record = HeadScores(
+        scores=["next", "copy"],
+        panels=["family"],
+        rows=[rec(0, 0, 0.5, "digits"), rec(1, 1, 1.0, "digits"), rec(0, 0, 0.25, "months"), rec(1, 1, 0.0, "months")],
+    )
     chart = plots.head_heatmap_panels(record.frame(), record.scores, record.panels, value_title="OV")
     spec = chart.to_dict()
     assert spec["columns"] == 2  # one column per score, one row per family
@@ -562,18 +654,41 @@ def test_representations_headline_reads_its_numbers():
     from seqcirc_utils.core.result_records import Representations
     from seqcirc_utils.report.findings import representations
 
-    headline = {"center": "format", "value_layer": 17, "same_value_cosine": 0.704, "diff_value_same_format_cosine": -0.25,
-                "diff_value_diff_format_cosine": -0.176, "same_value_above_control_layers": 31, "n_depths": 31,
-                "next_layer": 1, "next_cosine": 0.707, "next_perm_q95": 0.405, "next_above_baseline_layers": 31,
-                "order_first_layer": 15, "order_accuracy_last": {"digits": 0.953, "months": 0.891}, "order_chance": 0.5}
-    text = representations({Representations.file: example(Representations, families=["digits", "months"],
-                                                          headline=headline)})
-    for fragment in ("depth 17 (format-centred): cosine 0.70", "-0.25 for different values in the same format",
-                     "mean cosine 0.71 at depth 1", "31 of 31 depths", "from depth 15 on",
-                     "digits 0.95, months 0.89; chance 0.50"):
+    headline = {
+        "center": "format",
+        "value_layer": 17,
+        "same_value_cosine": 0.704,
+        "diff_value_same_format_cosine": -0.25,
+        "diff_value_diff_format_cosine": -0.176,
+        "same_value_above_control_layers": 31,
+        "n_depths": 31,
+        "next_layer": 1,
+        "next_cosine": 0.707,
+        "next_perm_q95": 0.405,
+        "next_above_baseline_layers": 31,
+        "order_first_layer": 15,
+        "order_accuracy_last": {"digits": 0.953, "months": 0.891},
+        "order_chance": 0.5,
+    }
+    text = representations(
+        {Representations.file: example(Representations, families=["digits", "months"], headline=headline)}
+    )
+    for fragment in (
+        "depth 17 (format-centred): cosine 0.70",
+        "-0.25 for different values in the same format",
+        "mean cosine 0.71 at depth 1",
+        "31 of 31 depths",
+        "from depth 15 on",
+        "digits 0.95, months 0.89; chance 0.50",
+    ):
         assert fragment in text, (fragment, text)
-    never = representations({Representations.file: example(Representations, families=["digits"],
-                                                           headline=headline | {"order_first_layer": None})})
+    never = representations(
+        {
+            Representations.file: example(
+                Representations, families=["digits"], headline=headline | {"order_first_layer": None}
+            )
+        }
+    )
     assert "At no depth" in never
 
 

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from seqcirc_utils.core.errors import BaselineError
+from seqcirc_utils.core.types import Circuit, head, mlp
 from seqcirc_utils.discovery import pipeline as circuits
-from seqcirc_utils.scoring.ablation import MIN_BASELINE, Ablator, check_baseline
 from seqcirc_utils.discovery.pipeline import discover, filter_kind, score_with_ci
+from seqcirc_utils.scoring.ablation import MIN_BASELINE, Ablator, check_baseline
 from seqcirc_utils.scoring.greater_than import ExactProbDiff
 from seqcirc_utils.tasks.datasets import TaskDataset, filter_to_year_continuation, make_dataset
-from seqcirc_utils.core.types import Circuit, head, mlp
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -51,10 +50,16 @@ def _brute_force_exact_pd(model, info, ds, ablated) -> torch.Tensor:
         """Per layer: mean over prompts of the o_proj input and the MLP output, ``[pos, ...]``."""
         got, handles = {}, []
         for l, (proj, mlp_mod) in enumerate(layers):
-            handles.append(proj.register_forward_pre_hook(
-                lambda mod, args, l=l: got.__setitem__(("z", l), args[0].detach().mean(0))))
-            handles.append(mlp_mod.register_forward_hook(
-                lambda mod, args, out, l=l: got.__setitem__(("m", l), out.detach().mean(0))))
+            handles.append(
+                proj.register_forward_pre_hook(
+                    lambda mod, args, l=l: got.__setitem__(("z", l), args[0].detach().mean(0))
+                )
+            )
+            handles.append(
+                mlp_mod.register_forward_hook(
+                    lambda mod, args, out, l=l: got.__setitem__(("m", l), out.detach().mean(0))
+                )
+            )
         with torch.no_grad():
             hf(tokens)
         for h in handles:
@@ -73,18 +78,22 @@ def _brute_force_exact_pd(model, info, ds, ablated) -> torch.Tensor:
             handles = []
             for l, (proj, mlp_mod) in enumerate(layers):
                 if l in heads_by_layer:
+
                     def pre(mod, args, l=l, mean=mean):
                         x = args[0].clone()
                         for h in heads_by_layer[l]:
                             sl = slice(h * info.d_head, (h + 1) * info.d_head)
                             x[:, : pos + 1, sl] = mean[("z", l)][: pos + 1, sl]
                         return (x,)
+
                     handles.append(proj.register_forward_pre_hook(pre))
                 if l in mlp_layers:
+
                     def post(mod, args, out, l=l, mean=mean):
                         y = out.clone()
                         y[:, : pos + 1] = mean[("m", l)][: pos + 1]
                         return y
+
                     handles.append(mlp_mod.register_forward_hook(post))
             try:
                 for ci, c in enumerate(digit_ids):
@@ -136,8 +145,12 @@ def test_exact_prob_diff_two_digit_tokens_is_the_one_pass_pd(tiny_gpt2):
     # independent: the probability mass of the 100 two-digit tokens above vs at/below YY, by hand
     probs = ablator.logits(ablated).softmax(-1)
     yy = ds.years % 100
-    ref = torch.stack([sum((1 if v > int(yy[b]) else -1) * probs[b, ds.greater_than_groups[v][0]]
-                           for v in range(100)) for b in range(len(ds))])
+    ref = torch.stack(
+        [
+            sum((1 if v > int(yy[b]) else -1) * probs[b, ds.greater_than_groups[v][0]] for v in range(100))
+            for b in range(len(ds))
+        ]
+    )
     assert torch.allclose(exact.values(ablated), ref, atol=1e-6)
 
 
@@ -161,9 +174,21 @@ def test_heldout_score_equals_independent_rescore(tiny_llama, monkeypatch):
     # A random model's output barely moves under ablation (everything-ablated KL ~0.005 nats): lift
     # the baseline floor here; the refusal itself is tested below.
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
-    records, ds, _ = discover(model, info, "tiny-llama", "digits", [0.9, 0.7], method="sweep", metric="kl",
-                              filter_correct=False, progress=False, template="pure", n=10, seed=2,
-                              n_resamples=200)
+    records, ds, _ = discover(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [0.9, 0.7],
+        method="sweep",
+        metric="kl",
+        filter_correct=False,
+        progress=False,
+        template="pure",
+        n=10,
+        seed=2,
+        n_resamples=200,
+    )
     assert [r["threshold"] for r in records] == [0.9, 0.7]
     for r in records:
         assert r["kind"] == "circuit" and r["schema_version"] == 3 and r["filter"] == "none"
@@ -173,8 +198,9 @@ def test_heldout_score_equals_independent_rescore(tiny_llama, monkeypatch):
         held = TaskDataset.from_json(r["heldout_dataset"])
         assert h["n_prompts"] == len(held) and held.spec.seed == 1002
         assert held.tokens.tolist() != ds.tokens.tolist()
-        assert {k: r["heldout_dataset"][k] for k in ("task", "template", "direction", "length")} == \
-            {k: r["dataset"][k] for k in ("task", "template", "direction", "length")}
+        assert {k: r["heldout_dataset"][k] for k in ("task", "template", "direction", "length")} == {
+            k: r["dataset"][k] for k in ("task", "template", "direction", "length")
+        }
         if "prefix" in r["dataset"]:
             assert r["heldout_dataset"]["prefix"] == r["dataset"]["prefix"]
         fresh = Ablator(model, info, held, mode=r["ablation"], metric=r["metric"])
@@ -198,12 +224,32 @@ def test_heldout_set_grows_when_too_few_fresh_prompts_pass(tiny_llama, monkeypat
         return ds
 
     monkeypatch.setattr(circuits, "make_dataset", counting_make)
-    out, held = circuits.heldout_scores(model, info, "tiny-llama", "digits", [[head(0, 0)]], seed=1000,
-                                        metric="kl", template="pure", n=8, min_prompts=4 + 1)
+    out, held = circuits.heldout_scores(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [[head(0, 0)]],
+        seed=1000,
+        metric="kl",
+        template="pure",
+        n=8,
+        min_prompts=4 + 1,
+    )
     assert drawn == [8, 16] and len(held) == 8 and out[0]["n_prompts"] == 8
     with pytest.raises(circuits.TooFewPromptsError, match="pass the filter"):
-        circuits.heldout_scores(model, info, "tiny-llama", "digits", [[head(0, 0)]], seed=1000,
-                                metric="kl", template="pure", n=2, min_prompts=8)
+        circuits.heldout_scores(
+            model,
+            info,
+            "tiny-llama",
+            "digits",
+            [[head(0, 0)]],
+            seed=1000,
+            metric="kl",
+            template="pure",
+            n=2,
+            min_prompts=8,
+        )
 
 
 def _zeroed_dataset(model, sign: float) -> TaskDataset:
@@ -262,8 +308,19 @@ def test_greater_than_default_metric_and_filter(tiny_gpt2):
 
 def test_embedded_greater_than_record_with_exact_pd_and_heldout(smollm):
     model, info = smollm
-    records, ds, ablator = discover(model, info, "smollm2-135m", "greater_than", [0.8], method="fast", minimal=False,
-                                    progress=False, n=12, seed=0, n_resamples=200)
+    records, ds, ablator = discover(
+        model,
+        info,
+        "smollm2-135m",
+        "greater_than",
+        [0.8],
+        method="fast",
+        minimal=False,
+        progress=False,
+        n=12,
+        seed=0,
+        n_resamples=200,
+    )
     r = records[0]
     assert r["metric"] == "prob_diff" and r["pruning_metric"] == "tens-digit prob_diff"
     assert r["filter"] == "year" and r["full_metric"] > MIN_BASELINE["prob_diff"]
@@ -281,6 +338,7 @@ def test_embedded_greater_than_record_with_exact_pd_and_heldout(smollm):
     empty, full = float(fresh.empty_values().mean()), fresh.full_metric
     assert r["heldout"]["empty_metric"] == pytest.approx(empty, abs=1e-5)
     assert r["heldout"]["faithfulness"] == pytest.approx(
-        (fresh.score(components).circuit_metric - empty) / (full - empty), abs=1e-4)
+        (fresh.score(components).circuit_metric - empty) / (full - empty), abs=1e-4
+    )
     lo, hi = r["faithfulness_ci95"]
     assert lo <= r["faithfulness"] <= hi and r["empty_metric"] < r["full_metric"]

@@ -16,10 +16,10 @@ import time
 from importlib.metadata import version
 
 import pytest
-
-from seqcirc_utils.workflow import cli
 from record_fixtures import circuit
+
 from seqcirc_utils.core.records import CircuitRecord
+from seqcirc_utils.workflow import cli
 from seqcirc_utils.workflow.cli import build_parser, main, read_circuit_file
 
 
@@ -52,12 +52,19 @@ def test_unknown_task_fails_fast_naming_the_tasks():
     (the parser's choices come from the torch-free ``options`` module)."""
     from seqcirc_utils.tasks.datasets import TASKS
 
-    code = ("import sys; from seqcirc_utils.workflow.cli import main; rc = main(['circuit', '--task', 'nosuch']); "
-            "print(rc, 'transformer_lens' in sys.modules, 'transformers' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys; from seqcirc_utils.workflow.cli import main; rc = main(['circuit', '--task', 'nosuch']); "
+        "print(rc, 'transformer_lens' in sys.modules, 'transformers' in sys.modules, 'torch' in sys.modules)"
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -140,20 +147,36 @@ def test_a_bug_shows_its_traceback_not_a_usage_line(monkeypatch, capsys, no_mode
 
 def test_a_bug_exits_non_2_with_a_traceback_from_the_entry_point():
     """The same in a fresh interpreter, as the installed ``seqcirc`` runs it: a traceback, exit status 1."""
-    code = ("import sys\n"
-            "from seqcirc_utils.tasks.datasets import TaskSpec\n"
-            "def bug(self): raise ValueError('shape bug inside the package')\n"
-            "TaskSpec.validate = bug\n"
-            "from seqcirc_utils.workflow.cli import main\n"
-            "sys.exit(main(['circuit']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import sys\n"
+        "from seqcirc_utils.tasks.datasets import TaskSpec\n"
+        "def bug(self): raise ValueError('shape bug inside the package')\n"
+        "TaskSpec.validate = bug\n"
+        "from seqcirc_utils.workflow.cli import main\n"
+        "sys.exit(main(['circuit']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" in proc.stderr and "ValueError: shape bug inside the package" in proc.stderr
 
 
-@pytest.mark.parametrize("error", ["ParameterError", "TooFewPromptsError", "TokenizationError", "BaselineError",
-                                   "BadFileError", "ModelUnavailableError"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        "ParameterError",
+        "TooFewPromptsError",
+        "TokenizationError",
+        "BaselineError",
+        "BadFileError",
+        "ModelUnavailableError",
+    ],
+)
 def test_every_seqcirc_error_is_one_line_exit_2(error, monkeypatch, capsys, no_model_load):
     """Each user-facing class of the family, raised from inside the package, is one line and exit 2."""
     from seqcirc_utils.core import errors
@@ -212,8 +235,9 @@ def dataset_json() -> dict:
 
 def _record(dataset_json: dict, threshold: float, **changes) -> dict:
     """A circuit record's JSON (built from the type), then ``changes`` written over it as they are."""
-    rec = circuit(model="tiny-gpt2", task="digits", threshold=threshold, heads=[[0, 1], [1, 0]], mlps=[0],
-                  dataset=dataset_json).to_json()
+    rec = circuit(
+        model="tiny-gpt2", task="digits", threshold=threshold, heads=[[0, 1], [1, 0]], mlps=[0], dataset=dataset_json
+    ).to_json()
     return rec | changes
 
 
@@ -284,10 +308,9 @@ def test_every_option_has_help():
 
 
 def test_choices_come_from_the_package_constants():
+    from seqcirc_utils.core.options import METRICS, AblationMode
     from seqcirc_utils.discovery import pruning
-    from seqcirc_utils.core.options import METRICS
     from seqcirc_utils.tasks.datasets import CORRUPTIONS, DIRECTIONS, PREFIX_MODES, TASKS, TEMPLATES
-    from seqcirc_utils.core.options import AblationMode
 
     circuit = {a.dest: a for a in _subparsers(build_parser())["circuit"]._actions}
     assert tuple(circuit["task"].choices) == tuple(TASKS)
@@ -312,14 +335,18 @@ def test_help_exits_0(capsys):
     assert "--prefix" in out and "--metric" in out and "--corruption" in out and "--order" in out
 
 
-@pytest.mark.parametrize("argv,extra,module", [(["run", "--all"], "book", "papermill"),
-                                               (["grid", "01_behaviour", "-p", "seed", "0,1"], "grid", "distributed")])
+@pytest.mark.parametrize(
+    "argv,extra,module",
+    [(["run", "--all"], "book", "papermill"), (["grid", "01_behaviour", "-p", "seed", "0,1"], "grid", "distributed")],
+)
 def test_a_missing_extra_is_one_line_naming_the_pip_command(argv, extra, module, monkeypatch, capsys, no_model_load):
     """`seqcirc run` needs [book], `seqcirc grid` [grid]: without them, one line and exit 2 before any work."""
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a)
+    )
     assert main(argv) == 2
     line = _one_line_error(capsys, f"pip install 'seqcirc[{extra}]'")
     assert module in line

@@ -2,19 +2,26 @@ import pandas as pd
 import pytest
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import circuit_score
-from seqcirc_utils.evaluation.compare import (
-    analogous_ablation, circuits_from_records, cross_task_scores, membership_matrix, overlap_table, shared_components,
-)
-from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import head, mlp
+from seqcirc_utils.evaluation.compare import (
+    analogous_ablation,
+    circuits_from_records,
+    cross_task_scores,
+    membership_matrix,
+    overlap_table,
+    shared_components,
+)
+from seqcirc_utils.scoring.ablation import circuit_score
+from seqcirc_utils.tasks.datasets import make_dataset
 
 
 def test_overlap_by_hand():
-    circuits = circuits_from_records({
-        "digits": {"heads": [[0, 1], [1, 2]], "mlps": [0]},
-        "words": {"heads": [[0, 1], [1, 3]], "mlps": [0, 1]},
-    })
+    circuits = circuits_from_records(
+        {
+            "digits": {"heads": [[0, 1], [1, 2]], "mlps": [0]},
+            "words": {"heads": [[0, 1], [1, 3]], "mlps": [0, 1]},
+        }
+    )
     row = overlap_table(circuits).iloc[0]
     assert (row["intersection"], row["union"]) == (2, 5) and row["jaccard"] == pytest.approx(0.4)
     assert shared_components(circuits) == [head(0, 1), mlp(0)]
@@ -25,8 +32,10 @@ def test_overlap_by_hand():
 
 def test_cross_task_and_analogous_ablation_match_direct_scores(tiny_llama):
     model, info = tiny_llama
-    data = {"digits": make_dataset(model.tokenizer, "digits", n=8, seed=0),
-            "letters": make_dataset(model.tokenizer, "letters", template="comma", n=8, seed=0)}
+    data = {
+        "digits": make_dataset(model.tokenizer, "digits", n=8, seed=0),
+        "letters": make_dataset(model.tokenizer, "letters", template="comma", n=8, seed=0),
+    }
     circuits = {"a": frozenset({head(0, 1), mlp(1)}), "b": frozenset({head(1, 2)})}
     table = cross_task_scores(model, info, circuits, data)
     for c, comps in circuits.items():
@@ -120,12 +129,14 @@ def test_random_circuits_match_kind_or_layer(tiny_llama):
 
 
 def test_score_against_random_matches_direct_scores(tiny_llama):
-    from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.evaluation.compare import random_circuits, score_against_random
+    from seqcirc_utils.scoring.ablation import Ablator
 
     model, info = tiny_llama
-    data = {"in": make_dataset(model.tokenizer, "digits", n=8, seed=0),
-            "held": make_dataset(model.tokenizer, "digits", n=8, seed=1)}
+    data = {
+        "in": make_dataset(model.tokenizer, "digits", n=8, seed=0),
+        "held": make_dataset(model.tokenizer, "digits", n=8, seed=1),
+    }
     ablators = {k: Ablator(model, info, ds) for k, ds in data.items()}
     circuits = {0.9: {head(0, 1), head(1, 2), mlp(0)}, 0.8: {head(0, 1), head(1, 2), mlp(0)}, 0.7: {head(1, 2)}}
     before = {k: ab.forward_passes for k, ab in ablators.items()}
@@ -142,14 +153,16 @@ def test_score_against_random_matches_direct_scores(tiny_llama):
             assert row["random_max"] == pytest.approx(max(rand), abs=1e-5)
             assert row["beats_random"] == (direct > max(rand))
             assert row["ci_lo"] <= row["ci_hi"] and (row["heads"], row["mlps"]) == (
-                sum(c.is_head for c in comps), sum(c.is_mlp for c in comps))
+                sum(c.is_head for c in comps),
+                sum(c.is_mlp for c in comps),
+            )
     # the repeated circuit (0.9 and 0.8) is scored once per dataset: at most 1 + 3 + 3 + 1 + 3 passes
     assert all(ablators[k].forward_passes - before[k] <= 11 for k in ablators)
 
 
 def test_ablation_vs_random_matches_direct_scores(tiny_llama):
-    from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.evaluation.compare import ablation_vs_random, matched_random_heads
+    from seqcirc_utils.scoring.ablation import Ablator
 
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)
@@ -164,29 +177,42 @@ def test_ablation_vs_random_matches_direct_scores(tiny_llama):
     assert res["random_drops"] == pytest.approx(brute, abs=1e-5)
     assert res["random_drop"] == pytest.approx(sum(brute) / 3, abs=1e-5)
     assert ablation_vs_random(ab, [mlp(0)], n_random=3) == {
-        "n_ablated": 0, "score": 1.0, "drop": 0.0, "random_drops": [], "random_drop": 0.0}
+        "n_ablated": 0,
+        "score": 1.0,
+        "drop": 0.0,
+        "random_drops": [],
+        "random_drop": 0.0,
+    }
 
 
 def test_lost_at_by_hand():
     from seqcirc_utils.evaluation.compare import lost_at
 
-    table = pd.DataFrame({"task": ["a"] * 4 + ["b"] * 2 + ["c"] * 2,
-                          "threshold": [0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.5, 0.9],
-                          "shared": [2, 0, 1, 0, 3, 1, 0, 0]})
+    table = pd.DataFrame(
+        {
+            "task": ["a"] * 4 + ["b"] * 2 + ["c"] * 2,
+            "threshold": [0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.5, 0.9],
+            "shared": [2, 0, 1, 0, 3, 1, 0, 0],
+        }
+    )
     # a: 0 at 0.8 but 1 again at 0.7, so lost from 0.6; b never lost; c never had any (unsorted input)
     assert lost_at(table, "shared") == {"a": 0.6, "b": None, "c": 0.9}
 
 
 def test_sharing_by_threshold_matches_overlap_and_direct_ablation(tiny_llama):
-    from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.evaluation.compare import ablation_vs_random, sharing_by_threshold
+    from seqcirc_utils.scoring.ablation import Ablator
 
     model, info = tiny_llama
-    data = {"ref": make_dataset(model.tokenizer, "digits", n=8, seed=0),
-            "seq": make_dataset(model.tokenizer, "letters", template="comma", n=8, seed=0)}
+    data = {
+        "ref": make_dataset(model.tokenizer, "digits", n=8, seed=0),
+        "seq": make_dataset(model.tokenizer, "letters", template="comma", n=8, seed=0),
+    }
     ablators = {k: Ablator(model, info, ds) for k, ds in data.items()}
-    levels = {0.9: {"ref": {head(0, 1), head(1, 2), mlp(0)}, "seq": {head(0, 1), head(1, 0), mlp(0)}},
-              0.5: {"ref": {head(1, 2)}, "seq": {mlp(0)}}}
+    levels = {
+        0.9: {"ref": {head(0, 1), head(1, 2), mlp(0)}, "seq": {head(0, 1), head(1, 0), mlp(0)}},
+        0.5: {"ref": {head(1, 2)}, "seq": {mlp(0)}},
+    }
     table = sharing_by_threshold(levels, ablators, "ref", n_random=2, seed=3)
     assert list(table["threshold"]) == [0.9, 0.5] and set(table["task"]) == {"seq"}
     top, low = table.iloc[0], table.iloc[1]
@@ -202,12 +228,15 @@ def test_sharing_by_threshold_matches_overlap_and_direct_ablation(tiny_llama):
 
 
 def test_score_against_random_only_where_asked(tiny_llama):
-    from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.evaluation.compare import score_against_random
+    from seqcirc_utils.scoring.ablation import Ablator
 
     model, info = tiny_llama
     ds = make_dataset(model.tokenizer, "digits", n=8, seed=0)
-    ablators = {"in": Ablator(model, info, ds), "held": Ablator(model, info, make_dataset(model.tokenizer, "digits", n=8, seed=1))}
+    ablators = {
+        "in": Ablator(model, info, ds),
+        "held": Ablator(model, info, make_dataset(model.tokenizer, "digits", n=8, seed=1)),
+    }
     table = score_against_random(info, {0.9: {head(0, 1)}}, ablators, n_random=2, n_resamples=20, random_on=["held"])
     by = table.set_index("data")
     assert by.loc["in", "n_random"] == 0 and pd.isna(by.loc["in", "random_mean"]) and not by.loc["in", "beats_random"]

@@ -69,8 +69,10 @@ def test_curve_points_equal_rescored_circuits(pm, ab):
 def test_planted_true_ranking_beats_random(pm, ab):
     true = {c: (3.0 if c == mlp(1) else 2.0 if c in pm.planted else 0.0) for c in pm.info.components}
     best = curves.faithfulness_curve(ab, true, "true", signed=False)
-    randoms = [curves.faithfulness_curve(ab, curves.random_scores(pm.info.components, s), "random", signed=False, seed=s)
-               for s in range(5)]
+    randoms = [
+        curves.faithfulness_curve(ab, curves.random_scores(pm.info.components, s), "random", signed=False, seed=s)
+        for s in range(5)
+    ]
     assert all(best.cpr >= r.cpr and best.cmd <= r.cmd for r in randoms)
     assert best.cpr > sum(r.cpr for r in randoms) / 5 and best.cmd < sum(r.cmd for r in randoms) / 5
     assert best.cpr_log > sum(r.cpr_log for r in randoms) / 5
@@ -79,7 +81,7 @@ def test_planted_true_ranking_beats_random(pm, ab):
 def test_ranking_builders(pm, ab):
     results = prune(ab, [0.8], method="sweep", progress=False)
     scores = curves.removal_order_scores(results, pm.info.components)
-    top = curves.ranked(scores)[:len(results[0].components)]
+    top = curves.ranked(scores)[: len(results[0].components)]
     assert set(top) == set(results[0].components) == set(pm.planted)
     attributions = P.eap_ig_attributions(ab, ig_steps=2)
     nodes = curves.eap_ig_node_scores(ab, attributions=attributions)

@@ -11,9 +11,11 @@ import math
 
 import pytest
 import torch
+from conftest import all_but_one_head
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
-from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.core.types import head, mlp
+from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges, edge, path_patch_edge
 from seqcirc_utils.discovery.edges.search import (
     EdgeCircuit,
     connected_nodes,
@@ -22,19 +24,14 @@ from seqcirc_utils.discovery.edges.search import (
     faithfulness,
     prune_edges,
 )
-from seqcirc_utils.discovery.edges.patching import EdgePatcher, circuit_edges, edge, path_patch_edge
+from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import head, mlp
-
-from conftest import all_but_one_head
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _circuit(info):
     return all_but_one_head(info)
-
 
 
 def _brute_force_connected(components, kept) -> set:
@@ -54,8 +51,7 @@ def _brute_force_connected(components, kept) -> set:
         adj[idx[str(e.sender)]][idx["logits" if e.receiver is None else str(e.receiver)]] = True
     reach = [row[:] for row in adj]
     for _ in range(n):
-        reach = [[reach[i][j] or any(reach[i][m] and adj[m][j] for m in range(n)) for j in range(n)]
-                 for i in range(n)]
+        reach = [[reach[i][j] or any(reach[i][m] and adj[m][j] for m in range(n)) for j in range(n)] for i in range(n)]
     return {c for c in components if reach[idx["input"]][idx[str(c)]] and reach[idx[str(c)]][idx["logits"]]}
 
 
@@ -63,11 +59,14 @@ def _brute_force_connected(components, kept) -> set:
 
 
 HAND_KEPT = [
-    ("L0.H0", "L1.H2", "q"), ("L1.H2", "logits", None),   # a path to the logits
-    ("L0.H2", "MLP1", "mlp"), ("MLP1", "logits", None),   # another
-    ("L0.H3", "L1.H0", "k"), ("L1.H0", "MLP1", "mlp"),    # joins the second one
-    ("MLP0", "L1.H3", "v"),                               # MLP0 sends, but only to L1.H3,
-    ("L0.H0", "L1.H3", "k"),                              # ... which sends nowhere: both dangle
+    ("L0.H0", "L1.H2", "q"),
+    ("L1.H2", "logits", None),  # a path to the logits
+    ("L0.H2", "MLP1", "mlp"),
+    ("MLP1", "logits", None),  # another
+    ("L0.H3", "L1.H0", "k"),
+    ("L1.H0", "MLP1", "mlp"),  # joins the second one
+    ("MLP0", "L1.H3", "v"),  # MLP0 sends, but only to L1.H3,
+    ("L0.H0", "L1.H3", "k"),  # ... which sends nowhere: both dangle
 ]
 
 
@@ -87,7 +86,8 @@ def test_edge_circuit_node_set_excludes_nodes_with_no_path_to_the_logits(request
     rec = edge_circuit(ab, comps, kept, threshold=0.5)
     assert rec.connected == expected and set(rec.dangling) == dangling
     assert {(d["sender"], d["receiver"]) for d in rec.connected_edges} == {
-        (s, r) for s, r, _ in HAND_KEPT if s not in {"MLP0"} and r != "L1.H3"}
+        (s, r) for s, r, _ in HAND_KEPT if s not in {"MLP0"} and r != "L1.H3"
+    }
     patcher = EdgePatcher(ab, comps)
     candidates = circuit_edges(ab.info, comps)
     removed = [e for e in candidates if e not in set(kept)]
@@ -135,31 +135,40 @@ def test_edge_circuit_record_round_trips(gpt2_ab):
     data = rec.to_json()
     assert data["kind"] == "edge_circuit" and data["schema_version"] == 2
     assert data["model"] == "tiny-gpt2" and data["task"] == "digits" and data["ablation"] == "mean"
-    assert data["scores"] == {"edge_circuit": rec.score, "connected_nodes": rec.connected_score,
-                              "node_circuit": rec.node_score}
+    assert data["scores"] == {
+        "edge_circuit": rec.score,
+        "connected_nodes": rec.connected_score,
+        "node_circuit": rec.node_score,
+    }
     scores = {(d["sender"], d["receiver"], d["input"]): d["score"] for d in data["edges"]}
     assert scores.pop(("L0.H0", "L1.H2", "q")) == 0.25 and set(scores.values()) == {None}
     assert data["n_edges"] == len(kept)
-    assert data["connected"] == [str(c) for c in sorted(rec.connected, key=lambda c: (c.layer, c.kind != "head", c.index))]
+    assert data["connected"] == [
+        str(c) for c in sorted(rec.connected, key=lambda c: (c.layer, c.kind != "head", c.index))
+    ]
     text = json.dumps(data)
     back = EdgeCircuit.from_json(json.loads(text))
     assert back == rec
     assert back.to_json() == data
     assert json.dumps(back.to_json()) == text
     # the appendix finds it by kind, wherever it sits in a file, and draws it
-    from seqcirc_utils.report import plots
     from seqcirc_utils.core.results import records_of_kind
+    from seqcirc_utils.report import plots
 
     assert records_of_kind({"a": [data, {"kind": "circuit"}], "b": {"c": data}}, "edge_circuit") == [data, data]
     assert records_of_kind(data, "edge_circuit") == [data] and records_of_kind({"edges": []}, "edge_circuit") == []
     chart = plots.circuit_diagram(gpt2_ab.info.n_layers, gpt2_ab.info.n_heads, back.connected, edges=back.edge_pairs())
-    rules = [layer for layer in chart.to_dict()["layer"] if layer["mark"] == "rule" or layer["mark"].get("type") == "rule"]
+    rules = [
+        layer for layer in chart.to_dict()["layer"] if layer["mark"] == "rule" or layer["mark"].get("type") == "rule"
+    ]
     assert len(rules) == 1
     drawn = chart.to_dict()["datasets"]
     assert any(len(v) == len(back.connected_edges) and {"sender", "receiver"} <= set(v[0]) for v in drawn.values())
-    for bad, match in [({**data, "kind": "circuit"}, "expected a record of kind 'edge_circuit'"),
-                       ({**data, "schema_version": 1}, "schema_version"),
-                       ({k: v for k, v in data.items() if k != "connected"}, r"lacks keys \['connected'\]")]:
+    for bad, match in [
+        ({**data, "kind": "circuit"}, "expected a record of kind 'edge_circuit'"),
+        ({**data, "schema_version": 1}, "schema_version"),
+        ({k: v for k, v in data.items() if k != "connected"}, r"lacks keys \['connected'\]"),
+    ]:
         with pytest.raises(BadFileError, match=match):
             EdgeCircuit.from_json(bad)
 
@@ -216,21 +225,63 @@ def test_prune_edges_keeps_threshold(llama_ab, method):
 
 def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path):
     from record_fixtures import circuit
+
     from seqcirc_utils.core.result_records import CircuitFile
     from seqcirc_utils.core.results import write_json_atomic
     from seqcirc_utils.workflow.cli import main
 
     _, info = tiny_gpt2
     heads = [[c.layer, c.index] for c in info.heads if c != head(0, 1)]
-    rec = lambda t: circuit(model="tiny-gpt2", task="digits", template="pure", direction="increasing",  # noqa: E731
-                            seed=0, threshold=t, heads=heads, mlps=[0, 1], dataset=gpt2_ab.dataset.to_json())
+
+    def rec(t):
+        return circuit(
+            model="tiny-gpt2",
+            task="digits",
+            template="pure",
+            direction="increasing",  # noqa: E731
+            seed=0,
+            threshold=t,
+            heads=heads,
+            mlps=[0, 1],
+            dataset=gpt2_ab.dataset.to_json(),
+        )
+
     path = write_json_atomic(tmp_path / "circuit.json", CircuitFile(circuits=[rec(0.9), rec(0.8)]))
     out = tmp_path / "edges.json"
-    assert main(["edges", "--circuit", str(path), "--threshold", "0.8", "--method", "eap", "--device", "cpu",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "edges",
+                "--circuit",
+                str(path),
+                "--threshold",
+                "0.8",
+                "--method",
+                "eap",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
-    assert {"edges", "model", "task", "threshold", "score", "faithfulness", "forward_passes", "seconds",
-            "node_threshold", "n_edges", "n_candidate_edges", "dangling", "method"} <= set(data)  # the older keys
+    assert {
+        "edges",
+        "model",
+        "task",
+        "threshold",
+        "score",
+        "faithfulness",
+        "forward_passes",
+        "seconds",
+        "node_threshold",
+        "n_edges",
+        "n_candidate_edges",
+        "dangling",
+        "method",
+    } <= set(data)  # the older keys
     assert data["model"] == "tiny-gpt2" and data["threshold"] == 0.8 and data["score"] >= 0.8
     record = EdgeCircuit.from_json(data)
     assert record.node_threshold == 0.8 and record.method == "eap"
@@ -246,8 +297,8 @@ def test_cli_edges(tiny_gpt2, gpt2_ab, tmp_path):
 def test_embedded_model_edge_circuit(smollm):
     """A small digits circuit of SmolLM2 (all MLPs + the heads attribution ranks highest): EAP-IG edge
     pruning keeps the exact edge-circuit score >= the threshold, and its three scores are reported."""
-    from seqcirc_utils.scoring.attribution import attribution_scores
     from seqcirc_utils.core.types import parse_component
+    from seqcirc_utils.scoring.attribution import attribution_scores
 
     model, info = smollm
     ds = make_dataset(model.tokenizer, "digits", template="pure", n=8, seed=0, model_name="smollm2-135m")

@@ -1,16 +1,26 @@
 import pytest
 import torch
+from conftest import raw_head_mean_replaced_logits
 
 from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
-from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
+from seqcirc_utils.core.types import head
 from seqcirc_utils.mechanisms.editing import (
-    dose_response, format_direction, format_targets, function_edit, keyed_mean_difference, match_prompts,
-    mean_activations, member_key, random_directions, random_heads_same_layers, replaced_logits, steered_logits,
+    dose_response,
+    format_direction,
+    format_targets,
+    function_edit,
+    keyed_mean_difference,
+    match_prompts,
+    mean_activations,
+    member_key,
+    random_directions,
+    random_heads_same_layers,
+    replaced_logits,
+    steered_logits,
 )
 from seqcirc_utils.models.forward import final_logits
+from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import head
-from conftest import raw_head_mean_replaced_logits
 
 
 def _block(model, layer):
@@ -83,8 +93,11 @@ def test_format_direction_and_targets(tiny_gpt2):
     assert d.shape == (info.d_model,) and keys and all(len(k) == 4 for k in keys)
     targets = format_targets(model.tokenizer, digits, "number_words")
     for p, t in zip(digits.prompts, targets):
-        word = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"][int(p.answer)] \
-            if int(p.answer) <= 10 else None
+        word = (
+            ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"][int(p.answer)]
+            if int(p.answer) <= 10
+            else None
+        )
         if word is not None and t is not None:
             assert model.tokenizer(" " + word)["input_ids"][0] in t
     months = format_targets(model.tokenizer, digits, "months")
@@ -155,7 +168,6 @@ def test_embedded_number_word_steering_beats_random_directions(smollm):
     """SmolLM2: adding the number-word minus digit direction after a late layer turns digit answers into
     number words far more often than random directions of the same norm (measured: see the report)."""
     from seqcirc_utils.discovery.pipeline import discovery_dataset
-
     from seqcirc_utils.mechanisms.ov_scores import ov_scores, top_heads
 
     model, info = smollm
@@ -163,8 +175,9 @@ def test_embedded_number_word_steering_beats_random_directions(smollm):
     words = make_dataset(model.tokenizer, "number_words", template="among_words", n=24, seed=0)
     layer = int(top_heads(ov_scores(model, "digits", kinds=["next"], progress=False), "next", 1)["layer"][0])
     d, _ = format_direction(model, layer, digits, words)
-    table = dose_response(Ablator(model, info, digits), layer, d, [0.0, 1.0], "number_words", n_random=2,
-                          progress=False)
+    table = dose_response(
+        Ablator(model, info, digits), layer, d, [0.0, 1.0], "number_words", n_random=2, progress=False
+    )
     at = table[table["alpha"] == 1.0].groupby("direction")["hit"].max()
     print(table)
     assert at["format"] >= 0.4 and at["random"] <= 0.1

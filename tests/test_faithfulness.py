@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import o_proj
+
 from seqcirc_utils.core.errors import BaselineError
 from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.discovery.pipeline import FAITHFULNESS_KEYS, check_faithfulness_baseline, score_with_ci
@@ -22,20 +22,32 @@ def _raw_everything_mean_ablated_logits(model, info, source_tokens, target_token
     blocks = hf.transformer.h
     z_mean, mlp_mean, handles = {}, {}, []
     for layer in range(info.n_layers):
-        handles.append(o_proj(model, layer).register_forward_pre_hook(
-            lambda mod, args, layer=layer: z_mean.__setitem__(layer, args[0].detach().mean(0))))
-        handles.append(blocks[layer].mlp.register_forward_hook(
-            lambda mod, args, out, layer=layer: mlp_mean.__setitem__(layer, out.detach().mean(0))))
+        handles.append(
+            o_proj(model, layer).register_forward_pre_hook(
+                lambda mod, args, layer=layer: z_mean.__setitem__(layer, args[0].detach().mean(0))
+            )
+        )
+        handles.append(
+            blocks[layer].mlp.register_forward_hook(
+                lambda mod, args, out, layer=layer: mlp_mean.__setitem__(layer, out.detach().mean(0))
+            )
+        )
     with torch.no_grad():
         hf(source_tokens)
     for h in handles:
         h.remove()
     handles = []
     for layer in range(info.n_layers):
-        handles.append(o_proj(model, layer).register_forward_pre_hook(
-            lambda mod, args, layer=layer: (z_mean[layer].expand_as(args[0]).clone(),)))
-        handles.append(blocks[layer].mlp.register_forward_hook(
-            lambda mod, args, out, layer=layer: mlp_mean[layer].expand_as(out).clone()))
+        handles.append(
+            o_proj(model, layer).register_forward_pre_hook(
+                lambda mod, args, layer=layer: (z_mean[layer].expand_as(args[0]).clone(),)
+            )
+        )
+        handles.append(
+            blocks[layer].mlp.register_forward_hook(
+                lambda mod, args, out, layer=layer: mlp_mean[layer].expand_as(out).clone()
+            )
+        )
     try:
         with torch.no_grad():
             return hf(target_tokens).logits[:, -1]
@@ -69,7 +81,9 @@ def test_full_is_one_empty_is_zero_and_planted_in_between(planted):
     pm, ab = planted
     full = score_with_ci(ab, pm.info.components, n_resamples=200)
     empty = score_with_ci(ab, [], n_resamples=200)
-    assert full["faithfulness"] == pytest.approx(1.0, abs=1e-9) and empty["faithfulness"] == pytest.approx(0.0, abs=1e-9)
+    assert full["faithfulness"] == pytest.approx(1.0, abs=1e-9) and empty["faithfulness"] == pytest.approx(
+        0.0, abs=1e-9
+    )
     assert full["faithfulness_ci95"] == pytest.approx([1.0, 1.0], abs=1e-9)
     assert empty["empty_metric"] == pytest.approx(empty["circuit_metric"], abs=1e-9)
     one_route = score_with_ci(ab, [head(0, 0), head(1, 0)], n_resamples=200)
@@ -111,9 +125,19 @@ def test_embedded_faithfulness_and_cluster_interval(smollm):
 def test_score_columns_show_both_scores():
     from seqcirc_utils.discovery.pipeline import score_columns
 
-    record = {"score": 0.8, "score_ci95": [0.7, 0.9], "faithfulness": 0.75, "faithfulness_ci95": [0.6, 0.85],
-              "heldout": {"score": 0.6, "ci95": [0.5, 0.7], "n_prompts": 12, "faithfulness": 0.55,
-                          "faithfulness_ci95": [0.4, 0.7]}}
+    record = {
+        "score": 0.8,
+        "score_ci95": [0.7, 0.9],
+        "faithfulness": 0.75,
+        "faithfulness_ci95": [0.6, 0.85],
+        "heldout": {
+            "score": 0.6,
+            "ci95": [0.5, 0.7],
+            "n_prompts": 12,
+            "faithfulness": 0.55,
+            "faithfulness_ci95": [0.4, 0.7],
+        },
+    }
     cols = score_columns(record)
     assert cols["faithfulness_%"] == pytest.approx(75.0) and cols["faithfulness_ci95"] == "[60.0, 85.0]"
     assert cols["heldout_faithfulness_%"] == pytest.approx(55.0) and cols["heldout_ci95"] == "[50.0, 70.0]"

@@ -49,8 +49,11 @@ def _positive_subset(model, ds):
     from seqcirc_utils.models.forward import final_logits
 
     ld = metrics.logit_diff(final_logits(model, ds.tokens), ds.answer_ids, ds.incorrect_ids).tolist()
-    prompts = [p if d > 0 else replace(p, answer_id=p.incorrect_id, incorrect_id=p.answer_id)
-               for p, d in zip(ds.prompts, ld) if abs(d) > 0.05]
+    prompts = [
+        p if d > 0 else replace(p, answer_id=p.incorrect_id, incorrect_id=p.answer_id)
+        for p, d in zip(ds.prompts, ld)
+        if abs(d) > 0.05
+    ]
     assert len(prompts) >= 4
     return type(ds)(ds.model, ds.spec, prompts, ds.answer_token_policy, ds.greater_than_groups, ds.prefix_info)
 
@@ -67,8 +70,8 @@ def test_models_on_requested_device(tiny):
 
 
 def test_forward_behaviour_and_filters(tiny):
-    from seqcirc_utils.tasks.behaviour import evaluate
     from seqcirc_utils.models.forward import final_logits
+    from seqcirc_utils.tasks.behaviour import evaluate
     from seqcirc_utils.tasks.datasets import filter_to_correct, filter_to_year_continuation
 
     _, models = tiny
@@ -90,18 +93,22 @@ def test_forward_behaviour_and_filters(tiny):
 
 @pytest.mark.parametrize("metric", ["logit_diff", "kl"])
 def test_ablator_scores_and_single_effects(tiny, metric):
-    from seqcirc_utils.scoring.ablation import Ablator, single_component_effects
     from seqcirc_utils.discovery.pipeline import score_with_ci
+    from seqcirc_utils.scoring.ablation import Ablator, single_component_effects
 
     _, models = tiny
     cpu_model, info = models["cpu"]
     ds = _positive_subset(cpu_model, make_dataset(cpu_model.tokenizer, "digits", n=24, seed=1))
-    kept = info.components[:: 3]
+    kept = info.components[::3]
     out = {}
     for device, (model, _) in models.items():
         ab = Ablator(model, info, ds, mode="mean", metric=metric)
-        out[device] = (ab.full_metric, ab.score(kept).score, score_with_ci(ab, kept, n_resamples=200),
-                       single_component_effects(model, info, ds, mode="mean", metric=metric, progress=False))
+        out[device] = (
+            ab.full_metric,
+            ab.score(kept).score,
+            score_with_ci(ab, kept, n_resamples=200),
+            single_component_effects(model, info, ds, mode="mean", metric=metric, progress=False),
+        )
     (f0, s0, ci0, e0), (f1, s1, ci1, e1) = out["cpu"], out[CUDA]
     assert _close(f0, f1) and _close(s0, s1)
     assert _close(ci0["score"], ci1["score"]) and _close(ci0["ci95"], ci1["ci95"], atol=1e-2)
@@ -111,8 +118,8 @@ def test_ablator_scores_and_single_effects(tiny, metric):
 @pytest.mark.parametrize("method", ["sweep", "fast"])
 def test_pruning_matches(tiny, method):
     """The same circuit and score on both devices (pruning decisions are made on the computed scores)."""
-    from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.discovery.pruning import prune
+    from seqcirc_utils.scoring.ablation import Ablator
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -128,25 +135,36 @@ def test_pruning_matches(tiny, method):
 
 def test_discover_with_heldout_matches(tiny, monkeypatch):
     """discover() end to end (baseline check, sweep, bootstrap, held-out re-score) on both devices."""
-    from seqcirc_utils.scoring.ablation import MIN_BASELINE
     from seqcirc_utils.discovery.pipeline import discover
+    from seqcirc_utils.scoring.ablation import MIN_BASELINE
 
     # A random model barely moves under ablation (everything-ablated KL ~0.002 nats): lift the floor.
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
     spec, models = tiny
     records = {}
     for device, (model, info) in models.items():
-        records[device], _, _ = discover(model, info, spec, "digits", [0.9, 0.7], method="sweep", metric="kl",
-                                         filter_correct=False, progress=False, n=12, seed=0)
+        records[device], _, _ = discover(
+            model,
+            info,
+            spec,
+            "digits",
+            [0.9, 0.7],
+            method="sweep",
+            metric="kl",
+            filter_correct=False,
+            progress=False,
+            n=12,
+            seed=0,
+        )
     for a, b in zip(records["cpu"], records[CUDA]):
         assert (a["heads"], a["mlps"]) == (b["heads"], b["mlps"])
         assert _close(a["score"], b["score"]) and _close(a["heldout"]["score"], b["heldout"]["score"])
 
 
 def test_attribution_and_edges(tiny):
+    from seqcirc_utils.discovery.edges.attribution import edge_attribution
     from seqcirc_utils.scoring.ablation import Ablator
     from seqcirc_utils.scoring.attribution import attribution_scores
-    from seqcirc_utils.discovery.edges.attribution import edge_attribution
 
     _, models = tiny
     cpu_model, info = models["cpu"]
@@ -165,11 +183,11 @@ def test_attribution_and_edges(tiny):
 
 
 def test_ov_attention_induction_lens(tiny):
+    from seqcirc_utils.core.types import head
     from seqcirc_utils.mechanisms.attention import attention_summary, dataset_member_attention
     from seqcirc_utils.mechanisms.induction import induction_table
     from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens
     from seqcirc_utils.mechanisms.ov_scores import ov_member_table, ov_scores, qk_table
-    from seqcirc_utils.core.types import head
 
     _, models = tiny
     ds = make_dataset(models["cpu"][0].tokenizer, "months", template="comma", n=8, seed=0)
@@ -214,8 +232,9 @@ def test_embedded_discovery_matches():
     models = _both("smollm2-135m")
     records = {}
     for device, (model, info) in models.items():
-        records[device], ds, _ = discover(model, info, "smollm2-135m", "digits", [0.8], method="fast",
-                                          progress=False, template="comma", n=24, seed=0)
+        records[device], ds, _ = discover(
+            model, info, "smollm2-135m", "digits", [0.8], method="fast", progress=False, template="comma", n=24, seed=0
+        )
         records[device + "_n"] = len(ds)
     assert records["cpu_n"] == records[CUDA + "_n"]
     a, b = records["cpu"][0], records[CUDA][0]
@@ -231,8 +250,18 @@ def test_embedded_greater_than_exact_pd_matches():
     models = _both("smollm2-135m")
     rec = {}
     for device, (model, info) in models.items():
-        rec[device], _, _ = discover(model, info, "smollm2-135m", "greater_than", [0.8], method="fast",
-                                     progress=False, heldout=False, n=16, seed=0)
+        rec[device], _, _ = discover(
+            model,
+            info,
+            "smollm2-135m",
+            "greater_than",
+            [0.8],
+            method="fast",
+            progress=False,
+            heldout=False,
+            n=16,
+            seed=0,
+        )
     a, b = rec["cpu"][0], rec[CUDA][0]
     assert (a["heads"], a["mlps"]) == (b["heads"], b["mlps"]) and _close(a["score"], b["score"])
     if "exact_prob_diff" in a:

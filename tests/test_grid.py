@@ -20,13 +20,24 @@ from pathlib import Path
 import pytest
 from record_fixtures import circuit
 
-from seqcirc_utils.core.result_records import CircuitFile
-from seqcirc_utils.core.results import write_json_atomic
-
-from seqcirc_utils.core.results import RESULTS_ROOT_ENV
 from seqcirc_utils.core.errors import BadFileError, ParameterError
-from seqcirc_utils.workflow.grid import (CellResult, GridSpec, cell_id, grid_table, load_grid_file, parse_axes, parse_resources,
-                                plan_cells, runs_root, split_values, summary_chart, summary_frame, write_summary)
+from seqcirc_utils.core.result_records import CircuitFile
+from seqcirc_utils.core.results import RESULTS_ROOT_ENV, write_json_atomic
+from seqcirc_utils.workflow.grid import (
+    CellResult,
+    GridSpec,
+    cell_id,
+    grid_table,
+    load_grid_file,
+    parse_axes,
+    parse_resources,
+    plan_cells,
+    runs_root,
+    split_values,
+    summary_chart,
+    summary_frame,
+    write_summary,
+)
 from seqcirc_utils.workflow.runner import NotebookSource, cache_key, package_files, parse_value, run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +48,14 @@ VENV_BIN = Path(sys.executable).parent
 
 def seqcirc(*args: str, results: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, RESULTS_ROOT_ENV: str(results), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "seqcirc_utils.workflow.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def probe_result(directory: Path) -> dict:
@@ -60,10 +77,22 @@ def test_values_split_at_top_level_commas_and_parse_like_run():
     assert split_values("smollm2-135m,tiny-llama") == ["smollm2-135m", "tiny-llama"]
     assert split_values("[0.9,0.8],[0.7]") == ["[0.9,0.8]", "[0.7]"]
     assert split_values('"a,b",c') == ['"a,b"', "c"]
-    axes = parse_axes([("model", "smollm2-135m,tiny-llama"), ("seed", "0,1,2"), ("thresholds", "[0.9,0.8]"),
-                       ("smoke", "true"), ("device", "null")])
-    assert axes == {"model": ["smollm2-135m", "tiny-llama"], "seed": [0, 1, 2], "thresholds": [[0.9, 0.8]],
-                    "smoke": [True], "device": [None]}
+    axes = parse_axes(
+        [
+            ("model", "smollm2-135m,tiny-llama"),
+            ("seed", "0,1,2"),
+            ("thresholds", "[0.9,0.8]"),
+            ("smoke", "true"),
+            ("device", "null"),
+        ]
+    )
+    assert axes == {
+        "model": ["smollm2-135m", "tiny-llama"],
+        "seed": [0, 1, 2],
+        "thresholds": [[0.9, 0.8]],
+        "smoke": [True],
+        "device": [None],
+    }
     for text in ("0", "0.5", "true", "null", "[1, 2]", "cuda:0", "gpt2-small"):
         assert parse_axes([("k", text)])["k"] == [parse_value(text)]
     with pytest.raises(ParameterError, match="empty value"):
@@ -83,14 +112,21 @@ def test_cells_are_the_cartesian_product():
 
 def test_grid_file_types_values_like_the_command_line(tmp_path):
     path = tmp_path / "grid.yaml"
-    path.write_text("notebook: 02_shared_circuits\nparameters:\n  smoke: true\n  n_prompts: 8\n"
-                    "grid:\n  model: [smollm2-135m, tiny-llama]\n  seed: [0, 1]\n  thresholds: [[0.9, 0.8], [0.7]]\n"
-                    "  device: null\n  tag: 'yes'\n")
+    path.write_text(
+        "notebook: 02_shared_circuits\nparameters:\n  smoke: true\n  n_prompts: 8\n"
+        "grid:\n  model: [smollm2-135m, tiny-llama]\n  seed: [0, 1]\n  thresholds: [[0.9, 0.8], [0.7]]\n"
+        "  device: null\n  tag: 'yes'\n"
+    )
     spec = load_grid_file(path)
     assert spec.notebook == "02_shared_circuits"
     assert spec.fixed == {"smoke": True, "n_prompts": 8}
-    assert spec.axes == {"model": ["smollm2-135m", "tiny-llama"], "seed": [0, 1], "thresholds": [[0.9, 0.8], [0.7]],
-                         "device": [None], "tag": ["yes"]}  # YAML 1.1 would read 'yes' as True; -p reads a string
+    assert spec.axes == {
+        "model": ["smollm2-135m", "tiny-llama"],
+        "seed": [0, 1],
+        "thresholds": [[0.9, 0.8], [0.7]],
+        "device": [None],
+        "tag": ["yes"],
+    }  # YAML 1.1 would read 'yes' as True; -p reads a string
     assert len(spec.cells()) == 8
     (tmp_path / "bad.yaml").write_text("notebok: x\n")
     with pytest.raises(BadFileError, match="unknown key.*notebok.*valid keys: notebook, parameters, grid"):
@@ -103,8 +139,11 @@ def test_cell_ids_are_stable_readable_and_distinct(tmp_path):
     a = cell_id(PROBE, {"model": "tiny-llama", "seed": 0})
     assert a == cell_id(PROBE, {"seed": 0, "model": "tiny-llama"})
     assert a.startswith("01_grid_probe__model=tiny-llama_seed=0-")
-    ids = {cell_id(PROBE, {"model": m, "seed": s}) for m in ("tiny-llama", "tiny-gpt2", "models/My Model")
-           for s in (0, 1, "0")}
+    ids = {
+        cell_id(PROBE, {"model": m, "seed": s})
+        for m in ("tiny-llama", "tiny-gpt2", "models/My Model")
+        for s in (0, 1, "0")
+    }
     assert len(ids) == 9 and all(re.fullmatch(r"[A-Za-z0-9_.=+-]+", i) for i in ids)
     specs = plan_cells(PROBE, [{"model": "tiny-llama", "seed": 0}, {"seed": 1}], results_root=tmp_path)
     assert Path(specs[0].directory) == tmp_path / "tiny-llama" / "runs" / a
@@ -112,9 +151,13 @@ def test_cell_ids_are_stable_readable_and_distinct(tmp_path):
 
 
 def test_bad_grid_input_fails_before_any_work(tmp_path):
-    with pytest.raises(ParameterError, match="01_grid_probe has no parameter sed; its parameters: fail, model, n_tokens"):
+    with pytest.raises(
+        ParameterError, match="01_grid_probe has no parameter sed; its parameters: fail, model, n_tokens"
+    ):
         plan_cells(PROBE, [{"sed": 0}])
-    with pytest.raises(ParameterError, match="01_grid_probe: parameter seed takes an integer; its default is 0, got 'x'"):
+    with pytest.raises(
+        ParameterError, match="01_grid_probe: parameter seed takes an integer; its default is 0, got 'x'"
+    ):
         plan_cells(PROBE, [{"seed": 0}, {"seed": "x"}])  # a value of the wrong type, in any cell
     with pytest.raises(ParameterError, match="bad resource 'GPU'"):
         parse_resources("GPU")
@@ -131,11 +174,18 @@ def test_summary_reads_circuit_records_into_one_table(tmp_path):
     for seed, heads, score in ((0, [[0, 1], [1, 0]], 0.91), (1, [[1, 1]], 0.85)):
         cell = tmp_path / "runs" / f"c{seed}"
         cell.mkdir(parents=True)
-        (cell / "params.json").write_text(json.dumps({"cell_id": cell.name, "notebook": "02_x",
-                                                      "parameters": {"model": "m", "seed": seed}}))
-        write_json_atomic(cell / "circuit_digits.json", CircuitFile(circuits=[
-            circuit(task="digits", threshold=0.8, heads=heads, mlps=[0], score=score),
-            circuit(task="digits", threshold=0.9, heads=heads + [[0, 0]], mlps=[0, 1], score=score + 0.05)]))
+        (cell / "params.json").write_text(
+            json.dumps({"cell_id": cell.name, "notebook": "02_x", "parameters": {"model": "m", "seed": seed}})
+        )
+        write_json_atomic(
+            cell / "circuit_digits.json",
+            CircuitFile(
+                circuits=[
+                    circuit(task="digits", threshold=0.8, heads=heads, mlps=[0], score=score),
+                    circuit(task="digits", threshold=0.9, heads=heads + [[0, 0]], mlps=[0, 1], score=score + 0.05),
+                ]
+            ),
+        )
     (tmp_path / "runs" / "c1" / "error.txt").write_text("boom")
     df = summary_frame([tmp_path / "runs"])
     assert len(df) == 4
@@ -147,23 +197,43 @@ def test_summary_reads_circuit_records_into_one_table(tmp_path):
     assert spec["encoding"]["x"]["field"] == "n_components" and spec["encoding"]["y"]["field"] == "score"
     written = write_summary(df, chart, tmp_path / "summary")
     html = written["html"].read_text()
-    assert "seqcirc-chart" in html and "vegaEmbed" in html and "<table" in html and "http" not in html.split("<body>")[1][:200]
+    assert (
+        "seqcirc-chart" in html
+        and "vegaEmbed" in html
+        and "<table" in html
+        and "http" not in html.split("<body>")[1][:200]
+    )
     assert json.loads(written["chart"].read_text())["encoding"]["x"]["field"] == "n_components"
     assert len(json.loads(written["json"].read_text())) == 4
 
 
 def test_grid_table_lists_failures_with_their_error_file():
-    text = grid_table([CellResult("a", {}, "/r/a", ok=True, seconds=1.0),
-                       CellResult("b", {}, "/r/b", ok=True, reused=True),
-                       CellResult("c", {}, "/r/c", ok=False, error="RuntimeError: boom\nmore")])
+    text = grid_table(
+        [
+            CellResult("a", {}, "/r/a", ok=True, seconds=1.0),
+            CellResult("b", {}, "/r/b", ok=True, reused=True),
+            CellResult("c", {}, "/r/c", ok=False, error="RuntimeError: boom\nmore"),
+        ]
+    )
     assert re.search(r"^a +ok ", text, re.M) and re.search(r"^b +reused ", text, re.M)
     assert re.search(r"^c +FAILED .*RuntimeError: boom \(see /r/c/error.txt\)", text, re.M)
 
 
 # --------------------------------------------------------------------------- slow: real grids on Dask
 
-GRID_ARGS = ("grid", "grid_probe", "--notebooks-dir", str(FIXTURES), "-p", "model", "tiny-llama,tiny-gpt2",
-             "-p", "seed", "0,1", "--no-progress")
+GRID_ARGS = (
+    "grid",
+    "grid_probe",
+    "--notebooks-dir",
+    str(FIXTURES),
+    "-p",
+    "model",
+    "tiny-llama,tiny-gpt2",
+    "-p",
+    "seed",
+    "0,1",
+    "--no-progress",
+)
 CELLS = [{"model": m, "seed": s} for m in ("tiny-llama", "tiny-gpt2") for s in (0, 1)]
 
 
@@ -197,8 +267,15 @@ def test_grid_completes_and_equals_direct_runs(local_grid, tmp_path):
     # the same notebook run directly (the engine of `seqcirc run`) gives the same results
     for params in (CELLS[0], CELLS[3]):
         direct = tmp_path / "direct"
-        run = run_notebook(PROBE, params, out_dir=direct / "executed", cwd=ROOT, progress=False,
-                           env={RESULTS_ROOT_ENV: str(direct / "results")}, force=True)
+        run = run_notebook(
+            PROBE,
+            params,
+            out_dir=direct / "executed",
+            cwd=ROOT,
+            progress=False,
+            env={RESULTS_ROOT_ENV: str(direct / "results")},
+            force=True,
+        )
         assert run.ok, run.error
         cell = runs_root(params["model"], results) / cell_id(PROBE, params)
         assert_same_result(probe_result(cell), probe_result(direct / "results" / params["model"]))
@@ -220,8 +297,14 @@ def test_grid_rerun_skips_every_completed_cell(local_grid):
     assert len(re.findall(r" reused ", res.stdout)) == 4 and not re.search(r" ok ", res.stdout)
     assert {p: p.stat().st_mtime_ns for p in results.rglob("probe.json")} == before
     assert elapsed < seconds  # no cluster started, nothing executed
-    summary = seqcirc("grid-summary", str(results / "tiny-llama" / "runs"), str(results / "tiny-gpt2" / "runs"),
-                      "--format", "json", results=results)
+    summary = seqcirc(
+        "grid-summary",
+        str(results / "tiny-llama" / "runs"),
+        str(results / "tiny-gpt2" / "runs"),
+        "--format",
+        "json",
+        results=results,
+    )
     assert summary.returncode == 0, summary.stderr
     rows = json.loads(summary.stdout)
     assert len(rows) == 4 and {(r["model"], r["seed"]) for r in rows} == {(c["model"], c["seed"]) for c in CELLS}
@@ -235,10 +318,21 @@ def test_grid_rerun_skips_every_completed_cell(local_grid):
 @pytest.mark.slow
 def test_failing_cell_keeps_traceback_and_others_finish(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("notebook: grid_probe\nparameters:\n  model: tiny-llama\ngrid:\n  seed: [5]\n  fail: [false, true]\n")
+    grid.write_text(
+        "notebook: grid_probe\nparameters:\n  model: tiny-llama\ngrid:\n  seed: [5]\n  fail: [false, true]\n"
+    )
     results = tmp_path / "results"
-    res = seqcirc("grid", "--file", str(grid), "--notebooks-dir", str(FIXTURES), "--workers", "2", "--no-progress",
-                  results=results)
+    res = seqcirc(
+        "grid",
+        "--file",
+        str(grid),
+        "--notebooks-dir",
+        str(FIXTURES),
+        "--workers",
+        "2",
+        "--no-progress",
+        results=results,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     bad = runs_root("tiny-llama", results) / cell_id(PROBE, {"model": "tiny-llama", "seed": 5, "fail": True})
     good = runs_root("tiny-llama", results) / cell_id(PROBE, {"model": "tiny-llama", "seed": 5, "fail": False})
@@ -266,19 +360,58 @@ def test_grid_on_a_separate_scheduler_and_workers(local_grid, tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     dask = str(VENV_BIN / "dask")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    ]
     try:
         for i in range(2):
-            procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                           "--no-dashboard", "--name", f"w{i}", "--local-directory",
-                                           str(tmp_path / f"w{i}")], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env=env, cwd=tmp_path))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{i}",
+                        "--local-directory",
+                        str(tmp_path / f"w{i}"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    cwd=tmp_path,
+                )
+            )
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
         results = tmp_path / "results"
-        res = seqcirc("grid", "grid_probe", "--notebooks-dir", str(FIXTURES), "-p", "model", "tiny-llama",
-                      "-p", "seed", "0,1", "--scheduler", address, "--no-progress", "--json", results=results)
+        res = seqcirc(
+            "grid",
+            "grid_probe",
+            "--notebooks-dir",
+            str(FIXTURES),
+            "-p",
+            "model",
+            "tiny-llama",
+            "-p",
+            "seed",
+            "0,1",
+            "--scheduler",
+            address,
+            "--no-progress",
+            "--json",
+            results=results,
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         cells = json.loads(res.stdout)
         assert len(cells) == 2 and all(c["ok"] and not c["reused"] for c in cells)
@@ -300,7 +433,18 @@ def test_grid_on_a_separate_scheduler_and_workers(local_grid, tmp_path):
 
 @pytest.mark.slow
 def test_unreachable_scheduler_is_a_one_line_error(tmp_path):
-    res = seqcirc("grid", "grid_probe", "--notebooks-dir", str(FIXTURES), "-p", "seed", "0", "--no-progress",
-                  "--scheduler", f"tcp://127.0.0.1:{_free_port()}", results=tmp_path)
+    res = seqcirc(
+        "grid",
+        "grid_probe",
+        "--notebooks-dir",
+        str(FIXTURES),
+        "-p",
+        "seed",
+        "0",
+        "--no-progress",
+        "--scheduler",
+        f"tcp://127.0.0.1:{_free_port()}",
+        results=tmp_path,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "cannot reach the Dask scheduler" in res.stderr and "Traceback" not in res.stderr

@@ -7,12 +7,12 @@ import math
 import pytest
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, circuit_score
-from seqcirc_utils.discovery.pipeline import discovery_dataset
-from seqcirc_utils.scoring.importance import estimated_drops, head_importance
-from seqcirc_utils.scoring.attribution import attribution_scores
-from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import parse_component
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
+from seqcirc_utils.scoring.attribution import attribution_scores
+from seqcirc_utils.scoring.importance import estimated_drops, head_importance
+from seqcirc_utils.tasks.datasets import make_dataset
 
 
 def test_exact_drops_of_the_largest_estimates_match_full_pass_scores(tiny_llama):

@@ -86,8 +86,7 @@ def test_planted_token_offset_is_recovered(tiny_gpt2, spaced):
 def test_planted_member_offset_is_recovered(tiny_gpt2, spaced):
     model, _ = tiny_gpt2
     hooks = _plant(_member_offset_pattern(spaced.member_positions, 1))
-    irr = I.prompts_offset_scores(model, spaced, fwd_hooks=hooks, max_offset=3, batch_size=len(spaced),
-                                  progress=False)
+    irr = I.prompts_offset_scores(model, spaced, fwd_hooks=hooks, max_offset=3, batch_size=len(spaced), progress=False)
     assert irr.member[LAYER, HEAD].tolist() == pytest.approx([1.0, 0.0, 0.0])
     assert irr.token[LAYER, HEAD, 0] < 0.7  # members are often more than one token apart
     df = irr.to_dataframe().set_index("component")

@@ -1,17 +1,29 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import raw_head_mean_replaced_logits
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, circuit_score
+from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.mechanisms.knockout import (
-    CATEGORIES, KnockoutAblator, ablated_logits, categorise, category_shares, circuit_of, compensation, knockout,
-    knockout_rows, negative_heads, position_ablation_logits, position_drops, position_labels, select_successor_heads,
+    CATEGORIES,
+    KnockoutAblator,
+    ablated_logits,
+    categorise,
+    category_shares,
+    circuit_of,
+    compensation,
+    knockout,
+    knockout_rows,
+    negative_heads,
+    position_ablation_logits,
+    position_drops,
+    position_labels,
+    select_successor_heads,
 )
 from seqcirc_utils.mechanisms.logit_lens import dataset_dla
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
 from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
-from seqcirc_utils.core.types import head, mlp
-from conftest import raw_head_mean_replaced_logits
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +71,9 @@ def test_successor_heads_are_the_candidates_with_the_largest_ablation_drop(tiny_
 # --------------------------------------------------------------------------- predictions
 
 
-@pytest.mark.parametrize("task,direction", [("digits", "increasing"), ("number_words", "decreasing"),
-                                            ("months", "increasing")])
+@pytest.mark.parametrize(
+    "task,direction", [("digits", "increasing"), ("number_words", "decreasing"), ("months", "increasing")]
+)
 def test_categories_match_a_brute_force_string_loop(tiny_gpt2, task, direction):
     model, _ = tiny_gpt2
     tok = model.tokenizer
@@ -88,8 +101,15 @@ def test_categories_match_a_brute_force_string_loop(tiny_gpt2, task, direction):
     for column in range(9):
         ids = []
         for p in ds.prompts:
-            t = [p.answer_id, p.incorrect_id, member_token(p, -1), member_token(p, 2), member_token(p, -2),
-                 member_token(p, 5), *off_family][column]
+            t = [
+                p.answer_id,
+                p.incorrect_id,
+                member_token(p, -1),
+                member_token(p, 2),
+                member_token(p, -2),
+                member_token(p, 5),
+                *off_family,
+            ][column]
             ids.append(p.incorrect_id if t is None else t)
         ours = categorise(tok, ds, torch.tensor(ids))
         assert ours == [brute(p, t) for p, t in zip(ds.prompts, ids)]
@@ -130,7 +150,9 @@ def test_compensation_dla_runs_under_the_knockout(tiny_llama, llama_ab):
     df = compensation(model, llama_ab.dataset, llama_ab, out)
     assert len(df) == len(info.heads) and df["knocked_out"].sum() == 1
     direct = dataset_dla(model, llama_ab.dataset, progress=False).to_dataframe().set_index("component")
-    assert df.set_index("component")["dla_clean"].to_dict() == pytest.approx(direct.loc[df["component"], "mean"].to_dict(), abs=1e-5)
+    assert df.set_index("component")["dla_clean"].to_dict() == pytest.approx(
+        direct.loc[df["component"], "mean"].to_dict(), abs=1e-5
+    )
     ko_ld = llama_ab.metric_value(ablated_logits(llama_ab, out))
     assert df.attrs["logit_diff_knockout"] == pytest.approx(ko_ld, abs=1e-4)
     assert df.attrs["logit_diff_clean"] == pytest.approx(llama_ab.full_metric, abs=1e-4)
@@ -143,8 +165,14 @@ def test_negative_heads_are_exact_rises_among_the_most_negative_estimates(tiny_l
     ds = llama_ab.dataset
     # a made-up estimate: checks follow its order, the exact ablation decides
     estimated = pd.Series({str(h): (-1.0 - i if i % 2 == 0 else 1.0) for i, h in enumerate(info.heads)})
-    neg = negative_heads(model, info, ds, estimated, n_check=3,
-                         dla=pd.DataFrame({"component": [str(h) for h in info.heads], "dla_clean": range(len(info.heads))}))
+    neg = negative_heads(
+        model,
+        info,
+        ds,
+        estimated,
+        n_check=3,
+        dla=pd.DataFrame({"component": [str(h) for h in info.heads], "dla_clean": range(len(info.heads))}),
+    )
     most_negative = estimated.sort_values().index[:3].tolist()
     assert neg.attrs["checked"] == most_negative
     fresh = Ablator(model, info, ds)
@@ -152,7 +180,9 @@ def test_negative_heads_are_exact_rises_among_the_most_negative_estimates(tiny_l
     assert neg["component"].tolist() == sorted([c for c in most_negative if exact[c] < 0], key=exact.get)
     assert len(neg) >= 1 and len(neg) < 3  # the check is not vacuous: some rise, some do not
     assert neg["drop_points"].tolist() == pytest.approx([exact[c] for c in neg["component"]], abs=1e-3)
-    assert (neg["dla_clean"] == [info.heads.index(next(h for h in info.heads if str(h) == c)) for c in neg["component"]]).all()
+    assert (
+        neg["dla_clean"] == [info.heads.index(next(h for h in info.heads if str(h) == c)) for c in neg["component"]]
+    ).all()
     assert negative_heads(model, info, ds, estimated.abs(), n_check=3).empty
 
 
@@ -168,7 +198,9 @@ def test_ablating_at_every_position_is_full_ablation(tiny_llama, llama_ab):
     assert not torch.allclose(last, everywhere, atol=1e-4)  # layer 0's head also works through earlier positions
     # a last-layer head reaches the final logits only through the final position
     top = [head(info.n_layers - 1, 0)]
-    assert torch.allclose(position_ablation_logits(llama_ab, top, [llama_ab.seq_len - 1]), llama_ab.logits(top), atol=1e-4)
+    assert torch.allclose(
+        position_ablation_logits(llama_ab, top, [llama_ab.seq_len - 1]), llama_ab.logits(top), atol=1e-4
+    )
     drops = position_drops(llama_ab, heads[:1], positions=[0, llama_ab.seq_len - 1], progress=False)
     assert len(drops) == 2 and drops["position"].tolist() == [0, llama_ab.seq_len - 1]
     with pytest.raises(ParameterError, match="outside"):
@@ -205,8 +237,9 @@ def test_embedded_successor_knockout_hurts_digits(smollm):
     from seqcirc_utils.mechanisms.editing import random_heads_same_layers
 
     model, info = smollm
-    datasets = {t: discovery_dataset(model, "smollm2-135m", t, template="among_words", n=12, seed=0)
-                for t in ("digits",)}
+    datasets = {
+        t: discovery_dataset(model, "smollm2-135m", t, template="among_words", n=12, seed=0) for t in ("digits",)
+    }
     table, heads = select_successor_heads(model, info, datasets, n_heads=2, n_candidates=4, progress=False)
     ab = Ablator(model, info, datasets["digits"])
     ko = knockout(ab, "both", heads)

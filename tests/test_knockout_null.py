@@ -6,19 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import o_proj
+from record_fixtures import example
 
 from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 from seqcirc_utils.core.options import SELECTION_ROLES
 from seqcirc_utils.core.result_records import Knockout
+from seqcirc_utils.core.types import head
 from seqcirc_utils.discovery.pipeline import build_or_skip, split_discovery_datasets
 from seqcirc_utils.mechanisms.knockout import (
-    ablated_logits, compensation, knockout_null, replacement_ablator, replacement_dataset, resample_donors,
+    ablated_logits,
+    compensation,
+    knockout_null,
+    replacement_ablator,
+    replacement_dataset,
+    resample_donors,
 )
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.tasks.datasets import TaskDataset, make_dataset, sequence_overlap
-from seqcirc_utils.core.types import head
-from record_fixtures import example
-
 
 # --------------------------------------------------------------------------- frozen-scale DLA vs raw hooks
 
@@ -43,6 +47,7 @@ def _raw_frozen_dla(model, info, ds, knocked_out):
         zs, norm_in = {}, []
         handles = []
         for layer in range(info.n_layers):
+
             def pre(mod, args, layer=layer):
                 x = args[0]
                 if replace and layer in replace:
@@ -51,6 +56,7 @@ def _raw_frozen_dla(model, info, ds, knocked_out):
                         x[:, :, sl] = value[:, sl]
                 zs[layer] = x.detach().clone()
                 return (x,)
+
             handles.append(o_proj(model, layer).register_forward_pre_hook(pre))
         handles.append(norm.register_forward_pre_hook(lambda mod, args: norm_in.append(args[0].detach().clone())))
         try:
@@ -102,8 +108,11 @@ def test_frozen_scale_dla_equals_a_raw_hook_computation(request, which):
     # the frozen scale matters: the run's own scale gives other numbers for the later heads
     own = compensation(model, ds, ab, out, frozen_scale=False)
     later = df["layer"] > 0
-    assert not torch.allclose(torch.tensor(own.loc[later, "dla_knockout"].values),
-                              torch.tensor(df.loc[later, "dla_knockout"].values), atol=1e-5)
+    assert not torch.allclose(
+        torch.tensor(own.loc[later, "dla_knockout"].values),
+        torch.tensor(df.loc[later, "dla_knockout"].values),
+        atol=1e-5,
+    )
     # a head below the knockout's layer writes the same output: with the frozen scale its DLA cannot move
     assert df.attrs["frozen_scale"] is True
 
@@ -120,6 +129,7 @@ def test_knockout_null_matches_one_ablation_per_draw(request, which):
     assert drop.observed == pytest.approx(100 * (1 - ab.score_ablated(heads)), abs=1e-3)
     assert drop.matched["heads_per_layer"] == {"1": 2} and drop.matched["exclude_own"] is True
     from seqcirc_utils.evaluation.nulls import matched_random_circuits
+
     draws = matched_random_circuits(info, heads, 7, seed=3, exclude_own=True)
     expected = [100 * (1 - ab.fraction_of_full(ab.metric_value(ablated_logits(ab, sorted(d))))) for d in draws]
     assert drop.null == pytest.approx(expected, abs=1e-3)
@@ -171,14 +181,19 @@ def test_clean_replacements_use_clean_activations(tiny_llama):
 
 def test_selection_and_evaluation_splits_are_sequence_disjoint(tiny_gpt2):
     model, _ = tiny_gpt2
-    sets = split_discovery_datasets(model, "tiny-gpt2", "number_words", roles=SELECTION_ROLES, seed=1, n=12,
-                                    template="comma", filter_correct=False)
+    sets = split_discovery_datasets(
+        model, "tiny-gpt2", "number_words", roles=SELECTION_ROLES, seed=1, n=12, template="comma", filter_correct=False
+    )
     assert list(sets) == list(SELECTION_ROLES)
     assert sequence_overlap(sets["selection"], sets["evaluation"]) == 0
     assert sets["selection"].spec.split.role == "selection" and sets["evaluation"].spec.split.role == "evaluation"
     # the record embeds both, and their sequence identities stay disjoint through the JSON
-    record = example(Knockout, tasks=["number_words"], selection_dataset={"number_words": sets["selection"].to_json()},
-                     evaluation_dataset={"number_words": sets["evaluation"].to_json()})
+    record = example(
+        Knockout,
+        tasks=["number_words"],
+        selection_dataset={"number_words": sets["selection"].to_json()},
+        evaluation_dataset={"number_words": sets["evaluation"].to_json()},
+    )
     back = Knockout.from_json(record.to_json())
     sel = TaskDataset.from_json(back.selection_dataset["number_words"])
     ev = TaskDataset.from_json(back.evaluation_dataset["number_words"])
@@ -208,11 +223,11 @@ def test_embedded_successor_knockout_beats_same_layer_random_on_held_apart_seque
     from seqcirc_utils.mechanisms.knockout import select_successor_heads
 
     model, info = smollm
-    sets = split_discovery_datasets(model, "smollm2-135m", "digits", seed=0, n=8, template="among_words",
-                                    min_prompts=4)
+    sets = split_discovery_datasets(model, "smollm2-135m", "digits", seed=0, n=8, template="among_words", min_prompts=4)
     assert sequence_overlap(sets["selection"], sets["evaluation"]) == 0
-    _, heads = select_successor_heads(model, info, {"digits": sets["selection"]}, n_heads=1, n_candidates=2,
-                                      progress=False)
+    _, heads = select_successor_heads(
+        model, info, {"digits": sets["selection"]}, n_heads=1, n_candidates=2, progress=False
+    )
     res = knockout_null(Ablator(model, info, sets["evaluation"]), heads, n_draws=19, seed=0, progress=False)
     assert res.drop.observed > 20 and res.drop.observed > max(res.drop.null)
     assert res.drop.p_value == pytest.approx(1 / 20)

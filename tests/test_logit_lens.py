@@ -126,10 +126,15 @@ def test_dla_layers_match_transformer_lens_compat_mode(tiny_gpt2):
     for l in range(info.n_layers):
         attn = sum(ours.values[ours.labels.index(f"L{l}.H{h}")] for h in range(info.n_heads))
         attn = attn + ours.values[ours.labels.index(f"L{l}.attn_bias")]
-        torch.testing.assert_close(theirs.attribution[theirs.labels.index(f"{l}_attn_out")].cpu(), attn,
-                                   atol=1e-4, rtol=1e-3)
-        torch.testing.assert_close(theirs.attribution[theirs.labels.index(f"{l}_mlp_out")].cpu(),
-                                   ours.values[ours.labels.index(f"MLP{l}")], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(
+            theirs.attribution[theirs.labels.index(f"{l}_attn_out")].cpu(), attn, atol=1e-4, rtol=1e-3
+        )
+        torch.testing.assert_close(
+            theirs.attribution[theirs.labels.index(f"{l}_mlp_out")].cpu(),
+            ours.values[ours.labels.index(f"MLP{l}")],
+            atol=1e-4,
+            rtol=1e-3,
+        )
 
 
 def test_smollm_logit_lens_and_dla(smollm):

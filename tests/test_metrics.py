@@ -62,8 +62,11 @@ def test_two_digit_prob_diff_by_chain_rule_enumeration():
     yy = torch.tensor([0, 37, 99])
     got = metrics.two_digit_prob_diff(first, second, yy)
     for b in range(3):
-        expected = sum((1 if 10 * a + c > int(yy[b]) else -1) * float(first[b, a] * second[b, a, c])
-                       for a in range(10) for c in range(10))
+        expected = sum(
+            (1 if 10 * a + c > int(yy[b]) else -1) * float(first[b, a] * second[b, a, c])
+            for a in range(10)
+            for c in range(10)
+        )
         assert got[b].item() == pytest.approx(expected, rel=1e-5)
     # YY = 99: nothing is larger, the PD is minus the total two-digit mass
     assert got[2].item() == pytest.approx(-float((first[2, :, None] * second[2]).sum()), rel=1e-5)
@@ -102,6 +105,6 @@ def test_spearman_is_rank_pearson():
     from seqcirc_utils.core.stats import spearman
 
     a = pd.Series([1.0, 2.0, 3.0, 4.0])
-    assert spearman(a, a ** 3) == pytest.approx(1.0)
+    assert spearman(a, a**3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert spearman(a, pd.Series([2.0, 1.0, 4.0, 3.0])) == pytest.approx(0.6)

@@ -3,8 +3,7 @@ import time
 import pytest
 import torch
 
-from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.core.errors import ModelUnavailableError
+from seqcirc_utils.core.errors import ModelUnavailableError, ParameterError
 from seqcirc_utils.models.loading import EMBEDDED_MODEL, load_model
 
 
@@ -27,8 +26,11 @@ def test_gpt2_small_random_has_gpt2_shape_and_year_split():
 def test_embedded_model_matches_hf(smollm):
     model, info = smollm
     cfg = model.original_model.config
-    assert (info.n_layers, info.n_heads, info.n_kv_heads) == (cfg.num_hidden_layers, cfg.num_attention_heads,
-                                                              cfg.num_key_value_heads)
+    assert (info.n_layers, info.n_heads, info.n_kv_heads) == (
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+    )
     tokens = torch.tensor([model.tokenizer("1 2 3 4 ", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(model(tokens), model.original_model(tokens).logits, atol=1e-4)
@@ -89,10 +91,15 @@ def test_embedded_tokenizer_alone_matches_model(smollm):
 
     model, _ = smollm
     tok = load_tokenizer(EMBEDDED_MODEL)
-    assert (tok.bos_token, tok.eos_token, len(tok)) == (model.tokenizer.bos_token, model.tokenizer.eos_token,
-                                                        len(model.tokenizer))
+    assert (tok.bos_token, tok.eos_token, len(tok)) == (
+        model.tokenizer.bos_token,
+        model.tokenizer.eos_token,
+        len(model.tokenizer),
+    )
     text = "The war lasted from the year 1732 to the year 17"
-    assert tok(text, add_special_tokens=False)["input_ids"] == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert (
+        tok(text, add_special_tokens=False)["input_ids"] == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_model_fixtures_use_the_test_device(tiny_gpt2, device):

@@ -46,9 +46,16 @@ def test_summary_against_brute_force():
 def test_lower_tail_p_against_brute_force():
     null = [0.5, 0.2, 0.9, 0.2, 0.7, 0.1]
     for observed in (0.05, 0.2, 0.6, 1.0):
-        record = NullDistribution(statistic="score", observed=observed, n_draws=len(null), null=null, circuit=[],
-                                  matched={}, seed=0, **{k: v for k, v in nulls.null_summary(observed, null).items()
-                                                         if k != "n_draws"})
+        record = NullDistribution(
+            statistic="score",
+            observed=observed,
+            n_draws=len(null),
+            null=null,
+            circuit=[],
+            matched={},
+            seed=0,
+            **{k: v for k, v in nulls.null_summary(observed, null).items() if k != "n_draws"},
+        )
         brute = (1 + sum(1 for v in null if v <= observed)) / (len(null) + 1)
         assert nulls.lower_tail_p(record) == pytest.approx(brute)
     assert nulls.lower_tail_p(record) == 1.0  # above every draw: no evidence of a larger drop than random
@@ -99,8 +106,7 @@ def test_planted_circuit_lies_above_its_whole_null(pm, ab):
     assert r.observed == pytest.approx(1.0, abs=0.05)  # the planted circuit is all of the behaviour
     assert r.forward_passes == 31 and r.n_draws == 30 and r.matched["heads_per_layer"] == {"0": 1, "1": 1}
     assert NullDistribution.from_json(r.to_json()) == r  # exact round trip
-    score = nulls.circuit_null(ab, pm.planted, n_draws=30, seed=0, exclude_own=True, statistic="score",
-                               progress=False)
+    score = nulls.circuit_null(ab, pm.planted, n_draws=30, seed=0, exclude_own=True, statistic="score", progress=False)
     assert score.p_value == r.p_value and score.observed == pytest.approx(ab.score(pm.planted).score, abs=1e-6)
     with pytest.raises(ParameterError, match="statistic"):
         nulls.circuit_null(ab, pm.planted, statistic="auc")

@@ -9,8 +9,19 @@ import sys
 import pytest
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.core.options import (EDGE_METHODS, HEAD_INPUTS, METHODS, METRICS, SWEEP_ORDERS, AblationMode,
-                                        EdgeInput, EdgeMethod, Metric, PruneMethod, SweepOrder)
+from seqcirc_utils.core.options import (
+    EDGE_METHODS,
+    HEAD_INPUTS,
+    METHODS,
+    METRICS,
+    SWEEP_ORDERS,
+    AblationMode,
+    EdgeInput,
+    EdgeMethod,
+    Metric,
+    PruneMethod,
+    SweepOrder,
+)
 
 OPTIONS = [Metric, AblationMode, PruneMethod, SweepOrder, EdgeMethod, EdgeInput]
 
@@ -26,9 +37,17 @@ def test_members_are_their_strings_and_json_writes_them_plain(option):
     assert all(type(v) is str for v in option.values())
 
 
-@pytest.mark.parametrize("option,label", [(Metric, "metric"), (AblationMode, "ablation mode"),
-                                          (PruneMethod, "pruning method"), (SweepOrder, "sweep order"),
-                                          (EdgeMethod, "edge pruning method"), (EdgeInput, "edge input")])
+@pytest.mark.parametrize(
+    "option,label",
+    [
+        (Metric, "metric"),
+        (AblationMode, "ablation mode"),
+        (PruneMethod, "pruning method"),
+        (SweepOrder, "sweep order"),
+        (EdgeMethod, "edge pruning method"),
+        (EdgeInput, "edge input"),
+    ],
+)
 def test_a_bad_value_names_the_valid_ones(option, label):
     with pytest.raises(ParameterError) as err:
         option.parse("nosuch")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import head
 from seqcirc_utils.mechanisms import ov_scores as O
 from seqcirc_utils.models.loading import _tiny_hf_model
-from seqcirc_utils.core.types import head
 
 
 def _planted_llama(family: str = "months"):
@@ -53,8 +53,15 @@ def planted():
 @pytest.mark.parametrize("over,top_k", [("family", 1), ("vocab", 1), ("family", 3)])
 @pytest.mark.parametrize("embedding", ["mlp0", "embed"])
 def test_planted_successor_and_copy_heads(planted, over, top_k, embedding):
-    df = O.ov_scores(planted, "months", kinds=("copy", "next", "prev", "add2"), top_k=top_k, over=over,
-                     embedding=embedding, progress=False).set_index("component")
+    df = O.ov_scores(
+        planted,
+        "months",
+        kinds=("copy", "next", "prev", "add2"),
+        top_k=top_k,
+        over=over,
+        embedding=embedding,
+        progress=False,
+    ).set_index("component")
     succ, cop = df.loc["L1.H0"], df.loc["L1.H1"]
     assert succ["kv_head"] == 0 and cop["kv_head"] == 0  # grouped-query: both read kv head 0
     assert succ["next"] == 1.0 and cop["copy"] == 1.0
@@ -84,8 +91,9 @@ def test_head_ov_outputs_match_a_forward_pass(spec, request):
             if name.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     tokens = torch.tensor([[1000]])
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(info.n_layers)] + \
-            [f"blocks.{l}.attn.hook_z" for l in range(info.n_layers)]
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(info.n_layers)] + [
+        f"blocks.{l}.attn.hook_z" for l in range(info.n_layers)
+    ]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     for layer in range(info.n_layers):
         ours = O.head_ov_outputs(model, layer, cache[f"blocks.{layer}.hook_resid_pre"][0])[:, 0]  # [H, d_model]
@@ -168,8 +176,24 @@ def test_cli_scores(capsys):
 
     from seqcirc_utils.workflow.cli import main
 
-    assert main(["scores", "--model", "tiny-llama", "--family", "months", "--kind", "add2", "--top", "3",
-                 "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "scores",
+                "--model",
+                "tiny-llama",
+                "--family",
+                "months",
+                "--kind",
+                "add2",
+                "--top",
+                "3",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and {"component", "add2", "copy", "next"} <= set(rows[0])
     assert rows[0]["add2"] >= rows[-1]["add2"]

@@ -9,16 +9,14 @@ import math
 
 import pytest
 import torch
+from conftest import all_but_one_head, hook_registry
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.discovery.edges import patching
-from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.discovery.edges.attribution import _deltas_and_gradients, eap_vs_exact, edge_attribution
 from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges, edge, path_patch_edge
-from seqcirc_utils.tasks.datasets import make_dataset
-from seqcirc_utils.core.types import head, mlp
-
-from conftest import all_but_one_head, hook_registry
+from seqcirc_utils.scoring.ablation import Ablator
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -28,7 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _circuit(info):
     return all_but_one_head(info)
-
 
 
 # --------------------------------------------------------------------------- brute force
@@ -120,13 +117,13 @@ def _brute_force_metric(ab: Ablator, comps, e: Edge) -> tuple[float, torch.Tenso
         def pre(mod, args):
             x = args[0].clone()
             if layer == e.sender.layer and e.sender.is_head:
-                cache["z"] = x[..., e.sender.index * d_head:(e.sender.index + 1) * d_head].clone()
+                cache["z"] = x[..., e.sender.index * d_head : (e.sender.index + 1) * d_head].clone()
             for h in range(info.n_heads):
                 if head(layer, h) not in comps:
-                    x[..., h * d_head:(h + 1) * d_head] = val[:, h]
+                    x[..., h * d_head : (h + 1) * d_head] = val[:, h]
             if replace_z is not None:
                 hh, z = replace_z
-                x[..., hh * d_head:(hh + 1) * d_head] = z
+                x[..., hh * d_head : (hh + 1) * d_head] = z
             return (x,)
 
         return pre
@@ -159,8 +156,9 @@ def _brute_force_metric(ab: Ablator, comps, e: Edge) -> tuple[float, torch.Tenso
     def register(replace_z=None, replace_inputs=()):
         for layer in range(info.n_layers):
             rz = replace_z if replace_z and replace_z[0] == layer else None
-            handles.append(_o_proj(model, layer).register_forward_pre_hook(
-                ablate_heads_pre(layer, rz[1:] if rz else None)))
+            handles.append(
+                _o_proj(model, layer).register_forward_pre_hook(ablate_heads_pre(layer, rz[1:] if rz else None))
+            )
             handles.append(_raw(model.blocks[layer].mlp.out).register_forward_hook(ablate_mlp(layer)))
             pre, post = keep_resid(layer)
             handles.append(model.blocks[layer].register_forward_pre_hook(pre, with_kwargs=True))
@@ -183,7 +181,7 @@ def _brute_force_metric(ab: Ablator, comps, e: Edge) -> tuple[float, torch.Tenso
     s = e.sender
     if s.is_head:
         val = ab.values[f"blocks.{s.layer}.attn.hook_z"][:, s.index]
-        w = _o_weight(model, info, s.layer)[s.index * d_head:(s.index + 1) * d_head]
+        w = _o_weight(model, info, s.layer)[s.index * d_head : (s.index + 1) * d_head]
         delta = (val - cache["z"]) @ w
     else:
         delta = ab.values[f"blocks.{s.layer}.hook_mlp_out"] - cache["mlp"]
@@ -208,14 +206,14 @@ def _brute_force_metric(ab: Ablator, comps, e: Edge) -> tuple[float, torch.Tenso
 
 
 EDGES = [
-    ("L0.H2", "L1.H1", "k"),   # head -> head key (grouped-query: L1.H1 shares its kv head with L1.H0)
-    ("L0.H3", "L1.H0", "v"),   # head -> head value
-    ("L0.H0", "L1.H3", "q"),   # head -> head query
-    ("MLP0", "L1.H2", "k"),    # MLP -> head
+    ("L0.H2", "L1.H1", "k"),  # head -> head key (grouped-query: L1.H1 shares its kv head with L1.H0)
+    ("L0.H3", "L1.H0", "v"),  # head -> head value
+    ("L0.H0", "L1.H3", "q"),  # head -> head query
+    ("MLP0", "L1.H2", "k"),  # MLP -> head
     ("L0.H2", "MLP0", "mlp"),  # head -> MLP of the same layer
     ("L0.H3", "MLP1", "mlp"),  # head -> MLP of a later layer (non-adjacent path through block 1's residual)
-    ("MLP0", "MLP1", "mlp"),   # MLP -> MLP
-    ("L0.H0", "logits", None), # non-adjacent: layer 0 straight to the logits, skipping layer 1
+    ("MLP0", "MLP1", "mlp"),  # MLP -> MLP
+    ("L0.H0", "logits", None),  # non-adjacent: layer 0 straight to the logits, skipping layer 1
     ("MLP1", "logits", None),
 ]
 
@@ -238,8 +236,9 @@ def test_single_edge_matches_brute_force(request, which, spec):
 def test_hand_attention_reproduces_model(tiny_llama, llama_ab):
     """Guard for the brute force itself: hand-computed z equals the model's hook_z (GQA, rotary)."""
     model, info = tiny_llama
-    _, cache = model.run_with_cache(llama_ab.tokens, names_filter=lambda n: n in {
-        "blocks.1.attn.hook_z", "blocks.1.hook_resid_pre"})
+    _, cache = model.run_with_cache(
+        llama_ab.tokens, names_filter=lambda n: n in {"blocks.1.attn.hook_z", "blocks.1.hook_resid_pre"}
+    )
     resid = cache["blocks.1.hook_resid_pre"]
     for h in range(info.n_heads):
         z = _head_z_by_hand(model, info, 1, h, resid, resid, resid)

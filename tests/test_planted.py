@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.evaluation import planted as P
 from seqcirc_utils.scoring.ablation import Ablator
-from seqcirc_utils.core.types import head, mlp
 
 THRESHOLD = 0.8
 
@@ -44,6 +44,7 @@ def _raw_logit_diff(pm, ds, means, ablated) -> float:
     computed with plain hooks on the bridge (no Ablator): heads at hook_z, MLPs at hook_mlp_out."""
     hooks = []
     for c in ablated:
+
         def fn(act, hook, c=c):
             act = act.clone()
             if c.is_head:

@@ -1,13 +1,12 @@
 import pytest
-import torch
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, circuit_score
-from seqcirc_utils.discovery.pipeline import discovery_dataset
-from seqcirc_utils.discovery import pruning
-from seqcirc_utils.discovery.pruning import SWEEP_ORDERS, check_thresholds, fast_prune, order_study, prune, sweep_prune
-from seqcirc_utils.tasks.datasets import make_dataset
 from seqcirc_utils.core.types import head, mlp
+from seqcirc_utils.discovery import pruning
+from seqcirc_utils.discovery.pipeline import discovery_dataset
+from seqcirc_utils.discovery.pruning import SWEEP_ORDERS, check_thresholds, fast_prune, order_study, prune, sweep_prune
+from seqcirc_utils.scoring.ablation import Ablator, circuit_score
+from seqcirc_utils.tasks.datasets import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +119,12 @@ def test_sweep_tries_components_in_the_papers_order(tiny_llama, monkeypatch, ord
     for layer in range(info.n_layers - 1, -1, -1):
         backward += [mlp(layer)] + [head(layer, h) for h in heads]
     removed_backward = {c for c, passed in events[: len(backward)] if passed}
-    forward = [c for layer in range(info.n_layers)
-               for c in [head(layer, h) for h in range(info.n_heads)] + [mlp(layer)] if c not in removed_backward]
+    forward = [
+        c
+        for layer in range(info.n_layers)
+        for c in [head(layer, h) for h in range(info.n_heads)] + [mlp(layer)]
+        if c not in removed_backward
+    ]
     assert tried == backward + forward
     assert 0 < len(removed_backward) < len(backward)  # both sweeps have work: the check is not vacuous
     assert result.order == order and result.minimal is None

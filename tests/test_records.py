@@ -8,42 +8,82 @@ import json
 import pytest
 
 from seqcirc_utils.core.errors import BadFileError
-from seqcirc_utils.scoring.ablation import MIN_BASELINE
-from seqcirc_utils.discovery.pipeline import discover, write_circuits
-from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import CIRCUIT_KEYS, CircuitRecord
 from seqcirc_utils.core.result_records import CircuitFile, read_circuit, read_circuits
 from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.types import head, mlp
+from seqcirc_utils.discovery.pipeline import discover, write_circuits
+from seqcirc_utils.scoring.ablation import MIN_BASELINE
 
 
 def _dataset_dict(seed: int) -> dict:
-    return {"task": "greater_than", "template": "war", "direction": "increasing", "length": 2, "seed": seed,
-            "prefix": {"mode": "bos", "token_id": 1, "token": "<s>"},
-            "prompts": [{"text": "The war lasted from 1732 to 17", "answer": " 33"}]}
+    return {
+        "task": "greater_than",
+        "template": "war",
+        "direction": "increasing",
+        "length": 2,
+        "seed": seed,
+        "prefix": {"mode": "bos", "token_id": 1, "token": "<s>"},
+        "prompts": [{"text": "The war lasted from 1732 to 17", "answer": " 33"}],
+    }
 
 
 def _hand_made_v2() -> dict:
     """Every key a schema-2 greater-than record had, in the order circuit_record wrote them."""
     exact = {"mode": "digit", "full": 0.41, "circuit": 0.33, "score": 0.33 / 0.41, "ci95": [0.7, 0.9]}
     return {
-        "model": "smollm2-135m", "task": "greater_than", "template": "war", "direction": "increasing", "seed": 0,
-        "threshold": 0.8, "method": "fast", "ablation": "mean", "metric": "prob_diff",
-        "heads": [[0, 1], [3, 2]], "mlps": [0, 5], "n_components": 4, "score": 0.8123, "full_metric": 0.41,
-        "circuit_metric": 0.333, "forward_passes": 57, "seconds": 1.25, "n_prompts": 12,
-        "dataset": _dataset_dict(0), "kind": "circuit", "schema_version": 2, "prefix": "bos", "filter": "year",
-        "order": None, "minimal": True, "removable_left": 0, "score_ci95": [0.75, 0.86],
+        "model": "smollm2-135m",
+        "task": "greater_than",
+        "template": "war",
+        "direction": "increasing",
+        "seed": 0,
+        "threshold": 0.8,
+        "method": "fast",
+        "ablation": "mean",
+        "metric": "prob_diff",
+        "heads": [[0, 1], [3, 2]],
+        "mlps": [0, 5],
+        "n_components": 4,
+        "score": 0.8123,
+        "full_metric": 0.41,
+        "circuit_metric": 0.333,
+        "forward_passes": 57,
+        "seconds": 1.25,
+        "n_prompts": 12,
+        "dataset": _dataset_dict(0),
+        "kind": "circuit",
+        "schema_version": 2,
+        "prefix": "bos",
+        "filter": "year",
+        "order": None,
+        "minimal": True,
+        "removable_left": 0,
+        "score_ci95": [0.75, 0.86],
         "bootstrap": {"n_resamples": 1000, "seed": 0, "level": 0.95},
-        "heldout": {"seed": 1000, "n_prompts": 11, "score": 0.79, "ci95": [0.7, 0.85], "full_metric": 0.4,
-                    "circuit_metric": 0.316, "exact_prob_diff": dict(exact, score=0.78)},
+        "heldout": {
+            "seed": 1000,
+            "n_prompts": 11,
+            "score": 0.79,
+            "ci95": [0.7, 0.85],
+            "full_metric": 0.4,
+            "circuit_metric": 0.316,
+            "exact_prob_diff": dict(exact, score=0.78),
+        },
         "heldout_dataset": _dataset_dict(1000),
-        "pruning_metric": "tens-digit prob_diff", "metric_note": "years split into digit tokens: ...",
-        "exact_prob_diff": exact, "setup_seconds": 0.5,
+        "pruning_metric": "tens-digit prob_diff",
+        "metric_note": "years split into digit tokens: ...",
+        "exact_prob_diff": exact,
+        "setup_seconds": 0.5,
     }
 
 
-V3 = {"ci_unit": "sequence", "n_clusters": 5, "empty_metric": -0.02, "faithfulness": 0.82,
-      "faithfulness_ci95": [0.74, 0.88]}
+V3 = {
+    "ci_unit": "sequence",
+    "n_clusters": 5,
+    "empty_metric": -0.02,
+    "faithfulness": 0.82,
+    "faithfulness_ci95": [0.74, 0.88],
+}
 
 
 def _hand_made() -> dict:
@@ -60,8 +100,9 @@ def test_schema_2_record_loads_with_new_keys_none():
     r = CircuitRecord.from_json(old)
     assert r.schema_version == 3 and all(r[k] is None for k in V3)
     j = r.to_json()
-    assert {k: v for k, v in j.items() if k not in V3 and k != "schema_version"} == \
-        {k: v for k, v in old.items() if k != "schema_version"}
+    assert {k: v for k, v in j.items() if k not in V3 and k != "schema_version"} == {
+        k: v for k, v in old.items() if k != "schema_version"
+    }
     assert CircuitRecord.from_json(j).to_json() == j  # written back as schema 3, round trip exact
 
 
@@ -102,11 +143,14 @@ def test_mapping_access_equals_json_form():
     assert r2["setup_seconds"] == 2.0 and r2.score == 0.5 and r["setup_seconds"] == 0.5 and r.score == 0.8123
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"kind": "edge_circuit", "schema_version": 2}, "expected a record of kind 'circuit'"),
-    ({"kind": None}, "expected a record of kind 'circuit'"),
-    ({"schema_version": 1}, "schema_version 3"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"kind": "edge_circuit", "schema_version": 2}, "expected a record of kind 'circuit'"),
+        ({"kind": None}, "expected a record of kind 'circuit'"),
+        ({"schema_version": 1}, "schema_version 3"),
+    ],
+)
 def test_wrong_kind_or_version_rejected(bad, needle):
     d = _hand_made() | bad
     if bad.get("kind", "circuit") is None:
@@ -134,11 +178,23 @@ def test_discovered_records_round_trip_through_files(tiny_llama, monkeypatch, tm
     # As in test_circuits.test_heldout_score_equals_independent_rescore: a random model's output barely
     # moves under ablation, so lift the KL baseline floor.
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
-    records, ds, _ = discover(model, info, "tiny-llama", "digits", [0.9, 0.7], method="sweep", metric="kl",
-                              filter_correct=False, progress=False, template="pure", n=10, seed=2,
-                              n_resamples=50)
+    records, ds, _ = discover(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [0.9, 0.7],
+        method="sweep",
+        metric="kl",
+        filter_correct=False,
+        progress=False,
+        template="pure",
+        n=10,
+        seed=2,
+        n_resamples=50,
+    )
     assert all(isinstance(r, CircuitRecord) for r in records)
-    assert list(records[0].to_json())[:len(CIRCUIT_KEYS)] == list(CIRCUIT_KEYS)
+    assert list(records[0].to_json())[: len(CIRCUIT_KEYS)] == list(CIRCUIT_KEYS)
     assert "setup_seconds" in records[0] and "setup_seconds" not in records[1]
     for r in records:
         j = r.to_json()

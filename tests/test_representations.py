@@ -24,6 +24,7 @@ def _raw_residuals(model, n_layers: int, tokens: torch.Tensor) -> torch.Tensor:
     def pre(e):
         def hook(module, args, kwargs):
             seen[e] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
         return hook
 
     def post(module, args, output):
@@ -75,7 +76,7 @@ def test_pca_equals_svd_and_pca_lowrank():
     coords, comps, explained, mean = R.pca(x, 5)
     xc = (x - x.mean(0)).double()
     s = torch.linalg.svdvals(xc)
-    torch.testing.assert_close(explained, ((s ** 2) / (s ** 2).sum())[:5].float())
+    torch.testing.assert_close(explained, ((s**2) / (s**2).sum())[:5].float())
     assert torch.all(explained[:-1] >= explained[1:])
     torch.testing.assert_close(mean, x.mean(0))
     u, s_lr, v = torch.pca_lowrank(x.double(), q=12, center=True, niter=10)
@@ -94,8 +95,15 @@ def test_pca_equals_svd_and_pca_lowrank():
 
 def test_layer_pca_on_real_residuals(tiny_llama):
     model, info = tiny_llama
-    ds = make_dataset(model.tokenizer, "digits", model_name="tiny-llama", n=12, seed=1, corruption="permutation",
-                      template="among_words")
+    ds = make_dataset(
+        model.tokenizer,
+        "digits",
+        model_name="tiny-llama",
+        n=12,
+        seed=1,
+        corruption="permutation",
+        template="among_words",
+    )
     resid = R.residuals_at(model, ds.tokens, progress=False)
     res = R.layer_pca(resid, n_components=4)
     assert res.coords.shape == (info.n_layers + 1, 12, 4) and res.explained.shape == (info.n_layers + 1, 4)
@@ -156,7 +164,9 @@ def test_separability_is_near_half_without_signal():
 
 
 def test_format_value_means_and_member_values():
-    assert [R.member_value(f, m) for f, m in (("digits", "3"), ("number_words", "three"), ("months", "March"))] == [3] * 3
+    assert [R.member_value(f, m) for f, m in (("digits", "3"), ("number_words", "three"), ("months", "March"))] == [
+        3
+    ] * 3
     gen = torch.Generator().manual_seed(3)
     resid = torch.randn(9, 2, 4, generator=gen)
     formats = ["d", "d", "d", "w", "w", "w", "w", "m", "m"]
@@ -215,11 +225,17 @@ def test_next_directions_equal_brute_force_loop():
         for a in range(F):
             for b in range(F):
                 assert float(cos[e, a, b]) == pytest.approx(
-                    float(torch.nn.functional.cosine_similarity(dirs[a, e], dirs[b, e], dim=0)), abs=1e-5)
+                    float(torch.nn.functional.cosine_similarity(dirs[a, e], dirs[b, e], dim=0)), abs=1e-5
+                )
     frame = R.direction_cosine_frame(cos, ["d", "w", "m"])
-    assert len(frame) == E * 3 and set(zip(frame["format_a"], frame["format_b"])) == {("d", "w"), ("d", "m"), ("w", "m")}
-    torch.testing.assert_close(R.mean_offdiag(cos), torch.tensor([frame[frame.layer == e]["cosine"].mean()
-                                                                  for e in range(E)]).float())
+    assert len(frame) == E * 3 and set(zip(frame["format_a"], frame["format_b"])) == {
+        ("d", "w"),
+        ("d", "m"),
+        ("w", "m"),
+    }
+    torch.testing.assert_close(
+        R.mean_offdiag(cos), torch.tensor([frame[frame.layer == e]["cosine"].mean() for e in range(E)]).float()
+    )
     # a shared "next" direction in every format is found; the permutation baseline is below it
     step = torch.randn(E, d, generator=gen)
     ramp = torch.arange(len(values)).float()[None, :, None, None] * 3 * step + 0.1 * means
@@ -233,8 +249,16 @@ def test_next_directions_equal_brute_force_loop():
 
 def test_dataset_residuals_reads_members_and_shuffled(tiny_gpt2):
     model, info = tiny_gpt2
-    ds = make_dataset(model.tokenizer, "months", model_name="tiny-gpt2", n=4, length=3, seed=0,
-                      corruption="permutation", prefix="document")
+    ds = make_dataset(
+        model.tokenizer,
+        "months",
+        model_name="tiny-gpt2",
+        n=4,
+        length=3,
+        seed=0,
+        corruption="permutation",
+        prefix="document",
+    )
     got = R.dataset_residuals(model, ds, progress=False)
     pos = torch.tensor([p.member_positions for p in ds.prompts])
     torch.testing.assert_close(got.members, R.residuals_at(model, ds.tokens, pos, progress=False))
@@ -259,8 +283,17 @@ def test_common_values_and_value_matched_dataset(tiny_gpt2):
         want = vals if want is None else want & vals
     assert R.common_values(tok, families) == sorted(want) and len(want) >= 5
     for f in families:
-        ds = R.value_matched_dataset(tok, f, sorted(want), n=6, model_name="tiny-gpt2", length=3, seed=0,
-                                     corruption="permutation", template="among_words")
+        ds = R.value_matched_dataset(
+            tok,
+            f,
+            sorted(want),
+            n=6,
+            model_name="tiny-gpt2",
+            length=3,
+            seed=0,
+            corruption="permutation",
+            template="among_words",
+        )
         assert len(ds) == 6
         assert all(R.member_value(f, m) in want for p in ds.prompts for m in (*p.members, *p.corrupted_members))
     with pytest.raises(ParameterError, match="valid: digits"):
@@ -279,8 +312,18 @@ def test_smollm2_values_are_shared_across_formats_and_order_is_encoded(smollm):
     values = R.common_values(model.tokenizer, families)
     resid, rows, fmts, vals = {}, [], [], []
     for f in families:
-        ds = R.value_matched_dataset(model.tokenizer, f, values, n=16, model_name="smollm2-135m", length=4, seed=0,
-                                     template="among_words", corruption="permutation", prefix="document")
+        ds = R.value_matched_dataset(
+            model.tokenizer,
+            f,
+            values,
+            n=16,
+            model_name="smollm2-135m",
+            length=4,
+            seed=0,
+            template="among_words",
+            corruption="permutation",
+            prefix="document",
+        )
         resid[f] = R.dataset_residuals(model, ds, progress=False)
         rows.append(resid[f].members[:, -1])
         fmts += [f] * len(ds)

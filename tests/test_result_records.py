@@ -12,10 +12,23 @@ from record_fixtures import circuit, example, row
 
 from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, FaithfulnessCurve, HeadScores, NullDistribution
-from seqcirc_utils.core.result_records import (RESULT_RECORDS, Behaviour, CircuitFile, GreaterThanOverlap,
-                                               GreaterThanThresholds, InductionOffsets, MlpAblation, ResultRecord,
-                                               SharedCircuits, StepKCircuits, circuits_in, read_circuit,
-                                               read_circuits, read_record, read_result, record_type_of_file)
+from seqcirc_utils.core.result_records import (
+    RESULT_RECORDS,
+    Behaviour,
+    CircuitFile,
+    GreaterThanOverlap,
+    GreaterThanThresholds,
+    InductionOffsets,
+    MlpAblation,
+    ResultRecord,
+    StepKCircuits,
+    circuits_in,
+    read_circuit,
+    read_circuits,
+    read_record,
+    read_result,
+    record_type_of_file,
+)
 from seqcirc_utils.core.results import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,24 +51,38 @@ def test_every_type_round_trips_exactly_through_a_file(record_type, tmp_path):
 def test_kinds_and_files_are_distinct():
     kinds = [t.kind for t in RESULT_RECORDS]
     assert len(set(kinds)) == len(kinds)
-    assert not set(kinds) & {CircuitRecord.kind, HeadScores.kind, AttentionPattern.kind, NullDistribution.kind,
-                             FaithfulnessCurve.kind, "edge_circuit"}
+    assert not set(kinds) & {
+        CircuitRecord.kind,
+        HeadScores.kind,
+        AttentionPattern.kind,
+        NullDistribution.kind,
+        FaithfulnessCurve.kind,
+        "edge_circuit",
+    }
     assert len({t.file for t in RESULT_RECORDS}) == len(RESULT_RECORDS)
 
 
 def test_nested_records_come_back_typed(tmp_path):
-    scores = HeadScores(scores=["estimated_drop"], panels=["task"],
-                        rows=[{"layer": 0, "head": 1, "estimated_drop": 2.5, "task": "digits"}])
-    gt = example(GreaterThanOverlap, greater_than_circuit=circuit(task="greater_than", heads=[[5, 5]]),
-                 sequence_circuit=circuit(heads=[[0, 1]], mlps=[0]), head_importance=scores)
+    scores = HeadScores(
+        scores=["estimated_drop"],
+        panels=["task"],
+        rows=[{"layer": 0, "head": 1, "estimated_drop": 2.5, "task": "digits"}],
+    )
+    gt = example(
+        GreaterThanOverlap,
+        greater_than_circuit=circuit(task="greater_than", heads=[[5, 5]]),
+        sequence_circuit=circuit(heads=[[0, 1]], mlps=[0]),
+        head_importance=scores,
+    )
     back = read_record(write_json_atomic(tmp_path / GreaterThanOverlap.file, gt), GreaterThanOverlap)
     assert isinstance(back.greater_than_circuit, CircuitRecord) and back.greater_than_circuit.heads == [[5, 5]]
     assert back.sequence_circuit.components == circuit(heads=[[0, 1]], mlps=[0]).components
     assert isinstance(back.head_importance, HeadScores) and back.head_importance.rows == scores.rows
     ladder = example(GreaterThanThresholds, records={"digits": [circuit(threshold=0.9), circuit(threshold=0.5)]})
     assert [r.threshold for r in GreaterThanThresholds.from_json(ladder.to_json()).records["digits"]] == [0.9, 0.5]
-    pattern = AttentionPattern(component="L1.H2", pattern=[[1.0, 0.0], [0.25, 0.75]], query_labels=["a", "b"],
-                               key_labels=["a", "b"])
+    pattern = AttentionPattern(
+        component="L1.H2", pattern=[[1.0, 0.0], [0.25, 0.75]], query_labels=["a", "b"], key_labels=["a", "b"]
+    )
     induction = InductionOffsets.from_json(example(InductionOffsets, member_to_member={"digits": pattern}).to_json())
     assert induction.member_to_member["digits"] == pattern
     # null nested records stay null (a step-k run that found no circuit)
@@ -127,7 +154,7 @@ def test_one_circuit_reader_for_every_form(tmp_path):
 def _record_section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("## Result records")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def _paragraph_of(section: str, record_type: type[ResultRecord]) -> str:
@@ -150,15 +177,25 @@ def test_readme_documents_every_field_of_every_type(record_type):
     words = _backticked_words(paragraph)
     missing = [f for f in record_type.field_names() if f not in words]
     assert not missing, f"README's {record_type.kind} paragraph does not name the fields {missing}"
-    columns = {f"{field}.{c}" for field, cols in record_type.declared_columns().items() for c in cols
-               if not set(re.findall(r"[\w%]+", c)) <= words}
+    columns = {
+        f"{field}.{c}"
+        for field, cols in record_type.declared_columns().items()
+        for c in cols
+        if not set(re.findall(r"[\w%]+", c)) <= words
+    }
     assert not columns, f"README's {record_type.kind} paragraph does not name the declared columns {sorted(columns)}"
 
 
 def test_every_kind_in_readme_is_a_type():
     section = _record_section()
     documented = set(re.findall(r"kind `(\w+)`", section)) | set(re.findall(r'kind: "(\w+)"', section))
-    known = {t.kind for t in RESULT_RECORDS} | {CircuitRecord.kind, HeadScores.kind, AttentionPattern.kind,
-                                                 NullDistribution.kind, FaithfulnessCurve.kind, "edge_circuit"}
+    known = {t.kind for t in RESULT_RECORDS} | {
+        CircuitRecord.kind,
+        HeadScores.kind,
+        AttentionPattern.kind,
+        NullDistribution.kind,
+        FaithfulnessCurve.kind,
+        "edge_circuit",
+    }
     assert documented - known == set(), f"README documents kinds without a type: {documented - known}"
     assert {t.kind for t in RESULT_RECORDS} <= documented

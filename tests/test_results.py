@@ -14,9 +14,16 @@ from seqcirc_utils.core.results import find_records, records_of_kind, results_di
 
 
 def test_head_scores_keep_heads_and_parse_layer_and_head():
-    table = pd.DataFrame({"component": ["L0.H1", "MLP0", "L2.H0", "L1.N7"], "layer": [0, 0, 2, 1],
-                          "kind": ["head", "mlp", "head", "neuron"], "index": [1, None, 0, 7],
-                          "drop_points": [3.5, 40.0, -1.25, 0.5], "n_prompts": [8, 8, 8, 8]})
+    table = pd.DataFrame(
+        {
+            "component": ["L0.H1", "MLP0", "L2.H0", "L1.N7"],
+            "layer": [0, 0, 2, 1],
+            "kind": ["head", "mlp", "head", "neuron"],
+            "index": [1, None, 0, 7],
+            "drop_points": [3.5, 40.0, -1.25, 0.5],
+            "n_prompts": [8, 8, 8, 8],
+        }
+    )
     record = HeadScores.from_table(table, panels=["task"], task="digits")
     assert record.scores == ["drop_points"]  # counts (n_*) are not scores
     assert record.rows == [
@@ -31,9 +38,11 @@ def test_head_scores_keep_heads_and_parse_layer_and_head():
 
 
 def test_head_scores_round_trip_exactly_through_a_file(tmp_path):
-    record = HeadScores.from_table(pd.DataFrame({"component": ["L0.H0", "L1.H1"], "next": [0.5, float("nan")],
-                                                 "family": ["digits", "months"]}),
-                                   panels=["family"], description="OV next score")
+    record = HeadScores.from_table(
+        pd.DataFrame({"component": ["L0.H0", "L1.H1"], "next": [0.5, float("nan")], "family": ["digits", "months"]}),
+        panels=["family"],
+        description="OV next score",
+    )
     path = write_json_atomic(tmp_path / "s.json", {"model": "m", "scores": record})
     loaded = json.loads(path.read_text())["scores"]
     assert loaded["kind"] == "head_scores" and loaded["schema_version"] == 1
@@ -49,12 +58,24 @@ def test_head_scores_round_trip_exactly_through_a_file(tmp_path):
 
 
 def test_records_found_by_kind_at_any_depth():
-    record = HeadScores.from_table(pd.DataFrame({"component": ["L0.H0", "L0.H1", "L1.H0", "L1.H1"] * 2,
-                                                 "score": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
-                                                 "task": ["a"] * 4 + ["b"] * 4}), panels=["task"])
+    record = HeadScores.from_table(
+        pd.DataFrame(
+            {
+                "component": ["L0.H0", "L0.H1", "L1.H0", "L1.H1"] * 2,
+                "score": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                "task": ["a"] * 4 + ["b"] * 4,
+            }
+        ),
+        panels=["task"],
+    )
     lookalike = [{"layer": 0, "head": 0, "score": 1.0}]  # a per-head shaped list without a kind: not a record
-    obj = {"model": "m", "deep": {"single_head_ablation": record.to_json()}, "other": [1, 2], "plain": lookalike,
-           "listed": [{"x": record.to_json()}]}
+    obj = {
+        "model": "m",
+        "deep": {"single_head_ablation": record.to_json()},
+        "other": [1, 2],
+        "plain": lookalike,
+        "listed": [{"x": record.to_json()}],
+    }
     found = find_records(obj, HeadScores.kind)
     assert [path for path, _ in found] == ["deep.single_head_ablation", "listed[0].x"]
     table = HeadScores.from_json(found[0][1]).frame()
@@ -94,17 +115,31 @@ def test_estimated_drop_scores_panel_per_label_and_chart():
     from seqcirc_utils.report import plots
     from seqcirc_utils.scoring.importance import ESTIMATED_DROP_DESCRIPTION, estimated_drop_scores
 
-    importance = pd.DataFrame({"component": ["L0.H0", "MLP0", "L1.H1"] * 2, "estimated_drop": [1.0, 9.0, -2.0, 3.0, 9.0, 4.0],
-                               "exact": [True, False, False] * 2, "task": ["a"] * 3 + ["b"] * 3})
+    importance = pd.DataFrame(
+        {
+            "component": ["L0.H0", "MLP0", "L1.H1"] * 2,
+            "estimated_drop": [1.0, 9.0, -2.0, 3.0, 9.0, 4.0],
+            "exact": [True, False, False] * 2,
+            "task": ["a"] * 3 + ["b"] * 3,
+        }
+    )
     record = estimated_drop_scores(importance, panel="task")
     assert record.scores == ["estimated_drop"] and record.panels == ["task"]
     assert record.description == ESTIMATED_DROP_DESCRIPTION
-    assert [(r["task"], r["layer"], r["head"], r["estimated_drop"]) for r in record.rows] == \
-        [("a", 0, 0, 1.0), ("a", 1, 1, -2.0), ("b", 0, 0, 3.0), ("b", 1, 1, 4.0)]  # MLPs dropped
+    assert [(r["task"], r["layer"], r["head"], r["estimated_drop"]) for r in record.rows] == [
+        ("a", 0, 0, 1.0),
+        ("a", 1, 1, -2.0),
+        ("b", 0, 0, 3.0),
+        ("b", 1, 1, 4.0),
+    ]  # MLPs dropped
     spec = plots.head_scores_panels(record, value_title="drop").to_dict()
     values = spec["datasets"][spec["data"]["name"]]
-    assert {(v["panel"], v["layer"], v["head"], v["value"]) for v in values} == \
-        {("a", 0, 0, 1.0), ("a", 1, 1, -2.0), ("b", 0, 0, 3.0), ("b", 1, 1, 4.0)}
+    assert {(v["panel"], v["layer"], v["head"], v["value"]) for v in values} == {
+        ("a", 0, 0, 1.0),
+        ("a", 1, 1, -2.0),
+        ("b", 0, 0, 3.0),
+        ("b", 1, 1, 4.0),
+    }
 
 
 def test_write_atomic_text_and_bytes_and_a_failed_replace(tmp_path, monkeypatch):
@@ -113,7 +148,7 @@ def test_write_atomic_text_and_bytes_and_a_failed_replace(tmp_path, monkeypatch)
     from seqcirc_utils.core.results import write_atomic
 
     text_path = write_atomic(tmp_path / "a" / "b.txt", "naïve — text\n")
-    assert text_path.read_bytes() == "naïve — text\n".encode("utf-8")
+    assert text_path.read_bytes() == "naïve — text\n".encode()
     blob = bytes(range(256))
     assert write_atomic(tmp_path / "c.bin", blob).read_bytes() == blob
 

@@ -2,19 +2,17 @@
 tiny model with a known answer (the planted-circuit model of :mod:`seqcirc_utils.evaluation.planted`: a random tiny
 model has no behaviour, so discovery refuses its baseline)."""
 
-import itertools
 import math
 import random
 
-import pandas as pd
 import pytest
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.evaluation import robustness as R
-from seqcirc_utils.scoring.ablation import Ablator
-from seqcirc_utils.evaluation.planted import build_planted_model, planted_dataset
-from seqcirc_utils.tasks.datasets import CORRUPTIONS
 from seqcirc_utils.core.types import head, mlp, parse_component
+from seqcirc_utils.evaluation import robustness as R
+from seqcirc_utils.evaluation.planted import build_planted_model, planted_dataset
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.tasks.datasets import CORRUPTIONS
 
 UNIVERSE = [head(l, h) for l in range(3) for h in range(4)] + [mlp(l) for l in range(3)]
 HAND = [  # five hand-written circuits
@@ -77,10 +75,16 @@ def test_membership_grid_layout():
 
 
 def test_factor_summary_groups_runs():
-    runs = [R.RobustnessRun("digits", "seed", str(k), k, "randAll", "logit_diff", "fast", frozenset(c), 0.8 + k / 100,
-                            1.0, 16, 10, 0.1) for k, c in enumerate(HAND)]
-    runs += [R.RobustnessRun("digits", "metric", m, 0, "randAll", m, "sweep", frozenset(HAND[0]), 0.9, 1.0, 16, 10, 0.1)
-             for m in ("logit_diff", "kl")]
+    runs = [
+        R.RobustnessRun(
+            "digits", "seed", str(k), k, "randAll", "logit_diff", "fast", frozenset(c), 0.8 + k / 100, 1.0, 16, 10, 0.1
+        )
+        for k, c in enumerate(HAND)
+    ]
+    runs += [
+        R.RobustnessRun("digits", "metric", m, 0, "randAll", m, "sweep", frozenset(HAND[0]), 0.9, 1.0, 16, 10, 0.1)
+        for m in ("logit_diff", "kl")
+    ]
     table = R.factor_summary(runs)
     assert list(table["factor"]) == ["seed", "metric"]
     seed_row = table.iloc[0]
@@ -113,15 +117,30 @@ def pm():
 
 
 def _grid(pm):
-    return R.robustness_runs(pm.model, pm.info, pm.info.name, pm.family, threshold=0.8, n_seeds=2, n_orders=2,
-                             corruptions=CORRUPTIONS, method="fast", n_prompts=16, template="pure", progress=False)
+    return R.robustness_runs(
+        pm.model,
+        pm.info,
+        pm.info.name,
+        pm.family,
+        threshold=0.8,
+        n_seeds=2,
+        n_orders=2,
+        corruptions=CORRUPTIONS,
+        method="fast",
+        n_prompts=16,
+        template="pure",
+        progress=False,
+    )
 
 
 def test_factor_loop_end_to_end(pm):
     runs = _grid(pm)
     plan = [(r.factor, r.level) for r in runs]
-    assert plan == ([("seed", "0"), ("seed", "1"), ("order", "paper"), ("order", "random0"), ("order", "random1")]
-                    + [("corruption", c) for c in CORRUPTIONS] + [("metric", "logit_diff"), ("metric", "kl")])
+    assert plan == (
+        [("seed", "0"), ("seed", "1"), ("order", "paper"), ("order", "random0"), ("order", "random1")]
+        + [("corruption", c) for c in CORRUPTIONS]
+        + [("metric", "logit_diff"), ("metric", "kl")]
+    )
     by = {(r.factor, r.level): r for r in runs}
     # shared runs are computed once: the base run (seed 0 = randAll) and the paper sweep (order paper = metric default)
     assert by[("seed", "0")].seconds == by[("corruption", "randAll")].seconds
@@ -160,8 +179,7 @@ def test_score_core_matches_independent_rescoring(pm):
         assert lo <= out[key]["score"] <= hi
     assert out["score"] == out["in_sample"]["score"]
     # a non-circuit scores low held-out too
-    half = R.score_core(pm.model, pm.info, pm.info.name, pm.family, [head(0, 0), mlp(1)], n_prompts=16,
-                        template="pure")
+    half = R.score_core(pm.model, pm.info, pm.info.name, pm.family, [head(0, 0), mlp(1)], n_prompts=16, template="pure")
     assert half["heldout"]["score"] < 0.8
     assert [parse_component(c) for c in half["components"]] == [head(0, 0), mlp(1)]
 

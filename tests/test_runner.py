@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def seqcirc(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the ``seqcirc`` CLI in a fresh interpreter (as ``make`` does)."""
-    return subprocess.run([sys.executable, "-m", "seqcirc_utils.workflow.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "seqcirc_utils.workflow.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def outputs_text(nb) -> str:
@@ -39,18 +45,36 @@ def outputs_text(nb) -> str:
 
 
 def write_notebook(path: Path, body: str) -> None:
-    path.write_text(textwrap.dedent('''\
+    path.write_text(
+        textwrap.dedent("""\
         # %% [markdown]
         # # A test notebook
 
         # %% tags=["parameters"]
         x = 1  # a number
-        ''') + "\n# %%\n" + textwrap.dedent(body))
+        """)
+        + "\n# %%\n"
+        + textwrap.dedent(body)
+    )
 
 
-@pytest.mark.parametrize("text, value", [("4", 4), ("0.5", 0.5), ("true", True), ("false", False), ("null", None),
-                                         ("[1, 2]", [1, 2]), ("smollm2-135m", "smollm2-135m"), ("cuda:0", "cuda:0"),
-                                         ("True", True), ("False", False), ("None", None), ("L9.H1", "L9.H1")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("4", 4),
+        ("0.5", 0.5),
+        ("true", True),
+        ("false", False),
+        ("null", None),
+        ("[1, 2]", [1, 2]),
+        ("smollm2-135m", "smollm2-135m"),
+        ("cuda:0", "cuda:0"),
+        ("True", True),
+        ("False", False),
+        ("None", None),
+        ("L9.H1", "L9.H1"),
+    ],
+)
 def test_parse_value(text, value):
     assert parse_value(text) == value
 
@@ -86,8 +110,22 @@ def test_unknown_notebook_and_parameter_are_clear_errors():
 def test_run_behaviour_uses_the_given_parameters(tmp_path):
     """The acceptance command: the changed parameters are recorded and used (metadata, smoke notice, JSON)."""
     out_dir, results = tmp_path / "executed", tmp_path / "results"
-    res = seqcirc("run", "01_behaviour", "-p", "model", "tiny-gpt2", "-p", "n_prompts", "4", "-p", "smoke", "true",
-                  "--out-dir", str(out_dir), env={RESULTS_ROOT_ENV: str(results)})
+    res = seqcirc(
+        "run",
+        "01_behaviour",
+        "-p",
+        "model",
+        "tiny-gpt2",
+        "-p",
+        "n_prompts",
+        "4",
+        "-p",
+        "smoke",
+        "true",
+        "--out-dir",
+        str(out_dir),
+        env={RESULTS_ROOT_ENV: str(results)},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"^01_behaviour +ok ", res.stdout, re.M)
     executed = out_dir / "01_behaviour.ipynb"
@@ -118,14 +156,16 @@ def test_failing_notebook_keeps_traceback_and_keep_going(tmp_path):
     write_notebook(notebooks / "01_bad.py", 'raise RuntimeError(f"boom {x * 42}")\n')
     write_notebook(notebooks / "02_good.py", 'print(f"fine {x}")\n')
 
-    res = seqcirc("run", "--all", "--workers", "1", "--notebooks-dir", str(notebooks), "--out-dir", str(out_dir),
-                  "-p", "x", "2")
+    res = seqcirc(
+        "run", "--all", "--workers", "1", "--notebooks-dir", str(notebooks), "--out-dir", str(out_dir), "-p", "x", "2"
+    )
     assert res.returncode == 1
     assert not (out_dir / "02_good.ipynb").exists()  # one after another: stopped at the failure
 
     # in parallel (2 workers): the failure is listed, the other notebook still runs
-    res = seqcirc("run", "--all", "--keep-going", "--workers", "2", "--notebooks-dir", str(notebooks),
-                  "--out-dir", str(out_dir))
+    res = seqcirc(
+        "run", "--all", "--keep-going", "--workers", "2", "--notebooks-dir", str(notebooks), "--out-dir", str(out_dir)
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert re.search(r"^01_bad +FAILED .*RuntimeError: boom 42", res.stdout, re.M)
     assert re.search(r"^02_good +ok +[0-9.]+ +[01] ", res.stdout, re.M)  # the worker that ran it
@@ -141,11 +181,11 @@ def test_failing_notebook_keeps_traceback_and_keep_going(tmp_path):
 
 # --------------------------------------------------------------------------- execution cache (issue 11)
 
-CACHE_BODY = '''\
+CACHE_BODY = """\
 import time
 from seqcirc_utils.core.results import results_dir, write_json_atomic
 write_json_atomic(results_dir("m") / "probe.json", {"x": x, "squared": x * x, "t": time.time()})
-'''
+"""
 
 
 @pytest.fixture
@@ -219,8 +259,9 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     assert data["squared"] == 9
     meta = nbformat.read(first.output, as_version=4).metadata
     assert meta.seqcirc["cache_key"] == first.cache_key and meta.seqcirc["run"] == "executed"
-    assert meta.seqcirc["result_files"] == [{"path": "m/probe.json", "sha256": __import__("hashlib").sha256(
-        probe.read_bytes()).hexdigest()}]
+    assert meta.seqcirc["result_files"] == [
+        {"path": "m/probe.json", "sha256": __import__("hashlib").sha256(probe.read_bytes()).hexdigest()}
+    ]
 
     start = time.perf_counter()
     again = run_notebook(nb, {"x": 3}, out_dir=out_dir, cwd=tmp_path, progress=False, env=env)
@@ -239,8 +280,18 @@ def test_rerun_reuses_unless_inputs_change_or_force(tmp_path, frozen_package, ca
     t_before = json.loads(probe.read_text())["t"]
 
     # `seqcirc run --force` (in-process, so the frozen package snapshot applies)
-    args = ["run", "01_probe", "-p", "x", "4", "--notebooks-dir", str(nb.path.parent), "--out-dir", str(out_dir),
-            "--no-progress"]
+    args = [
+        "run",
+        "01_probe",
+        "-p",
+        "x",
+        "4",
+        "--notebooks-dir",
+        str(nb.path.parent),
+        "--out-dir",
+        str(out_dir),
+        "--no-progress",
+    ]
     monkeypatch.setenv(RESULTS_ROOT_ENV, str(results))
     monkeypatch.setattr("seqcirc_utils.workflow.runner.REPO_ROOT", tmp_path)  # the CLI runs notebooks there
     capsys.readouterr()
@@ -269,12 +320,15 @@ def test_failed_notebook_is_not_cached(tmp_path, frozen_package):
 # --------------------------------------------------------------------------- parameters checked before a run (issue 16.8)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("n_prompts", "abc", "takes an integer"),
-    ("n_prompts", "2.5", "takes an integer"),
-    ("smoke", "1", "takes a boolean"),
-    ("model", "[1]", "takes a string"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("n_prompts", "abc", "takes an integer"),
+        ("n_prompts", "2.5", "takes an integer"),
+        ("smoke", "1", "takes a boolean"),
+        ("model", "[1]", "takes a string"),
+    ],
+)
 def test_mistyped_parameter_is_refused_before_execution(tmp_path, capsys, key, value, expected):
     from seqcirc_utils.workflow import cli
 
@@ -300,8 +354,9 @@ def test_mistyped_parameter_loads_no_model():
             print("refused", "torch" in sys.modules, "distributed" in sys.modules, err)
         """)
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.stdout.startswith("refused False False 01_behaviour: parameter n_prompts takes an integer; "
-                                 "its default is 32, got 'abc'"), res.stdout + res.stderr
+    assert res.stdout.startswith(
+        "refused False False 01_behaviour: parameter n_prompts takes an integer; its default is 32, got 'abc'"
+    ), res.stdout + res.stderr
 
 
 def test_parameter_types_follow_the_defaults(tmp_path):
@@ -309,16 +364,34 @@ def test_parameter_types_follow_the_defaults(tmp_path):
     from seqcirc_utils.workflow.runner import NotebookSource, check_parameter_types, run_notebooks
 
     path = tmp_path / "01_typed.py"
-    path.write_text('# %% tags=["parameters"]\nn = 3\nrate = 0.5\nname = "a"\nflag = False\nsizes = [1, 2]\n'
-                    'ratios = [0.5, 0.25]\npairs = [["a", "b"]]\nanything = None\nexpr = 2 ** 3\n\n# %%\nprint(n)\n')
+    path.write_text(
+        '# %% tags=["parameters"]\nn = 3\nrate = 0.5\nname = "a"\nflag = False\nsizes = [1, 2]\n'
+        'ratios = [0.5, 0.25]\npairs = [["a", "b"]]\nanything = None\nexpr = 2 ** 3\n\n# %%\nprint(n)\n'
+    )
     nb = NotebookSource(path)
-    good = {"n": 4, "rate": 1, "name": "b", "flag": True, "sizes": [3], "ratios": [1, 0.5], "pairs": [["c", 1]],
-            "anything": [1, "x"], "expr": "text"}
+    good = {
+        "n": 4,
+        "rate": 1,
+        "name": "b",
+        "flag": True,
+        "sizes": [3],
+        "ratios": [1, 0.5],
+        "pairs": [["c", 1]],
+        "anything": [1, "x"],
+        "expr": "text",
+    }
     check_parameter_types(nb, good)  # an int fits a float, items of non-scalar lists are not checked
-    for key, value, words in [("n", True, "an integer"), ("n", 1.5, "an integer"), ("rate", "x", "a number"),
-                              ("name", 3, "a string"), ("flag", 0, "a boolean"), ("sizes", 3, "a list of integers"),
-                              ("sizes", [1, "x"], "a list of integers"), ("ratios", ["x"], "a list of numbers"),
-                              ("pairs", "ab", "a list")]:
+    for key, value, words in [
+        ("n", True, "an integer"),
+        ("n", 1.5, "an integer"),
+        ("rate", "x", "a number"),
+        ("name", 3, "a string"),
+        ("flag", 0, "a boolean"),
+        ("sizes", 3, "a list of integers"),
+        ("sizes", [1, "x"], "a list of integers"),
+        ("ratios", ["x"], "a list of numbers"),
+        ("pairs", "ab", "a list"),
+    ]:
         with pytest.raises(ParameterError, match=f"parameter {key} takes {words}"):
             check_parameter_types(nb, {key: value})
     with pytest.raises(ParameterError, match="has no parameter nn; its parameters: "):
@@ -343,7 +416,9 @@ def test_cache_key_covers_the_library_versions(tmp_path, frozen_package, monkeyp
     key = runner.cache_key(nb, {})
     real = importlib.metadata.version
     for name in runner.KEY_DEPENDENCIES:
-        monkeypatch.setattr(importlib.metadata, "version", lambda dist, name=name: "0.0.1" if dist == name else real(dist))
+        monkeypatch.setattr(
+            importlib.metadata, "version", lambda dist, name=name: "0.0.1" if dist == name else real(dist)
+        )
         assert runner.dependency_versions()[name] == "0.0.1"
         assert runner.cache_key(nb, {}) != key, f"an upgrade of {name} must change the key"
     monkeypatch.setattr(importlib.metadata, "version", real)
@@ -359,8 +434,9 @@ HEADER = "# ---\n# jupyter:\n#   seqcirc_run:\n{}# ---\n\n"
 def _scheduled_notebook(folder: Path, stem: str, estimate=None, after=None):
     from seqcirc_utils.workflow.runner import NotebookSource
 
-    lines = (f"#     estimate_s: {estimate}\n" if estimate is not None else "") + \
-        (f"#     after: {json.dumps(after)}\n" if after is not None else "")
+    lines = (f"#     estimate_s: {estimate}\n" if estimate is not None else "") + (
+        f"#     after: {json.dumps(after)}\n" if after is not None else ""
+    )
     header = HEADER.format(lines) if lines else ""
     (folder / f"{stem}.py").write_text(header + '# %% tags=["parameters"]\nx = 1\n\n# %%\nprint(x)\n')
     return NotebookSource(folder / f"{stem}.py")
@@ -374,8 +450,12 @@ def test_dependencies_appendix_after_chapters_and_declared_after(tmp_path):
     c = _scheduled_notebook(tmp_path, "03_c", estimate=2.5, after=["01_a", "02_b"])
     appendix = _scheduled_notebook(tmp_path, "90_app")
     assert a.schedule() == {"estimate_s": 5, "after": []} and c.schedule()["estimate_s"] == 2.5
-    assert dependencies([a, b, c, appendix]) == {"01_a": [], "02_b": ["01_a"], "03_c": ["01_a", "02_b"],
-                                                 "90_app": ["01_a", "02_b", "03_c"]}
+    assert dependencies([a, b, c, appendix]) == {
+        "01_a": [],
+        "02_b": ["01_a"],
+        "03_c": ["01_a", "02_b"],
+        "90_app": ["01_a", "02_b", "03_c"],
+    }
     assert dependencies([b, c]) == {"02_b": [], "03_c": ["02_b"]}  # a notebook not in the run is not waited for
     _scheduled_notebook(tmp_path, "01_a", after=["03_c"])
     with pytest.raises(BadFileError, match="wait for each other: 01_a -> 03_c -> 01_a"):
@@ -408,8 +488,12 @@ def test_expected_seconds_prefer_the_previous_run_of_the_same_parameters(tmp_pat
     out_dir.mkdir()
     assert expected_seconds(a, out_dir, {}) == 40 and expected_seconds(b, out_dir, {}) == DEFAULT_ESTIMATE_S
     nb = nbformat.v4.new_notebook()
-    nb.metadata["papermill"] = {"default_parameters": {"x": 1}, "parameters": {"x": 3}, "duration": 7.5,
-                                "exception": None}
+    nb.metadata["papermill"] = {
+        "default_parameters": {"x": 1},
+        "parameters": {"x": 3},
+        "duration": 7.5,
+        "exception": None,
+    }
     nbformat.write(nb, out_dir / "01_a.ipynb")
     assert expected_seconds(a, out_dir, {"x": 3}) == 7.5  # papermill's duration when no wall time is recorded
     nb.metadata["seqcirc"] = {"wall_seconds": 9.25}
@@ -452,17 +536,30 @@ def test_scheduler_runs_longest_first_within_slots_after_dependencies(tmp_path):
     deps = {"04_needs_short": ["01_short"], "90_app": ["01_short", "02_long", "03_mid", "04_needs_short"]}
     pool = _Pool(2)
     finished = []
-    results = run_scheduled(nbs, deps, expected, 2, start=lambda nb: pool.executor.submit(pool.run, nb, 0.05, True),
-                            finish=lambda nb, f: f.result(), on_done=lambda r: finished.append(r.notebook.stem))
+    results = run_scheduled(
+        nbs,
+        deps,
+        expected,
+        2,
+        start=lambda nb: pool.executor.submit(pool.run, nb, 0.05, True),
+        finish=lambda nb, f: f.result(),
+        on_done=lambda r: finished.append(r.notebook.stem),
+    )
     assert [r.notebook.stem for r in results] == [nb.stem for nb in nbs]  # NN order, whatever the run order
     assert pool.started[:2] == ["02_long", "03_mid"]  # longest first; 04 (longer) must wait for 01
     assert pool.started.index("04_needs_short") > finished.index("01_short")
     assert pool.started[-1] == "90_app" and finished[-1] == "90_app"
     assert max(len(o) for o in pool.overlaps) == 2  # two at a time, never more
 
-    reused = run_scheduled(nbs[:2], {}, expected, 2, start=lambda nb: pytest.fail("nothing to start"),
-                           finish=lambda nb, f: f.result(),
-                           ready_now=lambda nb: RunResult(nb, None, ok=True, seconds=0.0, reused=True))
+    reused = run_scheduled(
+        nbs[:2],
+        {},
+        expected,
+        2,
+        start=lambda nb: pytest.fail("nothing to start"),
+        finish=lambda nb, f: f.result(),
+        ready_now=lambda nb: RunResult(nb, None, ok=True, seconds=0.0, reused=True),
+    )
     assert [r.reused for r in reused] == [True, True]
 
 
@@ -474,8 +571,15 @@ def test_scheduler_stops_after_a_failure_unless_keep_going(tmp_path):
 
     def go(keep_going: bool):
         pool = _Pool(1)
-        results = run_scheduled(nbs, {}, expected, 1, start=lambda nb: pool.executor.submit(
-            pool.run, nb, 0.01, nb.stem != "01_bad"), finish=lambda nb, f: f.result(), keep_going=keep_going)
+        results = run_scheduled(
+            nbs,
+            {},
+            expected,
+            1,
+            start=lambda nb: pool.executor.submit(pool.run, nb, 0.01, nb.stem != "01_bad"),
+            finish=lambda nb, f: f.result(),
+            keep_going=keep_going,
+        )
         return [(r.notebook.stem, r.ok) for r in results]
 
     assert go(False) == [("01_bad", False)]
@@ -500,13 +604,27 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     runs = {}
     for workers in (1, 2):
         results, out_dir = tmp_path / f"results{workers}", tmp_path / f"executed{workers}"
-        res = seqcirc("run", "--all", "--keep-going", "--no-progress", "--workers", str(workers), "--notebooks-dir",
-                      str(BOOK_FIXTURES), "--out-dir", str(out_dir), env={RESULTS_ROOT_ENV: str(results)})
+        res = seqcirc(
+            "run",
+            "--all",
+            "--keep-going",
+            "--no-progress",
+            "--workers",
+            str(workers),
+            "--notebooks-dir",
+            str(BOOK_FIXTURES),
+            "--out-dir",
+            str(out_dir),
+            env={RESULTS_ROOT_ENV: str(results)},
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         runs[workers] = book_assets.executed_runs(out_dir).set_index("notebook")
     one, two = _book_results(tmp_path / "results1"), _book_results(tmp_path / "results2")
-    assert sorted(one) == sorted(two) == ["tiny-gpt2/beta.json", "tiny-llama/alpha.json", "tiny-llama/collect.json",
-                                          "tiny-llama/gamma.json"]
+    assert (
+        sorted(one)
+        == sorted(two)
+        == ["tiny-gpt2/beta.json", "tiny-llama/alpha.json", "tiny-llama/collect.json", "tiny-llama/gamma.json"]
+    )
     assert json.loads(two["tiny-llama/alpha.json"])["omp_num_threads"] == "1"  # one thread per worker
     for name in one:
         if one[name] != two[name]:  # only a timing may differ (and the thread setting, which is not a result)
@@ -520,17 +638,31 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     assert (runs[2]["wall_seconds"] > 0).all() and (runs[1]["wall_seconds"] > 0).all()
     assert runs[2].loc["01_alpha", "worker"] != runs[2].loc["02_beta", "worker"]  # the two chapters side by side
     # ordering: gamma started after alpha finished, the appendix after every chapter
-    table = {stem: nbformat.read(tmp_path / "executed2" / f"{stem}.ipynb", as_version=4).metadata.seqcirc
-             for stem in runs[2].index}
+    table = {
+        stem: nbformat.read(tmp_path / "executed2" / f"{stem}.ipynb", as_version=4).metadata.seqcirc
+        for stem in runs[2].index
+    }
     assert table["03_gamma"]["started_at"] >= table["01_alpha"]["executed_at"]
-    assert all(table["90_collect"]["started_at"] >= table[s]["executed_at"] for s in ("01_alpha", "02_beta", "03_gamma"))
+    assert all(
+        table["90_collect"]["started_at"] >= table[s]["executed_at"] for s in ("01_alpha", "02_beta", "03_gamma")
+    )
     # each result file is recorded by the chapter that wrote it (not by the one running beside it)
     assert [f["path"] for f in table["01_alpha"]["result_files"]] == ["tiny-llama/alpha.json"]
     assert [f["path"] for f in table["02_beta"]["result_files"]] == ["tiny-gpt2/beta.json"]
 
     # a warm rerun reuses everything and starts no cluster
-    res = seqcirc("run", "--all", "--no-progress", "--workers", "2", "--notebooks-dir", str(BOOK_FIXTURES),
-                  "--out-dir", str(tmp_path / "executed2"), env={RESULTS_ROOT_ENV: str(tmp_path / "results2")})
+    res = seqcirc(
+        "run",
+        "--all",
+        "--no-progress",
+        "--workers",
+        "2",
+        "--notebooks-dir",
+        str(BOOK_FIXTURES),
+        "--out-dir",
+        str(tmp_path / "executed2"),
+        env={RESULTS_ROOT_ENV: str(tmp_path / "results2")},
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(re.findall(r"^\S+ +reused ", res.stdout, re.M)) == 4 and "LocalCluster" not in res.stdout
 
@@ -539,18 +671,28 @@ def test_run_table_shows_wall_time_and_worker(tmp_path):
     """The book's run table (intro, "this build") has each notebook's wall time and worker when recorded."""
     from seqcirc_utils.workflow import book as book_assets
 
-    for stem, record in (("01_a", {"run": "executed", "wall_seconds": 12.4, "worker": "1"}),
-                         ("02_b", {"run": "reused", "wall_seconds": 3.5, "worker": "0"})):
+    for stem, record in (
+        ("01_a", {"run": "executed", "wall_seconds": 12.4, "worker": "1"}),
+        ("02_b", {"run": "reused", "wall_seconds": 3.5, "worker": "0"}),
+    ):
         nb = nbformat.v4.new_notebook()
-        nb.metadata["papermill"] = {"default_parameters": {"model": "m"}, "parameters": {}, "duration": 10.0,
-                                    "exception": None, "end_time": "2026-01-01T00:00:00"}
+        nb.metadata["papermill"] = {
+            "default_parameters": {"model": "m"},
+            "parameters": {},
+            "duration": 10.0,
+            "exception": None,
+            "end_time": "2026-01-01T00:00:00",
+        }
         nb.metadata["seqcirc"] = record
         nbformat.write(nb, tmp_path / f"{stem}.ipynb")
     runs = book_assets.executed_runs(tmp_path)
     assert runs[["notebook", "wall_seconds", "worker"]].values.tolist() == [["01_a", 12.4, "1"], ["02_b", 3.5, "0"]]
     text = book_assets.runs_markdown(runs)
     assert "| notebook | status | run | model | duration (s) | wall time (s) | worker | finished |" in text
-    assert "| 01_a | ok | executed | m | 10.0 | 12.4 | 1 |" in text and "| 02_b | ok | reused | m | 10.0 | 3.5 | 0 |" in text
+    assert (
+        "| 01_a | ok | executed | m | 10.0 | 12.4 | 1 |" in text
+        and "| 02_b | ok | reused | m | 10.0 | 3.5 | 0 |" in text
+    )
 
 
 def test_without_distributed_the_notebooks_run_one_after_another(tmp_path, monkeypatch, capsys):
@@ -600,11 +742,23 @@ def test_a_model_converted_meanwhile_by_another_chapter_is_kept(tmp_path, monkey
         def load_state_dict(self, state, strict=False):
             return [], []
 
-    monkeypatch.setattr(transformers, "AutoTokenizer",
-                        type("T", (), {"from_pretrained": staticmethod(lambda *a, **k: Saved("tokenizer"))}))
-    monkeypatch.setattr(transformers, "AutoModelForCausalLM", type("M", (), {
-        "from_pretrained": staticmethod(lambda *a, **k: Quantised()),
-        "from_config": staticmethod(lambda *a, **k: Plain("config"))}))
+    monkeypatch.setattr(
+        transformers,
+        "AutoTokenizer",
+        type("T", (), {"from_pretrained": staticmethod(lambda *a, **k: Saved("tokenizer"))}),
+    )
+    monkeypatch.setattr(
+        transformers,
+        "AutoModelForCausalLM",
+        type(
+            "M",
+            (),
+            {
+                "from_pretrained": staticmethod(lambda *a, **k: Quantised()),
+                "from_config": staticmethod(lambda *a, **k: Plain("config")),
+            },
+        ),
+    )
     monkeypatch.setattr(transformers, "AutoConfig", type("A", (), {"for_model": staticmethod(lambda **k: k)}))
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"")

@@ -9,8 +9,19 @@ import pytest
 from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
 from seqcirc_utils.core.options import DIRECTIONS, TASKS, TEMPLATES
 from seqcirc_utils.tasks.datasets import (
-    CORRUPTIONS, FAMILIES, GREATER_THAN, MIN_SEQUENCES_PER_ROLE, NUMBERS, Split, TaskDataset, make_dataset,
-    make_split_datasets, partition, partition_counts, sequence_overlap, sequence_space,
+    CORRUPTIONS,
+    FAMILIES,
+    GREATER_THAN,
+    MIN_SEQUENCES_PER_ROLE,
+    NUMBERS,
+    Split,
+    TaskDataset,
+    make_dataset,
+    make_split_datasets,
+    partition,
+    partition_counts,
+    sequence_overlap,
+    sequence_space,
 )
 
 
@@ -26,8 +37,10 @@ def _gpt2_tokenizer():
     return gpt2_tokenizer()
 
 
-TOKENIZERS = [pytest.param(_gpt2_tokenizer, id="gpt2"),
-              pytest.param(_smollm_tokenizer, id="smollm2", marks=pytest.mark.embedded)]
+TOKENIZERS = [
+    pytest.param(_gpt2_tokenizer, id="gpt2"),
+    pytest.param(_smollm_tokenizer, id="smollm2", marks=pytest.mark.embedded),
+]
 
 
 # --------------------------------------------------------------------------- independent identity readers
@@ -176,8 +189,13 @@ def test_split_json_round_trip():
     tok = _gpt2_tokenizer()
     ds = make_split_datasets(tok, "greater_than", n=6, shares=(2, 1), seed=2, sequences=3)["heldout"]
     data = json.loads(json.dumps(ds.to_json()))
-    assert data["split"] == {"role": "heldout", "roles": ["discovery", "heldout"], "shares": [2, 1], "seed": 2,
-                             "min_sequences": MIN_SEQUENCES_PER_ROLE}
+    assert data["split"] == {
+        "role": "heldout",
+        "roles": ["discovery", "heldout"],
+        "shares": [2, 1],
+        "seed": 2,
+        "min_sequences": MIN_SEQUENCES_PER_ROLE,
+    }
     assert data["sequences"] == 3 and data["n_sequences"] == 3
     back = TaskDataset.from_json(data)
     assert back.to_json() == data and back.spec.split == Split("heldout", shares=(2, 1), seed=2)
@@ -310,8 +328,21 @@ def test_discover_holds_out_disjoint_sequences(tiny_llama, monkeypatch, one_thre
 
     model, info = tiny_llama
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)  # a random model barely moves: lift the floor (test_circuits)
-    records, ds, _ = discover(model, info, "tiny-llama", "digits", [0.7], method="sweep", metric="kl",
-                              filter_correct=False, progress=False, template="pure", n=16, seed=4, n_resamples=50)
+    records, ds, _ = discover(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [0.7],
+        method="sweep",
+        metric="kl",
+        filter_correct=False,
+        progress=False,
+        template="pure",
+        n=16,
+        seed=4,
+        n_resamples=50,
+    )
     r = records[0]
     held = r["heldout"]
     assert held["split"] == "disjoint" and held["overlap"] == 0
@@ -322,9 +353,22 @@ def test_discover_holds_out_disjoint_sequences(tiny_llama, monkeypatch, one_thre
     assert r["dataset"]["split"]["role"] == "discovery" and r["heldout_dataset"]["split"]["role"] == "heldout"
     assert r["dataset"]["split"]["seed"] == r["heldout_dataset"]["split"]["seed"] == 4
     # the old same-pool draw only when asked for, and labelled
-    records, _, _ = discover(model, info, "tiny-llama", "digits", [0.7], method="sweep", metric="kl",
-                             filter_correct=False, progress=False, template="pure", n=16, seed=4, n_resamples=50,
-                             split="resampled")
+    records, _, _ = discover(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [0.7],
+        method="sweep",
+        metric="kl",
+        filter_correct=False,
+        progress=False,
+        template="pure",
+        n=16,
+        seed=4,
+        n_resamples=50,
+        split="resampled",
+    )
     held = records[0]["heldout"]
     assert held["split"] == "resampled"
     assert held["overlap"] == len(_members(records[0]["dataset"]) & _members(records[0]["heldout_dataset"]))
@@ -338,9 +382,24 @@ def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread):
 
     model, info = tiny_llama
     monkeypatch.setitem(MIN_BASELINE, "kl", 0.0)
-    records, _, _ = discover(model, info, "tiny-llama", "digits", [0.7], method="sweep", metric="kl",
-                             filter_correct=False, progress=False, template="pure", n=48, sequences=48, seed=0,
-                             split_shares=(2, 1), heldout_options={"n": 24, "sequences": 24}, n_resamples=50)
+    records, _, _ = discover(
+        model,
+        info,
+        "tiny-llama",
+        "digits",
+        [0.7],
+        method="sweep",
+        metric="kl",
+        filter_correct=False,
+        progress=False,
+        template="pure",
+        n=48,
+        sequences=48,
+        seed=0,
+        split_shares=(2, 1),
+        heldout_options={"n": 24, "sequences": 24},
+        n_resamples=50,
+    )
     r = records[0]
     assert r["n_sequences"] == 48 and r["heldout"]["n_sequences"] == 24 and r["heldout"]["overlap"] == 0
     assert r["heldout"]["n_prompts"] == 24 and r["heldout_dataset"]["split"]["shares"] == [2, 1]
@@ -362,8 +421,16 @@ def test_behaviour_table_lists_numbers_and_reports_the_refusal(tiny_gpt2):
 
     assert NUMBERS in DEFAULT_SEQUENCE_TASKS
     model, _ = tiny_gpt2
-    table = behaviour_table(model, "tiny-gpt2", families=("digits", "numbers"), templates=("pure",),
-                            directions=("increasing",), n=4, include_greater_than=False, progress=False)
+    table = behaviour_table(
+        model,
+        "tiny-gpt2",
+        families=("digits", "numbers"),
+        templates=("pure",),
+        directions=("increasing",),
+        n=4,
+        include_greater_than=False,
+        progress=False,
+    )
     numbers = table[table["task"] == "numbers"].iloc[0]
     assert numbers["n"] == 0 and "use task digits" in numbers["error"]
     assert table[table["task"] == "digits"].iloc[0]["n"] == 4

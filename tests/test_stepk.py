@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from seqcirc_utils.core.types import head
 from seqcirc_utils.mechanisms import ov_scores as O
 from seqcirc_utils.tasks.datasets import FAMILIES, make_dataset
-from seqcirc_utils.core.types import head
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -44,8 +44,9 @@ def test_smollm_continues_step_two_digits(smollm):
     model, _ = smollm
     acc = {}
     for fam, k in (("digits", 2), ("number_words", 1), ("number_words", 3)):
-        ds = make_dataset(model.tokenizer, fam, model_name="smollm2-135m", template="comma", step=k, length=3, n=16,
-                          seed=0)
+        ds = make_dataset(
+            model.tokenizer, fam, model_name="smollm2-135m", template="comma", step=k, length=3, n=16, seed=0
+        )
         acc[(fam, k)] = evaluate(model, ds)["top1_accuracy"]
     assert acc[("digits", 2)] >= 0.75
     assert acc[("number_words", 3)] < acc[("number_words", 1)]

@@ -21,12 +21,29 @@ def test_values_and_intervals_are_written_for_readers():
 
 
 def test_table_shows_chosen_columns_without_index_and_folds_the_rest():
-    frame = pd.DataFrame({"task": ["digits", "months"], "score_%": [81.2345, 64.0], "score_ci95": ["[78.1, 84.0]", ""],
-                          "heads": [3.0, 5.0], "seconds": [1.5, 2.5]})
-    table = reader_table(frame, [Column("task", "task"), Column("heads", "heads", "int"),
-                                 Column("score_%", "score (% of full)", "percent", interval="score_ci95")])
-    assert table.markdown.splitlines() == ["| task | heads | score (% of full) |", "|---|---|---|",
-                                           "| digits | 3 | 81 % [78, 84] |", "| months | 5 | 64 % |"]
+    frame = pd.DataFrame(
+        {
+            "task": ["digits", "months"],
+            "score_%": [81.2345, 64.0],
+            "score_ci95": ["[78.1, 84.0]", ""],
+            "heads": [3.0, 5.0],
+            "seconds": [1.5, 2.5],
+        }
+    )
+    table = reader_table(
+        frame,
+        [
+            Column("task", "task"),
+            Column("heads", "heads", "int"),
+            Column("score_%", "score (% of full)", "percent", interval="score_ci95"),
+        ],
+    )
+    assert table.markdown.splitlines() == [
+        "| task | heads | score (% of full) |",
+        "|---|---|---|",
+        "| digits | 3 | 81 % [78, 84] |",
+        "| months | 5 | 64 % |",
+    ]
     html = table._repr_html_()
     assert "<th" in html and ">0<" not in html.split("<details")[0]  # no index column in the shown table
     assert "<details" in html and "seconds" in html.split("<details")[1]  # the full table, folded

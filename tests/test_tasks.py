@@ -4,14 +4,31 @@ import pytest
 
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.tasks.datasets import (
-    CORRUPTIONS, FAMILIES, PREFIX_MODES, TaskDataset, TokenizationError, answer_token, corrupt_indices,
-    is_chat_marker, is_valid_sequence, make_dataset, resolve_prefix, single_token_id, single_token_members,
+    CORRUPTIONS,
+    FAMILIES,
+    PREFIX_MODES,
+    TaskDataset,
+    TokenizationError,
+    answer_token,
+    corrupt_indices,
+    is_chat_marker,
+    is_valid_sequence,
+    make_dataset,
+    resolve_prefix,
+    single_token_id,
+    single_token_members,
     single_token_words,
 )
 
 SEQUENCE_CASES = [
-    ("digits", "pure"), ("digits", "comma"), ("digits", "among_words"), ("digits", "mixed"),
-    ("number_words", "pure"), ("number_words", "comma"), ("months", "among_words"), ("days", "comma"),
+    ("digits", "pure"),
+    ("digits", "comma"),
+    ("digits", "among_words"),
+    ("digits", "mixed"),
+    ("number_words", "pure"),
+    ("number_words", "comma"),
+    ("months", "among_words"),
+    ("days", "comma"),
     ("letters", "pure"),
 ]
 
@@ -113,21 +130,32 @@ def test_json_keys(tiny_gpt2):
     ds = make_dataset(tiny_gpt2[0].tokenizer, "digits", n=2, seed=0, model_name="tiny-gpt2")
     data = ds.to_json()
     assert {"model", "task", "template", "seed", "prompts"} <= set(data)
-    assert {"text", "tokens", "answer_id", "incorrect_id", "member_positions", "final_position",
-            "corrupted_text", "corrupted_tokens"} <= set(data["prompts"][0])
+    assert {
+        "text",
+        "tokens",
+        "answer_id",
+        "incorrect_id",
+        "member_positions",
+        "final_position",
+        "corrupted_text",
+        "corrupted_tokens",
+    } <= set(data["prompts"][0])
     from seqcirc_utils.tasks.datasets import TaskDataset
 
     assert TaskDataset.from_json(data).to_json() == data
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"task": "bogus"}, "valid: digits, number_words"),
-    ({"task": "digits", "template": "bogus"}, "valid: pure, comma, among_words, mixed"),
-    ({"task": "digits", "corruption": "bogus"}, "valid: randAll, switchLastTwo"),
-    ({"task": "digits", "direction": "sideways"}, "valid: increasing, decreasing"),
-    ({"task": "digits", "n": 0}, "n must be a positive"),
-    ({"task": "digits", "n": -3}, "n must be a positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"task": "bogus"}, "valid: digits, number_words"),
+        ({"task": "digits", "template": "bogus"}, "valid: pure, comma, among_words, mixed"),
+        ({"task": "digits", "corruption": "bogus"}, "valid: randAll, switchLastTwo"),
+        ({"task": "digits", "direction": "sideways"}, "valid: increasing, decreasing"),
+        ({"task": "digits", "n": 0}, "n must be a positive"),
+        ({"task": "digits", "n": -3}, "n must be a positive"),
+    ],
+)
 def test_bad_input_errors(tiny_gpt2, kwargs, fragment):
     with pytest.raises(ParameterError, match=fragment):
         make_dataset(tiny_gpt2[0].tokenizer, **kwargs)
@@ -165,7 +193,11 @@ def test_prefix_gpt2_shared_tokenizer():
     tok = gpt2_tokenizer()  # the GPT-2 tokenizer files shipped in seqcirc_utils/data
     eot = tok.encode("<|endoftext|>")
     assert len(eot) == 1
-    assert resolve_prefix(tok, "document").to_json() == {"mode": "document", "token_id": eot[0], "token": "<|endoftext|>"}
+    assert resolve_prefix(tok, "document").to_json() == {
+        "mode": "document",
+        "token_id": eot[0],
+        "token": "<|endoftext|>",
+    }
     assert resolve_prefix(tok, "bos").token_id == tok.bos_token_id == eot[0]  # GPT-2: bos = the separator
     assert resolve_prefix(tok, "none").ids == []
 
@@ -196,8 +228,9 @@ def test_prefix_llama_style_and_chat_only_tokenizers():
     with pytest.raises(ParameterError, match="valid: bos, none"):
         resolve_prefix(chat, "document")
     # A chat bos with <|endoftext|> in the vocabulary (SmolLM2-Instruct's layout): the separator wins.
-    smol_like = _word_level_tokenizer({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-                                       "pad_token": "<|endoftext|>"})
+    smol_like = _word_level_tokenizer(
+        {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    )
     assert resolve_prefix(smol_like, "document").token == "<|endoftext|>"
     assert all(is_chat_marker(t) for t in ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "<start_of_turn>", "[INST]"))
     assert not any(is_chat_marker(t) for t in ("<s>", "</s>", "<|endoftext|>", "<|begin_of_text|>", None))
@@ -296,10 +329,13 @@ def test_single_token_id_split_space_embedded_tokenizer():
     # the family check is the single-token check at a text's start and after a space
     digits = single_token_members(tok, "digits")
     assert digits and all(single_token_id(tok, FAMILIES["digits"][i]) is not None for i in digits)
-    brute = [i for i, m in enumerate(FAMILIES["digits"])
-             if len(tok(m, add_special_tokens=False)["input_ids"]) == 1
-             and tok.decode([tok("x " + m, add_special_tokens=False)["input_ids"][-1]]) == m
-             and len(tok("x " + m, add_special_tokens=False)["input_ids"]) in (2, 3)]
+    brute = [
+        i
+        for i, m in enumerate(FAMILIES["digits"])
+        if len(tok(m, add_special_tokens=False)["input_ids"]) == 1
+        and tok.decode([tok("x " + m, add_special_tokens=False)["input_ids"][-1]]) == m
+        and len(tok("x " + m, add_special_tokens=False)["input_ids"]) in (2, 3)
+    ]
     assert digits == brute
 
 

@@ -6,7 +6,7 @@ Logit differences are in nats (raw logits); probabilities in [0, 1].
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -99,8 +99,9 @@ def two_digit_prob_diff(first: torch.Tensor, second: torch.Tensor, yy: torch.Ten
     sum_{v <= YY} p(v) (Hanna et al.'s definition, the same as the two-digit-token case).
     """
     if first.shape[-1] != 10 or second.shape[-2:] != (10, 10):
-        raise ValueError(f"expected first [batch, 10] and second [batch, 10, 10], got {tuple(first.shape)}, "
-                         f"{tuple(second.shape)}")
+        raise ValueError(
+            f"expected first [batch, 10] and second [batch, 10, 10], got {tuple(first.shape)}, {tuple(second.shape)}"
+        )
     joint = (first[:, :, None] * second).reshape(first.shape[0], 100)  # [batch, v = 10 a + c]
     values = torch.arange(100, device=joint.device)
     greater = values[None] > yy.to(joint.device)[:, None]

@@ -32,7 +32,7 @@ class Option(StrEnum):
         return re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()
 
     @classmethod
-    def parse(cls, value: "str | Option"):
+    def parse(cls, value: str | Option):
         if isinstance(value, cls):
             return value
         try:
@@ -107,6 +107,7 @@ class EdgeInput(Option):
     MLP = "mlp"
     LOGITS = "logits"
 
+
 # --------------------------------------------------------------------------- models (models.py)
 EMBEDDED_MODEL = "smollm2-135m"
 TINY_MODELS = ("tiny-gpt2", "tiny-llama", "gpt2-small-random")
@@ -116,13 +117,41 @@ TINY_MODELS = ("tiny-gpt2", "tiny-llama", "gpt2-small-random")
 FAMILIES: dict[str, list[str]] = {
     "digits": [str(i) for i in range(100)],
     "number_words": [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-        "nineteen", "twenty",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
     ],
     "months": [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ],
     "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
     "letters": [chr(c) for c in range(ord("A"), ord("Z") + 1)],

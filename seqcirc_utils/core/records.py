@@ -47,10 +47,37 @@ CIRCUIT_READABLE_VERSIONS = (2, 3)
 #: The JSON keys of a circuit record in the order ``to_json`` writes them; every typed field plus
 #: ``kind`` and ``schema_version`` (class constants). Optional / task-specific keys (``extra``) follow.
 CIRCUIT_KEYS = (
-    "model", "task", "template", "direction", "seed", "threshold", "method", "ablation", "metric", "heads", "mlps",
-    "n_components", "score", "full_metric", "circuit_metric", "forward_passes", "seconds", "n_prompts", "dataset",
-    "kind", "schema_version", "prefix", "filter", "order", "minimal", "removable_left", "score_ci95", "bootstrap",
-    "heldout", "heldout_dataset", *CIRCUIT_V3_KEYS,
+    "model",
+    "task",
+    "template",
+    "direction",
+    "seed",
+    "threshold",
+    "method",
+    "ablation",
+    "metric",
+    "heads",
+    "mlps",
+    "n_components",
+    "score",
+    "full_metric",
+    "circuit_metric",
+    "forward_passes",
+    "seconds",
+    "n_prompts",
+    "dataset",
+    "kind",
+    "schema_version",
+    "prefix",
+    "filter",
+    "order",
+    "minimal",
+    "removable_left",
+    "score_ci95",
+    "bootstrap",
+    "heldout",
+    "heldout_dataset",
+    *CIRCUIT_V3_KEYS,
 )
 _CONSTANT_KEYS = ("kind", "schema_version")
 
@@ -63,8 +90,9 @@ def checked_json(data: Any, kind: str, schema_version: int, keys: tuple[str, ...
     if data.get("kind") != kind:
         raise BadFileError(f"expected a record of kind {kind!r}, got kind {data.get('kind')!r}")
     if data.get("schema_version") != schema_version:
-        raise BadFileError(f"expected a {kind!r} record of schema_version {schema_version}, "
-                           f"got {data.get('schema_version')!r}")
+        raise BadFileError(
+            f"expected a {kind!r} record of schema_version {schema_version}, got {data.get('schema_version')!r}"
+        )
     missing = [key for key in keys if key not in data]
     if missing:
         raise BadFileError(f"{kind} record lacks keys {missing} (a {kind!r} record has {list(keys)})")
@@ -139,7 +167,7 @@ class CircuitRecord(Mapping):
         return copy.deepcopy(out)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "CircuitRecord":
+    def from_json(cls, data: Mapping[str, Any]) -> CircuitRecord:
         """The record of a circuit-JSON dict (``to_json``'s inverse; values are deep-copied).
 
         A version-2 dict is upgraded first (:func:`upgrade_circuit_json`). Raises a one-line
@@ -155,7 +183,7 @@ class CircuitRecord(Mapping):
         extra = {key: value for key, value in data.items() if key not in CIRCUIT_KEYS}
         return cls(**typed, extra=extra)
 
-    def with_extra(self, **values: Any) -> "CircuitRecord":
+    def with_extra(self, **values: Any) -> CircuitRecord:
         """A copy with ``values`` added to (or replacing keys of) ``extra``; typed keys go through
         :func:`dataclasses.replace`."""
         typed = {k: v for k, v in values.items() if k in CIRCUIT_KEYS}
@@ -187,8 +215,11 @@ class CircuitRecord(Mapping):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
-            return self.to_json() == dict(other.items()) if not isinstance(other, CircuitRecord) \
+            return (
+                self.to_json() == dict(other.items())
+                if not isinstance(other, CircuitRecord)
                 else self.to_json() == other.to_json()
+            )
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # holds lists, like the dict it stands for
@@ -205,8 +236,10 @@ class CircuitRecord(Mapping):
         return dict(other.items()) | self.to_json()
 
     def __repr__(self) -> str:
-        return (f"CircuitRecord(model={self.model!r}, task={self.task!r}, threshold={self.threshold!r}, "
-                f"method={self.method!r}, heads={len(self.heads)}, mlps={len(self.mlps)}, score={self.score!r})")
+        return (
+            f"CircuitRecord(model={self.model!r}, task={self.task!r}, threshold={self.threshold!r}, "
+            f"method={self.method!r}, heads={len(self.heads)}, mlps={len(self.mlps)}, score={self.score!r})"
+        )
 
 
 def upgrade_circuit_json(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,18 +295,32 @@ class HeadScores:
 
     def to_json(self) -> dict[str, Any]:
         """``{"kind", "schema_version", "scores", "panels", "description", "rows"}`` (a deep copy)."""
-        return copy.deepcopy({"kind": self.kind, "schema_version": self.schema_version, "scores": list(self.scores),
-                              "panels": list(self.panels), "description": self.description, "rows": self.rows})
+        return copy.deepcopy(
+            {
+                "kind": self.kind,
+                "schema_version": self.schema_version,
+                "scores": list(self.scores),
+                "panels": list(self.panels),
+                "description": self.description,
+                "rows": self.rows,
+            }
+        )
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "HeadScores":
+    def from_json(cls, data: Mapping[str, Any]) -> HeadScores:
         """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, HEAD_SCORES_KEYS)
         return cls(scores=data["scores"], rows=data["rows"], panels=data["panels"], description=data["description"])
 
     @classmethod
-    def from_table(cls, table, scores: list[str] | None = None, panels: list[str] | tuple[str, ...] = (),
-                   description: str = "", **labels: Any) -> "HeadScores":
+    def from_table(
+        cls,
+        table,
+        scores: list[str] | None = None,
+        panels: list[str] | tuple[str, ...] = (),
+        description: str = "",
+        **labels: Any,
+    ) -> HeadScores:
         """The head rows of a per-component table.
 
         ``table``: a DataFrame with a ``component`` column (``"L9.H1"``, ``"MLP9"``, ...) and score
@@ -298,8 +345,14 @@ class HeadScores:
         for key, value in labels.items():
             df[key] = value
         if scores is None:
-            scores = [c for c in df.columns if c not in ("layer", "head") and not str(c).startswith("n_")
-                      and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+            scores = [
+                c
+                for c in df.columns
+                if c not in ("layer", "head")
+                and not str(c).startswith("n_")
+                and pd.api.types.is_numeric_dtype(df[c])
+                and not pd.api.types.is_bool_dtype(df[c])
+            ]
         rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
         rows = [{k: (int(v) if k in ("layer", "head") else v) for k, v in r.items()} for r in rows]
         return cls(scores=list(scores), rows=rows, panels=list(panels), description=description)
@@ -314,8 +367,7 @@ class HeadScores:
 # --------------------------------------------------------------------------- attention patterns
 ATTENTION_PATTERN_KIND = "attention_pattern"
 ATTENTION_PATTERN_SCHEMA_VERSION = 1
-ATTENTION_PATTERN_KEYS = ("kind", "schema_version", "component", "pattern", "query_labels", "key_labels",
-                          "description")
+ATTENTION_PATTERN_KEYS = ("kind", "schema_version", "component", "pattern", "query_labels", "key_labels", "description")
 
 
 @dataclass(frozen=True)
@@ -334,41 +386,78 @@ class AttentionPattern:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.pattern or not all(isinstance(row, list) and len(row) == len(self.key_labels)
-                                       for row in self.pattern):
-            raise ValueError(f"attention pattern of {self.component}: every row needs {len(self.key_labels)} "
-                             "values, one per key label")
+        if not self.pattern or not all(
+            isinstance(row, list) and len(row) == len(self.key_labels) for row in self.pattern
+        ):
+            raise ValueError(
+                f"attention pattern of {self.component}: every row needs {len(self.key_labels)} "
+                "values, one per key label"
+            )
         if len(self.pattern) != len(self.query_labels):
-            raise ValueError(f"attention pattern of {self.component}: {len(self.pattern)} rows but "
-                             f"{len(self.query_labels)} query labels")
+            raise ValueError(
+                f"attention pattern of {self.component}: {len(self.pattern)} rows but "
+                f"{len(self.query_labels)} query labels"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The record's JSON dict (a deep copy), keys in :data:`ATTENTION_PATTERN_KEYS` order."""
-        return copy.deepcopy({"kind": self.kind, "schema_version": self.schema_version, "component": self.component,
-                              "pattern": self.pattern, "query_labels": self.query_labels,
-                              "key_labels": self.key_labels, "description": self.description})
+        return copy.deepcopy(
+            {
+                "kind": self.kind,
+                "schema_version": self.schema_version,
+                "component": self.component,
+                "pattern": self.pattern,
+                "query_labels": self.query_labels,
+                "key_labels": self.key_labels,
+                "description": self.description,
+            }
+        )
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "AttentionPattern":
+    def from_json(cls, data: Mapping[str, Any]) -> AttentionPattern:
         """``to_json``'s inverse; a one-line :class:`BadFileError` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, ATTENTION_PATTERN_KEYS)
         return cls(**{k: data[k] for k in ATTENTION_PATTERN_KEYS if k not in ("kind", "schema_version")})
 
     @classmethod
-    def from_frame(cls, component: str, matrix, description: str = "") -> "AttentionPattern":
+    def from_frame(cls, component: str, matrix, description: str = "") -> AttentionPattern:
         """From a DataFrame whose index labels the queries and columns the keys."""
-        return cls(component=str(component), pattern=[[float(v) for v in row] for row in matrix.values.tolist()],
-                   query_labels=[str(i) for i in matrix.index], key_labels=[str(c) for c in matrix.columns],
-                   description=description)
+        return cls(
+            component=str(component),
+            pattern=[[float(v) for v in row] for row in matrix.values.tolist()],
+            query_labels=[str(i) for i in matrix.index],
+            key_labels=[str(c) for c in matrix.columns],
+            description=description,
+        )
 
 
 # --------------------------------------------------------------------------- null distributions
 NULL_DISTRIBUTION_KIND = "null_distribution"
 NULL_DISTRIBUTION_SCHEMA_VERSION = 1
 NULL_DISTRIBUTION_KEYS = (
-    "kind", "schema_version", "statistic", "observed", "null_mean", "null_p5", "null_p50", "null_p95", "n_draws",
-    "observed_percentile", "p_value", "matched", "seed", "null", "circuit", "task", "metric", "ablation",
-    "n_prompts", "n_clusters", "forward_passes", "seconds", "description",
+    "kind",
+    "schema_version",
+    "statistic",
+    "observed",
+    "null_mean",
+    "null_p5",
+    "null_p50",
+    "null_p95",
+    "n_draws",
+    "observed_percentile",
+    "p_value",
+    "matched",
+    "seed",
+    "null",
+    "circuit",
+    "task",
+    "metric",
+    "ablation",
+    "n_prompts",
+    "n_clusters",
+    "forward_passes",
+    "seconds",
+    "description",
 )
 
 
@@ -420,7 +509,7 @@ class NullDistribution:
         return copy.deepcopy({k: getattr(self, k) for k in NULL_DISTRIBUTION_KEYS})
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "NullDistribution":
+    def from_json(cls, data: Mapping[str, Any]) -> NullDistribution:
         """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, NULL_DISTRIBUTION_KEYS)
         return cls(**{k: data[k] for k in NULL_DISTRIBUTION_KEYS if k not in ("kind", "schema_version")})
@@ -430,9 +519,28 @@ class NullDistribution:
 FAITHFULNESS_CURVE_KIND = "faithfulness_curve"
 FAITHFULNESS_CURVE_SCHEMA_VERSION = 1
 FAITHFULNESS_CURVE_KEYS = (
-    "kind", "schema_version", "task", "method", "fractions", "sizes", "faithfulness_signed", "faithfulness_abs",
-    "cpr", "cmd", "cpr_log", "cmd_log", "n_components", "metric", "ablation", "n_prompts", "empty_metric",
-    "full_metric", "seed", "forward_passes", "seconds", "description",
+    "kind",
+    "schema_version",
+    "task",
+    "method",
+    "fractions",
+    "sizes",
+    "faithfulness_signed",
+    "faithfulness_abs",
+    "cpr",
+    "cmd",
+    "cpr_log",
+    "cmd_log",
+    "n_components",
+    "metric",
+    "ablation",
+    "n_prompts",
+    "empty_metric",
+    "full_metric",
+    "seed",
+    "forward_passes",
+    "seconds",
+    "description",
 )
 
 
@@ -485,7 +593,7 @@ class FaithfulnessCurve:
         return copy.deepcopy({k: getattr(self, k) for k in FAITHFULNESS_CURVE_KEYS})
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "FaithfulnessCurve":
+    def from_json(cls, data: Mapping[str, Any]) -> FaithfulnessCurve:
         """``to_json``'s inverse; a one-line ``ValueError`` for another kind, version or missing keys."""
         data = checked_json(data, cls.kind, cls.schema_version, FAITHFULNESS_CURVE_KEYS)
         return cls(**{k: data[k] for k in FAITHFULNESS_CURVE_KEYS if k not in ("kind", "schema_version")})

@@ -142,8 +142,11 @@ class ResultRecord:
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object: ``kind``, ``schema_version``, then every field (nested records as JSON)."""
-        return {"kind": self.kind, "schema_version": self.schema_version,
-                **{name: _encode(getattr(self, name)) for name in self.field_names()}}
+        return {
+            "kind": self.kind,
+            "schema_version": self.schema_version,
+            **{name: _encode(getattr(self, name)) for name in self.field_names()},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]):
@@ -152,8 +155,10 @@ class ResultRecord:
         data = checked_json(data, cls.kind, cls.schema_version, cls.json_keys())
         unknown = [k for k in data if k not in cls.json_keys()]
         if unknown:
-            raise ValueError(f"{cls.kind} record has unknown keys {unknown} (a {cls.kind!r} record has "
-                             f"{list(cls.json_keys())}; a new key needs a field and a schema_version bump)")
+            raise ValueError(
+                f"{cls.kind} record has unknown keys {unknown} (a {cls.kind!r} record has "
+                f"{list(cls.json_keys())}; a new key needs a field and a schema_version bump)"
+            )
         hints = cls._hints()
         return cls(**{name: _decode(hints[name], data[name]) for name in cls.field_names()})
 
@@ -201,8 +206,9 @@ class Behaviour(ResultRecord):
     smoke: bool
     templates: list[str]
     prefix: dict[str, Any]
-    rows: Annotated[Rows, Columns("task", "template", "direction", "n", "top1_accuracy", "p_correct", "logit_diff",
-                                  "prob_diff")]
+    rows: Annotated[
+        Rows, Columns("task", "template", "direction", "n", "top1_accuracy", "p_correct", "logit_diff", "prob_diff")
+    ]
     prefixes: dict[str, dict[str, Any]]
     prefix_rows: Annotated[Rows, Columns("task", "template", "direction", "prefix", "n", "top1_accuracy")]
 
@@ -382,8 +388,9 @@ class MlpAblation(ResultRecord):
     key_mlps: dict[str, list[str]]
     patch_within: str
     head_to_mlp: Annotated[Rows, Columns("sender", "receiver", "task", "effect")]
-    length_study: Annotated[dict[str, Any], Columns("task", "directions", "lengths", "n_prompts", "skipped",
-                                                    "mlp_effects")]
+    length_study: Annotated[
+        dict[str, Any], Columns("task", "directions", "lengths", "n_prompts", "skipped", "mlp_effects")
+    ]
 
 
 @dataclass(frozen=True)
@@ -518,8 +525,10 @@ class Knockout(ResultRecord):
     knockouts: Annotated[Rows, Columns("task", "condition", "kept_%", "copy")]
     categories: list[str]
     predictions: Annotated[Rows, Columns("task", "condition", "category")]
-    backups: Annotated[dict[str, Any], Columns("task", "threshold", "method", "rounds", "intact", "knocked_out",
-                                               "joins", "leaves", "membership")]
+    backups: Annotated[
+        dict[str, Any],
+        Columns("task", "threshold", "method", "rounds", "intact", "knocked_out", "joins", "leaves", "membership"),
+    ]
     compensation: HeadScores
     compensation_logit_diff: dict[str, Any]
     negative_heads: Rows
@@ -594,17 +603,44 @@ class Representations(ResultRecord):
     separability: Rows
     value_cosine: Annotated[dict[str, Any], Columns("formats", "values", "counts", "summary", "pairs")]
     next_direction: Annotated[dict[str, Any], Columns("pairs", "mean", "norms")]
-    headline: Annotated[dict[str, Any], Columns(
-        "center", "value_layer", "same_value_cosine", "diff_value_same_format_cosine", "diff_value_diff_format_cosine",
-        "n_depths", "next_layer", "next_cosine", "next_perm_q95", "next_above_baseline_layers", "order_first_layer",
-        "order_accuracy_last", "order_chance")]
+    headline: Annotated[
+        dict[str, Any],
+        Columns(
+            "center",
+            "value_layer",
+            "same_value_cosine",
+            "diff_value_same_format_cosine",
+            "diff_value_diff_format_cosine",
+            "n_depths",
+            "next_layer",
+            "next_cosine",
+            "next_perm_q95",
+            "next_above_baseline_layers",
+            "order_first_layer",
+            "order_accuracy_last",
+            "order_chance",
+        ),
+    ]
 
 
 #: Every result-record type of this module (the circuit file first, then by chapter).
 RESULT_RECORDS: tuple[type[ResultRecord], ...] = (
-    CircuitFile, Behaviour, SharedCircuits, SharedByThreshold, GreaterThanOverlap, GreaterThanThresholds,
-    DecreasingCircuits, StepKCircuits, MlpAblation, InductionOffsets, SuccessorHeads, EdgeCircuits, Robustness,
-    Knockout, ActivationEditing, Representations,
+    CircuitFile,
+    Behaviour,
+    SharedCircuits,
+    SharedByThreshold,
+    GreaterThanOverlap,
+    GreaterThanThresholds,
+    DecreasingCircuits,
+    StepKCircuits,
+    MlpAblation,
+    InductionOffsets,
+    SuccessorHeads,
+    EdgeCircuits,
+    Robustness,
+    Knockout,
+    ActivationEditing,
+    Representations,
 )
 
 
@@ -627,7 +663,7 @@ def read_record(path: str | Path, record_type: type[R]) -> R:
     path = Path(path)
     data = _read_json(path)
     try:
-        return getattr(record_type, "from_json")(data)
+        return typing.cast(Any, record_type).from_json(data)
     except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 
@@ -656,10 +692,17 @@ def read_circuits(path: str | Path) -> list[CircuitRecord]:
     elif isinstance(data, dict) and "kind" not in data and "circuits" in data:
         data = {"kind": CircuitFile.kind, "schema_version": CircuitFile.schema_version, **data}
     if not isinstance(data, dict) or data.get("kind") != CircuitFile.kind:
-        got = (repr(data["kind"]) if isinstance(data, dict) and "kind" in data else
-               "a JSON object without 'kind'" if isinstance(data, dict) else f"a JSON {type(data).__name__}")
-        raise BadFileError(f"{path} holds {got}; valid: a circuit file (kind 'circuit_file', as written by "
-                           "`seqcirc circuit`) or one circuit record (kind 'circuit')")
+        got = (
+            repr(data["kind"])
+            if isinstance(data, dict) and "kind" in data
+            else "a JSON object without 'kind'"
+            if isinstance(data, dict)
+            else f"a JSON {type(data).__name__}"
+        )
+        raise BadFileError(
+            f"{path} holds {got}; valid: a circuit file (kind 'circuit_file', as written by "
+            "`seqcirc circuit`) or one circuit record (kind 'circuit')"
+        )
     if not isinstance(data.get("circuits"), list) or not data["circuits"]:
         raise BadFileError(f"{path}: 'circuits' must be a non-empty list of circuit records")
     try:
@@ -677,10 +720,12 @@ def _check_circuit(path: Path, record: CircuitRecord) -> None:
 
     heads, mlps = record.heads, record.mlps
     pairs_ok = isinstance(heads, list) and all(
-        isinstance(h, list) and len(h) == 2 and all(isinstance(i, int) and i >= 0 for i in h) for h in heads)
+        isinstance(h, list) and len(h) == 2 and all(isinstance(i, int) and i >= 0 for i in h) for h in heads
+    )
     if not pairs_ok or not isinstance(mlps, list) or not all(isinstance(m, int) and m >= 0 for m in mlps):
-        raise BadFileError(f"{path}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] "
-                           "(non-negative integers)")
+        raise BadFileError(
+            f"{path}: 'heads' must be [[layer, head], ...] and 'mlps' [layer, ...] (non-negative integers)"
+        )
     if not isinstance(record.model, str) or not record.model.strip():
         raise BadFileError(f"{path}: 'model' must be a model spec string, e.g. smollm2-135m")
     for key, valid in (("ablation", [m.value for m in AblationMode]), ("metric", list(METRICS))):
@@ -694,11 +739,13 @@ def read_circuit(path: str | Path, threshold: float | None = None) -> CircuitRec
     records = read_circuits(path)
     if threshold is None:
         return min(records, key=lambda r: r.threshold)
-    found = next((r for r in records if isinstance(r.threshold, (int, float))
-                  and abs(r.threshold - threshold) < 1e-9), None)
+    found = next(
+        (r for r in records if isinstance(r.threshold, (int, float)) and abs(r.threshold - threshold) < 1e-9), None
+    )
     if found is None:
-        raise BadFileError(f"{path} has no circuit at threshold {threshold}; valid: "
-                           f"{', '.join(str(r.threshold) for r in records)}")
+        raise BadFileError(
+            f"{path} has no circuit at threshold {threshold}; valid: {', '.join(str(r.threshold) for r in records)}"
+        )
     return found
 
 
@@ -713,7 +760,7 @@ def read_result(path: str | Path, types: tuple[type, ...] = RESULT_RECORDS) -> A
     if record_type is None:
         return data
     try:
-        return getattr(record_type, "from_json")(data)
+        return typing.cast(Any, record_type).from_json(data)
     except (ValueError, TypeError, KeyError, BadFileError) as err:
         raise BadFileError(f"{path}: {' '.join(str(err).split())}") from None
 

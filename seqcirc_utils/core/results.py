@@ -110,8 +110,11 @@ def _walk(obj: Any, path: str = ""):
 def find_records(obj: Any, kind: str) -> list[tuple[str, dict]]:
     """``(json_path, record)`` for every typed record in ``obj`` (the file itself or a dict at any depth)
     whose ``"kind"`` is ``kind``; the path is ``"(top level)"`` for the file itself."""
-    return [(path or "(top level)", value) for path, value in _walk(obj)
-            if isinstance(value, dict) and value.get("kind") == kind]
+    return [
+        (path or "(top level)", value)
+        for path, value in _walk(obj)
+        if isinstance(value, dict) and value.get("kind") == kind
+    ]
 
 
 #: A result file name written by a notebook: a string literal ending in ``.json`` (f-string fields -> ``*``).

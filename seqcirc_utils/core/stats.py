@@ -91,8 +91,9 @@ def cluster_bootstrap_draws(n_clusters: int, n_resamples: int = N_RESAMPLES, see
     return bootstrap_indices(n_clusters, n_resamples, seed)
 
 
-def cluster_bootstrap_means(values: torch.Tensor, clusters, n_resamples: int = N_RESAMPLES,
-                            seed: int = 0) -> torch.Tensor:
+def cluster_bootstrap_means(
+    values: torch.Tensor, clusters, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> torch.Tensor:
     """Per-resample means of ``values`` under the cluster bootstrap.
 
     ``values``: ``[n]`` or ``[n_series, n]`` per-prompt values (several series are resampled with the
@@ -152,8 +153,9 @@ def cluster_bootstrap_ratio_ci(
     return _percentile_interval(1.0 - ratio if complement else ratio, level)
 
 
-def cluster_bootstrap_mean_ci(values: torch.Tensor, clusters, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                              level: float = LEVEL) -> tuple[float, float]:
+def cluster_bootstrap_mean_ci(
+    values: torch.Tensor, clusters, n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
     """Percentile cluster-bootstrap interval of ``mean(values)`` (``values`` ``[n]``, ``clusters`` ``n`` labels)."""
     return _percentile_interval(cluster_bootstrap_means(values, list(clusters), n_resamples, seed), level)
 

@@ -8,8 +8,9 @@ Every module speaks in these objects; strings are only for display and JSON.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 from seqcirc_utils.core.errors import ParameterError
 
@@ -106,9 +107,7 @@ class Circuit:
         return item in self.components
 
     @classmethod
-    def from_lists(
-        cls, heads: Iterable[Iterable[int]], mlps: Iterable[int], provenance: dict | None = None
-    ) -> "Circuit":
+    def from_lists(cls, heads: Iterable[Iterable[int]], mlps: Iterable[int], provenance: dict | None = None) -> Circuit:
         """Build from JSON-style ``heads=[[layer, head], ...]`` and ``mlps=[layer, ...]``."""
         comps = {head(int(l), int(h)) for l, h in heads} | {mlp(int(l)) for l in mlps}
         return cls(frozenset(comps), provenance)

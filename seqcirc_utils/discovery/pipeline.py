@@ -44,27 +44,43 @@ meaningless baseline (:func:`seqcirc_utils.scoring.ablation.check_baseline`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 
-from seqcirc_utils.scoring.ablation import Ablator, check_baseline
-from seqcirc_utils.scoring.greater_than import YEAR_MODES, ExactProbDiff
-from seqcirc_utils.models.loading import load_model
-from seqcirc_utils.discovery.pruning import PruningResult, check_thresholds, prune
+from seqcirc_utils.core.errors import BaselineError, ParameterError, SeqcircError, TooFewPromptsError
+from seqcirc_utils.core.options import SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.records import CIRCUIT_SCHEMA_VERSION, CircuitRecord
 from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
-from seqcirc_utils.core.stats import (CI_UNIT_SEQUENCE, LEVEL, N_RESAMPLES, cluster_bootstrap_mean_ci,
-                                     cluster_bootstrap_ratio_ci, n_clusters, ratio_of_means)
-from seqcirc_utils.tasks.datasets import (
-    GREATER_THAN, MIN_SEQUENCES_PER_ROLE, ROLE_SEED_OFFSET, Split, TaskDataset, TaskSpec, filter_to_correct, filter_to_year_continuation,
-    make_dataset, sequence_overlap,
+from seqcirc_utils.core.stats import (
+    CI_UNIT_SEQUENCE,
+    LEVEL,
+    N_RESAMPLES,
+    cluster_bootstrap_mean_ci,
+    cluster_bootstrap_ratio_ci,
+    n_clusters,
+    ratio_of_means,
 )
-from seqcirc_utils.core.options import SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.core.errors import BaselineError, ParameterError, SeqcircError, TooFewPromptsError
+from seqcirc_utils.discovery.pruning import PruningResult, check_thresholds, prune
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.scoring.ablation import Ablator, check_baseline
+from seqcirc_utils.scoring.greater_than import YEAR_MODES, ExactProbDiff
+from seqcirc_utils.tasks.datasets import (
+    GREATER_THAN,
+    MIN_SEQUENCES_PER_ROLE,
+    ROLE_SEED_OFFSET,
+    Split,
+    TaskDataset,
+    TaskSpec,
+    filter_to_correct,
+    filter_to_year_continuation,
+    make_dataset,
+    sequence_overlap,
+)
 
 SCHEMA_VERSION = CIRCUIT_SCHEMA_VERSION
 HELDOUT_SEED_OFFSET = 1000
@@ -96,8 +112,16 @@ def filter_kind(task: str, metric: str | None, filter_correct: bool = True) -> s
     return "year" if task == GREATER_THAN and resolve_metric(task, metric) == "prob_diff" else "correct"
 
 
-def discovery_dataset(model, model_name: str, task: str, filter_correct: bool = True, min_prompts: int = 8,
-                      metric: str | None = None, growth: Sequence[int] = (1,), **kwargs) -> TaskDataset:
+def discovery_dataset(
+    model,
+    model_name: str,
+    task: str,
+    filter_correct: bool = True,
+    min_prompts: int = 8,
+    metric: str | None = None,
+    growth: Sequence[int] = (1,),
+    **kwargs,
+) -> TaskDataset:
     """The dataset circuit discovery runs on: built with :func:`make_dataset`, then (by default) filtered.
 
     The filter (:func:`filter_kind`) is the paper's (the model gets the answer right: top-1 and
@@ -144,10 +168,19 @@ def build_or_skip(build: Callable[[str], T], names: Iterable[str]) -> tuple[dict
     return built, skipped
 
 
-def split_discovery_datasets(model, model_name: str, task: str, *, roles: Sequence[str] = SELECTION_ROLES,
-                             shares: Sequence[int] | None = None, seed: int = 0,
-                             min_sequences: int = MIN_SEQUENCES_PER_ROLE, min_prompts: int = 8,
-                             growth: Sequence[int] = DRAW_GROWTH, **kwargs) -> dict[str, TaskDataset]:
+def split_discovery_datasets(
+    model,
+    model_name: str,
+    task: str,
+    *,
+    roles: Sequence[str] = SELECTION_ROLES,
+    shares: Sequence[int] | None = None,
+    seed: int = 0,
+    min_sequences: int = MIN_SEQUENCES_PER_ROLE,
+    min_prompts: int = 8,
+    growth: Sequence[int] = DRAW_GROWTH,
+    **kwargs,
+) -> dict[str, TaskDataset]:
     """One filtered dataset per role of a sequence-disjoint split (:class:`Split` of ``roles``, seeded by
     ``seed``): ``{role: dataset}`` as :func:`discovery_dataset` builds it (role ``i`` drawn with ``seed + i *
     ROLE_SEED_OFFSET``, filtered, grown by ``growth`` when too few pass). No two roles share a sequence identity
@@ -157,8 +190,16 @@ def split_discovery_datasets(model, model_name: str, task: str, *, roles: Sequen
     out: dict[str, TaskDataset] = {}
     for i, role in enumerate(roles):
         split = Split(role, tuple(roles), tuple(shares) if shares is not None else None, seed, min_sequences)
-        out[role] = discovery_dataset(model, model_name, task, min_prompts=min_prompts, growth=growth,
-                                      seed=seed + i * ROLE_SEED_OFFSET, split=split, **kwargs)
+        out[role] = discovery_dataset(
+            model,
+            model_name,
+            task,
+            min_prompts=min_prompts,
+            growth=growth,
+            seed=seed + i * ROLE_SEED_OFFSET,
+            split=split,
+            **kwargs,
+        )
     names = list(out)
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
@@ -178,8 +219,9 @@ def faithfulness_parts(ablator: Ablator, circuit_values: torch.Tensor) -> tuple[
     return circuit_values - empty, full - empty
 
 
-def check_faithfulness_baseline(ablator: Ablator, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                                level: float = LEVEL) -> tuple[float, float]:
+def check_faithfulness_baseline(
+    ablator: Ablator, n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
     """Refuse a faithfulness denominator ``m(full) - m(empty)`` whose cluster-bootstrap interval (over
     sequence identities) includes 0 or lies on the wrong side (the full model must beat the empty
     circuit: a positive gap for logit/probability differences, a negative one for KL).
@@ -193,12 +235,19 @@ def check_faithfulness_baseline(ablator: Ablator, n_resamples: int = N_RESAMPLES
             f"faithfulness undefined: m(full) - m(empty) has {int(100 * level)} % interval [{lo:.4g}, {hi:.4g}] "
             f"({ablator.metric}, {spec.task}/{spec.template}, {len(ablator.dataset)} prompts from "
             f"{ablator.dataset.n_sequences} sequences); it must be {'negative' if sign < 0 else 'positive'} "
-            "and exclude 0 (use more sequences, another template, or the correct-answer filter)")
+            "and exclude 0 (use more sequences, another template, or the correct-answer filter)"
+        )
     return lo, hi
 
 
-def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int = N_RESAMPLES, seed: int = 0,
-                  level: float = LEVEL, faithfulness: bool = True) -> dict:
+def score_with_ci(
+    ablator: Ablator,
+    kept: Iterable[Component],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+    faithfulness: bool = True,
+) -> dict:
     """(Re)score the circuit ``kept`` on the ablator's dataset with cluster-bootstrap intervals.
 
     Returns ``{"score", "ci95", "circuit_metric", "full_metric", "n_prompts", "ci_unit", "n_clusters",
@@ -219,17 +268,27 @@ def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int 
     num, den = ablator.score_parts(kept)
     clusters = ablator.dataset.sequence_ids
     value = float(num.mean())
-    lo, hi = cluster_bootstrap_ratio_ci(num, den, clusters, n_resamples, seed, level,
-                                        complement=ablator.metric == "kl")
-    out = {"score": ablator.fraction_of_full(value), "ci95": [lo, hi], "circuit_metric": value,
-           "full_metric": ablator.full_metric, "n_prompts": len(ablator.dataset),
-           "ci_unit": CI_UNIT_SEQUENCE, "n_clusters": n_clusters(clusters),
-           "empty_metric": None, "faithfulness": None, "faithfulness_ci95": None}
+    lo, hi = cluster_bootstrap_ratio_ci(num, den, clusters, n_resamples, seed, level, complement=ablator.metric == "kl")
+    out = {
+        "score": ablator.fraction_of_full(value),
+        "ci95": [lo, hi],
+        "circuit_metric": value,
+        "full_metric": ablator.full_metric,
+        "n_prompts": len(ablator.dataset),
+        "ci_unit": CI_UNIT_SEQUENCE,
+        "n_clusters": n_clusters(clusters),
+        "empty_metric": None,
+        "faithfulness": None,
+        "faithfulness_ci95": None,
+    }
     if faithfulness:
         f_num, f_den = faithfulness_parts(ablator, num)
         f_lo, f_hi = cluster_bootstrap_ratio_ci(f_num, f_den, clusters, n_resamples, seed, level)
-        out |= {"empty_metric": float(ablator.empty_values().mean()),
-                "faithfulness": ratio_of_means(f_num, f_den), "faithfulness_ci95": [f_lo, f_hi]}
+        out |= {
+            "empty_metric": float(ablator.empty_values().mean()),
+            "faithfulness": ratio_of_means(f_num, f_den),
+            "faithfulness_ci95": [f_lo, f_hi],
+        }
     return out
 
 
@@ -237,8 +296,16 @@ def score_with_ci(ablator: Ablator, kept: Iterable[Component], n_resamples: int 
 FAITHFULNESS_KEYS = ("ci_unit", "n_clusters", "empty_metric", "faithfulness", "faithfulness_ci95")
 
 
-def score_dataset(model, info, dataset: TaskDataset, kept: Iterable[Component], ablation: str = "mean",
-                  metric: str | None = None, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+def score_dataset(
+    model,
+    info,
+    dataset: TaskDataset,
+    kept: Iterable[Component],
+    ablation: str = "mean",
+    metric: str | None = None,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Score a circuit on ``dataset`` with its own ablation means (a new :class:`Ablator`):
     :func:`score_with_ci`'s dict, plus ``exact_prob_diff`` for greater-than."""
     ablator = Ablator(model, info, dataset, mode=ablation, metric=resolve_metric(dataset.task, metric))
@@ -260,14 +327,22 @@ def greater_than_metric_fields(ablator: Ablator) -> dict:
     """``pruning_metric`` and ``metric_note`` of a greater-than record (what the score measures)."""
     groups = ablator.dataset.greater_than_groups or []
     if ablator.metric != "prob_diff":
-        return {"pruning_metric": ablator.metric,
-                "metric_note": f"pruned by {ablator.metric}; exact_prob_diff is the exact two-digit PD"}
+        return {
+            "pruning_metric": ablator.metric,
+            "metric_note": f"pruned by {ablator.metric}; exact_prob_diff is the exact two-digit PD",
+        }
     if len(groups) == 10:
-        return {"pruning_metric": "tens-digit prob_diff",
-                "metric_note": "years split into digit tokens: score is the tens-digit approximation of the PD "
-                               "(tie digit excluded); exact_prob_diff is the exact two-digit PD (" + YEAR_MODES["digit"] + ")"}
-    return {"pruning_metric": "prob_diff",
-            "metric_note": "years' two digits are one token: score is the exact two-digit PD (" + YEAR_MODES["two_digit"] + ")"}
+        return {
+            "pruning_metric": "tens-digit prob_diff",
+            "metric_note": "years split into digit tokens: score is the tens-digit approximation of the PD "
+            "(tie digit excluded); exact_prob_diff is the exact two-digit PD (" + YEAR_MODES["digit"] + ")",
+        }
+    return {
+        "pruning_metric": "prob_diff",
+        "metric_note": "years' two digits are one token: score is the exact two-digit PD ("
+        + YEAR_MODES["two_digit"]
+        + ")",
+    }
 
 
 def circuit_record(
@@ -292,22 +367,39 @@ def circuit_record(
     heads, mlps = Circuit(result.components).to_lists()
     spec = dataset.spec
     record = {
-        "model": dataset.model, "task": spec.task, "template": spec.template, "direction": spec.direction,
-        "seed": spec.seed, "threshold": result.threshold, "method": result.method,
-        "ablation": ablator.mode.value, "metric": ablator.metric, "heads": heads, "mlps": mlps,
-        "n_components": len(result.components), "score": result.score.score,
-        "full_metric": result.score.full_metric, "circuit_metric": result.score.circuit_metric,
-        "forward_passes": result.forward_passes, "seconds": result.seconds if seconds is None else seconds,
-        "n_prompts": len(dataset), "dataset": dataset.to_json(),
+        "model": dataset.model,
+        "task": spec.task,
+        "template": spec.template,
+        "direction": spec.direction,
+        "seed": spec.seed,
+        "threshold": result.threshold,
+        "method": result.method,
+        "ablation": ablator.mode.value,
+        "metric": ablator.metric,
+        "heads": heads,
+        "mlps": mlps,
+        "n_components": len(result.components),
+        "score": result.score.score,
+        "full_metric": result.score.full_metric,
+        "circuit_metric": result.score.circuit_metric,
+        "forward_passes": result.forward_passes,
+        "seconds": result.seconds if seconds is None else seconds,
+        "n_prompts": len(dataset),
+        "dataset": dataset.to_json(),
     }
     in_sample = score_with_ci(ablator, result.components, n_resamples, bootstrap_seed)
     record |= {
-        "kind": "circuit", "schema_version": SCHEMA_VERSION, "prefix": _prefix_mode(dataset), "filter": prompt_filter,
-        "order": getattr(result, "order", None), "minimal": getattr(result, "minimal", None),
+        "kind": "circuit",
+        "schema_version": SCHEMA_VERSION,
+        "prefix": _prefix_mode(dataset),
+        "filter": prompt_filter,
+        "order": getattr(result, "order", None),
+        "minimal": getattr(result, "minimal", None),
         "removable_left": getattr(result, "removable_left", 0),
         "score_ci95": in_sample["ci95"],
         "bootstrap": {"n_resamples": n_resamples, "seed": bootstrap_seed, "level": LEVEL},
-        "heldout": heldout, "heldout_dataset": heldout_dataset.to_json() if heldout_dataset is not None else None,
+        "heldout": heldout,
+        "heldout_dataset": heldout_dataset.to_json() if heldout_dataset is not None else None,
         "n_sequences": dataset.n_sequences,
     }
     record |= {key: in_sample[key] for key in FAITHFULNESS_KEYS}
@@ -318,8 +410,9 @@ def circuit_record(
     return CircuitRecord.from_json(record)
 
 
-def split_pair(split: str, seed: int, shares: Sequence[int] | None = None,
-               min_sequences: int = MIN_SEQUENCES_PER_ROLE) -> tuple[Split | None, Split | None]:
+def split_pair(
+    split: str, seed: int, shares: Sequence[int] | None = None, min_sequences: int = MIN_SEQUENCES_PER_ROLE
+) -> tuple[Split | None, Split | None]:
     """The discovery and held-out :class:`Split` of ``split`` mode (:data:`SPLIT_MODES`): ``"disjoint"``
     gives the two sides of one partition seeded by ``seed`` (``shares`` = discovery : held-out sizes);
     ``"resampled"`` gives ``(None, None)`` (both drawn from the whole space; records label it)."""
@@ -332,10 +425,21 @@ def split_pair(split: str, seed: int, shares: Sequence[int] | None = None,
 
 
 def heldout_scores(
-    model, info, model_name: str, task: str, circuits: Sequence[Iterable[Component]], *,
-    seed: int, ablation: str = "mean", metric: str | None = None, filter_correct: bool = True,
-    min_prompts: int = 8, n_resamples: int = N_RESAMPLES, bootstrap_seed: int = 0,
-    discovery: TaskDataset | None = None, **dataset_kwargs,
+    model,
+    info,
+    model_name: str,
+    task: str,
+    circuits: Sequence[Iterable[Component]],
+    *,
+    seed: int,
+    ablation: str = "mean",
+    metric: str | None = None,
+    filter_correct: bool = True,
+    min_prompts: int = 8,
+    n_resamples: int = N_RESAMPLES,
+    bootstrap_seed: int = 0,
+    discovery: TaskDataset | None = None,
+    **dataset_kwargs,
 ) -> tuple[list[dict], TaskDataset]:
     """Score each circuit on a fresh dataset drawn with ``seed`` (the other dataset options as given,
     ``split=`` the held-out role of a :class:`Split` for a sequence-disjoint set), filtered as discovery
@@ -349,8 +453,17 @@ def heldout_scores(
     discovery dataset is given). Raises like discovery when the held-out baseline is meaningless.
     """
     metric = resolve_metric(task, metric)
-    ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
-                           metric=metric, seed=seed, growth=DRAW_GROWTH, **dataset_kwargs)
+    ds = discovery_dataset(
+        model,
+        model_name,
+        task,
+        filter_correct=filter_correct,
+        min_prompts=min_prompts,
+        metric=metric,
+        seed=seed,
+        growth=DRAW_GROWTH,
+        **dataset_kwargs,
+    )
     label = "resampled" if dataset_kwargs.get("split") is None else "disjoint"
     overlap = sequence_overlap(discovery, ds) if discovery is not None else None
     if label == "disjoint" and overlap:
@@ -362,9 +475,17 @@ def heldout_scores(
     for kept in circuits:
         kept = list(kept)
         scored = score_with_ci(ablator, kept, n_resamples, bootstrap_seed)
-        entry = {"seed": seed, "n_prompts": len(ds), "score": scored["score"], "ci95": scored["ci95"],
-                 "full_metric": scored["full_metric"], "circuit_metric": scored["circuit_metric"],
-                 "split": label, "n_sequences": ds.n_sequences, "overlap": overlap}
+        entry = {
+            "seed": seed,
+            "n_prompts": len(ds),
+            "score": scored["score"],
+            "ci95": scored["ci95"],
+            "full_metric": scored["full_metric"],
+            "circuit_metric": scored["circuit_metric"],
+            "split": label,
+            "n_sequences": ds.n_sequences,
+            "overlap": overlap,
+        }
         entry |= {key: scored[key] for key in FAITHFULNESS_KEYS}
         if exact is not None:
             entry["exact_prob_diff"] = exact.score(kept, n_resamples, bootstrap_seed)
@@ -421,17 +542,35 @@ def discover(
     thresholds = check_thresholds(thresholds)
     metric = resolve_metric(task, metric)
     if {"seed", "split"} & set(heldout_options or {}):
-        raise ParameterError("heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
-                             "and the split with split='disjoint'|'resampled'")
+        raise ParameterError(
+            "heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
+            "and the split with split='disjoint'|'resampled'"
+        )
     discovery_split, heldout_split = split_pair(split, dataset_kwargs.get("seed", 0), split_shares, min_sequences)
-    ds = discovery_dataset(model, model_name, task, filter_correct=filter_correct, min_prompts=min_prompts,
-                           metric=metric, growth=DRAW_GROWTH, split=discovery_split, **dataset_kwargs)
+    ds = discovery_dataset(
+        model,
+        model_name,
+        task,
+        filter_correct=filter_correct,
+        min_prompts=min_prompts,
+        metric=metric,
+        growth=DRAW_GROWTH,
+        split=discovery_split,
+        **dataset_kwargs,
+    )
     t0 = time.perf_counter()
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, model_name)
     check_faithfulness_baseline(ablator, n_resamples, bootstrap_seed)
-    results = prune(ablator, thresholds, method=method, progress=progress, order=order, minimal=minimal,
-                    max_refine_passes=max_refine_passes)
+    results = prune(
+        ablator,
+        thresholds,
+        method=method,
+        progress=progress,
+        order=order,
+        minimal=minimal,
+        max_refine_passes=max_refine_passes,
+    )
     setup_seconds = time.perf_counter() - t0 - sum(r.seconds for r in results)
     ho_dicts: list[dict | None] = [None] * len(results)
     ho_ds = None
@@ -439,15 +578,38 @@ def discover(
         seed = dataset_kwargs.pop("seed", 0)
         ho_seed = seed + HELDOUT_SEED_OFFSET if heldout_seed is None else heldout_seed
         ho_dicts, ho_ds = heldout_scores(
-            model, info, model_name, task, [r.components for r in results], seed=ho_seed, ablation=ablation,
-            metric=metric, filter_correct=filter_correct, min_prompts=min_prompts, n_resamples=n_resamples,
-            bootstrap_seed=bootstrap_seed, discovery=ds, split=heldout_split,
-            **(dataset_kwargs | dict(heldout_options or {})))
+            model,
+            info,
+            model_name,
+            task,
+            [r.components for r in results],
+            seed=ho_seed,
+            ablation=ablation,
+            metric=metric,
+            filter_correct=filter_correct,
+            min_prompts=min_prompts,
+            n_resamples=n_resamples,
+            bootstrap_seed=bootstrap_seed,
+            discovery=ds,
+            split=heldout_split,
+            **(dataset_kwargs | dict(heldout_options or {})),
+        )
     exact = ExactProbDiff(ablator) if task == GREATER_THAN else None
     kind = filter_kind(task, metric, filter_correct)
-    records = [circuit_record(r, ds, ablator, heldout=h, heldout_dataset=ho_ds, exact=exact, prompt_filter=kind,
-                              n_resamples=n_resamples, bootstrap_seed=bootstrap_seed)
-               for r, h in zip(results, ho_dicts)]
+    records = [
+        circuit_record(
+            r,
+            ds,
+            ablator,
+            heldout=h,
+            heldout_dataset=ho_ds,
+            exact=exact,
+            prompt_filter=kind,
+            n_resamples=n_resamples,
+            bootstrap_seed=bootstrap_seed,
+        )
+        for r, h in zip(results, ho_dicts)
+    ]
     records[0] = records[0].with_extra(setup_seconds=setup_seconds)
     return records, ds, ablator
 
@@ -472,9 +634,24 @@ def find_circuits(
 ) -> list[CircuitRecord]:
     """Load ``model_spec`` and find nested circuits for each threshold (see :func:`discover`)."""
     model, info = load_model(model_spec, device=device)
-    records, _, _ = discover(model, info, model_spec, task, thresholds, method, ablation, metric,
-                             filter_correct, progress, heldout=heldout, order=order, minimal=minimal,
-                             max_refine_passes=max_refine_passes, split=split, **dataset_kwargs)
+    records, _, _ = discover(
+        model,
+        info,
+        model_spec,
+        task,
+        thresholds,
+        method,
+        ablation,
+        metric,
+        filter_correct,
+        progress,
+        heldout=heldout,
+        order=order,
+        minimal=minimal,
+        max_refine_passes=max_refine_passes,
+        split=split,
+        **dataset_kwargs,
+    )
     return records
 
 
@@ -484,6 +661,7 @@ def score_columns(record: Mapping) -> dict:
     heldout_sequences, heldout_split``, then the normalised faithfulness beside them (schema 3): ``faithfulness_%,
     faithfulness_ci95, heldout_faithfulness_%, heldout_faithfulness_ci95`` (held-out columns NaN / empty when the
     record has none; faithfulness columns and sequence counts of older records NaN / None)."""
+
     def interval(ci) -> str:
         return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
 
@@ -491,15 +669,20 @@ def score_columns(record: Mapping) -> dict:
         return 100 * value if value is not None else float("nan")
 
     held = record.get("heldout") or {}
-    return {"score_%": 100 * record["score"], "score_ci95": interval(record.get("score_ci95")),
-            "sequences": record.get("n_sequences"),
-            "heldout_%": 100 * held["score"] if held else float("nan"), "heldout_ci95": interval(held.get("ci95")),
-            "heldout_prompts": held.get("n_prompts"), "heldout_sequences": held.get("n_sequences"),
-            "heldout_split": held.get("split"),
-            "faithfulness_%": percent(record.get("faithfulness")),
-            "faithfulness_ci95": interval(record.get("faithfulness_ci95")),
-            "heldout_faithfulness_%": percent(held.get("faithfulness")),
-            "heldout_faithfulness_ci95": interval(held.get("faithfulness_ci95"))}
+    return {
+        "score_%": 100 * record["score"],
+        "score_ci95": interval(record.get("score_ci95")),
+        "sequences": record.get("n_sequences"),
+        "heldout_%": 100 * held["score"] if held else float("nan"),
+        "heldout_ci95": interval(held.get("ci95")),
+        "heldout_prompts": held.get("n_prompts"),
+        "heldout_sequences": held.get("n_sequences"),
+        "heldout_split": held.get("split"),
+        "faithfulness_%": percent(record.get("faithfulness")),
+        "faithfulness_ci95": interval(record.get("faithfulness_ci95")),
+        "heldout_faithfulness_%": percent(held.get("faithfulness")),
+        "heldout_faithfulness_ci95": interval(held.get("faithfulness_ci95")),
+    }
 
 
 def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:

@@ -39,18 +39,18 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, CircuitScore
-from seqcirc_utils.scoring.attribution import attribution_scores
 from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS, PruneMethod, SweepOrder  # noqa: F401
 from seqcirc_utils.core.types import Circuit, Component, sort_components
+from seqcirc_utils.scoring.ablation import Ablator, CircuitScore
+from seqcirc_utils.scoring.attribution import attribution_scores
 
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
 
@@ -61,7 +61,9 @@ def check_thresholds(thresholds: Iterable[float]) -> list[float]:
     for t in thresholds:
         t = float(t)
         if not 0 < t <= 1:
-            raise ParameterError(f"threshold {t} outside (0, 1]; thresholds are fractions of the full model's metric, e.g. 0.8")
+            raise ParameterError(
+                f"threshold {t} outside (0, 1]; thresholds are fractions of the full model's metric, e.g. 0.8"
+            )
         out.append(t)
     if not out:
         raise ParameterError("give at least one threshold in (0, 1]")
@@ -188,9 +190,18 @@ def sweep_prune(
                     removed.append(c)
         kept = state.kept
         score = ablator.score(kept)
-        results.append(PruningResult(threshold, frozenset(kept), score, "sweep",
-                                     ablator.forward_passes - passes0, time.perf_counter() - t0, removed,
-                                     order=order if isinstance(order, str) else CUSTOM))
+        results.append(
+            PruningResult(
+                threshold,
+                frozenset(kept),
+                score,
+                "sweep",
+                ablator.forward_passes - passes0,
+                time.perf_counter() - t0,
+                removed,
+                order=order if isinstance(order, str) else CUSTOM,
+            )
+        )
     return results
 
 
@@ -344,13 +355,25 @@ def fast_prune(
         is_minimal, removable_left = None, 0
         if minimal:
             kept, refined, is_minimal, removable_left = refine_to_minimal(
-                ablator, kept, threshold, order[lo:], max_refine_passes, progress)
+                ablator, kept, threshold, order[lo:], max_refine_passes, progress
+            )
             removed += refined
         score = ablator.score(kept)
         current = score.circuit_metric  # the next (lower) threshold starts from this circuit's score
-        results.append(PruningResult(threshold, frozenset(kept), score, "fast",
-                                     ablator.forward_passes - p0, time.perf_counter() - t0, removed,
-                                     order=None, minimal=is_minimal, removable_left=removable_left))
+        results.append(
+            PruningResult(
+                threshold,
+                frozenset(kept),
+                score,
+                "fast",
+                ablator.forward_passes - p0,
+                time.perf_counter() - t0,
+                removed,
+                order=None,
+                minimal=is_minimal,
+                removable_left=removable_left,
+            )
+        )
     return results
 
 
@@ -399,7 +422,13 @@ def order_study(
         results.append(sweep_prune(ablator, [threshold], order=order, progress=False)[0])
     rows = []
     for c in ablator.info.components:
-        rows.append({"component": str(c), "kind": c.kind, "layer": c.layer,
-                     "survival": sum(c in r.components for r in results) / len(results)})
+        rows.append(
+            {
+                "component": str(c),
+                "kind": c.kind,
+                "layer": c.layer,
+                "survival": sum(c in r.components for r in results) / len(results),
+            }
+        )
     table = pd.DataFrame(rows).sort_values(["survival", "layer"], ascending=[False, True]).reset_index(drop=True)
     return table, results

@@ -20,16 +20,16 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-from typing import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 
 import pandas as pd
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, AblatorCache
+from seqcirc_utils.core.types import Circuit, Component, sort_components
 from seqcirc_utils.discovery.pipeline import score_with_ci
 from seqcirc_utils.models.loading import ModelInfo
+from seqcirc_utils.scoring.ablation import Ablator, AblatorCache
 from seqcirc_utils.tasks.datasets import TaskDataset
-from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 Circuits = Mapping[str, frozenset[Component]]
 
@@ -48,9 +48,18 @@ def overlap_table(circuits: Circuits, kind: str | None = None) -> pd.DataFrame:
     for a, b in itertools.combinations(circuits, 2):
         sa, sb = _only(circuits[a], kind), _only(circuits[b], kind)
         inter, union = sa & sb, sa | sb
-        rows.append({"a": a, "b": b, "size_a": len(sa), "size_b": len(sb), "intersection": len(inter),
-                     "union": len(union), "jaccard": len(inter) / len(union) if union else 1.0,
-                     "shared": " ".join(map(str, sort_components(inter)))})
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "size_a": len(sa),
+                "size_b": len(sb),
+                "intersection": len(inter),
+                "union": len(union),
+                "jaccard": len(inter) / len(union) if union else 1.0,
+                "shared": " ".join(map(str, sort_components(inter))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -63,13 +72,19 @@ def shared_components(circuits: Circuits, kind: str | None = None) -> list[Compo
 def membership_matrix(circuits: Circuits) -> pd.DataFrame:
     """Boolean table: one row per component in any circuit, one column per circuit (for upset/Venn charts)."""
     every = sort_components(set().union(*circuits.values()))
-    return pd.DataFrame({name: [c in comps for c in every] for name, comps in circuits.items()},
-                        index=[str(c) for c in every])
+    return pd.DataFrame(
+        {name: [c in comps for c in every] for name, comps in circuits.items()}, index=[str(c) for c in every]
+    )
 
 
 def cross_task_scores(
-    model, info: ModelInfo, circuits: Circuits, datasets: Mapping[str, TaskDataset], mode: str = "mean",
-    metric: str | None = None, ablators: AblatorCache | None = None,
+    model,
+    info: ModelInfo,
+    circuits: Circuits,
+    datasets: Mapping[str, TaskDataset],
+    mode: str = "mean",
+    metric: str | None = None,
+    ablators: AblatorCache | None = None,
 ) -> pd.DataFrame:
     """Score every circuit on every task's data: rows = circuit's task, columns = data's task.
 
@@ -87,8 +102,13 @@ def cross_task_scores(
 
 
 def analogous_ablation(
-    model, info: ModelInfo, dataset: TaskDataset, sub_circuit: Iterable[Component],
-    within: Iterable[Component] | None = None, mode: str = "mean", metric: str | None = None,
+    model,
+    info: ModelInfo,
+    dataset: TaskDataset,
+    sub_circuit: Iterable[Component],
+    within: Iterable[Component] | None = None,
+    mode: str = "mean",
+    metric: str | None = None,
     ablators: AblatorCache | None = None,
 ) -> dict:
     """Ablate ``sub_circuit`` (e.g. the greater-than heads) inside another task.
@@ -107,8 +127,11 @@ def analogous_ablation(
 
 
 def matched_random_heads(
-    info: ModelInfo, sub_circuit: Iterable[Component], within: Iterable[Component] | None = None,
-    n_samples: int = 5, seed: int = 0,
+    info: ModelInfo,
+    sub_circuit: Iterable[Component],
+    within: Iterable[Component] | None = None,
+    n_samples: int = 5,
+    seed: int = 0,
 ) -> list[list[Component]]:
     """Random head sets to compare an analogous ablation of ``sub_circuit``'s heads against.
 
@@ -140,13 +163,16 @@ def overlap_by_threshold(circuits: Mapping[float, Circuits], kind: str | None = 
     """
     frames = [overlap_table(c, kind).assign(threshold=t) for t, c in circuits.items()]
     if not frames:
-        return pd.DataFrame(columns=["threshold", "a", "b", "size_a", "size_b", "intersection", "union", "jaccard",
-                                     "shared"])
+        return pd.DataFrame(
+            columns=["threshold", "a", "b", "size_a", "size_b", "intersection", "union", "jaccard", "shared"]
+        )
     out = pd.concat(frames, ignore_index=True)
     return out[["threshold", *[c for c in out.columns if c != "threshold"]]]
 
 
-def shared_by_threshold(circuits: Mapping[float, Circuits], kind: str | None = None) -> dict[float, frozenset[Component]]:
+def shared_by_threshold(
+    circuits: Mapping[float, Circuits], kind: str | None = None
+) -> dict[float, frozenset[Component]]:
     """``{threshold: components kept by every task's circuit at that threshold}`` (:func:`shared_components`)."""
     return {t: frozenset(shared_components(c, kind)) for t, c in circuits.items()}
 
@@ -167,8 +193,10 @@ def same_different(reference: Iterable[Component], circuits: Mapping[Hashable, I
             return SAME if c in s else DROPPED
         return ADDED if c in s else ""
 
-    return pd.DataFrame({k: [status(c, s) for c in every] for k, s in sets.items()},
-                        index=pd.Index([str(c) for c in every], name="component"))
+    return pd.DataFrame(
+        {k: [status(c, s) for c in every] for k, s in sets.items()},
+        index=pd.Index([str(c) for c in every], name="component"),
+    )
 
 
 def same_different_counts(table: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +212,11 @@ def same_different_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def random_circuits(
-    info: ModelInfo, components: Iterable[Component], n_samples: int = 5, seed: int = 0, match: str = "kind",
+    info: ModelInfo,
+    components: Iterable[Component],
+    n_samples: int = 5,
+    seed: int = 0,
+    match: str = "kind",
 ) -> list[frozenset[Component]]:
     """``n_samples`` random circuits matched to ``components`` (seeded: same arguments, same circuits).
 
@@ -260,8 +292,10 @@ def score_against_random(
     scorers = {d: _Scores(ab, n_resamples, seed) for d, ab in ablators.items()}
     random_on = set(ablators) if random_on is None else set(random_on)
     if random_on - set(ablators):
-        raise ParameterError(f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
-                             f"{[str(d) for d in ablators]}")
+        raise ParameterError(
+            f"random_on {sorted(map(str, random_on - set(ablators)))} not among the data labels "
+            f"{[str(d) for d in ablators]}"
+        )
     rows = []
     for i, (label, comps) in enumerate(circuits.items()):
         comps = frozenset(comps)
@@ -269,21 +303,32 @@ def score_against_random(
         for d, score in scorers.items():
             own = score(comps, with_ci=True)
             rand = [score(r)["score"] for r in randoms] if d in random_on else []
-            rows.append({
-                "circuit": label, "data": d, "heads": sum(c.is_head for c in comps),
-                "mlps": sum(c.is_mlp for c in comps), "score": own["score"], "ci_lo": own["ci95"][0],
-                "ci_hi": own["ci95"][1],
-                "random_mean": statistics.fmean(rand) if rand else float("nan"),
-                "random_min": min(rand, default=float("nan")), "random_max": max(rand, default=float("nan")),
-                "random_sd": statistics.pstdev(rand) if rand else float("nan"), "n_random": len(rand),
-                "beats_random": bool(rand) and own["score"] > max(rand),
-                "components": " ".join(map(str, sort_components(comps))),
-            })
+            rows.append(
+                {
+                    "circuit": label,
+                    "data": d,
+                    "heads": sum(c.is_head for c in comps),
+                    "mlps": sum(c.is_mlp for c in comps),
+                    "score": own["score"],
+                    "ci_lo": own["ci95"][0],
+                    "ci_hi": own["ci95"][1],
+                    "random_mean": statistics.fmean(rand) if rand else float("nan"),
+                    "random_min": min(rand, default=float("nan")),
+                    "random_max": max(rand, default=float("nan")),
+                    "random_sd": statistics.pstdev(rand) if rand else float("nan"),
+                    "n_random": len(rand),
+                    "beats_random": bool(rand) and own["score"] > max(rand),
+                    "components": " ".join(map(str, sort_components(comps))),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def ablation_vs_random(
-    ablator: Ablator, sub_circuit: Iterable[Component], n_random: int = 5, seed: int = 0,
+    ablator: Ablator,
+    sub_circuit: Iterable[Component],
+    n_random: int = 5,
+    seed: int = 0,
 ) -> dict:
     """Ablate ``sub_circuit``'s heads from the full model on ``ablator``'s data, and as many random heads.
 
@@ -294,14 +339,28 @@ def ablation_vs_random(
     """
     heads = sort_components(c for c in sub_circuit if c.is_head)
     score = ablator.score_ablated(heads) if heads else 1.0
-    drops = [1.0 - (ablator.score_ablated(r) if r else 1.0)
-             for r in matched_random_heads(ablator.info, heads, None, n_random, seed)] if heads else []
-    return {"n_ablated": len(heads), "score": score, "drop": 1.0 - score, "random_drops": drops,
-            "random_drop": statistics.fmean(drops) if drops else (0.0 if not heads else float("nan"))}
+    drops = (
+        [
+            1.0 - (ablator.score_ablated(r) if r else 1.0)
+            for r in matched_random_heads(ablator.info, heads, None, n_random, seed)
+        ]
+        if heads
+        else []
+    )
+    return {
+        "n_ablated": len(heads),
+        "score": score,
+        "drop": 1.0 - score,
+        "random_drops": drops,
+        "random_drop": statistics.fmean(drops) if drops else (0.0 if not heads else float("nan")),
+    }
 
 
 def sharing_by_threshold(
-    levels: Mapping[float, Circuits], ablators: Mapping[str, Ablator], reference: str, n_random: int = 5,
+    levels: Mapping[float, Circuits],
+    ablators: Mapping[str, Ablator],
+    reference: str,
+    n_random: int = 5,
     seed: int = 0,
 ) -> pd.DataFrame:
     """How each task's circuit shares with the ``reference`` task's circuit (e.g. greater-than), per threshold.
@@ -332,15 +391,23 @@ def sharing_by_threshold(
             comps = set(comps)
             ref_h, task_h = _only(ref, "head"), _only(comps, "head")
             a, b = ablate(task, ref), ablate(reference, comps)
-            rows.append({
-                "threshold": t, "task": task, "reference_size": len(ref), "task_size": len(comps),
-                "shared_heads": len(ref_h & task_h), "shared_components": len(ref & comps),
-                "head_jaccard": len(ref_h & task_h) / len(ref_h | task_h) if ref_h | task_h else 1.0,
-                "jaccard": len(ref & comps) / len(ref | comps) if ref | comps else 1.0,
-                "shared": " ".join(map(str, sort_components(ref_h & task_h))),
-                "ref_in_task_drop": a["drop"], "ref_in_task_random": a["random_drop"],
-                "task_in_ref_drop": b["drop"], "task_in_ref_random": b["random_drop"],
-            })
+            rows.append(
+                {
+                    "threshold": t,
+                    "task": task,
+                    "reference_size": len(ref),
+                    "task_size": len(comps),
+                    "shared_heads": len(ref_h & task_h),
+                    "shared_components": len(ref & comps),
+                    "head_jaccard": len(ref_h & task_h) / len(ref_h | task_h) if ref_h | task_h else 1.0,
+                    "jaccard": len(ref & comps) / len(ref | comps) if ref | comps else 1.0,
+                    "shared": " ".join(map(str, sort_components(ref_h & task_h))),
+                    "ref_in_task_drop": a["drop"],
+                    "ref_in_task_random": a["random_drop"],
+                    "task_in_ref_drop": b["drop"],
+                    "task_in_ref_random": b["random_drop"],
+                }
+            )
     return pd.DataFrame(rows)
 
 

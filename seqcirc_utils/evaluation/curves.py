@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -62,8 +62,12 @@ def curve_areas(fractions: Sequence[float], signed: Sequence[float], absolute: S
     gap = np.abs(1.0 - np.asarray(absolute, dtype=float))
     logx = np.log10(x)
     width = logx[-1] - logx[0]
-    return {"cpr": _trapezoid(signed, x), "cmd": _trapezoid(gap, x),
-            "cpr_log": _trapezoid(signed, logx) / width, "cmd_log": _trapezoid(gap, logx) / width}
+    return {
+        "cpr": _trapezoid(signed, x),
+        "cmd": _trapezoid(gap, x),
+        "cpr_log": _trapezoid(signed, logx) / width,
+        "cmd_log": _trapezoid(gap, logx) / width,
+    }
 
 
 def circuit_sizes(n_components: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:
@@ -99,8 +103,9 @@ def attribution_node_scores(ablator: Ablator, ig_steps: int = 3) -> dict[Compone
     return {by_name[name]: -float(value) for name, value in attr.items()}
 
 
-def eap_ig_node_scores(ablator: Ablator, ig_steps: int = 5, attributions: Mapping | None = None
-                       ) -> dict[Component, float]:
+def eap_ig_node_scores(
+    ablator: Ablator, ig_steps: int = 5, attributions: Mapping | None = None
+) -> dict[Component, float]:
     """EAP-IG node scores: per component, minus the sum of the attributions of every edge it sends or
     receives (:func:`~seqcirc_utils.discovery.edges.attribution.edge_attribution` over the full model,
     ``ig_steps`` steps; metric units, positive = its edges help). ``attributions``: reuse ``{Edge: value}``."""
@@ -148,7 +153,9 @@ def faithfulness_curve(
     components = list(ablator.info.components)
     missing = [str(c) for c in components if c not in scores]
     if missing:
-        raise ParameterError(f"the ranking lacks {len(missing)} components (e.g. {missing[:3]}); score every head and MLP")
+        raise ParameterError(
+            f"the ranking lacks {len(missing)} components (e.g. {missing[:3]}); score every head and MLP"
+        )
     scores = {c: float(scores[c]) for c in components}
     t0, p0 = time.perf_counter(), ablator.forward_passes
     sizes = circuit_sizes(len(components), fractions)
@@ -163,9 +170,21 @@ def faithfulness_curve(
     f_signed, f_abs = [f[s] for s in sets_signed], [f[s] for s in sets_abs]
     spec = ablator.dataset.spec
     return FaithfulnessCurve(
-        task=spec.task, method=method, fractions=[float(x) for x in fractions], sizes=sizes,
-        faithfulness_signed=f_signed, faithfulness_abs=f_abs, **curve_areas(fractions, f_signed, f_abs),
-        n_components=len(components), metric=ablator.metric, ablation=ablator.mode.value,
-        n_prompts=len(ablator.dataset), empty_metric=float(ablator.empty_values().mean()),
-        full_metric=float(ablator.full_metric), seed=seed, forward_passes=ablator.forward_passes - p0,
-        seconds=time.perf_counter() - t0, description=description)
+        task=spec.task,
+        method=method,
+        fractions=[float(x) for x in fractions],
+        sizes=sizes,
+        faithfulness_signed=f_signed,
+        faithfulness_abs=f_abs,
+        **curve_areas(fractions, f_signed, f_abs),
+        n_components=len(components),
+        metric=ablator.metric,
+        ablation=ablator.mode.value,
+        n_prompts=len(ablator.dataset),
+        empty_metric=float(ablator.empty_values().mean()),
+        full_metric=float(ablator.full_metric),
+        seed=seed,
+        forward_passes=ablator.forward_passes - p0,
+        seconds=time.perf_counter() - t0,
+        description=description,
+    )

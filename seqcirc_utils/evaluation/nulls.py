@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import AblationMode
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.stats import n_clusters
-from seqcirc_utils.core.options import AblationMode
 from seqcirc_utils.core.types import Component, head, mlp, sort_components
 from seqcirc_utils.discovery.pipeline import check_faithfulness_baseline
 from seqcirc_utils.models.forward import final_logits
@@ -80,7 +80,11 @@ def _draw_mlps(rng: random.Random, layers: Sequence[int], pool: Sequence[Compone
 
 
 def matched_random_circuits(
-    info: ModelInfo, circuit: Iterable[Component], n_draws: int = N_DRAWS, seed: int = 0, mlp_window: int = 1,
+    info: ModelInfo,
+    circuit: Iterable[Component],
+    n_draws: int = N_DRAWS,
+    seed: int = 0,
+    mlp_window: int = 1,
     exclude_own: bool = False,
 ) -> list[frozenset[Component]]:
     """``n_draws`` random circuits matched to ``circuit`` per layer (see the module docstring), seeded.
@@ -118,9 +122,13 @@ def matched_random_circuits(
 def matching_description(circuit: Iterable[Component], mlp_window: int = 1, exclude_own: bool = False) -> dict:
     """What :func:`matched_random_circuits` keeps of ``circuit`` (the record's ``matched``)."""
     circuit = list(circuit)
-    return {"heads_per_layer": {str(k): v for k, v in heads_per_layer(circuit).items()},
-            "n_mlps": sum(c.is_mlp for c in circuit), "mlp_layers": sorted(c.layer for c in circuit if c.is_mlp),
-            "mlp_window": mlp_window, "exclude_own": exclude_own}
+    return {
+        "heads_per_layer": {str(k): v for k, v in heads_per_layer(circuit).items()},
+        "n_mlps": sum(c.is_mlp for c in circuit),
+        "mlp_layers": sorted(c.layer for c in circuit if c.is_mlp),
+        "mlp_window": mlp_window,
+        "exclude_own": exclude_own,
+    }
 
 
 # --------------------------------------------------------------------------- batched scoring
@@ -128,6 +136,7 @@ def matching_description(circuit: Iterable[Component], mlp_window: int = 1, excl
 
 def _batched_hook(masks: torch.Tensor, value: torch.Tensor, copies: int, resample: bool) -> Callable:
     """Replace activations ``[copies * n, pos, ...]`` where ``masks`` ``[copies * n, pos, ...]`` is True."""
+
     def hook(act: torch.Tensor, hook=None) -> torch.Tensor:  # noqa: ARG001 - TransformerLens signature
         v = value.to(act.device, act.dtype)
         if resample:
@@ -164,9 +173,13 @@ def _masks(ablator: Ablator, kept_sets: Sequence[frozenset[Component]]) -> dict[
     return out
 
 
-def circuit_metric_values(ablator: Ablator, kept_sets: Sequence[Iterable[Component]],
-                          draws_per_pass: int = DRAWS_PER_PASS, progress: bool = False,
-                          desc: str = "scoring circuits") -> torch.Tensor:
+def circuit_metric_values(
+    ablator: Ablator,
+    kept_sets: Sequence[Iterable[Component]],
+    draws_per_pass: int = DRAWS_PER_PASS,
+    progress: bool = False,
+    desc: str = "scoring circuits",
+) -> torch.Tensor:
     """Per-prompt metric of each circuit in ``kept_sets`` (everything else ablated, the ablator's mode,
     values, positions and metric), ``[len(kept_sets), n_prompts]``.
 
@@ -184,13 +197,13 @@ def circuit_metric_values(ablator: Ablator, kept_sets: Sequence[Iterable[Compone
     out = []
     chunks = range(0, len(kept_sets), draws_per_pass)
     for start in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-        chunk = kept_sets[start:start + draws_per_pass]
+        chunk = kept_sets[start : start + draws_per_pass]
         masks = _masks(ablator, chunk)
         hooks = [(name, _batched_hook(masks[name], ablator.values[name], len(chunk), resample)) for name in names]
         tokens = ablator.tokens.repeat(len(chunk), 1)
         logits = final_logits(ablator.model, tokens, batch_size=len(tokens), fwd_hooks=hooks)
         ablator.forward_passes += len(chunk)
-        out += [ablator.metric_values(logits[i * n:(i + 1) * n]) for i in range(len(chunk))]
+        out += [ablator.metric_values(logits[i * n : (i + 1) * n]) for i in range(len(chunk))]
     return torch.stack(out) if out else torch.zeros(0, n)
 
 
@@ -204,8 +217,9 @@ def statistic_of(ablator: Ablator, circuit_values: torch.Tensor, statistic: str)
         full = float(ablator.metric_values(ablator.full_logits).double().mean())
         return (means - empty) / (full - empty)
     if statistic == "score":
-        return torch.tensor([ablator.fraction_of_full(float(m)) for m in means.flatten()],
-                            dtype=torch.float64).reshape(means.shape)
+        return torch.tensor([ablator.fraction_of_full(float(m)) for m in means.flatten()], dtype=torch.float64).reshape(
+            means.shape
+        )
     raise ParameterError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
 
 
@@ -222,9 +236,15 @@ def null_summary(observed: float, null: Sequence[float]) -> dict:
         raise ParameterError("a null summary needs at least one draw")
     below, equal = int((values < observed).sum()), int((values == observed).sum())
     p5, p50, p95 = np.percentile(values, [5, 50, 95])
-    return {"null_mean": float(values.mean()), "null_p5": float(p5), "null_p50": float(p50), "null_p95": float(p95),
-            "observed_percentile": 100.0 * (below + equal / 2) / values.size,
-            "p_value": (1 + int((values >= observed).sum())) / (values.size + 1), "n_draws": int(values.size)}
+    return {
+        "null_mean": float(values.mean()),
+        "null_p5": float(p5),
+        "null_p50": float(p50),
+        "null_p95": float(p95),
+        "observed_percentile": 100.0 * (below + equal / 2) / values.size,
+        "p_value": (1 + int((values >= observed).sum())) / (values.size + 1),
+        "n_draws": int(values.size),
+    }
 
 
 def lower_tail_p(null: NullDistribution) -> float:
@@ -264,14 +284,26 @@ def circuit_null(
     t0, p0 = time.perf_counter(), ablator.forward_passes
     if statistic == "faithfulness":
         check_faithfulness_baseline(ablator)
-    values = circuit_metric_values(ablator, [frozenset(circuit)] + draws, draws_per_pass, progress,
-                                   desc=f"{n_draws} matched random circuits")
+    values = circuit_metric_values(
+        ablator, [frozenset(circuit)] + draws, draws_per_pass, progress, desc=f"{n_draws} matched random circuits"
+    )
     stats = statistic_of(ablator, values, statistic).tolist()
     observed, null = float(stats[0]), [float(v) for v in stats[1:]]
     spec = ablator.dataset.spec
     return NullDistribution(
-        statistic=statistic, observed=observed, **null_summary(observed, null),
-        matched=matching_description(circuit, mlp_window, exclude_own), seed=seed, null=null,
-        circuit=[str(c) for c in circuit], task=spec.task, metric=ablator.metric, ablation=ablator.mode.value,
-        n_prompts=len(ablator.dataset), n_clusters=n_clusters(ablator.dataset.sequence_ids),
-        forward_passes=ablator.forward_passes - p0, seconds=time.perf_counter() - t0, description=description)
+        statistic=statistic,
+        observed=observed,
+        **null_summary(observed, null),
+        matched=matching_description(circuit, mlp_window, exclude_own),
+        seed=seed,
+        null=null,
+        circuit=[str(c) for c in circuit],
+        task=spec.task,
+        metric=ablator.metric,
+        ablation=ablator.mode.value,
+        n_prompts=len(ablator.dataset),
+        n_clusters=n_clusters(ablator.dataset.sequence_ids),
+        forward_passes=ablator.forward_passes - p0,
+        seconds=time.perf_counter() - t0,
+        description=description,
+    )

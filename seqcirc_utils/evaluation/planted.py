@@ -31,17 +31,17 @@ precision and recall of each against the planted set.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError
+from seqcirc_utils.core.types import Component, head, mlp, sort_components
 from seqcirc_utils.scoring.ablation import Ablator
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset, make_dataset, single_token_id
-from seqcirc_utils.core.types import Component, head, mlp, sort_components
 
 PLANTED_FAMILY = "months"
 PLANTED_METHODS = ("sweep", "fast", "eap-ig")
@@ -73,8 +73,9 @@ def _subspaces(d_model: int, n_pos: int, n_members: int, n_junk: int, generator:
     """Orthonormal directions, all orthogonal to the all-ones vector (LayerNorm's centring ignores them)."""
     need = 1 + n_pos + 3 * n_members + n_junk
     if need > d_model - 1:
-        raise ParameterError(f"the planted model needs d_model > {need} (positions {n_pos}, members {n_members}); "
-                             f"got {d_model}")
+        raise ParameterError(
+            f"the planted model needs d_model > {need} (positions {n_pos}, members {n_members}); got {d_model}"
+        )
     a = torch.randn(d_model, d_model, generator=generator, dtype=torch.float64)
     a[:, 0] = 1.0
     q = torch.linalg.qr(a)[0][:, 1:].T.float()  # [d_model - 1, d_model], rows orthonormal, each _|_ ones
@@ -94,8 +95,9 @@ def member_token_forms(tokenizer, family: str) -> list[list[int]]:
     for word in FAMILIES[family]:
         spaced = single_token_id(tokenizer, word, split_space=False)
         if spaced is None:
-            raise TokenizationError(f"{family} member {word!r} is not one token with a leading space: "
-                                    f"{tokenizer.encode(' ' + word)}")
+            raise TokenizationError(
+                f"{family} member {word!r} is not one token with a leading space: {tokenizer.encode(' ' + word)}"
+            )
         bare = single_token_id(tokenizer, word, after_space=False)
         forms.append([spaced] + ([bare] if bare is not None and bare != spaced else []))
     return forms
@@ -139,9 +141,20 @@ def build_planted_model(
     n_junk = 8
     s = _subspaces(d_model, n_ctx, n, n_junk, g)
     d_mlp = 2 * n + 16
-    config = GPT2Config(n_layer=2, n_head=n_heads, n_embd=d_model, n_positions=n_ctx, n_inner=d_mlp,
-                        vocab_size=len(tok), tie_word_embeddings=False, attn_pdrop=0.0, resid_pdrop=0.0,
-                        embd_pdrop=0.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = GPT2Config(
+        n_layer=2,
+        n_head=n_heads,
+        n_embd=d_model,
+        n_positions=n_ctx,
+        n_inner=d_mlp,
+        vocab_size=len(tok),
+        tie_word_embeddings=False,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     hf = GPT2LMHeadModel(config).eval()
     tr = hf.transformer
     sharp = attention_sharpness * math.sqrt(d_head)  # GPT-2 divides scores by sqrt(d_head)
@@ -193,8 +206,9 @@ def build_planted_model(
         junk_out = lambda: distractor_scale * rand(d_head, n_junk) @ s.junk  # noqa: E731
         for h in range(1, n_heads):
             # layer 0: uniform attention (zero query/key); layer 1: attends to its own position
-            set_head(0, h, torch.zeros(d_model, d_head), torch.zeros(d_model, d_head), s.tok.T @ rand(n, d_head),
-                     junk_out())
+            set_head(
+                0, h, torch.zeros(d_model, d_head), torch.zeros(d_model, d_head), s.tok.T @ rand(n, d_head), junk_out()
+            )
             set_head(1, h, pos_q, pos_self, s.tok.T @ rand(n, d_head) + s.prev.T @ rand(n, d_head), junk_out())
         # MLP0 and MLP1's other neurons: pre-activations ~ N(0, 9) from the token, outputs into junk
         m0 = tr.h[0].mlp
@@ -299,10 +313,19 @@ def ground_truth_table(
             found = prune(ab, [threshold], method=method, progress=False)[0].components
         passes = ab.forward_passes - p0
         precision, recall = precision_recall(found, pm.planted)
-        rows.append({"method": method, "found": " ".join(map(str, sort_components(found))), "n_found": len(found),
-                     "planted": " ".join(map(str, sort_components(pm.planted))), "precision": precision,
-                     "recall": recall, "top_k_hits": top_k_hits, "score": ab.score(found).score,
-                     "forward_passes": passes})
+        rows.append(
+            {
+                "method": method,
+                "found": " ".join(map(str, sort_components(found))),
+                "n_found": len(found),
+                "planted": " ".join(map(str, sort_components(pm.planted))),
+                "precision": precision,
+                "recall": recall,
+                "top_k_hits": top_k_hits,
+                "score": ab.score(found).score,
+                "forward_passes": passes,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -326,12 +349,20 @@ def planted_markdown(results: Path) -> str:
             return f"{value:.2f}"
         return f"`{value}`" if key == "found" else str(value)
 
-    lines = [f"Planted circuit: `{rows[0]['planted']}`" + (" (smoke run: sizes reduced)" if data.smoke else "")
-             + ". Computed by notebook 09 with `seqcirc_utils.evaluation.planted.ground_truth_table`.", "",
-             "| " + " | ".join(names.get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines = [
+        f"Planted circuit: `{rows[0]['planted']}`"
+        + (" (smoke run: sizes reduced)" if data.smoke else "")
+        + ". Computed by notebook 09 with `seqcirc_utils.evaluation.planted.ground_truth_table`.",
+        "",
+        "| " + " | ".join(names.get(c, c) for c in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     lines += ["| " + " | ".join(cell(c, r[c]) for c in columns) + " |" for r in rows]
     eap = next((r for r in rows if r["method"] == "eap-ig" and r.get("top_k_hits") is not None), None)
     if eap:
-        lines += ["", f"Under EAP-IG, {int(eap['top_k_hits'])} of the {len(rows[0]['planted'].split())} planted "
-                      "components are among the top-ranked nodes (a node's score: its largest edge attribution)."]
+        lines += [
+            "",
+            f"Under EAP-IG, {int(eap['top_k_hits'])} of the {len(rows[0]['planted'].split())} planted "
+            "components are among the top-ranked nodes (a node's score: its largest edge attribution).",
+        ]
     return "\n".join(lines) + "\n"

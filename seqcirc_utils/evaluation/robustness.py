@@ -26,19 +26,26 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.options import PruneMethod
-from seqcirc_utils.scoring.ablation import Ablator, check_baseline
-from seqcirc_utils.discovery.pipeline import DRAW_GROWTH, HELDOUT_SEED_OFFSET, discovery_dataset, heldout_scores, resolve_metric, score_with_ci
-from seqcirc_utils.discovery.pruning import check_thresholds, prune, sweep_prune
-from seqcirc_utils.tasks.datasets import CORRUPTIONS, GREATER_THAN, TaskDataset
 from seqcirc_utils.core.types import Component, sort_components
+from seqcirc_utils.discovery.pipeline import (
+    DRAW_GROWTH,
+    HELDOUT_SEED_OFFSET,
+    discovery_dataset,
+    heldout_scores,
+    resolve_metric,
+    score_with_ci,
+)
+from seqcirc_utils.discovery.pruning import check_thresholds, prune, sweep_prune
+from seqcirc_utils.scoring.ablation import Ablator, check_baseline
+from seqcirc_utils.tasks.datasets import CORRUPTIONS, GREATER_THAN, TaskDataset
 
 FACTORS = ("seed", "order", "corruption", "metric")
 CORE_FREQUENCY = 0.8
@@ -71,11 +78,22 @@ class RobustnessRun:
 
     def to_json(self) -> dict:
         """JSON-ready dict (components as sorted strings)."""
-        return {"task": self.task, "factor": self.factor, "level": self.level, "seed": self.seed,
-                "corruption": self.corruption, "metric": self.metric, "method": self.method,
-                "components": [str(c) for c in sort_components(self.components)],
-                "n_components": self.n_components, "score": self.score, "full_metric": self.full_metric,
-                "n_prompts": self.n_prompts, "forward_passes": self.forward_passes, "seconds": self.seconds}
+        return {
+            "task": self.task,
+            "factor": self.factor,
+            "level": self.level,
+            "seed": self.seed,
+            "corruption": self.corruption,
+            "metric": self.metric,
+            "method": self.method,
+            "components": [str(c) for c in sort_components(self.components)],
+            "n_components": self.n_components,
+            "score": self.score,
+            "full_metric": self.full_metric,
+            "n_prompts": self.n_prompts,
+            "forward_passes": self.forward_passes,
+            "seconds": self.seconds,
+        }
 
 
 # --------------------------------------------------------------------------- set statistics
@@ -107,13 +125,22 @@ def membership_frequency(circuits: Sequence[Iterable[Component]], components: Se
     rows = []
     for c in components:
         count = sum(c in s for s in sets)
-        rows.append({"component": str(c), "kind": c.kind, "layer": c.layer,
-                     "head": c.index if c.is_head else None, "count": count, "frequency": count / len(sets)})
+        rows.append(
+            {
+                "component": str(c),
+                "kind": c.kind,
+                "layer": c.layer,
+                "head": c.index if c.is_head else None,
+                "count": count,
+                "frequency": count / len(sets),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def core_components(circuits: Sequence[Iterable[Component]],
-                    min_frequency: float = CORE_FREQUENCY) -> frozenset[Component]:
+def core_components(
+    circuits: Sequence[Iterable[Component]], min_frequency: float = CORE_FREQUENCY
+) -> frozenset[Component]:
     """Components present in at least ``min_frequency`` of ``circuits`` (a fraction in (0, 1])."""
     if not 0 < min_frequency <= 1:
         raise ParameterError(f"min_frequency must be a fraction in (0, 1], got {min_frequency}")
@@ -149,12 +176,22 @@ def factor_summary(runs: Sequence[RobustnessRun]) -> pd.DataFrame:
         group = [r for r in runs if r.task == task and r.factor == factor]
         sizes = pd.Series([r.n_components for r in group], dtype=float)
         scores = pd.Series([r.score for r in group], dtype=float)
-        rows.append({"task": task, "factor": factor, "n_runs": len(group),
-                     "levels": ", ".join(r.level for r in group),
-                     "mean_jaccard": mean_pairwise_jaccard([r.components for r in group]),
-                     "size_mean": sizes.mean(), "size_std": sizes.std(ddof=0), "size_min": int(sizes.min()),
-                     "size_max": int(sizes.max()), "score_mean": scores.mean(), "score_min": scores.min(),
-                     "score_max": scores.max()})
+        rows.append(
+            {
+                "task": task,
+                "factor": factor,
+                "n_runs": len(group),
+                "levels": ", ".join(r.level for r in group),
+                "mean_jaccard": mean_pairwise_jaccard([r.components for r in group]),
+                "size_mean": sizes.mean(),
+                "size_std": sizes.std(ddof=0),
+                "size_min": int(sizes.min()),
+                "size_max": int(sizes.max()),
+                "score_mean": scores.mean(),
+                "score_min": scores.min(),
+                "score_max": scores.max(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -170,34 +207,80 @@ def check_factors(factors: Iterable[str]) -> list[str]:
     return [f for f in FACTORS if f in factors]
 
 
-def robustness_dataset(model, model_name: str, task: str, *, seed: int, n_prompts: int, template: str,
-                       corruption: str = BASE_CORRUPTION, min_prompts: int = 8, **dataset_kwargs) -> TaskDataset:
+def robustness_dataset(
+    model,
+    model_name: str,
+    task: str,
+    *,
+    seed: int,
+    n_prompts: int,
+    template: str,
+    corruption: str = BASE_CORRUPTION,
+    min_prompts: int = 8,
+    **dataset_kwargs,
+) -> TaskDataset:
     """The dataset of one run, filtered as discovery filters (:func:`~seqcirc_utils.discovery.pipeline.discovery_dataset`
     with the task's own metric), drawn 2x / 4x larger when a seed leaves fewer than ``min_prompts``
     (:data:`~seqcirc_utils.discovery.pipeline.DRAW_GROWTH`). Greater-than uses its own template and its one corruption."""
     options = dict(dataset_kwargs, n=n_prompts, seed=seed)
     if task != GREATER_THAN:
         options |= {"template": template, "corruption": corruption}
-    return discovery_dataset(model, model_name, task, metric=resolve_metric(task, None), min_prompts=min_prompts,
-                             growth=DRAW_GROWTH, **options)
+    return discovery_dataset(
+        model,
+        model_name,
+        task,
+        metric=resolve_metric(task, None),
+        min_prompts=min_prompts,
+        growth=DRAW_GROWTH,
+        **options,
+    )
 
 
-def _run(task: str, factor: str, level: str, ablator: Ablator, seed: int, corruption: str, method: str,
-         order: Sequence[Component] | None, threshold: float) -> RobustnessRun:
+def _run(
+    task: str,
+    factor: str,
+    level: str,
+    ablator: Ablator,
+    seed: int,
+    corruption: str,
+    method: str,
+    order: Sequence[Component] | None,
+    threshold: float,
+) -> RobustnessRun:
     t0, p0 = time.perf_counter(), ablator.forward_passes
     if order is None:
         result = prune(ablator, [threshold], method=method, progress=False)[0]
     else:
         result = sweep_prune(ablator, [threshold], order=list(order), progress=False)[0]
         method = "sweep-random-order"
-    return RobustnessRun(task, factor, level, seed, corruption, ablator.metric, method, result.components,
-                             result.score.score, ablator.full_metric, len(ablator.dataset),
-                             ablator.forward_passes - p0, time.perf_counter() - t0,
-                             [str(c) for c in order] if order is not None else None)
+    return RobustnessRun(
+        task,
+        factor,
+        level,
+        seed,
+        corruption,
+        ablator.metric,
+        method,
+        result.components,
+        result.score.score,
+        ablator.full_metric,
+        len(ablator.dataset),
+        ablator.forward_passes - p0,
+        time.perf_counter() - t0,
+        [str(c) for c in order] if order is not None else None,
+    )
 
 
-def robustness_plan(task: str, factors: Sequence[str], *, n_seeds: int, n_orders: int,
-                    corruptions: Sequence[str], seed: int, metric: str) -> list[tuple[str, str]]:
+def robustness_plan(
+    task: str,
+    factors: Sequence[str],
+    *,
+    n_seeds: int,
+    n_orders: int,
+    corruptions: Sequence[str],
+    seed: int,
+    metric: str,
+) -> list[tuple[str, str]]:
     """The ``(factor, level)`` pairs of one task's grid, in run order. The order factor's levels are the
     paper's sweep order and ``random0 ... random{n_orders-1}``; greater-than has no corruption factor."""
     plan: list[tuple[str, str]] = []
@@ -246,8 +329,9 @@ def robustness_runs(
         if not isinstance(value, int) or value < 1:
             raise ParameterError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(n_orders, int) or n_orders < 0:
-        raise ParameterError(f"n_orders must be a non-negative integer (random orders beside the paper's), "
-                             f"got {n_orders!r}")
+        raise ParameterError(
+            f"n_orders must be a non-negative integer (random orders beside the paper's), got {n_orders!r}"
+        )
     bad = sorted(set(corruptions) - set(CORRUPTIONS))
     if bad:
         raise ParameterError(f"unknown corruption(s) {bad}; valid: {', '.join(CORRUPTIONS)}")
@@ -255,8 +339,17 @@ def robustness_runs(
     check_thresholds([threshold])
 
     def data(s: int, corruption: str = BASE_CORRUPTION) -> TaskDataset:
-        return robustness_dataset(model, model_name, task, seed=s, n_prompts=n_prompts, template=template,
-                                  corruption=corruption, min_prompts=min_prompts, **dataset_kwargs)
+        return robustness_dataset(
+            model,
+            model_name,
+            task,
+            seed=s,
+            n_prompts=n_prompts,
+            template=template,
+            corruption=corruption,
+            min_prompts=min_prompts,
+            **dataset_kwargs,
+        )
 
     base_ds = data(seed)
     metric = resolve_metric(task, None)
@@ -264,8 +357,9 @@ def robustness_runs(
     check_baseline(base_ab, model_name)
     done: dict[tuple, RobustnessRun] = {}  # (dataset seed, corruption, metric, how) -> run
     runs: list[RobustnessRun] = []
-    plan = robustness_plan(task, factors, n_seeds=n_seeds, n_orders=n_orders, corruptions=corruptions,
-                           seed=seed, metric=metric)
+    plan = robustness_plan(
+        task, factors, n_seeds=n_seeds, n_orders=n_orders, corruptions=corruptions, seed=seed, metric=metric
+    )
     for factor, level in tqdm(plan, desc=f"robustness {task}", disable=not progress, leave=False):
         s = int(level) if factor == "seed" else seed
         corruption = level if factor == "corruption" else BASE_CORRUPTION
@@ -317,19 +411,46 @@ def score_core(
     core = sort_components(core)
     heldout_seed = seed + HELDOUT_SEED_OFFSET if heldout_seed is None else heldout_seed
     metric = resolve_metric(task, None)
-    ds = robustness_dataset(model, model_name, task, seed=seed, n_prompts=n_prompts, template=template,
-                            min_prompts=min_prompts, **dataset_kwargs)
+    ds = robustness_dataset(
+        model,
+        model_name,
+        task,
+        seed=seed,
+        n_prompts=n_prompts,
+        template=template,
+        min_prompts=min_prompts,
+        **dataset_kwargs,
+    )
     in_sample = score_with_ci(Ablator(model, info, ds, metric=metric), core)
     options = dict(dataset_kwargs, n=n_prompts) | ({} if task == GREATER_THAN else {"template": template})
     # The core comes from runs over many seeds of the whole space, so its held-out set is a labelled resample
     # ("split": "resampled") with its overlap with the base dataset stated, not a disjoint split.
-    (heldout,), _ = heldout_scores(model, info, model_name, task, [core], seed=heldout_seed, metric=metric,
-                                   min_prompts=min_prompts, discovery=ds, **options)
-    return {"components": [str(c) for c in core], "n_components": len(core), "metric": metric,
-            "score": in_sample["score"], "score_ci95": in_sample["ci95"],
-            "in_sample": {"seed": seed, "n_prompts": in_sample["n_prompts"], "score": in_sample["score"],
-                          "ci95": in_sample["ci95"]},
-            "heldout": heldout}
+    (heldout,), _ = heldout_scores(
+        model,
+        info,
+        model_name,
+        task,
+        [core],
+        seed=heldout_seed,
+        metric=metric,
+        min_prompts=min_prompts,
+        discovery=ds,
+        **options,
+    )
+    return {
+        "components": [str(c) for c in core],
+        "n_components": len(core),
+        "metric": metric,
+        "score": in_sample["score"],
+        "score_ci95": in_sample["ci95"],
+        "in_sample": {
+            "seed": seed,
+            "n_prompts": in_sample["n_prompts"],
+            "score": in_sample["score"],
+            "ci95": in_sample["ci95"],
+        },
+        "heldout": heldout,
+    }
 
 
 def runs_table(runs: Sequence[RobustnessRun]) -> pd.DataFrame:

@@ -10,17 +10,17 @@ Units: attention weights (probabilities in [0, 1]); "mean" is over prompts (and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.models.loading import model_device
 from seqcirc_utils.core.types import head
+from seqcirc_utils.models.loading import model_device
 
 
 @dataclass
@@ -142,8 +142,11 @@ def member_attention(
 def dataset_member_attention(model, dataset, **kwargs) -> MemberAttention:
     """:func:`member_attention` on a :class:`~seqcirc_utils.tasks.datasets.TaskDataset`."""
     return member_attention(
-        model, dataset.tokens, [p.member_positions for p in dataset.prompts],
-        [p.final_position for p in dataset.prompts], **kwargs,
+        model,
+        dataset.tokens,
+        [p.member_positions for p in dataset.prompts],
+        [p.final_position for p in dataset.prompts],
+        **kwargs,
     )
 
 
@@ -178,17 +181,19 @@ def attention_summary(att: MemberAttention) -> pd.DataFrame:
     out = []
     for l in range(L):
         for h in range(H):
-            out.append({
-                "component": str(head(l, h)),
-                "layer": l,
-                "head": h,
-                "final_to_last_member": float(att.final_to_member[l, h, :, -1].mean()),
-                "final_to_members": float(att.final_to_member[l, h].sum(-1).mean()),
-                "final_to_bos": float(att.final_to_bos[l, h].mean()),
-                "member_to_prev_member": float((prev[l, h] * prev_mask).sum() / denom),
-                "member_to_same_type": float((earlier[l, h] * prev_mask).sum() / denom),
-                "member_to_first_member": float(to_first[l, h]),
-            })
+            out.append(
+                {
+                    "component": str(head(l, h)),
+                    "layer": l,
+                    "head": h,
+                    "final_to_last_member": float(att.final_to_member[l, h, :, -1].mean()),
+                    "final_to_members": float(att.final_to_member[l, h].sum(-1).mean()),
+                    "final_to_bos": float(att.final_to_bos[l, h].mean()),
+                    "member_to_prev_member": float((prev[l, h] * prev_mask).sum() / denom),
+                    "member_to_same_type": float((earlier[l, h] * prev_mask).sum() / denom),
+                    "member_to_first_member": float(to_first[l, h]),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -206,8 +211,11 @@ def final_to_member_table(att: MemberAttention) -> pd.DataFrame:
     mask = att.member_mask.float()
     means = (att.final_to_member * mask).sum(2) / mask.sum(0).clamp(min=1)  # [L, H, M]
     cols = [f"m{j - M}" for j in range(M)]
-    rows = [{"component": str(head(l, h)), **{c: float(means[l, h, j]) for j, c in enumerate(cols)}}
-            for l in range(L) for h in range(H)]
+    rows = [
+        {"component": str(head(l, h)), **{c: float(means[l, h, j]) for j, c in enumerate(cols)}}
+        for l in range(L)
+        for h in range(H)
+    ]
     return pd.DataFrame(rows)
 
 

@@ -28,23 +28,22 @@ full mean difference); fractions of prompts in [0, 1].
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
-from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
+from seqcirc_utils.core.types import Component, sort_components
 from seqcirc_utils.evaluation.nulls import matched_random_circuits
 from seqcirc_utils.mechanisms.knockout import categorise, category_shares, member_offsets
-from seqcirc_utils.models.loading import ModelInfo, model_device
 from seqcirc_utils.mechanisms.ov_scores import family_tokens
 from seqcirc_utils.mechanisms.representations import VALUE_OFFSETS, member_value
+from seqcirc_utils.models.loading import ModelInfo, model_device
+from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
 from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
-from seqcirc_utils.core.types import Component, sort_components
-
 
 # --------------------------------------------------------------------------- matching prompts by member
 
@@ -80,14 +79,16 @@ def match_prompts(target: TaskDataset, source: TaskDataset, seed: int = 0) -> tu
 
 
 @torch.no_grad()
-def mean_activations(model, tokens: torch.Tensor, hook_names: Sequence[str], batch_size: int = 64) -> dict[str, torch.Tensor]:
+def mean_activations(
+    model, tokens: torch.Tensor, hook_names: Sequence[str], batch_size: int = 64
+) -> dict[str, torch.Tensor]:
     """Per-position mean over the prompts ``tokens`` ``[batch, pos]`` of each hook's activation
     (``{name: [pos, ...]}``, e.g. ``hook_z`` -> ``[pos, n_heads, d_head]``)."""
     names = set(hook_names)
     sums: dict[str, torch.Tensor] = {}
     tokens = torch.as_tensor(tokens).to(model_device(model))
     for start in range(0, tokens.shape[0], batch_size):
-        _, cache = model.run_with_cache(tokens[start:start + batch_size], names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(tokens[start : start + batch_size], names_filter=lambda n: n in names)
         for n in names:
             s = cache[n].sum(0)
             sums[n] = s if n not in sums else sums[n] + s
@@ -114,8 +115,9 @@ def replaced_logits(ablator: Ablator, heads: Sequence[Component], values: dict[s
     return logits
 
 
-def random_heads_same_layers(info: ModelInfo, heads: Sequence[Component], n_samples: int = 3,
-                             seed: int = 0) -> list[list[Component]]:
+def random_heads_same_layers(
+    info: ModelInfo, heads: Sequence[Component], n_samples: int = 3, seed: int = 0
+) -> list[list[Component]]:
     """``n_samples`` random head sets matched to ``heads`` layer by layer: as many heads of each layer
     as ``heads`` has there, none of ``heads`` (:func:`~seqcirc_utils.evaluation.nulls.matched_random_circuits`
     with ``exclude_own=True``, seeded)."""
@@ -125,8 +127,14 @@ def random_heads_same_layers(info: ModelInfo, heads: Sequence[Component], n_samp
     return [sort_components(d) for d in matched_random_circuits(info, heads, n_samples, seed, exclude_own=True)]
 
 
-def function_edit(ablator: Ablator, source: TaskDataset, heads: Sequence[Component], shift: int,
-                  random_sets: Sequence[Sequence[Component]] = (), seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def function_edit(
+    ablator: Ablator,
+    source: TaskDataset,
+    heads: Sequence[Component],
+    shift: int,
+    random_sets: Sequence[Sequence[Component]] = (),
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
     """Replace ``heads``' outputs on the ablator's (target) prompts by their mean over member-matched
     ``source`` prompts; how often the top-1 becomes the member ``shift`` from the last one shown.
 
@@ -139,29 +147,40 @@ def function_edit(ablator: Ablator, source: TaskDataset, heads: Sequence[Compone
     """
     target = ablator.dataset
     if source.seq_len != target.seq_len:
-        raise ParameterError(f"source prompts have {source.seq_len} tokens and target prompts {target.seq_len}; "
-                             "use the same template (one token length)")
+        raise ParameterError(
+            f"source prompts have {source.seq_len} tokens and target prompts {target.seq_len}; "
+            "use the same template (one token length)"
+        )
     t_idx, s_idx = match_prompts(target, source, seed)
     if not t_idx:
-        raise TooFewPromptsError(f"no {source.spec.direction} {source.task} prompt shares its members with a target prompt")
+        raise TooFewPromptsError(
+            f"no {source.spec.direction} {source.task} prompt shares its members with a target prompt"
+        )
     layers_heads = sort_components({*heads, *(c for s in random_sets for c in s)})
     names = sorted({component_hook_name(h) for h in layers_heads})
     values = mean_activations(ablator.model, source.tokens[s_idx], names)
     tok = ablator.model.tokenizer
     sub = target.subset(t_idx)
     rows, cats = [], {}
-    edits = [("none", []), ("successor heads", list(heads))] + [(f"random heads {k}", list(s))
-                                                                 for k, s in enumerate(random_sets)]
+    edits = [("none", []), ("successor heads", list(heads))] + [
+        (f"random heads {k}", list(s)) for k, s in enumerate(random_sets)
+    ]
     for name, hs in edits:
         pred = replaced_logits(ablator, hs, values).argmax(-1).cpu()[t_idx]
         offsets = member_offsets(tok, sub, pred)
         cat = categorise(tok, sub, pred)
         cats[name] = cat
         n = len(t_idx)
-        rows.append({"edit": name, "heads": " ".join(map(str, hs)) or "-",
-                     "hit": sum(o == shift for o in offsets) / n,
-                     "correct": float((pred == sub.answer_ids).float().mean()),
-                     "in_family": sum(o is not None for o in offsets) / n, **category_shares(cat)})
+        rows.append(
+            {
+                "edit": name,
+                "heads": " ".join(map(str, hs)) or "-",
+                "hit": sum(o == shift for o in offsets) / n,
+                "correct": float((pred == sub.answer_ids).float().mean()),
+                "in_family": sum(o is not None for o in offsets) / n,
+                **category_shares(cat),
+            }
+        )
     return pd.DataFrame(rows), {"n_matched": len(t_idx), "n_target": len(target), "categories": cats}
 
 
@@ -175,13 +194,14 @@ def final_residuals(model, dataset: TaskDataset, layer: int, batch_size: int = 6
     out = []
     tokens = dataset.tokens.to(model_device(model))
     for start in range(0, tokens.shape[0], batch_size):
-        _, cache = model.run_with_cache(tokens[start:start + batch_size], names_filter=lambda n: n == name)
+        _, cache = model.run_with_cache(tokens[start : start + batch_size], names_filter=lambda n: n == name)
         out.append(cache[name][:, -1].float().cpu())
     return torch.cat(out)
 
 
-def keyed_mean_difference(to_resid: torch.Tensor, to_keys: Sequence, from_resid: torch.Tensor,
-                          from_keys: Sequence) -> tuple[torch.Tensor, list]:
+def keyed_mean_difference(
+    to_resid: torch.Tensor, to_keys: Sequence, from_resid: torch.Tensor, from_keys: Sequence
+) -> tuple[torch.Tensor, list]:
     """``mean_k [mean(to_resid rows with key k) - mean(from_resid rows with key k)]`` over the keys in
     both (``[d_model]``), and those keys (sorted)."""
     common = sorted(set(to_keys) & set(from_keys))
@@ -198,12 +218,17 @@ def keyed_mean_difference(to_resid: torch.Tensor, to_keys: Sequence, from_resid:
 def format_direction(model, layer: int, from_ds: TaskDataset, to_ds: TaskDataset) -> tuple[torch.Tensor, list]:
     """The member-matched mean difference ``to - from`` of the final-position residual after block
     ``layer`` (see the module docstring): ``([d_model], matched keys)``."""
-    return keyed_mean_difference(final_residuals(model, to_ds, layer), [member_key(to_ds, i) for i in range(len(to_ds))],
-                                 final_residuals(model, from_ds, layer), [member_key(from_ds, i) for i in range(len(from_ds))])
+    return keyed_mean_difference(
+        final_residuals(model, to_ds, layer),
+        [member_key(to_ds, i) for i in range(len(to_ds))],
+        final_residuals(model, from_ds, layer),
+        [member_key(from_ds, i) for i in range(len(from_ds))],
+    )
 
 
-def steered_logits(ablator: Ablator, layer: int, direction: torch.Tensor, alpha: float,
-                   position: int = -1) -> torch.Tensor:
+def steered_logits(
+    ablator: Ablator, layer: int, direction: torch.Tensor, alpha: float, position: int = -1
+) -> torch.Tensor:
     """Final-position logits ``[batch, d_vocab]`` of the ablator's prompts with ``alpha * direction``
     added to ``blocks.<layer>.hook_resid_post`` at ``position`` (resumed from block ``layer``)."""
     if not 0 <= layer < ablator.info.n_layers:
@@ -242,8 +267,16 @@ def format_targets(tokenizer, dataset: TaskDataset, to_family: str) -> list[froz
     return out
 
 
-def dose_response(ablator: Ablator, layer: int, direction: torch.Tensor, alphas: Sequence[float], to_family: str,
-                  n_random: int = 2, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def dose_response(
+    ablator: Ablator,
+    layer: int,
+    direction: torch.Tensor,
+    alphas: Sequence[float],
+    to_family: str,
+    n_random: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
     """For each ``alpha``: the fraction of the ablator's prompts whose top-1 becomes the answer in
     ``to_family`` (``hit``), stays the answer (``correct``), or is any ``to_family`` member
     (``to_family_any``), for the ``direction`` and for ``n_random`` random directions of its norm.
@@ -258,13 +291,22 @@ def dose_response(ablator: Ablator, layer: int, direction: torch.Tensor, alphas:
         raise TokenizationError(f"no prompt's answer has a single-token {to_family} member")
     family_ids = set().union(*family_tokens(tok, to_family).surface_ids)
     answers = ds.answer_ids
-    runs = [("format", 0, direction)] + [("random", k, d) for k, d in enumerate(random_directions(direction, n_random, seed))]
+    runs = [("format", 0, direction)] + [
+        ("random", k, d) for k, d in enumerate(random_directions(direction, n_random, seed))
+    ]
     rows = []
     for kind, draw, d in tqdm(runs, desc="steering", disable=not progress, leave=False):
         for alpha in alphas:
             pred = steered_logits(ablator, layer, d, float(alpha)).argmax(-1).cpu().tolist()
-            rows.append({"direction": kind, "draw": draw, "alpha": float(alpha), "n_prompts": len(keep),
-                         "hit": sum(pred[i] in targets[i] for i in keep) / len(keep),
-                         "correct": sum(pred[i] == int(answers[i]) for i in keep) / len(keep),
-                         "to_family_any": sum(pred[i] in family_ids for i in keep) / len(keep)})
+            rows.append(
+                {
+                    "direction": kind,
+                    "draw": draw,
+                    "alpha": float(alpha),
+                    "n_prompts": len(keep),
+                    "hit": sum(pred[i] in targets[i] for i in keep) / len(keep),
+                    "correct": sum(pred[i] == int(answers[i]) for i in keep) / len(keep),
+                    "to_family_any": sum(pred[i] in family_ids for i in keep) / len(keep),
+                }
+            )
     return pd.DataFrame(rows)

@@ -16,17 +16,24 @@ while its token-offset scores spread out; a positional head does the opposite.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError
-from seqcirc_utils.mechanisms.attention import iter_patterns
-from seqcirc_utils.tasks.datasets import (FAMILIES, FILLER_WORDS, encode, resolve_prefix, single_token_at, single_token_members,
-                    single_token_words)
 from seqcirc_utils.core.types import head
+from seqcirc_utils.mechanisms.attention import iter_patterns
+from seqcirc_utils.tasks.datasets import (
+    FAMILIES,
+    FILLER_WORDS,
+    encode,
+    resolve_prefix,
+    single_token_at,
+    single_token_members,
+    single_token_words,
+)
 
 
 @dataclass
@@ -75,8 +82,9 @@ def spaced_prompts(
     if not 0 <= gap[0] <= gap[1]:
         raise ParameterError(f"gap must satisfy 0 <= min <= max, got {gap}")
     valid = set(single_token_members(tokenizer, family))
-    starts = {k: [s for s in range(len(FAMILIES[family])) if all(s + j in valid for j in range(k))]
-              for k in range(lo, hi + 1)}
+    starts = {
+        k: [s for s in range(len(FAMILIES[family])) if all(s + j in valid for j in range(k))] for k in range(lo, hi + 1)
+    }
     starts = {k: v for k, v in starts.items() if v}
     if not starts:
         raise TokenizationError(f"no run of {lo} consecutive single-token {family} members for this tokenizer")
@@ -104,8 +112,9 @@ def spaced_prompts(
                 spans.append((len(text), len(text) + len(w)))
             text += w
         ids, offsets = encode(tokenizer, text)
-        positions = [len(prefix_ids) + single_token_at(tokenizer, ids, offsets, span, m)
-                     for m, span in zip(members, spans)]
+        positions = [
+            len(prefix_ids) + single_token_at(tokenizer, ids, offsets, span, m) for m, span in zip(members, spans)
+        ]
         out.texts.append(text)
         out.tokens.append(prefix_ids + ids)
         out.member_positions.append(positions)

@@ -37,27 +37,31 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError
+from seqcirc_utils.core.options import AblationMode
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.stats import CI_UNIT_SEQUENCE, cluster_bootstrap_ratio_ci, n_clusters
-from seqcirc_utils.evaluation.nulls import N_DRAWS, matched_random_circuits, matching_description, null_summary
-from seqcirc_utils.scoring.ablation import (Ablator, AblatorCache, ablation_hooks, component_hook_name,
-                                            single_component_effects)
-from seqcirc_utils.mechanisms.logit_lens import (frozen_ln_final, dataset_dla, direct_logit_attribution,
-                                                 final_norm_scale)
-from seqcirc_utils.models.loading import ModelInfo
-from seqcirc_utils.mechanisms.ov_scores import ov_scores
-from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
-from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
-from seqcirc_utils.core.options import AblationMode
 from seqcirc_utils.core.types import Component, head, parse_component, sort_components
+from seqcirc_utils.discovery.pruning import PruningResult, fast_prune
+from seqcirc_utils.evaluation.nulls import N_DRAWS, matched_random_circuits, matching_description, null_summary
+from seqcirc_utils.mechanisms.logit_lens import dataset_dla, direct_logit_attribution, final_norm_scale, frozen_ln_final
+from seqcirc_utils.mechanisms.ov_scores import ov_scores
+from seqcirc_utils.models.loading import ModelInfo
+from seqcirc_utils.scoring.ablation import (
+    Ablator,
+    AblatorCache,
+    ablation_hooks,
+    component_hook_name,
+    single_component_effects,
+)
+from seqcirc_utils.tasks.datasets import FAMILIES, TaskDataset
 
 #: Prediction categories of :func:`categorise`, in display order.
 CATEGORIES = ("correct", "copy", "n-1", "n+1", "n+2", "n-2", "other member", "off-family")
@@ -95,8 +99,15 @@ def successor_candidates(model, families: Sequence[str], n_candidates: int = 4, 
 
 
 def select_successor_heads(
-    model, info: ModelInfo, datasets: Mapping[str, TaskDataset], n_heads: int = 2, n_candidates: int = 4,
-    families: Sequence[str] | None = None, mode: AblationMode | str = "mean", progress: bool = True, **ov_kwargs,
+    model,
+    info: ModelInfo,
+    datasets: Mapping[str, TaskDataset],
+    n_heads: int = 2,
+    n_candidates: int = 4,
+    families: Sequence[str] | None = None,
+    mode: AblationMode | str = "mean",
+    progress: bool = True,
+    **ov_kwargs,
 ) -> tuple[pd.DataFrame, list[Component]]:
     """The successor heads the model uses: OV next candidates ranked by single-head ablation.
 
@@ -157,7 +168,9 @@ def member_offsets(tokenizer, dataset: TaskDataset, token_ids: torch.Tensor | Se
     member of the prompt's family (``dataset.task``)."""
     family = dataset.task
     if family not in FAMILIES:
-        raise ParameterError(f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}")
+        raise ParameterError(
+            f"predictions are categorised for sequence families ({', '.join(FAMILIES)}), not {family!r}"
+        )
     index_of = member_token_index(tokenizer, family)
     members = FAMILIES[family]
     for p in dataset.prompts:  # the dataset's own answer / last-member tokens count too
@@ -211,9 +224,16 @@ def knockout(ablator: Ablator, condition: str, components: Sequence[Component], 
     logits = ablated_logits(ablator, components)
     value = ablator.metric_value(logits)
     pred = logits.argmax(-1)
-    return Knockout(condition, list(components), logits, ablator.fraction_of_full(value), value,
-                    float((pred.cpu() == ds.answer_ids).float().mean()), categorise(tok, ds, pred.cpu()),
-                    top_k_decoded(tok, logits, k))
+    return Knockout(
+        condition,
+        list(components),
+        logits,
+        ablator.fraction_of_full(value),
+        value,
+        float((pred.cpu() == ds.answer_ids).float().mean()),
+        categorise(tok, ds, pred.cpu()),
+        top_k_decoded(tok, logits, k),
+    )
 
 
 def knockout_rows(results: Sequence[Knockout], **labels) -> pd.DataFrame:
@@ -221,9 +241,18 @@ def knockout_rows(results: Sequence[Knockout], **labels) -> pd.DataFrame:
     ``accuracy`` and the share of each prediction category, plus ``labels`` (e.g. ``task=...``)."""
     rows = []
     for r in results:
-        rows.append({**labels, "condition": r.condition, "ablated": " ".join(map(str, r.components)) or "-",
-                     "kept_%": 100 * r.fraction, "drop_points": 100 * (1 - r.fraction), "metric": r.metric,
-                     "accuracy": r.accuracy, **category_shares(r.categories)})
+        rows.append(
+            {
+                **labels,
+                "condition": r.condition,
+                "ablated": " ".join(map(str, r.components)) or "-",
+                "kept_%": 100 * r.fraction,
+                "drop_points": 100 * (1 - r.fraction),
+                "metric": r.metric,
+                "accuracy": r.accuracy,
+                **category_shares(r.categories),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -232,8 +261,17 @@ def prediction_records(dataset: TaskDataset, results: Sequence[Knockout], **labe
     out = []
     for r in results:
         for p, cat, top in zip(dataset.prompts, r.categories, r.top5):
-            out.append({**labels, "condition": r.condition, "prompt": p.text, "answer": p.answer,
-                        "last_member": p.members[-1], "category": cat, "top5": top})
+            out.append(
+                {
+                    **labels,
+                    "condition": r.condition,
+                    "prompt": p.text,
+                    "answer": p.answer,
+                    "last_member": p.members[-1],
+                    "category": cat,
+                    "top5": top,
+                }
+            )
     return out
 
 
@@ -277,15 +315,34 @@ def replacement_dataset(dataset: TaskDataset, replacement: str = "corrupted_mean
     check_replacements([replacement])
     if replacement == "corrupted_mean":
         return dataset
-    donors = (list(range(len(dataset))) if replacement == "clean_mean" else resample_donors(dataset, seed))
-    prompts = [replace(p, corrupted_text=dataset.prompts[j].text, corrupted_tokens=list(dataset.prompts[j].tokens),
-                       corrupted_members=list(dataset.prompts[j].members)) for p, j in zip(dataset.prompts, donors)]
-    return TaskDataset(dataset.model, dataset.spec, prompts, dataset.answer_token_policy, dataset.greater_than_groups,
-                       dataset.prefix_info)
+    donors = list(range(len(dataset))) if replacement == "clean_mean" else resample_donors(dataset, seed)
+    prompts = [
+        replace(
+            p,
+            corrupted_text=dataset.prompts[j].text,
+            corrupted_tokens=list(dataset.prompts[j].tokens),
+            corrupted_members=list(dataset.prompts[j].members),
+        )
+        for p, j in zip(dataset.prompts, donors)
+    ]
+    return TaskDataset(
+        dataset.model,
+        dataset.spec,
+        prompts,
+        dataset.answer_token_policy,
+        dataset.greater_than_groups,
+        dataset.prefix_info,
+    )
 
 
-def replacement_ablator(model, info: ModelInfo, dataset: TaskDataset, replacement: str = "corrupted_mean",
-                        seed: int = 0, ablators: AblatorCache | None = None) -> Ablator:
+def replacement_ablator(
+    model,
+    info: ModelInfo,
+    dataset: TaskDataset,
+    replacement: str = "corrupted_mean",
+    seed: int = 0,
+    ablators: AblatorCache | None = None,
+) -> Ablator:
     """The :class:`Ablator` whose ablations replace by ``replacement`` (see :func:`replacement_dataset`);
     from ``ablators`` when given."""
     ds = replacement_dataset(dataset, replacement, seed)
@@ -298,7 +355,9 @@ def replacement_ablator(model, info: ModelInfo, dataset: TaskDataset, replacemen
 # --------------------------------------------------------------------------- knockout against its null
 
 
-def knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def knockout_dla(
+    ablator: Ablator, components: Sequence[Component], scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass with ``components`` ablated (the ablator's values, every position): the per-prompt logit
     difference ``[batch]`` (nats) and each head's mean direct logit attribution ``[n_layers * n_heads]``
     (nats, ``info.heads`` order of the full model) with the final norm's scale frozen at ``scale`` ``[batch]``."""
@@ -306,17 +365,26 @@ def knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch
         raise ParameterError(f"knockout DLA is defined for the logit difference, not {ablator.metric}")
     ds, model = ablator.dataset, ablator.model
     hooks = ablator.hooks(components) if components else []
-    res = direct_logit_attribution(model, ds.tokens, ds.answer_ids, ds.incorrect_ids, batch_size=len(ds),
-                                   progress=False, scale=scale, fwd_hooks=hooks)
+    res = direct_logit_attribution(
+        model,
+        ds.tokens,
+        ds.answer_ids,
+        ds.incorrect_ids,
+        batch_size=len(ds),
+        progress=False,
+        scale=scale,
+        fwd_hooks=hooks,
+    )
     ablator.forward_passes += 1
     where = {label: i for i, label in enumerate(res.labels)}
-    heads = [where[str(h)] for h in ModelInfo.heads.fget(ablator.info)]  # noqa: every head, knocked out too
+    heads = [where[str(h)] for h in ModelInfo.heads.fget(ablator.info)]  # every head, knocked out too
     return res.logit_diff, res.values[heads].mean(1)
 
 
 @torch.no_grad()
-def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scale: torch.Tensor,
-                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def resumed_knockout_dla(
+    ablator: Ablator, components: Sequence[Component], scale: torch.Tensor, clean_dla: torch.Tensor, W_O: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`knockout_dla` from a pass resumed at the lowest knocked-out layer (the clean residual stream
     below it is cached): heads below that layer write what they write in the clean run, so their DLA is
     ``clean_dla`` ``[n_layers * n_heads]``; the others are read off the resumed pass's ``hook_z``.
@@ -334,19 +402,21 @@ def resumed_knockout_dla(ablator: Ablator, components: Sequence[Component], scal
 
         return keep
 
-    hooks = ablator.hooks(components) + [(component_hook_name(head(l, 0)), keeper(l))
-                                         for l in range(layer, info.n_layers)]
+    hooks = ablator.hooks(components) + [
+        (component_hook_name(head(l, 0)), keeper(l)) for l in range(layer, info.n_layers)
+    ]
     with model.hooks(fwd_hooks=hooks):
         logits, _ = ablator.logits_from_layer(layer, ablator.clean_residuals()[layer], [])
-    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
-                      1)  # [batch, heads at >= layer, d_model]
+    parts = torch.cat(
+        [torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)], 1
+    )  # [batch, heads at >= layer, d_model]
     frozen = scale.reshape(-1).to(parts.device, parts.dtype)[:, None, None]
     g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
     a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
     direction = (model.W_U[:, a] - model.W_U[:, i]).T  # [batch, d_model]
     upper = ((g[:, :-1] - g[:, -1:]) * direction[:, None, :]).sum(-1).mean(0).float().cpu()
     dla = clean_dla.clone()
-    dla[layer * info.n_heads:] = upper
+    dla[layer * info.n_heads :] = upper
     return ablator.metric_values(logits).float().cpu(), dla
 
 
@@ -354,15 +424,22 @@ def _repeat_batch(value, n: int, copies: int):
     """``value`` (a replayed block argument) with every tensor whose first dimension is the batch ``n``
     repeated ``copies`` times along it (tuples / lists element-wise; anything else as it is)."""
     if torch.is_tensor(value):
-        return value.repeat(copies, *([1] * (value.dim() - 1))) if value.dim() and value.shape[0] == n and n > 1 else value
+        return (
+            value.repeat(copies, *([1] * (value.dim() - 1))) if value.dim() and value.shape[0] == n and n > 1 else value
+        )
     if isinstance(value, (tuple, list)):
         return type(value)(_repeat_batch(v, n, copies) for v in value)
     return value
 
 
 @torch.no_grad()
-def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], scale: torch.Tensor,
-                         clean_dla: torch.Tensor, W_O: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batched_knockout_dla(
+    ablator: Ablator,
+    sets: Sequence[Sequence[Component]],
+    scale: torch.Tensor,
+    clean_dla: torch.Tensor,
+    W_O: torch.Tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`resumed_knockout_dla` of every head set in ``sets`` in one batched pass: the prompts repeated once
     per set, one ablation mask per copy, resumed at the lowest layer any set touches. Heads only; mean and
     zero ablation values broadcast, resample values are repeated. Returns one ``(logit diff [batch],
@@ -409,8 +486,9 @@ def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], 
             x = out[0] if isinstance(out, tuple) else out
         logits = model.unembed(model.ln_final(x[:, -1:, :]))[:, -1, :]
     ablator.forward_passes += copies
-    parts = torch.cat([torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)],
-                      1)  # [copies * batch, heads at >= layer, d_model]
+    parts = torch.cat(
+        [torch.einsum("bhe,hed->bhd", store[l], W_O[l].to(store[l])) for l in range(layer, info.n_layers)], 1
+    )  # [copies * batch, heads at >= layer, d_model]
     frozen = scale.reshape(-1).repeat(copies).to(parts.device, parts.dtype)[:, None, None]
     g = frozen_ln_final(model, torch.cat([parts, torch.zeros_like(parts[:, :1])], 1), frozen)
     a, i = ds.answer_ids.to(parts.device), ds.incorrect_ids.to(parts.device)
@@ -419,8 +497,8 @@ def batched_knockout_dla(ablator: Ablator, sets: Sequence[Sequence[Component]], 
     out = []
     for k in range(copies):
         dla = clean_dla.clone()
-        dla[layer * info.n_heads:] = upper[k]
-        out.append((ablator.metric_values(logits[k * n:(k + 1) * n]).float().cpu(), dla))
+        dla[layer * info.n_heads :] = upper[k]
+        out.append((ablator.metric_values(logits[k * n : (k + 1) * n]).float().cpu(), dla))
     return out
 
 
@@ -450,12 +528,24 @@ class KnockoutNull:
 
     def interval_row(self) -> dict:
         """``{task, drop_points, ci95, ci_unit, n_clusters, n_prompts}`` (the record's ``knockout_intervals`` row)."""
-        return {"task": self.drop.task, "drop_points": self.drop.observed, "ci95": list(self.drop_ci95),
-                "ci_unit": self.ci_unit, "n_clusters": self.drop.n_clusters, "n_prompts": self.drop.n_prompts}
+        return {
+            "task": self.drop.task,
+            "drop_points": self.drop.observed,
+            "ci95": list(self.drop_ci95),
+            "ci_unit": self.ci_unit,
+            "n_clusters": self.drop.n_clusters,
+            "n_prompts": self.drop.n_prompts,
+        }
 
 
-def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N_DRAWS, seed: int = 0,
-                  progress: bool = True, draws_per_pass: int = 8) -> KnockoutNull:
+def knockout_null(
+    ablator: Ablator,
+    heads: Sequence[Component],
+    n_draws: int = N_DRAWS,
+    seed: int = 0,
+    progress: bool = True,
+    draws_per_pass: int = 8,
+) -> KnockoutNull:
     """The knockout of ``heads`` against ``n_draws`` random head sets with as many heads in the same layers,
     the heads themselves excluded (:func:`~seqcirc_utils.evaluation.nulls.matched_random_circuits`,
     ``exclude_own=True``), all scored on ``ablator``'s prompts with its values. One pass per draw gives both
@@ -475,7 +565,7 @@ def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N
     null_ld, null_change = [], []
     if draws_per_pass < 1:
         raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
-    chunks = [draws[k:k + draws_per_pass] for k in range(0, len(draws), draws_per_pass)]
+    chunks = [draws[k : k + draws_per_pass] for k in range(0, len(draws), draws_per_pass)]
     for chunk in tqdm(chunks, desc=f"{n_draws} same-layer random knockouts", disable=not progress, leave=False):
         for d, (ld, dla) in zip(chunk, batched_knockout_dla(ablator, chunk, scale, dla_clean, W_O)):
             null_ld.append(float(ld.mean()))
@@ -491,43 +581,82 @@ def knockout_null(ablator: Ablator, heads: Sequence[Component], n_draws: int = N
     own = torch.tensor([n in {str(h) for h in heads} for n in names])
     others = change.masked_fill(own, float("nan"))
     nulls = torch.stack(null_change) if null_change else torch.zeros(0, len(names))
-    common = dict(matched=matching_description(heads, exclude_own=True), seed=seed, circuit=[str(h) for h in heads],
-                  task=ds.spec.task, metric=ablator.metric, ablation=ablator.mode.value, n_prompts=len(ds),
-                  n_clusters=n_clusters(ds.sequence_ids))
+    common = dict(
+        matched=matching_description(heads, exclude_own=True),
+        seed=seed,
+        circuit=[str(h) for h in heads],
+        task=ds.spec.task,
+        metric=ablator.metric,
+        ablation=ablator.mode.value,
+        n_prompts=len(ds),
+        n_clusters=n_clusters(ds.sequence_ids),
+    )
     seconds = time.perf_counter() - t0
 
     def record(statistic: str, observed: float, null: list[float], description: str) -> NullDistribution:
-        return NullDistribution(statistic=statistic, observed=observed, **null_summary(observed, null), null=null,
-                                forward_passes=ablator.forward_passes - p0, seconds=seconds, description=description,
-                                **common)
+        return NullDistribution(
+            statistic=statistic,
+            observed=observed,
+            **null_summary(observed, null),
+            null=null,
+            forward_passes=ablator.forward_passes - p0,
+            seconds=seconds,
+            description=description,
+            **common,
+        )
 
     drops = [drop(v) for v in null_ld]
     total = [float(torch.nansum(c)) for c in nulls]
     biggest = [float(c[~c.isnan()].max()) for c in nulls]
-    table = pd.DataFrame({"component": names, "layer": [parse_component(n).layer for n in names],
-                          "head": [parse_component(n).index for n in names], "dla_clean": dla_clean.tolist(),
-                          "dla_knockout": dla_ko.tolist(), "change": change.tolist(), "knocked_out": own.tolist()})
+    table = pd.DataFrame(
+        {
+            "component": names,
+            "layer": [parse_component(n).layer for n in names],
+            "head": [parse_component(n).index for n in names],
+            "dla_clean": dla_clean.tolist(),
+            "dla_knockout": dla_ko.tolist(),
+            "change": change.tolist(),
+            "knocked_out": own.tolist(),
+        }
+    )
     valid = ~nulls.isnan()
     counts = valid.sum(0).clamp(min=1)
     filled = nulls.nan_to_num(0.0)
     table["null_change_mean"] = (filled.sum(0) / counts).tolist() if len(nulls) else float("nan")
-    table["null_change_p95"] = [float(torch.quantile(nulls[valid[:, i], i], 0.95)) if valid[:, i].any() else float("nan")
-                                for i in range(len(names))]
-    table["change_p"] = [float((1 + (nulls[valid[:, i], i] >= change[i]).sum()) / (1 + valid[:, i].sum()))
-                         for i in range(len(names))]
+    table["null_change_p95"] = [
+        float(torch.quantile(nulls[valid[:, i], i], 0.95)) if valid[:, i].any() else float("nan")
+        for i in range(len(names))
+    ]
+    table["change_p"] = [
+        float((1 + (nulls[valid[:, i], i] >= change[i]).sum()) / (1 + valid[:, i].sum())) for i in range(len(names))
+    ]
     return KnockoutNull(
-        drop=record("drop_points", drop(float(ld_ko.mean())), drops,
-                    "points of the logit difference lost when the heads are knocked out, against random heads of the "
-                    "same layers"),
-        compensation_total=record("dla_change_total", float(torch.nansum(others)), total,
-                                  "summed change of the other heads' direct logit attribution (nats, clean final-norm "
-                                  "scale frozen)"),
-        compensation_max=record("dla_rise_max", float(others[~others.isnan()].max()), biggest,
-                                "largest rise of one other head's direct logit attribution (nats, clean final-norm "
-                                "scale frozen)"),
-        table=table, logit_diff_clean=full, logit_diff_knockout=float(ld_ko.mean()),
-        drop_ci95=tuple(100.0 * v for v in cluster_bootstrap_ratio_ci(ld_ko, ld_clean, ds.sequence_ids, seed=seed,
-                                                                      complement=True)))
+        drop=record(
+            "drop_points",
+            drop(float(ld_ko.mean())),
+            drops,
+            "points of the logit difference lost when the heads are knocked out, against random heads of the "
+            "same layers",
+        ),
+        compensation_total=record(
+            "dla_change_total",
+            float(torch.nansum(others)),
+            total,
+            "summed change of the other heads' direct logit attribution (nats, clean final-norm scale frozen)",
+        ),
+        compensation_max=record(
+            "dla_rise_max",
+            float(others[~others.isnan()].max()),
+            biggest,
+            "largest rise of one other head's direct logit attribution (nats, clean final-norm scale frozen)",
+        ),
+        table=table,
+        logit_diff_clean=full,
+        logit_diff_knockout=float(ld_ko.mean()),
+        drop_ci95=tuple(
+            100.0 * v for v in cluster_bootstrap_ratio_ci(ld_ko, ld_clean, ds.sequence_ids, seed=seed, complement=True)
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- backups
@@ -541,7 +670,7 @@ class KnockoutInfo(ModelInfo):
     knocked_out: frozenset[Component] = frozenset()
 
     @classmethod
-    def of(cls, info: ModelInfo, knocked_out: Iterable[Component]) -> "KnockoutInfo":
+    def of(cls, info: ModelInfo, knocked_out: Iterable[Component]) -> KnockoutInfo:
         base = {f: getattr(info, f) for f in ModelInfo.__dataclass_fields__}
         return cls(**base, knocked_out=frozenset(knocked_out))
 
@@ -562,8 +691,15 @@ class KnockoutAblator(Ablator):
     ``intact_metric``. Ablations are at every position.
     """
 
-    def __init__(self, model, info: ModelInfo, dataset: TaskDataset, knocked_out: Iterable[Component],
-                 mode: AblationMode | str = AblationMode.MEAN, metric: str = "logit_diff") -> None:
+    def __init__(
+        self,
+        model,
+        info: ModelInfo,
+        dataset: TaskDataset,
+        knocked_out: Iterable[Component],
+        mode: AblationMode | str = AblationMode.MEAN,
+        metric: str = "logit_diff",
+    ) -> None:
         knocked_out = sort_components(set(knocked_out))
         if not knocked_out:
             raise ParameterError("knock out at least one component (an empty knockout is the plain Ablator)")
@@ -580,28 +716,45 @@ class KnockoutAblator(Ablator):
         return super().hooks(list(dict.fromkeys([*ablated, *self.knocked_out])))
 
 
-def circuit_of(ablator: Ablator, threshold: float, rounds: int = 1, minimal: bool = False,
-               max_refine_passes: int | None = None) -> PruningResult:
+def circuit_of(
+    ablator: Ablator, threshold: float, rounds: int = 1, minimal: bool = False, max_refine_passes: int | None = None
+) -> PruningResult:
     """A fast circuit (:func:`~seqcirc_utils.discovery.pruning.fast_prune`) of the ablator's model at ``threshold``."""
-    return fast_prune(ablator, [threshold], rounds=rounds, progress=False, minimal=minimal,
-                      max_refine_passes=max_refine_passes)[0]
+    return fast_prune(
+        ablator, [threshold], rounds=rounds, progress=False, minimal=minimal, max_refine_passes=max_refine_passes
+    )[0]
 
 
-def backup_table(main: Iterable[Component], knocked: Iterable[Component], knocked_out: Iterable[Component]) -> pd.DataFrame:
+def backup_table(
+    main: Iterable[Component], knocked: Iterable[Component], knocked_out: Iterable[Component]
+) -> pd.DataFrame:
     """Membership of every component of either circuit: ``component``, ``kind``, ``layer``,
     ``status`` (``kept`` in both, ``joins`` only after the knockout, ``leaves`` only before, and
     ``knocked out``)."""
     main, knocked, out = set(main), set(knocked), set(knocked_out)
     rows = []
     for c in sort_components(main | knocked | out):
-        status = ("knocked out" if c in out else "kept" if c in main and c in knocked
-                  else "joins" if c in knocked else "leaves")
+        status = (
+            "knocked out"
+            if c in out
+            else "kept"
+            if c in main and c in knocked
+            else "joins"
+            if c in knocked
+            else "leaves"
+        )
         rows.append({"component": str(c), "kind": c.kind, "layer": c.layer, "status": status})
     return pd.DataFrame(rows)
 
 
-def compensation(model, dataset: TaskDataset, ablator: Ablator, knocked_out: Sequence[Component],
-                 batch_size: int = 64, frozen_scale: bool = True) -> pd.DataFrame:
+def compensation(
+    model,
+    dataset: TaskDataset,
+    ablator: Ablator,
+    knocked_out: Sequence[Component],
+    batch_size: int = 64,
+    frozen_scale: bool = True,
+) -> pd.DataFrame:
     """Each head's mean direct logit attribution (nats) on ``dataset`` before and after the knockout.
 
     The knockout uses ``ablator``'s values (mean/zero/resample of the same dataset). With ``frozen_scale``
@@ -614,8 +767,14 @@ def compensation(model, dataset: TaskDataset, ablator: Ablator, knocked_out: Seq
     """
     scale = final_norm_scale(model, dataset.tokens, batch_size=batch_size) if frozen_scale else None
     clean = dataset_dla(model, dataset, batch_size=batch_size, progress=False, scale=scale)
-    ko = dataset_dla(model, dataset, batch_size=max(batch_size, len(dataset)), progress=False, scale=scale,
-                     fwd_hooks=ablator.hooks(knocked_out))
+    ko = dataset_dla(
+        model,
+        dataset,
+        batch_size=max(batch_size, len(dataset)),
+        progress=False,
+        scale=scale,
+        fwd_hooks=ablator.hooks(knocked_out),
+    )
     a, b = clean.to_dataframe(), ko.to_dataframe()
     df = a[a["kind"] == "head"][["component", "layer", "mean"]].rename(columns={"mean": "dla_clean"})
     df["dla_knockout"] = b.set_index("component").loc[df["component"], "mean"].to_numpy()
@@ -623,13 +782,23 @@ def compensation(model, dataset: TaskDataset, ablator: Ablator, knocked_out: Seq
     df.insert(2, "head", [parse_component(c).index for c in df["component"]])
     df["knocked_out"] = df["component"].isin({str(c) for c in knocked_out})
     df = df.reset_index(drop=True)
-    df.attrs = {"logit_diff_clean": float(clean.logit_diff.mean()), "logit_diff_knockout": float(ko.logit_diff.mean()),
-                "frozen_scale": frozen_scale}
+    df.attrs = {
+        "logit_diff_clean": float(clean.logit_diff.mean()),
+        "logit_diff_knockout": float(ko.logit_diff.mean()),
+        "frozen_scale": frozen_scale,
+    }
     return df
 
 
-def negative_heads(model, info: ModelInfo, dataset: TaskDataset, estimated: pd.Series, n_check: int = 6,
-                   dla: pd.DataFrame | None = None, mode: AblationMode | str = "mean") -> pd.DataFrame:
+def negative_heads(
+    model,
+    info: ModelInfo,
+    dataset: TaskDataset,
+    estimated: pd.Series,
+    n_check: int = 6,
+    dla: pd.DataFrame | None = None,
+    mode: AblationMode | str = "mean",
+) -> pd.DataFrame:
     """Heads whose exact single ablation *raises* the metric (``drop_points < 0``), most negative first.
 
     ``estimated``: every head's estimated single-ablation drop in points, indexed by name
@@ -658,7 +827,9 @@ def negative_heads(model, info: ModelInfo, dataset: TaskDataset, estimated: pd.S
 # --------------------------------------------------------------------------- per position
 
 
-def position_ablation_logits(ablator: Ablator, components: Sequence[Component], positions: Sequence[int]) -> torch.Tensor:
+def position_ablation_logits(
+    ablator: Ablator, components: Sequence[Component], positions: Sequence[int]
+) -> torch.Tensor:
     """Final-position logits ``[batch, d_vocab]`` with ``components`` ablated (the ablator's values) at
     query ``positions`` only, resumed from the lowest layer's cached clean residual stream."""
     components = list(components)
@@ -676,8 +847,9 @@ def position_ablation_logits(ablator: Ablator, components: Sequence[Component], 
     return logits
 
 
-def position_drops(ablator: Ablator, heads: Sequence[Component], positions: Sequence[int] | None = None,
-                   progress: bool = True) -> pd.DataFrame:
+def position_drops(
+    ablator: Ablator, heads: Sequence[Component], positions: Sequence[int] | None = None, progress: bool = True
+) -> pd.DataFrame:
     """Each head ablated at one position at a time: one row per (head, position) with ``component``,
     ``position``, ``metric``, ``fraction`` (of the ablator's full metric) and ``drop_points``.
     One partial pass per cell (``positions`` default: every position)."""
@@ -687,8 +859,9 @@ def position_drops(ablator: Ablator, heads: Sequence[Component], positions: Sequ
     for h, p in tqdm(cells, desc="per-position ablation", disable=not progress, leave=False):
         value = ablator.metric_value(position_ablation_logits(ablator, [h], [p]))
         frac = ablator.fraction_of_full(value)
-        rows.append({"component": str(h), "position": p, "metric": value, "fraction": frac,
-                     "drop_points": 100 * (1 - frac)})
+        rows.append(
+            {"component": str(h), "position": p, "metric": value, "fraction": frac, "drop_points": 100 * (1 - frac)}
+        )
     return pd.DataFrame(rows)
 
 

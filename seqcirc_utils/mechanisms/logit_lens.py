@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.models.loading import model_device
 from seqcirc_utils.core.types import head, mlp
+from seqcirc_utils.models.loading import model_device
 
 
 def lens_logits(model, resid: torch.Tensor) -> torch.Tensor:
@@ -75,14 +75,14 @@ class LogitLensResult:
         """Per prompt, the first layer at which the target is top-1 at the final position
         (``[batch]``; ``-2`` when it never is). Layer ``-1`` = embeddings."""
         b = torch.arange(self.top1.shape[1])
-        is_top = (self.target_rank[:, b, self.final_positions] == 0)  # [n_entries, batch]
+        is_top = self.target_rank[:, b, self.final_positions] == 0  # [n_entries, batch]
         first = torch.where(is_top.any(0), is_top.float().argmax(0), torch.full_like(b, -1))
         return torch.where(first >= 0, first - 1, torch.full_like(first, -2))
 
     def stable_top1_layer(self) -> torch.Tensor:
         """Per prompt, the first layer from which the target stays top-1 to the output (``-2``: not top-1 at the end)."""
         b = torch.arange(self.top1.shape[1])
-        is_top = (self.target_rank[:, b, self.final_positions] == 0)  # [E, batch]
+        is_top = self.target_rank[:, b, self.final_positions] == 0  # [E, batch]
         stays = is_top.flip(0).cumprod(0).flip(0).bool()  # top-1 here and at every later entry
         first = torch.where(stays.any(0), stays.float().argmax(0), torch.full_like(b, -1))
         return torch.where(first >= 0, first - 1, torch.full_like(first, -2))
@@ -96,10 +96,16 @@ class LogitLensResult:
             for p in positions:
                 for e in range(E):
                     row = {
-                        "prompt": b, "position": p, "layer": e - 1, "is_final": p == int(self.final_positions[b]),
-                        "token": int(self.tokens[b, p]), "top1": int(self.top1[e, b, p]),
-                        "top1_prob": float(self.top1_prob[e, b, p]), "target": int(self.target[b, p]),
-                        "target_rank": int(self.target_rank[e, b, p]), "target_prob": float(self.target_prob[e, b, p]),
+                        "prompt": b,
+                        "position": p,
+                        "layer": e - 1,
+                        "is_final": p == int(self.final_positions[b]),
+                        "token": int(self.tokens[b, p]),
+                        "top1": int(self.top1[e, b, p]),
+                        "top1_prob": float(self.top1_prob[e, b, p]),
+                        "target": int(self.target[b, p]),
+                        "target_rank": int(self.target_rank[e, b, p]),
+                        "target_prob": float(self.target_prob[e, b, p]),
                     }
                     if tokenizer is not None:
                         row["token_str"] = tokenizer.decode([row["token"]])
@@ -170,8 +176,13 @@ def first_top1_summary(result: LogitLensResult) -> pd.DataFrame:
     first = result.first_top1_layer()
     stable = result.stable_top1_layer()
     vals = sorted(set(first.tolist()) | set(stable.tolist()))
-    return pd.DataFrame({"layer": vals, "first_top1": [int((first == v).sum()) for v in vals],
-                         "stable_top1": [int((stable == v).sum()) for v in vals]})
+    return pd.DataFrame(
+        {
+            "layer": vals,
+            "first_top1": [int((first == v).sum()) for v in vals],
+            "stable_top1": [int((stable == v).sum()) for v in vals],
+        }
+    )
 
 
 # --------------------------------------------------------------------------- DLA
@@ -204,8 +215,15 @@ class DLAResult:
                 kind, layer = "attn_bias", int(label[1:].split(".")[0])
             else:
                 kind, layer = "head", int(label[1:].split(".")[0])
-            rows.append({"component": label, "kind": kind, "layer": layer, "mean": float(v.mean()),
-                         "std": float(v.std()) if v.numel() > 1 else 0.0})
+            rows.append(
+                {
+                    "component": label,
+                    "kind": kind,
+                    "layer": layer,
+                    "mean": float(v.mean()),
+                    "std": float(v.std()) if v.numel() > 1 else 0.0,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -245,7 +263,9 @@ def direct_logit_attribution(
     """
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if scale is not None and scale.reshape(-1).shape[0] != tokens.shape[0]:
-        raise ParameterError(f"scale must hold one value per prompt ({tokens.shape[0]}), got shape {tuple(scale.shape)}")
+        raise ParameterError(
+            f"scale must hold one value per prompt ({tokens.shape[0]}), got shape {tuple(scale.shape)}"
+        )
     n_layers = len(model.blocks)
     W_O = model.W_O  # [n_layers, n_heads, d_head, d_model]; read once (the bridge rebuilds it per access)
     n_heads = W_O.shape[1]

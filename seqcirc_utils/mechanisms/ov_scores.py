@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -60,8 +60,8 @@ from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.core.options import BASIC_KINDS, EMBEDDINGS, OVER  # noqa: F401 - BASIC_KINDS re-exported
-from seqcirc_utils.tasks.datasets import FAMILIES, single_token_id, single_token_members
 from seqcirc_utils.core.types import Component, head
+from seqcirc_utils.tasks.datasets import FAMILIES, single_token_id, single_token_members
 
 _KIND_RE = re.compile(r"^(add|sub)(\d+)$")
 
@@ -251,8 +251,9 @@ def ov_scores(
     n_kv = model.W_V.shape[1]
     kv = _kv_index(n_heads, n_kv)
     rows = []
-    for layer in tqdm(list(layers if layers is not None else range(n_layers)), desc=f"OV {family}",
-                      disable=not progress, leave=False):
+    for layer in tqdm(
+        list(layers if layers is not None else range(n_layers)), desc=f"OV {family}", disable=not progress, leave=False
+    ):
         # [n_heads, n_members, n_members] (family columns only) or [n_heads, n_members, d_vocab]
         logits = ov_logits(model, layer, resid, fam.token_ids if over == "family" else None)
         for h in range(n_heads):

@@ -37,13 +37,13 @@ Units: residual-stream activations in the model's units; cosines in [-1, 1]; fra
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
 from seqcirc_utils.models.loading import model_device
@@ -83,8 +83,11 @@ def residuals_at(
     if tokens.ndim != 2 or tokens.shape[0] == 0:
         raise ValueError(f"tokens must be [n_prompts, pos] with n_prompts >= 1, got shape {tuple(tokens.shape)}")
     n, length = tokens.shape
-    pos = torch.full((n,), length - 1, dtype=torch.long) if positions is None else torch.as_tensor(positions,
-                                                                                                   dtype=torch.long)
+    pos = (
+        torch.full((n,), length - 1, dtype=torch.long)
+        if positions is None
+        else torch.as_tensor(positions, dtype=torch.long)
+    )
     single = pos.ndim == 1
     pos = pos[:, None] if single else pos
     if pos.ndim != 2 or pos.shape[0] != n:
@@ -96,26 +99,29 @@ def residuals_at(
     out = torch.empty(n, pos.shape[1], len(names), model.cfg.d_model)
     dev = model_device(model)
     for start in tqdm(range(0, n, batch_size), desc="residuals", disable=not progress, leave=False):
-        chunk = tokens[start:start + batch_size].to(dev)
-        where = pos[start:start + batch_size].to(dev)
+        chunk = tokens[start : start + batch_size].to(dev)
+        where = pos[start : start + batch_size].to(dev)
         rows = torch.arange(chunk.shape[0], device=dev)[:, None]
         store: dict[int, torch.Tensor] = {}
 
         def grab(e: int):
             def hook(act, hook):  # act [b, pos, d_model]
                 store[e] = act[rows, where].detach().float().cpu()  # [b, k, d_model]
+
             return hook
 
         with model.hooks(fwd_hooks=[(name, grab(e)) for e, name in enumerate(names)]):
             model(chunk, logits_to_keep=1)
-        out[start:start + chunk.shape[0]] = torch.stack([store[e] for e in range(len(names))], dim=2)
+        out[start : start + chunk.shape[0]] = torch.stack([store[e] for e in range(len(names))], dim=2)
     return out[:, 0] if single else out
 
 
 # --------------------------------------------------------------------------- PCA
 
 
-def pca(x: torch.Tensor, n_components: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def pca(
+    x: torch.Tensor, n_components: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """PCA of the rows of ``x`` ``[n, d]`` by centred SVD.
 
     Returns ``(coords [n, k], components [k, d], explained [k], mean [d])`` with
@@ -129,8 +135,8 @@ def pca(x: torch.Tensor, n_components: int | None = None) -> tuple[torch.Tensor,
     xc = x - mean
     u, s, vh = torch.linalg.svd(xc, full_matrices=False)
     k = min(n_components or s.numel(), s.numel())
-    total = (s ** 2).sum()
-    explained = (s ** 2) / total if total > 0 else torch.zeros_like(s)
+    total = (s**2).sum()
+    explained = (s**2) / total if total > 0 else torch.zeros_like(s)
     coords = u[:, :k] * s[:k]
     comps = vh[:k]
     flip = torch.sign(coords.gather(0, coords.abs().argmax(0, keepdim=True))[0])
@@ -155,17 +161,30 @@ class LayerPCA:
     def explained_frame(self) -> pd.DataFrame:
         """One row per (layer, component): ``layer, component`` (1-based), ``explained``, ``cumulative``."""
         cum = self.explained.cumsum(-1)
-        return pd.DataFrame([{"layer": e, "component": k + 1, "explained": float(self.explained[e, k]),
-                              "cumulative": float(cum[e, k])}
-                             for e in range(self.explained.shape[0]) for k in range(self.explained.shape[1])])
+        return pd.DataFrame(
+            [
+                {
+                    "layer": e,
+                    "component": k + 1,
+                    "explained": float(self.explained[e, k]),
+                    "cumulative": float(cum[e, k]),
+                }
+                for e in range(self.explained.shape[0])
+                for k in range(self.explained.shape[1])
+            ]
+        )
 
-    def points_frame(self, layers: Sequence[int], labels: pd.DataFrame | None = None, n_components: int = 2) -> pd.DataFrame:
+    def points_frame(
+        self, layers: Sequence[int], labels: pd.DataFrame | None = None, n_components: int = 2
+    ) -> pd.DataFrame:
         """Coordinates on the first ``n_components`` components at ``layers``: ``layer, point, pc1, pc2, ...``
         plus the columns of ``labels`` (one row per point)."""
         frames = []
         for e in layers:
-            df = pd.DataFrame(self.coords[e, :, :n_components].numpy(),
-                              columns=[f"pc{k + 1}" for k in range(min(n_components, self.coords.shape[-1]))])
+            df = pd.DataFrame(
+                self.coords[e, :, :n_components].numpy(),
+                columns=[f"pc{k + 1}" for k in range(min(n_components, self.coords.shape[-1]))],
+            )
             df.insert(0, "point", range(len(df)))
             df.insert(0, "layer", e)
             if labels is not None:
@@ -234,8 +253,10 @@ def separability(
     """
     labels = list(labels)
     if resid.ndim != 3 or resid.shape[0] != len(labels):
-        raise ValueError(f"resid must be [n, n_layers + 1, d_model] with n = len(labels) = {len(labels)}, "
-                         f"got shape {tuple(resid.shape)}")
+        raise ValueError(
+            f"resid must be [n, n_layers + 1, d_model] with n = len(labels) = {len(labels)}, "
+            f"got shape {tuple(resid.shape)}"
+        )
     classes = sorted(set(labels), key=str)
     if len(classes) < 2:
         raise TooFewPromptsError(f"separability needs at least 2 distinct labels, got {classes}")
@@ -282,8 +303,10 @@ def format_value_means(
     order, values sorted. Raises when a kept value is missing from a format.
     """
     if resid.ndim != 3 or not (resid.shape[0] == len(formats) == len(values)):
-        raise ValueError(f"resid [m, n_layers + 1, d_model] needs one format and value per row; got "
-                         f"{tuple(resid.shape)}, {len(formats)} formats, {len(values)} values")
+        raise ValueError(
+            f"resid [m, n_layers + 1, d_model] needs one format and value per row; got "
+            f"{tuple(resid.shape)}, {len(formats)} formats, {len(values)} values"
+        )
     fmts = list(dict.fromkeys(formats))
     present = {f: {v for g, v in zip(formats, values) if g == f} for f in fmts}
     vals = sorted(set.intersection(*present.values()) if keep_values is None else set(keep_values))
@@ -292,7 +315,9 @@ def format_value_means(
     for f in fmts:
         missing = [v for v in vals if v not in present[f]]
         if missing:
-            raise TooFewPromptsError(f"format {f!r} has no row with value(s) {missing}; values present: {sorted(present[f])}")
+            raise TooFewPromptsError(
+                f"format {f!r} has no row with value(s) {missing}; values present: {sorted(present[f])}"
+            )
     means = torch.zeros(len(fmts), len(vals), *resid.shape[1:])
     counts = torch.zeros(len(fmts), len(vals), dtype=torch.long)
     index = {(f, v): (i, j) for i, f in enumerate(fmts) for j, v in enumerate(vals)}
@@ -341,18 +366,32 @@ def value_cosine_summary(cos: torch.Tensor, formats: Sequence[str]) -> tuple[pd.
     same_f = torch.eye(F, dtype=torch.bool)[:, None, :, None]
     same_v = torch.eye(V, dtype=torch.bool)[None, :, None, :]
     masks = {COMPARISONS[0]: ~same_f & same_v, COMPARISONS[1]: same_f & ~same_v, COMPARISONS[2]: ~same_f & ~same_v}
-    summary = pd.DataFrame([{"layer": e, "comparison": name,
-                             "cosine": float(cos[e][mask.expand(F, V, F, V)].mean()) if mask.any() else float("nan")}
-                            for e in range(E) for name, mask in masks.items()])
+    summary = pd.DataFrame(
+        [
+            {
+                "layer": e,
+                "comparison": name,
+                "cosine": float(cos[e][mask.expand(F, V, F, V)].mean()) if mask.any() else float("nan"),
+            }
+            for e in range(E)
+            for name, mask in masks.items()
+        ]
+    )
     off = ~torch.eye(V, dtype=torch.bool)
     rows = []
     for e in range(E):
         for a in range(F):
             for b in range(a, F):
                 block = cos[e, a, :, b, :]  # [V, V]
-                rows.append({"layer": e, "format_a": formats[a], "format_b": formats[b],
-                             "same_value": None if a == b else float(block.diagonal().mean()),
-                             "diff_value": float(block[off].mean()) if V > 1 else float("nan")})
+                rows.append(
+                    {
+                        "layer": e,
+                        "format_a": formats[a],
+                        "format_b": formats[b],
+                        "same_value": None if a == b else float(block.diagonal().mean()),
+                        "diff_value": float(block[off].mean()) if V > 1 else float("nan"),
+                    }
+                )
     return summary, pd.DataFrame(rows)
 
 
@@ -380,8 +419,13 @@ def direction_cosines(directions: torch.Tensor) -> torch.Tensor:
 
 def direction_cosine_frame(cos: torch.Tensor, formats: Sequence[str]) -> pd.DataFrame:
     """:func:`direction_cosines` ``[E, F, F]`` as rows ``layer, format_a, format_b, cosine`` (``a < b``)."""
-    return pd.DataFrame([{"layer": e, "format_a": formats[a], "format_b": formats[b], "cosine": float(cos[e, a, b])}
-                         for e in range(cos.shape[0]) for a, b in itertools.combinations(range(len(formats)), 2)])
+    return pd.DataFrame(
+        [
+            {"layer": e, "format_a": formats[a], "format_b": formats[b], "cosine": float(cos[e, a, b])}
+            for e in range(cos.shape[0])
+            for a, b in itertools.combinations(range(len(formats)), 2)
+        ]
+    )
 
 
 def mean_offdiag(cos: torch.Tensor) -> torch.Tensor:
@@ -390,8 +434,9 @@ def mean_offdiag(cos: torch.Tensor) -> torch.Tensor:
     return cos[:, ~torch.eye(F, dtype=torch.bool)].mean(-1)
 
 
-def permuted_direction_cosines(means: torch.Tensor, values: Sequence[int], n_permutations: int = 100,
-                               seed: int = 0) -> torch.Tensor:
+def permuted_direction_cosines(
+    means: torch.Tensor, values: Sequence[int], n_permutations: int = 100, seed: int = 0
+) -> torch.Tensor:
     """Baseline for :func:`direction_cosines`: each format's values relabelled by an independent
     seeded random permutation, the directions recomputed; the mean cross-format cosine per
     permutation, ``[n_permutations, E]``."""
@@ -413,13 +458,16 @@ def common_values(tokenizer, families: Sequence[str]) -> list[int]:
     """Values (:func:`member_value`) that every family in ``families`` has as a single-token member, sorted."""
     unknown = [f for f in families if f not in VALUE_OFFSETS]
     if unknown:
-        raise ParameterError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {', '.join(VALUE_OFFSETS)}")
+        raise ParameterError(
+            f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {', '.join(VALUE_OFFSETS)}"
+        )
     sets = [{i + VALUE_OFFSETS[f] for i in single_token_members(tokenizer, f)} for f in families]
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def value_matched_dataset(tokenizer, family: str, values: Sequence[int], *, n: int, model_name: str = "",
-                          max_draws: int = 4, **kwargs):
+def value_matched_dataset(
+    tokenizer, family: str, values: Sequence[int], *, n: int, model_name: str = "", max_draws: int = 4, **kwargs
+):
     """``n`` prompts of ``family`` whose members (clean and shuffled) all have values in ``values``.
 
     Draws ``make_dataset(tokenizer, family, n=n, **kwargs)`` and keeps the prompts in range,
@@ -430,13 +478,18 @@ def value_matched_dataset(tokenizer, family: str, values: Sequence[int], *, n: i
     draw = n
     for _ in range(max_draws):
         ds = make_dataset(tokenizer, family, model_name=model_name, n=draw, **kwargs)
-        keep = [i for i, p in enumerate(ds.prompts)
-                if all(member_value(family, m) in allowed for m in (*p.members, *p.corrupted_members))]
+        keep = [
+            i
+            for i, p in enumerate(ds.prompts)
+            if all(member_value(family, m) in allowed for m in (*p.members, *p.corrupted_members))
+        ]
         if len(keep) >= n:
             return ds.subset(keep[:n])
         draw *= 4
-    raise TooFewPromptsError(f"only {len(keep)} of {draw // 4} {family} prompts have every member in values "
-                             f"{sorted(allowed)}; use fewer prompts (n) or shorter sequences (length)")
+    raise TooFewPromptsError(
+        f"only {len(keep)} of {draw // 4} {family} prompts have every member in values "
+        f"{sorted(allowed)}; use fewer prompts (n) or shorter sequences (length)"
+    )
 
 
 @dataclass
@@ -463,13 +516,17 @@ def dataset_residuals(model, dataset, *, batch_size: int = 32, progress: bool = 
     if family not in VALUE_OFFSETS:
         raise ParameterError(f"dataset task {family!r} has no member values; valid: {', '.join(VALUE_OFFSETS)}")
     if dataset.spec.corruption != "permutation":
-        raise ParameterError(f"dataset corruption is {dataset.spec.corruption!r}; build it with corruption='permutation' "
-                             "(its corrupted prompts are the shuffled sequences)")
+        raise ParameterError(
+            f"dataset corruption is {dataset.spec.corruption!r}; build it with corruption='permutation' "
+            "(its corrupted prompts are the shuffled sequences)"
+        )
     finals = dataset.final_positions[:, None]
     members = torch.tensor([p.member_positions for p in dataset.prompts], dtype=torch.long)
-    clean = residuals_at(model, dataset.tokens, torch.cat([members, finals], 1), batch_size=batch_size,
-                         progress=progress)
-    shuffled = residuals_at(model, dataset.corrupted_tokens, dataset.final_positions, batch_size=batch_size,
-                            progress=progress)
+    clean = residuals_at(
+        model, dataset.tokens, torch.cat([members, finals], 1), batch_size=batch_size, progress=progress
+    )
+    shuffled = residuals_at(
+        model, dataset.corrupted_tokens, dataset.final_positions, batch_size=batch_size, progress=progress
+    )
     values = torch.tensor([[member_value(family, m) for m in p.members] for p in dataset.prompts])
     return DatasetResiduals(family, clean[:, -1], shuffled, clean[:, :-1], values)

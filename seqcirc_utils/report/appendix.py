@@ -23,7 +23,7 @@ from seqcirc_utils.report import plots
 #: What each score column means (captions use these; a score not listed is named by its key).
 SCORE_TEXT = {
     "estimated_drop": "the estimated drop, in points of the full model's metric, when the head alone is "
-                      "mean-ablated (attribution patching)",
+    "mean-ablated (attribution patching)",
     "drop_points": "the exact drop, in points of the full metric, when the head alone is ablated",
     "member": "mean attention from a sequence member to the member k places before it",
     "token": "mean attention from a sequence member to the token k positions before it",
@@ -58,8 +58,10 @@ def describe_score(score: str) -> str:
     if score in SCORE_TEXT or stem in SCORE_TEXT:
         return SCORE_TEXT.get(score, SCORE_TEXT.get(stem))
     if m := re.fullmatch(r"(add|sub)(\d+)", score):
-        return (f"OV score: fraction of members mapped to the member {m.group(2)} places "
-                f"{'after' if m.group(1) == 'add' else 'before'}")
+        return (
+            f"OV score: fraction of members mapped to the member {m.group(2)} places "
+            f"{'after' if m.group(1) == 'add' else 'before'}"
+        )
     return f"`{score}`"
 
 
@@ -88,10 +90,17 @@ def head_score_figures(name: str, obj: Any) -> list[Figure]:
             split = f", one panel per {' and '.join(panels)}" if panels else ""
             ks = f" for k = {', '.join(c.rsplit('_k', 1)[1] for c in cols)} (columns)" if len(cols) > 1 else ""
             several = bool(panels) or len(cols) > 1
-            caption = (f"Every head's {describe_score(cols[0])}{ks}{split}; layer 0 at the top"
-                       + (", one colour scale for all panels. Look for the cells that stand out, and whether the same "
-                          "heads stand out in every panel." if several else ". Look for the cells that stand out.")
-                       + (f" ({record.description}.)" if record.description else "") + f" From `{name}`, `{path}`.")
+            caption = (
+                f"Every head's {describe_score(cols[0])}{ks}{split}; layer 0 at the top"
+                + (
+                    ", one colour scale for all panels. Look for the cells that stand out, and whether the same "
+                    "heads stand out in every panel."
+                    if several
+                    else ". Look for the cells that stand out."
+                )
+                + (f" ({record.description}.)" if record.description else "")
+                + f" From `{name}`, `{path}`."
+            )
             out.append((plots.head_heatmap_panels(table, cols, panels, value_title=stem), caption))
     return out
 
@@ -104,12 +113,21 @@ def pattern_figure(name: str, obj: Any) -> Figure | None:
         frame = plots.matrix_frame(pat.pattern, row="query", col="key")
         frame["query"] = frame["query"].map(lambda i, labels=pat.query_labels: f"{i}: {labels[i]}")
         frame["key"] = frame["key"].map(lambda i, labels=pat.key_labels: f"{i}: {labels[i]}")
-        charts.append(plots.matrix_heatmap(frame, row="query", col="key", value_title="attention",
-                                           title=f"{pat.component} ({pat.description or path})"))
+        charts.append(
+            plots.matrix_heatmap(
+                frame,
+                row="query",
+                col="key",
+                value_title="attention",
+                title=f"{pat.component} ({pat.description or path})",
+            )
+        )
     if not charts:
         return None
-    caption = (f"Attention patterns stored in `{name}` (rows: the attending position, columns: the position attended "
-               "to; darker = more attention). Look for the position each row attends to most.")
+    caption = (
+        f"Attention patterns stored in `{name}` (rows: the attending position, columns: the position attended "
+        "to; darker = more attention). Look for the position each row attends to most."
+    )
     return alt.hconcat(*charts).resolve_scale(color="shared"), caption
 
 
@@ -127,13 +145,20 @@ def distinct_circuits(files: Mapping[str, Any]) -> list[tuple[str, CircuitRecord
 
 def circuit_figure(n_layers: int, n_heads: int, circuits: Sequence[tuple[str, CircuitRecord]]) -> Figure:
     """One diagram per circuit of :func:`distinct_circuits`, side by side."""
-    diagrams = [plots.circuit_diagram(n_layers, n_heads, sorted(r.components),
-                                      title=f"{r.task} ({r.direction}) @ {r.threshold:g}: {len(r.heads)} heads, "
-                                            f"{len(r.mlps)} MLPs")
-                for _, r in circuits]
-    caption = (f"The circuits of this chapter ({', '.join(sorted({n for n, _ in circuits}))}): every head (circle) "
-               "and MLP (square, right column) of the model, the kept ones red, layer 0 at the bottom. Compare the "
-               "panels for the components every circuit keeps.")
+    diagrams = [
+        plots.circuit_diagram(
+            n_layers,
+            n_heads,
+            sorted(r.components),
+            title=f"{r.task} ({r.direction}) @ {r.threshold:g}: {len(r.heads)} heads, {len(r.mlps)} MLPs",
+        )
+        for _, r in circuits
+    ]
+    caption = (
+        f"The circuits of this chapter ({', '.join(sorted({n for n, _ in circuits}))}): every head (circle) "
+        "and MLP (square, right column) of the model, the kept ones red, layer 0 at the bottom. Compare the "
+        "panels for the components every circuit keeps."
+    )
     return alt.hconcat(*diagrams), caption
 
 
@@ -144,11 +169,19 @@ def edge_circuits_in(files: Mapping[str, Any]) -> list[EdgeCircuit]:
 
 def edge_circuit_figure(n_layers: int, n_heads: int, edge_circuits: Sequence[EdgeCircuit]) -> Figure:
     """The edge circuits side by side: connected nodes and kept edges."""
-    charts = [plots.circuit_diagram(n_layers, n_heads, ec.connected, edges=ec.edge_pairs(),
-                                    title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, "
-                                          f"{len(ec.connected)} nodes")
-              for ec in edge_circuits]
-    caption = ("The edge circuits of this chapter: the nodes (red) that lie on a kept path from the input to the "
-               "logits and the kept edges between them (lines; edges into the logits end above the top layer). Grey "
-               "nodes are ablated or left dangling by edge pruning. Look for the few edges that carry the task.")
+    charts = [
+        plots.circuit_diagram(
+            n_layers,
+            n_heads,
+            ec.connected,
+            edges=ec.edge_pairs(),
+            title=f"{ec.task} @ {ec.threshold:g}: {len(ec.connected_edges)} edges, {len(ec.connected)} nodes",
+        )
+        for ec in edge_circuits
+    ]
+    caption = (
+        "The edge circuits of this chapter: the nodes (red) that lie on a kept path from the input to the "
+        "logits and the kept edges between them (lines; edges into the logits end above the top layer). Grey "
+        "nodes are ablated or left dangling by edge pruning. Look for the few edges that carry the task."
+    )
     return alt.hconcat(*charts), caption

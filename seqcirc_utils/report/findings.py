@@ -15,16 +15,31 @@ keys says so (``could not be summarised``), which the book test treats as a fail
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from seqcirc_utils.core.errors import SeqcircError
-from seqcirc_utils.core.result_records import (ActivationEditing, Behaviour, DecreasingCircuits, EdgeCircuits,
-                                               GreaterThanOverlap, GreaterThanThresholds, InductionOffsets, Knockout,
-                                               MlpAblation, Representations, ResultRecord, Robustness,
-                                               SharedByThreshold, SharedCircuits, StepKCircuits, SuccessorHeads,
-                                               read_record)
+from seqcirc_utils.core.result_records import (
+    ActivationEditing,
+    Behaviour,
+    DecreasingCircuits,
+    EdgeCircuits,
+    GreaterThanOverlap,
+    GreaterThanThresholds,
+    InductionOffsets,
+    Knockout,
+    MlpAblation,
+    Representations,
+    ResultRecord,
+    Robustness,
+    SharedByThreshold,
+    SharedCircuits,
+    StepKCircuits,
+    SuccessorHeads,
+    read_record,
+)
 from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
 
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
@@ -67,10 +82,12 @@ def behaviour(files: Mapping[str, Any]) -> str:
     if b.best is None:
         return "No increasing-sequence combination could be evaluated."
     dec = b.decreasing_accuracy
-    text = (f"Over {len(b.increasing)} increasing (task, template) combinations the model's mean top-1 accuracy is "
-            f"{_pct(100 * b.increasing_accuracy)}"
-            + (f" against {_pct(100 * dec)} on {len(b.decreasing)} decreasing ones" if dec is not None else "")
-            + f"; the easiest is {b.best['task']} / {b.best['template']} ({_pct(100 * b.best['top1_accuracy'])}).")
+    text = (
+        f"Over {len(b.increasing)} increasing (task, template) combinations the model's mean top-1 accuracy is "
+        f"{_pct(100 * b.increasing_accuracy)}"
+        + (f" against {_pct(100 * dec)} on {len(b.decreasing)} decreasing ones" if dec is not None else "")
+        + f"; the easiest is {b.best['task']} / {b.best['template']} ({_pct(100 * b.best['top1_accuracy'])})."
+    )
     if b.greater_than_pd is not None:
         text += f" On greater-than its probability difference is {_pct(100 * b.greater_than_pd, 1)}."
     return text
@@ -81,18 +98,25 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
     obj: SharedCircuits = files[SharedCircuits.file]
     main = [r for r in obj.summary if abs(r["threshold"] - obj.threshold) < 1e-9]
     tasks = [r["task"] for r in main]
-    sizes = ", ".join(f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])}"
-                      + (f"; held out {_pct(r['heldout_%'])}" if r.get("heldout_%") is not None else "") + ")"
-                      for r in main)
+    sizes = ", ".join(
+        f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])}"
+        + (f"; held out {_pct(r['heldout_%'])}" if r.get("heldout_%") is not None else "")
+        + ")"
+        for r in main
+    )
     cross = obj.cross_task_percent  # {data: {circuit: percent}}
     off = [(c, d, v) for d, col in cross.items() for c, v in col.items() if c != d and v is not None]
-    text = (f"At {_pct(100 * obj.threshold)} of the full logit difference ({obj.method} pruning, "
-            f"{obj.template} template) the circuits are: {sizes}; {_count(len(obj.shared), 'component')} {'is' if len(obj.shared) == 1 else 'are'} shared "
-            f"by all {len(tasks)}" + (f" ({' '.join(obj.shared)})" if obj.shared else "") + ".")
+    text = (
+        f"At {_pct(100 * obj.threshold)} of the full logit difference ({obj.method} pruning, "
+        f"{obj.template} template) the circuits are: {sizes}; {_count(len(obj.shared), 'component')} {'is' if len(obj.shared) == 1 else 'are'} shared "
+        f"by all {len(tasks)}" + (f" ({' '.join(obj.shared)})" if obj.shared else "") + "."
+    )
     if off:
         best, worst = max(off, key=lambda x: x[2]), min(off, key=lambda x: x[2])
-        text += (f" Across tasks the {best[0]} circuit transfers best ({_pct(best[2])} on {best[1]} data), "
-                 f"the {worst[0]} circuit worst ({_pct(worst[2])} on {worst[1]} data).")
+        text += (
+            f" Across tasks the {best[0]} circuit transfers best ({_pct(best[2])} on {best[1]} data), "
+            f"the {worst[0]} circuit worst ({_pct(worst[2])} on {worst[1]} data)."
+        )
     return text + _shared_by_threshold(files.get(SharedByThreshold.file))
 
 
@@ -107,13 +131,18 @@ def _shared_by_threshold(obj: SharedByThreshold | None) -> str:
         tested = [r for r in held if r.get("p") is not None]
         if tested:  # schema 2: the null of matched random circuits (normalised faithfulness, held-out data)
             beats = sum(bool(r["beats_random"]) for r in tested)
-            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({int(tested[0]['n_draws'])} random "
-                         f"circuits matched per layer, p <= 0.05) on held-out prompts for {beats} of {len(tested)} tasks ("
-                         + ", ".join(f"{r['data']} p = {r['p']:.3f}" for r in tested) + ")")
+            parts.append(
+                f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({int(tested[0]['n_draws'])} random "
+                f"circuits matched per layer, p <= 0.05) on held-out prompts for {beats} of {len(tested)} tasks ("
+                + ", ".join(f"{r['data']} p = {r['p']:.3f}" for r in tested)
+                + ")"
+            )
         elif held and any(r.get("beats_random") is not None for r in held):  # schema 1: a few random draws
             beats = sum(bool(r["beats_random"]) for r in held)
-            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}, above every random circuit of that size on held-out "
-                         f"prompts for {beats} of {len(held)} tasks")
+            parts.append(
+                f"at {_pct(100 * t)} {_count(n, 'component')}, above every random circuit of that size on held-out "
+                f"prompts for {beats} of {len(held)} tasks"
+            )
         else:
             parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}")
     return " Shared by all tasks: " + "; ".join(parts) + "." if parts else ""
@@ -126,33 +155,53 @@ def greater_than_overlap(files: Mapping[str, Any]) -> str:
     rows = obj.analogous_ablation
 
     def drop(ablated: str, scored: str) -> float:
-        return next(float(r["drop_points"]) for r in rows
-                    if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
+        return next(
+            float(r["drop_points"])
+            for r in rows
+            if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model"
+        )
 
     def p(ablated: str, scored: str) -> str:  # schema 2: the drop against matched random heads (lower tail)
-        row = next(r for r in rows if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model")
+        row = next(
+            r for r in rows if r["ablated"] == ablated and r["task scored"] == scored and r["inside"] == "full model"
+        )
         return f"; p = {row['p']:.3f} over {int(row['n_draws'])} matched draws" if row.get("p") is not None else ""
 
     shared = obj.shared_heads
-    return (f"The greater-than and {seq} circuits share {_count(len(shared), 'head')}"
-            + (f" ({' '.join(shared)})" if shared else "") + ". Ablating the "
-            f"{seq} circuit's heads costs greater-than {drop(f'{seq} heads', 'greater_than'):.1f} points of "
-            f"probability difference (as many random heads: {drop('random heads', 'greater_than'):.1f}"
-            f"{p(f'{seq} heads', 'greater_than')}); ablating "
-            f"the greater-than heads costs {seq} {drop('greater_than heads', seq):.1f} points "
-            f"(random: {drop('random heads', seq):.1f}{p('greater_than heads', seq)}). Per-head importance of the two tasks has rank correlation "
-            f"{obj.estimated_drop_rank_correlation:.2f}." + _sharing_lost(files.get(GreaterThanThresholds.file)))
+    return (
+        f"The greater-than and {seq} circuits share {_count(len(shared), 'head')}"
+        + (f" ({' '.join(shared)})" if shared else "")
+        + ". Ablating the "
+        f"{seq} circuit's heads costs greater-than {drop(f'{seq} heads', 'greater_than'):.1f} points of "
+        f"probability difference (as many random heads: {drop('random heads', 'greater_than'):.1f}"
+        f"{p(f'{seq} heads', 'greater_than')}); ablating "
+        f"the greater-than heads costs {seq} {drop('greater_than heads', seq):.1f} points "
+        f"(random: {drop('random heads', seq):.1f}{p('greater_than heads', seq)}). Per-head importance of the two tasks has rank correlation "
+        f"{obj.estimated_drop_rank_correlation:.2f}." + _sharing_lost(files.get(GreaterThanThresholds.file))
+    )
 
 
 def _sharing_lost(obj: GreaterThanThresholds | None) -> str:
     """03, optional: down the nested threshold ladder, where each task stops sharing heads with greater-than."""
     if not obj:
         return ""
-    parts = [f"{task} from {_pct(100 * t)}" if t is not None else f"{task} never (down to {_pct(100 * min(obj.thresholds))})"
-             for task, t in obj.lost_at.items()]
-    return (" Down nested circuits from " + _pct(100 * max(obj.thresholds)) + " to " + _pct(100 * min(obj.thresholds))
+    parts = [
+        f"{task} from {_pct(100 * t)}" if t is not None else f"{task} never (down to {_pct(100 * min(obj.thresholds))})"
+        for task, t in obj.lost_at.items()
+    ]
+    return (
+        (
+            " Down nested circuits from "
+            + _pct(100 * max(obj.thresholds))
+            + " to "
+            + _pct(100 * min(obj.thresholds))
             + f" ({obj.method} method), the sequence circuits stop sharing heads with greater-than: "
-            + ", ".join(parts) + ".") if parts else ""
+            + ", ".join(parts)
+            + "."
+        )
+        if parts
+        else ""
+    )
 
 
 def decreasing_circuits(files: Mapping[str, Any]) -> str:
@@ -169,13 +218,19 @@ def mlp_ablation(files: Mapping[str, Any]) -> str:
     effects = obj.mlp_effects
     tasks = list(dict.fromkeys(r["task"] for r in effects))
     worst = [min((r for r in effects if r["task"] == t), key=lambda r: r["kept_%"]) for t in tasks]
-    text = ("Ablating one MLP at a time, the one each task can least do without is "
-            + ", ".join(f"{r['component']} for {r['task']} ({_pct(r['kept_%'])} of the logit difference kept)"
-                        for r in worst) + ".")
+    text = (
+        "Ablating one MLP at a time, the one each task can least do without is "
+        + ", ".join(
+            f"{r['component']} for {r['task']} ({_pct(r['kept_%'])} of the logit difference kept)" for r in worst
+        )
+        + "."
+    )
     neurons = obj.neuron_ablation
     if len(neurons) >= 2:
-        text += (f" In {obj.key_mlp}, ablating the {neurons[0]['ablated'].split(' of ')[0]} keeps "
-                 f"{_pct(neurons[0]['kept_%'])}, the {neurons[1]['ablated']} {_pct(neurons[1]['kept_%'])}.")
+        text += (
+            f" In {obj.key_mlp}, ablating the {neurons[0]['ablated'].split(' of ')[0]} keeps "
+            f"{_pct(neurons[0]['kept_%'])}, the {neurons[1]['ablated']} {_pct(neurons[1]['kept_%'])}."
+        )
     edges = obj.head_to_mlp
     best: dict[tuple[str, str], dict] = {}
     for r in edges:
@@ -183,9 +238,12 @@ def mlp_ablation(files: Mapping[str, Any]) -> str:
         if key not in best or r["effect"] < best[key]["effect"]:
             best[key] = r
     if best:
-        text += (" With MLP0 read as part of the extended embedding, the head each important later MLP relies on most "
-                 "(path patching): " + ", ".join(f"{m} <- {r['sender']} for {t} ({100 * r['effect']:+.1f} points)"
-                                                 for (t, m), r in best.items()) + ".")
+        text += (
+            " With MLP0 read as part of the extended embedding, the head each important later MLP relies on most "
+            "(path patching): "
+            + ", ".join(f"{m} <- {r['sender']} for {t} ({100 * r['effect']:+.1f} points)" for (t, m), r in best.items())
+            + "."
+        )
     return text
 
 
@@ -199,16 +257,21 @@ def successor_heads(files: Mapping[str, Any]) -> str:
     """07: the best successor ("next") head per family against chance."""
     obj: SuccessorHeads = files[SuccessorHeads.file]
     rows = obj.overview
-    best = ", ".join(f"{r['family']} {r['best_next']} ({r['best_next_score']:.2f}; chance {r['chance']:.2f})"
-                     for r in rows)
+    best = ", ".join(
+        f"{r['family']} {r['best_next']} ({r['best_next_score']:.2f}; chance {r['chance']:.2f})" for r in rows
+    )
     text = f"The head whose OV circuit maps each member to its successor most often, per family: {best}."
-    text += (f" On {obj.n_kept} correctly answered {obj.focus} prompts the mean logit difference is "
-             f"{obj.dla_logit_diff:.2f} nats.")
+    text += (
+        f" On {obj.n_kept} correctly answered {obj.focus} prompts the mean logit difference is "
+        f"{obj.dla_logit_diff:.2f} nats."
+    )
     by_length = [r for r in obj.logit_lens_by_length if r["median_first_top1"] is not None]
     if by_length:
-        text += (" The logit lens first reads the answer as top-1 at median layer "
-                 + ", ".join(f"{r['median_first_top1']:.0f} ({r['direction']}, {r['length']} members)" for r in by_length)
-                 + ".")
+        text += (
+            " The logit lens first reads the answer as top-1 at median layer "
+            + ", ".join(f"{r['median_first_top1']:.0f} ({r['direction']}, {r['length']} members)" for r in by_length)
+            + "."
+        )
     return text
 
 
@@ -216,27 +279,43 @@ def edge_circuits(files: Mapping[str, Any]) -> str:
     """08: edges kept per task with the edge circuit's score, and EAP's agreement with exact patching."""
     obj: EdgeCircuits = files[EdgeCircuits.file]
     rows = obj.summary
-    kept = ", ".join(f"{r['task']} {r['connected_edges']} of {r['candidate_edges']} edges "
-                     f"({_pct(r['edge_circuit_%'])} of the logit difference)" for r in rows)
+    kept = ", ".join(
+        f"{r['task']} {r['connected_edges']} of {r['candidate_edges']} edges "
+        f"({_pct(r['edge_circuit_%'])} of the logit difference)"
+        for r in rows
+    )
     agree = obj.eap_vs_exact
-    return (f"Pruning edges inside the node circuits ({obj.edge_method}) keeps {kept}. On {agree['n_edges']} "
-            f"sampled edges, edge attribution ranks single-edge effects with Spearman {agree['spearman']:.2f} "
-            "against exact path patching.")
+    return (
+        f"Pruning edges inside the node circuits ({obj.edge_method}) keeps {kept}. On {agree['n_edges']} "
+        f"sampled edges, edge attribution ranks single-edge effects with Spearman {agree['spearman']:.2f} "
+        "against exact path patching."
+    )
 
 
 def robustness(files: Mapping[str, Any]) -> str:
     """09: circuit overlap across dataset seeds, each core's held-out score, the planted-circuit check."""
     obj: Robustness = files[Robustness.file]
     seeds = [r for r in obj.summary if r["factor"] == "seed"]
-    text = ("Re-found on other prompts, circuits overlap with mean Jaccard "
-            + ", ".join(f"{r['task']} {r['mean_jaccard']:.2f}" for r in seeds) + ".")
+    text = (
+        "Re-found on other prompts, circuits overlap with mean Jaccard "
+        + ", ".join(f"{r['task']} {r['mean_jaccard']:.2f}" for r in seeds)
+        + "."
+    )
     cores = obj.core
-    text += (" Each task's core (components kept in most runs) keeps, on fresh prompts, "
-             + ", ".join(f"{t} {_pct(100 * c['heldout']['score'])} ({_count(c['n_components'], 'component')})"
-                         for t, c in cores.items()) + " of the full model.")
+    text += (
+        " Each task's core (components kept in most runs) keeps, on fresh prompts, "
+        + ", ".join(
+            f"{t} {_pct(100 * c['heldout']['score'])} ({_count(c['n_components'], 'component')})"
+            for t, c in cores.items()
+        )
+        + " of the full model."
+    )
     planted = obj.planted
-    text += (" On a hand-built model with a planted circuit, precision/recall: "
-             + ", ".join(f"{r['method']} {r['precision']:.2f}/{r['recall']:.2f}" for r in planted) + ".")
+    text += (
+        " On a hand-built model with a planted circuit, precision/recall: "
+        + ", ".join(f"{r['method']} {r['precision']:.2f}/{r['recall']:.2f}" for r in planted)
+        + "."
+    )
     return text
 
 
@@ -251,24 +330,35 @@ def knockout(files: Mapping[str, Any]) -> str:
         mine = [r for r in rows if r["task"] == task]
         ko = next(r for r in mine if r["condition"] == target)
         rand = [r["kept_%"] for r in mine if r["condition"].startswith("random")]
-        parts.append(f"{task} {_pct(ko['kept_%'])}" + (f" (random heads of the same layers {_pct(sum(rand) / len(rand))})"
-                                                       if rand else "")
-                     + f", {_pct(100 * ko['copy'])} copying the last member"
-                     + (f"; drop {obj.knockout_null[task].observed:.0f} points, at the "
-                        f"{obj.knockout_null[task].observed_percentile:.0f}th percentile of {obj.knockout_null[task].n_draws} "
-                        f"same-layer random knockouts (p = {obj.knockout_null[task].p_value:.2f}, n = "
-                        f"{obj.knockout_null[task].n_prompts} evaluation prompts)" if task in obj.knockout_null else ""))
+        parts.append(
+            f"{task} {_pct(ko['kept_%'])}"
+            + (f" (random heads of the same layers {_pct(sum(rand) / len(rand))})" if rand else "")
+            + f", {_pct(100 * ko['copy'])} copying the last member"
+            + (
+                f"; drop {obj.knockout_null[task].observed:.0f} points, at the "
+                f"{obj.knockout_null[task].observed_percentile:.0f}th percentile of {obj.knockout_null[task].n_draws} "
+                f"same-layer random knockouts (p = {obj.knockout_null[task].p_value:.2f}, n = "
+                f"{obj.knockout_null[task].n_prompts} evaluation prompts)"
+                if task in obj.knockout_null
+                else ""
+            )
+        )
     b = obj.backups
     left = b["knocked_out"]["reference_logit_diff"] / b["intact"]["reference_logit_diff"]
     found = b["knocked_out"]["components"]
     n_negative = len(obj.negative_heads)
-    circuit = (f"its circuit at {_pct(100 * b['threshold'])} has {len(found)} components against "
-               f"{len(b['intact']['components'])} intact, {len(b['joins'])} of them new" if found is not None
-               else "too little to find a circuit of")
-    return (f"Knocking out the successor heads {' '.join(heads)} (highest OV next score, largest single-ablation "
-            f"drop, chosen on selection prompts) leaves of the evaluation prompts' logit difference: {'; '.join(parts)}. On {b['task']} the knocked-out model keeps "
-            f"{_pct(100 * left)}; {circuit}; {_count(n_negative, 'head')} {'is' if n_negative == 1 else 'are'} negative (their "
-            "ablation raises the logit difference).")
+    circuit = (
+        f"its circuit at {_pct(100 * b['threshold'])} has {len(found)} components against "
+        f"{len(b['intact']['components'])} intact, {len(b['joins'])} of them new"
+        if found is not None
+        else "too little to find a circuit of"
+    )
+    return (
+        f"Knocking out the successor heads {' '.join(heads)} (highest OV next score, largest single-ablation "
+        f"drop, chosen on selection prompts) leaves of the evaluation prompts' logit difference: {'; '.join(parts)}. On {b['task']} the knocked-out model keeps "
+        f"{_pct(100 * left)}; {circuit}; {_count(n_negative, 'head')} {'is' if n_negative == 1 else 'are'} negative (their "
+        "ablation raises the logit difference)."
+    )
 
 
 def activation_editing(files: Mapping[str, Any]) -> str:
@@ -277,24 +367,40 @@ def activation_editing(files: Mapping[str, Any]) -> str:
     edits = obj.function_edits
     parts = []
     for r in (r for r in edits if r["edit"] == "successor heads"):
-        rand = [x["hit"] for x in edits if x["task"] == r["task"] and x["edit_kind"] == r["edit_kind"]
-                and x["edit"].startswith("random")]
-        parts.append(f"{r['task']} {r['edit_kind']} {_pct(100 * r['hit'])}"
-                     + (f" (random heads {_pct(100 * sum(rand) / len(rand))})" if rand else ""))
+        rand = [
+            x["hit"]
+            for x in edits
+            if x["task"] == r["task"] and x["edit_kind"] == r["edit_kind"] and x["edit"].startswith("random")
+        ]
+        parts.append(
+            f"{r['task']} {r['edit_kind']} {_pct(100 * r['hit'])}"
+            + (f" (random heads {_pct(100 * sum(rand) / len(rand))})" if rand else "")
+        )
     summary = obj.steering_summary
     steer = []
     for pair in dict.fromkeys(r["pair"] for r in summary):
         fmt = [r for r in summary if r["pair"] == pair and r["direction"] == "format"]
         best = max(fmt, key=lambda r: r["hit"])
-        rnd = [r["hit"] for r in summary if r["pair"] == pair and r["direction"] == "random" and r["alpha"] == best["alpha"]]
-        steer.append(f"{pair} {_pct(100 * best['hit'])} at alpha {best['alpha']:g}"
-                     + (f" (random directions {_pct(100 * rnd[0])})" if rnd else ""))
-    text = (f"Replacing the successor heads' ({' '.join(obj.successor_heads)}) outputs by their mean on prompts of "
-            "the other direction flips the answer to the predecessor (or successor) on " + "; ".join(parts) + "."
-            if parts else "No next -> prev edit could be run.")
+        rnd = [
+            r["hit"]
+            for r in summary
+            if r["pair"] == pair and r["direction"] == "random" and r["alpha"] == best["alpha"]
+        ]
+        steer.append(
+            f"{pair} {_pct(100 * best['hit'])} at alpha {best['alpha']:g}"
+            + (f" (random directions {_pct(100 * rnd[0])})" if rnd else "")
+        )
+    text = (
+        f"Replacing the successor heads' ({' '.join(obj.successor_heads)}) outputs by their mean on prompts of "
+        "the other direction flips the answer to the predecessor (or successor) on " + "; ".join(parts) + "."
+        if parts
+        else "No next -> prev edit could be run."
+    )
     if steer:
-        text += (f" Adding the member-matched format difference after block {obj.steer_layer} turns the answer "
-                 "into the other format on " + "; ".join(steer) + ".")
+        text += (
+            f" Adding the member-matched format difference after block {obj.steer_layer} turns the answer "
+            "into the other format on " + "; ".join(steer) + "."
+        )
     return text
 
 
@@ -305,17 +411,21 @@ def representations(files: Mapping[str, Any]) -> str:
     h = obj.headline
     centred = " (format-centred)" if h["center"] == "format" else (" (centred)" if h["center"] != "none" else "")
     formats = ", ".join(obj.families)
-    text = (f"In the residual stream at the final position ({formats}), the same value in different formats is most "
-            f"alike at depth {h['value_layer']}{centred}: cosine {h['same_value_cosine']:.2f}, against "
-            f"{h['diff_value_same_format_cosine']:.2f} for different values in the same format and "
-            f"{h['diff_value_diff_format_cosine']:.2f} for different values and formats. The \"next\" direction (mean "
-            f"difference between consecutive members) agrees across formats with mean cosine {h['next_cosine']:.2f} "
-            f"at depth {h['next_layer']} (permutation 95th percentile {h['next_perm_q95']:.2f}; above it at "
-            f"{h['next_above_baseline_layers']} of {h['n_depths']} depths).")
+    text = (
+        f"In the residual stream at the final position ({formats}), the same value in different formats is most "
+        f"alike at depth {h['value_layer']}{centred}: cosine {h['same_value_cosine']:.2f}, against "
+        f"{h['diff_value_same_format_cosine']:.2f} for different values in the same format and "
+        f'{h["diff_value_diff_format_cosine"]:.2f} for different values and formats. The "next" direction (mean '
+        f"difference between consecutive members) agrees across formats with mean cosine {h['next_cosine']:.2f} "
+        f"at depth {h['next_layer']} (permutation 95th percentile {h['next_perm_q95']:.2f}; above it at "
+        f"{h['next_above_baseline_layers']} of {h['n_depths']} depths)."
+    )
     if h.get("order_first_layer") is not None:
         acc = ", ".join(f"{f} {a:.2f}" for f, a in h["order_accuracy_last"].items())
-        text += (f" Ordered prompts are told from their shuffled twins from depth {h['order_first_layer']} on "
-                 f"(last-depth accuracy {acc}; chance {h['order_chance']:.2f}).")
+        text += (
+            f" Ordered prompts are told from their shuffled twins from depth {h['order_first_layer']} on "
+            f"(last-depth accuracy {acc}; chance {h['order_chance']:.2f})."
+        )
     else:
         text += " At no depth are every format's ordered prompts told from their shuffled twins above the baseline."
     return text
@@ -376,15 +486,19 @@ def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results
     return prefix + text
 
 
-def findings_markdown(statuses: Sequence[ChapterStatus], results: Path,
-                      readers: Sequence[ChapterReader] = READERS) -> str:
+def findings_markdown(
+    statuses: Sequence[ChapterStatus], results: Path, readers: Sequence[ChapterReader] = READERS
+) -> str:
     """The Findings page body: one paragraph per chapter, with a link to the chapter when it was executed.
 
     ``statuses``: the chapters (NN < 90) in order, executed or not; ``results``: ``results/<model>/``.
     """
     by_name = {r.notebook: r for r in readers}
-    lines = [f"Each paragraph is regenerated from `results/{results.name}/` by every build of the book; "
-             "follow a chapter's link for its figures, tables and method.", ""]
+    lines = [
+        f"Each paragraph is regenerated from `results/{results.name}/` by every build of the book; "
+        "follow a chapter's link for its figures, tables and method.",
+        "",
+    ]
     for st in statuses:
         heading = f"{{doc}}`{st.title} </book/executed/{st.notebook}>`" if st.executed else st.title
         stop = "" if st.title.rstrip()[-1:] in ".?!" else "."

@@ -23,8 +23,9 @@ from __future__ import annotations
 import html
 import json
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -67,13 +68,17 @@ def _script_json(obj: Any) -> str:
     return json.dumps(obj).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def offline_html(spec: Mapping[str, Any], embed_options: Mapping[str, Any] | None = None,
-                 bundle_url: str = NOTEBOOK_BUNDLE_URL) -> str:
+def offline_html(
+    spec: Mapping[str, Any], embed_options: Mapping[str, Any] | None = None, bundle_url: str = NOTEBOOK_BUNDLE_URL
+) -> str:
     """The ``<div>`` + ``<script>`` that draws a Vega-Lite ``spec`` with the locally bundled ``vegaEmbed``."""
     div_id = f"seqcirc-chart-{uuid.uuid4().hex[:12]}"
-    script = _SCRIPT % {"id": _script_json(div_id), "spec": _script_json(dict(spec)),
-                        "options": _script_json(dict(embed_options or EMBED_OPTIONS)),
-                        "bundle": _script_json(bundle_url)}
+    script = _SCRIPT % {
+        "id": _script_json(div_id),
+        "spec": _script_json(dict(spec)),
+        "options": _script_json(dict(embed_options or EMBED_OPTIONS)),
+        "bundle": _script_json(bundle_url),
+    }
     return f'<div id="{html.escape(div_id)}" class="{CHART_CLASS}"></div>\n<script type="text/javascript">\n{script}\n</script>'
 
 
@@ -83,7 +88,7 @@ def _renderer(spec: dict, **metadata) -> dict[str, str]:
     return {"text/html": offline_html(spec, options)}
 
 
-def enable_offline() -> "Figures":
+def enable_offline() -> Figures:
     """Make altair charts render offline: register and enable the ``seqcirc`` renderer, and return the
     chapter's figure numbering (a new :class:`Figures`, starting at 1).
 
@@ -121,8 +126,10 @@ class Figure:
     def to_html(self, bundle_url: str = NOTEBOOK_BUNDLE_URL) -> str:
         """``<figure>``: the chart's offline ``<div>`` + ``<script>`` and a ``<figcaption>``."""
         chart_html = offline_html(self.chart.to_dict(), EMBED_OPTIONS, bundle_url=bundle_url)
-        return (f'<figure class="{FIGURE_CLASS}" id="figure-{self.number}">\n{chart_html}\n'
-                f'<figcaption><strong>{self.label}</strong> {caption_html(self.caption)}</figcaption>\n</figure>')
+        return (
+            f'<figure class="{FIGURE_CLASS}" id="figure-{self.number}">\n{chart_html}\n'
+            f"<figcaption><strong>{self.label}</strong> {caption_html(self.caption)}</figcaption>\n</figure>"
+        )
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
         return {"text/html": self.to_html(), "text/plain": f"{self.label} {self.caption}"}
@@ -178,7 +185,9 @@ def head_frame(records: Iterable[Mapping[str, Any]] | pd.DataFrame, value: str) 
     return out.astype({"layer": int, "head": int, "value": float})
 
 
-def matrix_frame(matrix: Sequence[Sequence[float]] | pd.DataFrame, row: str = "layer", col: str = "head") -> pd.DataFrame:
+def matrix_frame(
+    matrix: Sequence[Sequence[float]] | pd.DataFrame, row: str = "layer", col: str = "head"
+) -> pd.DataFrame:
     """A 2-D array (or a DataFrame with labelled index/columns) -> long ``DataFrame[row, col, value]``."""
     df = matrix if isinstance(matrix, pd.DataFrame) else pd.DataFrame(matrix)
     long = df.rename_axis(index=row, columns=col).stack().rename("value").reset_index()
@@ -188,8 +197,9 @@ def matrix_frame(matrix: Sequence[Sequence[float]] | pd.DataFrame, row: str = "l
 # --------------------------------------------------------------------------- charts
 
 
-def head_heatmap(df: pd.DataFrame, title: str = "", value_title: str = "score", diverging: bool | None = None,
-                 cell: int = 16) -> alt.Chart:
+def head_heatmap(
+    df: pd.DataFrame, title: str = "", value_title: str = "score", diverging: bool | None = None, cell: int = 16
+) -> alt.Chart:
     """Layer x head grid of a per-head score (``df``: columns ``layer, head, value``).
 
     Layer 0 is at the top. ``diverging`` (default: when the scores have both signs) centres the
@@ -212,8 +222,9 @@ def head_heatmap(df: pd.DataFrame, title: str = "", value_title: str = "score", 
     )
 
 
-def matrix_heatmap(df: pd.DataFrame, row: str, col: str, title: str = "", value_title: str = "value",
-                   cell: int = 22) -> alt.Chart:
+def matrix_heatmap(
+    df: pd.DataFrame, row: str, col: str, title: str = "", value_title: str = "value", cell: int = 22
+) -> alt.Chart:
     """A labelled matrix (e.g. an attention pattern: ``row`` = query, ``col`` = key) in the given order."""
     rows, cols = list(dict.fromkeys(df[row].astype(str))), list(dict.fromkeys(df[col].astype(str)))
     data = df.assign(**{row: df[row].astype(str), col: df[col].astype(str)})
@@ -247,8 +258,13 @@ def circuit_nodes(n_layers: int, n_heads: int, kept: Iterable[Component | str]) 
     return pd.DataFrame(rows)
 
 
-def circuit_diagram(n_layers: int, n_heads: int, kept: Iterable[Component | str],
-                    edges: Iterable[tuple[Component | str, Component | str]] = (), title: str = "") -> alt.LayerChart:
+def circuit_diagram(
+    n_layers: int,
+    n_heads: int,
+    kept: Iterable[Component | str],
+    edges: Iterable[tuple[Component | str, Component | str]] = (),
+    title: str = "",
+) -> alt.LayerChart:
     """Layer x head grid of all nodes (heads = circles, MLPs = squares), the kept ones highlighted.
 
     ``edges`` (sender, receiver) are drawn as rules between node coordinates; an endpoint that is
@@ -264,42 +280,77 @@ def circuit_diagram(n_layers: int, n_heads: int, kept: Iterable[Component | str]
         key = str(c)
         return pos.get(key, top)
 
-    edge_rows = [{"sender": str(s), "receiver": str(r), "x": where(s)[0], "y": where(s)[1],
-                  "x2": where(r)[0], "y2": where(r)[1]} for s, r in edges]
-    x = alt.X("x:Q", title="head", scale=alt.Scale(domain=[-0.5, n_heads + 0.5], nice=False),
-              axis=alt.Axis(values=list(range(n_heads + 1)), labelExpr=f"datum.value == {n_heads} ? 'MLP' : datum.label",
-                            grid=False))
-    y = alt.Y("y:Q", title="layer", scale=alt.Scale(domain=[-0.5, n_layers + 0.5], nice=False),
-              axis=alt.Axis(values=list(range(n_layers)), grid=False))
+    edge_rows = [
+        {"sender": str(s), "receiver": str(r), "x": where(s)[0], "y": where(s)[1], "x2": where(r)[0], "y2": where(r)[1]}
+        for s, r in edges
+    ]
+    x = alt.X(
+        "x:Q",
+        title="head",
+        scale=alt.Scale(domain=[-0.5, n_heads + 0.5], nice=False),
+        axis=alt.Axis(
+            values=list(range(n_heads + 1)), labelExpr=f"datum.value == {n_heads} ? 'MLP' : datum.label", grid=False
+        ),
+    )
+    y = alt.Y(
+        "y:Q",
+        title="layer",
+        scale=alt.Scale(domain=[-0.5, n_layers + 0.5], nice=False),
+        axis=alt.Axis(values=list(range(n_layers)), grid=False),
+    )
     base = alt.Chart(nodes).encode(
-        x=x, y=y,
-        color=alt.Color("kept:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#d9d9d9"]), title="in circuit"),
+        x=x,
+        y=y,
+        color=alt.Color(
+            "kept:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#d9d9d9"]), title="in circuit"
+        ),
         shape=alt.Shape("kind:N", scale=alt.Scale(domain=["head", "MLP"], range=["circle", "square"]), title="node"),
         tooltip=["component:N", "kept:N"],
     )
     points = base.mark_point(filled=True, size=90)
-    labels = (alt.Chart(nodes[nodes["kept"]]).mark_text(dy=-10, fontSize=9)
-              .encode(x=x, y=y, text="component:N"))
+    labels = alt.Chart(nodes[nodes["kept"]]).mark_text(dy=-10, fontSize=9).encode(x=x, y=y, text="component:N")
     layers: list[alt.Chart] = []
     if edge_rows:
-        layers.append(alt.Chart(pd.DataFrame(edge_rows)).mark_rule(opacity=0.5, color="#1f77b4")
-                      .encode(x=x, y=y, x2="x2:Q", y2="y2:Q", tooltip=["sender:N", "receiver:N"]))
+        layers.append(
+            alt.Chart(pd.DataFrame(edge_rows))
+            .mark_rule(opacity=0.5, color="#1f77b4")
+            .encode(x=x, y=y, x2="x2:Q", y2="y2:Q", tooltip=["sender:N", "receiver:N"])
+        )
     layers += [points, labels]
     others = sorted({e for edge in edges for e in edge} - set(pos))
     if others:
-        layers.append(alt.Chart(pd.DataFrame({"x": [top[0]], "y": [top[1]], "name": [" / ".join(others)]}))
-                      .mark_text(dy=-8, fontSize=10, fontWeight="bold").encode(x=x, y=y, text="name:N"))
-    return alt.layer(*layers, title=title or alt.Undefined).properties(width=28 * (n_heads + 1), height=28 * (n_layers + 1))
+        layers.append(
+            alt.Chart(pd.DataFrame({"x": [top[0]], "y": [top[1]], "name": [" / ".join(others)]}))
+            .mark_text(dy=-8, fontSize=10, fontWeight="bold")
+            .encode(x=x, y=y, text="name:N")
+        )
+    return alt.layer(*layers, title=title or alt.Undefined).properties(
+        width=28 * (n_heads + 1), height=28 * (n_layers + 1)
+    )
 
 
-def size_performance_curve(df: pd.DataFrame, x: str = "n_components", y: str = "score", color: str | None = "task",
-                           title: str = "", y_title: str = "% of full model") -> alt.Chart:
+def size_performance_curve(
+    df: pd.DataFrame,
+    x: str = "n_components",
+    y: str = "score",
+    color: str | None = "task",
+    title: str = "",
+    y_title: str = "% of full model",
+) -> alt.Chart:
     """Circuit size against performance (one line per ``color`` value, points at each measured size)."""
-    enc: dict[str, Any] = {"x": alt.X(f"{x}:Q", title=x.replace("_", " ")), "y": alt.Y(f"{y}:Q", title=y_title),
-                           "tooltip": [c for c in (x, y, color) if c]}
+    enc: dict[str, Any] = {
+        "x": alt.X(f"{x}:Q", title=x.replace("_", " ")),
+        "y": alt.Y(f"{y}:Q", title=y_title),
+        "tooltip": [c for c in (x, y, color) if c],
+    }
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=color)
-    return alt.Chart(df, title=title or alt.Undefined).mark_line(point=True).encode(**enc).properties(width=360, height=240)
+    return (
+        alt.Chart(df, title=title or alt.Undefined)
+        .mark_line(point=True)
+        .encode(**enc)
+        .properties(width=360, height=240)
+    )
 
 
 def overlap_chart(membership: Mapping[str, Iterable[Component | str]], title: str = "") -> alt.HConcatChart:
@@ -315,29 +366,47 @@ def overlap_chart(membership: Mapping[str, Iterable[Component | str]], title: st
     counts = pd.DataFrame({"component": comps, "n_tasks": [sum(c in sets[t] for t in tasks) for c in comps]})
     height = max(14 * len(comps), 20)
     matrix = (
-        alt.Chart(df).mark_square(size=120)
-        .encode(x=alt.X("task:N", sort=tasks, title="task"), y=alt.Y("component:N", sort=comps, title="component"),
-                color=alt.Color("member:N", scale=alt.Scale(domain=[True, False], range=["#1f77b4", "#eeeeee"]),
-                                legend=None),
-                tooltip=["component:N", "task:N", "member:N"])
+        alt.Chart(df)
+        .mark_square(size=120)
+        .encode(
+            x=alt.X("task:N", sort=tasks, title="task"),
+            y=alt.Y("component:N", sort=comps, title="component"),
+            color=alt.Color(
+                "member:N", scale=alt.Scale(domain=[True, False], range=["#1f77b4", "#eeeeee"]), legend=None
+            ),
+            tooltip=["component:N", "task:N", "member:N"],
+        )
         .properties(width=40 * max(len(tasks), 1), height=height)
     )
     bars = (
-        alt.Chart(counts).mark_bar()
-        .encode(y=alt.Y("component:N", sort=comps, axis=None),
-                x=alt.X("n_tasks:Q", title="tasks sharing it", axis=alt.Axis(tickMinStep=1, format="d")),
-                tooltip=["component:N", "n_tasks:Q"])
+        alt.Chart(counts)
+        .mark_bar()
+        .encode(
+            y=alt.Y("component:N", sort=comps, axis=None),
+            x=alt.X("n_tasks:Q", title="tasks sharing it", axis=alt.Axis(tickMinStep=1, format="d")),
+            tooltip=["component:N", "n_tasks:Q"],
+        )
         .properties(width=120, height=height)
     )
     return alt.hconcat(matrix, bars, spacing=4, title=title or alt.Undefined)
 
 
-def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None, column: str | None = None,
-              title: str = "", y_title: str | None = None, sort: Sequence[str] | None = None) -> alt.Chart:
+def bar_chart(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    color: str | None = None,
+    column: str | None = None,
+    title: str = "",
+    y_title: str | None = None,
+    sort: Sequence[str] | None = None,
+) -> alt.Chart:
     """Bars of ``y`` per ``x`` (grouped by ``color`` with an x offset, faceted by ``column``)."""
-    enc: dict[str, Any] = {"x": alt.X(f"{x}:N", title=x.replace("_", " "), sort=list(sort) if sort else "ascending"),
-                           "y": alt.Y(f"{y}:Q", title=y_title or y.replace("_", " ")),
-                           "tooltip": [c for c in (x, color, column) if c] + [alt.Tooltip(f"{y}:Q", format=".3f")]}
+    enc: dict[str, Any] = {
+        "x": alt.X(f"{x}:N", title=x.replace("_", " "), sort=list(sort) if sort else "ascending"),
+        "y": alt.Y(f"{y}:Q", title=y_title or y.replace("_", " ")),
+        "tooltip": [c for c in (x, color, column) if c] + [alt.Tooltip(f"{y}:Q", format=".3f")],
+    }
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=color.replace("_", " "))
         enc["xOffset"] = alt.XOffset(f"{color}:N")
@@ -347,9 +416,16 @@ def bar_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None, column
     return chart.properties(title=title) if title else chart
 
 
-def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequence[str] = (), title: str = "",
-                        value_title: str = "score", columns: int | None = None, cell: int = 12,
-                        diverging: bool | None = None) -> alt.FacetChart:
+def head_heatmap_panels(
+    table: pd.DataFrame,
+    values: Sequence[str],
+    panels: Sequence[str] = (),
+    title: str = "",
+    value_title: str = "score",
+    columns: int | None = None,
+    cell: int = 12,
+    diverging: bool | None = None,
+) -> alt.FacetChart:
     """Small multiples: one layer x head grid per (panel label, score column), on one shared colour scale.
 
     ``table``: per-head rows (``layer``, ``head``, the ``values`` columns and the ``panels`` label
@@ -358,25 +434,38 @@ def head_heatmap_panels(table: pd.DataFrame, values: Sequence[str], panels: Sequ
     ``columns`` (default: the number of score columns when there are several, else up to 4).
     """
     panels, values = list(panels), list(values)
-    long = (table.groupby([*panels, "layer", "head"], as_index=False, sort=False)[values].mean()
-            .melt(id_vars=[*panels, "layer", "head"], value_vars=values, var_name="score", value_name="value"))
-    names = [", ".join(str(v) for v in row) for row in long[panels].itertuples(index=False)] if panels         else [""] * len(long)
-    long["panel"] = [" · ".join(x for x in (n, s if len(values) > 1 else "") if x) or s
-                     for n, s in zip(names, long["score"])]
+    long = (
+        table.groupby([*panels, "layer", "head"], as_index=False, sort=False)[values]
+        .mean()
+        .melt(id_vars=[*panels, "layer", "head"], value_vars=values, var_name="score", value_name="value")
+    )
+    names = (
+        [", ".join(str(v) for v in row) for row in long[panels].itertuples(index=False)] if panels else [""] * len(long)
+    )
+    long["panel"] = [
+        " · ".join(x for x in (n, s if len(values) > 1 else "") if x) or s for n, s in zip(names, long["score"])
+    ]
     long = long.dropna(subset=["value"]).astype({"layer": int, "head": int, "value": float})
     if diverging is None:
         diverging = bool((long["value"] < 0).any() and (long["value"] > 0).any())
     scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if diverging else alt.Scale(scheme="viridis")
     n_layers, n_heads = int(long["layer"].max()) + 1, int(long["head"].max()) + 1
     order = list(dict.fromkeys(long["panel"]))
-    base = (alt.Chart(long).mark_rect()
-            .encode(x=alt.X("head:O", title="head"), y=alt.Y("layer:O", title="layer"),
-                    color=alt.Color("value:Q", title=value_title, scale=scale),
-                    tooltip=["panel:N", "layer:O", "head:O", alt.Tooltip("value:Q", format=".3f", title=value_title)])
-            .properties(width=cell * n_heads, height=cell * n_layers))
+    base = (
+        alt.Chart(long)
+        .mark_rect()
+        .encode(
+            x=alt.X("head:O", title="head"),
+            y=alt.Y("layer:O", title="layer"),
+            color=alt.Color("value:Q", title=value_title, scale=scale),
+            tooltip=["panel:N", "layer:O", "head:O", alt.Tooltip("value:Q", format=".3f", title=value_title)],
+        )
+        .properties(width=cell * n_heads, height=cell * n_layers)
+    )
     wrap = columns or (len(values) if len(values) > 1 else min(len(order), 4))
-    return base.facet(facet=alt.Facet("panel:N", title=None, sort=order), columns=max(wrap, 1),
-                      title=title or alt.Undefined)
+    return base.facet(
+        facet=alt.Facet("panel:N", title=None, sort=order), columns=max(wrap, 1), title=title or alt.Undefined
+    )
 
 
 def head_scores_panels(record, title: str = "", value_title: str = "score") -> alt.FacetChart:

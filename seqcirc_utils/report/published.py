@@ -17,18 +17,25 @@ between the published measurement and ours (the table's "what differs" column).
 from __future__ import annotations
 
 import json
-
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
-from seqcirc_utils.core.records import CircuitRecord
-from seqcirc_utils.core.result_records import (Behaviour, MlpAblation, ResultRecord, SharedCircuits, SuccessorHeads,
-                                               read_circuits, read_record)
-from seqcirc_utils.core.types import parse_component
 from seqcirc_utils.core.paths import PACKAGE_DATA
+from seqcirc_utils.core.records import CircuitRecord
+from seqcirc_utils.core.result_records import (
+    Behaviour,
+    MlpAblation,
+    ResultRecord,
+    SharedCircuits,
+    SuccessorHeads,
+    read_circuits,
+    read_record,
+)
+from seqcirc_utils.core.types import parse_component
 
 PUBLISHED_MODEL = "gpt2-small"
 Reader = Callable[[Path], "str | None"]
@@ -132,8 +139,7 @@ def _circuit_mlps(task: str, any_threshold: bool = False) -> Reader:
         record = _any_circuit(results, task) if any_threshold else _circuit(results, task)
         if record is None:
             return None
-        return (f"{len(record.mlps)} kept: " + " ".join(f"MLP{m}" for m in record.mlps)
-                + _at_threshold(record, 0.8))
+        return f"{len(record.mlps)} kept: " + " ".join(f"MLP{m}" for m in record.mlps) + _at_threshold(record, 0.8)
 
     return read
 
@@ -178,6 +184,7 @@ def _shared_heads(results: Path) -> str | None:
 
 def _cross_task(circuit_task: str, data_task: str) -> Reader:
     """The ``circuit_task`` circuit's score on ``data_task`` data (notebook 02's cross-task table)."""
+
     def read(results: Path) -> str | None:
         data: SharedCircuits | None = _load(results, SharedCircuits)
         cross = data.cross_task_percent if data else {}
@@ -195,6 +202,7 @@ def _layer_dot_head(component: str) -> str:
 
 def _single_head_ablation(task: str, top: int = 6) -> Reader:
     """The ``top`` heads whose single ablation costs ``task`` most (notebook 02), as "-points"."""
+
     def read(results: Path) -> str | None:
         data: SharedCircuits | None = _load(results, SharedCircuits)
         rows = [r for r in (data.single_head_ablation if data else []) if r["task"] == task]
@@ -208,6 +216,7 @@ def _single_head_ablation(task: str, top: int = 6) -> Reader:
 
 def _mlp_ablation(task: str, top: int = 3) -> Reader:
     """The ``top`` MLPs whose single ablation leaves ``task`` the least (notebook 05), in % kept."""
+
     def read(results: Path) -> str | None:
         data: MlpAblation | None = _load(results, MlpAblation)
         rows = [r for r in (data.mlp_effects if data else []) if r["task"] == task]
@@ -221,11 +230,15 @@ def _mlp_ablation(task: str, top: int = 3) -> Reader:
 
 def _best_next_heads(families: tuple[str, ...] = ("digits", "number_words")) -> Reader:
     """Each family's best OV "next" head and its score (notebook 07), with the scoring setting."""
+
     def read(results: Path) -> str | None:
         data: SuccessorHeads | None = _load(results, SuccessorHeads)
         overview = {r["family"]: r for r in (data.overview if data else [])}
-        parts = [f"{f.replace('_', ' ')} {overview[f]['best_next']} {100 * overview[f]['best_next_score']:.1f} %"
-                 for f in families if f in overview]
+        parts = [
+            f"{f.replace('_', ' ')} {overview[f]['best_next']} {100 * overview[f]['best_next_score']:.1f} %"
+            for f in families
+            if f in overview
+        ]
         if not parts:
             return None
         return ", ".join(parts) + f" (best head each; top-{data.top_k} over the {data.over})"
@@ -245,56 +258,145 @@ def _logit_lens_first_layer(results: Path) -> str | None:
 
 
 # The published numbers live in data/published_anchors.json (display data, never computed with).
-_PUBLISHED: dict[str, str] = json.loads(
-    (PACKAGE_DATA / "published_anchors.json").read_text(encoding="utf-8"))["anchors"]
+_PUBLISHED: dict[str, str] = json.loads((PACKAGE_DATA / "published_anchors.json").read_text(encoding="utf-8"))[
+    "anchors"
+]
 PAPER = "Lan et al. 2024"
 HANNA = "Hanna et al. 2023"
-_IN_SAMPLE = ("paper: in-sample on its filtered prompts; ours: in-sample first (95 % bootstrap interval over "
-              "prompts), then held-out on a fresh seed")
+_IN_SAMPLE = (
+    "paper: in-sample on its filtered prompts; ours: in-sample first (95 % bootstrap interval over "
+    "prompts), then held-out on a fresh seed"
+)
 _CIRCUIT = "different model and prompts unless this run is GPT-2 small; circuits found on our filtered prompts"
 ANCHORS: tuple[Anchor, ...] = (
-    Anchor("p(correct), digits, pure, increasing", _PUBLISHED["p(correct), digits, pure, increasing"], PAPER,
-           _behaviour_value("digits", "pure", "increasing", "p_correct")),
-    Anchor("greater-than probability difference", _PUBLISHED["greater-than probability difference"], HANNA,
-           _greater_than_pd,
-           "both the two-digit PD; Hanna et al.: every prompt, YY 02-98; ours: YY 10-89 where years split into digits, "
-           "prompts kept whose top-1 is a year token"),
-    Anchor("greater-than circuit: heads", _PUBLISHED["greater-than circuit: heads"], HANNA,
-           _circuit_heads("greater_than", any_threshold=True),
-           "published circuits come from path patching / ACDC; ours from node pruning at a threshold of the pruning metric"),
-    Anchor("greater-than circuit: MLPs", _PUBLISHED["greater-than circuit: MLPs"], HANNA,
-           _circuit_mlps("greater_than", any_threshold=True), "as for the heads"),
-    Anchor("greater-than circuit: score", "n/a", HANNA, _greater_than_circuit_score,
-           "no published node-circuit score; ours in the pruning metric (tens-digit PD approximation for digit "
-           "tokenizers) and in the exact two-digit PD"),
-    Anchor("numerals circuit at 80 %: heads", _PUBLISHED["numerals circuit at 80 %: heads"], PAPER,
-           _circuit_heads("digits"), _CIRCUIT),
-    Anchor("numerals circuit at 80 %: MLPs", _PUBLISHED["numerals circuit at 80 %: MLPs"], PAPER, _circuit_mlps("digits")),
-    Anchor("numerals circuit at 80 %: score", _PUBLISHED["numerals circuit at 80 %: score"], PAPER, _circuit_score("digits"),
-           _IN_SAMPLE),
-    Anchor("number-words circuit at 80 %: heads",
-           _PUBLISHED["number-words circuit at 80 %: heads"], PAPER, _circuit_heads("number_words"), _CIRCUIT),
-    Anchor("number-words circuit at 80 %: MLPs", _PUBLISHED["number-words circuit at 80 %: MLPs"], PAPER, _circuit_mlps("number_words")),
-    Anchor("number-words circuit at 80 %: score", _PUBLISHED["number-words circuit at 80 %: score"], PAPER,
-           _circuit_score("number_words"), _IN_SAMPLE),
-    Anchor("months circuit at 80 %: heads", _PUBLISHED["months circuit at 80 %: heads"], PAPER,
-           _circuit_heads("months"), _CIRCUIT),
+    Anchor(
+        "p(correct), digits, pure, increasing",
+        _PUBLISHED["p(correct), digits, pure, increasing"],
+        PAPER,
+        _behaviour_value("digits", "pure", "increasing", "p_correct"),
+    ),
+    Anchor(
+        "greater-than probability difference",
+        _PUBLISHED["greater-than probability difference"],
+        HANNA,
+        _greater_than_pd,
+        "both the two-digit PD; Hanna et al.: every prompt, YY 02-98; ours: YY 10-89 where years split into digits, "
+        "prompts kept whose top-1 is a year token",
+    ),
+    Anchor(
+        "greater-than circuit: heads",
+        _PUBLISHED["greater-than circuit: heads"],
+        HANNA,
+        _circuit_heads("greater_than", any_threshold=True),
+        "published circuits come from path patching / ACDC; ours from node pruning at a threshold of the pruning metric",
+    ),
+    Anchor(
+        "greater-than circuit: MLPs",
+        _PUBLISHED["greater-than circuit: MLPs"],
+        HANNA,
+        _circuit_mlps("greater_than", any_threshold=True),
+        "as for the heads",
+    ),
+    Anchor(
+        "greater-than circuit: score",
+        "n/a",
+        HANNA,
+        _greater_than_circuit_score,
+        "no published node-circuit score; ours in the pruning metric (tens-digit PD approximation for digit "
+        "tokenizers) and in the exact two-digit PD",
+    ),
+    Anchor(
+        "numerals circuit at 80 %: heads",
+        _PUBLISHED["numerals circuit at 80 %: heads"],
+        PAPER,
+        _circuit_heads("digits"),
+        _CIRCUIT,
+    ),
+    Anchor(
+        "numerals circuit at 80 %: MLPs", _PUBLISHED["numerals circuit at 80 %: MLPs"], PAPER, _circuit_mlps("digits")
+    ),
+    Anchor(
+        "numerals circuit at 80 %: score",
+        _PUBLISHED["numerals circuit at 80 %: score"],
+        PAPER,
+        _circuit_score("digits"),
+        _IN_SAMPLE,
+    ),
+    Anchor(
+        "number-words circuit at 80 %: heads",
+        _PUBLISHED["number-words circuit at 80 %: heads"],
+        PAPER,
+        _circuit_heads("number_words"),
+        _CIRCUIT,
+    ),
+    Anchor(
+        "number-words circuit at 80 %: MLPs",
+        _PUBLISHED["number-words circuit at 80 %: MLPs"],
+        PAPER,
+        _circuit_mlps("number_words"),
+    ),
+    Anchor(
+        "number-words circuit at 80 %: score",
+        _PUBLISHED["number-words circuit at 80 %: score"],
+        PAPER,
+        _circuit_score("number_words"),
+        _IN_SAMPLE,
+    ),
+    Anchor(
+        "months circuit at 80 %: heads",
+        _PUBLISHED["months circuit at 80 %: heads"],
+        PAPER,
+        _circuit_heads("months"),
+        _CIRCUIT,
+    ),
     Anchor("months circuit at 80 %: MLPs", _PUBLISHED["months circuit at 80 %: MLPs"], PAPER, _circuit_mlps("months")),
-    Anchor("heads shared by all three circuits", _PUBLISHED["heads shared by all three circuits"], PAPER, _shared_heads),
-    Anchor("numerals circuit on number-word data", _PUBLISHED["numerals circuit on number-word data"], PAPER,
-           _cross_task("digits", "number_words")),
-    Anchor("number-word circuit on numerals", _PUBLISHED["number-word circuit on numerals"], PAPER,
-           _cross_task("number_words", "digits")),
-    Anchor("months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER, _cross_task("months", "digits")),
-    Anchor("single-head ablation from the full model (numerals)",
-           _PUBLISHED["single-head ablation from the full model (numerals)"], PAPER, _single_head_ablation("digits")),
-    Anchor("MLP ablation, % of full kept (numerals)", _PUBLISHED["MLP ablation, % of full kept (numerals)"], PAPER,
-           _mlp_ablation("digits")),
-    Anchor("OV 'next' score of the paper's successor head (top-5)",
-           _PUBLISHED["OV 'next' score of the paper's successor head (top-5)"], PAPER, _best_next_heads()),
-    Anchor("logit lens: layer 9's top token is the answer", _PUBLISHED["logit lens: layer 9's top token is the answer"],
-           PAPER, _logit_lens_first_layer),
-    Anchor("digits pure sequences: circuit size", _PUBLISHED["digits pure sequences: circuit size"], f"{PAPER} (earlier version)"),
+    Anchor(
+        "heads shared by all three circuits", _PUBLISHED["heads shared by all three circuits"], PAPER, _shared_heads
+    ),
+    Anchor(
+        "numerals circuit on number-word data",
+        _PUBLISHED["numerals circuit on number-word data"],
+        PAPER,
+        _cross_task("digits", "number_words"),
+    ),
+    Anchor(
+        "number-word circuit on numerals",
+        _PUBLISHED["number-word circuit on numerals"],
+        PAPER,
+        _cross_task("number_words", "digits"),
+    ),
+    Anchor(
+        "months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER, _cross_task("months", "digits")
+    ),
+    Anchor(
+        "single-head ablation from the full model (numerals)",
+        _PUBLISHED["single-head ablation from the full model (numerals)"],
+        PAPER,
+        _single_head_ablation("digits"),
+    ),
+    Anchor(
+        "MLP ablation, % of full kept (numerals)",
+        _PUBLISHED["MLP ablation, % of full kept (numerals)"],
+        PAPER,
+        _mlp_ablation("digits"),
+    ),
+    Anchor(
+        "OV 'next' score of the paper's successor head (top-5)",
+        _PUBLISHED["OV 'next' score of the paper's successor head (top-5)"],
+        PAPER,
+        _best_next_heads(),
+    ),
+    Anchor(
+        "logit lens: layer 9's top token is the answer",
+        _PUBLISHED["logit lens: layer 9's top token is the answer"],
+        PAPER,
+        _logit_lens_first_layer,
+    ),
+    Anchor(
+        "digits pure sequences: circuit size",
+        _PUBLISHED["digits pure sequences: circuit size"],
+        f"{PAPER} (earlier version)",
+    ),
 )
 
 
@@ -305,7 +407,13 @@ def comparison_table(results: str | Path, anchors: tuple[Anchor, ...] = ANCHORS)
     rows = []
     for a in anchors:
         ours = a.ours(results) if a.ours is not None else None
-        rows.append({"quantity": a.quantity, "published (GPT-2 small)": a.published,
-                     "this run": ours if ours is not None else "not in this run", "source": a.source,
-                     "what differs": a.differs})
+        rows.append(
+            {
+                "quantity": a.quantity,
+                "published (GPT-2 small)": a.published,
+                "this run": ours if ours is not None else "not in this run",
+                "source": a.source,
+                "what differs": a.differs,
+            }
+        )
     return pd.DataFrame(rows)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 #: The most columns a chapter table shows (the rest are in the folded full table).
 MAX_COLUMNS = 8
@@ -91,8 +92,10 @@ class ReaderTable:
     def _repr_html_(self) -> str:
         out = self.shown
         if self.full is not None:
-            out += ('<details class="seqcirc-full-table"><summary>The full table (every column)</summary>'
-                    f"{self.full}</details>")
+            out += (
+                '<details class="seqcirc-full-table"><summary>The full table (every column)</summary>'
+                f"{self.full}</details>"
+            )
         return f'<div class="seqcirc-table">{out}</div>'
 
 
@@ -104,24 +107,43 @@ def reader_table(frame, columns: Sequence[Column], *, caption: str = "", full: b
     :data:`MAX_COLUMNS` columns are asked for.
     """
     if len(columns) > MAX_COLUMNS:
-        raise ValueError(f"a chapter table shows at most {MAX_COLUMNS} columns, got {len(columns)}; "
-                         "leave the rest to the folded full table")
+        raise ValueError(
+            f"a chapter table shows at most {MAX_COLUMNS} columns, got {len(columns)}; "
+            "leave the rest to the folded full table"
+        )
     needed = [c.key for c in columns] + [c.interval for c in columns if c.interval]
     missing = [k for k in needed if k not in frame.columns]
     if missing:
         raise ValueError(f"the table lacks columns {missing}; it has {list(frame.columns)}")
     records = frame.to_dict(orient="records")
-    cells = [[format_interval(r[c.key], r[c.interval], c.format, c.digits) if c.interval
-              else format_number(r[c.key], c.format, c.digits) for c in columns] for r in records]
+    cells = [
+        [
+            format_interval(r[c.key], r[c.interval], c.format, c.digits)
+            if c.interval
+            else format_number(r[c.key], c.format, c.digits)
+            for c in columns
+        ]
+        for r in records
+    ]
     numeric = [c.format != "text" for c in columns]
-    head = "".join(f'<th style="text-align:{"right" if n else "left"}">{html.escape(c.header)}</th>'
-                   for c, n in zip(columns, numeric))
-    body = "".join("<tr>" + "".join(f'<td style="text-align:{"right" if n else "left"}">{html.escape(v)}</td>'
-                                    for v, n in zip(row, numeric)) + "</tr>" for row in cells)
+    head = "".join(
+        f'<th style="text-align:{"right" if n else "left"}">{html.escape(c.header)}</th>'
+        for c, n in zip(columns, numeric)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td style="text-align:{"right" if n else "left"}">{html.escape(v)}</td>' for v, n in zip(row, numeric)
+        )
+        + "</tr>"
+        for row in cells
+    )
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     shown = f'<table class="seqcirc-reader-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     hidden = [c for c in frame.columns if c not in needed]
     folded = frame.to_html(index=False, na_rep=MISSING, float_format=lambda x: f"{x:.4g}") if full and hidden else None
-    markdown = "\n".join(["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
-                         + ["| " + " | ".join(row) + " |" for row in cells])
+    markdown = "\n".join(
+        ["| " + " | ".join(c.header for c in columns) + " |", "|" + "---|" * len(columns)]
+        + ["| " + " | ".join(row) + " |" for row in cells]
+    )
     return ReaderTable(shown, folded, markdown, caption)

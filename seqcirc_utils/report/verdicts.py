@@ -103,9 +103,14 @@ def behaviour_summary(rows: Sequence[dict]) -> BehaviourSummary:
     inc = [r for r in built if r["direction"] == "increasing" and r["task"] != "greater_than"]
     dec = [r for r in built if r["direction"] == "decreasing"]
     gt = [r for r in built if r["task"] == "greater_than" and r.get("prob_diff") is not None]
-    return BehaviourSummary(inc, dec, max(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
-                            min(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
-                            float(gt[0]["prob_diff"]) if gt else None, len(rows) - len(built))
+    return BehaviourSummary(
+        inc,
+        dec,
+        max(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
+        min(inc, key=lambda r: r["top1_accuracy"]) if inc else None,
+        float(gt[0]["prob_diff"]) if gt else None,
+        len(rows) - len(built),
+    )
 
 
 def behaviour_verdict(rows: Sequence[dict]) -> str:
@@ -114,17 +119,25 @@ def behaviour_verdict(rows: Sequence[dict]) -> str:
     b = behaviour_summary(rows)
     lines = []
     if b.best is not None and b.hardest is not None:
-        lines.append(f"- Best increasing combination: **{b.best['task']} / {b.best['template']}**, top-1 accuracy "
-                     f"{100 * b.best['top1_accuracy']:.0f} %, mean p(correct) {b.best['p_correct']:.2f}.")
-        lines.append(f"- Hardest increasing combination: **{b.hardest['task']} / {b.hardest['template']}**, top-1 "
-                     f"accuracy {100 * b.hardest['top1_accuracy']:.0f} %.")
+        lines.append(
+            f"- Best increasing combination: **{b.best['task']} / {b.best['template']}**, top-1 accuracy "
+            f"{100 * b.best['top1_accuracy']:.0f} %, mean p(correct) {b.best['p_correct']:.2f}."
+        )
+        lines.append(
+            f"- Hardest increasing combination: **{b.hardest['task']} / {b.hardest['template']}**, top-1 "
+            f"accuracy {100 * b.hardest['top1_accuracy']:.0f} %."
+        )
     if b.decreasing_harder is not None:
-        lines.append(f"- Mean top-1 accuracy, increasing {100 * b.increasing_accuracy:.0f} % vs decreasing "
-                     f"{100 * b.decreasing_accuracy:.0f} %: decreasing sequences are "
-                     + ("harder for this model." if b.decreasing_harder else "not harder for this model."))
+        lines.append(
+            f"- Mean top-1 accuracy, increasing {100 * b.increasing_accuracy:.0f} % vs decreasing "
+            f"{100 * b.decreasing_accuracy:.0f} %: decreasing sequences are "
+            + ("harder for this model." if b.decreasing_harder else "not harder for this model.")
+        )
     if b.greater_than_pd is not None:
-        lines.append(f"- Greater-than probability difference: {100 * b.greater_than_pd:.1f} % (GPT-2 small: 81.7 %, "
-                     "Hanna et al.).")
+        lines.append(
+            f"- Greater-than probability difference: {100 * b.greater_than_pd:.1f} % (GPT-2 small: 81.7 %, "
+            "Hanna et al.)."
+        )
     if b.n_unbuilt:
         lines.append(f"- {b.n_unbuilt} combinations could not be built for this tokenizer (see the `error` column).")
     return "\n".join(lines) if lines else "No combination could be evaluated."
@@ -181,8 +194,18 @@ def direction_pairs(obj: DecreasingCircuits) -> list[DirectionPair]:
         if dec is None:
             continue
         jaccard = next(r["jaccard"] for r in obj.head_overlap if {r["a"], r["b"]} == {inc, dec})
-        pairs.append(DirectionPair(task, length, inc, dec, float(jaccard), cross.get(dec, {}).get(inc),
-                                   cross.get(inc, {}).get(dec), 100 * obj.threshold))
+        pairs.append(
+            DirectionPair(
+                task,
+                length,
+                inc,
+                dec,
+                float(jaccard),
+                cross.get(dec, {}).get(inc),
+                cross.get(inc, {}).get(dec),
+                100 * obj.threshold,
+            )
+        )
     return pairs
 
 
@@ -219,12 +242,16 @@ def _pair_sentence(p: DirectionPair) -> str:
     def kept(v: float | None) -> str:
         return "–" if v is None else _pct(v)
 
-    verdict = ("each circuit keeps at least the threshold on the other direction: the direction reuses one circuit"
-               if p.reused else "below the threshold in at least one direction: the direction is carried in part by "
-               "components of its own")
-    return (f"{p.task} with {p.length} members shown: head Jaccard {p.head_jaccard:.2f}; the increasing circuit keeps "
-            f"{kept(p.increasing_on_decreasing)} on decreasing data and the decreasing one "
-            f"{kept(p.decreasing_on_increasing)} on increasing data ({verdict})")
+    verdict = (
+        "each circuit keeps at least the threshold on the other direction: the direction reuses one circuit"
+        if p.reused
+        else "below the threshold in at least one direction: the direction is carried in part by components of its own"
+    )
+    return (
+        f"{p.task} with {p.length} members shown: head Jaccard {p.head_jaccard:.2f}; the increasing circuit keeps "
+        f"{kept(p.increasing_on_decreasing)} on decreasing data and the decreasing one "
+        f"{kept(p.decreasing_on_increasing)} on increasing data ({verdict})"
+    )
 
 
 def decreasing_verdict(obj: DecreasingCircuits) -> str:
@@ -237,13 +264,19 @@ def decreasing_verdict(obj: DecreasingCircuits) -> str:
         return "No increasing/decreasing pair of configurations was run."
     shared = obj.shared_heads
     every = f"{_count(len(shared), 'head')} {'is' if len(shared) == 1 else 'are'} in every configuration's circuit"
-    text = ("At the threshold " + _pct(100 * obj.threshold) + " of the full logit difference: "
-            + ("; ".join(_pair_sentence(p) for p in pairs) if pairs else "no increasing/decreasing pair was run")
-            + ".")
+    text = (
+        "At the threshold "
+        + _pct(100 * obj.threshold)
+        + " of the full logit difference: "
+        + ("; ".join(_pair_sentence(p) for p in pairs) if pairs else "no increasing/decreasing pair was run")
+        + "."
+    )
     for t in others:
         kept = [("–" if v is None else _pct(v)) for v in (t.other_on_main, t.main_on_other)]
-        text += (f" Across tasks ({t.direction}): the {t.other} circuit keeps {kept[0]} on {t.main} data and the "
-                 f"{t.main} circuit {kept[1]} on {t.other} data.")
+        text += (
+            f" Across tasks ({t.direction}): the {t.other} circuit keeps {kept[0]} on {t.main} data and the "
+            f"{t.main} circuit {kept[1]} on {t.other} data."
+        )
     return text + f" {every}" + (f" ({' '.join(shared)})." if shared else ".")
 
 
@@ -251,6 +284,7 @@ def sample_sizes_sentence(summary: Sequence[dict]) -> str:
     """The data under each circuit, as a sentence: per config (rows with ``config, prompts, sequences,
     heldout_prompts, heldout_sequences, heldout_split``, as :func:`~seqcirc_utils.discovery.pipeline.score_columns`
     writes them) the discovery prompts and distinct sequences and the held-out ones with their split."""
+
     def count(n: Any, noun: str) -> str:
         return f"? {noun}" if n is None or math.isnan(float(n)) else f"{int(n)} {noun}"
 
@@ -258,11 +292,20 @@ def sample_sizes_sentence(summary: Sequence[dict]) -> str:
     for r in summary:
         text = f"{r['config']} {count(r.get('prompts'), 'prompts')} from {count(r.get('sequences'), 'sequences')}"
         if r.get("heldout_prompts") is not None:
-            text += (f", held out {count(r.get('heldout_prompts'), 'prompts')} from "
-                     f"{count(r.get('heldout_sequences'), 'sequences')} ({r.get('heldout_split') or 'split not stated'})")
+            text += (
+                f", held out {count(r.get('heldout_prompts'), 'prompts')} from "
+                f"{count(r.get('heldout_sequences'), 'sequences')} ({r.get('heldout_split') or 'split not stated'})"
+            )
         parts.append(text)
-    return ("Discovery and held-out data (a `disjoint` split shares no sequence between the two): " + "; ".join(parts)
-            + ".") if parts else "No circuit was found."
+    return (
+        (
+            "Discovery and held-out data (a `disjoint` split shares no sequence between the two): "
+            + "; ".join(parts)
+            + "."
+        )
+        if parts
+        else "No circuit was found."
+    )
 
 
 def skipped_sentence(skipped: dict[str, str]) -> str:
@@ -283,33 +326,57 @@ def step_k_verdict(obj: StepKCircuits) -> str:
     found) its size, overlap and transfer against the step-1 circuit and whether its heads' mean add-k OV score
     exceeds that of all heads (adding k is, or is not, done by heads that write the member k ahead)."""
     acc = {(r["family"], r["step"]): r["top1_accuracy"] for r in obj.behaviour if r.get("n")}
-    text = "Top-1 accuracy by step: " + "; ".join(
-        f"{fam} " + (", ".join(f"step {k} {_pct(100 * acc[(fam, k)])}" for k in obj.steps if (fam, k) in acc)
-                     or "no step fits")
-        for fam in obj.families) + "."
+    text = (
+        "Top-1 accuracy by step: "
+        + "; ".join(
+            f"{fam} "
+            + (
+                ", ".join(f"step {k} {_pct(100 * acc[(fam, k)])}" for k in obj.steps if (fam, k) in acc)
+                or "no step fits"
+            )
+            for fam in obj.families
+        )
+        + "."
+    )
     k = obj.step_k
     if obj.error is not None or obj.overlap is None:
         return text + f" No step-{k} circuit could be found ({obj.error})."
     heads = next(r for r in obj.overlap if r["kind"] == "heads")
     groups = {r["heads"]: r for r in obj.ov_groups or []}
     mine, everyone = groups[f"step-{k} circuit"], groups["all heads"]
-    text += (f" The step-{k} {obj.task} circuit shares {_count(int(heads['intersection']), 'head')} with the step-1 "
-             f"circuit (head Jaccard {heads['jaccard']:.2f})")
+    text += (
+        f" The step-{k} {obj.task} circuit shares {_count(int(heads['intersection']), 'head')} with the step-1 "
+        f"circuit (head Jaccard {heads['jaccard']:.2f})"
+    )
     circuit = obj.circuit
     if circuit is not None:
-        text += (f"; it has {_count(len(circuit.heads), 'head')} and {_count(len(circuit.mlps), 'MLP')} "
-                 f"({_pct(100 * circuit.score)} in-sample)")
+        text += (
+            f"; it has {_count(len(circuit.heads), 'head')} and {_count(len(circuit.mlps), 'MLP')} "
+            f"({_pct(100 * circuit.score)} in-sample)"
+        )
     names = _step_names(obj)
     cross = obj.cross_task_percent or {}
-    if names and cross.get(names[1], {}).get(names[0]) is not None and cross.get(names[0], {}).get(names[1]) is not None:
+    if (
+        names
+        and cross.get(names[1], {}).get(names[0]) is not None
+        and cross.get(names[0], {}).get(names[1]) is not None
+    ):
         base, step = names
-        text += (f". The step-1 circuit keeps {_pct(cross[step][base])} on step-{k} data and the step-{k} circuit "
-                 f"{_pct(cross[base][step])} on step-1 data")
+        text += (
+            f". The step-1 circuit keeps {_pct(cross[step][base])} on step-{k} data and the step-{k} circuit "
+            f"{_pct(cross[base][step])} on step-1 data"
+        )
     above = mine[f"mean_add{k}"] > everyone[f"mean_add{k}"]
-    text += (f". Its heads' mean add-{k} OV score is {mine[f'mean_add{k}']:.2f} against {everyone[f'mean_add{k}']:.2f} "
-             "over all heads: " + ("its heads write the member k ahead more often than heads at large." if above else
-                                    "its heads do not write the member k ahead more often than heads at large; adding "
-                                    "k is not done by an add-k OV circuit in one head."))
+    text += (
+        f". Its heads' mean add-{k} OV score is {mine[f'mean_add{k}']:.2f} against {everyone[f'mean_add{k}']:.2f} "
+        "over all heads: "
+        + (
+            "its heads write the member k ahead more often than heads at large."
+            if above
+            else "its heads do not write the member k ahead more often than heads at large; adding "
+            "k is not done by an add-k OV circuit in one head."
+        )
+    )
     return text
 
 
@@ -363,18 +430,29 @@ def induction_verdicts(obj: InductionOffsets) -> list[InductionVerdict]:
         prev = [r for r in obj.attention if r["family"] == family and r["prompts"] == "spaced"]
         final_top = max(final, key=lambda r: r["final_to_last_member"]) if final else None
         prev_top = max(prev, key=lambda r: r["member_to_prev_member"]) if prev else None
-        out.append(InductionVerdict(
-            family=family, contrast=obj.contrast, n_heads=len(spaced), top_head=top["component"],
-            member_k1=float(top["member_k1"]), token_k1=float(top["token_k1"]),
-            regular_member_k1=float(regular[top["component"]]["member_k1"]) if top["component"] in regular else None,
-            same_type=tuple(r["component"] for r in same), positional=tuple(r["component"] for r in posn),
-            far_head=far["component"] if far else None, far_member=float(far[f"member_k{k}"]) if far else None,
-            far_member_k1=float(far["member_k1"]) if far else None,
-            regular_spacing=tuple(obj.regular_spacing.get(family, [])),
-            final_head=final_top["component"] if final_top else None,
-            final_to_last_member=float(final_top["final_to_last_member"]) if final_top else None,
-            prev_head=prev_top["component"] if prev_top else None,
-            member_to_prev_member=float(prev_top["member_to_prev_member"]) if prev_top else None))
+        out.append(
+            InductionVerdict(
+                family=family,
+                contrast=obj.contrast,
+                n_heads=len(spaced),
+                top_head=top["component"],
+                member_k1=float(top["member_k1"]),
+                token_k1=float(top["token_k1"]),
+                regular_member_k1=float(regular[top["component"]]["member_k1"])
+                if top["component"] in regular
+                else None,
+                same_type=tuple(r["component"] for r in same),
+                positional=tuple(r["component"] for r in posn),
+                far_head=far["component"] if far else None,
+                far_member=float(far[f"member_k{k}"]) if far else None,
+                far_member_k1=float(far["member_k1"]) if far else None,
+                regular_spacing=tuple(obj.regular_spacing.get(family, [])),
+                final_head=final_top["component"] if final_top else None,
+                final_to_last_member=float(final_top["final_to_last_member"]) if final_top else None,
+                prev_head=prev_top["component"] if prev_top else None,
+                member_to_prev_member=float(prev_top["member_to_prev_member"]) if prev_top else None,
+            )
+        )
     return out
 
 
@@ -383,7 +461,7 @@ def shared_same_type_heads(obj: InductionOffsets) -> list[str]:
     tops = []
     for family in obj.families:
         spaced = sorted(_rows(obj.offsets, family, "spaced"), key=lambda r: -r["same_type_k1"])
-        tops.append({r["component"] for r in spaced[:obj.top_n]})
+        tops.append({r["component"] for r in spaced[: obj.top_n]})
     return sorted(set.intersection(*tops), key=parse_component) if tops else []
 
 
@@ -394,46 +472,63 @@ def induction_verdict_markdown(obj: InductionOffsets) -> str:
     lines = []
     for v in induction_verdicts(obj):
         if v.regular_spacing:
-            lines.append(f"- **{v.family}**: in the regular ({obj.template}) prompts consecutive members are "
-                         f"{' or '.join(map(str, v.regular_spacing))} token(s) apart, so member offset 1 and token "
-                         "offset 1 " + ("read the same position there (the first member aside)."
-                                        if list(v.regular_spacing) == [1] else "already read different positions there."))
+            lines.append(
+                f"- **{v.family}**: in the regular ({obj.template}) prompts consecutive members are "
+                f"{' or '.join(map(str, v.regular_spacing))} token(s) apart, so member offset 1 and token "
+                "offset 1 "
+                + (
+                    "read the same position there (the first member aside)."
+                    if list(v.regular_spacing) == [1]
+                    else "already read different positions there."
+                )
+            )
         else:
             lines.append(f"- **{v.family}**:")
         regular = f"; on regular prompts member_k1 {v.regular_member_k1:.2f}" if v.regular_member_k1 is not None else ""
-        lines.append(f"  On irregularly spaced prompts the strongest previous-member head is **{v.top_head}** "
-                     f"(member_k1 {v.member_k1:.2f} vs token_k1 {v.token_k1:.2f}{regular}). "
-                     f"{_count(len(v.same_type), 'head')} of {v.n_heads} are same-type (same_type_k1 > {v.contrast}): "
-                     f"{', '.join(v.same_type[:6]) or 'none'}; {len(v.positional)} are positional "
-                     f"(< -{v.contrast}): {', '.join(v.positional[:6]) or 'none'}.")
+        lines.append(
+            f"  On irregularly spaced prompts the strongest previous-member head is **{v.top_head}** "
+            f"(member_k1 {v.member_k1:.2f} vs token_k1 {v.token_k1:.2f}{regular}). "
+            f"{_count(len(v.same_type), 'head')} of {v.n_heads} are same-type (same_type_k1 > {v.contrast}): "
+            f"{', '.join(v.same_type[:6]) or 'none'}; {len(v.positional)} are positional "
+            f"(< -{v.contrast}): {', '.join(v.positional[:6]) or 'none'}."
+        )
         if v.far_head is not None:
             k = obj.max_offset
-            lines.append(f"  The strongest head at member offset {k} is **{v.far_head}** "
-                         f"(member_k{k} {v.far_member:.2f}, member_k1 {v.far_member_k1:.2f}).")
+            lines.append(
+                f"  The strongest head at member offset {k} is **{v.far_head}** "
+                f"(member_k{k} {v.far_member:.2f}, member_k1 {v.far_member_k1:.2f})."
+            )
         if v.final_head is not None and v.prev_head is not None:
-            lines.append(f"  From the final position of the {obj.attention_template} prompts, **{v.final_head}** "
-                         f"attends most to the last member ({v.final_to_last_member:.2f}); from member to previous "
-                         f"member, **{v.prev_head}** ({v.member_to_prev_member:.2f}), "
-                         + ("one of the same-type heads." if v.prev_head in v.same_type
-                            else "not among the same-type heads."))
+            lines.append(
+                f"  From the final position of the {obj.attention_template} prompts, **{v.final_head}** "
+                f"attends most to the last member ({v.final_to_last_member:.2f}); from member to previous "
+                f"member, **{v.prev_head}** ({v.member_to_prev_member:.2f}), "
+                + ("one of the same-type heads." if v.prev_head in v.same_type else "not among the same-type heads.")
+            )
     if len(obj.families) > 1:
         common = shared_same_type_heads(obj)
-        lines.append(f"- Of the top {obj.top_n} same-type heads of each family, {len(common)} are shared by "
-                     f"{', '.join(obj.families)}: {', '.join(common) or 'none'}.")
+        lines.append(
+            f"- Of the top {obj.top_n} same-type heads of each family, {len(common)} are shared by "
+            f"{', '.join(obj.families)}: {', '.join(common) or 'none'}."
+        )
     return "\n".join(lines) if lines else "No spaced prompts were scored."
 
 
 def induction_headline(obj: InductionOffsets) -> str:
     """06's Findings paragraph: per family the top previous-member head and the same-type / positional counts
     (the rule of :func:`induction_verdicts`)."""
-    parts = [f"for {v.family} {v.top_head} (attention to the previous member {v.member_k1:.2f}, to the previous "
-             f"token {v.token_k1:.2f}; {len(v.same_type)} of {v.n_heads} heads are same-type and "
-             f"{len(v.positional)} positional, |member_k1 - token_k1| > {v.contrast})"
-             for v in induction_verdicts(obj)]
+    parts = [
+        f"for {v.family} {v.top_head} (attention to the previous member {v.member_k1:.2f}, to the previous "
+        f"token {v.token_k1:.2f}; {len(v.same_type)} of {v.n_heads} heads are same-type and "
+        f"{len(v.positional)} positional, |member_k1 - token_k1| > {v.contrast})"
+        for v in induction_verdicts(obj)
+    ]
     if not parts:
         return "No spaced prompts were scored."
-    return ("On irregularly spaced prompts, which separate members from positions, the strongest previous-member "
-            "head is " + "; ".join(parts) + ".")
+    return (
+        "On irregularly spaced prompts, which separate members from positions, the strongest previous-member "
+        "head is " + "; ".join(parts) + "."
+    )
 
 
 def member_spacing(member_positions: Sequence[int]) -> list[int]:
@@ -444,8 +539,9 @@ def member_spacing(member_positions: Sequence[int]) -> list[int]:
 # --------------------------------------------------------------------------- 12: representations
 
 
-def representation_headline(value_summary, next_mean, order_sep, *, center: str, comparisons: Sequence[str],
-                            families: Sequence[str]) -> dict[str, Any]:
+def representation_headline(
+    value_summary, next_mean, order_sep, *, center: str, comparisons: Sequence[str], families: Sequence[str]
+) -> dict[str, Any]:
     """12's headline numbers (the ``headline`` of :class:`~seqcirc_utils.core.result_records.Representations`,
     which the Findings page reads), from the chapter's tables:
 
@@ -467,13 +563,17 @@ def representation_headline(value_summary, next_mean, order_sep, *, center: str,
     order_q95 = order_sep.pivot(index="layer", columns="family", values="perm_q95")
     separated = (order_wide > order_q95).all(axis=1)
     return {
-        "center": center, "value_layer": best_value,
+        "center": center,
+        "value_layer": best_value,
         "same_value_cosine": float(vs.loc[best_value, same]),
         "diff_value_same_format_cosine": float(vs.loc[best_value, diff_same]),
         "diff_value_diff_format_cosine": float(vs.loc[best_value, diff_diff]),
-        "same_value_above_control_layers": int((gap > 0).sum()), "n_depths": len(next_mean),
-        "next_layer": best_next, "next_cosine": float(next_mean["cosine"][best_next]),
-        "next_perm_q95": float(next_mean["perm_q95"][best_next]), "next_above_baseline_layers": len(above),
+        "same_value_above_control_layers": int((gap > 0).sum()),
+        "n_depths": len(next_mean),
+        "next_layer": best_next,
+        "next_cosine": float(next_mean["cosine"][best_next]),
+        "next_perm_q95": float(next_mean["perm_q95"][best_next]),
+        "next_above_baseline_layers": len(above),
         "order_first_layer": int(separated.idxmax()) if separated.any() else None,
         "order_accuracy_last": {f: float(order_wide[f].iloc[-1]) for f in families},
         "order_chance": float(order_sep["chance"].iloc[0]),

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from transformer_lens.utilities import get_act_name
 
-from seqcirc_utils.core.errors import BaselineError, ParameterError
 from seqcirc_utils.core import metrics
+from seqcirc_utils.core.errors import BaselineError, ParameterError
+from seqcirc_utils.core.options import AblationMode, Metric
+from seqcirc_utils.core.types import Circuit, Component, sort_components
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo, model_device
 from seqcirc_utils.tasks.datasets import GREATER_THAN, TaskDataset
-from seqcirc_utils.core.options import AblationMode, Metric
-from seqcirc_utils.core.types import Circuit, Component, sort_components
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,7 +194,9 @@ class Ablator:
     ) -> None:
         metric = Metric.parse(metric)  # ParameterError naming the metrics
         if metric == Metric.PROB_DIFF and dataset.task != GREATER_THAN:
-            raise ParameterError("metric prob_diff is the greater-than probability difference; use it with task greater_than")
+            raise ParameterError(
+                "metric prob_diff is the greater-than probability difference; use it with task greater_than"
+            )
         self.model = model
         self.info = info
         self.dataset = dataset
@@ -208,8 +211,9 @@ class Ablator:
         self.forward_passes += 1
         self.clean_acts: dict[str, torch.Tensor] = {}
         self.forward_passes += 1
-        self.full_logits = final_logits(model, self.tokens, batch_size=len(self.tokens),
-                                        fwd_hooks=[(n, self._store(n)) for n in hook_names])
+        self.full_logits = final_logits(
+            model, self.tokens, batch_size=len(self.tokens), fwd_hooks=[(n, self._store(n)) for n in hook_names]
+        )
         self.full_metric = self.metric_value(self.full_logits)
         self._empty_kl: float | None = None
         self._empty_kl_values: torch.Tensor | None = None
@@ -282,8 +286,9 @@ class Ablator:
         if not missing:
             return
         self.values.update(compute_ablation_values(self.model, self.dataset, self.mode, missing))
-        final_logits(self.model, self.tokens, batch_size=len(self.tokens),
-                     fwd_hooks=[(n, self._store(n)) for n in missing])
+        final_logits(
+            self.model, self.tokens, batch_size=len(self.tokens), fwd_hooks=[(n, self._store(n)) for n in missing]
+        )
         self.forward_passes += 2
 
     def _store(self, name: str) -> Callable:
@@ -317,8 +322,10 @@ class Ablator:
         captured: dict[int, tuple] = {}
         handles = []
         for i, block in enumerate(self.model.blocks):
+
             def pre(mod, args, kwargs, i=i):
                 captured[i] = (args, kwargs)
+
             handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
         try:
             with torch.no_grad():
@@ -444,13 +451,25 @@ class AblatorCache:
         """Drop every cached Ablator (frees their means and clean caches)."""
         self._ablators.clear()
 
-    def get(self, model, info: ModelInfo, dataset: TaskDataset, mode: AblationMode | str = "mean",
-            metric: str | None = "logit_diff", positions: Sequence[int] | None = None) -> Ablator:
+    def get(
+        self,
+        model,
+        info: ModelInfo,
+        dataset: TaskDataset,
+        mode: AblationMode | str = "mean",
+        metric: str | None = "logit_diff",
+        positions: Sequence[int] | None = None,
+    ) -> Ablator:
         """The cached :class:`Ablator` for these arguments (built on first use); ``metric=None`` picks
         :func:`default_metric` for the dataset."""
         metric = metric or default_metric(dataset)
-        key = (id(model), dataset_fingerprint(dataset), AblationMode.parse(mode), metric,
-               tuple(positions) if positions is not None else None)
+        key = (
+            id(model),
+            dataset_fingerprint(dataset),
+            AblationMode.parse(mode),
+            metric,
+            tuple(positions) if positions is not None else None,
+        )
         if key not in self._ablators:
             if len(self._ablators) >= self.max_size:
                 self._ablators.pop(next(iter(self._ablators)))
@@ -458,12 +477,19 @@ class AblatorCache:
         return self._ablators[key]
 
 
-def _ablator(ablators: AblatorCache | None, model, info: ModelInfo, dataset: TaskDataset,
-             mode: AblationMode | str = "mean", metric: str | None = "logit_diff",
-             positions: Sequence[int] | None = None) -> Ablator:
+def _ablator(
+    ablators: AblatorCache | None,
+    model,
+    info: ModelInfo,
+    dataset: TaskDataset,
+    mode: AblationMode | str = "mean",
+    metric: str | None = "logit_diff",
+    positions: Sequence[int] | None = None,
+) -> Ablator:
     """From the caller's cache, or a fresh Ablator when the caller keeps none."""
-    return (ablators if ablators is not None else AblatorCache(max_size=1)).get(model, info, dataset, mode, metric,
-                                                                               positions)
+    return (ablators if ablators is not None else AblatorCache(max_size=1)).get(
+        model, info, dataset, mode, metric, positions
+    )
 
 
 # --------------------------------------------------------------------------- convenience API
@@ -547,7 +573,7 @@ def single_component_effects(
     metric: str | None = "logit_diff",
     progress: bool = True,
     ablators: AblatorCache | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Ablate each component alone from the full model (``metric=None``: the dataset's default metric).
 
     Returns a DataFrame with ``component``, ``layer``, ``kind``, ``index``, ``metric`` (the dataset
@@ -570,8 +596,17 @@ def single_component_effects(
         logits, _ = ab.logits_from_layer(c.layer, clean_resid[c.layer], [c])
         value = ab.metric_value(logits)
         frac = ab.fraction_of_full(value)
-        rows.append({"component": str(c), "layer": c.layer, "kind": c.kind, "index": c.index,
-                     "metric": value, "fraction": frac, "drop_points": 100 * (1 - frac)})
+        rows.append(
+            {
+                "component": str(c),
+                "layer": c.layer,
+                "kind": c.kind,
+                "index": c.index,
+                "metric": value,
+                "fraction": frac,
+                "drop_points": 100 * (1 - frac),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -22,16 +22,16 @@ taken at each interpolation point, as :mod:`seqcirc_utils.discovery.edges.attrib
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
+from seqcirc_utils.core.types import Component
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.models.loading import ModelInfo
-from seqcirc_utils.core.types import Component
+from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 
 
 def differentiable_metric(ablator: Ablator, logits: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,9 @@ def attribution_scores(
     Returns a Series indexed by component string.
     """
     if ablator.metric == "kl":
-        raise ParameterError("attribution ranking needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
+        raise ParameterError(
+            "attribution ranking needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl"
+        )
     if ig_steps < 1:
         raise ParameterError(f"ig_steps must be >= 1, got {ig_steps}")
     info = ablator.info
@@ -117,10 +119,16 @@ def attribution_scores(
             return hook
 
         with torch.enable_grad():
-            logits = final_logits(ablator.model, ablator.tokens, batch_size=len(ablator.tokens),
-                                  fwd_hooks=ablation + [(n, interpolator(n)) for n in names], grad=True)
-            grads = torch.autograd.grad(differentiable_metric(ablator, logits), [probes[n] for n in names],
-                                        allow_unused=True)
+            logits = final_logits(
+                ablator.model,
+                ablator.tokens,
+                batch_size=len(ablator.tokens),
+                fwd_hooks=ablation + [(n, interpolator(n)) for n in names],
+                grad=True,
+            )
+            grads = torch.autograd.grad(
+                differentiable_metric(ablator, logits), [probes[n] for n in names], allow_unused=True
+            )
         ablator.forward_passes += 2  # one forward, one backward
         for n, g in zip(names, grads):
             if g is not None:

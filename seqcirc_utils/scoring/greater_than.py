@@ -22,18 +22,18 @@ not see the appended token).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
-from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.core import metrics
-from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
-from seqcirc_utils.models.forward import final_logits
-from seqcirc_utils.core.stats import cluster_bootstrap_ratio_ci
-from seqcirc_utils.tasks.datasets import GREATER_THAN
+from seqcirc_utils.core.errors import ParameterError, TokenizationError
 from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.stats import cluster_bootstrap_ratio_ci
 from seqcirc_utils.core.types import Component
+from seqcirc_utils.models.forward import final_logits
+from seqcirc_utils.scoring.ablation import Ablator, ablation_hooks, component_hook_name
+from seqcirc_utils.tasks.datasets import GREATER_THAN
 
 YEAR_MODES = {
     "two_digit": "two-digit year tokens: the final position's PD is exact (one pass)",
@@ -130,8 +130,11 @@ class ExactProbDiff:
         seconds = []
         for i, d in enumerate(self.digit_ids):
             tokens = _append(ab.dataset.tokens, d)
-            hooks = (ablation_hooks(ab.info, ablated, self._extended_values(i), tokens.shape[1], ab.positions)
-                     if ablated else [])
+            hooks = (
+                ablation_hooks(ab.info, ablated, self._extended_values(i), tokens.shape[1], ab.positions)
+                if ablated
+                else []
+            )
             second = final_logits(ab.model, tokens, batch_size=self.batch_size, fwd_hooks=hooks)
             self.forward_passes += 1
             seconds.append(second.softmax(-1)[:, ids.to(second.device)])
@@ -144,9 +147,15 @@ class ExactProbDiff:
         kept = set(kept)
         circuit = self.values([c for c in self.ablator.info.components if c not in kept])
         full_mean, circuit_mean = float(self.full.mean()), float(circuit.mean())
-        return {"mode": self.mode, "full": full_mean, "circuit": circuit_mean, "score": circuit_mean / full_mean,
-                "ci95": list(cluster_bootstrap_ratio_ci(circuit, self.full, self.ablator.dataset.sequence_ids,
-                                                        n_resamples, seed))}
+        return {
+            "mode": self.mode,
+            "full": full_mean,
+            "circuit": circuit_mean,
+            "score": circuit_mean / full_mean,
+            "ci95": list(
+                cluster_bootstrap_ratio_ci(circuit, self.full, self.ablator.dataset.sequence_ids, n_resamples, seed)
+            ),
+        }
 
 
 def _append(tokens: torch.Tensor, token_id: int) -> torch.Tensor:

@@ -18,16 +18,23 @@ from __future__ import annotations
 import pandas as pd
 
 from seqcirc_utils.core.errors import ParameterError
+from seqcirc_utils.core.options import AblationMode
+from seqcirc_utils.core.records import HeadScores
+from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
-from seqcirc_utils.models.loading import ModelInfo
-from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.tasks.datasets import TaskDataset
-from seqcirc_utils.core.options import AblationMode
 
 
-def estimated_drops(model, info: ModelInfo, dataset: TaskDataset, components=None, mode: AblationMode | str = "mean",
-                    metric: str | None = None, ablators: AblatorCache | None = None) -> pd.Series:
+def estimated_drops(
+    model,
+    info: ModelInfo,
+    dataset: TaskDataset,
+    components=None,
+    mode: AblationMode | str = "mean",
+    metric: str | None = None,
+    ablators: AblatorCache | None = None,
+) -> pd.Series:
     """Attribution-patching estimate of each component's single-ablation drop, in points (Series by name).
 
     One forward and one backward pass for all ``components`` (default: every head). ``metric=None``
@@ -66,23 +73,36 @@ def head_importance(
     estimate = estimated_drops(model, info, dataset, info.heads, mode, metric, ablators=ablators)
     by_name = {str(h): h for h in info.heads}
     checked = [by_name[name] for name in estimate.abs().sort_values(ascending=False, kind="stable").index[:exact_top]]
-    exact = (single_component_effects(model, info, dataset, checked, mode, metric, progress=progress, ablators=ablators)
-             if checked else None)
+    exact = (
+        single_component_effects(model, info, dataset, checked, mode, metric, progress=progress, ablators=ablators)
+        if checked
+        else None
+    )
     exact_drop = {} if exact is None else dict(zip(exact["component"], exact["drop_points"]))
-    return pd.DataFrame([
-        {"component": str(h), "layer": h.layer, "head": h.index, "estimated_drop": float(estimate[str(h)]),
-         "drop_points": exact_drop.get(str(h), float("nan")), "exact": str(h) in exact_drop}
-        for h in info.heads
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "component": str(h),
+                "layer": h.layer,
+                "head": h.index,
+                "estimated_drop": float(estimate[str(h)]),
+                "drop_points": exact_drop.get(str(h), float("nan")),
+                "exact": str(h) in exact_drop,
+            }
+            for h in info.heads
+        ]
+    )
 
 
 #: What ``estimated_drop`` measures, in the words the appendix's captions use.
-ESTIMATED_DROP_DESCRIPTION = ("each head's estimated drop when mean-ablated alone (attribution patching; points of "
-                              "the full metric)")
+ESTIMATED_DROP_DESCRIPTION = (
+    "each head's estimated drop when mean-ablated alone (attribution patching; points of the full metric)"
+)
 
 
 def estimated_drop_scores(importance: pd.DataFrame, panel: str) -> HeadScores:
     """The ``estimated_drop`` column of :func:`head_importance` tables stacked with a ``panel`` label column
     (``task``, ``config``, ...) as a :class:`~seqcirc_utils.core.records.HeadScores` record, one panel per label."""
-    return HeadScores.from_table(importance[["component", "estimated_drop", panel]], panels=[panel],
-                                 description=ESTIMATED_DROP_DESCRIPTION)
+    return HeadScores.from_table(
+        importance[["component", "estimated_drop", panel]], panels=[panel], description=ESTIMATED_DROP_DESCRIPTION
+    )

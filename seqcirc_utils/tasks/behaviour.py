@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from seqcirc_utils.core.errors import ParameterError, SeqcircError, TokenizationError
 from seqcirc_utils.core import metrics
+from seqcirc_utils.core.errors import ParameterError, SeqcircError
 from seqcirc_utils.models.forward import final_logits
 from seqcirc_utils.tasks.datasets import (
-    FAMILIES, GREATER_THAN, MIXED_FAMILIES, NUMBERS, PREFIX_MODES, TaskDataset, make_dataset, resolve_prefix,
+    FAMILIES,
+    GREATER_THAN,
+    MIXED_FAMILIES,
+    NUMBERS,
+    PREFIX_MODES,
+    TaskDataset,
+    make_dataset,
+    resolve_prefix,
 )
 
 DEFAULT_TEMPLATES = ("pure", "comma", "among_words", "mixed")
@@ -43,11 +50,14 @@ def evaluate(model, dataset: TaskDataset, batch_size: int = 64) -> dict:
         rows = torch.tensor(crossing, dtype=torch.long, device=logits.device)
         sub = logits[rows]
         row["n_crossing"] = len(crossing)
-        row["crossing_top1_accuracy"] = (metrics.top1_accuracy(sub, dataset.answer_ids[crossing]) if crossing
-                                         else float("nan"))
-        row["crossing_logit_diff"] = (metrics.mean_logit_diff(sub, dataset.answer_ids[crossing],
-                                                              dataset.incorrect_ids[crossing])
-                                      if crossing else float("nan"))
+        row["crossing_top1_accuracy"] = (
+            metrics.top1_accuracy(sub, dataset.answer_ids[crossing]) if crossing else float("nan")
+        )
+        row["crossing_logit_diff"] = (
+            metrics.mean_logit_diff(sub, dataset.answer_ids[crossing], dataset.incorrect_ids[crossing])
+            if crossing
+            else float("nan")
+        )
     return row
 
 
@@ -75,7 +85,8 @@ def behaviour_table(
     resolve_prefix(model.tokenizer, prefix)
     rows = []
     combos = [
-        (f, t, d) for f, t, d in itertools.product(families, templates, directions)
+        (f, t, d)
+        for f, t, d in itertools.product(families, templates, directions)
         if not (t == "mixed" and f not in MIXED_FAMILIES)
     ]
     if include_greater_than:
@@ -83,8 +94,16 @@ def behaviour_table(
     for family, template, direction in tqdm(combos, desc=f"behaviour ({prefix})", leave=False, disable=not progress):
         base = {"prefix": prefix, "task": family, "template": template, "direction": direction}
         try:
-            ds = make_dataset(model.tokenizer, family, template=template, direction=direction, n=n, seed=seed,
-                              model_name=model_name, prefix=prefix)
+            ds = make_dataset(
+                model.tokenizer,
+                family,
+                template=template,
+                direction=direction,
+                n=n,
+                seed=seed,
+                model_name=model_name,
+                prefix=prefix,
+            )
         except SeqcircError as err:  # this task does not fit this tokenizer or these sizes
             rows.append({**base, "n": 0, "error": str(err)})
             continue

@@ -54,15 +54,23 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
-from seqcirc_utils.core.options import (
-    CORRUPTIONS, DIRECTIONS, FAMILIES, GREATER_THAN, NUMBERS, PREFIX_MODES, SPLIT_ROLES, TASKS, TEMPLATES,
-)
 from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
+from seqcirc_utils.core.options import (
+    CORRUPTIONS,
+    DIRECTIONS,
+    FAMILIES,
+    GREATER_THAN,
+    NUMBERS,
+    PREFIX_MODES,
+    SPLIT_ROLES,
+    TASKS,
+    TEMPLATES,
+)
 
 VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
@@ -198,8 +206,9 @@ class Split:
         if self.role not in self.roles:
             raise ParameterError(f"unknown split role {self.role!r}; valid: {', '.join(self.roles)}")
         if self.shares is not None and (len(self.shares) != len(self.roles) or min(self.shares) < 1):
-            raise ParameterError(f"split shares must be one positive integer per role {list(self.roles)}, "
-                                 f"got {list(self.shares)}")
+            raise ParameterError(
+                f"split shares must be one positive integer per role {list(self.roles)}, got {list(self.shares)}"
+            )
         if not isinstance(self.min_sequences, int) or self.min_sequences < 1:
             raise ParameterError(f"min_sequences must be a positive integer, got {self.min_sequences!r}")
 
@@ -208,15 +217,25 @@ class Split:
         return self.shares if self.shares is not None else (1,) * len(self.roles)
 
     def to_json(self) -> dict:
-        return {"role": self.role, "roles": list(self.roles), "shares": list(self.weights()), "seed": self.seed,
-                "min_sequences": self.min_sequences}
+        return {
+            "role": self.role,
+            "roles": list(self.roles),
+            "shares": list(self.weights()),
+            "seed": self.seed,
+            "min_sequences": self.min_sequences,
+        }
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "Split | None":
+    def from_json(cls, data: dict | None) -> Split | None:
         if data is None:
             return None
-        return cls(data["role"], tuple(data["roles"]), tuple(data["shares"]), data["seed"],
-                   data.get("min_sequences", MIN_SEQUENCES_PER_ROLE))
+        return cls(
+            data["role"],
+            tuple(data["roles"]),
+            tuple(data["shares"]),
+            data["seed"],
+            data.get("min_sequences", MIN_SEQUENCES_PER_ROLE),
+        )
 
 
 def as_split(value) -> Split | None:
@@ -250,7 +269,7 @@ def partition(items: Sequence, split: Split, salt: str = "") -> dict[str, list]:
     random.Random(f"split|{salt}|{split.seed}").shuffle(pool)
     out, start = {}, 0
     for role, count in zip(split.roles, partition_counts(len(pool), split.weights())):
-        out[role] = sorted(pool[start:start + count], key=lambda x: (str(type(x)), x))
+        out[role] = sorted(pool[start : start + count], key=lambda x: (str(type(x)), x))
         start += count
     return out
 
@@ -293,13 +312,16 @@ class TaskSpec:
         if self.length < 2:
             raise ParameterError(f"length (members shown) must be >= 2, got {self.length}")
         if self.task == GREATER_THAN and self.corruption != "randAll":
-            raise ParameterError("greater_than has one corruption (the year's last two digits -> '01'); "
-                                 "leave corruption at its default")
+            raise ParameterError(
+                "greater_than has one corruption (the year's last two digits -> '01'); leave corruption at its default"
+            )
         if self.template == "mixed" and self.task not in MIXED_FAMILIES:
             raise ParameterError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
         if self.task == NUMBERS and self.step % 10 == 0:
-            raise ParameterError(f"numbers: step {self.step} keeps the units digit (answer = last member's units "
-                                 "digit); use a step that is not a multiple of 10")
+            raise ParameterError(
+                f"numbers: step {self.step} keeps the units digit (answer = last member's units "
+                "digit); use a step that is not a multiple of 10"
+            )
         if self.sequences is not None and (not isinstance(self.sequences, int) or not 1 <= self.sequences <= self.n):
             raise ParameterError(f"sequences must be a positive integer <= n ({self.n}), got {self.sequences!r}")
         if self.split is not None:
@@ -407,9 +429,15 @@ class TaskDataset:
         """Greater-than start years ``[batch]``."""
         return self._tensor("year")
 
-    def subset(self, indices: Sequence[int]) -> "TaskDataset":
-        return TaskDataset(self.model, self.spec, [self.prompts[i] for i in indices],
-                           self.answer_token_policy, self.greater_than_groups, self.prefix_info)
+    def subset(self, indices: Sequence[int]) -> TaskDataset:
+        return TaskDataset(
+            self.model,
+            self.spec,
+            [self.prompts[i] for i in indices],
+            self.answer_token_policy,
+            self.greater_than_groups,
+            self.prefix_info,
+        )
 
     @property
     def prefix_info(self) -> Prefix:
@@ -450,7 +478,7 @@ class TaskDataset:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "TaskDataset":
+    def from_json(cls, data: dict) -> TaskDataset:
         """Inverse of :meth:`to_json`. JSON written before the ``"prefix"`` key loads as prefix
         ``"bos"`` (what ``prepend_bos=true`` meant then, the id read off the first token) or ``"none"``."""
         prompts = [Prompt(**p) for p in data["prompts"]]
@@ -461,13 +489,27 @@ class TaskDataset:
         else:
             prefix = Prefix("none", None, None)
         spec = TaskSpec(
-            task=data["task"], template=data["template"], direction=data.get("direction", "increasing"),
-            step=data.get("step", 1), length=data.get("length", 4), corruption=data.get("corruption", "randAll"),
-            n=len(data["prompts"]), seed=data["seed"], verb=data.get("verb", "done"), prefix=prefix.mode,
-            sequences=data.get("sequences"), split=Split.from_json(data.get("split")),
+            task=data["task"],
+            template=data["template"],
+            direction=data.get("direction", "increasing"),
+            step=data.get("step", 1),
+            length=data.get("length", 4),
+            corruption=data.get("corruption", "randAll"),
+            n=len(data["prompts"]),
+            seed=data["seed"],
+            verb=data.get("verb", "done"),
+            prefix=prefix.mode,
+            sequences=data.get("sequences"),
+            split=Split.from_json(data.get("split")),
         )
-        return cls(data["model"], spec, prompts, data.get("answer_token_policy", "single-token"),
-                   data.get("greater_than_groups"), prefix)
+        return cls(
+            data["model"],
+            spec,
+            prompts,
+            data.get("answer_token_policy", "single-token"),
+            data.get("greater_than_groups"),
+            prefix,
+        )
 
 
 # --------------------------------------------------------------------------- tokenization helpers
@@ -498,6 +540,7 @@ def single_token_id(tokenizer, word: str, after_space: bool = True, split_space:
     tokenizer that splits the space off as a token of its own (SmolLM2's ``" "`` + ``"5"``) and returns
     the word's token; ``False`` requires the space to merge into the word's token.
     """
+
     def ids_of(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -507,7 +550,7 @@ def single_token_id(tokenizer, word: str, after_space: bool = True, split_space:
     context, ids = ids_of("x"), ids_of("x " + word)
     if ids[: len(context)] != context:
         return None
-    rest = ids[len(context):]
+    rest = ids[len(context) :]
     if split_space and len(rest) == 2 and tokenizer.decode([rest[0]]) == " ":
         rest = rest[1:]
     if len(rest) != 1 or tokenizer.decode([rest[0]]).strip() != word:
@@ -515,8 +558,9 @@ def single_token_id(tokenizer, word: str, after_space: bool = True, split_space:
     return rest[0]
 
 
-def single_token_at(tokenizer, ids: Sequence[int], offsets: Sequence[tuple[int, int]], span: tuple[int, int],
-                    word: str) -> int:
+def single_token_at(
+    tokenizer, ids: Sequence[int], offsets: Sequence[tuple[int, int]], span: tuple[int, int], word: str
+) -> int:
     """Index into ``ids`` of the one token that spells ``word`` at characters ``span`` of an encoded text.
 
     Raises :class:`TokenizationError` (one line, with the pieces) when ``word`` is split there or the
@@ -525,8 +569,10 @@ def single_token_at(tokenizer, ids: Sequence[int], offsets: Sequence[tuple[int, 
     hit = _token_at_span(tokenizer, ids, offsets, *span, what=f"member {word!r}")
     pieces = _pieces(tokenizer, [ids[i] for i in hit])
     if len(hit) != 1 or pieces[0].strip() != word:
-        raise TokenizationError(f"member {word!r} is not a single token in context: pieces {pieces}; "
-                                "choose members that are single tokens for this tokenizer")
+        raise TokenizationError(
+            f"member {word!r} is not a single token in context: pieces {pieces}; "
+            "choose members that are single tokens for this tokenizer"
+        )
     return hit[0]
 
 
@@ -581,8 +627,15 @@ def _render(template: str, members: Sequence[str], fillers: Sequence[str], verb:
 class _Tokenized:
     """A rendered prompt tokenized with the single-token policy applied."""
 
-    def __init__(self, tokenizer, rendered: _Rendered, answer: str | None, prefix: Prefix,
-                 move_space: bool, members: Sequence[str]):
+    def __init__(
+        self,
+        tokenizer,
+        rendered: _Rendered,
+        answer: str | None,
+        prefix: Prefix,
+        move_space: bool,
+        members: Sequence[str],
+    ):
         text = rendered.text + (" " if move_space else "")
         ids, offsets = encode(tokenizer, text)
         bos = prefix.ids
@@ -610,24 +663,32 @@ def answer_token(tokenizer, text: str, answer: str) -> tuple[bool, int]:
         return True, with_answer[-1]
     raise TokenizationError(
         f"answer {' ' + answer!r} after {text[-30:]!r} is not a single token in context: pieces "
-        f"{_pieces(tokenizer, with_answer[len(base):])}"
+        f"{_pieces(tokenizer, with_answer[len(base) :])}"
     )
 
 
 def single_token_members(tokenizer, family: str) -> list[int]:
     """Indices of ``family`` members that are one token both at the text start and after a space."""
-    return [i for i, m in enumerate(FAMILIES[family])
-            if single_token_id(tokenizer, m, after_space=False) is not None
-            and single_token_id(tokenizer, m) is not None]
+    return [
+        i
+        for i, m in enumerate(FAMILIES[family])
+        if single_token_id(tokenizer, m, after_space=False) is not None and single_token_id(tokenizer, m) is not None
+    ]
 
 
-def single_token_words(tokenizer, words: Sequence[str], exclude: Sequence[str] = (),
-                       at_text_start: bool = False) -> list[str]:
+def single_token_words(
+    tokenizer, words: Sequence[str], exclude: Sequence[str] = (), at_text_start: bool = False
+) -> list[str]:
     """The ``words`` (filler words, nouns) that are one token after a space, the space merged into the
     token (``" cat"``), and not in ``exclude``; with ``at_text_start`` also one token at a text's start."""
     skip = set(exclude)
-    return [w for w in words if w not in skip and single_token_id(tokenizer, w, split_space=False) is not None
-            and (not at_text_start or single_token_id(tokenizer, w, after_space=False) is not None)]
+    return [
+        w
+        for w in words
+        if w not in skip
+        and single_token_id(tokenizer, w, split_space=False) is not None
+        and (not at_text_start or single_token_id(tokenizer, w, after_space=False) is not None)
+    ]
 
 
 # --------------------------------------------------------------------------- corruptions
@@ -666,7 +727,9 @@ def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: rando
         return [rng.choice(pool)] * n
     if kind == "permutation":
         if n < 3:
-            raise ParameterError("permutation needs length >= 3 (with 2 members the only reordering is a valid sequence)")
+            raise ParameterError(
+                "permutation needs length >= 3 (with 2 members the only reordering is a valid sequence)"
+            )
         for _ in range(10_000):
             out = clean[:]
             rng.shuffle(out)
@@ -707,7 +770,8 @@ def _role_part(items: Sequence, spec: TaskSpec, salt: str, what: str = "sequence
         raise TooFewPromptsError(
             f"{_describe(spec)} has {len(set(items))} distinct {what} for this tokenizer; the split "
             f"{counts} gives a role fewer than the minimum {need} (choose a task with more {what}, e.g. numbers, "
-            "fewer roles, or an explicit same-sequence resample)")
+            "fewer roles, or an explicit same-sequence resample)"
+        )
     return parts[spec.split.role]
 
 
@@ -717,8 +781,10 @@ def _draw_plan(rng: random.Random, identities: Sequence, spec: TaskSpec) -> Call
     if spec.sequences is None:
         return lambda i: rng.choice(identities)
     if spec.sequences > len(identities):
-        raise TooFewPromptsError(f"{_describe(spec)}: {spec.sequences} distinct sequences asked, only "
-                                 f"{len(identities)} available{' to split role ' + repr(spec.split.role) if spec.split else ''}")
+        raise TooFewPromptsError(
+            f"{_describe(spec)}: {spec.sequences} distinct sequences asked, only "
+            f"{len(identities)} available{' to split role ' + repr(spec.split.role) if spec.split else ''}"
+        )
     chosen = rng.sample(list(identities), spec.sequences)
     return lambda i: chosen[i % len(chosen)]
 
@@ -752,8 +818,10 @@ def _fillers(tokenizer, spec: TaskSpec) -> list[str]:
 
 
 def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
-    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
-                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+    rng = random.Random(
+        f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
+        f"{spec.corruption}|{spec.verb}|{spec.seed}"
+    )
     sign = 1 if spec.direction == "increasing" else -1
     max_step = max(3, spec.step)
     families, common, starts = _family_setup(tokenizer, spec)
@@ -790,12 +858,22 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
         bad_t = _Tokenized(tokenizer, bad_r, answer, prefix, ms, bad_members)
         if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
             raise AssertionError(f"corrupted prompt {bad_t.text!r} does not align with {clean_t.text!r}")
-        prompts.append(Prompt(
-            text=clean_t.text, tokens=clean_t.tokens, answer_id=int(answer_id), incorrect_id=int(incorrect_id),
-            member_positions=clean_t.member_positions, final_position=clean_t.final_position,
-            corrupted_text=bad_t.text, corrupted_tokens=bad_t.tokens, members=members,
-            corrupted_members=bad_members, answer=answer, incorrect=members[-1],
-        ))
+        prompts.append(
+            Prompt(
+                text=clean_t.text,
+                tokens=clean_t.tokens,
+                answer_id=int(answer_id),
+                incorrect_id=int(incorrect_id),
+                member_positions=clean_t.member_positions,
+                final_position=clean_t.final_position,
+                corrupted_text=bad_t.text,
+                corrupted_tokens=bad_t.tokens,
+                members=members,
+                corrupted_members=bad_members,
+                answer=answer,
+                incorrect=members[-1],
+            )
+        )
     policy = "space-split: prompt ends with the space token" if move_space else "single-token"
     ds = TaskDataset(model_name, spec, prompts, policy, prefix=prefix)
     ds.check_uniform_length()
@@ -809,7 +887,8 @@ def check_numbers_tokenizer(tokenizer) -> None:
     if whole:
         raise TokenizationError(
             f"task {NUMBERS} predicts the units digit of two-digit numbers spelt as digit tokens, but this tokenizer "
-            f"spells {len(whole)} of {len(NUMBER_RANGE)} (e.g. ' {whole[0]}') as one token: use task digits")
+            f"spells {len(whole)} of {len(NUMBER_RANGE)} (e.g. ' {whole[0]}') as one token: use task digits"
+        )
 
 
 def _number_positions(tokenizer, ids: Sequence[int], offsets, spans, members: Sequence[str]) -> list[int]:
@@ -820,8 +899,10 @@ def _number_positions(tokenizer, ids: Sequence[int], offsets, spans, members: Se
         hit = _token_at_span(tokenizer, ids, offsets, *span, what=f"member {m!r}")
         pieces = _pieces(tokenizer, [ids[i] for i in hit])
         if len(hit) != 2 or pieces[0].strip() != m[0] or pieces[1] != m[1]:
-            raise TokenizationError(f"member {m!r} is not a tens-digit token + a units-digit token in context: "
-                                    f"pieces {pieces}; use task digits for this tokenizer")
+            raise TokenizationError(
+                f"member {m!r} is not a tens-digit token + a units-digit token in context: "
+                f"pieces {pieces}; use task digits for this tokenizer"
+            )
         positions.append(hit[1])
     return positions
 
@@ -831,10 +912,15 @@ def _next_digit_token(tokenizer, text: str, digit: str) -> int:
     :class:`TokenizationError` unless it is one token that leaves ``text``'s tokens unchanged."""
     base, _ = encode(tokenizer, text)
     with_digit, _ = encode(tokenizer, text + digit)
-    if with_digit[: len(base)] != base or len(with_digit) != len(base) + 1 \
-            or tokenizer.decode([with_digit[-1]]) != digit:
-        raise TokenizationError(f"digit {digit!r} after {text[-12:]!r} is not one token of its own: pieces "
-                                f"{_pieces(tokenizer, with_digit[len(base) - 1:])}; use task digits")
+    if (
+        with_digit[: len(base)] != base
+        or len(with_digit) != len(base) + 1
+        or tokenizer.decode([with_digit[-1]]) != digit
+    ):
+        raise TokenizationError(
+            f"digit {digit!r} after {text[-12:]!r} is not one token of its own: pieces "
+            f"{_pieces(tokenizer, with_digit[len(base) - 1 :])}; use task digits"
+        )
     return with_digit[-1]
 
 
@@ -846,15 +932,19 @@ def _build_numbers(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -
     so clean and corrupted prompts align token for token. ``member_positions`` are the units-digit tokens.
     """
     check_numbers_tokenizer(tokenizer)
-    rng = random.Random(f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
-                        f"{spec.corruption}|{spec.verb}|{spec.seed}")
+    rng = random.Random(
+        f"{spec.task}|{spec.template}|{spec.direction}|{spec.step}|{spec.length}|"
+        f"{spec.corruption}|{spec.verb}|{spec.seed}"
+    )
     sign = 1 if spec.direction == "increasing" else -1
     max_step = max(3, spec.step)
     valid = set(NUMBER_RANGE)
     starts = _sequence_starts(max(NUMBER_RANGE) + 1, valid, spec.length, spec.step, sign)
     if not starts:
-        raise ParameterError(f"no {spec.direction} sequence of {spec.length} two-digit numbers with step {spec.step} "
-                             f"and a two-digit answer fits in {min(NUMBER_RANGE)}..{max(NUMBER_RANGE)}")
+        raise ParameterError(
+            f"no {spec.direction} sequence of {spec.length} two-digit numbers with step {spec.step} "
+            f"and a two-digit answer fits in {min(NUMBER_RANGE)}..{max(NUMBER_RANGE)}"
+        )
     starts = _role_part(starts, spec, "sequences")
     pool = sorted(valid)
     fillers_all = _fillers(tokenizer, spec)
@@ -875,21 +965,38 @@ def _build_numbers(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -
         ids, offsets = encode(tokenizer, text)
         bad_ids, bad_offsets = encode(tokenizer, bad_text)
         positions = _number_positions(tokenizer, ids, offsets, clean_r.spans, members)
-        if len(bad_ids) != len(ids) or _number_positions(tokenizer, bad_ids, bad_offsets, bad_r.spans,
-                                                          bad_members) != positions:
+        if (
+            len(bad_ids) != len(ids)
+            or _number_positions(tokenizer, bad_ids, bad_offsets, bad_r.spans, bad_members) != positions
+        ):
             raise TokenizationError(f"corrupted prompt {bad_text!r} does not align with {text!r} token for token")
         if tokenizer.decode([ids[-1]]).strip() != tail.strip():
             raise TokenizationError(f"the tens digit {tail.strip()!r} is not the last token of {text[-12:]!r}")
         answer, incorrect = str(answer_value)[1], members[-1][1]
-        prompts.append(Prompt(
-            text=text, tokens=bos + ids, answer_id=int(_next_digit_token(tokenizer, text, answer)),
-            incorrect_id=int(_next_digit_token(tokenizer, text, incorrect)),
-            member_positions=[len(bos) + k for k in positions], final_position=len(bos) + len(ids) - 1,
-            corrupted_text=bad_text, corrupted_tokens=bos + bad_ids, members=members, corrupted_members=bad_members,
-            answer=answer, incorrect=incorrect, crosses_decade=answer_value // 10 != values[-1] // 10,
-        ))
-    ds = TaskDataset(model_name, spec, prompts, "numbers: the prompt ends with the answer's tens digit; "
-                     "the answer is its units digit", prefix=prefix)
+        prompts.append(
+            Prompt(
+                text=text,
+                tokens=bos + ids,
+                answer_id=int(_next_digit_token(tokenizer, text, answer)),
+                incorrect_id=int(_next_digit_token(tokenizer, text, incorrect)),
+                member_positions=[len(bos) + k for k in positions],
+                final_position=len(bos) + len(ids) - 1,
+                corrupted_text=bad_text,
+                corrupted_tokens=bos + bad_ids,
+                members=members,
+                corrupted_members=bad_members,
+                answer=answer,
+                incorrect=incorrect,
+                crosses_decade=answer_value // 10 != values[-1] // 10,
+            )
+        )
+    ds = TaskDataset(
+        model_name,
+        spec,
+        prompts,
+        "numbers: the prompt ends with the answer's tens digit; the answer is its units digit",
+        prefix=prefix,
+    )
     ds.check_uniform_length()
     return ds
 
@@ -1002,12 +1109,23 @@ def _build_greater_than(tokenizer, spec: TaskSpec, model_name: str, prefix: Pref
         else:
             answer, incorrect = str(yy // 10 + 1), str(yy // 10 - 1)
             answer_tok, incorrect_tok = groups[yy // 10 + 1][0], groups[yy // 10 - 1][0]
-        prompts.append(Prompt(
-            text=text, tokens=bos + ids, answer_id=int(answer_tok), incorrect_id=int(incorrect_tok),
-            member_positions=[len(bos) + i for i in hit], final_position=len(bos) + len(ids) - 1,
-            corrupted_text=corrupted, corrupted_tokens=bos + bad_ids, members=[f"{yy:02d}"],
-            corrupted_members=["01"], answer=answer, incorrect=incorrect, year=year,
-        ))
+        prompts.append(
+            Prompt(
+                text=text,
+                tokens=bos + ids,
+                answer_id=int(answer_tok),
+                incorrect_id=int(incorrect_tok),
+                member_positions=[len(bos) + i for i in hit],
+                final_position=len(bos) + len(ids) - 1,
+                corrupted_text=corrupted,
+                corrupted_tokens=bos + bad_ids,
+                members=[f"{yy:02d}"],
+                corrupted_members=["01"],
+                answer=answer,
+                incorrect=incorrect,
+                year=year,
+            )
+        )
     ds = TaskDataset(model_name, spec, prompts, f"greater-than {mode}", groups, prefix)
     ds.check_uniform_length()
     return ds
@@ -1023,7 +1141,9 @@ def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwa
     """
     unknown = set(kwargs) - set(TaskSpec.__dataclass_fields__)
     if unknown:
-        raise ParameterError(f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}")
+        raise ParameterError(
+            f"unknown dataset option(s) {sorted(unknown)}; valid: {sorted(TaskSpec.__dataclass_fields__)}"
+        )
     spec = TaskSpec(task=task, **kwargs)
     spec.validate()
     prefix = resolve_prefix(tokenizer, spec.prefix)
@@ -1054,10 +1174,18 @@ def sequence_space(tokenizer, task: str = "digits", **kwargs) -> list[int]:
 ROLE_SEED_OFFSET = 1000
 
 
-def make_split_datasets(tokenizer, task: str = "digits", *, roles: Sequence[str] = SPLIT_ROLES,
-                        shares: Sequence[int] | None = None, seed: int = 0,
-                        min_sequences: int = MIN_SEQUENCES_PER_ROLE, sizes: dict[str, dict] | None = None,
-                        model_name: str = "", **kwargs) -> dict[str, TaskDataset]:
+def make_split_datasets(
+    tokenizer,
+    task: str = "digits",
+    *,
+    roles: Sequence[str] = SPLIT_ROLES,
+    shares: Sequence[int] | None = None,
+    seed: int = 0,
+    min_sequences: int = MIN_SEQUENCES_PER_ROLE,
+    sizes: dict[str, dict] | None = None,
+    model_name: str = "",
+    **kwargs,
+) -> dict[str, TaskDataset]:
     """One dataset per role of a sequence-disjoint split: ``{role: TaskDataset}``, no two sharing a sequence
     identity (nor an ``among_words`` filler or greater-than noun).
 
@@ -1076,8 +1204,9 @@ def make_split_datasets(tokenizer, task: str = "digits", *, roles: Sequence[str]
     for i, role in enumerate(roles):
         split = Split(role, tuple(roles), tuple(shares) if shares is not None else None, seed, min_sequences)
         options = dict(kwargs) | sizes.get(role, {})
-        out[role] = make_dataset(tokenizer, task, model_name=model_name, seed=seed + i * ROLE_SEED_OFFSET,
-                                 split=split, **options)
+        out[role] = make_dataset(
+            tokenizer, task, model_name=model_name, seed=seed + i * ROLE_SEED_OFFSET, split=split, **options
+        )
     return out
 
 

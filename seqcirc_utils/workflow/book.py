@@ -41,8 +41,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -54,7 +55,16 @@ GENERATED = Path("book/_generated")
 EXECUTED = Path("book/executed")
 MATHJAX_ENTRY = "tex-svg-full.js"
 #: The parts of MathJax's ``es5`` tree the SVG build may load on demand (menu, assistive MathML, TeX extensions).
-MATHJAX_PARTS = (MATHJAX_ENTRY, "a11y", "adaptors", "input/tex", "input/tex-full.js", "output/svg", "output/svg.js", "ui")
+MATHJAX_PARTS = (
+    MATHJAX_ENTRY,
+    "a11y",
+    "adaptors",
+    "input/tex",
+    "input/tex-full.js",
+    "output/svg",
+    "output/svg.js",
+    "ui",
+)
 
 
 def _ignore_folder(folder: Path) -> None:
@@ -73,8 +83,13 @@ def write_vega_bundle(vendor: Path) -> Path:
 
     out = vendor / "vega" / BUNDLE_NAME
     stamp = out.with_suffix(".versions.json")
-    versions = {"format": 2, "vl_convert": getattr(vlc, "__version__", ""), "vega": vlc.get_vega_version(),
-                "vega_embed": vlc.get_vega_embed_version(), "altair_schema": __import__("altair").SCHEMA_VERSION}
+    versions = {
+        "format": 2,
+        "vl_convert": getattr(vlc, "__version__", ""),
+        "vega": vlc.get_vega_version(),
+        "vega_embed": vlc.get_vega_embed_version(),
+        "altair_schema": __import__("altair").SCHEMA_VERSION,
+    }
     if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == versions:
         return out
     write_atomic(out, javascript_bundle())
@@ -87,12 +102,15 @@ def mathjax_source() -> Path:
     try:
         import mathjax  # provided by the PyPI package django-static-mathjax
     except ImportError:
-        raise MissingExtraError("MathJax is not installed (the book renders maths offline with it): "
-                                "pip install 'seqcirc[book]'") from None
+        raise MissingExtraError(
+            "MathJax is not installed (the book renders maths offline with it): pip install 'seqcirc[book]'"
+        ) from None
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     if not (es5 / MATHJAX_ENTRY).is_file():
-        raise MissingExtraError(f"{es5 / MATHJAX_ENTRY} not found; reinstall the [book] extra: "
-                                "pip install --force-reinstall django-static-mathjax==3.2.2.1")
+        raise MissingExtraError(
+            f"{es5 / MATHJAX_ENTRY} not found; reinstall the [book] extra: "
+            "pip install --force-reinstall django-static-mathjax==3.2.2.1"
+        )
     return es5
 
 
@@ -100,7 +118,9 @@ def copy_mathjax(vendor: Path) -> Path:
     """Copy the needed part of MathJax to ``vendor/mathjax`` (skipped when already there)."""
     src = mathjax_source()
     dest = vendor / "mathjax"
-    if (dest / MATHJAX_ENTRY).is_file() and (dest / MATHJAX_ENTRY).stat().st_size == (src / MATHJAX_ENTRY).stat().st_size:
+    if (dest / MATHJAX_ENTRY).is_file() and (dest / MATHJAX_ENTRY).stat().st_size == (
+        src / MATHJAX_ENTRY
+    ).stat().st_size:
         return dest
     tmp = Path(tempfile.mkdtemp(prefix=".mathjax.", dir=vendor))
     for part in MATHJAX_PARTS:
@@ -119,11 +139,11 @@ def copy_mathjax(vendor: Path) -> Path:
 
 #: Pieces of a progress bar (tqdm's ``desc: 45%|####      | 9/20 [00:01<00:02,  4.50it/s]`` and relatives).
 PROGRESS_PATTERNS = (
-    r"\d{1,3}%\|",                                   # percentage + bar start: "45%|"
+    r"\d{1,3}%\|",  # percentage + bar start: "45%|"
     r"\|\s*\d+(?:\.\d+)?[kMG]?/\d+(?:\.\d+)?[kMG]?\s*\[",  # "| 9/20 ["
-    r"\[\d+:\d{2}(?::\d{2})?<",                        # elapsed<remaining: "[00:01<"
-    r"(?:\d+(?:\.\d+)?|\?)\s?(?:it|s|B|[kMG]B)/(?:s|it)\]",   # rate: "4.50it/s]", "1.2s/it]", "?it/s]"
-    r"\b\d+(?:\.\d+)?\s?it/s\b",                       # a bare rate: "12.3 it/s"
+    r"\[\d+:\d{2}(?::\d{2})?<",  # elapsed<remaining: "[00:01<"
+    r"(?:\d+(?:\.\d+)?|\?)\s?(?:it|s|B|[kMG]B)/(?:s|it)\]",  # rate: "4.50it/s]", "1.2s/it]", "?it/s]"
+    r"\b\d+(?:\.\d+)?\s?it/s\b",  # a bare rate: "12.3 it/s"
 )
 PROGRESS_RE = re.compile("|".join(PROGRESS_PATTERNS))
 #: Output MIME type of a Jupyter widget (tqdm.auto's bar in a kernel with ipywidgets): never rendered offline.
@@ -220,21 +240,29 @@ def parameters_markdown(nb) -> str:
         value = given.get(name, defaults.get(name))
         default = defaults.get(name, next((p.default for p in declared if p.name == name), ""))
         changed = name in given and given[name] != defaults.get(name)
-        rows.append({"parameter": f"`{name}`", "value": f"**`{value!r}`**" if changed else f"`{value!r}`",
-                     "default": f"`{default!r}`" if changed else "",
-                     "meaning": help_text.get(name, "").replace("<", "\\<")})  # `results/<model>/` is no HTML tag
+        rows.append(
+            {
+                "parameter": f"`{name}`",
+                "value": f"**`{value!r}`**" if changed else f"`{value!r}`",
+                "default": f"`{default!r}`" if changed else "",
+                "meaning": help_text.get(name, "").replace("<", "\\<"),
+            }
+        )  # `results/<model>/` is no HTML tag
     params = {**defaults, **given}
     title = "Parameters of this run"
     facts = [f"model `{params['model']}`" if params.get("model") else "", "smoke mode" if params.get("smoke") else ""]
     if any(facts):
         title += ": " + ", ".join(f for f in facts if f)
     changed = [r["parameter"] for r in rows if r["default"]]
-    intro = ("Set on the command line (bold): " + ", ".join(changed) + "." if changed
-             else "Every parameter has its default.")
+    intro = (
+        "Set on the command line (bold): " + ", ".join(changed) + "." if changed else "Every parameter has its default."
+    )
     name = Path(pm.get("input_path") or "NAME").stem
     table = markdown_table(pd.DataFrame(rows, columns=["parameter", "value", "default", "meaning"]))
-    return (f":::{{admonition}} {title}\n:class: dropdown seqcirc-parameters\n\n{intro} Rerun with "
-            f"`seqcirc run {name} -p PARAMETER VALUE`.\n\n{table}\n:::\n")
+    return (
+        f":::{{admonition}} {title}\n:class: dropdown seqcirc-parameters\n\n{intro} Rerun with "
+        f"`seqcirc run {name} -p PARAMETER VALUE`.\n\n{table}\n:::\n"
+    )
 
 
 def prepare_notebook(nb) -> bool:
@@ -307,20 +335,35 @@ def executed_runs(executed: Path) -> pd.DataFrame:
         pm = nb.metadata.get("papermill", {})
         record = nb.metadata.get("seqcirc") or {}
         params = run_parameters(nb.metadata)
-        rows.append({
-            "notebook": path.stem,
-            "status": "failed" if pm.get("exception") else "ok",
-            "run": record.get("run", "executed"),
-            "model": params.get("model", ""),
-            "smoke": bool(params.get("smoke", False)),
-            "seconds": pm.get("duration"),
-            "wall_seconds": record.get("wall_seconds"),
-            "worker": record.get("worker", ""),
-            "finished": (pm.get("end_time") or "")[:19].replace("T", " "),
-            "parameters": ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())),
-        })
-    return pd.DataFrame(rows, columns=["notebook", "status", "run", "model", "smoke", "seconds", "wall_seconds",
-                                       "worker", "finished", "parameters"])
+        rows.append(
+            {
+                "notebook": path.stem,
+                "status": "failed" if pm.get("exception") else "ok",
+                "run": record.get("run", "executed"),
+                "model": params.get("model", ""),
+                "smoke": bool(params.get("smoke", False)),
+                "seconds": pm.get("duration"),
+                "wall_seconds": record.get("wall_seconds"),
+                "worker": record.get("worker", ""),
+                "finished": (pm.get("end_time") or "")[:19].replace("T", " "),
+                "parameters": ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "notebook",
+            "status",
+            "run",
+            "model",
+            "smoke",
+            "seconds",
+            "wall_seconds",
+            "worker",
+            "finished",
+            "parameters",
+        ],
+    )
 
 
 def book_model(runs: pd.DataFrame) -> str:
@@ -333,6 +376,7 @@ def book_model(runs: pd.DataFrame) -> str:
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub/MyST pipe table (cells with ``|`` escaped)."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             v = f"{v:.1f}"
@@ -350,25 +394,35 @@ def runs_markdown(runs: pd.DataFrame) -> str:
         return "No executed notebooks were found in `book/executed/`: run `seqcirc run --all` first.\n"
     model = book_model(runs)
     models = sorted(set(runs["model"]) - {""})
-    lines = [f"This build's notebooks ran on the model **`{model}`**"
-             + (f" (also: {', '.join(f'`{m}`' for m in models if m != model)})" if len(models) > 1 else "") + "."]
+    lines = [
+        f"This build's notebooks ran on the model **`{model}`**"
+        + (f" (also: {', '.join(f'`{m}`' for m in models if m != model)})" if len(models) > 1 else "")
+        + "."
+    ]
     if runs["smoke"].any():
-        lines.append("\n```{warning}\nSome notebooks ran in **smoke mode** (tiny sizes for testing): "
-                     "their numbers are not results.\n```")
+        lines.append(
+            "\n```{warning}\nSome notebooks ran in **smoke mode** (tiny sizes for testing): "
+            "their numbers are not results.\n```"
+        )
     failed = runs[runs["status"] == "failed"]["notebook"].tolist()
     if failed:
-        lines.append(f"\n```{{error}}\nThese notebooks failed; their pages show the traceback: {', '.join(failed)}.\n```")
+        lines.append(
+            f"\n```{{error}}\nThese notebooks failed; their pages show the traceback: {', '.join(failed)}.\n```"
+        )
     reused = runs[runs["run"] == "reused"]["notebook"].tolist() if "run" in runs else []
     if reused:
-        lines.append(f"\nReused from an earlier run (inputs unchanged; `seqcirc run --force` re-executes): "
-                     f"{', '.join(reused)}. Their duration and finish time are those of that run.")
+        lines.append(
+            f"\nReused from an earlier run (inputs unchanged; `seqcirc run --force` re-executes): "
+            f"{', '.join(reused)}. Their duration and finish time are those of that run."
+        )
     total = pd.to_numeric(runs["seconds"], errors="coerce").sum()
     timing = [c for c in ("wall_seconds", "worker") if c in runs and runs[c].notna().any() and (runs[c] != "").any()]
     columns = ["notebook", "status", *(["run"] if "run" in runs else []), "model", "seconds", *timing, "finished"]
     table = runs[columns].rename(columns={"seconds": "duration (s)", "wall_seconds": "wall time (s)"})
     if "wall time (s)" in table:
         table["wall time (s)"] = pd.to_numeric(table["wall time (s)"], errors="coerce").map(
-            lambda v: "" if pd.isna(v) else f"{v:.1f}")
+            lambda v: "" if pd.isna(v) else f"{v:.1f}"
+        )
     lines += ["", markdown_table(table), "", f"Total: {total:.0f} s. Parameters of each run:", ""]
     lines += [f"- `{r.notebook}`: `{r.parameters}`" for r in runs.itertuples()]
     return "\n".join(lines) + "\n"
@@ -376,15 +430,17 @@ def runs_markdown(runs: pd.DataFrame) -> str:
 
 def published_markdown(root: Path, model: str) -> str:
     """The published-results table for ``model`` with a note when it is not GPT-2 small."""
-    from seqcirc_utils.report.published import PUBLISHED_MODEL, comparison_table
     from seqcirc_utils.core.results import results_dir
+    from seqcirc_utils.report.published import PUBLISHED_MODEL, comparison_table
 
     results = results_dir(model, root=root / results_root())
     lines = [f"Numbers of this run are read from `results/{results.name}/`."]
     if model not in (PUBLISHED_MODEL, "gpt2"):
-        lines.append(f"\n```{{note}}\nThis run used `{model}`; the published numbers are for GPT-2 small, so they "
-                     "are a reference point, not a target: head indices and circuit sizes are not comparable across "
-                     "models. `make book MODEL=gpt2-small` reproduces the paper's setting.\n```")
+        lines.append(
+            f"\n```{{note}}\nThis run used `{model}`; the published numbers are for GPT-2 small, so they "
+            "are a reference point, not a target: head indices and circuit sizes are not comparable across "
+            "models. `make book MODEL=gpt2-small` reproduces the paper's setting.\n```"
+        )
     lines += ["", markdown_table(comparison_table(results)), ""]
     return "\n".join(lines)
 
@@ -408,16 +464,24 @@ def chapter_statuses(root: Path, runs: pd.DataFrame) -> list:
             import jupytext
 
             cells = jupytext.read(sources[stem], fmt="py:percent").cells
-        title = next((m.group(1).strip() for c in cells if c.get("cell_type") == "markdown"
-                      for m in [re.search(r"^#\s+(.+)$", c.get("source", ""), re.M)] if m), stem)
+        title = next(
+            (
+                m.group(1).strip()
+                for c in cells
+                if c.get("cell_type") == "markdown"
+                for m in [re.search(r"^#\s+(.+)$", c.get("source", ""), re.M)]
+                if m
+            ),
+            stem,
+        )
         statuses.append(ChapterStatus(stem, title, executed=stem in executed, failed=status.get(stem) == "failed"))
     return statuses
 
 
 def build(root: Path = Path(".")) -> dict[str, Path]:
     """Prepare the executed notebooks and write every asset under ``root``; returns what was written."""
-    from seqcirc_utils.report.findings import findings_markdown
     from seqcirc_utils.core.results import results_dir
+    from seqcirc_utils.report.findings import findings_markdown
 
     vendor, generated = root / VENDOR, root / GENERATED
     _ignore_folder(vendor)
@@ -444,8 +508,11 @@ def build(root: Path = Path(".")) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqcirc_utils.workflow.book", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the book's root (where _config.yml is)")
-    parser.add_argument("--failed", action="store_true",
-                        help="only list the executed notebooks that failed, one per line (nothing when none did)")
+    parser.add_argument(
+        "--failed",
+        action="store_true",
+        help="only list the executed notebooks that failed, one per line (nothing when none did)",
+    )
     args = parser.parse_args(argv)
     if args.failed:
         failed = failed_notebooks(Path(args.root) / EXECUTED)

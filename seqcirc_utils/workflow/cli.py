@@ -18,11 +18,20 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from seqcirc_utils.core.errors import (BadFileError, MissingExtraError, ModelUnavailableError, ParameterError,
-                                      SeqcircError)
+from seqcirc_utils.core.errors import (
+    BadFileError,
+    MissingExtraError,
+    ModelUnavailableError,
+    ParameterError,
+    SeqcircError,
+)
+
+if TYPE_CHECKING:  # annotations only: the records load with the command that reads a circuit file
+    from seqcirc_utils.core.records import CircuitRecord
 
 # No package module is imported at module level. Building the parser imports only the torch-free
 # ``options`` (the choices) and ``types``; torch, transformer_lens and the model load only after every
@@ -87,28 +96,57 @@ def _print_table(df, fmt: str) -> None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     from seqcirc_utils.core.options import EMBEDDED_MODEL, TINY_MODELS
 
-    p.add_argument("--model", default=EMBEDDED_MODEL,
-                   help=f"model spec: {EMBEDDED_MODEL} (default, embedded), {', '.join(TINY_MODELS)}, gpt2-small, "
-                        "a Hugging Face hub id, a local Hugging Face folder or a .gguf file")
-    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+    p.add_argument(
+        "--model",
+        default=EMBEDDED_MODEL,
+        help=f"model spec: {EMBEDDED_MODEL} (default, embedded), {', '.join(TINY_MODELS)}, gpt2-small, "
+        "a Hugging Face hub id, a local Hugging Face folder or a .gguf file",
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)"
+    )
 
 
 def _common_dataset_args(p: argparse.ArgumentParser) -> None:
     from seqcirc_utils.core.options import CORRUPTIONS, DIRECTIONS, TASKS, TEMPLATES
 
-    p.add_argument("--task", default="digits", choices=TASKS, metavar="TASK",
-                   help="sequence family or greater_than: %(choices)s (default %(default)s)")
-    p.add_argument("--template", default="pure", choices=TEMPLATES, metavar="TEMPLATE",
-                   help="prompt template: %(choices)s (default %(default)s)")
-    p.add_argument("--direction", default="increasing", choices=DIRECTIONS, metavar="DIRECTION",
-                   help="%(choices)s (default %(default)s)")
-    p.add_argument("--step", type=_int_at_least(1, "--step"), default=1,
-                   help="distance between shown members, 1 = consecutive (default %(default)s)")
-    p.add_argument("--length", type=_int_at_least(2, "--length"), default=4,
-                   help="members shown, >= 2 (default %(default)s)")
-    p.add_argument("--corruption", default="randAll", choices=CORRUPTIONS, metavar="CORRUPTION",
-                   help="how the corrupted twin breaks the sequence: %(choices)s (default %(default)s; "
-                        "greater_than has its own)")
+    p.add_argument(
+        "--task",
+        default="digits",
+        choices=TASKS,
+        metavar="TASK",
+        help="sequence family or greater_than: %(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--template",
+        default="pure",
+        choices=TEMPLATES,
+        metavar="TEMPLATE",
+        help="prompt template: %(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--direction",
+        default="increasing",
+        choices=DIRECTIONS,
+        metavar="DIRECTION",
+        help="%(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--step",
+        type=_int_at_least(1, "--step"),
+        default=1,
+        help="distance between shown members, 1 = consecutive (default %(default)s)",
+    )
+    p.add_argument(
+        "--length", type=_int_at_least(2, "--length"), default=4, help="members shown, >= 2 (default %(default)s)"
+    )
+    p.add_argument(
+        "--corruption",
+        default="randAll",
+        choices=CORRUPTIONS,
+        metavar="CORRUPTION",
+        help="how the corrupted twin breaks the sequence: %(choices)s (default %(default)s; greater_than has its own)",
+    )
     p.add_argument("--n", type=_int_at_least(1, "--n"), default=64, help="number of prompts (default %(default)s)")
     p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="dataset seed (default %(default)s)")
     _prefix_arg(p)
@@ -118,15 +156,28 @@ def _common_dataset_args(p: argparse.ArgumentParser) -> None:
 def _prefix_arg(p: argparse.ArgumentParser) -> None:
     from seqcirc_utils.core.options import PREFIX_MODES
 
-    p.add_argument("--prefix", default="document", choices=PREFIX_MODES, metavar="PREFIX",
-                   help="token each prompt starts with: document = the pretraining document separator "
-                        "(<|endoftext|> for GPT-2 and SmolLM2), bos = the tokenizer's bos_token whatever it is "
-                        "(a chat marker for SmolLM2-Instruct), none; %(choices)s (default %(default)s)")
+    p.add_argument(
+        "--prefix",
+        default="document",
+        choices=PREFIX_MODES,
+        metavar="PREFIX",
+        help="token each prompt starts with: document = the pretraining document separator "
+        "(<|endoftext|> for GPT-2 and SmolLM2), bos = the tokenizer's bos_token whatever it is "
+        "(a chat marker for SmolLM2-Instruct), none; %(choices)s (default %(default)s)",
+    )
 
 
 def dataset_kwargs(args: argparse.Namespace) -> dict:
-    return dict(template=args.template, direction=args.direction, step=args.step, length=args.length,
-                corruption=args.corruption, n=args.n, seed=args.seed, prefix=getattr(args, "prefix", "document"))
+    return dict(
+        template=args.template,
+        direction=args.direction,
+        step=args.step,
+        length=args.length,
+        corruption=args.corruption,
+        n=args.n,
+        seed=args.seed,
+        prefix=getattr(args, "prefix", "document"),
+    )
 
 
 def _check_dataset(args: argparse.Namespace) -> None:
@@ -150,8 +201,10 @@ def _check_device(device: str | None) -> None:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device {device!r}: no CUDA GPU is visible here; valid: cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ParameterError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                             f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise ParameterError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"valid: cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ParameterError(f"device {device!r}: MPS is not available here; valid: cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
@@ -196,8 +249,10 @@ def _require_extras(*extras: str) -> None:
     for extra in extras:
         missing = [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
         if missing:
-            raise MissingExtraError(f"this command needs the [{extra}] extra ({', '.join(missing)} not installed); "
-                                    f"install it: pip install 'seqcirc[{extra}]' (or `make setup`)")
+            raise MissingExtraError(
+                f"this command needs the [{extra}] extra ({', '.join(missing)} not installed); "
+                f"install it: pip install 'seqcirc[{extra}]' (or `make setup`)"
+            )
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
@@ -221,8 +276,12 @@ def _load_tokenizer_model(args):
 def _add_dataset(sub) -> None:
     p = sub.add_parser("dataset", help="print a task dataset (prompts, answers, positions, corruptions)")
     _common_dataset_args(p)
-    p.add_argument("--format", choices=("json", "table"), default="json",
-                   help="json: the dataset dict (as embedded in circuit JSON); table: one row per prompt")
+    p.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="json: the dataset dict (as embedded in circuit JSON); table: one row per prompt",
+    )
 
     def run(args) -> int:
         from seqcirc_utils.tasks.datasets import make_dataset
@@ -237,8 +296,17 @@ def _add_dataset(sub) -> None:
         else:
             import pandas as pd
 
-            rows = [{"text": p.text, "answer": p.answer, "incorrect": p.incorrect, "final_position": p.final_position,
-                     "member_positions": p.member_positions, "corrupted_text": p.corrupted_text} for p in ds.prompts]
+            rows = [
+                {
+                    "text": p.text,
+                    "answer": p.answer,
+                    "incorrect": p.incorrect,
+                    "final_position": p.final_position,
+                    "member_positions": p.member_positions,
+                    "corrupted_text": p.corrupted_text,
+                }
+                for p in ds.prompts
+            ]
             _print_table(pd.DataFrame(rows), "table")
         return 0
 
@@ -251,8 +319,12 @@ def _add_dataset(sub) -> None:
 def _add_behaviour(sub) -> None:
     p = sub.add_parser("behaviour", help="per task/template/direction: accuracy, p(correct), logit diff, PD")
     _model_args(p)
-    p.add_argument("--n", type=_int_at_least(1, "--n"), default=64,
-                   help="prompts per task/template/direction (default %(default)s)")
+    p.add_argument(
+        "--n",
+        type=_int_at_least(1, "--n"),
+        default=64,
+        help="prompts per task/template/direction (default %(default)s)",
+    )
     p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="dataset seed (default %(default)s)")
     p.add_argument("--format", choices=("json", "table"), default="table", help="output format (default %(default)s)")
     _prefix_arg(p)
@@ -276,43 +348,76 @@ def _add_circuit(sub) -> None:
 
     p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
     _common_dataset_args(p)
-    p.add_argument("--thresholds", type=_thresholds, default="0.8",
-                   help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
-                        "(nested circuits, highest first; default %(default)s)")
-    p.add_argument("--method", choices=PruneMethod.values(), default=PruneMethod.SWEEP.value,
-                   help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
-                        "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)")
-    p.add_argument("--order", choices=SweepOrder.values(), default=None,
-                   help=f"sweep order: %(choices)s (default: {SweepOrder.PAPER.value}, the paper's)")
-    p.add_argument("--ablation", choices=AblationMode.values(), default=AblationMode.MEAN.value,
-                   help="what replaces an ablated component: %(choices)s (default %(default)s)")
-    p.add_argument("--metric", choices=Metric.values(), default=None,
-                   help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)")
+    p.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default="0.8",
+        help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
+        "(nested circuits, highest first; default %(default)s)",
+    )
+    p.add_argument(
+        "--method",
+        choices=PruneMethod.values(),
+        default=PruneMethod.SWEEP.value,
+        help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
+        "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)",
+    )
+    p.add_argument(
+        "--order",
+        choices=SweepOrder.values(),
+        default=None,
+        help=f"sweep order: %(choices)s (default: {SweepOrder.PAPER.value}, the paper's)",
+    )
+    p.add_argument(
+        "--ablation",
+        choices=AblationMode.values(),
+        default=AblationMode.MEAN.value,
+        help="what replaces an ablated component: %(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=Metric.values(),
+        default=None,
+        help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)",
+    )
     p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
     p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
 
     def run(args) -> int:
-        from seqcirc_utils.discovery.pipeline import find_circuits, write_circuits
         from seqcirc_utils.core.results import results_dir
+        from seqcirc_utils.discovery.pipeline import find_circuits, write_circuits
 
         _check_dataset(args)
         _check_out(args.out)
         _check_model_args(args)
         _load_tokenizer_model(args)  # a clear error for an unavailable model; find_circuits reuses the load
-        records = find_circuits(args.model, args.task, args.thresholds, method=args.method, ablation=args.ablation,
-                                metric=args.metric, order=args.order, device=args.device,
-                                filter_correct=not args.no_filter, **dataset_kwargs(args))
+        records = find_circuits(
+            args.model,
+            args.task,
+            args.thresholds,
+            method=args.method,
+            ablation=args.ablation,
+            metric=args.metric,
+            order=args.order,
+            device=args.device,
+            filter_correct=not args.no_filter,
+            **dataset_kwargs(args),
+        )
         out = args.out or results_dir(args.model) / f"circuit_{args.task}.json"
         write_circuits(out, records)
         for r in records:
             heads = " ".join(f"L{l}.H{h}" for l, h in r["heads"])
-            print(f"threshold {r['threshold']:.2f}: score {r['score']:.3f}, {len(r['heads'])} heads, "
-                  f"{len(r['mlps'])} MLPs, {r['forward_passes']} forward passes, {r['seconds']:.1f} s\n  heads: {heads}")
+            print(
+                f"threshold {r['threshold']:.2f}: score {r['score']:.3f}, {len(r['heads'])} heads, "
+                f"{len(r['mlps'])} MLPs, {r['forward_passes']} forward passes, {r['seconds']:.1f} s\n  heads: {heads}"
+            )
             if r.get("heldout"):
                 h = r["heldout"]
-                print(f"  held-out (seed {h['seed']}, {h['n_prompts']} prompts): score {h['score']:.3f} "
-                      f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}]; in-sample 95 % interval "
-                      f"[{r['score_ci95'][0]:.3f}, {r['score_ci95'][1]:.3f}]")
+                print(
+                    f"  held-out (seed {h['seed']}, {h['n_prompts']} prompts): score {h['score']:.3f} "
+                    f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}]; in-sample 95 % interval "
+                    f"[{r['score_ci95'][0]:.3f}, {r['score_ci95'][1]:.3f}]"
+                )
         print(f"wrote {out}")
         return 0
 
@@ -327,34 +432,65 @@ def _add_run(sub) -> None:
 
     p = sub.add_parser("run", help="execute notebooks/NN_NAME.py with papermill into book/executed/NN_NAME.ipynb")
     p.add_argument("names", nargs="*", metavar="NAME", help="notebook name, with or without the NN_ prefix")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="notebook parameter; VALUE is parsed as JSON when possible (4, 0.5, true, [1,2]), else a string")
-    p.add_argument("--all", action="store_true",
-                   help="run every notebook (appendices 90-99 after the chapters; see --workers)")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="notebook parameter; VALUE is parsed as JSON when possible (4, 0.5, true, [1,2]), else a string",
+    )
+    p.add_argument(
+        "--all", action="store_true", help="run every notebook (appendices 90-99 after the chapters; see --workers)"
+    )
     p.add_argument("--keep-going", action="store_true", help="with several notebooks: do not stop at a failure")
     p.add_argument("--out-dir", default=str(EXECUTED_DIR), help="where executed notebooks go (default book/executed)")
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
-    p.add_argument("--force", action="store_true",
-                   help="execute even when the inputs are unchanged (default: reuse the cached executed notebook)")
-    p.add_argument("--workers", type=_int_at_least(1, "--workers"), default=None,
-                   help="with several notebooks: run them in parallel on an embedded Dask LocalCluster of this many "
-                        "single-threaded workers, longest first (default: one per core; 1 = one after another, "
-                        "in NN order, no Dask)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="execute even when the inputs are unchanged (default: reuse the cached executed notebook)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_int_at_least(1, "--workers"),
+        default=None,
+        help="with several notebooks: run them in parallel on an embedded Dask LocalCluster of this many "
+        "single-threaded workers, longest first (default: one per core; 1 = one after another, "
+        "in NN order, no Dask)",
+    )
 
     def run(args) -> int:
         _require_extras("book")
         from seqcirc_utils.workflow.cluster import default_workers
-        from seqcirc_utils.workflow.runner import (REPO_ROOT, find_notebooks, parse_parameters, resolve_notebook,
-                                                   run_notebooks, summary_table)
+        from seqcirc_utils.workflow.runner import (
+            REPO_ROOT,
+            find_notebooks,
+            parse_parameters,
+            resolve_notebook,
+            run_notebooks,
+            summary_table,
+        )
 
         if args.all == bool(args.names):
             raise ParameterError("give notebook NAME(s) or --all (not both)")
-        notebooks = (find_notebooks(args.notebooks_dir) if args.all
-                     else [resolve_notebook(n, args.notebooks_dir) for n in args.names])
-        results = run_notebooks(notebooks, parse_parameters(args.parameter), out_dir=args.out_dir, cwd=REPO_ROOT,
-                                keep_going=args.keep_going, progress=not args.no_progress, force=args.force,
-                                workers=args.workers or default_workers())
+        notebooks = (
+            find_notebooks(args.notebooks_dir)
+            if args.all
+            else [resolve_notebook(n, args.notebooks_dir) for n in args.names]
+        )
+        results = run_notebooks(
+            notebooks,
+            parse_parameters(args.parameter),
+            out_dir=args.out_dir,
+            cwd=REPO_ROOT,
+            keep_going=args.keep_going,
+            progress=not args.no_progress,
+            force=args.force,
+            workers=args.workers or default_workers(),
+        )
         print(summary_table(results))
         return 0 if all(r.ok for r in results) and len(results) == len(notebooks) else 1
 
@@ -379,20 +515,42 @@ def _add_list(sub) -> None:
 def _add_grid(sub) -> None:
     from seqcirc_utils.workflow.runner import NOTEBOOKS_DIR
 
-    p = sub.add_parser("grid", help="run a notebook over a parameter grid on Dask (results/<model>/runs/<cell-id>/)",
-                       description="Cartesian product of the -p values (or of a --file grid.yaml), one papermill "
-                                   "execution per cell on a Dask cluster; see seqcirc_utils/grid.py for the YAML format.")
+    p = sub.add_parser(
+        "grid",
+        help="run a notebook over a parameter grid on Dask (results/<model>/runs/<cell-id>/)",
+        description="Cartesian product of the -p values (or of a --file grid.yaml), one papermill "
+        "execution per cell on a Dask cluster; see seqcirc_utils/grid.py for the YAML format.",
+    )
     p.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="notebook name (as for `seqcirc run`)")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUES"),
-                   help="a grid axis: comma-separated values, each parsed as for `seqcirc run -p` (commas inside "
-                        "[...] or quotes do not split)")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUES"),
+        help="a grid axis: comma-separated values, each parsed as for `seqcirc run -p` (commas inside "
+        "[...] or quotes do not split)",
+    )
     p.add_argument("--file", default=None, help="grid YAML file (keys: notebook, parameters, grid)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="an existing Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded LocalCluster)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="LocalCluster worker processes (default: one per core; one thread each)")
-    p.add_argument("--resources", default=None, metavar="NAME=N[,...]",
-                   help="worker resources each cell needs, e.g. GPU=1 (LocalCluster workers get the same)")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="an existing Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded LocalCluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="LocalCluster worker processes (default: one per core; one thread each)",
+    )
+    p.add_argument(
+        "--resources",
+        default=None,
+        metavar="NAME=N[,...]",
+        help="worker resources each cell needs, e.g. GPU=1 (LocalCluster workers get the same)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per cell (default 1)")
     p.add_argument("--force", action="store_true", help="rerun cells whose inputs are unchanged")
     p.add_argument("--json", action="store_true", help="print the cells' outcomes as JSON")
@@ -401,7 +559,15 @@ def _add_grid(sub) -> None:
 
     def run(args) -> int:
         _require_extras("book", "grid")
-        from seqcirc_utils.workflow.grid import GridSpec, cell_results_json, grid_table, load_grid_file, parse_axes, parse_resources, run_grid
+        from seqcirc_utils.workflow.grid import (
+            GridSpec,
+            cell_results_json,
+            grid_table,
+            load_grid_file,
+            parse_axes,
+            parse_resources,
+            run_grid,
+        )
         from seqcirc_utils.workflow.runner import resolve_notebook
 
         spec = load_grid_file(args.file) if args.file else GridSpec(None)
@@ -414,9 +580,16 @@ def _add_grid(sub) -> None:
         if args.workers is not None and args.workers < 1 or args.threads < 1:
             raise ParameterError("--workers and --threads must be >= 1")
         notebook = resolve_notebook(name, args.notebooks_dir)
-        results = run_grid(notebook, spec.cells(), scheduler=args.scheduler, n_workers=args.workers,
-                           resources=parse_resources(args.resources), force=args.force, progress=not args.no_progress,
-                           threads=args.threads)
+        results = run_grid(
+            notebook,
+            spec.cells(),
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            resources=parse_resources(args.resources),
+            force=args.force,
+            progress=not args.no_progress,
+            threads=args.threads,
+        )
         print(json.dumps(cell_results_json(results), indent=1) if args.json else grid_table(results))
         failed = [r.cell_id for r in results if not r.ok]
         if failed:
@@ -429,10 +602,17 @@ def _add_grid(sub) -> None:
 def _add_grid_summary(sub) -> None:
     p = sub.add_parser("grid-summary", help="one table and chart of the cells of `seqcirc grid` runs")
     p.add_argument("paths", nargs="+", metavar="RUNS", help="results/<model>/runs folder(s), or folders of cells")
-    p.add_argument("--out", default=None,
-                   help="output path without suffix (default <first RUNS>/grid_summary): .csv, .json, .vl.json, .html")
-    p.add_argument("--format", choices=("json", "table"), default="table",
-                   help="what is printed: %(choices)s (default %(default)s)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output path without suffix (default <first RUNS>/grid_summary): .csv, .json, .vl.json, .html",
+    )
+    p.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="table",
+        help="what is printed: %(choices)s (default %(default)s)",
+    )
 
     def run(args) -> int:
         from pathlib import Path
@@ -442,7 +622,10 @@ def _add_grid_summary(sub) -> None:
         df = summary_frame(args.paths)
         written = write_summary(df, summary_chart(df), args.out or Path(args.paths[0]) / "grid_summary")
         _print_table(df, args.format)
-        print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr if args.format == "json" else sys.stdout)
+        print(
+            "wrote " + ", ".join(str(p) for p in written.values()),
+            file=sys.stderr if args.format == "json" else sys.stdout,
+        )
         return 0
 
     p.set_defaults(run=run)
@@ -456,19 +639,43 @@ def _add_scores(sub) -> None:
     from seqcirc_utils.core.options import BASIC_KINDS, EMBEDDINGS, FAMILIES, OVER
 
     _model_args(p)
-    p.add_argument("--family", default="digits", choices=list(FAMILIES), metavar="FAMILY",
-                   help="member family: %(choices)s (default %(default)s)")
-    p.add_argument("--kind", default="next",
-                   help=f"{', '.join(BASIC_KINDS)}, add<k>, sub<k> (OV scores) or induction (default %(default)s)")
-    p.add_argument("--top", type=_int_at_least(1, "--top"), default=10, help="number of heads printed (default %(default)s)")
-    p.add_argument("--k", type=_int_at_least(1, "--k"), default=1,
-                   help="OV: the target must be in the top-k output logits (default %(default)s)")
+    p.add_argument(
+        "--family",
+        default="digits",
+        choices=list(FAMILIES),
+        metavar="FAMILY",
+        help="member family: %(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--kind",
+        default="next",
+        help=f"{', '.join(BASIC_KINDS)}, add<k>, sub<k> (OV scores) or induction (default %(default)s)",
+    )
+    p.add_argument(
+        "--top", type=_int_at_least(1, "--top"), default=10, help="number of heads printed (default %(default)s)"
+    )
+    p.add_argument(
+        "--k",
+        type=_int_at_least(1, "--k"),
+        default=1,
+        help="OV: the target must be in the top-k output logits (default %(default)s)",
+    )
     p.add_argument("--over", choices=OVER, default="family", help="OV: top-k over these tokens: %(choices)s")
-    p.add_argument("--embedding", choices=EMBEDDINGS, default="mlp0",
-                   help="OV: the input embedding of a member: %(choices)s (default %(default)s)")
-    p.add_argument("--n", type=_int_at_least(1, "--n"), default=32,
-                   help="induction: number of irregularly spaced prompts (default %(default)s)")
-    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="induction: prompt seed (default %(default)s)")
+    p.add_argument(
+        "--embedding",
+        choices=EMBEDDINGS,
+        default="mlp0",
+        help="OV: the input embedding of a member: %(choices)s (default %(default)s)",
+    )
+    p.add_argument(
+        "--n",
+        type=_int_at_least(1, "--n"),
+        default=32,
+        help="induction: number of irregularly spaced prompts (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=_int_at_least(0, "--seed"), default=0, help="induction: prompt seed (default %(default)s)"
+    )
     p.add_argument("--format", choices=("json", "table"), default="table", help="output format (default %(default)s)")
 
     def run(args) -> int:
@@ -503,7 +710,7 @@ def _add_scores(sub) -> None:
 # --------------------------------------------------------------------------- edges
 
 
-def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
+def read_circuit_file(path: str, threshold: float) -> CircuitRecord:
     """The circuit record that ``seqcirc edges --circuit PATH --threshold T`` works on, checked.
 
     Read by the one circuit-file reader (:func:`seqcirc_utils.core.result_records.read_circuits`: a circuit
@@ -511,7 +718,6 @@ def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
     another kind of record, missing keys or malformed components); a file of several circuits must have
     one at ``threshold`` (one record: the edge threshold is free). The dataset is checked here too.
     """
-    from seqcirc_utils.core.errors import BadFileError
     from seqcirc_utils.core.result_records import read_circuit, read_circuits
     from seqcirc_utils.tasks.datasets import TaskDataset
 
@@ -523,8 +729,10 @@ def read_circuit_file(path: str, threshold: float) -> "CircuitRecord":
     try:
         TaskDataset.from_json(record["dataset"])
     except (SeqcircError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise BadFileError(f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
-                           "`seqcirc dataset --format json` prints") from None
+        raise BadFileError(
+            f"{where}: malformed 'dataset' ({type(err).__name__}: {err}); it must be the dict "
+            "`seqcirc dataset --format json` prints"
+        ) from None
     return record
 
 
@@ -533,18 +741,32 @@ def _add_edges(sub) -> None:
     from seqcirc_utils.core.options import EdgeMethod
 
     p.add_argument("--circuit", required=True, help="circuit JSON written by `seqcirc circuit`")
-    p.add_argument("--threshold", type=_fraction, default=0.8,
-                   help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file")
-    p.add_argument("--method", choices=EdgeMethod.values(), default=EdgeMethod.EXACT.value,
-                   help="exact: path patching of every edge; eap / eap-ig: attribution-ranked (default %(default)s)")
-    p.add_argument("--ig-steps", type=_int_at_least(1, "--ig-steps"), default=5,
-                   help="integrated-gradient steps for eap-ig (default %(default)s)")
-    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+    p.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.8,
+        help="edge threshold in (0,1]; also picks the circuit of that threshold from a multi-threshold file",
+    )
+    p.add_argument(
+        "--method",
+        choices=EdgeMethod.values(),
+        default=EdgeMethod.EXACT.value,
+        help="exact: path patching of every edge; eap / eap-ig: attribution-ranked (default %(default)s)",
+    )
+    p.add_argument(
+        "--ig-steps",
+        type=_int_at_least(1, "--ig-steps"),
+        default=5,
+        help="integrated-gradient steps for eap-ig (default %(default)s)",
+    )
+    p.add_argument(
+        "--device", default=None, help="torch device: cpu, cuda, cuda:N (default: cuda when present, else cpu)"
+    )
     p.add_argument("--out", default=None, help="output JSON (default results/<model>/edges_<task>.json)")
 
     def run(args) -> int:
-        from seqcirc_utils.discovery.edges.search import run_edges
         from seqcirc_utils.core.results import results_dir, write_json_atomic
+        from seqcirc_utils.discovery.edges.search import run_edges
 
         _check_out(args.out)
         record = read_circuit_file(args.circuit, args.threshold)
@@ -555,17 +777,28 @@ def _add_edges(sub) -> None:
         path = args.out or results_dir(out["model"]) / f"edges_{out['task']}.json"
         write_json_atomic(path, out)
         f = out["faithfulness"]
-        print(f"{out['n_edges']} of {out['n_candidate_edges']} edges kept: edge-circuit score {out['score']:.3f} "
-              f"(node circuit {f['node_circuit_score']:.3f}, node ablation of connected nodes "
-              f"{f['node_ablation_score_connected']:.3f}), {out['forward_passes']} forward passes, {out['seconds']:.1f} s")
+        print(
+            f"{out['n_edges']} of {out['n_candidate_edges']} edges kept: edge-circuit score {out['score']:.3f} "
+            f"(node circuit {f['node_circuit_score']:.3f}, node ablation of connected nodes "
+            f"{f['node_ablation_score_connected']:.3f}), {out['forward_passes']} forward passes, {out['seconds']:.1f} s"
+        )
         print(f"wrote {path}")
         return 0
 
     p.set_defaults(run=run)
 
 
-COMMANDS: list[Callable] = [_add_dataset, _add_behaviour, _add_circuit, _add_run, _add_list, _add_grid,
-                            _add_grid_summary, _add_scores, _add_edges]
+COMMANDS: list[Callable] = [
+    _add_dataset,
+    _add_behaviour,
+    _add_circuit,
+    _add_run,
+    _add_list,
+    _add_grid,
+    _add_grid_summary,
+    _add_scores,
+    _add_edges,
+]
 
 
 def package_version() -> str:
@@ -581,12 +814,20 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="seqcirc", description="Shared circuits for sequence continuation: build datasets, "
-                     "find and score circuits, run the compendium's notebooks.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
-                        help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                help="one of the commands below; `seqcirc COMMAND --help` for its options")
+    parser = _Parser(
+        prog="seqcirc",
+        description="Shared circuits for sequence continuation: build datasets, "
+        "find and score circuits, run the compendium's notebooks.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version()}", help="print the version and exit"
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of the commands below; `seqcirc COMMAND --help` for its options",
+    )
     for add in COMMANDS:
         add(sub)
     return parser

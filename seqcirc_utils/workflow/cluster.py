@@ -9,7 +9,7 @@ the worker and gets :func:`thread_environment` (``OMP_NUM_THREADS=1`` etc.), so 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from seqcirc_utils.core.errors import ParameterError
 
@@ -39,9 +39,15 @@ def local_cluster(n_workers: int, resources: Mapping[str, float] | None = None):
 
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        resources=dict(resources) if resources else None, silence_logs=logging.ERROR,
-                        env=thread_environment(1))
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        resources=dict(resources) if resources else None,
+        silence_logs=logging.ERROR,
+        env=thread_environment(1),
+    )
 
 
 def worker_name() -> str:

@@ -58,20 +58,30 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 import time
 import traceback
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
-from seqcirc_utils.core.results import results_root as default_results_root, write_atomic
+from seqcirc_utils.core.results import results_root as default_results_root
+from seqcirc_utils.core.results import write_atomic
 from seqcirc_utils.workflow.cluster import default_workers, local_cluster, thread_environment, worker_name
-from seqcirc_utils.workflow.runner import (APPENDIX_NUMBERS, REPO_ROOT, NotebookSource, canonical_json, cache_key,
-                                           check_parameter_types, effective_parameters, parse_value, run_notebook)
+from seqcirc_utils.workflow.runner import (
+    APPENDIX_NUMBERS,
+    REPO_ROOT,
+    NotebookSource,
+    cache_key,
+    canonical_json,
+    check_parameter_types,
+    effective_parameters,
+    parse_value,
+    run_notebook,
+)
 
 #: Files a cell writes besides the notebook's results.
 PARAMS_FILE = "params.json"
@@ -228,7 +238,9 @@ def notebook_traceback(path: str | Path) -> str:
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                parts.append(_ANSI.sub("", "\n".join(out.get("traceback", [])) or f"{out.get('ename')}: {out.get('evalue')}"))
+                parts.append(
+                    _ANSI.sub("", "\n".join(out.get("traceback", [])) or f"{out.get('ename')}: {out.get('evalue')}")
+                )
     return "\n\n".join(parts)
 
 
@@ -249,13 +261,29 @@ def run_cell(spec: CellSpec) -> CellResult:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         notebook = NotebookSource(Path(spec.notebook))
-        write_json_atomic(directory / PARAMS_FILE, {
-            "cell_id": spec.cell_id, "notebook": notebook.stem, "notebook_path": spec.notebook,
-            "parameters": spec.parameters, "effective_parameters": effective_parameters(notebook, spec.parameters),
-            "cache_key": cache_key(notebook, spec.parameters)})
+        write_json_atomic(
+            directory / PARAMS_FILE,
+            {
+                "cell_id": spec.cell_id,
+                "notebook": notebook.stem,
+                "notebook_path": spec.notebook,
+                "parameters": spec.parameters,
+                "effective_parameters": effective_parameters(notebook, spec.parameters),
+                "cache_key": cache_key(notebook, spec.parameters),
+            },
+        )
         env = {RESULTS_DIR_ENV: str(directory), **thread_environment(spec.threads)}
-        run = run_notebook(notebook, spec.parameters, out_dir=directory, cwd=spec.cwd, progress=False,
-                           force=spec.force, env=env, not_results=(PARAMS_FILE, ERROR_FILE), worker=worker_name())
+        run = run_notebook(
+            notebook,
+            spec.parameters,
+            out_dir=directory,
+            cwd=spec.cwd,
+            progress=False,
+            force=spec.force,
+            env=env,
+            not_results=(PARAMS_FILE, ERROR_FILE),
+            worker=worker_name(),
+        )
         result.ok, result.reused, result.error = run.ok, run.reused, run.error
         if run.ok:
             (directory / ERROR_FILE).unlink(missing_ok=True)
@@ -291,14 +319,21 @@ def parse_resources(text: str | None) -> dict[str, float]:
     return out
 
 
-def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], results_root: str | Path | None = None,
-               force: bool = False, threads: int = 1) -> list[CellSpec]:
+def plan_cells(
+    notebook: NotebookSource,
+    cells: Sequence[Mapping[str, Any]],
+    results_root: str | Path | None = None,
+    force: bool = False,
+    threads: int = 1,
+) -> list[CellSpec]:
     """One :class:`CellSpec` per parameter dict; unknown parameter names and values of the wrong type
     raise :class:`~seqcirc_utils.core.errors.ParameterError` (before any work)."""
     known = {p.name for p in notebook.parameters()}
     unknown = sorted({k for c in cells for k in c} - known)
     if unknown:
-        raise ParameterError(f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}")
+        raise ParameterError(
+            f"{notebook.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}"
+        )
     if not cells:
         raise ParameterError("the grid has no cells")
     for params in cells:
@@ -311,8 +346,9 @@ def plan_cells(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], res
         seen.add(cid)
         model = effective_parameters(notebook, params).get("model")
         directory = runs_root(model, results_root) / cid
-        specs.append(CellSpec(cid, str(notebook.path.resolve()), dict(params), str(directory), force=force,
-                              threads=threads))
+        specs.append(
+            CellSpec(cid, str(notebook.path.resolve()), dict(params), str(directory), force=force, threads=threads)
+        )
     return specs
 
 
@@ -327,10 +363,19 @@ def cached_cells(specs: Sequence[CellSpec]) -> dict[str, CellResult]:
         notebook = NotebookSource(Path(spec.notebook))
         directory = Path(spec.directory)
         start = time.perf_counter()
-        if reuse_problem(notebook.output_path(directory), cache_key(notebook, spec.parameters), directory.resolve(),
-                         notebook.number in APPENDIX_NUMBERS, (PARAMS_FILE, ERROR_FILE)) is None:
-            found[spec.cell_id] = CellResult(spec.cell_id, spec.parameters, spec.directory, ok=True, reused=True,
-                                             seconds=time.perf_counter() - start)
+        if (
+            reuse_problem(
+                notebook.output_path(directory),
+                cache_key(notebook, spec.parameters),
+                directory.resolve(),
+                notebook.number in APPENDIX_NUMBERS,
+                (PARAMS_FILE, ERROR_FILE),
+            )
+            is None
+        ):
+            found[spec.cell_id] = CellResult(
+                spec.cell_id, spec.parameters, spec.directory, ok=True, reused=True, seconds=time.perf_counter() - start
+            )
     return found
 
 
@@ -343,13 +388,25 @@ def _warn_missing_resources(client, resources: Mapping[str, float] | None) -> No
     workers = client.scheduler_info().get("workers", {}).values()
     if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers):
         need = ",".join(f"{k}={v:g}" for k, v in resources.items())
-        print(f"seqcirc grid: no worker of the cluster offers {need} yet; the cells wait for one "
-              f"(start workers with `--resources {need}`)", file=sys.stderr)
+        print(
+            f"seqcirc grid: no worker of the cluster offers {need} yet; the cells wait for one "
+            f"(start workers with `--resources {need}`)",
+            file=sys.stderr,
+        )
 
 
-def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, scheduler: str | None = None,
-             n_workers: int | None = None, resources: Mapping[str, float] | None = None, force: bool = False,
-             results_root: str | Path | None = None, progress: bool = True, threads: int = 1) -> list[CellResult]:
+def run_grid(
+    notebook: NotebookSource,
+    cells: Sequence[Mapping[str, Any]],
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    resources: Mapping[str, float] | None = None,
+    force: bool = False,
+    results_root: str | Path | None = None,
+    progress: bool = True,
+    threads: int = 1,
+) -> list[CellResult]:
     """Run every cell of a grid on Dask; returns one :class:`CellResult` per distinct cell, in grid order.
 
     ``scheduler``: address of an existing cluster (``tcp://HOST:8786``), else an embedded
@@ -370,25 +427,37 @@ def run_grid(notebook: NotebookSource, cells: Sequence[Mapping[str, Any]], *, sc
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError, ValueError) as err:
-                raise ParameterError(f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
-                                   "give its address as tcp://HOST:PORT (`dask scheduler` prints it)") from None
+                raise ParameterError(
+                    f"cannot reach the Dask scheduler at {scheduler!r} ({type(err).__name__}: {err}); "
+                    "give its address as tcp://HOST:PORT (`dask scheduler` prints it)"
+                ) from None
             _warn_missing_resources(client, resources)
         else:
             cluster = local_cluster(min(n_workers or default_workers(), len(todo)), resources)
             client = Client(cluster)
         try:
-            futures = {client.submit(run_cell, spec, key=f"seqcirc-cell-{spec.cell_id}-{uuid.uuid4().hex[:8]}",
-                                     pure=False, retries=0, resources=dict(resources) if resources else None): spec
-                       for spec in todo}
-            bar = tqdm(total=len(specs), initial=len(results), desc=f"grid {notebook.stem}", unit="cell",
-                       disable=not progress)
+            futures = {
+                client.submit(
+                    run_cell,
+                    spec,
+                    key=f"seqcirc-cell-{spec.cell_id}-{uuid.uuid4().hex[:8]}",
+                    pure=False,
+                    retries=0,
+                    resources=dict(resources) if resources else None,
+                ): spec
+                for spec in todo
+            }
+            bar = tqdm(
+                total=len(specs), initial=len(results), desc=f"grid {notebook.stem}", unit="cell", disable=not progress
+            )
             for future in as_completed(futures):
                 spec = futures[future]
                 try:
                     res = future.result()
                 except Exception as err:  # the worker died (or the task could not be sent)
-                    res = CellResult(spec.cell_id, spec.parameters, spec.directory, ok=False,
-                                     error=f"{type(err).__name__}: {err}")
+                    res = CellResult(
+                        spec.cell_id, spec.parameters, spec.directory, ok=False, error=f"{type(err).__name__}: {err}"
+                    )
                     try:
                         Path(spec.directory).mkdir(parents=True, exist_ok=True)
                         write_atomic(Path(spec.directory) / ERROR_FILE, f"{res.error}\n")
@@ -411,8 +480,14 @@ def grid_table(results: Sequence[CellResult]) -> str:
     rows = [("cell", "status", "seconds", "folder / error")]
     for r in results:
         status = "FAILED" if not r.ok else "reused" if r.reused else "ok"
-        rows.append((r.cell_id, status, f"{r.seconds:.1f}",
-                     r.directory if r.ok else f"{(r.error.splitlines() or [''])[0][:100]} (see {r.directory}/{ERROR_FILE})"))
+        rows.append(
+            (
+                r.cell_id,
+                status,
+                f"{r.seconds:.1f}",
+                r.directory if r.ok else f"{(r.error.splitlines() or [''])[0][:100]} (see {r.directory}/{ERROR_FILE})",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3] for row in rows)
 
@@ -455,8 +530,13 @@ def cell_rows(cell: Path) -> list[dict[str, Any]]:
         meta = nbformat.read(executed, as_version=4).metadata
         record = meta.get("seqcirc") or {}
         base["seconds"] = (meta.get("papermill") or {}).get("duration")
-    base["status"] = "failed" if (cell / ERROR_FILE).is_file() or record.get("status") == "error" else \
-        "ok" if record.get("status") == "ok" else "not run"
+    base["status"] = (
+        "failed"
+        if (cell / ERROR_FILE).is_file() or record.get("status") == "error"
+        else "ok"
+        if record.get("status") == "ok"
+        else "not run"
+    )
     files = [cell / e["path"] for e in record.get("result_files", [])] or sorted(cell.glob("*.json"))
     rows, numbers = [], {}
     for path in files:
@@ -468,13 +548,27 @@ def cell_rows(cell: Path) -> list[dict[str, Any]]:
             continue
         for rec in _circuit_records(data):
             heads, mlps = rec["heads"], rec["mlps"]
-            rows.append({**base, "file": path.name, "task": rec.get("task"), "threshold": rec.get("threshold"),
-                         "n_heads": len(heads), "n_mlps": len(mlps),
-                         "n_components": rec.get("n_components", len(heads) + len(mlps)), "score": rec["score"],
-                         "heldout_score": (rec.get("heldout") or {}).get("score")})
+            rows.append(
+                {
+                    **base,
+                    "file": path.name,
+                    "task": rec.get("task"),
+                    "threshold": rec.get("threshold"),
+                    "n_heads": len(heads),
+                    "n_mlps": len(mlps),
+                    "n_components": rec.get("n_components", len(heads) + len(mlps)),
+                    "score": rec["score"],
+                    "heldout_score": (rec.get("heldout") or {}).get("score"),
+                }
+            )
         if isinstance(data, dict):
-            numbers.update({f"{path.stem}.{k}": v for k, v in data.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            numbers.update(
+                {
+                    f"{path.stem}.{k}": v
+                    for k, v in data.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
     return rows or [{**base, **numbers}]
 
 
@@ -503,10 +597,16 @@ def summary_chart(df):
     if {"n_components", "score"} <= set(ok.columns):
         data = ok.dropna(subset=["score"])
         color = "model:N" if "model" in data else alt.value("steelblue")
-        chart = alt.Chart(data).mark_point(filled=True, size=70).encode(
-            x=alt.X("n_components:Q", title="circuit size (components)"),
-            y=alt.Y("score:Q", title="score (fraction of the full model)"),
-            color=color, tooltip=tooltip)
+        chart = (
+            alt.Chart(data)
+            .mark_point(filled=True, size=70)
+            .encode(
+                x=alt.X("n_components:Q", title="circuit size (components)"),
+                y=alt.Y("score:Q", title="score (fraction of the full model)"),
+                color=color,
+                tooltip=tooltip,
+            )
+        )
         if "seed" in data:
             chart = chart.encode(shape="seed:N")
         chart = chart.properties(title="grid: circuit size and score per cell")
@@ -517,9 +617,17 @@ def summary_chart(df):
     if not numeric:
         raise BadFileError("the cells have no circuit records and no numeric results to chart")
     value = numeric[0]
-    return alt.Chart(ok).mark_bar().encode(x=alt.X("cell:N", sort=None), y=alt.Y(f"{value}:Q"),
-                                           color="model:N" if "model" in ok else alt.value("steelblue"),
-                                           tooltip=tooltip).properties(title=f"grid: {value} per cell")
+    return (
+        alt.Chart(ok)
+        .mark_bar()
+        .encode(
+            x=alt.X("cell:N", sort=None),
+            y=alt.Y(f"{value}:Q"),
+            color="model:N" if "model" in ok else alt.value("steelblue"),
+            tooltip=tooltip,
+        )
+        .properties(title=f"grid: {value} per cell")
+    )
 
 
 def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
@@ -527,22 +635,28 @@ def write_summary(df, chart, out: str | Path) -> dict[str, Path]:
     ``out.html`` (table + chart, drawn offline with the bundled Vega: no CDN)."""
     import html
 
-    from seqcirc_utils.report.plots import javascript_bundle, offline_html
     from seqcirc_utils.core.results import frame_records, write_json_atomic
+    from seqcirc_utils.report.plots import javascript_bundle, offline_html
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out.with_suffix(".csv"), "json": out.with_suffix(".json"), "chart": out.with_suffix(".vl.json"),
-             "html": out.with_suffix(".html")}
+    paths = {
+        "csv": out.with_suffix(".csv"),
+        "json": out.with_suffix(".json"),
+        "chart": out.with_suffix(".vl.json"),
+        "html": out.with_suffix(".html"),
+    }
     write_atomic(paths["csv"], df.to_csv(index=False))
     write_json_atomic(paths["json"], frame_records(df))
     spec = chart.to_dict()
     write_json_atomic(paths["chart"], spec)
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>seqcirc grid summary</title>\n"
-            f"<script type=\"text/javascript\">\n{javascript_bundle()}\n</script></head>\n<body>\n"
-            f"<h1>Grid summary</h1>\n<p>{html.escape(str(len(df)))} rows from "
-            f"{html.escape(str(df['cell'].nunique()))} cells.</p>\n{offline_html(spec)}\n"
-            f"{df.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.3f}')}\n</body></html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>seqcirc grid summary</title>\n'
+        f'<script type="text/javascript">\n{javascript_bundle()}\n</script></head>\n<body>\n'
+        f"<h1>Grid summary</h1>\n<p>{html.escape(str(len(df)))} rows from "
+        f"{html.escape(str(df['cell'].nunique()))} cells.</p>\n{offline_html(spec)}\n"
+        f"{df.to_html(index=False, na_rep='', float_format=lambda x: f'{x:.3f}')}\n</body></html>\n"
+    )
     write_atomic(paths["html"], page)
     return paths
 

@@ -58,9 +58,10 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.paths import repo_root
@@ -135,8 +136,9 @@ class NotebookSource:
         cells = [c for c in self.read().cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         if not cells:
             raise BadFileError(f"{self.path} has no cell tagged 'parameters' (use '# %% tags=[\"parameters\"]')")
-        return [Parameter(p.name, p.default, p.inferred_type_name, p.help or "")
-                for p in PythonTranslator.inspect(cells[0])]
+        return [
+            Parameter(p.name, p.default, p.inferred_type_name, p.help or "") for p in PythonTranslator.inspect(cells[0])
+        ]
 
     def default_values(self) -> dict[str, Any]:
         """The parameters' defaults as Python values (the source text where it is not a literal)."""
@@ -159,8 +161,9 @@ class NotebookSource:
         if not isinstance(declared, Mapping) or set(declared) - {"estimate_s", "after"}:
             raise BadFileError(f"{self.path}: '{SCHEDULE_METADATA}' must be a mapping with keys estimate_s, after")
         estimate, after = declared.get("estimate_s"), declared.get("after", [])
-        if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, (int, float))
-                                     or estimate <= 0):
+        if estimate is not None and (
+            isinstance(estimate, bool) or not isinstance(estimate, (int, float)) or estimate <= 0
+        ):
             raise BadFileError(f"{self.path}: {SCHEDULE_METADATA}.estimate_s must be a positive number of seconds")
         if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
             raise BadFileError(f"{self.path}: {SCHEDULE_METADATA}.after must be a list of notebook names")
@@ -230,8 +233,15 @@ def _literal_default(parameter: Parameter) -> tuple[bool, Any]:
 
 
 def _type_word(value: Any) -> str:
-    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-            list: "a list", tuple: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean (true/false)",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        tuple: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _fits(value: Any, default: Any) -> bool:
@@ -266,16 +276,18 @@ def check_parameter_types(nb: NotebookSource, parameters: Mapping[str, Any]) -> 
             expected = _type_word(default)
             if isinstance(default, (list, tuple)) and default and isinstance(default[0], (bool, int, float, str)):
                 expected += f" of {_type_word(default[0]).split(' (')[0].removeprefix('an ').removeprefix('a ')}s"
-            raise ParameterError(f"{nb.stem}: parameter {name} takes {expected}; its default is {declared[name].default}, "
-                                 f"got {value!r}")
+            raise ParameterError(
+                f"{nb.stem}: parameter {name} takes {expected}; its default is {declared[name].default}, got {value!r}"
+            )
 
 
 def _check_parameters(nb: NotebookSource, parameters: Mapping[str, Any]) -> None:
     known = {p.name for p in nb.parameters()}
     unknown = sorted(set(parameters) - known)
     if unknown:
-        raise ParameterError(f"{nb.stem} has no parameter {', '.join(unknown)}; "
-                             f"its parameters: {', '.join(sorted(known))}")
+        raise ParameterError(
+            f"{nb.stem} has no parameter {', '.join(unknown)}; its parameters: {', '.join(sorted(known))}"
+        )
     check_parameter_types(nb, parameters)
 
 
@@ -314,7 +326,9 @@ def model_fingerprint(spec: Any) -> str:
     if isinstance(spec, str) and spec:
         path = Path(spec).expanduser()
         try:
-            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+            files = (
+                [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+            )
             text += "".join(f"|{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
         except OSError:
             pass
@@ -369,8 +383,9 @@ def results_root_for(cwd: str | Path, env: Mapping[str, str] | None = None) -> P
     return (Path(cwd) / default_results_root(merged)).resolve()
 
 
-def _result_files(root: Path, since_ns: int | None = None, exclude: Collection[Path] = (),
-                  exclude_names: Collection[str] = ()) -> list[Path]:
+def _result_files(
+    root: Path, since_ns: int | None = None, exclude: Collection[Path] = (), exclude_names: Collection[str] = ()
+) -> list[Path]:
     """Plain files under ``root`` (modified at or after ``since_ns`` when given), without dot files,
     ``exclude``/``exclude_names`` and grid cells' folders (``<model>/runs/``) unless ``root`` is one."""
     if not root.is_dir():
@@ -379,8 +394,13 @@ def _result_files(root: Path, since_ns: int | None = None, exclude: Collection[P
     found = []
     for path in root.rglob("*"):
         rel = path.relative_to(root).parts
-        if any(part.startswith(".") for part in rel) or (len(rel) > 2 and rel[1] == "runs") \
-                or path.name in exclude_names or not path.is_file() or path.resolve() in skip:
+        if (
+            any(part.startswith(".") for part in rel)
+            or (len(rel) > 2 and rel[1] == "runs")
+            or path.name in exclude_names
+            or not path.is_file()
+            or path.resolve() in skip
+        ):
             continue
         if since_ns is None or path.stat().st_mtime_ns >= since_ns:
             found.append(path)
@@ -396,7 +416,7 @@ def _results_digest(root: Path, exclude: Collection[Path] = (), exclude_names: C
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def cached_record(executed: str | Path) -> dict[str, Any] | None:
@@ -411,8 +431,9 @@ def cached_record(executed: str | Path) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, Mapping) else None
 
 
-def reuse_problem(executed: str | Path, key: str, results_root: Path, appendix: bool = False,
-                  exclude_names: Collection[str] = ()) -> str | None:
+def reuse_problem(
+    executed: str | Path, key: str, results_root: Path, appendix: bool = False, exclude_names: Collection[str] = ()
+) -> str | None:
     """Why the executed notebook at ``executed`` cannot stand for a run with ``key`` (None: it can).
 
     It can when it exists, its stored cache key is ``key`` (same format), it completed without error,
@@ -431,8 +452,11 @@ def reuse_problem(executed: str | Path, key: str, results_root: Path, appendix: 
     record, pm = nb.metadata.get(CACHE_METADATA) or {}, nb.metadata.get("papermill") or {}
     if record.get("cache_format") != CACHE_FORMAT or record.get("cache_key") != key:
         return "inputs changed"
-    if pm.get("exception") or record.get("status") != "ok" or any(
-            o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", [])):
+    if (
+        pm.get("exception")
+        or record.get("status") != "ok"
+        or any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    ):
         return "the cached run failed"
     if record.get("results_root") != str(results_root):
         return "another results directory"
@@ -445,7 +469,8 @@ def reuse_problem(executed: str | Path, key: str, results_root: Path, appendix: 
         if _file_sha256(file) != entry.get("sha256"):
             return f"result file {file} changed"
     if appendix and record.get("results_inputs") != _results_digest(
-            results_root, exclude=[path, *(results_root / e["path"] for e in files)], exclude_names=exclude_names):
+        results_root, exclude=[path, *(results_root / e["path"] for e in files)], exclude_names=exclude_names
+    ):
         return "the results it reads changed"
     return None
 
@@ -472,8 +497,9 @@ def kernel_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def _finalise_output(tmp: Path, final: Path, source: NotebookSource, root: Path,
-                     record: Mapping[str, Any] | None = None) -> bool:
+def _finalise_output(
+    tmp: Path, final: Path, source: NotebookSource, root: Path, record: Mapping[str, Any] | None = None
+) -> bool:
     """Record the ``.py`` source as papermill's ``input_path`` (and the cache ``record``), rename ``tmp`` onto ``final``.
 
     Returns False (and removes ``tmp``) when papermill never wrote a readable notebook.
@@ -509,9 +535,14 @@ def _mark_reused(final: Path) -> None:
     write_atomic(final, nbformat.writes(nb))
 
 
-def reuse_cached(notebook: NotebookSource, parameters: Mapping[str, Any] | None = None,
-                 out_dir: str | Path = EXECUTED_DIR, cwd: str | Path = REPO_ROOT,
-                 env: Mapping[str, str] | None = None, not_results: Collection[str] = ()) -> RunResult | None:
+def reuse_cached(
+    notebook: NotebookSource,
+    parameters: Mapping[str, Any] | None = None,
+    out_dir: str | Path = EXECUTED_DIR,
+    cwd: str | Path = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    not_results: Collection[str] = (),
+) -> RunResult | None:
     """Reuse the executed notebook in ``out_dir`` when it stands for this run (see :func:`reuse_problem`):
     it is marked ``"run": "reused"`` and its :class:`RunResult` returned; else None (nothing is touched)."""
     params = dict(parameters or {})
@@ -524,8 +555,16 @@ def reuse_cached(notebook: NotebookSource, parameters: Mapping[str, Any] | None 
         return None
     _mark_reused(final)
     record = cached_record(final) or {}
-    return RunResult(notebook, final, ok=True, seconds=time.perf_counter() - start, parameters=params, reused=True,
-                     cache_key=key, worker=str(record.get("worker", "")))
+    return RunResult(
+        notebook,
+        final,
+        ok=True,
+        seconds=time.perf_counter() - start,
+        parameters=params,
+        reused=True,
+        cache_key=key,
+        worker=str(record.get("worker", "")),
+    )
 
 
 def run_notebook(
@@ -581,9 +620,16 @@ def run_notebook(
             import nbformat
 
             nbformat.write(notebook.read(), src)
-            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name=KERNEL_NAME, cwd=str(cwd),
-                                progress_bar=progress, log_output=False,
-                                kernel_manager_class=_kernel_manager_class(kernel_env))
+            pm.execute_notebook(
+                str(src),
+                str(tmp),
+                parameters=params,
+                kernel_name=KERNEL_NAME,
+                cwd=str(cwd),
+                progress_bar=progress,
+                log_output=False,
+                kernel_manager_class=_kernel_manager_class(kernel_env),
+            )
     except PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
     except Exception as err:  # kernel start-up and other papermill failures
@@ -596,17 +642,32 @@ def run_notebook(
     if writers:  # other notebooks ran meanwhile: keep the files no other notebook is known to write
         written = [p for p in written if chapter_of(p.name, dict(writers)) in (None, notebook.stem)]
     record = {
-        "cache_key": key, "cache_format": CACHE_FORMAT, "status": "error" if error else "ok", "run": "executed",
-        "started_at": started_at, "executed_at": _now(), "wall_seconds": round(seconds, 3), "worker": worker,
+        "cache_key": key,
+        "cache_format": CACHE_FORMAT,
+        "status": "error" if error else "ok",
+        "run": "executed",
+        "started_at": started_at,
+        "executed_at": _now(),
+        "wall_seconds": round(seconds, 3),
+        "worker": worker,
         "results_root": str(results_root),
         "result_files": [{"path": p.relative_to(results_root).as_posix(), "sha256": _file_sha256(p)} for p in written],
     }
     if appendix:  # what it read: the other results (after the run, so its own earlier outputs are not counted)
-        record["results_inputs"] = _results_digest(results_root, exclude=[final, tmp, *written],
-                                                   exclude_names=not_results)
+        record["results_inputs"] = _results_digest(
+            results_root, exclude=[final, tmp, *written], exclude_names=not_results
+        )
     kept = _finalise_output(tmp, final, notebook, Path(cwd), record)
-    return RunResult(notebook, final if kept else None, ok=not error, seconds=seconds, error=error,
-                     parameters=params, cache_key=key, worker=worker)
+    return RunResult(
+        notebook,
+        final if kept else None,
+        ok=not error,
+        seconds=seconds,
+        error=error,
+        parameters=params,
+        cache_key=key,
+        worker=worker,
+    )
 
 
 # --------------------------------------------------------------------------- several notebooks: order, parallel runs
@@ -696,19 +757,41 @@ def run_job(job: NotebookJob) -> RunResult:
     worker = worker_name() or "main"
     start = time.perf_counter()
     try:
-        return run_notebook(job.notebook, job.parameters, out_dir=job.out_dir, cwd=job.cwd, progress=False,
-                            force=job.force, env=job.env, worker=worker, writers=job.writers)
+        return run_notebook(
+            job.notebook,
+            job.parameters,
+            out_dir=job.out_dir,
+            cwd=job.cwd,
+            progress=False,
+            force=job.force,
+            env=job.env,
+            worker=worker,
+            writers=job.writers,
+        )
     except Exception as err:  # outside the notebook (unwritable folder, ...): a failed run, not a dead worker
-        return RunResult(job.notebook, None, ok=False, seconds=time.perf_counter() - start,
-                         error=f"{type(err).__name__}: {err}", parameters=dict(job.parameters), worker=worker)
+        return RunResult(
+            job.notebook,
+            None,
+            ok=False,
+            seconds=time.perf_counter() - start,
+            error=f"{type(err).__name__}: {err}",
+            parameters=dict(job.parameters),
+            worker=worker,
+        )
 
 
-def run_scheduled(notebooks: Sequence[NotebookSource], deps: Mapping[str, Sequence[str]],
-                  expected: Mapping[str, float], slots: int, start: Callable[[NotebookSource], Any],
-                  finish: Callable[[NotebookSource, Any], RunResult],
-                  ready_now: Callable[[NotebookSource], RunResult | None] = lambda nb: None,
-                  keep_going: bool = False, on_start: Callable[[NotebookSource], None] = lambda nb: None,
-                  on_done: Callable[[RunResult], None] = lambda r: None) -> list[RunResult]:
+def run_scheduled(
+    notebooks: Sequence[NotebookSource],
+    deps: Mapping[str, Sequence[str]],
+    expected: Mapping[str, float],
+    slots: int,
+    start: Callable[[NotebookSource], Any],
+    finish: Callable[[NotebookSource, Any], RunResult],
+    ready_now: Callable[[NotebookSource], RunResult | None] = lambda nb: None,
+    keep_going: bool = False,
+    on_start: Callable[[NotebookSource], None] = lambda nb: None,
+    on_done: Callable[[RunResult], None] = lambda r: None,
+) -> list[RunResult]:
     """Run ``notebooks`` at most ``slots`` at a time, longest ``expected`` first, each after its ``deps``.
 
     ``start(nb)`` returns a future (anything with ``add_done_callback``: a Dask or ``concurrent.futures``
@@ -789,16 +872,21 @@ def run_notebooks(
     known = set().union(*declared.values()) if declared else set()
     unused = sorted(set(params) - known)
     if unused:
-        raise ParameterError(f"no notebook has parameter {', '.join(unused)}; "
-                             f"their parameters: {', '.join(sorted(known))}")
+        raise ParameterError(
+            f"no notebook has parameter {', '.join(unused)}; their parameters: {', '.join(sorted(known))}"
+        )
     own = {nb.stem: {k: v for k, v in params.items() if k in declared[nb.stem]} for nb in notebooks}
     for nb in notebooks:
         check_parameter_types(nb, own[nb.stem])
     deps = dependencies(notebooks)
     out_dir = Path(out_dir).resolve()
     if workers > 1 and len(notebooks) > 1 and importlib.util.find_spec("distributed") is None:
-        print("seqcirc run: dask distributed is not installed (pip install 'dask[distributed]'); "
-              "running the notebooks one after another", file=sys.stderr, flush=True)
+        print(
+            "seqcirc run: dask distributed is not installed (pip install 'dask[distributed]'); "
+            "running the notebooks one after another",
+            file=sys.stderr,
+            flush=True,
+        )
         workers = 1
     if workers == 1 or len(notebooks) <= 1:
         return _run_sequential(notebooks, own, deps, out_dir, cwd, keep_going, progress, force)
@@ -808,8 +896,7 @@ def run_notebooks(
 def _run_sequential(notebooks, own, deps, out_dir, cwd, keep_going, progress, force) -> list[RunResult]:
     def run(nb: NotebookSource) -> RunResult:
         print(f"==> {nb.stem} {json.dumps(own[nb.stem])}", flush=True)
-        result = run_notebook(nb, own[nb.stem], out_dir=out_dir, cwd=cwd, progress=progress, force=force,
-                              worker="main")
+        result = run_notebook(nb, own[nb.stem], out_dir=out_dir, cwd=cwd, progress=progress, force=force, worker="main")
         if result.reused:
             print(f"    reused {result.output} (inputs unchanged; --force reruns)", flush=True)
         return result
@@ -822,8 +909,9 @@ def _run_sequential(notebooks, own, deps, out_dir, cwd, keep_going, progress, fo
             fn(self)
 
     order = {nb.stem: -i for i, nb in enumerate(notebooks)}  # NN order: the first is "longest"
-    return run_scheduled(notebooks, deps, order, 1, start=lambda nb: _Done(run(nb)),
-                         finish=lambda nb, f: f.value, keep_going=keep_going)
+    return run_scheduled(
+        notebooks, deps, order, 1, start=lambda nb: _Done(run(nb)), finish=lambda nb, f: f.value, keep_going=keep_going
+    )
 
 
 def _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers) -> list[RunResult]:
@@ -847,8 +935,11 @@ def _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers
     def ready_now(nb: NotebookSource) -> RunResult | None:
         reused = None if force else reuse_cached(nb, own[nb.stem], out_dir, cwd, env)
         if reused is not None:
-            print(f"==> {nb.stem} {json.dumps(own[nb.stem])}\n    reused {reused.output} "
-                  "(inputs unchanged; --force reruns)", flush=True)
+            print(
+                f"==> {nb.stem} {json.dumps(own[nb.stem])}\n    reused {reused.output} "
+                "(inputs unchanged; --force reruns)",
+                flush=True,
+            )
         return reused
 
     def start(nb: NotebookSource):
@@ -859,8 +950,9 @@ def _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers
         try:
             return future.result()
         except Exception as err:  # the worker died (or the job could not be sent)
-            return RunResult(nb, None, ok=False, seconds=0.0, error=f"{type(err).__name__}: {err}",
-                             parameters=own[nb.stem])
+            return RunResult(
+                nb, None, ok=False, seconds=0.0, error=f"{type(err).__name__}: {err}", parameters=own[nb.stem]
+            )
 
     def on_start(nb: NotebookSource) -> None:
         print(f"==> {nb.stem} {json.dumps(own[nb.stem])} (expected {expected[nb.stem]:.0f} s)", flush=True)
@@ -868,12 +960,16 @@ def _run_parallel(notebooks, own, deps, out_dir, cwd, keep_going, force, workers
     def on_done(result: RunResult) -> None:
         if not result.reused:
             status = "ok" if result.ok else f"FAILED: {(result.error.splitlines() or [''])[0][:120]}"
-            print(f"<== {result.notebook.stem} {status} ({result.seconds:.1f} s on worker {result.worker or '?'})",
-                  file=sys.stdout if result.ok else sys.stderr, flush=True)
+            print(
+                f"<== {result.notebook.stem} {status} ({result.seconds:.1f} s on worker {result.worker or '?'})",
+                file=sys.stdout if result.ok else sys.stderr,
+                flush=True,
+            )
 
     try:
-        return run_scheduled(notebooks, deps, expected, workers, start, finish, ready_now, keep_going,
-                             on_start, on_done)
+        return run_scheduled(
+            notebooks, deps, expected, workers, start, finish, ready_now, keep_going, on_start, on_done
+        )
     finally:
         if "client" in state:
             state["client"].close()
@@ -888,8 +984,15 @@ def summary_table(results: Sequence[RunResult]) -> str:
     rows = [("notebook", "status", "seconds", "worker", "output / error")]
     for r in results:
         status = "FAILED" if not r.ok else "reused" if r.reused else "ok"
-        rows.append((r.notebook.stem, status, f"{r.seconds:.1f}", r.worker or "-",
-                     str(r.output) if r.ok else (r.error.splitlines() or [""])[0][:120]))
+        rows.append(
+            (
+                r.notebook.stem,
+                status,
+                f"{r.seconds:.1f}",
+                r.worker or "-",
+                str(r.output) if r.ok else (r.error.splitlines() or [""])[0][:120],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
 

@@ -33,16 +33,16 @@ edges sum to about the metric change of removing them all).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.scoring.ablation import Ablator
-from seqcirc_utils.scoring.attribution import differentiable_metric
+from seqcirc_utils.core.stats import spearman
+from seqcirc_utils.core.types import Component
 from seqcirc_utils.discovery.edges.patching import (
     HEAD_INPUTS,
     LOGITS,
@@ -54,8 +54,8 @@ from seqcirc_utils.discovery.edges.patching import (
     position_mask,
     sender_delta,
 )
-from seqcirc_utils.core.stats import spearman
-from seqcirc_utils.core.types import Component
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.scoring.attribution import differentiable_metric
 
 
 def _probe(like: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,9 @@ def edge_attribution(
     Counts 2 forward passes per step on ``ablator.forward_passes``.
     """
     if ablator.metric == "kl":
-        raise ParameterError("edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl")
+        raise ParameterError(
+            "edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl"
+        )
     if ig_steps < 1:
         raise ParameterError(f"ig_steps must be >= 1, got {ig_steps}")
     comps = check_components(ablator.info, components)
@@ -147,7 +149,8 @@ def _deltas_and_gradients(
             value = ablator.values[name].to(act)
             for h in heads:
                 deltas[Component(layer, "head", h)] = sender_delta(
-                    Component(layer, "head", h), act.detach(), value, w_o[layer], pos_mask)
+                    Component(layer, "head", h), act.detach(), value, w_o[layer], pos_mask
+                )
             if alpha:
                 act = act + alpha * (value - act) * mask * pos_mask[:, :, None].to(act)
             return act
@@ -169,11 +172,13 @@ def _deltas_and_gradients(
     hooks = list(ablator.hooks(ablated))
     for layer in range(info.n_layers):
         if layer in head_layers:
-            hooks += [(get_act_name("in", layer, "ln1"), add_probe(f"ln1_{layer}")),
-                      (get_act_name("q", layer), add_probe(f"q{layer}")),
-                      (get_act_name("k", layer), keep(f"k{layer}")),
-                      (get_act_name("v", layer), keep(f"v{layer}")),
-                      (get_act_name("attn_scores", layer), add_probe(f"s{layer}"))]
+            hooks += [
+                (get_act_name("in", layer, "ln1"), add_probe(f"ln1_{layer}")),
+                (get_act_name("q", layer), add_probe(f"q{layer}")),
+                (get_act_name("k", layer), keep(f"k{layer}")),
+                (get_act_name("v", layer), keep(f"v{layer}")),
+                (get_act_name("attn_scores", layer), add_probe(f"s{layer}")),
+            ]
         if layer in head_layers or layer in heads_by_layer:
             hooks.append((get_act_name("z", layer), z_hook(layer)))
         if layer in mlp_layers:
@@ -188,8 +193,9 @@ def _deltas_and_gradients(
             logits = model(ablator.tokens, logits_to_keep=1, use_cache=False)[:, -1, :]
         metric = differentiable_metric(ablator, logits)
         keys = [k for k in probes if not k.startswith("ln1_")]
-        grads = dict(zip(keys, torch.autograd.grad(metric, [probes[k] for k in keys], retain_graph=True,
-                                                   allow_unused=True)))
+        grads = dict(
+            zip(keys, torch.autograd.grad(metric, [probes[k] for k in keys], retain_graph=True, allow_unused=True))
+        )
         out: dict[tuple[Component | None, str], torch.Tensor] = {}
         for r, x in receivers:
             if r is None:
@@ -260,11 +266,16 @@ def eap_vs_exact(
     for e in tqdm(edges, desc="exact path patching", disable=not progress, leave=False):
         d = e.to_dict()
         del d["score"]
-        rows.append({**d, "exact": patcher.score({e: 1.0}) - base,
-                     "attribution": ablator.fraction_of_full(attr[e]) - zero})
+        rows.append(
+            {**d, "exact": patcher.score({e: 1.0}) - base, "attribution": ablator.fraction_of_full(attr[e]) - zero}
+        )
     table = pd.DataFrame(rows, columns=["sender", "receiver", "input", "exact", "attribution"])
-    summary = {"spearman": spearman(table["exact"], table["attribution"]),
-               "pearson": float(table["exact"].corr(table["attribution"])), "n_edges": len(edges),
-               "ig_steps": ig_steps, "forward_passes": ablator.forward_passes - p0,
-               "seconds": time.perf_counter() - t0}
+    summary = {
+        "spearman": spearman(table["exact"], table["attribution"]),
+        "pearson": float(table["exact"].corr(table["attribution"])),
+        "n_edges": len(edges),
+        "ig_steps": ig_steps,
+        "forward_passes": ablator.forward_passes - p0,
+        "seconds": time.perf_counter() - t0,
+    }
     return table, summary

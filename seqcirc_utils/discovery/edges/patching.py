@@ -45,18 +45,18 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
-from transformer_lens.utilities import get_act_name
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.options import HEAD_INPUTS, EdgeInput
-from seqcirc_utils.scoring.ablation import Ablator
-from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.core.types import Component, parse_component, sort_components
+from seqcirc_utils.models.loading import ModelInfo
+from seqcirc_utils.scoring.ablation import Ablator
 
 LOGITS = EdgeInput.LOGITS.value
 INPUTS = EdgeInput.values()
@@ -87,11 +87,15 @@ class Edge:
 
     def to_dict(self, score: float | None = None) -> dict:
         """``{"sender", "receiver", "input", "score"}`` (component strings, score a float or None)."""
-        return {"sender": str(self.sender), "receiver": self.receiver_name, "input": self.input,
-                "score": None if score is None else float(score)}
+        return {
+            "sender": str(self.sender),
+            "receiver": self.receiver_name,
+            "input": self.input,
+            "score": None if score is None else float(score),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Edge":
+    def from_dict(cls, d: Mapping) -> Edge:
         rec = d["receiver"]
         return cls(parse_component(d["sender"]), None if rec == LOGITS else parse_component(rec), d["input"])
 
@@ -128,8 +132,10 @@ def check_edge(info: ModelInfo, e: Edge) -> None:
     else:
         raise ParameterError(f"edge receiver {e.receiver} must be a head, an MLP or 'logits'")
     if not is_upstream(e.sender, e.receiver):
-        raise ParameterError(f"{e.sender} is not upstream of {e.receiver}: a head at layer l sends to MLP l and "
-                             "layers > l, an MLP at layer l to layers > l")
+        raise ParameterError(
+            f"{e.sender} is not upstream of {e.receiver}: a head at layer l sends to MLP l and "
+            "layers > l, an MLP at layer l to layers > l"
+        )
 
 
 def is_upstream(sender: Component, receiver: Component | None) -> bool:
@@ -207,8 +213,10 @@ def head_output_weights(model, info: ModelInfo, layers: Iterable[int]) -> dict[i
     for layer in set(layers):
         w = model.blocks[layer].attn.W_O.detach()
         if tuple(w.shape) != (info.n_heads, info.d_head, info.d_model):
-            raise RuntimeError(f"blocks.{layer}.attn.W_O has shape {tuple(w.shape)}, expected "
-                               f"{(info.n_heads, info.d_head, info.d_model)}")
+            raise RuntimeError(
+                f"blocks.{layer}.attn.W_O has shape {tuple(w.shape)}, expected "
+                f"{(info.n_heads, info.d_head, info.d_model)}"
+            )
         out[layer] = w
     return out
 
@@ -309,14 +317,16 @@ class EdgePatcher:
                 check_edge(self.info, e)
                 for c in (e.sender, e.receiver):
                     if c is not None and c not in self.components:
-                        raise ParameterError(f"edge {e}: {c} is not in the node circuit (its output is ablated already)")
+                        raise ParameterError(
+                            f"edge {e}: {c} is not in the node circuit (its output is ablated already)"
+                        )
                 self._valid.add(e)
             if float(w) != 0.0:
                 out[e] = float(w)
         return out
 
     @contextlib.contextmanager
-    def _patched(self, plan: "_Plan") -> Iterator[None]:
+    def _patched(self, plan: _Plan) -> Iterator[None]:
         state = _RunState()
         hooks = list(self.ab.hooks(self.ablated))  # ablation runs first on shared hook points
         for layer in range(self.info.n_layers):
@@ -336,7 +346,7 @@ class EdgePatcher:
         with _pre_hooks(self.model.blocks, pre), self.model.hooks(fwd_hooks=hooks):
             yield
 
-    def _residual_change(self, incoming: list[tuple[Component, float]], state: "_RunState") -> torch.Tensor:
+    def _residual_change(self, incoming: list[tuple[Component, float]], state: _RunState) -> torch.Tensor:
         """``sum_w w * (val_s - out_s)`` ``[batch, pos, d_model]`` over a receiver's removed edges."""
         total = 0
         for s, w in incoming:
@@ -345,7 +355,7 @@ class EdgePatcher:
             total = total + w * state.deltas[s]
         return total
 
-    def _add_hook(self, incoming, state: "_RunState") -> Callable:
+    def _add_hook(self, incoming, state: _RunState) -> Callable:
         def hook(act, hook=None):  # noqa: ARG001
             if state.side is not None:
                 return act
@@ -353,7 +363,7 @@ class EdgePatcher:
 
         return hook
 
-    def _mlp_sender_hook(self, sender: Component, state: "_RunState") -> Callable:
+    def _mlp_sender_hook(self, sender: Component, state: _RunState) -> Callable:
         name = get_act_name("mlp_out", sender.layer)
 
         def hook(act, hook=None):  # noqa: ARG001
@@ -363,7 +373,7 @@ class EdgePatcher:
 
         return hook
 
-    def _z_hook(self, layer: int, plan: "_Plan", state: "_RunState") -> Callable:
+    def _z_hook(self, layer: int, plan: _Plan, state: _RunState) -> Callable:
         name = get_act_name("z", layer)
         senders = plan.head_senders_at(layer)
 
@@ -383,7 +393,7 @@ class EdgePatcher:
 
         return hook
 
-    def _side_qkv_hook(self, x: str, state: "_RunState") -> Callable:
+    def _side_qkv_hook(self, x: str, state: _RunState) -> Callable:
         def hook(act, hook=None):  # noqa: ARG001
             spec = state.side
             if spec is None:
@@ -396,7 +406,7 @@ class EdgePatcher:
 
         return hook
 
-    def _side_runs_hook(self, layer: int, plan: "_Plan", state: "_RunState") -> Callable:
+    def _side_runs_hook(self, layer: int, plan: _Plan, state: _RunState) -> Callable:
         block = self.model.blocks[layer]
 
         def pre(module, args, kwargs):  # noqa: ARG001
@@ -418,8 +428,9 @@ class EdgePatcher:
             patched: dict[int, torch.Tensor] = {}
             for h, inputs in plan.head_receivers_at(layer).items():
                 rec = Component(layer, "head", h)
-                resid_for = {x: resid + self._residual_change(plan.incoming[(rec, x)], state).to(resid.dtype)
-                             for x in inputs}
+                resid_for = {
+                    x: resid + self._residual_change(plan.incoming[(rec, x)], state).to(resid.dtype) for x in inputs
+                }
                 first, others = inputs[0], inputs[1:]
                 replace = {x: clean[x] for x in HEAD_INPUTS if x != first}
                 for x in others:  # each patched input computed from its own patched residual
@@ -448,7 +459,7 @@ class _Plan:
             self.incoming[(e.receiver, e.input)].append((e.sender, w))
         self.incoming = dict(self.incoming)
         self._heads_in: dict[int, dict[int, list[str]]] = defaultdict(dict)
-        for (r, x) in self.incoming:
+        for r, x in self.incoming:
             if r is not None and r.is_head:
                 self._heads_in[r.layer].setdefault(r.index, []).append(x)
         for layer in self._heads_in:
@@ -503,7 +514,7 @@ def path_patch_edge(
 
 def edge_effects(
     ablator: Ablator, components: Iterable[Component], edges: Sequence[Edge] | None = None, progress: bool = True
-) -> "pd.DataFrame":  # noqa: F821
+) -> pd.DataFrame:  # noqa: F821
     """Exact path patching of each edge alone inside the node circuit.
 
     Returns a DataFrame with ``sender, receiver, input, score`` (fraction of full with the edge

@@ -24,19 +24,21 @@ reaches the logits through no kept edge, so they are effectively ablated in the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from tqdm.auto import tqdm
 
 from seqcirc_utils.core.errors import BadFileError, ParameterError
-from seqcirc_utils.scoring.ablation import Ablator
-from seqcirc_utils.discovery.edges.attribution import edge_attribution
-from seqcirc_utils.core.options import EDGE_METHODS as METHODS, EdgeMethod  # noqa: F401 - METHODS re-exported
-from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges
-from seqcirc_utils.discovery.pruning import check_thresholds, largest_passing_prefix
+from seqcirc_utils.core.options import EDGE_METHODS as METHODS  # noqa: F401 - METHODS re-exported
+from seqcirc_utils.core.options import EdgeMethod
 from seqcirc_utils.core.records import checked_json
 from seqcirc_utils.core.types import Component, parse_component, sort_components
+from seqcirc_utils.discovery.edges.attribution import edge_attribution
+from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges
+from seqcirc_utils.discovery.pruning import check_thresholds, largest_passing_prefix
+from seqcirc_utils.scoring.ablation import Ablator
 
 INPUT = "input"  # the graph's source node (the embedding)
 
@@ -136,8 +138,11 @@ class EdgeCircuit:
     @property
     def connected_edges(self) -> list[dict]:
         """The kept edges on a kept input -> logits path (both ends connected, or into the logits)."""
-        return [d for d, e in zip(self.edges, self.kept_edges)
-                if e.sender in self.connected and (e.receiver is None or e.receiver in self.connected)]
+        return [
+            d
+            for d, e in zip(self.edges, self.kept_edges)
+            if e.sender in self.connected and (e.receiver is None or e.receiver in self.connected)
+        ]
 
     def edge_pairs(self, connected_only: bool = True) -> list[tuple[str, str]]:
         """``(sender, receiver)`` name pairs of the (connected) kept edges, for drawing; the logits
@@ -150,10 +155,15 @@ class EdgeCircuit:
         ``node_ablation_score`` is kept for readers of older files: it is the node circuit's score
         (edge pruning never drops a node), the same number as ``node_circuit_score``.
         """
-        return {"edge_circuit_score": self.score, "node_circuit_score": self.node_score,
-                "node_ablation_score": self.node_score, "node_ablation_score_connected": self.connected_score,
-                "n_nodes": len(self.components), "n_connected": len(self.connected),
-                "dangling": [str(c) for c in self.dangling]}
+        return {
+            "edge_circuit_score": self.score,
+            "node_circuit_score": self.node_score,
+            "node_ablation_score": self.node_score,
+            "node_ablation_score_connected": self.connected_score,
+            "n_nodes": len(self.components),
+            "n_connected": len(self.connected),
+            "dangling": [str(c) for c in self.dangling],
+        }
 
     def to_json(self) -> dict:
         """The record as a JSON-ready dict; :meth:`from_json` inverts it exactly.
@@ -163,37 +173,81 @@ class EdgeCircuit:
         ``n_connected_edges``, ``n_connected``, ``dangling`` and ``faithfulness``.
         """
         return {
-            "kind": self.KIND, "schema_version": self.SCHEMA_VERSION,
-            "model": self.model, "task": self.task, "threshold": self.threshold, "node_threshold": self.node_threshold,
-            "method": self.method, "ig_steps": self.ig_steps, "ablation": self.ablation, "metric": self.metric,
-            "score": self.score, "connected_score": self.connected_score, "node_score": self.node_score,
-            "scores": {"edge_circuit": self.score, "connected_nodes": self.connected_score,
-                       "node_circuit": self.node_score},
-            "edges": [dict(d) for d in self.edges], "n_edges": len(self.edges),
-            "n_connected_edges": len(self.connected_edges), "n_candidate_edges": self.n_candidate_edges,
+            "kind": self.KIND,
+            "schema_version": self.SCHEMA_VERSION,
+            "model": self.model,
+            "task": self.task,
+            "threshold": self.threshold,
+            "node_threshold": self.node_threshold,
+            "method": self.method,
+            "ig_steps": self.ig_steps,
+            "ablation": self.ablation,
+            "metric": self.metric,
+            "score": self.score,
+            "connected_score": self.connected_score,
+            "node_score": self.node_score,
+            "scores": {
+                "edge_circuit": self.score,
+                "connected_nodes": self.connected_score,
+                "node_circuit": self.node_score,
+            },
+            "edges": [dict(d) for d in self.edges],
+            "n_edges": len(self.edges),
+            "n_connected_edges": len(self.connected_edges),
+            "n_candidate_edges": self.n_candidate_edges,
             "removed": [dict(d) for d in self.removed],
             "components": [str(c) for c in sort_components(self.components)],
-            "connected": [str(c) for c in sort_components(self.connected)], "n_connected": len(self.connected),
-            "dangling": [str(c) for c in self.dangling], "faithfulness": self.faithfulness(),
-            "forward_passes": self.forward_passes, "seconds": self.seconds, "dataset": self.dataset,
+            "connected": [str(c) for c in sort_components(self.connected)],
+            "n_connected": len(self.connected),
+            "dangling": [str(c) for c in self.dangling],
+            "faithfulness": self.faithfulness(),
+            "forward_passes": self.forward_passes,
+            "seconds": self.seconds,
+            "dataset": self.dataset,
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EdgeCircuit":
+    def from_json(cls, data: Mapping[str, Any]) -> EdgeCircuit:
         """Read a dict written by :meth:`to_json` (``kind == "edge_circuit"``, schema version 2)."""
-        data = checked_json(data, cls.KIND, cls.SCHEMA_VERSION,
-                            ("threshold", "method", "edges", "removed", "score", "node_score", "connected_score",
-                             "components", "connected", "n_candidate_edges", "forward_passes", "seconds"))
+        data = checked_json(
+            data,
+            cls.KIND,
+            cls.SCHEMA_VERSION,
+            (
+                "threshold",
+                "method",
+                "edges",
+                "removed",
+                "score",
+                "node_score",
+                "connected_score",
+                "components",
+                "connected",
+                "n_candidate_edges",
+                "forward_passes",
+                "seconds",
+            ),
+        )
         return cls(
-            threshold=data["threshold"], method=data["method"], edges=[dict(d) for d in data["edges"]],
-            removed=[dict(d) for d in data["removed"]], score=data["score"], node_score=data["node_score"],
+            threshold=data["threshold"],
+            method=data["method"],
+            edges=[dict(d) for d in data["edges"]],
+            removed=[dict(d) for d in data["removed"]],
+            score=data["score"],
+            node_score=data["node_score"],
             connected_score=data["connected_score"],
             components=frozenset(parse_component(c) for c in data["components"]),
             connected=frozenset(parse_component(c) for c in data["connected"]),
-            n_candidate_edges=data["n_candidate_edges"], forward_passes=data["forward_passes"],
-            seconds=data["seconds"], model=data.get("model"), task=data.get("task"),
-            node_threshold=data.get("node_threshold"), ig_steps=data.get("ig_steps"),
-            ablation=data.get("ablation"), metric=data.get("metric"), dataset=data.get("dataset"),
+            n_candidate_edges=data["n_candidate_edges"],
+            forward_passes=data["forward_passes"],
+            seconds=data["seconds"],
+            model=data.get("model"),
+            task=data.get("task"),
+            node_threshold=data.get("node_threshold"),
+            ig_steps=data.get("ig_steps"),
+            ablation=data.get("ablation"),
+            metric=data.get("metric"),
+            dataset=data.get("dataset"),
         )
 
 
@@ -203,8 +257,13 @@ EdgePruningResult = EdgeCircuit  # the name before the record was typed
 def _ablator_labels(ablator: Ablator) -> dict:
     """Model, task, ablation, metric and dataset of the ablator's run, for the record."""
     ds = ablator.dataset
-    return {"model": ds.model, "task": ds.task, "ablation": ablator.mode.value, "metric": ablator.metric,
-            "dataset": ds.to_json()}
+    return {
+        "model": ds.model,
+        "task": ds.task,
+        "ablation": ablator.mode.value,
+        "metric": ablator.metric,
+        "dataset": ds.to_json(),
+    }
 
 
 def edge_circuit(
@@ -239,11 +298,20 @@ def edge_circuit(
     connected = connected_nodes(patcher.components, kept_list)
     connected_score = ablator.score(connected).score
     return EdgeCircuit(
-        threshold=threshold, method=method, edges=[e.to_dict(tried.get(e)) for e in kept_list],
-        removed=[e.to_dict(tried.get(e)) for e in removed], score=score, node_score=node_score,
-        connected_score=connected_score, components=patcher.components, connected=connected,
-        n_candidate_edges=len(candidates), forward_passes=ablator.forward_passes - p0,
-        seconds=time.perf_counter() - t0, node_threshold=node_threshold, ig_steps=ig_steps,
+        threshold=threshold,
+        method=method,
+        edges=[e.to_dict(tried.get(e)) for e in kept_list],
+        removed=[e.to_dict(tried.get(e)) for e in removed],
+        score=score,
+        node_score=node_score,
+        connected_score=connected_score,
+        components=patcher.components,
+        connected=connected,
+        n_candidate_edges=len(candidates),
+        forward_passes=ablator.forward_passes - p0,
+        seconds=time.perf_counter() - t0,
+        node_threshold=node_threshold,
+        ig_steps=ig_steps,
         **_ablator_labels(ablator),
     )
 
@@ -296,23 +364,39 @@ def prune_edges(
                 removed.append(e)
                 current = s
     else:
-        current = _prune_by_attribution(patcher, candidates, threshold, ig_steps if method == "eap-ig" else 1,
-                                         tried, removed, progress)
+        current = _prune_by_attribution(
+            patcher, candidates, threshold, ig_steps if method == "eap-ig" else 1, tried, removed, progress
+        )
     removed_set = set(removed)
     kept = [e for e in candidates if e not in removed_set]
-    result = edge_circuit(ablator, patcher.components, kept, threshold, method=method, tried=tried,
-                          node_threshold=node_threshold, ig_steps=ig_steps if method == "eap-ig" else None)
+    result = edge_circuit(
+        ablator,
+        patcher.components,
+        kept,
+        threshold,
+        method=method,
+        tried=tried,
+        node_threshold=node_threshold,
+        ig_steps=ig_steps if method == "eap-ig" else None,
+    )
     if abs(result.node_score - node_score) > 1e-4 or (method == "exact" and abs(result.score - current) > 1e-4):
-        raise RuntimeError(f"edge circuit scores changed between identical passes: node {node_score} vs "
-                           f"{result.node_score}, edges {current} vs {result.score}")
+        raise RuntimeError(
+            f"edge circuit scores changed between identical passes: node {node_score} vs "
+            f"{result.node_score}, edges {current} vs {result.score}"
+        )
     result.forward_passes = ablator.forward_passes - p0
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def _prune_by_attribution(
-    patcher: EdgePatcher, candidates: list[Edge], threshold: float, ig_steps: int,
-    tried: dict[Edge, float], removed: list[Edge], progress: bool,
+    patcher: EdgePatcher,
+    candidates: list[Edge],
+    threshold: float,
+    ig_steps: int,
+    tried: dict[Edge, float],
+    removed: list[Edge],
+    progress: bool,
 ) -> float:
     """Remove the largest attribution-ranked prefix of ``candidates`` that keeps the score
     ``>= threshold`` (appended to ``removed``; predicted scores into ``tried``); returns the score."""
@@ -328,8 +412,9 @@ def _prune_by_attribution(
         cumulative += predicted[e] - base
         if cumulative >= threshold:
             guess = k + 1
-    lo, lo_score = largest_passing_prefix(lambda k: patcher.score(order[:k]), len(order), threshold, base,
-                                          max(guess, 1))
+    lo, lo_score = largest_passing_prefix(
+        lambda k: patcher.score(order[:k]), len(order), threshold, base, max(guess, 1)
+    )
     if base < threshold and lo == 0:
         return base
     removed += order[:lo]
@@ -359,28 +444,39 @@ def score_with_faithfulness(ablator: Ablator, result: EdgeCircuit) -> tuple[floa
 
 
 def run_edges(
-    circuit_record: dict, threshold: float, method: str = "exact", ig_steps: int = 5,
-    device: str | None = None, progress: bool = True,
+    circuit_record: dict,
+    threshold: float,
+    method: str = "exact",
+    ig_steps: int = 5,
+    device: str | None = None,
+    progress: bool = True,
 ) -> dict:
     """Edge pruning for one circuit-JSON record (see :mod:`seqcirc_utils.discovery.pipeline`); the CLI's output dict.
 
     Returns :meth:`EdgeCircuit.to_json` of the result (model and task from the circuit record).
     """
+    from seqcirc_utils.core.types import Circuit
     from seqcirc_utils.models.loading import load_model
     from seqcirc_utils.tasks.datasets import TaskDataset
-    from seqcirc_utils.core.types import Circuit
 
     for key in ("model", "heads", "mlps", "dataset"):
         if key not in circuit_record:
             raise BadFileError(f"circuit JSON lacks key {key!r}; needs model, heads, mlps, dataset")
     model, info = load_model(circuit_record["model"], device=device)
     ds = TaskDataset.from_json(circuit_record["dataset"])
-    ablator = Ablator(model, info, ds, mode=circuit_record.get("ablation", "mean"),
-                      metric=circuit_record.get("metric", "logit_diff"))
+    ablator = Ablator(
+        model, info, ds, mode=circuit_record.get("ablation", "mean"), metric=circuit_record.get("metric", "logit_diff")
+    )
     circuit = Circuit.from_lists(circuit_record["heads"], circuit_record["mlps"])
-    result = prune_edges(ablator, circuit.components, threshold, method=method, ig_steps=ig_steps, progress=progress,
-                         node_threshold=circuit_record.get("threshold"))
+    result = prune_edges(
+        ablator,
+        circuit.components,
+        threshold,
+        method=method,
+        ig_steps=ig_steps,
+        progress=progress,
+        node_threshold=circuit_record.get("threshold"),
+    )
     result.model = circuit_record["model"]
     result.task = circuit_record.get("task", result.task)
     return result.to_json()
-
