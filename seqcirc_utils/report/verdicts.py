@@ -52,6 +52,8 @@ class Note:
     def __str__(self) -> str:
         return self.text
 
+    __repr__ = __str__  # the plain-text output (logs, tests) reads the sentence too
+
 
 def smoke_note(sizes: str) -> Note:
     """The smoke-mode note a chapter shows instead of a printed banner: ``sizes`` says what was shrunk
