@@ -85,7 +85,7 @@ from seqcirc_utils.evaluation.compare import (
 from seqcirc_utils.evaluation.nulls import circuit_null
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_table
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
@@ -158,19 +158,7 @@ reader_table(
     [
         Column("circuit", "circuit (method): size"),
         Column("threshold", "threshold (% of full)", "fraction"),
-        Column("score", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
-        Column(
-            "faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"
-        ),
-        Column("sequences", "discovery sequences", "int"),
-        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
-        Column(
-            "heldout_faithfulness_%",
-            "normalised faithfulness, held-out [95 % CI]",
-            "percent",
-            interval="heldout_faithfulness_ci95",
-        ),
-        Column("heldout_sequences", "held-out sequences", "int"),
+        *circuit_score_columns("score"),
     ],
     caption="Paper's ratio m(C)/m(full) beside the normalised faithfulness (m(C) - m(empty)) / (m(full) - m(empty)); "
     "held-out sequences are disjoint from discovery (split: "

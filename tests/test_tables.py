@@ -58,3 +58,22 @@ def test_too_many_or_unknown_columns_are_refused():
         reader_table(frame, [Column("nope", "nope")])
     with pytest.raises(ValueError, match="unknown column format"):
         Column("c0", "c0", "percentage")
+
+
+def test_circuit_score_columns_read_the_pipeline_keys():
+    from seqcirc_utils.report.tables import circuit_score_columns
+
+    columns = circuit_score_columns("score")
+    keys = [c.key for c in columns]
+    assert keys == ["score", "faithfulness_%", "sequences", "heldout_%", "heldout_faithfulness_%", "heldout_sequences"]
+    assert [c.interval for c in columns] == [
+        "score_ci95",
+        "faithfulness_ci95",
+        None,
+        "heldout_ci95",
+        "heldout_faithfulness_ci95",
+        None,
+    ]
+    assert circuit_score_columns()[0] == columns[0].__class__(
+        "score_%", "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"
+    )

@@ -99,6 +99,28 @@ class ReaderTable:
         return f'<div class="seqcirc-table">{out}</div>'
 
 
+def circuit_score_columns(score: str = "score_%") -> list[Column]:
+    """The score columns every circuit table shows, over the keys of
+    :func:`seqcirc_utils.discovery.pipeline.score_columns`: the paper's ratio and the normalised faithfulness,
+    in-sample (``score`` names the ratio's column) and held out, each with its interval, and the number of
+    distinct sequences on each side of the split."""
+    return [
+        Column(score, "paper's ratio, in-sample (% of full) [95 % CI]", "percent", interval="score_ci95"),
+        Column(
+            "faithfulness_%", "normalised faithfulness, in-sample [95 % CI]", "percent", interval="faithfulness_ci95"
+        ),
+        Column("sequences", "discovery sequences", "int"),
+        Column("heldout_%", "paper's ratio, held-out [95 % CI]", "percent", interval="heldout_ci95"),
+        Column(
+            "heldout_faithfulness_%",
+            "normalised faithfulness, held-out [95 % CI]",
+            "percent",
+            interval="heldout_faithfulness_ci95",
+        ),
+        Column("heldout_sequences", "held-out sequences", "int"),
+    ]
+
+
 def reader_table(frame, columns: Sequence[Column], *, caption: str = "", full: bool = True) -> ReaderTable:
     """The chapter table of ``frame``: ``columns`` (at most :data:`MAX_COLUMNS`) formatted for readers, no index;
     with ``full``, every column of ``frame`` folded below when some are not shown.
