@@ -354,6 +354,29 @@ def test_pages_read_like_a_report(built_book):
     assert not problems, "\n".join(problems)
 
 
+@built_book_test
+def test_findings_headlines_state_n_and_p(built_book):
+    """The Findings page opens with its abstract: a row per claim tested against a null, each with its number of
+    draws and its p-value (a claim without them fails here), chapters 02, 03 and 10 among them."""
+    root, _, _ = built_book
+    text = (root / "book" / "_generated" / "findings.md").read_text()
+    assert text.startswith("## At a glance"), text[:300]
+    abstract = text.split("## Chapter by chapter")[0]
+    rows = [line for line in abstract.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert rows, "the abstract has no claim tested against a null"
+    problems = []
+    for line in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+        n, p = cells[3], cells[5]
+        if not (n.isdigit() and int(n) >= 1 and re.fullmatch(r"[01]\.\d+", p) and 0 < float(p) <= 1):
+            problems.append(f"headline without n and p: {line}")
+    assert not problems, "\n".join(problems)
+    chapters = " ".join(rows)
+    for chapter in ("02_shared_circuits", "03_greater_than_overlap", "10_knockout"):
+        assert chapter in chapters, f"no headline of {chapter}"
+    assert 'class="seqcirc-figure"' in abstract  # the summary figure
+
+
 @pytest.fixture(scope="module")
 def server(built_book):
     root, _, build = built_book

@@ -40,6 +40,16 @@ from seqcirc_utils.core.result_records import (
     SuccessorHeads,
     read_record,
 )
+from seqcirc_utils.report.headlines import (
+    ALPHA,
+    MIN_DRAWS,
+    Headline,
+    abstract_figure,
+    abstract_markdown,
+    greater_than_headlines,
+    knockout_headlines,
+    shared_circuits_headlines,
+)
 from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
 
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
@@ -56,6 +66,8 @@ class ChapterReader:
     notebook: str
     records: tuple[type[ResultRecord], ...]
     summarise: Callable[[Mapping[str, Any]], str]
+    #: The chapter's claims against their nulls for the page's abstract (:mod:`seqcirc_utils.report.headlines`).
+    headlines: Callable[[Mapping[str, Any]], list[Headline]] | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -433,15 +445,22 @@ def representations(files: Mapping[str, Any]) -> str:
 
 READERS: tuple[ChapterReader, ...] = (
     ChapterReader("01_behaviour", (Behaviour,), behaviour),
-    ChapterReader("02_shared_circuits", (SharedCircuits, SharedByThreshold), shared_circuits),
-    ChapterReader("03_greater_than_overlap", (GreaterThanOverlap, GreaterThanThresholds), greater_than_overlap),
+    ChapterReader(
+        "02_shared_circuits", (SharedCircuits, SharedByThreshold), shared_circuits, shared_circuits_headlines
+    ),
+    ChapterReader(
+        "03_greater_than_overlap",
+        (GreaterThanOverlap, GreaterThanThresholds),
+        greater_than_overlap,
+        greater_than_headlines,
+    ),
     ChapterReader("04_decreasing_circuits", (DecreasingCircuits, StepKCircuits), decreasing_circuits),
     ChapterReader("05_mlp_ablation", (MlpAblation,), mlp_ablation),
     ChapterReader("06_induction_offsets", (InductionOffsets,), induction_offsets),
     ChapterReader("07_successor_heads", (SuccessorHeads,), successor_heads),
     ChapterReader("08_edge_circuits", (EdgeCircuits,), edge_circuits),
     ChapterReader("09_robustness", (Robustness,), robustness),
-    ChapterReader("10_knockout", (Knockout,), knockout),
+    ChapterReader("10_knockout", (Knockout,), knockout, knockout_headlines),
     ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing),
     ChapterReader("12_representations", (Representations,), representations),
 )
@@ -458,6 +477,11 @@ class ChapterStatus:
     title: str
     executed: bool
     failed: bool = False
+
+
+#: Where the abstract's figure finds the Vega bundle when the page has not loaded it (relative to the page).
+FINDINGS_BUNDLE_URL = "_static/vendor/vega/seqcirc-vega.js"
+_READ_ERRORS = (SeqcircError, KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError)
 
 
 def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results: Path) -> str:
@@ -479,22 +503,68 @@ def chapter_finding(reader: ChapterReader | None, status: ChapterStatus, results
     try:
         files = {t.file: read_record(results / t.file, t) for t in present}
         text = reader.summarise(files)
-    except (SeqcircError, KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError) as err:
+    except _READ_ERRORS as err:
         return prefix + f"*{UNREADABLE}* from `{', '.join(t.file for t in present)}` ({type(err).__name__}: {err})."
     if any(getattr(obj, "smoke", False) for obj in files.values()):
         text += " *(Smoke run: tiny sizes, not results.)*"
     return prefix + text
 
 
+def chapter_headlines(reader: ChapterReader | None, status: ChapterStatus, results: Path) -> list[Headline] | str:
+    """The chapter's claims against their nulls (``[]`` when it makes none or did not run cleanly), or the
+    :data:`UNREADABLE` sentence when its records do not give them (schema drift: the book test fails on it)."""
+    if reader is None or reader.headlines is None or not status.executed or status.failed:
+        return []
+    present = [t for t in reader.records if (results / t.file).is_file()]
+    try:
+        return reader.headlines({t.file: read_record(results / t.file, t) for t in present})
+    except _READ_ERRORS as err:
+        return f"*{UNREADABLE}*: the claims of `{status.notebook}` ({type(err).__name__}: {err})."
+
+
+def abstract(statuses: Sequence[ChapterStatus], results: Path, readers: Sequence[ChapterReader] = READERS) -> str:
+    """The page's opening: the table of headline claims against their nulls and the figure of where each
+    observed value falls in its null (:mod:`seqcirc_utils.report.headlines`)."""
+    by_name = {r.notebook: r for r in readers}
+    headlines: list[Headline] = []
+    problems: list[str] = []
+    for st in statuses:
+        found = chapter_headlines(by_name.get(st.notebook), st, results)
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            headlines += found
+    links = {st.notebook: f"/book/executed/{st.notebook}" for st in statuses if st.executed}
+    lines = [
+        "## At a glance",
+        "",
+        "Every claim below was chosen on one split of the prompts and measured on a sequence-disjoint other, "
+        "against a null distribution of matched random draws (*n*); *p* is one-sided, "
+        f"(1 + #draws at least as extreme) / (n + 1). A claim beats its null at p <= {ALPHA} with at least "
+        f"{MIN_DRAWS} draws.",
+        "",
+        abstract_markdown(headlines, links),
+        "",
+    ]
+    lines += [p for p in problems] + ([""] if problems else [])
+    if headlines:
+        lines += [abstract_figure(headlines).to_html(bundle_url=FINDINGS_BUNDLE_URL), ""]
+    return "\n".join(lines)
+
+
 def findings_markdown(
     statuses: Sequence[ChapterStatus], results: Path, readers: Sequence[ChapterReader] = READERS
 ) -> str:
-    """The Findings page body: one paragraph per chapter, with a link to the chapter when it was executed.
+    """The Findings page body: the abstract (:func:`abstract`), then one paragraph per chapter, with a link to
+    the chapter when it was executed.
 
     ``statuses``: the chapters (NN < 90) in order, executed or not; ``results``: ``results/<model>/``.
     """
     by_name = {r.notebook: r for r in readers}
     lines = [
+        abstract(statuses, results, readers),
+        "## Chapter by chapter",
+        "",
         f"Each paragraph is regenerated from `results/{results.name}/` by every build of the book; "
         "follow a chapter's link for its figures, tables and method.",
         "",
