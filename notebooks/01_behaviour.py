@@ -54,7 +54,7 @@ smoke = False  # tiny sizes for CI: few prompts, the pure template only
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.core.errors import SeqcircError
+from seqcirc_utils.core.errors import ParameterError, SeqcircError
 from seqcirc_utils.core.result_records import Behaviour
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.models.loading import load_model
@@ -65,7 +65,7 @@ from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, pre
 from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
 if prefix not in PREFIX_MODES:
-    raise ValueError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
+    raise ParameterError(f"unknown prefix {prefix!r}; valid: {', '.join(PREFIX_MODES)}")
 figures = plots.enable_offline()  # this chapter's figure numbers
 templates = ("pure",) if smoke else DEFAULT_TEMPLATES
 if smoke:

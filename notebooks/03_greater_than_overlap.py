@@ -76,6 +76,7 @@ from seqcirc_utils.evaluation.nulls import circuit_null, lower_tail_p
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
@@ -84,9 +85,11 @@ if smoke:
     n_prompts, n_random, n_draws = min(n_prompts, 12), min(n_random, 2), min(n_draws, 9)
     ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
     ladder_prompts, ladder_random = min(ladder_prompts, 12), min(ladder_random, 1)
-    print(
-        f"SMOKE MODE: {n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at {ladder_thresholds} "
-        f"on {ladder_tasks}; numbers are not results."
+    display(
+        smoke_note(
+            f"{n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at "
+            f"{ladder_thresholds} on {ladder_tasks}"
+        )
     )
 
 # %%

@@ -64,7 +64,7 @@ length_prompts = 16  # prompts per (direction, length) before filtering to corre
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.core.errors import SeqcircError
+from seqcirc_utils.core.errors import ParameterError, SeqcircError
 from seqcirc_utils.core.result_records import MlpAblation
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, Component
@@ -74,6 +74,7 @@ from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
 
@@ -86,9 +87,9 @@ if smoke:
         length_values[-1:],
         min(length_prompts, 12),
     )
-    print(f"SMOKE MODE: {n_prompts} prompts, tasks {tasks}, length study {length_values}; numbers are not results.")
+    display(smoke_note(f"{n_prompts} prompts, tasks {tasks}, length study {length_values}"))
 if direction not in ("increasing", "decreasing") or patch_within not in ("model", "circuit"):
-    raise ValueError(
+    raise ParameterError(
         f"direction must be increasing|decreasing (got {direction!r}), patch_within model|circuit "
         f"(got {patch_within!r})"
     )

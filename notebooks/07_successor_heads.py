@@ -76,6 +76,7 @@ from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens,
 from seqcirc_utils.mechanisms.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if focus not in families:
@@ -84,9 +85,7 @@ if smoke:
     families = [focus]
     n_prompts, n_lens = min(n_prompts, 12), min(n_lens, 4)
     lens_lengths, n_lens_length = lens_lengths[-1:], min(n_lens_length, 4)
-    print(
-        f"SMOKE MODE: families {families}, {n_prompts} prompts, {n_lens} for the logit lens; numbers are not results."
-    )
+    display(smoke_note(f"families {families}, {n_prompts} prompts, {n_lens} for the logit lens"))
 
 # %% [markdown]
 # ## OV scores per family

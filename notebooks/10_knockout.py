@@ -69,7 +69,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from seqcirc_utils.core.errors import BaselineError
+from seqcirc_utils.core.errors import BaselineError, ParameterError
 from seqcirc_utils.core.options import SELECTION_ROLES
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import Knockout
@@ -95,6 +95,7 @@ from seqcirc_utils.mechanisms.knockout import (
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache, check_baseline
 from seqcirc_utils.scoring.importance import estimated_drops
 from seqcirc_utils.tasks.datasets import FAMILIES, sequence_overlap
@@ -102,19 +103,19 @@ from seqcirc_utils.tasks.datasets import FAMILIES, sequence_overlap
 figures = plots.enable_offline()  # this chapter's figure numbers
 unknown = [t for t in tasks if t not in FAMILIES]
 if unknown or not tasks:
-    raise ValueError(f"tasks must be sequence families ({', '.join(FAMILIES)}), got {tasks}")
+    raise ParameterError(f"tasks must be sequence families ({', '.join(FAMILIES)}), got {tasks}")
 if focus not in tasks:
-    raise ValueError(f"focus {focus!r} must be one of tasks {tasks}")
+    raise ParameterError(f"focus {focus!r} must be one of tasks {tasks}")
 replacements = check_replacements(replacements)
 if "corrupted_mean" not in replacements:
-    raise ValueError(f"replacements must include corrupted_mean (the chapter's knockout), got {replacements}")
+    raise ParameterError(f"replacements must include corrupted_mean (the chapter's knockout), got {replacements}")
 if not isinstance(n_draws, int) or n_draws < 1 or not 0 <= n_random <= n_draws:
-    raise ValueError(f"need n_draws >= 1 and 0 <= n_random <= n_draws, got n_draws={n_draws}, n_random={n_random}")
+    raise ParameterError(f"need n_draws >= 1 and 0 <= n_random <= n_draws, got n_draws={n_draws}, n_random={n_random}")
 if smoke:
     tasks, n_prompts, n_random, n_negative = [focus], min(n_prompts, 8), min(n_random, 1), min(n_negative, 2)
     n_draws = min(n_draws, 9)
     n_candidates, n_heads, position_heads, position_prompts = min(n_candidates, 2), 1, 1, min(position_prompts, 4)
-    print(f"SMOKE MODE: tasks {tasks}, {n_prompts} prompts; numbers are not results.")
+    display(smoke_note(f"tasks {tasks}, {n_prompts} prompts, {n_draws} null draws"))
 
 # %% [markdown]
 # ## Which heads are the successor heads?
@@ -144,7 +145,7 @@ splits, skipped = build_or_skip(  # per task {selection, evaluation}; a task the
 for t, err in skipped.items():
     display(Markdown(f"**{t} skipped:** {err}"))
 if focus not in splits:
-    raise ValueError(
+    raise ParameterError(
         f"the focus task {focus!r} cannot be split into selection and evaluation prompts: {skipped[focus]}"
     )
 tasks = list(splits)
