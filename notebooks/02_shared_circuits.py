@@ -54,6 +54,7 @@ task_methods = {"numbers": "fast"}  # per-task method overriding `method` (the n
 template = "among_words"  # prompt template (pure, comma, among_words, mixed)
 thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
 method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attribution-ranked)
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 n_draws = 99  # matched random circuits in the null of the shared-by-all circuit at main_threshold (per task, held-out data; ~2 s a draw)
@@ -67,6 +68,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
@@ -86,15 +88,19 @@ from seqcirc_utils.evaluation.nulls import circuit_null
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, thresholds, method, n_draws = min(n_prompts, 12), [main_threshold], "fast", min(n_draws, 9)
-    print(
-        f"SMOKE MODE: {n_prompts} prompts, thresholds {thresholds}, method {method}, {n_draws} null draws; "
-        "numbers are not results."
+    n_prompts, thresholds, method, n_draws = min(n_prompts, 8), [main_threshold], "fast", min(n_draws, 9)
+    minimal = False
+    display(
+        smoke_note(
+            f"{n_prompts} prompts, thresholds {thresholds}, method {method} without the 1-minimal refinement, "
+            f"{n_draws} null draws"
+        )
     )
 
 # %%
@@ -110,8 +116,7 @@ for task in tasks:
             info,
             model,
             task,
-            thresholds,
-            method=methods[task],
+            DiscoveryConfig(thresholds, method=methods[task], fast={"minimal": minimal}),
             template=template,
             n=n_prompts,
             seed=seed,

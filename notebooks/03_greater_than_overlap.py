@@ -40,6 +40,7 @@ device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
 threshold = 0.8  # circuit threshold (fraction of the full metric)
 method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (the paper's pruning)
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 sequence_tasks = ["numbers", "digits"]  # the sequence task compared with greater-than: the first the tokenizer accepts
 template = "among_words"  # the sequence task's template
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
@@ -57,6 +58,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThresholds
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
@@ -84,11 +86,11 @@ figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, n_random, n_draws = min(n_prompts, 12), min(n_random, 2), min(n_draws, 9)
     ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
-    ladder_prompts, ladder_random = min(ladder_prompts, 12), min(ladder_random, 1)
+    ladder_prompts, ladder_random, minimal = min(ladder_prompts, 8), min(ladder_random, 1), False
     display(
         smoke_note(
             f"{n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at "
-            f"{ladder_thresholds} on {ladder_tasks}"
+            f"{ladder_thresholds} on {ladder_tasks}, circuits not refined to 1-minimal"
         )
     )
 
@@ -102,9 +104,7 @@ gt_records, gt_data, _ = discover(
     info,
     model,
     "greater_than",
-    [threshold],
-    method=method,
-    filter_correct=False,
+    DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}, filter_correct=False),
     n=n_prompts,
     seed=seed,
     prefix=prefix,
@@ -117,8 +117,7 @@ for sequence_task in sequence_tasks:  # the first sequence task the tokenizer ac
             info,
             model,
             sequence_task,
-            [threshold],
-            method=method,
+            DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}),
             template=template,
             n=n_prompts,
             seed=seed,
@@ -443,20 +442,23 @@ ladder_records, ladder_ablators, ladder_levels = {}, {}, {}
 for t in ladder_names:
     if t != "greater_than" and len(ladder_records) > 1:
         continue  # the first sequence task the tokenizer accepts
-    options = dict(filter_correct=False) if t == "greater_than" else dict(template=template)
+    options = {} if t == "greater_than" else dict(template=template)
     try:
         recs, _, ladder_ablators[t] = discover(
             lm,
             info,
             model,
             t,
-            ladder_thresholds,
-            method="fast",
+            DiscoveryConfig(
+                ladder_thresholds,
+                method="fast",
+                fast={"minimal": ladder_minimal},
+                heldout=False,
+                filter_correct=t != "greater_than",  # greater-than is scored on all prompts, as above
+            ),
             n=ladder_prompts,
             seed=seed,
             prefix=prefix,
-            heldout=False,
-            minimal=ladder_minimal,
             progress=False,
             **options,
         )

@@ -46,6 +46,7 @@ numbers_directions = ["decreasing"]  # ... in these directions (each costs about
 numbers_length = 4  # ... with this many members shown
 threshold = 0.8  # circuit threshold (fraction of the full logit difference)
 method = "fast"  # "fast" (attribution-ranked, see the benchmark) or "sweep" (the paper's pruning)
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 exact_heads = 8  # heads per configuration whose estimated single-ablation drop is checked by exact ablation
 steps = [1, 2, 3]  # step-k study: the steps whose behaviour is measured ("1, 3, 5," -> 7 is step 2) ...
 step_families = ["digits", "number_words"]  # ... on these families (increasing, the template above) ...
@@ -56,6 +57,7 @@ step_length = 3  # ... with this many members shown (compared with the step-1 ci
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.records import HeadScores
 from seqcirc_utils.core.result_records import DecreasingCircuits, StepKCircuits
@@ -78,11 +80,14 @@ from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importa
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, lengths = min(n_prompts, 16), lengths[-1:]
+    n_prompts, lengths, minimal = min(n_prompts, 16), lengths[-1:], False
     steps, step_families = [s for s in steps if s in (1, step_k)], [task]
     numbers_directions = []  # a numbers circuit costs ~3.5 digits circuits (228 passes against 54-70, measured)
     display(
-        smoke_note(f"{n_prompts} prompts, digits lengths {lengths}, no numbers circuit, step families {step_families}")
+        smoke_note(
+            f"{n_prompts} prompts, digits lengths {lengths}, no numbers circuit, step families {step_families}, "
+            "circuits not refined to 1-minimal"
+        )
     )
 
 # %%
@@ -100,8 +105,7 @@ for config_task, direction, length in configs:
             info,
             model,
             config_task,
-            [threshold],
-            method=method,
+            DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}),
             template=template,
             direction=direction,
             length=length,
@@ -341,8 +345,7 @@ try:
         info,
         model,
         task,
-        [threshold],
-        method=method,
+        DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}),
         template=template,
         step=step_k,
         length=step_length,
@@ -359,8 +362,7 @@ try:
             info,
             model,
             task,
-            [threshold],
-            method=method,
+            DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}),
             template=template,
             length=step_length,
             n=n_prompts,

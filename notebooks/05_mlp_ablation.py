@@ -51,6 +51,7 @@ template = "among_words"  # prompt template
 top_neurons = 20  # neurons of the key MLP ablated together
 threshold = 0.8  # threshold of the circuit inside which head -> MLP edges are path patched
 circuit_method = "fast"  # how that circuit is found ("fast" or "sweep")
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 direction = "increasing"  # sequence direction of the tasks (increasing | decreasing)
 key_mlps = 2  # per task, the most important MLPs after MLP0 (by single ablation) whose input is path patched
 patch_top = 5  # per key MLP, the head -> MLP edges (ranked by edge attribution) path patched exactly
@@ -64,6 +65,7 @@ length_prompts = 16  # prompts per (direction, length) before filtering to corre
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import ParameterError, SeqcircError
 from seqcirc_utils.core.result_records import MlpAblation
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
@@ -80,14 +82,18 @@ from seqcirc_utils.scoring.attribution import attribution_scores
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, tasks, top_neurons = min(n_prompts, 12), tasks[:2], min(top_neurons, 5)
+    n_prompts, tasks, top_neurons, minimal = min(n_prompts, 12), tasks[:2], min(top_neurons, 5), False
     key_mlps, patch_top, length_values, length_prompts = (
         1,
         min(patch_top, 2),
         length_values[-1:],
         min(length_prompts, 12),
     )
-    display(smoke_note(f"{n_prompts} prompts, tasks {tasks}, length study {length_values}"))
+    display(
+        smoke_note(
+            f"{n_prompts} prompts, tasks {tasks}, length study {length_values}, circuits not refined to 1-minimal"
+        )
+    )
 if direction not in ("increasing", "decreasing") or patch_within not in ("model", "circuit"):
     raise ParameterError(
         f"direction must be increasing|decreasing (got {direction!r}), patch_within model|circuit "
@@ -192,8 +198,7 @@ for t in tasks:
             info,
             model,
             t,
-            [threshold],
-            method=circuit_method,
+            DiscoveryConfig([threshold], method=circuit_method, fast={"minimal": minimal}),
             template=template,
             direction=direction,
             n=n_prompts,

@@ -43,6 +43,7 @@ tasks = ["digits", "number_words", "months"]  # tasks whose edge circuits are fo
 template = "among_words"  # prompt template
 node_threshold = 0.8  # node circuit threshold
 node_method = "fast"  # how the node circuit is found ("fast" or "sweep")
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 edge_threshold = 0.8  # edge circuit threshold
 edge_method = "eap-ig"  # "exact" (one pass per edge; slow on CPU), "eap" or "eap-ig"
 ig_steps = 5  # integration steps of EAP-IG
@@ -54,6 +55,7 @@ import random
 import pandas as pd
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.result_records import EdgeCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit
@@ -68,7 +70,12 @@ from seqcirc_utils.report.verdicts import smoke_note
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, tasks, exact_sample, ig_steps = min(n_prompts, 8), tasks[:1], min(exact_sample, 8), min(ig_steps, 2)
-    display(smoke_note(f"{n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges"))
+    minimal = False
+    display(
+        smoke_note(
+            f"{n_prompts} prompts, tasks {tasks}, {exact_sample} sampled edges, node circuits not refined to 1-minimal"
+        )
+    )
 
 # %%
 lm, info = load_model(model, device=device)
@@ -80,8 +87,7 @@ for task in tasks:
         info,
         model,
         task,
-        [node_threshold],
-        method=node_method,
+        DiscoveryConfig([node_threshold], method=node_method, fast={"minimal": minimal}),
         template=template,
         n=n_prompts,
         seed=seed,

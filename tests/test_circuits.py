@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import BaselineError
 from seqcirc_utils.core.types import Circuit, head, mlp
 from seqcirc_utils.discovery import pipeline as circuits
@@ -179,15 +180,11 @@ def test_heldout_score_equals_independent_rescore(tiny_llama, monkeypatch):
         info,
         "tiny-llama",
         "digits",
-        [0.9, 0.7],
-        method="sweep",
-        metric="kl",
-        filter_correct=False,
+        DiscoveryConfig([0.9, 0.7], method="sweep", metric="kl", filter_correct=False, n_resamples=200),
         progress=False,
         template="pure",
         n=10,
         seed=2,
-        n_resamples=200,
     )
     assert [r["threshold"] for r in records] == [0.9, 0.7]
     for r in records:
@@ -284,7 +281,7 @@ def test_meaningless_baseline_is_refused(tiny_gpt2, monkeypatch):
     monkeypatch.setattr(circuits, "discovery_dataset", lambda *a, **k: _zeroed_dataset(model, 0))
     monkeypatch.setattr(circuits, "prune", lambda *a, **k: pytest.fail("pruned on a meaningless baseline"))
     with pytest.raises(BaselineError, match="meaningless baseline"):
-        discover(model, info, "tiny-gpt2", "digits", [0.8], filter_correct=False, progress=False, n=8)
+        discover(model, info, "tiny-gpt2", "digits", DiscoveryConfig([0.8], filter_correct=False), progress=False, n=8)
 
 
 def test_greater_than_default_metric_and_filter(tiny_gpt2):
@@ -313,13 +310,10 @@ def test_embedded_greater_than_record_with_exact_pd_and_heldout(smollm):
         info,
         "smollm2-135m",
         "greater_than",
-        [0.8],
-        method="fast",
-        minimal=False,
+        DiscoveryConfig([0.8], method="fast", n_resamples=200, fast={"minimal": False}),
         progress=False,
         n=12,
         seed=0,
-        n_resamples=200,
     )
     r = records[0]
     assert r["metric"] == "prob_diff" and r["pruning_metric"] == "tens-digit prob_diff"

@@ -320,7 +320,7 @@ def test_choices_come_from_the_package_constants():
     assert tuple(circuit["prefix"].choices) == tuple(PREFIX_MODES) and circuit["prefix"].default == "document"
     assert tuple(circuit["metric"].choices) == tuple(METRICS) and circuit["metric"].default is None
     assert tuple(circuit["ablation"].choices) == tuple(m.value for m in AblationMode)
-    assert tuple(circuit["order"].choices) == tuple(pruning.SWEEP_ORDERS)
+    assert tuple(circuit["sweep__order"].choices) == tuple(pruning.SWEEP_ORDERS)
 
 
 def test_version(capsys):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.tasks.datasets import make_dataset
 
@@ -148,10 +149,7 @@ def test_discover_with_heldout_matches(tiny, monkeypatch):
             info,
             spec,
             "digits",
-            [0.9, 0.7],
-            method="sweep",
-            metric="kl",
-            filter_correct=False,
+            DiscoveryConfig([0.9, 0.7], method="sweep", metric="kl", filter_correct=False),
             progress=False,
             n=12,
             seed=0,
@@ -233,7 +231,15 @@ def test_embedded_discovery_matches():
     records = {}
     for device, (model, info) in models.items():
         records[device], ds, _ = discover(
-            model, info, "smollm2-135m", "digits", [0.8], method="fast", progress=False, template="comma", n=24, seed=0
+            model,
+            info,
+            "smollm2-135m",
+            "digits",
+            DiscoveryConfig([0.8], method="fast"),
+            progress=False,
+            template="comma",
+            n=24,
+            seed=0,
         )
         records[device + "_n"] = len(ds)
     assert records["cpu_n"] == records[CUDA + "_n"]
@@ -255,10 +261,8 @@ def test_embedded_greater_than_exact_pd_matches():
             info,
             "smollm2-135m",
             "greater_than",
-            [0.8],
-            method="fast",
+            DiscoveryConfig([0.8], method="fast", heldout=False),
             progress=False,
-            heldout=False,
             n=16,
             seed=0,
         )

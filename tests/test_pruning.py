@@ -1,10 +1,11 @@
 import pytest
 
+from seqcirc_utils.core.config import FastConfig, SweepConfig, check_thresholds
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.types import head, mlp
 from seqcirc_utils.discovery import pruning
 from seqcirc_utils.discovery.pipeline import discovery_dataset
-from seqcirc_utils.discovery.pruning import SWEEP_ORDERS, check_thresholds, fast_prune, order_study, prune, sweep_prune
+from seqcirc_utils.discovery.pruning import SWEEP_ORDERS, fast_prune, order_study, prune, sweep_prune
 from seqcirc_utils.scoring.ablation import Ablator, circuit_score
 from seqcirc_utils.tasks.datasets import make_dataset
 
@@ -135,12 +136,15 @@ def test_sweep_tries_components_in_the_papers_order(tiny_llama, monkeypatch, ord
 def test_prune_dispatch_and_order_validation(llama_ablator):
     r = prune(llama_ablator, [0.9], method="sweep", progress=False)[0]
     assert r.order == "paper"
-    assert prune(llama_ablator, [0.9], method="sweep", order="descending", progress=False)[0].order == "descending"
+    descending = SweepConfig(order="descending")
+    assert prune(llama_ablator, [0.9], method="sweep", sweep=descending, progress=False)[0].order == "descending"
     assert sweep_prune(llama_ablator, [0.9], order=[head(1, 0), mlp(0)], progress=False)[0].order == "custom"
     with pytest.raises(ParameterError, match="unknown sweep order 'nosuch'; valid: paper, descending"):
-        prune(llama_ablator, [0.9], method="sweep", order="nosuch")
-    with pytest.raises(ParameterError, match="applies to method='sweep' only"):
-        prune(llama_ablator, [0.9], method="fast", order="paper")
+        prune(llama_ablator, [0.9], method="sweep", sweep=SweepConfig(order="nosuch"))
+    with pytest.raises(ParameterError, match="apply to method='sweep' only"):
+        prune(llama_ablator, [0.9], method="fast", sweep=SweepConfig())
+    with pytest.raises(ParameterError, match="apply to method='fast' only"):
+        prune(llama_ablator, [0.9], method="sweep", fast=FastConfig(minimal=False))
     with pytest.raises(ParameterError, match="unknown pruning method 'nosuch'; valid: sweep, fast"):
         prune(llama_ablator, [0.9], method="nosuch")
 

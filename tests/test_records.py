@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import BadFileError
 from seqcirc_utils.core.records import CIRCUIT_KEYS, CircuitRecord
 from seqcirc_utils.core.result_records import CircuitFile, read_circuit, read_circuits
@@ -183,15 +184,11 @@ def test_discovered_records_round_trip_through_files(tiny_llama, monkeypatch, tm
         info,
         "tiny-llama",
         "digits",
-        [0.9, 0.7],
-        method="sweep",
-        metric="kl",
-        filter_correct=False,
+        DiscoveryConfig([0.9, 0.7], method="sweep", metric="kl", filter_correct=False, n_resamples=50),
         progress=False,
         template="pure",
         n=10,
         seed=2,
-        n_resamples=50,
     )
     assert all(isinstance(r, CircuitRecord) for r in records)
     assert list(records[0].to_json())[: len(CIRCUIT_KEYS)] == list(CIRCUIT_KEYS)

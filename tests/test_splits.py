@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import ParameterError, TokenizationError, TooFewPromptsError
 from seqcirc_utils.core.options import DIRECTIONS, TASKS, TEMPLATES
 from seqcirc_utils.tasks.datasets import (
@@ -333,15 +334,11 @@ def test_discover_holds_out_disjoint_sequences(tiny_llama, monkeypatch, one_thre
         info,
         "tiny-llama",
         "digits",
-        [0.7],
-        method="sweep",
-        metric="kl",
-        filter_correct=False,
+        DiscoveryConfig([0.7], method="sweep", metric="kl", filter_correct=False, n_resamples=50),
         progress=False,
         template="pure",
         n=16,
         seed=4,
-        n_resamples=50,
     )
     r = records[0]
     held = r["heldout"]
@@ -358,16 +355,11 @@ def test_discover_holds_out_disjoint_sequences(tiny_llama, monkeypatch, one_thre
         info,
         "tiny-llama",
         "digits",
-        [0.7],
-        method="sweep",
-        metric="kl",
-        filter_correct=False,
+        DiscoveryConfig([0.7], method="sweep", metric="kl", filter_correct=False, n_resamples=50, split="resampled"),
         progress=False,
         template="pure",
         n=16,
         seed=4,
-        n_resamples=50,
-        split="resampled",
     )
     held = records[0]["heldout"]
     assert held["split"] == "resampled"
@@ -387,18 +379,13 @@ def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread):
         info,
         "tiny-llama",
         "digits",
-        [0.7],
-        method="sweep",
-        metric="kl",
-        filter_correct=False,
+        DiscoveryConfig([0.7], method="sweep", metric="kl", filter_correct=False, split_shares=(2, 1), n_resamples=50),
         progress=False,
         template="pure",
         n=48,
         sequences=48,
         seed=0,
-        split_shares=(2, 1),
         heldout_options={"n": 24, "sequences": 24},
-        n_resamples=50,
     )
     r = records[0]
     assert r["n_sequences"] == 48 and r["heldout"]["n_sequences"] == 24 and r["heldout"]["overlap"] == 0
@@ -411,9 +398,13 @@ def test_discover_refuses_a_task_too_small_to_split(tiny_gpt2, monkeypatch):
     model, info = tiny_gpt2
     monkeypatch.setattr(pipeline, "prune", lambda *a, **k: pytest.fail("pruned a task that cannot be split"))
     with pytest.raises(TooFewPromptsError, match="has 3 distinct sequences"):
-        pipeline.discover(model, info, "tiny-gpt2", "days", [0.8], filter_correct=False, progress=False, n=8)
+        pipeline.discover(
+            model, info, "tiny-gpt2", "days", DiscoveryConfig([0.8], filter_correct=False), progress=False, n=8
+        )
     with pytest.raises(ParameterError, match="unknown split 'overlap'; valid: disjoint, resampled"):
-        pipeline.discover(model, info, "tiny-gpt2", "digits", [0.8], progress=False, n=8, split="overlap")
+        pipeline.discover(
+            model, info, "tiny-gpt2", "digits", DiscoveryConfig([0.8], split="overlap"), progress=False, n=8
+        )
 
 
 def test_behaviour_table_lists_numbers_and_reports_the_refusal(tiny_gpt2):

@@ -168,6 +168,11 @@ SPLIT_ROLES = ("discovery", "heldout")
 SELECTION_ROLES = ("selection", "evaluation")
 #: How a held-out set relates to the discovery set: disjoint sequence identities, or a labelled resample.
 SPLIT_MODES = ("disjoint", "resampled")
+#: Bootstrap resamples of every interval (:mod:`seqcirc_utils.core.stats`).
+N_RESAMPLES = 1000
+#: The fewest distinct sequence identities a split gives each role unless told otherwise: the smallest
+#: spaces on SmolLM2 (digits of length 5: 5 sequences; step-2 digits of length 3: 4) still split in two.
+MIN_SEQUENCES_PER_ROLE = 2
 TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DIRECTIONS = ("increasing", "decreasing")
 CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")

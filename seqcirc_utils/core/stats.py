@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 
 from seqcirc_utils.core.errors import ParameterError, TooFewPromptsError
+from seqcirc_utils.core.options import N_RESAMPLES
 
-N_RESAMPLES = 1000
 LEVEL = 0.95
 
 

@@ -50,8 +50,9 @@ from typing import TypeVar
 
 import torch
 
+from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import BaselineError, ParameterError, SeqcircError, TooFewPromptsError
-from seqcirc_utils.core.options import SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
+from seqcirc_utils.core.options import MIN_SEQUENCES_PER_ROLE, SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.records import CIRCUIT_SCHEMA_VERSION, CircuitRecord
 from seqcirc_utils.core.result_records import CircuitFile
 from seqcirc_utils.core.results import write_json_atomic
@@ -65,13 +66,12 @@ from seqcirc_utils.core.stats import (
     ratio_of_means,
 )
 from seqcirc_utils.core.types import Circuit, Component
-from seqcirc_utils.discovery.pruning import PruningResult, check_thresholds, prune
+from seqcirc_utils.discovery.pruning import PruningResult, prune
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.scoring.greater_than import YEAR_MODES, ExactProbDiff
 from seqcirc_utils.tasks.datasets import (
     GREATER_THAN,
-    MIN_SEQUENCES_PER_ROLE,
     ROLE_SEED_OFFSET,
     Split,
     TaskDataset,
@@ -498,55 +498,49 @@ def discover(
     info,
     model_name: str,
     task: str = "digits",
-    thresholds: Sequence[float] = (0.8,),
-    method: str = "sweep",
-    ablation: str = "mean",
-    metric: str | None = None,
-    filter_correct: bool = True,
-    progress: bool = True,
+    config: DiscoveryConfig | None = None,
     *,
-    heldout: bool = True,
-    heldout_seed: int | None = None,
-    min_prompts: int = 8,
-    n_resamples: int = N_RESAMPLES,
-    bootstrap_seed: int = 0,
-    order: str | None = None,
-    minimal: bool = True,
-    max_refine_passes: int | None = None,
-    split: str = "disjoint",
-    split_shares: Sequence[int] | None = None,
-    min_sequences: int = MIN_SEQUENCES_PER_ROLE,
+    progress: bool = True,
     heldout_options: Mapping | None = None,
     **dataset_kwargs,
 ) -> tuple[list[CircuitRecord], TaskDataset, Ablator]:
-    """Find nested circuits for each threshold with an already loaded model.
+    """Find nested circuits for each of ``config.thresholds`` with an already loaded model.
 
-    The dataset is :func:`discovery_dataset`'s, drawn 2x / 4x larger when fewer than ``min_prompts`` prompts
-    pass its filter (:data:`DRAW_GROWTH`; the record's ``dataset`` holds the draw used).
-    ``metric=None`` (default) is the dataset's own metric (:func:`resolve_metric`). The full model's
-    baseline is checked first (:func:`~seqcirc_utils.scoring.ablation.check_baseline`: a ``BaselineError`` when it
-    is <= 0 or tiny). With ``heldout=True`` (default) every circuit is also scored on a fresh dataset
-    drawn with ``heldout_seed`` (default ``seed + HELDOUT_SEED_OFFSET``), see :func:`heldout_scores`.
-    ``order``, ``minimal`` and ``max_refine_passes`` go to :func:`~seqcirc_utils.discovery.pruning.prune`.
+    ``config`` (:class:`~seqcirc_utils.core.config.DiscoveryConfig`, default: its defaults) says how: pruning
+    method and its options, ablation, metric (None = the task's own, :func:`resolve_metric`), prompt filter,
+    held-out scoring, split, bootstrap. ``dataset_kwargs`` are :func:`~seqcirc_utils.tasks.datasets.make_dataset`
+    options (``template``, ``n``, ``seed``, ``prefix``, ...).
 
-    ``split="disjoint"`` (default) draws discovery and held-out prompts from the two sides of one seeded
+    The dataset is :func:`discovery_dataset`'s, drawn 2x / 4x larger when fewer than ``config.min_prompts``
+    prompts pass its filter (:data:`DRAW_GROWTH`; the record's ``dataset`` holds the draw used). The full
+    model's baseline is checked first (:func:`~seqcirc_utils.scoring.ablation.check_baseline`: a
+    ``BaselineError`` when it is <= 0 or tiny). With ``config.heldout`` every circuit is also scored on a
+    held-out dataset (:func:`heldout_scores`).
+
+    ``config.split="disjoint"`` (default) draws discovery and held-out prompts from the two sides of one seeded
     partition of the task's sequence identities (:func:`split_pair`; ``split_shares`` = discovery : held-out
     sizes, equal by default; each side needs ``min_sequences``, else :class:`TooFewPromptsError`);
-    ``split="resampled"`` draws both from the whole space (the held-out dict says ``"split": "resampled"``).
-    ``heldout_options`` override dataset options for the held-out draw only (e.g. ``{"n": 48,
-    "sequences": 24}`` beside ``n=96, sequences=48`` for discovery: sizes by distinct sequences).
+    ``"resampled"`` draws both from the whole space (the held-out dict says ``"split": "resampled"``; its seed
+    is ``heldout_seed``, default ``seed + HELDOUT_SEED_OFFSET``). ``heldout_options`` override dataset options
+    for the held-out draw only (e.g. ``{"n": 48, "sequences": 24}`` beside ``n=96, sequences=48`` for discovery:
+    sizes by distinct sequences).
 
     Returns ``(records, dataset, ablator)``: the per-threshold :class:`CircuitRecord` objects (highest
-    threshold first; the first carries ``setup_seconds`` in ``extra``), the dataset used and the :class:`Ablator` (reuse it to score more circuits on this data).
+    threshold first; the first carries ``setup_seconds`` in ``extra``), the dataset used and the
+    :class:`Ablator` (reuse it to score more circuits on this data).
     """
-    thresholds = check_thresholds(thresholds)
-    metric = resolve_metric(task, metric)
+    config = config or DiscoveryConfig()
+    thresholds, ablation, filter_correct = config.thresholds, config.ablation, config.filter_correct
+    min_prompts, n_resamples, bootstrap_seed = config.min_prompts, config.n_resamples, config.bootstrap_seed
+    metric = resolve_metric(task, config.metric)
     if {"seed", "split"} & set(heldout_options or {}):
         raise ParameterError(
             "heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
             "and the split with split='disjoint'|'resampled'"
         )
-    discovery_split, heldout_split = split_pair(split, dataset_kwargs.get("seed", 0), split_shares, min_sequences)
+    discovery_split, heldout_split = split_pair(
+        config.split, dataset_kwargs.get("seed", 0), config.split_shares, config.min_sequences
+    )
     ds = discovery_dataset(
         model,
         model_name,
@@ -562,21 +556,13 @@ def discover(
     ablator = Ablator(model, info, ds, mode=ablation, metric=metric)
     check_baseline(ablator, model_name)
     check_faithfulness_baseline(ablator, n_resamples, bootstrap_seed)
-    results = prune(
-        ablator,
-        thresholds,
-        method=method,
-        progress=progress,
-        order=order,
-        minimal=minimal,
-        max_refine_passes=max_refine_passes,
-    )
+    results = prune(ablator, thresholds, method=config.method, progress=progress, **config.method_options())
     setup_seconds = time.perf_counter() - t0 - sum(r.seconds for r in results)
     ho_dicts: list[dict | None] = [None] * len(results)
     ho_ds = None
-    if heldout:
+    if config.heldout:
         seed = dataset_kwargs.pop("seed", 0)
-        ho_seed = seed + HELDOUT_SEED_OFFSET if heldout_seed is None else heldout_seed
+        ho_seed = seed + HELDOUT_SEED_OFFSET if config.heldout_seed is None else config.heldout_seed
         ho_dicts, ho_ds = heldout_scores(
             model,
             info,
@@ -617,41 +603,15 @@ def discover(
 def find_circuits(
     model_spec: str,
     task: str = "digits",
-    thresholds: Sequence[float] = (0.8,),
-    method: str = "sweep",
-    ablation: str = "mean",
-    metric: str | None = None,
-    device: str | None = None,
-    filter_correct: bool = True,
-    progress: bool = True,
+    config: DiscoveryConfig | None = None,
     *,
-    heldout: bool = True,
-    order: str | None = None,
-    minimal: bool = True,
-    max_refine_passes: int | None = None,
-    split: str = "disjoint",
+    device: str | None = None,
+    progress: bool = True,
     **dataset_kwargs,
 ) -> list[CircuitRecord]:
     """Load ``model_spec`` and find nested circuits for each threshold (see :func:`discover`)."""
     model, info = load_model(model_spec, device=device)
-    records, _, _ = discover(
-        model,
-        info,
-        model_spec,
-        task,
-        thresholds,
-        method,
-        ablation,
-        metric,
-        filter_correct,
-        progress,
-        heldout=heldout,
-        order=order,
-        minimal=minimal,
-        max_refine_passes=max_refine_passes,
-        split=split,
-        **dataset_kwargs,
-    )
+    records, _, _ = discover(model, info, model_spec, task, config, progress=progress, **dataset_kwargs)
     return records
 
 

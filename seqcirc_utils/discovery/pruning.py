@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.config import FastConfig, SweepConfig, check_thresholds
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.options import DESCENDING, METHODS, PAPER, SWEEP_ORDERS, PruneMethod, SweepOrder  # noqa: F401
 from seqcirc_utils.core.types import Circuit, Component, sort_components
@@ -53,21 +54,6 @@ from seqcirc_utils.scoring.ablation import Ablator, CircuitScore
 from seqcirc_utils.scoring.attribution import attribution_scores
 
 CUSTOM = "custom"  # PruningResult.order of a sweep given an explicit candidate list
-
-
-def check_thresholds(thresholds: Iterable[float]) -> list[float]:
-    """Validate thresholds (each in (0, 1]) and return them sorted high to low."""
-    out = []
-    for t in thresholds:
-        t = float(t)
-        if not 0 < t <= 1:
-            raise ParameterError(
-                f"threshold {t} outside (0, 1]; thresholds are fractions of the full model's metric, e.g. 0.8"
-            )
-        out.append(t)
-    if not out:
-        raise ParameterError("give at least one threshold in (0, 1]")
-    return sorted(set(out), reverse=True)
 
 
 def check_order(order: SweepOrder | str) -> SweepOrder:
@@ -387,20 +373,35 @@ def prune(
     thresholds: Sequence[float],
     method: PruneMethod | str = PruneMethod.SWEEP,
     progress: bool = True,
-    order: SweepOrder | str | None = None,
-    minimal: bool = True,
-    max_refine_passes: int | None = None,
+    *,
+    sweep: SweepConfig | None = None,
+    fast: FastConfig | None = None,
 ) -> list[PruningResult]:
-    """Dispatch to :func:`sweep_prune` (``"sweep"``, in sweep ``order``, default ``"paper"``) or
-    :func:`fast_prune` (``"fast"``, 1-minimal unless ``minimal=False``; ``max_refine_passes`` bounds
-    its refinement). ``minimal`` and ``max_refine_passes`` do not apply to the sweep (its circuits
-    record ``minimal=None``); ``order`` does not apply to the fast method."""
+    """Dispatch to :func:`sweep_prune` (``"sweep"``, with ``sweep``'s order, default ``"paper"``) or
+    :func:`fast_prune` (``"fast"``, with ``fast``'s rounds, frontier, integration steps and refinement: 1-minimal
+    by default). The other method's config is refused (a one-line ParameterError): its options would be
+    ignored. Sweep circuits record ``minimal=None``."""
     method = PruneMethod.parse(method)  # ParameterError naming the methods
     if method == PruneMethod.SWEEP:
-        return sweep_prune(ablator, thresholds, order=check_order(order or PAPER), progress=progress)
-    if order is not None:
-        raise ParameterError(f"order={order!r} applies to method='sweep' only; the fast method ranks by attribution")
-    return fast_prune(ablator, thresholds, progress=progress, minimal=minimal, max_refine_passes=max_refine_passes)
+        if fast is not None:
+            raise ParameterError("fast options apply to method='fast' only; the sweep takes sweep=SweepConfig(...)")
+        order = (sweep or SweepConfig()).order
+        return sweep_prune(ablator, thresholds, order=check_order(order), progress=progress)
+    if sweep is not None:
+        raise ParameterError(
+            "sweep options (the order) apply to method='sweep' only; the fast method ranks by attribution"
+        )
+    f = fast or FastConfig()
+    return fast_prune(
+        ablator,
+        thresholds,
+        rounds=f.rounds,
+        frontier=f.frontier,
+        ig_steps=f.ig_steps,
+        progress=progress,
+        minimal=f.minimal,
+        max_refine_passes=f.max_refine_passes,
+    )
 
 
 # --------------------------------------------------------------------------- order studies

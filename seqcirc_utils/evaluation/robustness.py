@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.config import check_thresholds
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.options import PruneMethod
 from seqcirc_utils.core.types import Component, sort_components
@@ -43,7 +44,7 @@ from seqcirc_utils.discovery.pipeline import (
     resolve_metric,
     score_with_ci,
 )
-from seqcirc_utils.discovery.pruning import check_thresholds, prune, sweep_prune
+from seqcirc_utils.discovery.pruning import prune, sweep_prune
 from seqcirc_utils.scoring.ablation import Ablator, check_baseline
 from seqcirc_utils.tasks.datasets import CORRUPTIONS, GREATER_THAN, TaskDataset
 

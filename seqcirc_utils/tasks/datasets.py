@@ -65,6 +65,7 @@ from seqcirc_utils.core.options import (
     DIRECTIONS,
     FAMILIES,
     GREATER_THAN,
+    MIN_SEQUENCES_PER_ROLE,
     NUMBERS,
     PREFIX_MODES,
     SPLIT_ROLES,
@@ -76,9 +77,6 @@ VERBS = ("done", "lost", "born")
 MIXED_FAMILIES = ("digits", "number_words", "months")
 #: The members of the ``numbers`` task (two-digit numbers).
 NUMBER_RANGE = range(10, 100)
-#: The fewest distinct sequence identities a split gives each role unless told otherwise: the smallest
-#: spaces on SmolLM2 (digits of length 5: 5 sequences; step-2 digits of length 3: 4) still split in two.
-MIN_SEQUENCES_PER_ROLE = 2
 # The conventional document separator of GPT-2-style byte-level BPE vocabularies (GPT-2, SmolLM2, Qwen, ...).
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 # Special tokens that open or close a chat turn (ChatML, Llama-3, Gemma, Llama-2 [INST], Phi/Zephyr roles).

@@ -343,44 +343,124 @@ def _add_behaviour(sub) -> None:
 # --------------------------------------------------------------------------- circuit
 
 
-def _add_circuit(sub) -> None:
-    from seqcirc_utils.core.options import AblationMode, Metric, PruneMethod, SweepOrder
+def _pair(text: str) -> tuple[int, int]:
+    """An argparse ``type``: two comma-separated positive integers, e.g. ``2,1``."""
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"give two positive integers (discovery,held-out), e.g. 2,1; got {text!r}")
+    return int(parts[0]), int(parts[1])
 
-    p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
-    _common_dataset_args(p)
-    p.add_argument(
-        "--thresholds",
+
+def _config_args(p) -> None:
+    """One flag per :class:`~seqcirc_utils.core.config.DiscoveryConfig` field (nested ones as ``--fast-rounds``);
+    every default is None, so the config's own defaults apply (:func:`_discovery_config`)."""
+    from seqcirc_utils.core.config import flag_of
+    from seqcirc_utils.core.options import SPLIT_MODES, AblationMode, Metric, PruneMethod, SweepOrder
+
+    def arg(dotted: str, *aliases: str, **kwargs) -> None:
+        p.add_argument(flag_of(dotted), *aliases, dest=dotted.replace(".", "__"), default=None, **kwargs)
+
+    arg(
+        "thresholds",
         type=_thresholds,
-        default="0.8",
         help="comma-separated fractions of the full model's metric in (0,1], e.g. 0.9,0.8 "
-        "(nested circuits, highest first; default %(default)s)",
+        "(nested circuits, highest first; default 0.8)",
     )
-    p.add_argument(
-        "--method",
+    arg(
+        "method",
         choices=PruneMethod.values(),
-        default=PruneMethod.SWEEP.value,
         help="sweep: the paper's backward then forward sweep, one forward pass per candidate; fast: "
-        "candidates ranked by attribution, then refined to a 1-minimal circuit (default %(default)s)",
+        "candidates ranked by attribution, then refined to a 1-minimal circuit (default sweep)",
     )
-    p.add_argument(
-        "--order",
-        choices=SweepOrder.values(),
-        default=None,
-        help=f"sweep order: %(choices)s (default: {SweepOrder.PAPER.value}, the paper's)",
+    arg("sweep.order", "--order", choices=SweepOrder.values(), help="sweep order: %(choices)s (default: paper)")
+    arg("fast.rounds", type=_int_at_least(1, "--fast-rounds"), help="fast method: attribution rounds (default 2)")
+    arg(
+        "fast.frontier",
+        type=_int_at_least(0, "--fast-frontier"),
+        help="fast method: components tried past each passing prefix (default 0)",
     )
-    p.add_argument(
-        "--ablation",
-        choices=AblationMode.values(),
-        default=AblationMode.MEAN.value,
-        help="what replaces an ablated component: %(choices)s (default %(default)s)",
+    arg(
+        "fast.ig_steps",
+        type=_int_at_least(1, "--fast-ig-steps"),
+        help="fast method: integration steps of the attribution (default 3)",
     )
-    p.add_argument(
-        "--metric",
+    arg(
+        "fast.minimal",
+        action=argparse.BooleanOptionalAction,
+        help="fast method: refine to a 1-minimal circuit (default: yes)",
+    )
+    arg(
+        "fast.max_refine_passes",
+        type=_int_at_least(1, "--fast-max-refine-passes"),
+        help="fast method: most refinement passes (default: until no component can go)",
+    )
+    arg(
+        "ablation", choices=AblationMode.values(), help="what replaces an ablated component: %(choices)s (default mean)"
+    )
+    arg(
+        "metric",
         choices=Metric.values(),
-        default=None,
         help="%(choices)s (default: the dataset's own, prob_diff for greater_than, else logit_diff)",
     )
-    p.add_argument("--no-filter", action="store_true", help="keep prompts the model gets wrong")
+    arg(
+        "filter_correct",
+        action=argparse.BooleanOptionalAction,
+        help="keep only prompts the model answers right (default: yes; --no-filter is --no-filter-correct)",
+    )
+    p.add_argument("--no-filter", dest="filter_correct", action="store_false", default=None, help=argparse.SUPPRESS)
+    arg(
+        "min_prompts",
+        type=_int_at_least(1, "--min-prompts"),
+        help="fewest prompts that must pass the filter (the draw grows 2x / 4x first; default 8)",
+    )
+    arg("heldout", action=argparse.BooleanOptionalAction, help="score every circuit on held-out prompts (default: yes)")
+    arg(
+        "heldout_seed",
+        type=_int_at_least(0, "--heldout-seed"),
+        help="seed of the held-out draw with --split resampled (default: the dataset seed + 1000)",
+    )
+    arg(
+        "split",
+        choices=SPLIT_MODES,
+        help="disjoint: discovery and held-out prompts from disjoint sequences; resampled: both from all "
+        "(labelled so) (default disjoint)",
+    )
+    arg("split_shares", type=_pair, help="discovery,held-out sizes of the sequence partition (default 1,1)")
+    arg(
+        "min_sequences",
+        type=_int_at_least(1, "--min-sequences"),
+        help="fewest distinct sequences each side of the split needs (default 2)",
+    )
+    arg(
+        "n_resamples",
+        type=_int_at_least(1, "--n-resamples"),
+        help="bootstrap resamples of every interval (default 1000)",
+    )
+    arg("bootstrap_seed", type=_int_at_least(0, "--bootstrap-seed"), help="seed of the bootstrap (default 0)")
+
+
+def _discovery_config(args):
+    """The :class:`~seqcirc_utils.core.config.DiscoveryConfig` of the flags given (others at their defaults); a
+    value the config refuses is a one-line ParameterError, raised before any model loads."""
+    from seqcirc_utils.core.config import DiscoveryConfig, config_fields
+
+    top: dict = {}
+    for dotted, _ in config_fields():
+        value = getattr(args, dotted.replace(".", "__"), None)
+        if value is None:
+            continue
+        if "." in dotted:
+            outer, inner = dotted.split(".")
+            top.setdefault(outer, {})[inner] = value
+        else:
+            top[dotted] = value
+    return DiscoveryConfig().with_options(**top)
+
+
+def _add_circuit(sub) -> None:
+    p = sub.add_parser("circuit", help="find nested circuits by iterative node pruning (sweep or fast)")
+    _common_dataset_args(p)
+    _config_args(p)
     p.add_argument("--out", default=None, help="circuit JSON path (default results/<model>/circuit_<task>.json)")
 
     def run(args) -> int:
@@ -390,19 +470,9 @@ def _add_circuit(sub) -> None:
         _check_dataset(args)
         _check_out(args.out)
         _check_model_args(args)
+        config = _discovery_config(args)
         _load_tokenizer_model(args)  # a clear error for an unavailable model; find_circuits reuses the load
-        records = find_circuits(
-            args.model,
-            args.task,
-            args.thresholds,
-            method=args.method,
-            ablation=args.ablation,
-            metric=args.metric,
-            order=args.order,
-            device=args.device,
-            filter_correct=not args.no_filter,
-            **dataset_kwargs(args),
-        )
+        records = find_circuits(args.model, args.task, config, device=args.device, **dataset_kwargs(args))
         out = args.out or results_dir(args.model) / f"circuit_{args.task}.json"
         write_circuits(out, records)
         for r in records:

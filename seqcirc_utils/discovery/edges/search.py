@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from tqdm.auto import tqdm
 
+from seqcirc_utils.core.config import check_thresholds
 from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.options import EDGE_METHODS as METHODS  # noqa: F401 - METHODS re-exported
 from seqcirc_utils.core.options import EdgeMethod
@@ -37,7 +38,7 @@ from seqcirc_utils.core.records import checked_json
 from seqcirc_utils.core.types import Component, parse_component, sort_components
 from seqcirc_utils.discovery.edges.attribution import edge_attribution
 from seqcirc_utils.discovery.edges.patching import Edge, EdgePatcher, circuit_edges
-from seqcirc_utils.discovery.pruning import check_thresholds, largest_passing_prefix
+from seqcirc_utils.discovery.pruning import largest_passing_prefix
 from seqcirc_utils.scoring.ablation import Ablator
 
 INPUT = "input"  # the graph's source node (the embedding)
