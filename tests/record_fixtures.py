@@ -81,3 +81,43 @@ def example(record_type: type[ResultRecord], **values: Any) -> ResultRecord:
             default = {c: None for c in declared[name]}
         filled[name] = default
     return record_type(**filled)
+
+
+def discovery_methods(**values: Any) -> ResultRecord:
+    """A ``discovery_methods`` record (chapter 13) with one task's table rows (fast, random), their curves,
+    the held-out split and a planted table and backup entry; ``values`` override any field."""
+    from seqcirc_utils.core.records import FaithfulnessCurve
+    from seqcirc_utils.core.result_records import DiscoveryMethods
+
+    def curve(method: str, f: list[float]) -> FaithfulnessCurve:
+        return FaithfulnessCurve(
+            task="months", method=method, fractions=[0.1, 1.0], sizes=[30, 300], faithfulness_signed=f,
+            faithfulness_abs=f, cpr=0.9 * (f[0] + f[1]) / 2, cmd=0.9 * abs(1 - f[0]) / 2, cpr_log=(f[0] + f[1]) / 2,
+            cmd_log=abs(1 - f[0]) / 2, n_components=300, metric="logit_diff", ablation="mean", n_prompts=8,
+            empty_metric=0.0, full_metric=2.0, seed=0, forward_passes=3, seconds=0.1, description="",
+        )  # fmt: skip
+
+    curves = {"fast": curve("fast", [0.8, 1.0]), "random": curve("random", [0.2, 1.0])}
+    table = [
+        row(DiscoveryMethods, "table", task="months", method=m, cpr=c.cpr, cmd=c.cmd, cpr_log=c.cpr_log,
+            cmd_log=c.cmd_log, forward_passes=6 if m == "fast" else 0, curve_passes=3, n_prompts=8)
+        for m, c in curves.items()
+    ]  # fmt: skip
+    fields = dict(
+        model="tiny-gpt2",
+        tasks=["months"],
+        methods=["fast", "random"],
+        table=table,
+        curves={"months": curves},
+        split=[row(DiscoveryMethods, "split", task="months", role="heldout", n_prompts=8, n_sequences=3, overlap=0)],
+        planted=[
+            row(DiscoveryMethods, "planted", method="fast", found="L0.H0 L1.H0 MLP1", precision=1.0, recall=0.75,
+                backup_found=False, negative_found=False, roc_auc=0.9, forward_passes=20),
+            row(DiscoveryMethods, "planted", method="random", found="MLP0", precision=0.0, recall=0.0,
+                backup_found=False, negative_found=False, roc_auc=0.4, forward_passes=0),
+        ],
+        planted_model={"name": "planted-backup-months", "roles": {}, "planted": [], "full_logit_diff": 13.5},
+        backup={"primary": "L1.H0", "backup": "L2.H0", "dla_clean": 0.0, "dla_knockout": 6.3, "change": 6.3,
+                "rank": 1, "found": True, "joins": ["L2.H0"]},
+    )  # fmt: skip
+    return example(DiscoveryMethods, **(fields | values))

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from seqcirc_utils.core.errors import BadFileError
-from seqcirc_utils.core.records import AttentionPattern, CircuitRecord, HeadScores, NullDistribution, checked_json
+from seqcirc_utils.core.records import (
+    AttentionPattern,
+    CircuitRecord,
+    FaithfulnessCurve,
+    HeadScores,
+    NullDistribution,
+    checked_json,
+)
 
 Rows = list[dict[str, Any]]
 R = TypeVar("R")
@@ -623,6 +630,42 @@ class Representations(ResultRecord):
     ]
 
 
+@dataclass(frozen=True)
+class DiscoveryMethods(ResultRecord):
+    """13: which discovery method to trust: each node-ranking method's faithfulness curve per task (ranking on
+    the discovery split, curve on the sequence-disjoint held-out split) and each method on a planted circuit
+    with a backup, a negative head and a logit distractor."""
+
+    kind: ClassVar[str] = "discovery_methods"
+    schema_version: ClassVar[int] = 1
+    file: ClassVar[str] = "discovery_methods.json"
+
+    model: str
+    smoke: bool
+    parameters: dict[str, Any]
+    tasks: list[str]
+    skipped: dict[str, str]
+    methods: list[str]
+    table: Annotated[
+        Rows, Columns("task", "method", "cpr", "cmd", "cpr_log", "cmd_log", "forward_passes", "curve_passes")
+    ]
+    curves: dict[str, dict[str, FaithfulnessCurve]]
+    datasets: dict[str, dict[str, Any]]
+    split: Annotated[Rows, Columns("task", "role", "n_prompts", "n_sequences", "overlap")]
+    planted: Annotated[
+        Rows,
+        Columns(
+            "method", "found", "precision", "recall", "backup_found", "negative_found", "roc_auc", "forward_passes"
+        ),
+    ]
+    planted_model: Annotated[dict[str, Any], Columns("name", "roles", "planted", "full_logit_diff")]
+    backup: Annotated[
+        dict[str, Any],
+        Columns("primary", "backup", "dla_clean", "dla_knockout", "change", "rank", "found", "joins"),
+    ]
+    seconds: float
+
+
 #: Every result-record type of this module (the circuit file first, then by chapter).
 RESULT_RECORDS: tuple[type[ResultRecord], ...] = (
     CircuitFile,
@@ -641,6 +684,7 @@ RESULT_RECORDS: tuple[type[ResultRecord], ...] = (
     Knockout,
     ActivationEditing,
     Representations,
+    DiscoveryMethods,
 )
 
 

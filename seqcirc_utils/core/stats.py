@@ -176,3 +176,16 @@ def ratio_of_means(numerator: torch.Tensor, denominator: torch.Tensor, complemen
 def spearman(a: pd.Series, b: pd.Series) -> float:
     """Spearman rank correlation (Pearson on average ranks; needs no scipy)."""
     return float(a.rank().corr(b.rank()))
+
+
+def roc_auc(scores, positives) -> float:
+    """Area under the ROC curve of ``scores`` (``{item: score}``, higher = predicted positive) against the
+    set ``positives``: the probability that a random positive scores above a random negative, ties counting
+    one half (the Mann-Whitney statistic). NaN when either class is empty."""
+    pos = [float(v) for k, v in scores.items() if k in positives]
+    neg = [float(v) for k, v in scores.items() if k not in positives]
+    if not pos or not neg:
+        return float("nan")
+    values = pd.Series(pos + neg).rank()  # average ranks: ties count one half
+    rank_sum = float(values.iloc[: len(pos)].sum())
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))

@@ -26,13 +26,19 @@ to the all-ones vector (LayerNorm's centring leaves them alone).
 
 :func:`ground_truth_table` runs the sweep, the fast method and EAP-IG on this model and reports the
 precision and recall of each against the planted set.
+
+:func:`build_backup_planted_model` (chapter 13) builds a 3-layer model with what the simple one lacks and
+real circuits have: a **backup** head that takes over when the primary add-two head is mean-ablated (it
+reads whether the primary's answer is present and otherwise attends to an empty sink), a **negative** head
+writing against the answer, and a distractor that **reaches the logits** (it moves every member's logit
+together, so not the logit difference). Each component's role is in :attr:`PlantedModel.roles`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +63,12 @@ class PlantedModel:
     family: str
     planted: frozenset[Component]
     distractors: frozenset[Component]
+    #: Every component with a planted role, by name (``"L1.H0": "primary"``); the rest are plain distractors.
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def with_role(self, role: str) -> list[Component]:
+        """The components of ``role`` (a value of :attr:`roles`), in forward order."""
+        return sort_components(c for c in self.info.components if self.roles.get(str(c)) == role)
 
 
 @dataclass(frozen=True)
@@ -124,9 +136,6 @@ def build_planted_model(
     position (the others get 0), ``distractor_scale`` the scale of the distractors' writes, ``big``
     the norm of the constant direction that makes LayerNorm near-linear. Tokenizer: GPT-2's (offline).
     """
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from seqcirc_utils.models.loading import ModelInfo, gpt2_tokenizer
 
     if n_heads < 2:
@@ -141,21 +150,7 @@ def build_planted_model(
     n_junk = 8
     s = _subspaces(d_model, n_ctx, n, n_junk, g)
     d_mlp = 2 * n + 16
-    config = GPT2Config(
-        n_layer=2,
-        n_head=n_heads,
-        n_embd=d_model,
-        n_positions=n_ctx,
-        n_inner=d_mlp,
-        vocab_size=len(tok),
-        tie_word_embeddings=False,
-        attn_pdrop=0.0,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    hf = GPT2LMHeadModel(config).eval()
+    hf = _hf_gpt2(tok, 2, n_heads, d_model, n_ctx, d_mlp)
     tr = hf.transformer
     sharp = attention_sharpness * math.sqrt(d_head)  # GPT-2 divides scores by sqrt(d_head)
     eye = torch.eye(d_head)
@@ -176,12 +171,7 @@ def build_planted_model(
             ln.weight.fill_(ln_gain)
 
         def set_head(layer: int, h: int, wq, wk, wv, wo) -> None:
-            """``wq, wk, wv``: [d_model, d_head] (x @ w); ``wo``: [d_head, d_model]."""
-            attn = tr.h[layer].attn
-            for k, w in enumerate((wq, wk, wv)):  # c_attn's output columns: [q heads | k heads | v heads]
-                start = k * d_model + h * d_head
-                attn.c_attn.weight[:, start : start + d_head] = w
-            attn.c_proj.weight[h * d_head : (h + 1) * d_head] = wo
+            _set_head(tr, d_model, d_head, layer, h, wq, wk, wv, wo)
 
         pos_q = s.pos.T @ eye[:n_ctx] * sharp  # position p -> sharp * a_p
         pos_self = s.pos.T @ eye[:n_ctx]  # position s -> a_s
@@ -216,13 +206,229 @@ def build_planted_model(
         m0.c_proj.weight[:] = distractor_scale * rand(d_mlp, n_junk) @ s.junk / (3 * math.sqrt(d_mlp / 2))
         fc.weight[:, n:] = 3.0 * s.tok.T @ torch.randn(n, d_mlp - n, generator=g)
         proj.weight[n:] = distractor_scale * rand(d_mlp - n, n_junk) @ s.junk / (3 * math.sqrt((d_mlp - n) / 2))
+    bridge = _bridge(hf, tok, device)
+    info = ModelInfo.from_bridge(bridge, f"planted-{family}")
+    planted = frozenset({head(0, 0), head(1, 0), mlp(1)})
+    roles = {"L0.H0": "previous-token", "L1.H0": "primary", "MLP1": "successor MLP"}
+    return PlantedModel(bridge, info, tok, family, planted, frozenset(info.components) - planted, roles)
+
+
+#: The roles of the backup model's planted components (:func:`build_backup_planted_model`).
+BACKUP_ROLES = ("previous-token", "primary", "successor MLP", "backup", "negative", "logit distractor")
+
+
+def _orthonormal(d_model: int, sizes: Sequence[int], generator: torch.Generator) -> list[torch.Tensor]:
+    """Blocks of orthonormal rows (``sizes[i]`` rows each, ``[size, d_model]``), all orthogonal to the all-ones
+    vector (LayerNorm's centring leaves them alone)."""
+    need = sum(sizes)
+    if need > d_model - 1:
+        raise ParameterError(f"the planted model needs d_model > {need} orthonormal directions; got {d_model}")
+    a = torch.randn(d_model, d_model, generator=generator, dtype=torch.float64)
+    a[:, 0] = 1.0
+    q = torch.linalg.qr(a)[0][:, 1:].T.float()
+    return list(torch.split(q[:need], list(sizes)))
+
+
+def build_backup_planted_model(
+    family: str = PLANTED_FAMILY,
+    d_model: int = 128,
+    n_heads: int = 4,
+    n_ctx: int = 32,
+    big: float = 100.0,
+    gain: float = 1.0,
+    backup_gain: float = 0.8,
+    negative_gain: float = 0.3,
+    logit_distractor_scale: float = 1.0,
+    backup_margin: float = 10.0,
+    backup_suppression: float = 20.0,
+    unembed_scale: float = 8.0,
+    attention_sharpness: float = 30.0,
+    distractor_scale: float = 3.0,
+    seed: int = 0,
+    device: str = "cpu",
+) -> PlantedModel:
+    """A 3-layer hand-set model with what real circuits have and :func:`build_planted_model` lacks.
+
+    Roles (:attr:`PlantedModel.roles`; the planted circuit is the first four):
+
+    - ``L0.H0`` *previous-token* head and ``MLP1`` *successor MLP*, as in the simple model (the MLP writes
+      ``gain`` into a second answer subspace ``out2`` that nothing reads);
+    - ``L1.H0`` *primary* add-two head: writes ``gain`` into the answer subspace ``out``;
+    - ``L2.H0`` *backup* head: its query at the final position reads what the primary wrote (``out``),
+      its key at each position the answer that position's previous-token signal implies, so the two
+      match when the primary's output is present. Attention scores: its own position ``backup_margin -
+      backup_suppression * x`` (``x``: the primary's write into the answer's ``out`` direction, about
+      ``gain`` clean, about ``gain / n_members`` when the primary is mean-ablated), the first position
+      (whose value is empty, an attention sink) 0, every other position about -20. Clean, it attends to
+      the sink and writes almost nothing; with the primary ablated it attends to its own position,
+      reads the previous-token signal and writes ``backup_gain`` into ``out2`` of the answer: it takes over;
+    - ``L1.H1`` *negative* head: writes ``-negative_gain`` into ``out2`` of the answer (against it);
+    - ``L2.H1`` *logit distractor*: writes a token-dependent amount (scale ``logit_distractor_scale``) into
+      a direction every member's unembedding shares (a coefficient in [-1, 1)) and, downwards, into one
+      non-member token's (`` the``): it moves the logits (and probabilities) but not the answer-minus-incorrect
+      logit difference;
+    - every other head and MLP writes non-trivially into directions the unembedding ignores.
+
+    Full logit difference about ``unembed_scale * (2 gain - negative_gain)``; with the primary mean-ablated
+    about ``unembed_scale * (gain + backup_gain - negative_gain)``. ``d_model`` must hold ``4 n_members +
+    n_ctx + 11`` orthonormal directions and ``d_head`` ``2 n_members + 2`` query/key coordinates.
+    """
+    from seqcirc_utils.models.loading import ModelInfo, gpt2_tokenizer
+
+    if n_heads < 3:
+        raise ParameterError(f"the backup planted model needs n_heads >= 3 (two planted heads a layer); got {n_heads}")
+    tok = gpt2_tokenizer()
+    forms = member_token_forms(tok, family)
+    n = len(forms)
+    d_head = d_model // n_heads
+    if d_head < max(n_ctx, 2 * n + 2):
+        raise ParameterError(
+            f"d_head = d_model / n_heads must be >= n_ctx ({n_ctx}) and 2 * members + 2 ({2 * n + 2}); got {d_head}"
+        )
+    other_id = tok.encode(" the")[0]
+    if any(other_id in ids for ids in forms):
+        raise ParameterError(f"the logit distractor's token ' the' is a {family} member")
+    g = torch.Generator().manual_seed(seed)
+    n_junk = 8
+    const, pos, tok_dir, prev, out, out2, common, other, junk = _orthonormal(
+        d_model, [1, n_ctx, n, n, n, n, 1, 1, n_junk], g
+    )
+    const, common, other = const[0], common[0], other[0]
+    d_mlp = 2 * n + 16
+    hf = _hf_gpt2(tok, 3, n_heads, d_model, n_ctx, d_mlp)
+    tr = hf.transformer
+    root = math.sqrt(d_head)  # GPT-2 divides scores by sqrt(d_head)
+    sharp = attention_sharpness * root
+    eye = torch.eye(d_head)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) / math.sqrt(shape[-1])
+
+    def set_head(layer: int, h: int, wq, wk, wv, wo) -> None:
+        _set_head(tr, d_model, d_head, layer, h, wq, wk, wv, wo)
+
+    def shifted_writes(directions: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
+        """``[d_head, d_model]``: value coordinate ``j`` writes ``scale * directions[j + shift]``."""
+        w = torch.zeros(d_head, d_model)
+        for j in range(n - shift):
+            w[j] = scale * directions[j + shift]
+        return w
+
+    zeros = torch.zeros(d_model, d_head)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.zero_()
+        for j, ids in enumerate(forms):
+            tr.wte.weight[ids] = tok_dir[j]
+            hf.lm_head.weight[ids[0]] = unembed_scale * (out[j] + out2[j] + common)
+        hf.lm_head.weight[other_id] = unembed_scale * other
+        tr.wpe.weight[:] = big * const + pos
+        for ln in [tr.ln_f] + [b.ln_1 for b in tr.h] + [b.ln_2 for b in tr.h]:
+            ln.weight.fill_(big / math.sqrt(d_model))
+        pos_q = pos.T @ eye[:n_ctx] * sharp
+        pos_self = pos.T @ eye[:n_ctx]
+        pos_next = pos[:-1].T @ eye[1:n_ctx]
+        read_tok = tok_dir.T @ eye[:n]
+        read_prev = prev.T @ eye[:n]
+        # layer 0: previous-token head; distractors with uniform attention
+        set_head(0, 0, pos_q, pos_next, read_tok, eye[:n].T @ prev)
+        # layer 1: primary add-two head (into out), negative head (against the answer, into out2)
+        set_head(1, 0, pos_q, pos_self, read_prev, shifted_writes(out, gain, 2))
+        set_head(1, 1, pos_q, pos_self, read_prev, shifted_writes(out2, -negative_gain, 2))
+        # layer 2: the backup head. Query/key coordinates: [0, n) same token (the own position),
+        # [n, 2n) the primary's write against the answer implied here, 2n the sink (position 0), 2n + 1 a
+        # baseline for every position.
+        wq, wk = torch.zeros(d_model, d_head), torch.zeros(d_model, d_head)
+        wq[:, :n] = (backup_margin + 20.0) * root * tok_dir.T
+        wk[:, :n] = tok_dir.T
+        wq[:, n : 2 * n] = -backup_suppression * root * out.T
+        for j in range(n - 2):
+            wk[:, n + j + 2] = prev[j]
+        wq[:, 2 * n] = 20.0 * root / big * const
+        wk[:, 2 * n] = pos[0]
+        wq[:, 2 * n + 1] = -20.0 * root / big * const
+        wk[:, 2 * n + 1] = const / big
+        set_head(2, 0, wq, wk, read_prev, shifted_writes(out2, backup_gain, 2))
+        # layer 2: the logit distractor (shared member direction and a non-member token)
+        wo = torch.zeros(d_head, d_model)
+        shared = 2 * torch.rand(n, 1, generator=g) - 1  # in [-1, 1): every member's logit moves together
+        lowered = -torch.rand(n, 1, generator=g)  # the non-member token only goes down (never the top-1)
+        wo[:n] = logit_distractor_scale * (shared * common + lowered * other)
+        set_head(2, 1, pos_q, pos_self, read_tok, wo)
+        # MLP1: successor lookup into out2
+        fc, proj = tr.h[1].mlp.c_fc, tr.h[1].mlp.c_proj
+        act = 10.0
+        fc.weight[:, :n] = 2 * act * tok_dir.T
+        fc.bias[:n] = -act
+        for j in range(n - 1):
+            proj.weight[j] = gain / act * out2[j + 1]
+        # distractors: write junk only
+        for h in range(1, n_heads):
+            set_head(0, h, zeros, zeros, tok_dir.T @ rand(n, d_head), distractor_scale * rand(d_head, n_junk) @ junk)
+        for layer, first in ((1, 2), (2, 2)):
+            for h in range(first, n_heads):
+                wv = tok_dir.T @ rand(n, d_head) + prev.T @ rand(n, d_head)
+                set_head(layer, h, pos_q, pos_self, wv, distractor_scale * rand(d_head, n_junk) @ junk)
+        for layer in (0, 2):
+            m = tr.h[layer].mlp
+            m.c_fc.weight[:] = 3.0 * tok_dir.T @ torch.randn(n, d_mlp, generator=g)
+            m.c_proj.weight[:] = distractor_scale * rand(d_mlp, n_junk) @ junk / (3 * math.sqrt(d_mlp / 2))
+        fc.weight[:, n:] = 3.0 * tok_dir.T @ torch.randn(n, d_mlp - n, generator=g)
+        proj.weight[n:] = distractor_scale * rand(d_mlp - n, n_junk) @ junk / (3 * math.sqrt((d_mlp - n) / 2))
+    bridge = _bridge(hf, tok, device)
+    info = ModelInfo.from_bridge(bridge, f"planted-backup-{family}")
+    roles = {
+        "L0.H0": "previous-token",
+        "L1.H0": "primary",
+        "MLP1": "successor MLP",
+        "L2.H0": "backup",
+        "L1.H1": "negative",
+        "L2.H1": "logit distractor",
+    }
+    planted = frozenset({head(0, 0), head(1, 0), mlp(1), head(2, 0)})
+    negative = {head(1, 1)}
+    return PlantedModel(bridge, info, tok, family, planted, frozenset(info.components) - planted - negative, roles)
+
+
+def _hf_gpt2(tok, n_layer: int, n_heads: int, d_model: int, n_ctx: int, d_mlp: int):
+    """An untied GPT-2 (Hugging Face) of this shape without dropout, in eval mode."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_head=n_heads,
+        n_embd=d_model,
+        n_positions=n_ctx,
+        n_inner=d_mlp,
+        vocab_size=len(tok),
+        tie_word_embeddings=False,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def _set_head(tr, d_model: int, d_head: int, layer: int, h: int, wq, wk, wv, wo) -> None:
+    """Set head ``h`` of ``layer``: ``wq, wk, wv`` ``[d_model, d_head]`` (x @ w), ``wo`` ``[d_head, d_model]``."""
+    attn = tr.h[layer].attn
+    for k, w in enumerate((wq, wk, wv)):  # c_attn's output columns: [q heads | k heads | v heads]
+        start = k * d_model + h * d_head
+        attn.c_attn.weight[:, start : start + d_head] = w
+    attn.c_proj.weight[h * d_head : (h + 1) * d_head] = wo
+
+
+def _bridge(hf, tok, device: str):
+    """The hand-set Hugging Face model as a frozen TransformerBridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+
     bridge = TransformerBridge.boot_transformers("planted-gpt2", hf_model=hf, tokenizer=tok, device=device)
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
-    info = ModelInfo.from_bridge(bridge, f"planted-{family}")
-    planted = frozenset({head(0, 0), head(1, 0), mlp(1)})
-    return PlantedModel(bridge, info, tok, family, planted, frozenset(info.components) - planted)
+    return bridge
 
 
 def planted_dataset(pm: PlantedModel, n: int = 32, seed: int = 0) -> TaskDataset:

@@ -25,6 +25,7 @@ from seqcirc_utils.core.result_records import (
     ActivationEditing,
     Behaviour,
     DecreasingCircuits,
+    DiscoveryMethods,
     EdgeCircuits,
     GreaterThanOverlap,
     GreaterThanThresholds,
@@ -443,6 +444,50 @@ def representations(files: Mapping[str, Any]) -> str:
     return text
 
 
+def discovery_methods(files: Mapping[str, Any]) -> str:
+    """13: CPR and CMD of each node-ranking method per task on held-out prompts (with the ranking's cost), each
+    method against the planted circuit, and whether the knockout finds the planted backup."""
+    obj: DiscoveryMethods = files[DiscoveryMethods.file]
+    held = {r["task"]: r for r in obj.split if r["role"] == "heldout"}
+    parts = []
+    for task in obj.tasks:
+        rows = [r for r in obj.table if r["task"] == task]
+        ho = held.get(task)
+        parts.append(
+            f"{task}"
+            + (f" ({ho['n_prompts']} held-out prompts from {ho['n_sequences']} sequences)" if ho else "")
+            + ": "
+            + ", ".join(
+                f"{r['method']} CPR {r['cpr']:.2f} / CMD {r['cmd']:.2f} ({_count(int(r['forward_passes']), 'pass')})"
+                for r in rows
+            )
+        )
+    text = (
+        "Faithfulness curves of each node ranking (chosen on discovery prompts, measured on sequence-disjoint "
+        "held-out prompts; MIB's CPR, higher is better, and CMD, lower is better; the ranking's cost in forward "
+        "passes): " + "; ".join(parts) + "."
+    )
+    planted = obj.planted
+    if planted:
+        text += (
+            " On a hand-built model whose planted circuit has a backup head, precision/recall: "
+            + ", ".join(
+                f"{r['method']} precision {r['precision']:.2f}, recall {r['recall']:.2f}"
+                + (" (backup found)" if r["backup_found"] else "")
+                for r in planted
+            )
+            + "."
+        )
+    b = obj.backup
+    if b and b.get("backup") is not None:
+        text += (
+            f" Chapter 10's knockout finds the backup: knocking out the primary head {b['primary']} raises "
+            f"{b['backup']}'s direct effect by {b['change']:.2f} nats (rank {b['rank']} among the other heads), and "
+            f"{b['backup']} {'joins' if b['found'] else 'does not join'} the knocked-out model's circuit."
+        )
+    return text
+
+
 READERS: tuple[ChapterReader, ...] = (
     ChapterReader("01_behaviour", (Behaviour,), behaviour),
     ChapterReader(
@@ -463,6 +508,7 @@ READERS: tuple[ChapterReader, ...] = (
     ChapterReader("10_knockout", (Knockout,), knockout, knockout_headlines),
     ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing),
     ChapterReader("12_representations", (Representations,), representations),
+    ChapterReader("13_discovery_methods", (DiscoveryMethods,), discovery_methods),
 )
 
 

@@ -42,7 +42,7 @@ from transformer_lens.utilities import get_act_name
 
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.stats import spearman
-from seqcirc_utils.core.types import Component
+from seqcirc_utils.core.types import Component, sort_components
 from seqcirc_utils.discovery.edges.patching import (
     HEAD_INPUTS,
     LOGITS,
@@ -95,6 +95,52 @@ def edge_attribution(
         for e in edges:
             g = grads[(e.receiver, e.input)]
             total[e] += float((deltas[e.sender] * g).sum()) / len(alphas)
+    return total
+
+
+def edge_attribution_node_sums(
+    ablator: Ablator, components: Iterable[Component], ig_steps: int = 1, progress: bool = False
+) -> dict[Component, float]:
+    """Per node of ``components``, the sum of :func:`edge_attribution` over every edge it sends or receives
+    (every edge of the node circuit), without scoring the edges one by one.
+
+    The same gradients and deltas (:func:`_deltas_and_gradients`, same passes); an edge's score is
+    ``delta_s . g_r``, so a sender's sum is ``delta_s . (sum of its receivers' g_r)`` and a receiver's is
+    ``(sum of its senders' delta_s) . g_r``, both from running sums over the senders in forward order (a
+    receiver's senders are every node upstream of it). Equals the edge-by-edge sum up to float rounding.
+    """
+    if ablator.metric == "kl":
+        raise ParameterError(
+            "edge attribution needs a metric with a non-zero gradient (logit_diff or prob_diff), not kl"
+        )
+    if ig_steps < 1:
+        raise ParameterError(f"ig_steps must be >= 1, got {ig_steps}")
+    comps = check_components(ablator.info, components)
+    edges = circuit_edges(ablator.info, comps)
+    order = sort_components(comps)
+    where = {c: i for i, c in enumerate(order)}
+    senders_of: dict[tuple[Component | None, str], set[int]] = {}
+    for e in edges:
+        senders_of.setdefault((e.receiver, e.input), set()).add(where[e.sender])
+    prefix = {key: len(idx) for key, idx in senders_of.items()}
+    if any(idx != set(range(prefix[key])) for key, idx in senders_of.items()):
+        raise AssertionError("a receiver's senders are not the nodes before it in forward order")
+    alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
+    total = {c: 0.0 for c in order}
+    for alpha in tqdm(alphas, desc="edge attribution", disable=not progress or len(alphas) == 1, leave=False):
+        deltas, grads = _deltas_and_gradients(ablator, comps, edges, alpha)
+        stacked = torch.stack([deltas[c] for c in order])  # [n, batch, pos, d_model]
+        upstream = torch.cat([torch.zeros_like(stacked[:1]), stacked.cumsum(0)])  # [n + 1, ...]: sum of the first k
+        last = torch.zeros_like(stacked)  # [j]: sum of g over receivers whose last sender is node j
+        for key, k in prefix.items():
+            g = grads[key]
+            if k:
+                last[k - 1] += g
+            if key[0] is not None:
+                total[key[0]] += float((upstream[k] * g).sum()) / len(alphas)
+        downstream = last.flip(0).cumsum(0).flip(0)  # [i]: sum of g over the receivers node i sends to
+        for i, c in enumerate(order):
+            total[c] += float((stacked[i] * downstream[i]).sum()) / len(alphas)
     return total
 
 

@@ -1,0 +1,366 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   seqcirc_run:
+#     estimate_s: 200
+# ---
+
+# %% [markdown]
+# # Which discovery method to trust
+#
+# The chapters find circuits with two node methods: the paper's pruning **sweep** (each head and MLP tried
+# once, removed when the circuit still keeps the threshold) and the **fast** method (components ranked by
+# integrated-gradient attribution towards the all-ablated model, then pruned); chapter 8 scores edges with
+# **EAP-IG**. Each of them ranks the components, so each can be judged the way MIB (Mueller et al. 2025)
+# judges circuit methods: keep the top-k components of the ranking for k from 1 % to 100 % of all heads and
+# MLPs, ablate everything else, and measure the circuit's **normalised faithfulness**
+# f = (m(C) - m(empty)) / (m(full) - m(empty)). Two areas summarise the curve (MIB's definitions):
+#
+# - **CPR** (higher is better): the area under f, components ranked by signed score;
+# - **CMD** (lower is better, 0 ideal): the area under |1 - f|, components ranked by absolute score.
+#
+# The linear areas weigh the large circuits most (k from 20 to 100 % is 80 % of the axis), so each is also
+# given over log k (`cpr_log`, `cmd_log`: the mean over orders of magnitude). A seeded **random** ranking is
+# the floor. Every ranking is chosen on a task's **discovery** prompts and its curve measured on
+# **held-out** prompts from a sequence-disjoint split (no held-out prompt continues a sequence the ranking
+# saw). A method's cost is the forward passes its ranking took (a backward pass counts as one).
+#
+# A curve says how faithful a method's circuits are, not whether they are *the* circuit. For that the
+# chapter ends on a hand-built model whose circuit is known and has what real circuits have and the simple
+# planted model of chapter 9 lacks: a **backup** head that takes over when the primary head is ablated, a
+# **negative** head that writes against the answer, and a distractor that **does reach the logits** (it
+# moves every member's logit together). Which methods recover it — and does chapter 10's knockout
+# machinery find the backup?
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
+device = None  # torch device; None picks one
+smoke = False  # tiny sizes for CI: one task, few prompts and fractions; numbers are not results
+prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
+tasks = ["numbers", "number_words", "months", "greater_than"]  # numbers falls back to digits where refused
+template = "pure"  # prompt template of the sequence tasks
+n_prompts = 16  # prompts per split role before filtering (discovery and held-out each)
+seed = 0  # dataset seed (the split's partition), random ranking seed
+methods = ["sweep", "fast", "eap-ig", "random"]  # node-ranking methods compared
+sweep_tasks = ["months"]  # tasks that also get the sweep (each component tried once: the costly method)
+threshold = 0.8  # the sweep's and the fast method's circuit threshold (fraction of the full metric)
+ig_steps = 3  # integration steps of the fast method's attribution ranking
+eap_ig_steps = 2  # integration steps of EAP-IG
+fractions = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # circuit sizes (fraction of all heads and MLPs)
+planted_prompts = 24  # prompts on the planted model
+planted_ig_steps = 5  # integration steps of the fast method and EAP-IG on the planted model (tiny: steps are cheap)
+
+# %%
+import time
+
+import altair as alt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from seqcirc_utils.core.errors import SeqcircError
+from seqcirc_utils.core.options import SPLIT_ROLES
+from seqcirc_utils.core.result_records import DiscoveryMethods
+from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
+from seqcirc_utils.core.types import sort_components
+from seqcirc_utils.discovery.pipeline import build_or_skip, split_discovery_datasets
+from seqcirc_utils.evaluation.methods import (
+    check_methods,
+    curve_rows,
+    method_curves,
+    planted_method_table,
+    rank_components,
+)
+from seqcirc_utils.evaluation.planted import build_backup_planted_model, planted_dataset
+from seqcirc_utils.mechanisms.knockout import KnockoutAblator, backup_table, circuit_of, compensation
+from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.verdicts import smoke_note
+from seqcirc_utils.scoring.ablation import Ablator
+from seqcirc_utils.tasks.datasets import sequence_overlap
+
+figures = plots.enable_offline()  # this chapter's figure numbers
+methods = check_methods(methods)
+if smoke:
+    tasks, n_prompts, sweep_tasks = ["months"], min(n_prompts, 8), []
+    fractions, ig_steps, eap_ig_steps, planted_prompts = [0.05, 0.2, 1.0], 2, 1, min(planted_prompts, 12)
+    display(smoke_note(f"tasks {tasks}, {n_prompts} prompts per role, fractions {fractions}, no sweep"))
+
+# %% [markdown]
+# ## The data: discovery and held-out prompts per task
+#
+# Each task's prompts come from the two sides of one seeded partition of its sequences (for `numbers`, the
+# two-digit sequences; for greater-than, the start years), each filtered to prompts the model answers
+# (greater-than: a year token). `numbers` is the digits task of a tokenizer that splits numbers into
+# digits (SmolLM2); where a tokenizer spells two-digit numbers as one token (GPT-2) the task is refused and
+# `digits` is used instead.
+
+# %%
+t_start = time.perf_counter()
+lm, info = load_model(model, device=device)
+
+
+def build(task: str):
+    return split_discovery_datasets(
+        lm, model, task, roles=SPLIT_ROLES, seed=seed, template=template, n=n_prompts, prefix=prefix, min_prompts=4
+    )
+
+
+splits, skipped = build_or_skip(build, tasks)
+if "numbers" in skipped and "digits" not in tasks:
+    more, more_skipped = build_or_skip(build, ["digits"])
+    splits |= more
+    skipped |= more_skipped
+split_rows = [
+    {
+        "task": task,
+        "role": role,
+        "n_prompts": len(ds),
+        "n_sequences": ds.n_sequences,
+        "overlap": sequence_overlap(ds, roles["discovery" if role == "heldout" else "heldout"]),
+    }
+    for task, roles in splits.items()
+    for role, ds in roles.items()
+]
+reader_table(
+    pd.DataFrame(split_rows),
+    [
+        Column("task", "task"),
+        Column("role", "role"),
+        Column("n_prompts", "prompts", "int"),
+        Column("n_sequences", "distinct sequences", "int"),
+        Column("overlap", "sequences shared with the other role", "int"),
+    ],
+)
+if skipped:
+    display(Markdown("Skipped: " + "; ".join(f"`{t}` ({why})" for t, why in skipped.items())))
+
+# %% [markdown]
+# ## Faithfulness curves
+#
+# The sweep is the expensive method (it tries every one of the model's heads and MLPs at least once, one
+# forward pass each), so by default it runs on the `months` task only (short prompts; about half of this
+# chapter's time); the fast method, EAP-IG and the random ranking run on every task. `months` has few
+# distinct sequences with the `pure` template, so its held-out curve rests on very few of them (see the
+# table above): read it as an illustration, not a measurement.
+
+# %%
+rows, curves, rankings_of = [], {}, {}
+for task, roles in list(splits.items()):
+    try:
+        discovery = Ablator(lm, info, roles["discovery"])
+        heldout = Ablator(lm, info, roles["heldout"])
+        ranked = [
+            rank_components(discovery, m, threshold=threshold, ig_steps=ig_steps, eap_ig_steps=eap_ig_steps, seed=seed)
+            for m in methods
+            if m != "sweep" or task in sweep_tasks
+        ]
+        curves[task] = method_curves(heldout, ranked, fractions=fractions, seed=seed)
+    except SeqcircError as err:  # e.g. a faithfulness denominator whose interval includes 0
+        skipped[task] = str(err)
+        continue
+    rankings_of[task] = ranked
+    rows += curve_rows(task, curves[task], ranked)
+table = pd.DataFrame(rows)
+reader_table(
+    table,
+    [
+        Column("task", "task"),
+        Column("method", "method"),
+        Column("cpr", "CPR (area under f; higher is better)", "number", 2),
+        Column("cmd", "CMD (area under |1 - f|; lower is better)", "number", 2),
+        Column("cpr_log", "CPR over log k", "number", 2),
+        Column("cmd_log", "CMD over log k", "number", 2),
+        Column("forward_passes", "ranking cost (forward passes)", "int"),
+        Column("n_prompts", "held-out prompts", "int"),
+    ],
+)
+
+# %%
+points = pd.DataFrame(
+    [
+        {"task": task, "method": m, "fraction": 100 * x, "components": k, "faithfulness": f, "curve": "signed (CPR)"}
+        for task, by in curves.items()
+        for m, c in by.items()
+        for x, k, f in zip(c.fractions, c.sizes, c.faithfulness_signed)
+    ]
+    + [
+        {"task": task, "method": m, "fraction": 100 * x, "components": k, "faithfulness": f, "curve": "absolute (CMD)"}
+        for task, by in curves.items()
+        for m, c in by.items()
+        for x, k, f in zip(c.fractions, c.sizes, c.faithfulness_abs)
+    ]
+)
+figures.figure(
+    alt.Chart(points[points["curve"] == "signed (CPR)"])
+    .mark_line(point=True)
+    .encode(
+        x=alt.X("fraction:Q", scale=alt.Scale(type="log"), title="circuit size (% of heads and MLPs, log scale)"),
+        y=alt.Y("faithfulness:Q", title="normalised faithfulness f (held out)"),
+        color=alt.Color("method:N"),
+        tooltip=["task", "method", "components", alt.Tooltip("faithfulness:Q", format=".2f")],
+    )
+    .properties(width=220, height=160)
+    .facet(facet=alt.Facet("task:N"), columns=2),
+    "Faithfulness of each method's top-k circuit on held-out prompts, k from 1 % to 100 % of the model's heads "
+    "and MLPs (signed ranking: the CPR curve). 1 is the full model, 0 everything ablated; a curve above 1 is "
+    "a circuit that beats the full model (it dropped components that work against the answer).",
+)
+
+# %% [markdown]
+# ## Ground truth: a planted circuit with a backup, a negative head and a logit distractor
+#
+# A 3-layer transformer with hand-set weights continues month sequences
+# (`seqcirc_utils.evaluation.planted.build_backup_planted_model`): a previous-token head `L0.H0` feeds the
+# *primary* add-two head `L1.H0`, and `MLP1` looks up the successor of the current token, each writing half of
+# the answer. The *backup* head `L2.H0` reads whether the primary's answer is present in the residual stream:
+# when it is, the backup attends to an empty first position and writes nothing; when the primary is
+# mean-ablated, it attends to its own position, reads the previous-token signal and writes 80 % of the
+# primary's share. The *negative* head `L1.H1` writes against the answer (30 % of a share). The *logit
+# distractor* `L2.H1` moves every month's logit by the same token-dependent amount (and one non-month token's
+# down): it changes the logits and the probabilities but not the logit difference. The planted circuit is the
+# previous-token head, the primary, the MLP and the backup. Precision: the share of a method's found
+# components that are planted; recall: the share of planted components found; ROC AUC: how well the method's
+# scores separate planted from other components (1 perfect, 0.5 chance). The sweep and the fast method find
+# their circuit at the threshold; EAP-IG and random keep their top four nodes. On this tiny model the
+# attribution methods integrate over `planted_ig_steps` steps (EAP-IG's ranking here is sensitive to the
+# number of steps: with 2 it puts a distractor among its top four).
+
+# %%
+pm = build_backup_planted_model()
+planted = planted_method_table(
+    pm,
+    methods,
+    threshold=threshold,
+    n_prompts=planted_prompts,
+    seed=seed,
+    ig_steps=planted_ig_steps,
+    eap_ig_steps=planted_ig_steps,
+)
+reader_table(
+    planted,
+    [
+        Column("method", "method"),
+        Column("found", "found components"),
+        Column("precision", "precision", "number", 2),
+        Column("recall", "recall", "number", 2),
+        Column("backup_found", "backup found"),
+        Column("negative_found", "negative head found"),
+        Column("roc_auc", "ROC AUC", "number", 2),
+        Column("forward_passes", "forward passes", "int"),
+    ],
+)
+
+# %% [markdown]
+# ### Does the knockout find the backup?
+#
+# Chapter 10's machinery on the planted model: the primary head is knocked out (mean-ablated throughout),
+# each head's direct logit attribution is read before and after with the clean run's final-norm scale frozen
+# (`mechanisms.knockout.compensation`), and the circuit of the knocked-out model is found again with the fast
+# method (`KnockoutAblator`): a backup shows as a head whose direct effect rises and which joins the circuit.
+
+# %%
+primary, backup = pm.with_role("primary")[0], pm.with_role("backup")[0]
+planted_ds = planted_dataset(pm, n=planted_prompts, seed=seed)
+planted_ab = Ablator(pm.model, pm.info, planted_ds)
+comp = compensation(pm.model, planted_ds, planted_ab, [primary])
+others = comp[~comp["knocked_out"]].sort_values("change", ascending=False, kind="stable").reset_index(drop=True)
+backup_row = others[others["component"] == str(backup)].iloc[0]
+intact = circuit_of(planted_ab, threshold, minimal=True)
+ko_ab = KnockoutAblator(pm.model, pm.info, planted_ds, [primary])
+knocked = circuit_of(ko_ab, threshold, minimal=True)
+membership = backup_table(intact.components, knocked.components, [primary])
+joins = membership[membership["status"] == "joins"]["component"].tolist()
+reader_table(
+    others.head(4),
+    [
+        Column("component", "head"),
+        Column("dla_clean", "direct effect, intact (nats)", "number", 2),
+        Column("dla_knockout", "direct effect, primary knocked out (nats)", "number", 2),
+        Column("change", "change (nats)", "number", 2),
+    ],
+)
+backup_result = {
+    "primary": str(primary),
+    "backup": str(backup),
+    "dla_clean": float(backup_row["dla_clean"]),
+    "dla_knockout": float(backup_row["dla_knockout"]),
+    "change": float(backup_row["change"]),
+    "rank": int(others.index[others["component"] == str(backup)][0]) + 1,
+    "found": str(backup) in joins,
+    "joins": joins,
+    "intact_circuit": [str(c) for c in sort_components(intact.components)],
+    "knocked_out_circuit": [str(c) for c in sort_components(knocked.components)],
+    "logit_diff_clean": comp.attrs["logit_diff_clean"],
+    "logit_diff_knockout": comp.attrs["logit_diff_knockout"],
+}
+
+# %%
+write_json_atomic(
+    results_dir(model) / DiscoveryMethods.file,
+    DiscoveryMethods(
+        model=model,
+        smoke=smoke,
+        parameters={
+            "template": template,
+            "n_prompts": n_prompts,
+            "seed": seed,
+            "prefix": prefix,
+            "sweep_tasks": sweep_tasks,
+            "threshold": threshold,
+            "ig_steps": ig_steps,
+            "eap_ig_steps": eap_ig_steps,
+            "fractions": fractions,
+            "planted_prompts": planted_prompts,
+            "planted_ig_steps": planted_ig_steps,
+        },
+        tasks=list(curves),
+        skipped=skipped,
+        methods=methods,
+        table=frame_records(table),
+        curves=curves,
+        datasets={t: {role: ds.to_json() for role, ds in roles.items()} for t, roles in splits.items() if t in curves},
+        split=split_rows,
+        planted=frame_records(planted),
+        planted_model={
+            "name": pm.info.name,
+            "roles": pm.roles,
+            "planted": [str(c) for c in sort_components(pm.planted)],
+            "full_logit_diff": float(planted_ab.full_metric),
+        },
+        backup=backup_result,
+        seconds=time.perf_counter() - t_start,
+    ),
+)
+
+# %%
+lines = []
+for task in curves:
+    mine = table[table["task"] == task].set_index("method")
+    best = mine["cpr"].idxmax()
+    lines.append(
+        f"On {task}, {best} has the highest CPR ({mine.loc[best, 'cpr']:.2f}; "
+        + ", ".join(f"{m} {r.cpr:.2f}" for m, r in mine.iterrows() if m != best)
+        + f") and {mine['cmd'].idxmin()} the lowest CMD ({mine['cmd'].min():.2f})."
+    )
+exact = planted[(planted["precision"] == 1) & (planted["recall"] == 1)]["method"].tolist()
+lines.append(
+    f"On the planted model, {', '.join(exact) if exact else 'no method'} recover"
+    f"{'s' if len(exact) == 1 else ''} the whole planted circuit, backup included ("
+    + "; ".join(f"{r.method}: precision {r.precision:.2f}, recall {r.recall:.2f}" for r in planted.itertuples())
+    + ")."
+)
+lines.append(
+    f"Knocking out the primary head {primary} raises the backup {backup}'s direct effect by "
+    f"{backup_result['change']:.2f} nats (rank {backup_result['rank']} among the other heads), and the backup "
+    + ("joins" if backup_result["found"] else "does not join")
+    + " the knocked-out model's circuit."
+)
+display(Markdown(" ".join(lines)))
