@@ -170,7 +170,15 @@ SELECTION_ROLES = ("selection", "evaluation")
 SPLIT_MODES = ("disjoint", "resampled")
 TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DIRECTIONS = ("increasing", "decreasing")
-CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")
+CORRUPTIONS = (
+    "randAll",
+    "switchLastTwo",
+    "repeatLastTwo",
+    "repeatFirstAll",
+    "repeatRand",
+    "permutation",
+    "permutationKeepLast",
+)
 PREFIX_MODES = ("document", "bos", "none")
 
 # --------------------------------------------------------------------------- scoring (ablation.py)
