@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 28
+#     estimate_s: 38
 # ---
 
 # %% [markdown]
@@ -22,21 +22,29 @@
 #
 # 1. **Ordered against shuffled.** At the final position (where the next member is predicted), do
 #    prompts of different families, and ordered sequences against the same members shuffled, fall
-#    apart? We show a PCA per depth (centred SVD: the variance each component explains, and the
-#    prompts on the first two components) and a cross-validated nearest-centroid accuracy of
-#    *ordered vs shuffled* per family, against a label-permutation baseline.
+#    apart? The shuffled twins keep the **last member in place**, so a probe cannot tell them apart by
+#    the last token's value. We show a PCA per depth and a cross-validated nearest-centroid accuracy of
+#    *ordered vs shuffled* per family.
 # 2. **Values across formats.** Is `3` represented like `three` and `March`? At the position of a
-#    member (by causal attention, the same as a prompt ending in that member) we average the
-#    representation of each value in each format and compare the cosine of *the same value in
-#    different formats* with that of *different values in the same format* (and, as a control,
-#    different values in different formats).
-# 3. **The "next" direction.** The mean difference between the representations of consecutive
-#    values (`v+1` minus `v`), per format and depth: does it point the same way in every format?
+#    member we average the representation of each value in each format and compare the cosine of
+#    *the same value in different formats* with that of *different values in different formats*.
+# 3. **The value-step direction.** The change of the mean representation per unit of value (a
+#    difference of means between values, read at one position), per format and depth: does it point the
+#    same way in every format, and does adding it move the model's readout from `n` to `n + 1` (the
+#    successor test)? Only if it does do we call it a "next" direction.
+#
+# **How the claims are tested.** The values read are split between a *selection* and an *evaluation*
+# side (sequence-disjoint prompts, the same values in every family on one side): depths and directions
+# are chosen on the selection prompts, every reported number is measured on the evaluation prompts.
+# Each statistic reported as a maximum over depths is tested against a permutation null of that
+# maximum (`n_permutations` draws, each applied at every depth; p = (1 + #{null >= observed}) / (n + 1)),
+# and the whole analysis is repeated on a **random-weight model of the same shape** with the same
+# tokenizer and prompts: what the random model also shows is not evidence of what training built.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 32  # prompts per family (each with a shuffled twin)
-seed = 0  # dataset seed (and the folds and permutations)
+n_prompts = 16  # prompts per family and side (selection, evaluation), each with a shuffled twin
+seed = 0  # dataset seed (and the split, folds, permutations and random directions)
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI, few prompts and permutations; numbers are not results
@@ -47,13 +55,17 @@ families = [
 ]  # formats compared, two or more of digits, number_words, months, days, letters
 template = "among_words"  # prompt template (pure, comma, among_words)
 length = 4  # members shown per prompt, at least 3 (a shuffled pair would be a sequence)
+corruption = "permutationKeepLast"  # shuffled twins: permutationKeepLast (last member in place) or permutation
 member_index = -1  # the member read for questions 2 and 3 (-1 is the last, so each prompt ends in the value read)
+split_shares = [2, 3]  # selection : evaluation shares of the values read
 n_components = 10  # PCA components kept per depth
 scatter_layers = None  # depths drawn in the PCA scatter; None picks four evenly spaced from 0 to the last
 centers = ["none", "format"]  # centrings compared for the value cosines (none, global, format)
-center = "format"  # the centring the prose and the headline use
+center = "format"  # the centring the nulls, the prose and the headline use
 n_folds = 4  # folds of the cross-validated separability
-n_permutations = 100  # label / value permutations of the baselines
+n_permutations = 99  # permutations of every null, at least 99 for the Findings claims
+successor_alpha = 1.0  # value steps added in the successor test (fixed in advance)
+random_init_seed = 0  # seed of the random-weight control's initialisation
 batch_size = 32  # prompts per forward pass
 
 # %%
@@ -62,13 +74,15 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from seqcirc_utils.core.options import SELECTION_ROLES
 from seqcirc_utils.core.result_records import Representations
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.mechanisms import representations as R
-from seqcirc_utils.models.loading import load_model
+from seqcirc_utils.models.loading import load_model, load_random_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import representation_headline, smoke_note
+from seqcirc_utils.tasks.datasets import sequence_overlap
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 unknown = [f for f in families if f not in R.VALUE_OFFSETS]
@@ -82,43 +96,68 @@ if not -length <= member_index < length:
     raise ValueError(
         f"member_index must be in {-length}..{length - 1} (prompts show {length} members), got {member_index}"
     )
+if corruption not in R.SHUFFLES:
+    raise ValueError(f"corruption must be one of {', '.join(R.SHUFFLES)}, got {corruption!r}")
 for c in [*centers, center]:
     if c not in R.CENTERINGS:
         raise ValueError(f"unknown centering {c!r}; valid: {', '.join(R.CENTERINGS)}")
 if center not in centers:
     centers = [*centers, center]
 if smoke:
-    n_prompts, n_permutations, n_components = min(n_prompts, 12), min(n_permutations, 5), min(n_components, 4)
-    display(smoke_note(f"{n_prompts} prompts per family, {n_permutations} permutations, {n_components} components"))
+    n_prompts, n_permutations, n_components = min(n_prompts, 8), min(n_permutations, 9), min(n_components, 4)
+    display(
+        smoke_note(f"{n_prompts} prompts per family and side, {n_permutations} permutations, {n_components} components")
+    )
+SEL, EVAL = SELECTION_ROLES
 
 # %% [markdown]
 # ## The prompts
 #
-# One dataset per family, built with the `permutation` corruption: each prompt's twin shows the
-# same members in a non-monotone order, at the same positions. Every member is a value that all
-# families have as a single token (digits `3`, `three` and `March` are all 3), so the formats are
-# matched by value throughout. The first prompts, with the token at the final position (where the
-# residual stream is read for question 1).
+# Every member is a value that all families have as a single token (digits `3`, `three` and `March`
+# are all 3), so the formats are matched by value throughout. The values the read member can take
+# are split, seeded, between the selection and the evaluation side; each family draws its prompts of
+# a side from that side's values, so the two sides share no sequence and every family reads the same
+# values on one side. Each prompt's twin shows the same members in a non-monotone order with the
+# last member in place, at the same positions. The first evaluation prompts, with the token at the
+# final position (where the residual stream is read for question 1):
 
 # %%
 lm, info = load_model(model, device=device)
 shared_values = R.common_values(lm.tokenizer, families)
-display(Markdown(f"Values every family has as a single token: {', '.join(map(str, shared_values))}."))
-datasets = {
-    f: R.value_matched_dataset(
-        lm.tokenizer,
-        f,
-        shared_values,
-        n=n_prompts,
-        model_name=model,
-        template=template,
-        length=length,
-        seed=seed,
-        corruption="permutation",
-        prefix=prefix,
-    )
-    for f in families
+splits, split_values = R.value_split_datasets(
+    lm.tokenizer,
+    families,
+    shared_values,
+    n=n_prompts,
+    member_index=member_index,
+    shares=split_shares,
+    seed=seed,
+    model_name=model,
+    template=template,
+    length=length,
+    corruption=corruption,
+    prefix=prefix,
+)
+selection = {f: s[SEL] for f, s in splits.items()}
+datasets = {f: s[EVAL] for f, s in splits.items()}  # every reported number is measured on these
+split_info = {
+    "roles": list(SELECTION_ROLES),
+    "seed": seed,
+    "shares": list(split_shares),
+    "values": split_values,
+    "n_sequences": {f: {r: d.n_sequences for r, d in s.items()} for f, s in splits.items()},
+    "n_prompts": {f: {r: len(d) for r, d in s.items()} for f, s in splits.items()},
+    "overlap": {f: sequence_overlap(s[SEL], s[EVAL]) for f, s in splits.items()},
 }
+display(
+    Markdown(
+        f"Values every family has as a single token: {', '.join(map(str, shared_values))}. Values of the member "
+        f"read: selection {split_values[SEL]}, evaluation {split_values[EVAL]}; per family "
+        f"{n_prompts} prompts a side over "
+        + ", ".join(f"{f} {s[SEL].n_sequences} / {s[EVAL].n_sequences}" for f, s in splits.items())
+        + " sequences (selection / evaluation), none shared."
+    )
+)
 final_tokens = {f: lm.tokenizer.decode([ds.prompts[0].tokens[-1]]) for f, ds in datasets.items()}
 examples = pd.DataFrame(
     [
@@ -138,11 +177,28 @@ reader_table(
     full=False,
 )
 
+# %% [markdown]
+# The residual stream of the trained model on both sides (the selection side only at the members),
+# and of the **random-weight control**: a model with the same config and tokenizer, its weights drawn by
+# the architecture's own initialisation (`load_random_model`), read on the same evaluation prompts.
+
 # %%
-resid = {f: R.dataset_residuals(lm, ds, batch_size=batch_size, progress=not smoke) for f, ds in datasets.items()}
+resid = {f: R.dataset_residuals(lm, ds, batch_size=batch_size, progress=False) for f, ds in datasets.items()}
+resid_sel = {
+    f: R.dataset_residuals(lm, ds, batch_size=batch_size, progress=False, shuffled=False) for f, ds in selection.items()
+}
+random_lm, random_info = load_random_model(model, seed=random_init_seed, device=device)
+resid_random = {
+    f: R.dataset_residuals(random_lm, ds, batch_size=batch_size, progress=False) for f, ds in datasets.items()
+}
+del random_lm
 n_depths = info.n_layers + 1
 depths = pd.DataFrame({"layer": range(n_depths), "hook": R.resid_hook_names(info.n_layers)})
-Markdown(f"The residual stream is read at {n_depths} depths, `{depths.hook.iloc[0]}` to `{depths.hook.iloc[-1]}`.")
+WEIGHTS = {"trained": resid, "random": resid_random}
+Markdown(
+    f"The residual stream is read at {n_depths} depths, `{depths.hook.iloc[0]}` to `{depths.hook.iloc[-1]}`, "
+    f"in {model} and in {random_info.name}."
+)
 
 # %% [markdown]
 # ## 1. Ordered against shuffled, family against family
@@ -209,24 +265,35 @@ display(
 # How well the labels separate in the full residual space (not only the first two components):
 # the cross-validated nearest-centroid accuracy (`n_folds` folds; a prompt and its shuffled twin
 # always in the same fold) of *ordered vs shuffled* within each family, and of *family* over all
-# prompts; the dashed line is the 95th percentile of the same accuracy with the labels permuted.
+# prompts, in the trained model and in the random-weight control. The dashed lines are the 95th
+# percentile of the same accuracy with the labels permuted, depth by depth.
 
 # %%
 folds = min(n_folds, n_prompts)
-sep_rows = []
-for f in families:
-    x = torch.cat([resid[f].ordered, resid[f].shuffled])
-    n = len(datasets[f])
-    sep_rows.append(
-        R.separability(
+sep_rows, nulls, random_nulls = [], {}, {}
+for weights, res in WEIGHTS.items():
+    for f in families:
+        x = torch.cat([res[f].ordered, res[f].shuffled])
+        n = len(datasets[f])
+        table, draws = R.separability_with_null(
             x,
             ["ordered"] * n + ["shuffled"] * n,
             groups=list(range(n)) * 2,
             n_folds=folds,
             n_permutations=n_permutations,
             seed=seed,
-        ).assign(labels="order", family=f)
-    )
+        )
+        sep_rows.append(table.assign(labels="order", family=f, weights=weights))
+        (nulls if weights == "trained" else random_nulls)[f"order_max/{f}"] = R.max_over_depths_null(
+            torch.tensor(table.accuracy.to_numpy()),
+            draws,
+            statistic="order_accuracy",
+            seed=seed,
+            task=f,
+            n_prompts=n,
+            n_clusters=datasets[f].n_sequences,
+            description=f"ordered vs shuffled accuracy, max over depths, labels permuted ({weights} weights)",
+        )
 sep_rows.append(
     R.separability(
         points,
@@ -235,25 +302,54 @@ sep_rows.append(
         n_folds=folds,
         n_permutations=n_permutations,
         seed=seed,
-    ).assign(labels="family", family="all")
+    ).assign(labels="family", family="all", weights="trained")
 )
 separation = pd.concat(sep_rows, ignore_index=True)
-order_sep = separation[separation.labels == "order"]
-base = alt.Chart(order_sep).encode(x=alt.X("layer:Q", title="depth (blocks applied)"), color=alt.Color("family:N"))
+order_all = separation[separation.labels == "order"]
+order_sep = order_all[order_all.weights == "trained"]
+base = alt.Chart(order_all).encode(
+    x=alt.X("layer:Q", title="depth (blocks applied)"),
+    color=alt.Color("family:N"),
+    strokeDash=alt.StrokeDash("weights:N", title="weights", sort=["trained", "random"]),
+)
 display(
     figures.figure(
         (
             base.mark_line(point=True).encode(
                 y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
-                tooltip=["family", "layer", alt.Tooltip("accuracy", format=".2f")],
+                tooltip=["weights", "family", "layer", alt.Tooltip("accuracy", format=".2f")],
             )
-            + base.mark_line(strokeDash=[4, 3]).encode(y="perm_q95:Q")
-        ).properties(width=420, height=220, title="ordered vs shuffled: cross-validated nearest-centroid accuracy"),
-        "Accuracy of telling an ordered prompt from its shuffled twin by the nearest class centroid of the other folds, "
-        "from the final-position residual stream at each depth, per family (solid); dashed: the 95th percentile with "
-        "the labels permuted. Where the solid line leaves the dashed one, the residual stream encodes whether the "
-        "members were in order.",
+            + base.mark_line(opacity=0.4).encode(y="perm_q95:Q")
+        )
+        .properties(width=300, height=220)
+        .facet(column=alt.Column("weights:N", title="weights", sort=["trained", "random"])),
+        "Accuracy of telling an ordered prompt from its shuffled twin (last member in place) by the nearest class "
+        "centroid of the other folds, from the final-position residual stream at each depth, per family; left the "
+        "trained model, right the random-weight control. Faint lines: the 95th percentile with the labels permuted.",
     )
+)
+order_table = pd.DataFrame(
+    [
+        {"weights": w, "family": f, "max_accuracy": nd.observed, "depth": nd.matched["depth"]}
+        | {"null_p95": nd.null_p95, "percentile": nd.observed_percentile, "p": nd.p_value}
+        for w, table in (("trained", nulls), ("random", random_nulls))
+        for f in families
+        for nd in [table[f"order_max/{f}"]]
+    ]
+)
+reader_table(
+    order_table,
+    [
+        Column("weights", "weights"),
+        Column("family", "family"),
+        Column("max_accuracy", "best accuracy over depths", "fraction"),
+        Column("depth", "at depth", "int"),
+        Column("null_p95", "null 95th percentile (max over depths)", "fraction"),
+        Column("percentile", "percentile", "number", 0),
+        Column("p", "p", "number", 3),
+    ],
+    caption=f"Ordered vs shuffled on the evaluation prompts: the best accuracy over depths against the best over depths "
+    f"of each of {n_permutations} label permutations (the same permutation at every depth).",
 )
 family_sep = separation[separation.labels == "family"]
 reader_table(
@@ -264,27 +360,33 @@ reader_table(
         Column("chance", "chance", "fraction"),
         Column("perm_q95", "permutation 95th percentile", "fraction"),
     ],
-    caption="Telling the families apart: cross-validated nearest-centroid accuracy at every few depths.",
+    caption="Telling the families apart (trained model): cross-validated nearest-centroid accuracy at every few depths.",
 )
 
 # %% [markdown]
 # ## 2. The same value in different formats
 #
-# The residual stream at the position of member `member_index` of every prompt (by causal attention
-# the same as a prompt that ends in that member; every prompt shows the same number of members
-# before it, so the values are not confounded with the position), averaged per (format, value)
-# (`3`, `three` and `March` are all 3; only the values present in every format are kept). Number
-# of prompts averaged:
+# The residual stream at the position of member `member_index` of every evaluation prompt (by causal
+# attention the same as a prompt that ends in that member; every prompt shows the same number of
+# members before it, so the values are not confounded with the position), averaged per (format,
+# value). Number of prompts averaged:
+
 
 # %%
-rows = torch.cat([resid[f].members[:, member_index] for f in families])
-row_formats = [f for f in families for _ in range(len(datasets[f]))]
-row_values = torch.cat([resid[f].values[:, member_index] for f in families]).tolist()
+def member_rows(res: dict, which: dict) -> tuple[torch.Tensor, list[str], list[int]]:
+    """The read member's residual stack of every prompt, with its format and value."""
+    rows = torch.cat([res[f].members[:, member_index] for f in families])
+    fmts = [f for f in families for _ in range(len(which[f]))]
+    vals = torch.cat([res[f].values[:, member_index] for f in families]).tolist()
+    return rows, fmts, vals
+
+
+rows, row_formats, row_values = member_rows(resid, datasets)
 formats, values, means, counts = R.format_value_means(rows, row_formats, row_values)
 reader_table(
     pd.DataFrame(counts.numpy(), index=formats, columns=[str(v) for v in values]).rename_axis("format").reset_index(),
     [Column("format", "format")] + [Column(str(v), f"value {v}", "int") for v in values[:7]],
-    caption="Prompts averaged per (format, value); the full table has every value.",
+    caption="Evaluation prompts averaged per (format, value).",
 )
 
 # %% [markdown]
@@ -296,12 +398,11 @@ reader_table(
 # *same value, different format*.
 
 # %%
-summaries, pair_tables, cosines = [], [], {}
+summaries, pair_tables = [], []
 for c in centers:
-    cosines[c] = R.pairwise_cosine(R.center_means(means, c))
-    s, p = R.value_cosine_summary(cosines[c], formats)
-    summaries.append(s.assign(center=c))
-    pair_tables.append(p.assign(center=c))
+    s_, p_ = R.value_cosine_summary(R.pairwise_cosine(R.center_means(means, c)), formats)
+    summaries.append(s_.assign(center=c))
+    pair_tables.append(p_.assign(center=c))
 value_summary = pd.concat(summaries, ignore_index=True)
 value_pairs = pd.concat(pair_tables, ignore_index=True)
 display(
@@ -316,11 +417,119 @@ display(
         )
         .properties(width=300, height=220)
         .facet(column=alt.Column("center:N", title="centring", sort=centers)),
-        "Mean cosine between the (format, value) representations at each depth: the same value in different formats "
-        "(e.g. `3` and `March`), different values in one format, and different values in different formats (control). "
-        "One panel per centring. Where the first line lies above the other two, the residual stream holds the value "
-        "in a direction shared by the formats.",
+        "Mean cosine between the (format, value) representations at each depth (evaluation prompts): the same value "
+        "in different formats (e.g. `3` and `March`), different values in one format, and different values in "
+        "different formats (control). One panel per centring. Where the first line lies above the third, the "
+        "residual stream holds the value in a direction shared by the formats.",
     )
+)
+
+# %% [markdown]
+# **Against chance.** The statistic is the *gap*: the same-value cosine minus the control's
+# (`center` centring). Its null shuffles the value labels of the prompts within each format
+# (`n_permutations` times; the number of prompts per value kept) and recomputes everything. The depth
+# reported is chosen on the selection prompts (largest gap there); the maximum over depths is tested
+# against the maximum over depths of each permutation. The random-weight control gets the same test.
+
+# %%
+observed, draws = R.value_permutation_null(
+    rows, row_formats, row_values, center=center, n_permutations=n_permutations, seed=seed
+)
+sel_rows, sel_formats, sel_values = member_rows(resid_sel, selection)
+sel_stats = R.value_statistics(sel_rows, sel_formats, sel_values, center)
+value_layer = int(sel_stats["value_gap"].argmax())  # chosen on the selection prompts
+step_layer = int(sel_stats["step_cosine"].argmax())
+rnd_rows, _, _ = member_rows(resid_random, datasets)
+rnd_observed, rnd_draws = R.value_permutation_null(
+    rnd_rows, row_formats, row_values, center=center, n_permutations=n_permutations, seed=seed
+)
+context = {"n_prompts": len(rows), "n_clusters": sum(ds.n_sequences for ds in datasets.values())}
+described = {
+    "value_gap": "same-value minus different-value-different-format cosine",
+    "step_cosine": "cross-format cosine of the value-step directions",
+}
+for name, depth in (("value_gap", value_layer), ("step_cosine", step_layer)):
+    for tag, obs, nul, table in (
+        ("trained", observed, draws, nulls),
+        ("random", rnd_observed, rnd_draws, random_nulls),
+    ):
+        table[f"{name}_max"] = R.max_over_depths_null(
+            obs[name],
+            nul[name],
+            statistic=name,
+            seed=seed,
+            description=f"{described[name]}, max over depths, value labels permuted within format ({tag} weights)",
+            **context,
+        )
+    nulls[f"{name}_selected"] = R.at_depth_null(
+        observed[name],
+        draws[name],
+        depth,
+        statistic=name,
+        seed=seed,
+        description=f"{described[name]} at depth {depth} (chosen on the selection prompts)",
+        **context,
+    )
+value_stats = pd.DataFrame(
+    [
+        {
+            "layer": e,
+            "weights": w,
+            "statistic": k,
+            "observed": float(o[k][e]),
+            "null_q95": float(d[k][:, e].quantile(0.95)),
+        }
+        for w, o, d in (("trained", observed, draws), ("random", rnd_observed, rnd_draws))
+        for k in R.VALUE_STATISTICS
+        for e in range(n_depths)
+    ]
+)
+null_table = pd.DataFrame(
+    [
+        {"statistic": described[k], "test": t, "weights": w, "observed": nd.observed}
+        | {"depth": nd.matched["depth"], "null_p95": nd.null_p95, "percentile": nd.observed_percentile, "p": nd.p_value}
+        for k, t, w, nd in [
+            (k, "depth chosen on selection", "trained", nulls[f"{k}_selected"]) for k in R.VALUE_STATISTICS
+        ]
+        + [
+            (k, "max over depths", w, tb[f"{k}_max"])
+            for k in R.VALUE_STATISTICS
+            for w, tb in (("trained", nulls), ("random", random_nulls))
+        ]
+    ]
+)
+display(
+    figures.figure(
+        alt.Chart(value_stats[value_stats.statistic == "value_gap"])
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("layer:Q", title="depth (blocks applied)"),
+            y=alt.Y("observed:Q", title="same-value cosine minus control"),
+            strokeDash=alt.StrokeDash("weights:N", sort=["trained", "random"]),
+            tooltip=["weights", "layer", alt.Tooltip("observed", format=".3f"), alt.Tooltip("null_q95", format=".3f")],
+        )
+        + alt.Chart(value_stats[value_stats.statistic == "value_gap"])
+        .mark_line(opacity=0.4, color="gray")
+        .encode(x="layer:Q", y="null_q95:Q", strokeDash=alt.StrokeDash("weights:N")),
+        f"The gap between the same value in different formats and the control ({center} centring, evaluation "
+        "prompts) per depth, trained model (solid) and random-weight control (dashed); gray: the 95th percentile of "
+        "the gap with the value labels permuted within each format.",
+    )
+)
+reader_table(
+    null_table,
+    [
+        Column("statistic", "statistic"),
+        Column("test", "test"),
+        Column("weights", "weights"),
+        Column("observed", "observed", "number", 3),
+        Column("depth", "depth", "int"),
+        Column("null_p95", "null 95th percentile", "number", 3),
+        Column("percentile", "percentile", "number", 0),
+        Column("p", "p", "number", 3),
+    ],
+    caption=f"Value statistics on the evaluation prompts against {n_permutations} permutations of the value labels "
+    "within each format; 'max over depths' compares the largest value over depths with the largest of each permutation.",
 )
 
 # %%
@@ -338,64 +547,96 @@ display(
             tooltip=["pair", "layer", alt.Tooltip("same_value", format=".3f")],
         )
         .properties(width=420, height=220, title=f"same value, per pair of formats ({center} centring)"),
-        f"Mean cosine between the same value in two formats, per pair of formats and depth ({center} centring). A pair "
-        "whose line stays low keeps its values apart from the other format's.",
+        f"Mean cosine between the same value in two formats, per pair of formats and depth ({center} centring, "
+        "evaluation prompts). A pair whose line stays low keeps its values apart from the other format's.",
     )
 )
 
 # %% [markdown]
-# ## 3. The "next" direction
+# ## 3. The value-step direction
 #
-# Per format and depth, the mean of `mean[v+1] - mean[v]` over the consecutive values above (over a
-# run of consecutive values this is the step from the first to the last value divided by the
-# number of steps; centring does not change it). Its cosine between formats, against the same
-# computation with each format's values relabelled at random (`n_permutations` seeded
-# permutations).
+# Per format and depth, the least-squares slope of the mean representation over the value: how the
+# mean moves per unit of value (with two values, their difference of means over their distance). It is
+# a difference of means between values read at one position, so by construction it is whatever
+# differs between those prompts; we call it a "next" direction only if it passes the **successor
+# test**: fitted on the selection prompts' values and added (`successor_alpha` value steps, fixed in
+# advance) at the last member's position at the depth where the formats' directions agree most on
+# the selection prompts, does the model's top-1 on the held-out evaluation values move from `n + 1`
+# to `n + 2` more often than with a random direction of the same norm? The cross-format cosine of the
+# directions is measured on the evaluation prompts against the value-label permutation null.
 
 # %%
-directions = R.next_directions(means, values)  # [F, depth, d_model]
-dir_cos = R.direction_cosines(directions)
-next_pairs = R.direction_cosine_frame(dir_cos, formats).assign(pair=lambda d: d.format_a + " ~ " + d.format_b)
-perm = R.permuted_direction_cosines(means, values, n_permutations=n_permutations, seed=seed)  # [perm, depth]
-next_mean = pd.DataFrame(
-    {
-        "layer": range(n_depths),
-        "cosine": R.mean_offdiag(dir_cos).numpy(),
-        "perm_mean": perm.mean(0).numpy(),
-        "perm_q95": perm.quantile(0.95, dim=0).numpy(),
-    }
+sel_formats_, sel_vals_, sel_means, _ = R.format_value_means(sel_rows, sel_formats, sel_values)
+directions = R.step_directions(sel_means, sel_vals_)  # [F, depth, d_model], fitted on the selection prompts
+eval_directions = R.step_directions(means, values)
+step_pairs = R.direction_cosine_frame(R.direction_cosines(eval_directions), formats).assign(
+    pair=lambda d: d.format_a + " ~ " + d.format_b
 )
-next_norms = pd.DataFrame(
+step_norms = pd.DataFrame(
     [
         {
             "layer": e,
             "format": f,
-            "norm": float(directions[i, e].norm()),
+            "norm": float(eval_directions[i, e].norm()),
             "resid_norm": float(means[i, :, e].norm(dim=-1).mean()),
         }
         for i, f in enumerate(formats)
         for e in range(n_depths)
     ]
 )
-band = alt.Chart(next_mean).encode(x=alt.X("layer:Q", title="depth (blocks applied)"))
+step_curve = value_stats[value_stats.statistic == "step_cosine"]
 display(
     figures.figure(
         alt.layer(
-            alt.Chart(next_pairs)
+            alt.Chart(step_pairs)
             .mark_line(point=True)
             .encode(
-                x="layer:Q",
-                y=alt.Y("cosine:Q", title="cosine of the next directions", scale=alt.Scale(domain=[-1, 1])),
+                x=alt.X("layer:Q", title="depth (blocks applied)"),
+                y=alt.Y("cosine:Q", title="cosine of the value-step directions", scale=alt.Scale(domain=[-1, 1])),
                 color=alt.Color("pair:N", title="formats"),
                 tooltip=["pair", "layer", alt.Tooltip("cosine", format=".3f")],
             ),
-            band.mark_line(color="black", strokeDash=[4, 3]).encode(y="perm_q95:Q"),
-        ).properties(width=420, height=240, title="the 'next' direction across formats"),
-        'Cosine between two formats\' "next" directions (mean step from each value to the next) at each depth, per pair '
-        "of formats; dashed black: the 95th percentile of the mean cross-format cosine with each format's values "
-        "relabelled at random. Lines well above the dashed one mean the formats step through their values along a "
-        "shared direction.",
+            alt.Chart(step_curve[step_curve.weights == "trained"])
+            .mark_line(color="black", strokeDash=[4, 3])
+            .encode(x="layer:Q", y="null_q95:Q"),
+        ).properties(width=420, height=240, title="the value-step direction across formats"),
+        "Cosine between two formats' value-step directions (evaluation prompts) at each depth, per pair of formats; "
+        "dashed black: the 95th percentile of the mean cross-format cosine with the value labels permuted within "
+        "each format.",
     )
+)
+succ_rows = pd.concat(
+    [
+        R.successor_test(
+            lm,
+            datasets[f],
+            directions[i, step_layer],
+            step_layer,
+            alpha=successor_alpha,
+            seed=seed,
+            unedited_top1=resid[f].top1,
+            batch_size=batch_size,
+        ).assign(family=f)
+        for i, f in enumerate(formats)
+    ],
+    ignore_index=True,
+)
+successor = R.successor_summary(succ_rows, seed=seed)
+succ_table = pd.DataFrame(
+    [{"condition": c, "hit": successor["hit"][c], "correct": successor["correct"][c]} for c in R.SUCCESSOR_CONDITIONS]
+)
+reader_table(
+    succ_table,
+    [
+        Column("condition", "added at the last member"),
+        Column("hit", "top-1 is n + 2 (hit)", "fraction"),
+        Column("correct", "top-1 still n + 1", "fraction"),
+    ],
+    caption=f"Successor test at depth {step_layer} (chosen on the selection prompts), {successor_alpha:g} value "
+    f"step(s), on {successor['n_prompts']} evaluation prompts ({successor['n_sequences']} sequences) whose family "
+    f"has a member after the answer. Direction minus random: {successor['diff']:+.2f} "
+    f"[{successor['diff_ci95'][0]:+.2f}, {successor['diff_ci95'][1]:+.2f}] (cluster bootstrap over sequences); "
+    + ("passes." if successor["passes"] else "does not pass."),
 )
 
 # %% [markdown]
@@ -405,10 +646,18 @@ display(
 
 # %%
 headline = representation_headline(
-    value_summary, next_mean, order_sep, center=center, comparisons=R.COMPARISONS, families=families
+    value_summary,
+    order_sep,
+    center=center,
+    comparisons=R.COMPARISONS,
+    families=families,
+    value_layer=value_layer,
+    step_layer=step_layer,
+    nulls=nulls,
+    random_nulls=random_nulls,
+    successor=successor | {"alpha": successor_alpha, "depth": step_layer},
 )
-vs = value_summary[value_summary.center == center].pivot(index="layer", columns="comparison", values="cosine")
-best_value, best_next, first_sep = headline["value_layer"], headline["next_layer"], headline["order_first_layer"]
+h = headline
 raw = (
     value_summary[value_summary.center == "none"].pivot(index="layer", columns="comparison", values="cosine")
     if "none" in centers
@@ -418,60 +667,65 @@ order_wide = order_sep.pivot(index="layer", columns="family", values="accuracy")
 fam_first = family_sep[family_sep.accuracy > family_sep.perm_q95].layer
 live = layer_pca.explained.sum(-1) > 0
 pc1_live = pd.Series(layer_pca.explained[:, 0].numpy(), index=range(n_depths))[live.numpy()]
+
+
+def tested(b: dict, control: bool = False) -> str:
+    """'p = .., percentile .. of n permutations', and the plain negative for the trained model."""
+    verdict = "" if b["significant"] or control else "; not distinguishable from random"
+    return f"p = {b['p']:.2f}, percentile {b['percentile']:.0f} of {b['n']} permutations{verdict}"
+
+
+vg, vmax, rvmax = h["value_gap"], h["value_gap_max"], h["random_value_gap_max"]
+sc, smax, rsmax, su = h["step_cosine"], h["step_cosine_max"], h["random_step_cosine_max"], h["successor"]
 lines = [
     f"- **Readout.** {n_depths} depths of {model}, {len(families)} formats ({', '.join(families)}), "
-    f"{n_prompts} `{template}` prompts each with {length} members; final tokens: "
+    f"{n_prompts} `{template}` prompts per family and side with {length} members; values read: selection "
+    f"{split_values[SEL]}, evaluation {split_values[EVAL]}; final tokens: "
     + ", ".join(f"{f} `{t!r}`" for f, t in final_tokens.items())
-    + (
-        " (the same token in every family, so depth 0 cannot tell them apart)."
-        if len(set(final_tokens.values())) == 1
-        else " (not the same token in every family, so the families differ from depth 0 on)."
-    ),
-    "- **PCA.** "
+    + ".",
+    "- **PCA** (evaluation prompts). "
     + (
         "Depth 0 has no variance at the final position (every prompt ends in the same token). "
         if float(layer_pca.explained[0].sum()) == 0
         else f"PC1 explains {layer_pca.explained[0, 0]:.0%} of the variance at depth 0. "
     )
     + f"Over the depths with variance PC1 explains between {pc1_live.min():.0%} (depth {int(pc1_live.idxmin())}) and "
-    f"{pc1_live.max():.0%} (depth {int(pc1_live.idxmax())}), {layer_pca.explained[-1, 0]:.0%} at the last depth, "
-    f"where the first two components together explain {float(layer_pca.explained[-1, :2].sum()):.0%}. The families "
-    f"are told apart (cross-validated, above the permutation 95th percentile) from depth "
-    f"{int(fam_first.iloc[0]) if len(fam_first) else 'none'} on.",
-    "- **Ordered vs shuffled.** "
-    + (
-        f"Every family's ordered prompts are told from their shuffled twins better than the permutation baseline "
-        f"from depth {first_sep} on; at the last depth the accuracy is "
-        + ", ".join(f"{f} {order_wide[f].iloc[-1]:.2f}" for f in families)
-        + f" (chance {order_sep.chance.iloc[0]:.2f}), best "
-        + ", ".join(f"{f} {order_wide[f].max():.2f} at depth {int(order_wide[f].idxmax())}" for f in families)
-        + "."
-        if first_sep is not None
-        else "At no depth are all families' ordered prompts told from their shuffled twins better than the permutation "
-        "baseline; best accuracy " + ", ".join(f"{f} {order_wide[f].max():.2f}" for f in families) + "."
-    ),
-    f"- **Same value, different format** ({center} centring, values {values[0]}..{values[-1]}, "
-    f"{int(counts.min())}-{int(counts.max())} prompts per mean): the same value in different formats is most similar, "
-    f"relative to the control, at depth {best_value}: cosine {vs.loc[best_value, R.COMPARISONS[0]]:.2f} against "
-    f"{vs.loc[best_value, R.COMPARISONS[2]]:.2f} between different values of different formats and "
-    f"{vs.loc[best_value, R.COMPARISONS[1]]:.2f} between different values of one format"
+    f"{pc1_live.max():.0%} (depth {int(pc1_live.idxmax())}). The families are told apart (above the permutation 95th "
+    f"percentile) from depth {int(fam_first.iloc[0]) if len(fam_first) else 'none'} on.",
+    "- **Ordered vs shuffled** (last member in place; best accuracy over depths against the best over depths of "
+    f"{n_permutations} label permutations): "
+    + "; ".join(f"{f} {b['observed']:.2f} at depth {b['depth']} ({tested(b)})" for f, b in h["order_max"].items())
+    + f" (chance {h['order_chance']:.2f}). The random-weight control: "
+    + "; ".join(f"{f} {b['observed']:.2f} ({tested(b, control=True)})" for f, b in h["random_order_max"].items())
+    + ".",
+    f"- **Same value, different format** ({center} centring, evaluation values {', '.join(map(str, values))}, "
+    f"{int(counts.min())}-{int(counts.max())} prompts per mean): at depth {h['value_layer']} (chosen on the selection "
+    f"prompts) the same value in different formats has cosine {h['same_value_cosine']:.2f} against "
+    f"{h['diff_value_diff_format_cosine']:.2f} for different values of different formats (gap {vg['observed']:.2f}, "
+    f"{tested(vg)}) and {h['diff_value_same_format_cosine']:.2f} for different values of one format"
     + (f" (about {-1 / (len(values) - 1):.2f} by construction after format centring)" if center == "format" else "")
-    + f"; it is above the control at {headline['same_value_above_control_layers']} of {n_depths} depths."
+    + f". The largest gap over depths, {vmax['observed']:.2f} at depth {vmax['depth']}, has {tested(vmax)}; the "
+    f"random-weight control's is {rvmax['observed']:.2f} ({tested(rvmax, control=True)})."
     + (
-        f" Without centring, different values of one format have cosine {raw.loc[best_value, R.COMPARISONS[1]]:.2f} "
-        f"there and the same value in other formats {raw.loc[best_value, R.COMPARISONS[0]]:.2f}: "
-        + (
-            "the format dominates the raw vectors."
-            if raw.loc[best_value, R.COMPARISONS[1]] > raw.loc[best_value, R.COMPARISONS[0]]
-            else "the value dominates even the raw vectors."
-        )
+        f" Without centring, different values of one format have cosine "
+        f"{raw.loc[h['value_layer'], R.COMPARISONS[1]]:.2f} there and the same value in other formats "
+        f"{raw.loc[h['value_layer'], R.COMPARISONS[0]]:.2f}."
         if raw is not None and center != "none"
         else ""
     ),
-    f'- **The "next" direction.** Its mean cross-format cosine peaks at depth {best_next} '
-    f"({next_mean.cosine[best_next]:.2f}; permutation 95th percentile {next_mean.perm_q95[best_next]:.2f}) and lies "
-    f"above the permutation baseline at {headline['next_above_baseline_layers']} of {n_depths} depths; at the last depth it is "
-    f"{next_mean.cosine.iloc[-1]:.2f} (baseline {next_mean.perm_q95.iloc[-1]:.2f}).",
+    f"- **The {h['direction_name']}.** Its cross-format cosine at depth {h['step_layer']} (chosen on the selection "
+    f"prompts) is {sc['observed']:.2f} ({tested(sc)}); the largest over depths, {smax['observed']:.2f} at depth "
+    f"{smax['depth']}, has {tested(smax)} (random-weight control {rsmax['observed']:.2f}, {tested(rsmax, control=True)}). "
+    f"Successor test ({su['alpha']:g} value step(s) at depth {su['depth']}, {su['n_prompts']} held-out prompts): "
+    f"the top-1 becomes n + 2 on {su['hit']['value-step direction']:.0%} with the direction, "
+    f"{su['hit']['random direction']:.0%} with a random direction of the same norm and "
+    f"{su['hit']['unedited']:.0%} unedited (difference {su['diff']:+.2f}, 95% interval "
+    f"[{su['diff_ci95'][0]:+.2f}, {su['diff_ci95'][1]:+.2f}]): "
+    + (
+        "it passes, so the direction moves the readout to the next value."
+        if su["passes"]
+        else "it does not pass, so it is a difference of means between values, not shown to be a 'next' direction."
+    ),
 ]
 display(Markdown("\n".join(lines)))
 
@@ -486,6 +740,7 @@ _ = write_json_atomic(
         families=families,
         template=template,
         length=length,
+        corruption=corruption,
         n_prompts=n_prompts,
         member_index=member_index,
         n_components=n_components,
@@ -508,12 +763,30 @@ _ = write_json_atomic(
             "counts": counts.tolist(),
             "summary": frame_records(value_summary),
             "pairs": frame_records(value_pairs),
+            "statistics": frame_records(value_stats),
         },
-        next_direction={
-            "pairs": frame_records(next_pairs.drop(columns="pair")),
-            "mean": frame_records(next_mean),
-            "norms": frame_records(next_norms),
+        step_direction={
+            "selection_values": sel_vals_,
+            "pairs": frame_records(step_pairs.drop(columns="pair")),
+            "norms": frame_records(step_norms),
         },
+        successor={
+            "alpha": successor_alpha,
+            "depth": step_layer,
+            "rows": frame_records(succ_rows),
+            "summary": successor,
+        },
+        split=split_info,
+        selection_dataset={f: d.to_json() for f, d in selection.items()},
+        evaluation_dataset={f: d.to_json() for f, d in datasets.items()},
+        nulls=nulls,
+        random_control={
+            "model": random_info.name,
+            "init_seed": random_init_seed,
+            "separability": frame_records(order_all[order_all.weights == "random"]),
+            "value_summary": frame_records(value_stats[value_stats.weights == "random"]),
+        },
+        random_nulls=random_nulls,
         headline=headline,
     ),
 )

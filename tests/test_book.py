@@ -677,42 +677,76 @@ def test_representations_headline_reads_its_numbers():
     from seqcirc_utils.core.result_records import Representations
     from seqcirc_utils.report.findings import representations
 
+    def test(observed, p, depth=17, n=99, percentile=100.0):
+        return {"observed": observed, "depth": depth, "n": n, "null_p95": 0.1, "percentile": percentile, "p": p} | {
+            "significant": p <= 0.05
+        }
+
+    successor = {
+        "n_prompts": 48,
+        "n_sequences": 9,
+        "hit": {"unedited": 0.0, "value-step direction": 0.125, "random direction": 0.0},
+        "correct": {"unedited": 0.9, "value-step direction": 0.7, "random direction": 0.9},
+        "diff": 0.125,
+        "diff_ci95": [0.0, 0.36],
+        "passes": False,
+        "alpha": 1.0,
+        "depth": 16,
+    }
     headline = {
         "center": "format",
-        "value_layer": 17,
-        "same_value_cosine": 0.704,
-        "diff_value_same_format_cosine": -0.25,
-        "diff_value_diff_format_cosine": -0.176,
-        "same_value_above_control_layers": 31,
         "n_depths": 31,
-        "next_layer": 1,
-        "next_cosine": 0.707,
-        "next_perm_q95": 0.405,
-        "next_above_baseline_layers": 31,
+        "alpha": 0.05,
+        "value_layer": 16,
+        "same_value_cosine": 0.654,
+        "diff_value_same_format_cosine": -0.5,
+        "diff_value_diff_format_cosine": -0.33,
+        "same_value_above_control_layers": 31,
+        "value_gap": test(0.98, 0.01, depth=16),
+        "value_gap_max": test(1.01, 0.01),
+        "random_value_gap_max": test(0.15, 0.1, percentile=91.0),
+        "step_layer": 16,
+        "step_cosine": test(0.67, 0.01, depth=16),
+        "step_cosine_max": test(0.73, 0.01, depth=1),
+        "random_step_cosine_max": test(0.11, 0.23, percentile=78.0),
+        "successor": successor,
+        "direction_name": "value-step direction",
         "order_first_layer": 15,
         "order_accuracy_last": {"digits": 0.953, "months": 0.891},
         "order_chance": 0.5,
+        "order_max": {"digits": test(0.94, 0.01, depth=21), "months": test(0.62, 0.31, depth=3, percentile=70.0)},
+        "random_order_max": {"digits": test(0.62, 0.44), "months": test(0.69, 0.13)},
     }
+    split = row(Representations, "split", values={"selection": [6, 8], "evaluation": [4, 5, 7]})
     text = representations(
-        {Representations.file: example(Representations, families=["digits", "months"], headline=headline)}
+        {Representations.file: example(Representations, families=["digits", "months"], headline=headline, split=split)}
     )
     for fragment in (
-        "depth 17 (format-centred): cosine 0.70",
-        "-0.25 for different values in the same format",
-        "mean cosine 0.71 at depth 1",
-        "31 of 31 depths",
-        "from depth 15 on",
-        "digits 0.95, months 0.89; chance 0.50",
+        "evaluation values 4, 5, 7",
+        "selection values 6, 8",
+        "depth 16 (format-centred): cosine 0.65 against -0.33",
+        "gap 0.98, p = 0.01, percentile 100 of n = 99 permutations",
+        "1.01 at depth 17",
+        "random-weight model of the same shape reaches 0.15 (p = 0.10, percentile 91 of n = 99 permutations)",
+        "The value-step direction",
+        "on 12% against 0% for a random direction",
+        "[+0.00, +0.36]): not distinguishable from random",
+        "digits 0.94 (p = 0.01, percentile 100 of n = 99 permutations)",
+        "months 0.62 (p = 0.31, percentile 70 of n = 99 permutations; not distinguishable from random)",
+        "the random-weight model: digits 0.62 (p = 0.44)",
     ):
         assert fragment in text, (fragment, text)
-    never = representations(
+    assert "next direction" not in text.replace("'next' direction", "")
+    passed = representations(
         {
             Representations.file: example(
-                Representations, families=["digits"], headline=headline | {"order_first_layer": None}
+                Representations,
+                families=["digits"],
+                headline=headline | {"direction_name": "next direction", "successor": successor | {"passes": True}},
             )
         }
     )
-    assert "At no depth" in never
+    assert "The next direction" in passed and "it passes." in passed
 
 
 def test_missing_mathjax_is_one_line_naming_the_extra(monkeypatch, capsys):

@@ -267,7 +267,7 @@ def test_dataset_residuals_reads_members_and_shuffled(tiny_gpt2):
     assert got.members.shape == (4, 3, info.n_layers + 1, info.d_model)
     assert got.values.tolist() == [[FAMILIES["months"].index(m) + 1 for m in p.members] for p in ds.prompts]
     assert not torch.allclose(got.ordered, got.shuffled)
-    with pytest.raises(ParameterError, match="corruption='permutation'"):
+    with pytest.raises(ParameterError, match="corruption in permutation, permutationKeepLast"):
         R.dataset_residuals(model, make_dataset(model.tokenizer, "months", model_name="tiny-gpt2", n=2), progress=False)
 
 
@@ -345,3 +345,245 @@ def test_smollm2_values_are_shared_across_formats_and_order_is_encoded(smollm):
         accs.append((float(sep.accuracy.iloc[0]), float(sep.perm_q95.iloc[0])))
     assert sum(a for a, _ in accs) / len(accs) > 0.75
     assert all(a > q for a, q in accs)
+
+
+# --------------------------------------------------------------------------- schema 2: nulls, splits, controls
+
+
+def test_step_directions_equal_least_squares_slope():
+    gen = torch.Generator().manual_seed(7)
+    F, E, d = 2, 3, 5
+    values = [2, 3, 5, 8]
+    means = torch.randn(F, len(values), E, d, generator=gen)
+    dirs = R.step_directions(means, values)
+    for f in range(F):
+        for e in range(E):
+            x = torch.tensor(values, dtype=torch.float64)
+            design = torch.stack([torch.ones_like(x), x], 1)  # [V, 2]: intercept, value
+            coef = torch.linalg.lstsq(design, means[f, :, e].double()).solution  # [2, d]
+            torch.testing.assert_close(dirs[f, e], coef[1].float(), atol=1e-5, rtol=1e-5)
+    two = R.step_directions(means[:, [0, 2]], [2, 5])  # two values: their difference over their distance
+    torch.testing.assert_close(two, (means[:, 2] - means[:, 0]) / 3, atol=1e-6, rtol=1e-6)
+    with pytest.raises(TooFewPromptsError, match="two distinct values"):
+        R.step_directions(means[:, :1], [2])
+
+
+def _brute_value_gap(rows, formats, values, center):
+    """Same-value minus control cosine per depth by explicit loops over (format, value) cells."""
+    fmts = list(dict.fromkeys(formats))
+    vals = sorted(set(values))
+    E = rows.shape[1]
+    cell = {
+        (f, v): rows[[i for i in range(len(rows)) if formats[i] == f and values[i] == v]].double().mean(0)
+        for f in fmts
+        for v in vals
+    }
+    if center == "format":
+        fm = {f: torch.stack([cell[(f, v)] for v in vals]).mean(0) for f in fmts}
+        cell = {(f, v): x - fm[f] for (f, v), x in cell.items()}
+    gaps = []
+    for e in range(E):
+        same, ctrl = [], []
+        for f in fmts:
+            for g in fmts:
+                if f == g:
+                    continue
+                for v in vals:
+                    for w in vals:
+                        c = float(torch.nn.functional.cosine_similarity(cell[(f, v)][e], cell[(g, w)][e], dim=0))
+                        (same if v == w else ctrl).append(c)
+        gaps.append(sum(same) / len(same) - sum(ctrl) / len(ctrl))
+    return torch.tensor(gaps)
+
+
+def test_max_over_depth_value_null_equals_brute_force_loop():
+    gen = torch.Generator().manual_seed(8)
+    formats = ["d"] * 9 + ["w"] * 9
+    values = [1, 2, 3] * 6
+    rows = torch.randn(18, 4, 6, generator=gen)
+    shared = torch.randn(3, 6, generator=gen)
+    for i, v in enumerate(values):
+        rows[i, 2] += 2.0 * shared[v - 1]  # the value is shared by the formats at depth 2 only
+    observed, draws = R.value_permutation_null(rows, formats, values, center="format", n_permutations=30, seed=1)
+    torch.testing.assert_close(observed["value_gap"], _brute_value_gap(rows, formats, values, "format").double())
+    perms = R.value_label_permutations(formats, 30, seed=1)
+    brute_max = []
+    for k, perm in enumerate(perms.tolist()):
+        assert sorted(perm[:9]) == list(range(9)) and sorted(perm[9:]) == list(range(9, 18))  # within format
+        gaps = _brute_value_gap(rows, formats, [values[j] for j in perm], "format")
+        torch.testing.assert_close(draws["value_gap"][k].float(), gaps.float(), atol=1e-5, rtol=1e-5)
+        brute_max.append(float(gaps.max()))
+    null = R.max_over_depths_null(observed["value_gap"], draws["value_gap"], statistic="value_gap", seed=1)
+    obs_max = float(_brute_value_gap(rows, formats, values, "format").max())
+    assert null.observed == pytest.approx(obs_max, abs=1e-6) and null.matched["depth"] == 2
+    assert null.n_draws == 30 and null.null == pytest.approx(brute_max, abs=1e-5)
+    assert null.p_value == pytest.approx((1 + sum(b >= null.observed for b in brute_max)) / 31)
+    assert null.p_value == pytest.approx(1 / 31)  # the planted value is above every permutation
+    # the max-over-depths p is never smaller than a single depth's p (the null of a max is larger)
+    at = R.at_depth_null(observed["value_gap"], draws["value_gap"], 2, statistic="value_gap", seed=1)
+    assert at.observed == null.observed and at.p_value <= null.p_value
+    noise = R.max_over_depths_null(observed["value_gap"][:2], draws["value_gap"][:, :2], statistic="g", seed=1)
+    assert noise.p_value > 0.05  # no signal at depths 0-1
+
+
+def test_order_null_is_the_max_over_depths_of_each_label_permutation():
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(24, 3, 5, generator=gen)
+    x[:12, 1] += 1.5  # ordered separable at depth 1
+    labels = ["o"] * 12 + ["s"] * 12
+    groups = list(range(12)) * 2
+    table, draws = R.separability_with_null(x, labels, groups=groups, n_folds=4, n_permutations=20, seed=3)
+    assert table.equals(R.separability(x, labels, groups=groups, n_folds=4, n_permutations=20, seed=3))
+    folds = R.fold_ids(groups, 4, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    perms = [torch.randperm(24, generator=gen) for _ in range(20)]
+    codes = torch.tensor([0] * 12 + [1] * 12)
+    for k, p in enumerate(perms):  # the same permutation at every depth
+        for e in range(3):
+            assert draws[k, e] == pytest.approx(R._cv_centroid_accuracy(x[:, e].double(), codes[p], 2, folds))
+    null = R.max_over_depths_null(torch.tensor(table.accuracy.to_numpy()), draws, statistic="acc", seed=3)
+    maxima = [max(float(draws[k, e]) for e in range(3)) for k in range(20)]
+    assert null.null == pytest.approx(maxima)
+    assert null.p_value == pytest.approx((1 + sum(m >= table.accuracy.max() for m in maxima)) / 21)
+
+
+def test_keep_last_shuffles_keep_the_last_member_and_are_not_the_identity(tiny_gpt2):
+    import random
+
+    from seqcirc_utils.tasks.datasets import corrupt_indices, is_valid_sequence
+
+    rng = random.Random(0)
+    for length in (3, 4, 6):
+        clean = list(range(2, 2 + length))
+        for _ in range(200):
+            out = corrupt_indices("permutationKeepLast", clean, range(12), rng, max_step=3)
+            assert out[-1] == clean[-1] and out != clean and sorted(out) == clean
+            assert not is_valid_sequence(out, 3)
+    with pytest.raises(ParameterError, match="length >= 3"):
+        corrupt_indices("permutationKeepLast", [1, 2], range(12), rng, max_step=3)
+    ds = make_dataset(tiny_gpt2[0].tokenizer, "months", n=12, length=4, corruption="permutationKeepLast", seed=2)
+    assert all(p.corrupted_members[-1] == p.members[-1] for p in ds.prompts)
+    assert all(p.corrupted_members != p.members for p in ds.prompts)
+    assert all(p.corrupted_tokens[p.member_positions[-1]] == p.tokens[p.member_positions[-1]] for p in ds.prompts)
+
+
+def test_value_split_is_sequence_disjoint_and_value_aligned(tiny_gpt2):
+    from seqcirc_utils.tasks.datasets import TaskDataset, sequence_overlap
+
+    tok = tiny_gpt2[0].tokenizer
+    families = ["digits", "number_words", "months"]
+    values = R.common_values(tok, families)
+    kwargs = {"template": "among_words", "length": 3, "corruption": "permutationKeepLast"}
+    space = R.read_value_space(tok, families, values, **kwargs)
+    splits, parts = R.value_split_datasets(tok, families, values, n=6, seed=0, model_name="tiny-gpt2", **kwargs)
+    assert sorted(parts["selection"] + parts["evaluation"]) == space and not set(parts["selection"]) & set(
+        parts["evaluation"]
+    )
+    for f, side in splits.items():
+        # as the record embeds them: the dataset JSON shape, read back
+        sel, ev = (TaskDataset.from_json(side[r].to_json()) for r in ("selection", "evaluation"))
+        assert len(sel) == len(ev) == 6 and sequence_overlap(sel, ev) == 0
+        assert not set(sel.sequence_ids) & set(ev.sequence_ids)
+        for role, ds in (("selection", sel), ("evaluation", ev)):
+            assert {R.member_value(f, p.members[-1]) for p in ds.prompts} <= set(parts[role])
+    assert R.value_split_datasets(tok, families, values, n=6, seed=0, model_name="tiny-gpt2", **kwargs)[1] == parts
+
+
+def test_random_weight_control_runs_on_a_tiny_model(tiny_gpt2):
+    from seqcirc_utils.models.loading import load_random_model
+
+    model, info = tiny_gpt2
+    rnd, rinfo = load_random_model("tiny-gpt2", seed=0, device=str(next(model.parameters()).device))
+    assert rinfo.name == "tiny-gpt2 (random weights)"
+    assert (rinfo.n_layers, rinfo.d_model, rinfo.n_heads, rinfo.d_vocab) == (
+        info.n_layers,
+        info.d_model,
+        info.n_heads,
+        info.d_vocab,
+    )
+    assert rnd.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    trained = dict(model.original_model.named_parameters())
+    differs = [not torch.equal(p, trained[n]) for n, p in rnd.original_model.named_parameters() if "weight" in n]
+    assert any(differs)
+    again, _ = load_random_model("tiny-gpt2", seed=0, device=str(next(model.parameters()).device))
+    for (n, p), (_, q) in zip(rnd.original_model.named_parameters(), again.original_model.named_parameters()):
+        assert torch.equal(p, q), n  # seeded
+    families = ["number_words", "months"]
+    values = R.common_values(model.tokenizer, families)
+    splits, _ = R.value_split_datasets(
+        model.tokenizer,
+        families,
+        values,
+        n=6,
+        seed=0,
+        model_name="tiny-gpt2",
+        length=3,
+        corruption="permutationKeepLast",
+    )
+    rows, fmts, vals = [], [], []
+    for f in families:
+        ds = splits[f]["evaluation"]
+        res = R.dataset_residuals(rnd, ds, progress=False)
+        assert not torch.allclose(res.ordered, R.residuals_at(model, ds.tokens, progress=False))
+        rows.append(res.members[:, -1])
+        fmts += [f] * len(ds)
+        vals += res.values[:, -1].tolist()
+    observed, draws = R.value_permutation_null(torch.cat(rows), fmts, vals, n_permutations=5, seed=0)
+    assert draws["value_gap"].shape == (5, info.n_layers + 1)
+    null = R.max_over_depths_null(observed["value_gap"], draws["value_gap"], statistic="value_gap", seed=0)
+    assert 1 / 6 <= null.p_value <= 1
+
+
+def _hf_blocks(model, n_layers):
+    return _hf_layers(model.original_model, n_layers)
+
+
+def test_successor_test_equals_raw_torch_hook(tiny_gpt2):
+    model, info = tiny_gpt2
+    ds = make_dataset(
+        model.tokenizer, "number_words", model_name="tiny-gpt2", n=5, length=3, corruption="permutation", seed=4
+    )
+    gen = torch.Generator().manual_seed(0)
+    direction = 5 * torch.randn(info.d_model, generator=gen)
+    depth = 1
+    got = R.successor_test(model, ds, direction, depth, alpha=2.0, seed=0, batch_size=2)
+    assert set(got.condition) == set(R.SUCCESSOR_CONDITIONS) and len(got) == 3 * len(ds)
+    blocks = _hf_blocks(model, info.n_layers)
+    last = [p.member_positions[-1] for p in ds.prompts]
+
+    def raw_top1(vec):
+        def pre(module, args, kwargs):
+            h = (args[0] if args else kwargs["hidden_states"]).clone()
+            for b, pos in enumerate(last):
+                h[b, pos] += vec.to(h.device)
+            if args:
+                return (h, *args[1:]), kwargs
+            return args, kwargs | {"hidden_states": h}
+
+        handle = blocks[depth].register_forward_pre_hook(pre, with_kwargs=True) if vec is not None else None
+        try:
+            with torch.no_grad():
+                logits = model.original_model(ds.tokens.to(next(model.original_model.parameters()).device)).logits
+        finally:
+            if handle:
+                handle.remove()
+        return logits[:, -1].argmax(-1).cpu().tolist()
+
+    rand = torch.randn(direction.shape, generator=torch.Generator().manual_seed(0))
+    rand = rand * direction.norm() / rand.norm()
+    for cond, vec in zip(R.SUCCESSOR_CONDITIONS, (None, 2.0 * direction, 2.0 * rand)):
+        assert got[got.condition == cond].top1.tolist() == raw_top1(vec), cond
+    targets = R.successor_token_ids(model.tokenizer, ds)
+    for p, t in zip(ds.prompts, targets):
+        nxt = FAMILIES["number_words"][FAMILIES["number_words"].index(p.answer) + 1]
+        assert t == model.tokenizer(" " + nxt, add_special_tokens=False)["input_ids"][-1]
+    rows = got.assign(family="number_words")
+    summary = R.successor_summary(rows, seed=0)
+    hits = rows[rows.testable].pivot_table(index="prompt", columns="condition", values="hit", aggfunc="first")
+    assert summary["hit"]["value-step direction"] == pytest.approx(hits["value-step direction"].astype(float).mean())
+    assert summary["diff"] == pytest.approx(
+        (hits["value-step direction"].astype(float) - hits["random direction"].astype(float)).mean()
+    )
+    assert summary["passes"] == (
+        summary["diff_ci95"][0] > 0 and summary["hit"]["value-step direction"] > summary["hit"]["unedited"]
+    )

@@ -106,6 +106,9 @@ def test_corruptions_change_what_they_claim(tiny_gpt2, kind):
             assert len(set(bad)) == 1
         elif kind == "permutation":
             assert sorted(bad) == sorted(clean) and bad != clean and not is_valid_sequence(bad, 3)
+        elif kind == "permutationKeepLast":
+            assert sorted(bad) == sorted(clean) and bad[-1] == clean[-1] and bad != clean
+            assert not is_valid_sequence(bad, 3)
         # the corrupted text is rendered from the corrupted members (no string replace)
         assert p.corrupted_text.replace(",", "").split() == [str(b) for b in bad]
 

@@ -175,7 +175,15 @@ N_RESAMPLES = 1000
 MIN_SEQUENCES_PER_ROLE = 2
 TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DIRECTIONS = ("increasing", "decreasing")
-CORRUPTIONS = ("randAll", "switchLastTwo", "repeatLastTwo", "repeatFirstAll", "repeatRand", "permutation")
+CORRUPTIONS = (
+    "randAll",
+    "switchLastTwo",
+    "repeatLastTwo",
+    "repeatFirstAll",
+    "repeatRand",
+    "permutation",
+    "permutationKeepLast",
+)
 PREFIX_MODES = ("document", "bos", "none")
 
 # --------------------------------------------------------------------------- scoring (ablation.py)

@@ -583,10 +583,16 @@ class ActivationEditing(ResultRecord):
 
 @dataclass(frozen=True)
 class Representations(ResultRecord):
-    """12: the residual stream across formats: PCA, order separability, value cosines, the "next" direction."""
+    """12: the residual stream across formats: PCA, order separability, value cosines, the value-step direction.
+
+    Schema 2: depths and directions chosen on each family's ``selection_dataset``, everything reported measured
+    on its sequence-disjoint ``evaluation_dataset`` (``split``: the read values partitioned between the roles);
+    permutation nulls of the maximum over depths (``nulls``), the same analysis on a random-weight model of the
+    same shape (``random_control``, ``random_nulls``), shuffled twins with the last member kept
+    (``corruption``), and the successor test of the value-step direction (``successor``)."""
 
     kind: ClassVar[str] = "representations"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "representations.json"
 
     model: str
@@ -596,6 +602,7 @@ class Representations(ResultRecord):
     families: list[str]
     template: str
     length: int
+    corruption: str
     n_prompts: int
     member_index: int
     n_components: int
@@ -608,24 +615,42 @@ class Representations(ResultRecord):
     final_tokens: dict[str, Any]
     pca: Annotated[dict[str, Any], Columns("explained", "scatter_layers", "points")]
     separability: Rows
-    value_cosine: Annotated[dict[str, Any], Columns("formats", "values", "counts", "summary", "pairs")]
-    next_direction: Annotated[dict[str, Any], Columns("pairs", "mean", "norms")]
+    value_cosine: Annotated[dict[str, Any], Columns("formats", "values", "counts", "summary", "pairs", "statistics")]
+    step_direction: Annotated[dict[str, Any], Columns("selection_values", "pairs", "norms")]
+    successor: Annotated[dict[str, Any], Columns("alpha", "depth", "rows", "summary")]
+    split: Annotated[
+        dict[str, Any], Columns("roles", "seed", "shares", "values", "n_sequences", "n_prompts", "overlap")
+    ]
+    selection_dataset: dict[str, Any]
+    evaluation_dataset: dict[str, Any]
+    nulls: dict[str, NullDistribution]
+    random_control: Annotated[dict[str, Any], Columns("model", "init_seed", "separability", "value_summary")]
+    random_nulls: dict[str, NullDistribution]
     headline: Annotated[
         dict[str, Any],
         Columns(
             "center",
+            "n_depths",
+            "alpha",
             "value_layer",
             "same_value_cosine",
             "diff_value_same_format_cosine",
             "diff_value_diff_format_cosine",
-            "n_depths",
-            "next_layer",
-            "next_cosine",
-            "next_perm_q95",
-            "next_above_baseline_layers",
+            "same_value_above_control_layers",
+            "value_gap",
+            "value_gap_max",
+            "random_value_gap_max",
+            "step_layer",
+            "step_cosine",
+            "step_cosine_max",
+            "random_step_cosine_max",
+            "successor",
+            "direction_name",
             "order_first_layer",
             "order_accuracy_last",
             "order_chance",
+            "order_max",
+            "random_order_max",
         ),
     ]
 

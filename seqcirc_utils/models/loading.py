@@ -13,6 +13,10 @@ Specs understood by :func:`load_model`:
 - a local Hugging Face directory, or a path to a ``.gguf`` file.
 - ``tiny-gpt2``, ``tiny-llama`` (2 layers, random weights) and ``gpt2-small-random`` (GPT-2 small's
   exact shape, random weights): built from configs with no network, with the real GPT-2 tokenizer.
+
+:func:`load_random_model` gives the **random-weight control** of any spec: the same config (shape,
+architecture, tied embeddings) and the same tokenizer, with the architecture's own random initialisation
+(seeded) instead of the trained weights.
 """
 
 from __future__ import annotations
@@ -340,33 +344,69 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str | None = None, dtype: tor
     return _load_model_cached(resolve_spec(spec), device or default_device(), dtype)
 
 
+def _boot_name(spec: str) -> str:
+    """The name TransformerBridge boots ``spec`` from (a local directory or a hub id); ``spec`` for tiny models."""
+    path = Path(spec).expanduser()
+    if spec in TINY_MODELS:
+        return spec
+    if spec == EMBEDDED_MODEL:
+        return str(embedded_model_dir())
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelUnavailableError(f"no GGUF file at {path}")
+        return str(convert_gguf(path, cache_dir() / "gguf" / path.stem))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelUnavailableError(f"{path} is a folder but holds no config.json (not a Hugging Face model)")
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ModelUnavailableError(f"no model at path {spec!r}")
+    repo_id = HUB_ALIASES.get(spec, spec)
+    _check_hub_model(repo_id, spec)
+    return repo_id
+
+
+def load_random_model(
+    spec: str = EMBEDDED_MODEL, seed: int = 0, device: str | None = None, dtype: torch.dtype = torch.float32
+):
+    """The random-weight control of ``spec``: ``(bridge, info)`` of a model with ``spec``'s config and tokenizer
+    and freshly initialised weights (the architecture's own initialisation after ``torch.manual_seed(seed)``).
+
+    Not memoised; the same ``(spec, seed)`` gives the same weights. ``info.name`` is ``"<spec> (random weights)"``.
+    Tiny specs are random already: their control is the same config drawn with ``seed + 1``.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = resolve_spec(spec)
+    device = device or default_device()
+    if spec in TINY_MODELS:
+        hf_model, tok = _tiny_hf_model(spec, seed=seed + 1)
+        name = hf_model.config._name_or_path or spec
+    else:
+        name = _boot_name(spec)
+        config = AutoConfig.from_pretrained(name)
+        tok = load_tokenizer(spec)
+        torch.manual_seed(seed)
+        hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tok, device=device, dtype=dtype)
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    return bridge, ModelInfo.from_bridge(bridge, f"{spec} (random weights)")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_model_cached(spec: str, device: str, dtype: torch.dtype):
     from transformer_lens.model_bridge import TransformerBridge
 
-    path = Path(spec).expanduser()
     if spec in TINY_MODELS:
         hf_model, tok = _tiny_hf_model(spec)
         bridge = TransformerBridge.boot_transformers(
             hf_model.config._name_or_path or spec, hf_model=hf_model, tokenizer=tok, device=device, dtype=dtype
         )
-    elif spec == EMBEDDED_MODEL:
-        bridge = TransformerBridge.boot_transformers(str(embedded_model_dir()), device=device, dtype=dtype)
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelUnavailableError(f"no GGUF file at {path}")
-        out = convert_gguf(path, cache_dir() / "gguf" / path.stem)
-        bridge = TransformerBridge.boot_transformers(str(out), device=device, dtype=dtype)
-    elif path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelUnavailableError(f"{path} is a folder but holds no config.json (not a Hugging Face model)")
-        bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
-    elif spec.startswith((".", "/", "~")):
-        raise ModelUnavailableError(f"no model at path {spec!r}")
     else:
-        repo_id = HUB_ALIASES.get(spec, spec)
-        _check_hub_model(repo_id, spec)
-        bridge = TransformerBridge.boot_transformers(repo_id, device=device, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(_boot_name(spec), device=device, dtype=dtype)
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)

@@ -417,30 +417,60 @@ def activation_editing(files: Mapping[str, Any]) -> str:
     return text
 
 
+def _perm_test(b: Mapping[str, Any], control: bool = False) -> str:
+    """``p = .., percentile .. of n permutations`` and, for a trained-model statistic that is not significant,
+    the plain negative."""
+    negative = "" if control or b.get("significant", b["p"] <= 0.05) else "; not distinguishable from random"
+    return f"p = {b['p']:.2f}, percentile {b['percentile']:.0f} of n = {b['n']} permutations{negative}"
+
+
 def representations(files: Mapping[str, Any]) -> str:
-    """12: the same value across formats against different values; the shared "next" direction; ordered vs
-    shuffled prompts."""
+    """12: the same value across formats against different values; the value-step direction and its successor
+    test; ordered vs shuffled prompts; each against its permutation null (max over depths) and beside a
+    random-weight model of the same shape, on the evaluation prompts."""
     obj: Representations = files[Representations.file]
     h = obj.headline
     centred = " (format-centred)" if h["center"] == "format" else (" (centred)" if h["center"] != "none" else "")
-    formats = ", ".join(obj.families)
-    text = (
-        f"In the residual stream at the final position ({formats}), the same value in different formats is most "
-        f"alike at depth {h['value_layer']}{centred}: cosine {h['same_value_cosine']:.2f}, against "
-        f"{h['diff_value_same_format_cosine']:.2f} for different values in the same format and "
-        f'{h["diff_value_diff_format_cosine"]:.2f} for different values and formats. The "next" direction (mean '
-        f"difference between consecutive members) agrees across formats with mean cosine {h['next_cosine']:.2f} "
-        f"at depth {h['next_layer']} (permutation 95th percentile {h['next_perm_q95']:.2f}; above it at "
-        f"{h['next_above_baseline_layers']} of {h['n_depths']} depths)."
+    vals = obj.split.get("values", {}) if obj.split else {}
+    split = (
+        f" (evaluation values {', '.join(map(str, vals.get('evaluation', [])))}; depths and directions chosen on the "
+        f"sequence-disjoint selection values {', '.join(map(str, vals.get('selection', [])))})"
+        if vals
+        else ""
     )
-    if h.get("order_first_layer") is not None:
-        acc = ", ".join(f"{f} {a:.2f}" for f, a in h["order_accuracy_last"].items())
-        text += (
-            f" Ordered prompts are told from their shuffled twins from depth {h['order_first_layer']} on "
-            f"(last-depth accuracy {acc}; chance {h['order_chance']:.2f})."
+    vg, vmax, rv = h["value_gap"], h["value_gap_max"], h["random_value_gap_max"]
+    text = (
+        f"In the residual stream ({', '.join(obj.families)}){split}, the same value in different formats is more alike "
+        f"than different values of different formats at depth {h['value_layer']}{centred}: cosine "
+        f"{h['same_value_cosine']:.2f} against {h['diff_value_diff_format_cosine']:.2f} (gap {vg['observed']:.2f}, "
+        f"{_perm_test(vg)} of the value labels within each format); the largest gap over depths, "
+        f"{vmax['observed']:.2f} at depth {vmax['depth']}, against the largest over depths of each permutation: "
+        f"{_perm_test(vmax)}. A random-weight model of the same shape reaches {rv['observed']:.2f} "
+        f"({_perm_test(rv, control=True)})."
+    )
+    sc, smax, su = h["step_cosine"], h["step_cosine_max"], h["successor"]
+    name = h["direction_name"]
+    text += (
+        f" The {name} (the change of the mean representation per unit of value, a difference of means) agrees across "
+        f"formats with mean cosine {sc['observed']:.2f} at depth {h['step_layer']} ({_perm_test(sc)}; max over depths "
+        f"{smax['observed']:.2f}, {_perm_test(smax)}). Successor test: added at the last member "
+        f"({su['alpha']:g} value step(s), depth {su['depth']}, n = {su['n_prompts']} held-out prompts), it makes the "
+        f"top-1 the member after the answer on {100 * su['hit']['value-step direction']:.0f}% against "
+        f"{100 * su['hit']['random direction']:.0f}% for a random direction of the same norm (difference "
+        f"{su['diff']:+.2f}, 95% interval [{su['diff_ci95'][0]:+.2f}, {su['diff_ci95'][1]:+.2f}]): "
+        + (
+            "it passes."
+            if su["passes"]
+            else "not distinguishable from random, so it is not shown to be a 'next' direction."
         )
-    else:
-        text += " At no depth are every format's ordered prompts told from their shuffled twins above the baseline."
+    )
+    orders = ", ".join(f"{f} {b['observed']:.2f} ({_perm_test(b)})" for f, b in h["order_max"].items())
+    randoms = ", ".join(f"{f} {b['observed']:.2f} (p = {b['p']:.2f})" for f, b in h["random_order_max"].items())
+    text += (
+        f" Ordered prompts against their shuffled twins (last member in place), best accuracy over depths against the "
+        f"best over depths of each label permutation: {orders}; chance {h['order_chance']:.2f}; the random-weight "
+        f"model: {randoms}."
+    )
     return text
 
 

@@ -541,44 +541,81 @@ def member_spacing(member_positions: Sequence[int]) -> list[int]:
 # --------------------------------------------------------------------------- 12: representations
 
 
+def null_brief(null) -> dict[str, Any]:
+    """The headline numbers of a ``null_distribution`` record: ``observed, depth, n, null_p95, percentile, p``."""
+    return {
+        "observed": float(null.observed),
+        "depth": null.matched.get("depth"),
+        "n": int(null.n_draws),
+        "null_p95": float(null.null_p95),
+        "percentile": float(null.observed_percentile),
+        "p": float(null.p_value),
+    }
+
+
 def representation_headline(
-    value_summary, next_mean, order_sep, *, center: str, comparisons: Sequence[str], families: Sequence[str]
+    value_summary,
+    order_sep,
+    *,
+    center: str,
+    comparisons: Sequence[str],
+    families: Sequence[str],
+    value_layer: int,
+    step_layer: int,
+    nulls: dict[str, Any],
+    random_nulls: dict[str, Any],
+    successor: dict[str, Any],
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """12's headline numbers (the ``headline`` of :class:`~seqcirc_utils.core.result_records.Representations`,
-    which the Findings page reads), from the chapter's tables:
+    which the Findings page reads). Everything is measured on the evaluation prompts:
 
     - ``value_summary``: rows ``center, comparison, layer, cosine`` (``comparisons`` = same value / different value
-      same format / different value different format, in that order); the value depth is the one where the same
-      value's cosine most exceeds the control (different value and format);
-    - ``next_mean``: rows ``layer, cosine, perm_q95`` (mean cross-format cosine of the "next" directions and its
-      permutation 95th percentile); the next depth is the largest cosine;
-    - ``order_sep``: rows ``layer, family, accuracy, perm_q95, chance`` (ordered vs shuffled); the first depth
-      from which every family is above its permutation 95th percentile (None when none is).
+      same format / different value different format, in that order); read at ``value_layer`` (chosen on the
+      selection prompts);
+    - ``order_sep``: rows ``layer, family, accuracy, perm_q95, chance`` (ordered vs shuffled); ``order_first_layer``
+      is the first depth from which every family is above its per-depth permutation 95th percentile (None if none);
+    - ``nulls`` / ``random_nulls`` (trained / random-weight model): ``null_distribution`` records keyed
+      ``value_gap_max``, ``value_gap_selected``, ``step_cosine_max``, ``step_cosine_selected``, ``order_max/<family>``
+      (the ``*_selected`` ones only for the trained model);
+    - ``successor``: :func:`~seqcirc_utils.mechanisms.representations.successor_summary` at ``step_layer``.
+
+    ``direction_name`` is "next direction" when the successor test passes, else "value-step direction".
+    A statistic is ``significant`` when its p-value is at most ``alpha``.
     """
     same, diff_same, diff_diff = comparisons[:3]
     vs = value_summary[value_summary["center"] == center].pivot(index="layer", columns="comparison", values="cosine")
     gap = vs[same] - vs[diff_diff]
-    best_value = int(gap.idxmax())
-    best_next = int(next_mean["cosine"].idxmax())
-    above = next_mean[next_mean["cosine"] > next_mean["perm_q95"]]
     order_wide = order_sep.pivot(index="layer", columns="family", values="accuracy")
     order_q95 = order_sep.pivot(index="layer", columns="family", values="perm_q95")
     separated = (order_wide > order_q95).all(axis=1)
+    briefs = {k: null_brief(v) for k, v in nulls.items()}
+    random_briefs = {k: null_brief(v) for k, v in random_nulls.items()}
+    for b in (*briefs.values(), *random_briefs.values()):
+        b["significant"] = b["p"] <= alpha
     return {
         "center": center,
-        "value_layer": best_value,
-        "same_value_cosine": float(vs.loc[best_value, same]),
-        "diff_value_same_format_cosine": float(vs.loc[best_value, diff_same]),
-        "diff_value_diff_format_cosine": float(vs.loc[best_value, diff_diff]),
+        "n_depths": len(vs),
+        "alpha": alpha,
+        "value_layer": int(value_layer),
+        "same_value_cosine": float(vs.loc[value_layer, same]),
+        "diff_value_same_format_cosine": float(vs.loc[value_layer, diff_same]),
+        "diff_value_diff_format_cosine": float(vs.loc[value_layer, diff_diff]),
         "same_value_above_control_layers": int((gap > 0).sum()),
-        "n_depths": len(next_mean),
-        "next_layer": best_next,
-        "next_cosine": float(next_mean["cosine"][best_next]),
-        "next_perm_q95": float(next_mean["perm_q95"][best_next]),
-        "next_above_baseline_layers": len(above),
+        "value_gap": briefs["value_gap_selected"],
+        "value_gap_max": briefs["value_gap_max"],
+        "random_value_gap_max": random_briefs["value_gap_max"],
+        "step_layer": int(step_layer),
+        "step_cosine": briefs["step_cosine_selected"],
+        "step_cosine_max": briefs["step_cosine_max"],
+        "random_step_cosine_max": random_briefs["step_cosine_max"],
+        "successor": successor,
+        "direction_name": "next direction" if successor.get("passes") else "value-step direction",
         "order_first_layer": int(separated.idxmax()) if separated.any() else None,
         "order_accuracy_last": {f: float(order_wide[f].iloc[-1]) for f in families},
         "order_chance": float(order_sep["chance"].iloc[0]),
+        "order_max": {f: briefs[f"order_max/{f}"] for f in families},
+        "random_order_max": {f: random_briefs[f"order_max/{f}"] for f in families},
     }
 
 
@@ -596,6 +633,7 @@ __all__: list[Any] = [
     "induction_verdict_markdown",
     "induction_verdicts",
     "member_spacing",
+    "null_brief",
     "representation_headline",
     "sample_sizes_sentence",
     "shared_same_type_heads",

@@ -707,6 +707,8 @@ def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: rando
     - ``repeatFirstAll``: every member replaced by the first.
     - ``repeatRand``: every member replaced by one random member of the family.
     - ``permutation``: a random reordering that is not a valid (monotone) sequence.
+    - ``permutationKeepLast``: the same with the last member kept in place (the earlier members reordered),
+      so the last token's value does not tell the twin apart.
     """
     n = len(clean)
     if kind == "randAll":
@@ -734,6 +736,18 @@ def corrupt_indices(kind: str, clean: list[int], pool: Sequence[int], rng: rando
             if out != clean and not is_valid_sequence(out, max_step):
                 return out
         raise ParameterError("permutation could not find a non-sequence reordering")
+    if kind == "permutationKeepLast":
+        if n < 3:
+            raise ParameterError(
+                "permutationKeepLast needs length >= 3 (with one member before the last there is nothing to reorder)"
+            )
+        for _ in range(10_000):
+            head = clean[:-1]
+            rng.shuffle(head)
+            out = head + clean[-1:]
+            if out != clean and not is_valid_sequence(out, max_step):
+                return out
+        raise ParameterError("permutationKeepLast could not find a non-sequence reordering")
     raise ParameterError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
 
 
