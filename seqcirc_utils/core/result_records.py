@@ -554,10 +554,16 @@ class Knockout(ResultRecord):
 
 @dataclass(frozen=True)
 class ActivationEditing(ResultRecord):
-    """11: next -> prev edits of the successor heads, and format steering against random directions."""
+    """11: next -> prev edits of the successor heads, and format steering against baseline directions.
+
+    Schema 2: heads chosen and steering directions fitted on each task's ``selection_dataset``, every edit and
+    steering measured on its sequence-disjoint ``evaluation_dataset`` (``split``); the edit's hit rate above an
+    ablation-only control with intervals (``edit_effects``) and against ``n_draws`` same-layer random head sets
+    (``edit_null``); steering at one alpha fixed in advance (``steer_alpha``) against random-halves, unrelated and
+    Gaussian directions of the same norm (``steering_effects``, ``steering_baselines``, ``steering_null``)."""
 
     kind: ClassVar[str] = "activation_editing"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "activation_editing.json"
 
     model: str
@@ -572,13 +578,38 @@ class ActivationEditing(ResultRecord):
     successor_heads: list[str]
     candidates: Rows
     random_heads: list[list[str]]
-    function_edits: Annotated[Rows, Columns("task", "edit_kind", "edit", "hit")]
+    function_edits: Annotated[Rows, Columns("task", "edit_kind", "edit", "hit", "hit_ci95", "in_prompt")]
     function_edit_prompts: Rows
     steer_layer: int
     alphas: list[float]
     directions: Rows
     steering: Rows
     steering_summary: Annotated[Rows, Columns("pair", "direction", "alpha", "hit")]
+    split: Annotated[dict[str, Any], Columns("roles", "seed", "n_sequences", "overlap")]
+    selection_dataset: dict[str, Any]
+    evaluation_dataset: dict[str, Any]
+    n_draws: int
+    edit_effects: Annotated[
+        Rows,
+        Columns(
+            "task",
+            "edit_kind",
+            "hit",
+            "control_hit",
+            "effect",
+            "effect_ci95",
+            "ci_unit",
+            "n_clusters",
+            "n_matched",
+            "hit_in_prompt",
+        ),
+    ]
+    edit_null: dict[str, NullDistribution]
+    steer_alpha: float
+    n_steer_draws: int
+    steering_effects: Annotated[Rows, Columns("pair", "hit", "hit_ci95", "correct", "n_prompts", "n_clusters")]
+    steering_baselines: Annotated[Rows, Columns("pair", "direction", "draw", "hit")]
+    steering_null: dict[str, dict[str, NullDistribution]]
 
 
 @dataclass(frozen=True)

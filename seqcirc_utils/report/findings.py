@@ -375,44 +375,55 @@ def knockout(files: Mapping[str, Any]) -> str:
 
 
 def activation_editing(files: Mapping[str, Any]) -> str:
-    """11: the next -> prev edit against random heads, and the best format steering against random directions."""
+    """11: the next -> prev edit above its ablation-only control and against same-layer random heads; format
+    steering at the alpha fixed in advance against baseline directions of the same norm."""
     obj: ActivationEditing = files[ActivationEditing.file]
-    edits = obj.function_edits
     parts = []
-    for r in (r for r in edits if r["edit"] == "successor heads"):
-        rand = [
-            x["hit"]
-            for x in edits
-            if x["task"] == r["task"] and x["edit_kind"] == r["edit_kind"] and x["edit"].startswith("random")
-        ]
-        parts.append(
-            f"{r['task']} {r['edit_kind']} {_pct(100 * r['hit'])}"
-            + (f" (random heads {_pct(100 * sum(rand) / len(rand))})" if rand else "")
+    for e in obj.edit_effects:
+        lo, hi = e["effect_ci95"]
+        null = obj.edit_null.get(e["task"])
+        text = (
+            f"{e['task']} {_pct(100 * e['hit'])} against {_pct(100 * e['control_hit'])} for the ablation-only control "
+            f"({100 * e['effect']:+.0f} points [{100 * lo:+.0f}, {100 * hi:+.0f}], n = {e['n_matched']} evaluation "
+            f"prompts, {e['n_clusters']} sequences" + ("" if lo > 0 else "; not distinguishable from the control") + ")"
         )
-    summary = obj.steering_summary
+        if null is not None:
+            text += (
+                f", at the {null.observed_percentile:.0f}th percentile of {null.n_draws} same-layer random head sets "
+                f"edited the same way (p = {null.p_value:.2f}"
+                + ("" if null.p_value <= 0.05 else "; not distinguishable from random")
+                + ")"
+            )
+        if e.get("hit_in_prompt") is not None:
+            text += f"; {_pct(100 * e['hit_in_prompt'])} of the hits are a token already in the prompt"
+        parts.append(text)
     steer = []
-    for pair in dict.fromkeys(r["pair"] for r in summary):
-        fmt = [r for r in summary if r["pair"] == pair and r["direction"] == "format"]
-        best = max(fmt, key=lambda r: r["hit"])
-        rnd = [
-            r["hit"]
-            for r in summary
-            if r["pair"] == pair and r["direction"] == "random" and r["alpha"] == best["alpha"]
-        ]
+    for e in obj.steering_effects:
+        lo, hi = e["hit_ci95"]
+        nulls = obj.steering_null.get(e["pair"], {})
         steer.append(
-            f"{pair} {_pct(100 * best['hit'])} at alpha {best['alpha']:g}"
-            + (f" (random directions {_pct(100 * rnd[0])})" if rnd else "")
+            f"{e['pair']} {_pct(100 * e['hit'])} [{100 * lo:.0f}, {100 * hi:.0f}] (n = {e['n_prompts']} evaluation "
+            f"prompts, {e['n_clusters']} sequences; "
+            + ", ".join(
+                f"{kind} {_pct(100 * n.null_mean)} (p = {n.p_value:.2f}, n = {n.n_draws}"
+                + ("; not distinguishable" if n.p_value > 0.05 and n.n_draws > 1 else "")
+                + ")"
+                for kind, n in nulls.items()
+            )
+            + ")"
         )
     text = (
-        f"Replacing the successor heads' ({' '.join(obj.successor_heads)}) outputs by their mean on prompts of "
-        "the other direction flips the answer to the predecessor (or successor) on " + "; ".join(parts) + "."
+        f"Replacing the successor heads' ({' '.join(obj.successor_heads)}, chosen on selection prompts) outputs by "
+        "their mean on decreasing prompts of the same members makes the top-1 the predecessor on "
+        + "; ".join(parts)
+        + "."
         if parts
         else "No next -> prev edit could be run."
     )
     if steer:
         text += (
-            f" Adding the member-matched format difference after block {obj.steer_layer} turns the answer "
-            "into the other format on " + "; ".join(steer) + "."
+            f" Adding {obj.steer_alpha:g} times the member-matched format difference (fitted on selection prompts) "
+            f"after block {obj.steer_layer} turns the answer into the other format on " + "; ".join(steer) + "."
         )
     return text
 

@@ -365,6 +365,31 @@ class Ablator:
             _, self._clean_resid = self.residuals([])
         return self._clean_resid
 
+    def run_blocks(self, start: int, stop: int, resid_pre: torch.Tensor) -> torch.Tensor:
+        """Blocks ``start .. stop - 1`` on ``resid_pre`` (block ``start``'s input ``[batch, pos, d_model]``, e.g. from
+        :meth:`clean_residuals`): block ``stop``'s input (the last block's output when ``stop = n_layers``).
+
+        Nothing is ablated here; hooks active in the caller's ``model.hooks`` context apply. Not counted as a forward
+        pass (:meth:`unembed_final` counts the pass it ends)."""
+        if not 0 <= start <= stop <= self.info.n_layers:
+            raise ParameterError(f"blocks {start}..{stop} outside 0..{self.info.n_layers}")
+        if self._replay is None:
+            self._replay = self._capture_replay()
+        x = resid_pre
+        with torch.no_grad():
+            for l in range(start, stop):
+                out = self.model.blocks[l](x, *self._replay.args[l], **self._replay.kwargs[l])
+                x = out[0] if isinstance(out, tuple) else out
+        return x
+
+    def unembed_final(self, resid: torch.Tensor) -> torch.Tensor:
+        """Final-position logits ``[batch, d_vocab]`` of the last block's output ``resid`` ``[batch, pos, d_model]``
+        (final norm, then unembedding); counts one (partial) forward pass."""
+        with torch.no_grad():
+            logits = self.model.unembed(self.model.ln_final(resid[:, -1:, :]))[:, -1, :]
+        self.forward_passes += 1
+        return logits
+
     def logits_from_layer(
         self, layer: int, resid_pre: torch.Tensor, ablated: Iterable[Component], keep_residuals: bool = False
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
