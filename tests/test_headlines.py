@@ -144,3 +144,35 @@ def test_findings_open_with_the_abstract_table(tmp_path):
 
 def test_abstract_without_claims_says_so():
     assert "No claim" in abstract_markdown([])
+
+
+def test_editing_and_representation_headlines_read_their_nulls():
+    from seqcirc_utils.core.result_records import ActivationEditing, Representations
+    from seqcirc_utils.report.headlines import activation_editing_headlines, representations_headlines
+
+    draws = [0.0] * 90 + [0.5] * 9  # 99 random head sets
+    edit = example(
+        ActivationEditing,
+        successor_heads=["L3.H1"],
+        edit_null={"digits": null_of(0.6, draws, n_prompts=15, n_clusters=3)},
+        function_edits=[
+            row(
+                ActivationEditing, "function_edits", task="digits", edit="successor heads", hit=0.6, hit_ci95=[0.2, 0.9]
+            ),
+            row(ActivationEditing, "function_edits", task="digits", edit="random heads 0", hit=0.0, hit_ci95=[0, 0]),
+        ],
+    )
+    (h,) = activation_editing_headlines({ActivationEditing.file: edit})
+    assert h.p == pytest.approx(1 / 100) and h.interval == (0.2, 0.9) and h.verdict == BEATS
+    rep = example(
+        Representations,
+        nulls={
+            "value_gap_selected": null_of(0.3, np.linspace(0, 0.4, 99)),
+            "order_max/months": null_of(0.9, np.linspace(0.4, 0.95, 99)),
+            "value_gap_max": null_of(0.5, np.linspace(0, 0.4, 99)),  # not a headline of its own
+        },
+    )
+    hs = representations_headlines({Representations.file: rep})
+    assert [h.claim.split()[0] for h in hs] == ["the", "months"]
+    brute = (1 + sum(x >= 0.3 for x in np.linspace(0, 0.4, 99))) / 100
+    assert hs[0].p == pytest.approx(brute) and hs[0].verdict == NOT_DISTINGUISHABLE

@@ -47,8 +47,10 @@ from seqcirc_utils.report.headlines import (
     Headline,
     abstract_figure,
     abstract_markdown,
+    activation_editing_headlines,
     greater_than_headlines,
     knockout_headlines,
+    representations_headlines,
     shared_circuits_headlines,
 )
 from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
@@ -547,8 +549,8 @@ READERS: tuple[ChapterReader, ...] = (
     ChapterReader("08_edge_circuits", (EdgeCircuits,), edge_circuits),
     ChapterReader("09_robustness", (Robustness,), robustness),
     ChapterReader("10_knockout", (Knockout,), knockout, knockout_headlines),
-    ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing),
-    ChapterReader("12_representations", (Representations,), representations),
+    ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing, activation_editing_headlines),
+    ChapterReader("12_representations", (Representations,), representations, representations_headlines),
     ChapterReader("13_discovery_methods", (DiscoveryMethods,), discovery_methods),
 )
 

@@ -26,7 +26,13 @@ import altair as alt
 import pandas as pd
 
 from seqcirc_utils.core.records import NullDistribution
-from seqcirc_utils.core.result_records import GreaterThanOverlap, Knockout, SharedByThreshold
+from seqcirc_utils.core.result_records import (
+    ActivationEditing,
+    GreaterThanOverlap,
+    Knockout,
+    Representations,
+    SharedByThreshold,
+)
 from seqcirc_utils.evaluation.nulls import lower_tail_p
 from seqcirc_utils.report.plots import Figure, Figures
 
@@ -197,6 +203,74 @@ def knockout_headlines(files: Mapping[str, Any]) -> list[Headline]:
                 percentile=percentile,
                 p=p,
                 split=_split(null, f"{task} evaluation split"),
+            )
+        )
+    return out
+
+
+def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
+    """11: replacing the successor heads' outputs by their mean on decreasing prompts turns the answer into the
+    predecessor more often than the same edit of random heads of the same layers (hit rate, evaluation split)."""
+    obj: ActivationEditing | None = files.get(ActivationEditing.file)
+    if obj is None:
+        return []
+    intervals = {r["task"]: _interval(r.get("hit_ci95")) for r in obj.function_edits if r["edit"] == "successor heads"}
+    out = []
+    for task, null in obj.edit_null.items():
+        percentile, p = _upper(null)
+        out.append(
+            Headline(
+                chapter="11_activation_editing",
+                claim=f"editing the successor heads ({' '.join(obj.successor_heads)}) turns {task} answers into the "
+                "predecessor",
+                effect=null.observed,
+                unit="hit rate",
+                interval=intervals.get(task),
+                null=f"the same edit of random heads of the same layers ({null.null_mean:.2f} on average)",
+                n_draws=null.n_draws,
+                percentile=percentile,
+                p=p,
+                split=_split(null, f"{task} evaluation split"),
+            )
+        )
+    return out
+
+
+#: 12's claims: null key in ``Representations.nulls`` -> the claim.
+REPRESENTATION_CLAIMS = {
+    "value_gap_selected": "the same value in different formats is more alike than different values",
+    "step_cosine_selected": "the value-step direction points the same way across formats",
+}
+
+
+def representations_headlines(files: Mapping[str, Any]) -> list[Headline]:
+    """12: the residual stream's value and step statistics at the depth chosen on selection prompts, and the
+    ordered-vs-shuffled probe per format (maximum over depths), against permutation nulls (evaluation split)."""
+    obj: Representations | None = files.get(Representations.file)
+    if obj is None:
+        return []
+    claims = [(key, claim) for key, claim in REPRESENTATION_CLAIMS.items() if key in obj.nulls]
+    claims += [
+        (key, f"{key.split('/', 1)[1]} prompts are told from shuffled twins (last member kept; best depth)")
+        for key in obj.nulls
+        if key.startswith("order_max/")
+    ]
+    out = []
+    for key, claim in claims:
+        null = obj.nulls[key]
+        percentile, p = _upper(null)
+        out.append(
+            Headline(
+                chapter="12_representations",
+                claim=claim,
+                effect=null.observed,
+                unit=null.statistic.replace("_", " "),
+                interval=None,
+                null="labels permuted" + (", maximum over depths" if "max" in key else ""),
+                n_draws=null.n_draws,
+                percentile=percentile,
+                p=p,
+                split=_split(null, "evaluation split"),
             )
         )
     return out
