@@ -60,7 +60,7 @@ from seqcirc_utils.core.results import frame_records, results_dir, write_json_at
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, reader_table
-from seqcirc_utils.report.verdicts import behaviour_verdict, smoke_note
+from seqcirc_utils.report.verdicts import behaviour_verdict, prefix_verdict, smoke_note
 from seqcirc_utils.tasks.behaviour import DEFAULT_TEMPLATES, prefix_summary, prefix_table
 from seqcirc_utils.tasks.datasets import PREFIX_MODES, resolve_prefix
 
@@ -231,52 +231,7 @@ figures.figure(
 )
 
 # %%
-cols = [p for p in prefixes if p in acc.columns]
-per_prefix = (
-    ok_all.groupby("prefix")
-    .agg(top1_accuracy=("top1_accuracy", "mean"), logit_diff=("logit_diff", "mean"), n_combinations=("n", "size"))
-    .reindex(cols)
-)
-lines = ["Means over every (task, template, direction) combination built with each prefix:"]
-for p, row in per_prefix.iterrows():
-    tok = resolved[p].token
-    lines.append(
-        f"- **{p}** ({'`' + tok + '`' if tok else 'no token'}): top-1 accuracy {row.top1_accuracy:.0%}, "
-        f"logit difference {row.logit_diff:.2f} nats ({int(row.n_combinations)} combinations)."
-    )
-if prefix in cols and len(cols) > 1:
-    for other in [c for c in cols if c != prefix]:
-        d_acc = acc[prefix] - acc[other]
-        d_ld = ld[prefix] - ld[other]
-        i = d_acc.abs().idxmax()
-        lines.append(
-            f"- {prefix} vs {other}: mean accuracy {per_prefix.top1_accuracy[prefix]:.0%} vs "
-            f"{per_prefix.top1_accuracy[other]:.0%}; per task and direction the difference ranges from "
-            f"{100 * d_acc.min():+.0f} to {100 * d_acc.max():+.0f} points (largest for {acc.task[i]} / {acc.direction[i]}: "
-            f"{acc[prefix][i]:.0%} vs {acc[other][i]:.0%}), the logit difference from {d_ld.min():+.2f} to "
-            f"{d_ld.max():+.2f} nats."
-        )
-    spread = acc[cols].max(axis=1) - acc[cols].min(axis=1)
-    big = acc[spread >= 0.1]
-    lines.append(
-        f"- {len(big)} of {len(acc)} task/direction rows change top-1 accuracy by 10 points or more between prefixes"
-        + (": " + ", ".join(f"{r.task} / {r.direction}" for r in big.itertuples()) + "." if len(big) else ".")
-    )
-by_template = ok_all[ok_all["task"] != "greater_than"].groupby(["template", "prefix"])["top1_accuracy"].mean().unstack()
-if len(by_template) and all(c in by_template.columns for c in cols):
-    lines.append(
-        f"- By template (mean top-1 accuracy, {' / '.join(cols)}): "
-        + "; ".join(f"{t} {' / '.join(f'{v:.0%}' for v in row[cols])}" for t, row in by_template.iterrows())
-        + "."
-    )
-gt_rows = ok_all[ok_all["task"] == "greater_than"]
-if len(gt_rows) and "prob_diff" in gt_rows:
-    lines.append(
-        "- Greater-than probability difference: "
-        + ", ".join(f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples())
-        + "."
-    )
-display(Markdown("\n".join(lines)))
+Markdown(prefix_verdict(ok_all, acc, ld, prefix, {p: r.token for p, r in resolved.items()}))
 
 # %% [markdown]
 # Circuit discovery in the following chapters uses prompts the model answers correctly (top-1 and

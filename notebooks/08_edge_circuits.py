@@ -65,6 +65,7 @@ from seqcirc_utils.discovery.edges.search import prune_edges
 from seqcirc_utils.discovery.pipeline import discover, score_columns
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
@@ -127,8 +128,21 @@ for task, r in results.items():
         }
     )
 summary = pd.DataFrame(rows)
-pd.set_option("display.precision", 2)
-summary
+reader_table(
+    summary,
+    [
+        Column("task", "task"),
+        Column("nodes", "node-circuit nodes", "int"),
+        Column("kept_edges", "kept edges", "int"),
+        Column("connected_edges", "connected edges", "int"),
+        Column("edge_circuit_%", "edge circuit (% of full)", "percent"),
+        Column("connected_nodes_ablation_%", "its connected nodes (% of full)", "percent"),
+        Column("node_circuit_%", "node circuit (% of full)", "percent", interval="node_circuit_ci95"),
+        Column("node_heldout_%", "node circuit held out (% of full)", "percent", interval="node_heldout_ci95"),
+    ],
+    caption="Edge circuits per task: edges kept out of the candidates, and the score of the edge circuit beside "
+    "its nodes under node ablation and the node circuit it was pruned from (95 % intervals over sequences).",
+)
 
 # %% [markdown]
 # ## The edge circuits
@@ -157,7 +171,12 @@ for task, r in results.items():
 
 # %%
 kinds = pd.concat([pd.DataFrame(r.edges).assign(task=t) for t, r in results.items() if r.edges])
-kinds.groupby(["task", "input"]).size().unstack(fill_value=0)
+by_input = kinds.groupby(["task", "input"]).size().unstack(fill_value=0).reset_index()
+reader_table(
+    by_input,
+    [Column("task", "task")] + [Column(c, f"edges into {c}", "int") for c in by_input.columns if c != "task"],
+    caption="Kept edges by the receiver's input: a head's query, key or value, an MLP's input, or the logits.",
+)
 
 # %% [markdown]
 # ## Does edge attribution rank edges like exact path patching?
@@ -183,7 +202,14 @@ write_json_atomic(
         eap_vs_exact_edges=frame_records(agreement),
     ),
 )
-display(pd.DataFrame([agree]))
+display(
+    reader_table(
+        pd.DataFrame([agree]),
+        [Column("n_edges", "sampled edges", "int"), Column("spearman", "Spearman rank correlation", "number", 2)],
+        caption="Single-edge effects, EAP against exact path patching, on the sampled edges.",
+        full=False,
+    )
+)
 figures.figure(
     plots.bar_chart(
         agreement.assign(

@@ -289,7 +289,6 @@ def test_representation_headline_from_the_chapters_tables():
             for comp, v in zip(comparisons, vals)
         ]
     )
-    next_mean = pd.DataFrame({"layer": [0, 1, 2], "cosine": [0.1, 0.3, 0.8], "perm_q95": [0.2, 0.2, 0.5]})
     order_sep = pd.DataFrame(
         [
             {"layer": layer, "family": f, "accuracy": acc, "perm_q95": 0.6, "chance": 0.5}
@@ -297,9 +296,33 @@ def test_representation_headline_from_the_chapters_tables():
             for f, acc in zip(("digits", "months"), accs)
         ]
     )
-    h = representation_headline(
-        value_summary, next_mean, order_sep, center="format", comparisons=comparisons, families=["digits", "months"]
+    from types import SimpleNamespace
+
+    def null(observed, p, depth=None):
+        return SimpleNamespace(
+            observed=observed, matched={"depth": depth}, n_draws=99, null_p95=0.5, observed_percentile=90.0, p_value=p
+        )
+
+    nulls = {
+        "value_gap_selected": null(0.8, 0.01, 1),
+        "value_gap_max": null(0.8, 0.02),
+        "step_cosine_selected": null(0.6, 0.2, 2),
+        "step_cosine_max": null(0.8, 0.03),
+    } | {f"order_max/{f}": null(0.9, 0.01) for f in ("digits", "months")}
+    random_nulls = {k: null(0.1, 0.5) for k in ("value_gap_max", "step_cosine_max")} | {
+        f"order_max/{f}": null(0.6, 0.3) for f in ("digits", "months")
+    }
+    kwargs = dict(
+        center="format",
+        comparisons=comparisons,
+        families=["digits", "months"],
+        value_layer=1,
+        step_layer=2,
+        nulls=nulls,
+        random_nulls=random_nulls,
+        successor={"passes": False},
     )
+    h = representation_headline(value_summary, order_sep, **kwargs)
     assert (
         h["value_layer"],
         h["same_value_cosine"],
@@ -307,18 +330,18 @@ def test_representation_headline_from_the_chapters_tables():
         h["diff_value_diff_format_cosine"],
     ) == (1, 0.9, 0.2, 0.1)
     assert h["same_value_above_control_layers"] == 2 and h["n_depths"] == 3
-    assert (h["next_layer"], h["next_cosine"], h["next_perm_q95"], h["next_above_baseline_layers"]) == (2, 0.8, 0.5, 2)
+    assert h["value_gap"]["significant"] and not h["step_cosine"]["significant"] and h["step_cosine"]["depth"] == 2
+    assert not h["random_value_gap_max"]["significant"] and h["direction_name"] == "value-step direction"
     assert h["order_first_layer"] == 1 and h["order_accuracy_last"] == {"digits": 0.65, "months": 0.9}
     assert h["order_chance"] == 0.5
-    never = representation_headline(
-        value_summary,
-        next_mean,
-        order_sep.assign(perm_q95=0.95),
-        center="format",
-        comparisons=comparisons,
-        families=["digits", "months"],
-    )
+    never = representation_headline(value_summary, order_sep.assign(perm_q95=0.95), **kwargs)
     assert never["order_first_layer"] is None
+    assert (
+        representation_headline(value_summary, order_sep, **(kwargs | {"successor": {"passes": True}}))[
+            "direction_name"
+        ]
+        == "next direction"
+    )
 
 
 def test_behaviour_verdict_and_findings_use_one_summary():
@@ -356,3 +379,25 @@ def test_behaviour_verdict_and_findings_use_one_summary():
     page = behaviour({Behaviour.file: example(Behaviour, rows=rows)})
     assert "mean top-1 accuracy is 75 % against 25 % on 1 decreasing ones" in page and "60.0 %" in page
     assert not behaviour_summary([r("digits", "pure", "decreasing", 8, 0.9)]).decreasing_harder
+
+
+def test_prefix_verdict_reads_the_numbers():
+    import pandas as pd
+
+    from seqcirc_utils.report.verdicts import prefix_verdict
+
+    rows = pd.DataFrame(
+        [
+            {"task": "digits", "template": "pure", "direction": "increasing", "prefix": p, "n": 8, "top1_accuracy": a}
+            | {"logit_diff": l}
+            for p, a, l in (("document", 0.9, 3.0), ("none", 0.5, 1.0))
+        ]
+    )
+    acc = pd.DataFrame([{"task": "digits", "direction": "increasing", "document": 0.9, "none": 0.5}])
+    ld = pd.DataFrame([{"task": "digits", "direction": "increasing", "document": 3.0, "none": 1.0}])
+    text = prefix_verdict(rows, acc, ld, "document", {"document": "<|endoftext|>", "none": None})
+    assert "**document** (`<|endoftext|>`): top-1 accuracy 90 %" in text.replace("90%", "90 %")
+    assert "**none** (no token)" in text
+    assert "from +40 to +40 points" in text and "+2.00 to +2.00 nats" in text
+    assert "1 of 1 task/direction rows change top-1 accuracy by 10 points or more" in text
+    assert "pure 90% / 50%" in text

@@ -16,11 +16,14 @@ form). The verdict rules (which transfer counts as "reused", which head counts a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import pandas as pd
+
+from seqcirc_utils.core.options import GREATER_THAN
 from seqcirc_utils.core.result_records import (
     DecreasingCircuits,
     InductionOffsets,
@@ -619,6 +622,65 @@ def representation_headline(
     }
 
 
+def prefix_verdict(
+    rows: pd.DataFrame, acc: pd.DataFrame, ld: pd.DataFrame, prefix: str, tokens: Mapping[str, str | None]
+) -> str:
+    """01: how much the prompt prefix matters, in Markdown bullets.
+
+    ``rows``: one row per built (task, template, direction, prefix) combination (``top1_accuracy``,
+    ``logit_diff``, ``n``, optionally ``prob_diff``); ``acc`` / ``ld``: per (task, direction) means over templates,
+    one column per prefix (:func:`~seqcirc_utils.tasks.behaviour.prefix_summary`); ``prefix``: the prefix the
+    book uses; ``tokens``: each prefix's token (None: no token)."""
+    cols = [p for p in tokens if p in acc.columns]
+    per_prefix = (
+        rows.groupby("prefix")
+        .agg(top1_accuracy=("top1_accuracy", "mean"), logit_diff=("logit_diff", "mean"), n_combinations=("n", "size"))
+        .reindex(cols)
+    )
+    lines = ["Means over every (task, template, direction) combination built with each prefix:"]
+    for p, row in per_prefix.iterrows():
+        tok = tokens[p]
+        lines.append(
+            f"- **{p}** ({'`' + tok + '`' if tok else 'no token'}): top-1 accuracy {row.top1_accuracy:.0%}, "
+            f"logit difference {row.logit_diff:.2f} nats ({int(row.n_combinations)} combinations)."
+        )
+    if prefix in cols and len(cols) > 1:
+        for other in [c for c in cols if c != prefix]:
+            d_acc = acc[prefix] - acc[other]
+            d_ld = ld[prefix] - ld[other]
+            i = d_acc.abs().idxmax()
+            lines.append(
+                f"- {prefix} vs {other}: mean accuracy {per_prefix.top1_accuracy[prefix]:.0%} vs "
+                f"{per_prefix.top1_accuracy[other]:.0%}; per task and direction the difference ranges from "
+                f"{100 * d_acc.min():+.0f} to {100 * d_acc.max():+.0f} points (largest for {acc.task[i]} / "
+                f"{acc.direction[i]}: {acc[prefix][i]:.0%} vs {acc[other][i]:.0%}), the logit difference from "
+                f"{d_ld.min():+.2f} to {d_ld.max():+.2f} nats."
+            )
+        spread = acc[cols].max(axis=1) - acc[cols].min(axis=1)
+        big = acc[spread >= 0.1]
+        lines.append(
+            f"- {len(big)} of {len(acc)} task/direction rows change top-1 accuracy by 10 points or more between "
+            "prefixes"
+            + (": " + ", ".join(f"{r.task} / {r.direction}" for r in big.itertuples()) + "." if len(big) else ".")
+        )
+    sequences = rows[rows["task"] != GREATER_THAN]
+    by_template = sequences.groupby(["template", "prefix"])["top1_accuracy"].mean().unstack()
+    if len(by_template) and all(c in by_template.columns for c in cols):
+        lines.append(
+            f"- By template (mean top-1 accuracy, {' / '.join(cols)}): "
+            + "; ".join(f"{t} {' / '.join(f'{v:.0%}' for v in row[cols])}" for t, row in by_template.iterrows())
+            + "."
+        )
+    gt_rows = rows[rows["task"] == GREATER_THAN]
+    if len(gt_rows) and "prob_diff" in gt_rows:
+        lines.append(
+            "- Greater-than probability difference: "
+            + ", ".join(f"{r.prefix} {r.prob_diff:.1%}" for r in gt_rows.itertuples())
+            + "."
+        )
+    return "\n".join(lines)
+
+
 __all__: list[Any] = [
     "BehaviourSummary",
     "DirectionPair",
@@ -634,6 +696,7 @@ __all__: list[Any] = [
     "induction_verdicts",
     "member_spacing",
     "null_brief",
+    "prefix_verdict",
     "representation_headline",
     "sample_sizes_sentence",
     "shared_same_type_heads",
