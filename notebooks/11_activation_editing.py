@@ -115,7 +115,7 @@ if steer_alpha <= 0:
 if smoke:
     tasks = edit_tasks = [tasks[0]]
     steer_pairs, alphas = steer_pairs[:1], [0.0, steer_alpha]
-    n_prompts, n_random = min(n_prompts, 8), 1  # n_source kept: the matching needs every member set
+    n_prompts, n_random = min(n_prompts, 12), 1  # n_source kept: the matching needs every member set
     n_draws, n_steer_draws = min(n_draws, 4), min(n_steer_draws, 2)
     n_candidates, n_heads = min(n_candidates, 2), 1
     display(smoke_note(f"tasks {tasks}, {n_prompts} prompts, {n_draws} random head sets, {n_steer_draws} draws"))
