@@ -23,6 +23,10 @@ def test_mean_ablating_one_head_matches_raw_pytorch_hook(request, which):
 
 
 def test_activation_patching_matches_transformer_lens(smollm):
+    """Resample ablation of single heads against TransformerLens' own head patching, on the heads of the first,
+    a middle and the last layer (TransformerLens' ``index_df`` selects them; every layer's heads would cost a
+    forward pass each for the same check)."""
+    import pandas as pd
     from transformer_lens.patching import get_act_patch_attn_head_out_all_pos
 
     from seqcirc_utils.core import metrics
@@ -35,9 +39,14 @@ def test_activation_patching_matches_transformer_lens(smollm):
     def metric(logits):
         return metrics.logit_diff(logits[:, -1], ds.answer_ids, ds.incorrect_ids).mean()
 
-    tl = get_act_patch_attn_head_out_all_pos(model, ds.tokens, corrupted_cache, metric)  # [n_layers, n_heads]
-    ours = single_component_effects(model, info, ds, info.heads, mode="resample", progress=False)
-    assert tl.shape == (info.n_layers, info.n_heads)
+    layers = sorted({0, info.n_layers // 2, info.n_layers - 1})
+    heads = [c for c in info.heads if c.layer in layers]
+    index = pd.DataFrame({"layer": [c.layer for c in heads], "head": [c.index for c in heads]})
+    tl = get_act_patch_attn_head_out_all_pos(
+        model, ds.tokens, corrupted_cache, metric, index_axis_names=None, index_df=index
+    )
+    ours = single_component_effects(model, info, ds, heads, mode="resample", progress=False)
+    assert tl.shape == (len(heads),) and len(heads) == len(layers) * info.n_heads
     assert torch.allclose(torch.tensor(ours["metric"].values, dtype=torch.float32), tl.flatten().float(), atol=2e-3)
 
 
