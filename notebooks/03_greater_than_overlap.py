@@ -465,7 +465,7 @@ for t in ladder_names:
     except SeqcircError as err:
         if t == "greater_than":
             raise
-        print(f"{t} left out of the ladder: {err}")
+        display(Markdown(f"**{t} left out of the ladder:** {err}"))
         continue
     ladder_records[t] = recs
     for r in recs:

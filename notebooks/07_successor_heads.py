@@ -76,6 +76,7 @@ from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens,
 from seqcirc_utils.mechanisms.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
@@ -245,12 +246,24 @@ ds = discovery_dataset(
     min_prompts=4 if smoke else 8,
     prefix=prefix,
 )
-print(f"{len(ds)} of {n_prompts} prompts kept; e.g. {ds.prompts[0].text!r} -> {ds.prompts[0].answer!r}")
+display(
+    Markdown(f"{len(ds)} of {n_prompts} prompts kept, e.g. `{ds.prompts[0].text.strip()}` -> `{ds.prompts[0].answer}`.")
+)
 att = dataset_member_attention(lm, ds, progress=False)
 f2m = final_to_member_table(att).set_index("component")
 att_summary = attention_summary(att).set_index("component")
 top_next = top_heads(scores[focus], "next", top_n)["component"].tolist()
-display(pd.concat([f2m.loc[top_next], att_summary.loc[top_next, ["final_to_bos"]]], axis=1).round(3))
+attention_top = pd.concat([f2m.loc[top_next], att_summary.loc[top_next, ["final_to_bos"]]], axis=1).reset_index()
+display(
+    reader_table(
+        attention_top,
+        [Column("component", "head")]
+        + [Column(c, f"to member {c}", "number", 2) for c in f2m.columns]
+        + [Column("final_to_bos", "to the first token", "number", 2)],
+        caption="Mean attention from the final position to each member (m-1: the last one shown) and to the first "
+        "token, for the top next heads.",
+    )
+)
 figures.figure(
     plots.matrix_heatmap(
         plots.matrix_frame(f2m.loc[top_next], row="head", col="member"),
@@ -278,10 +291,13 @@ top_parts = top_dla(dla, 10)
 head_dla = dla_table[dla_table["kind"] == "head"].assign(
     head=lambda d: d["component"].map(lambda c: parse_component(c).index)
 )
-display(top_parts.round(3))
-print(
-    f"parts sum to {float(dla.values.sum(0).mean()):.3f} nats; the model's mean logit difference is "
-    f"{float(dla.logit_diff.mean()):.3f} nats"
+display(
+    reader_table(
+        top_parts,
+        [Column("component", "part"), Column("mean", "mean DLA (nats)", "number", 3)],
+        caption=f"The parts sum to {float(dla.values.sum(0).mean()):.3f} nats; the model's mean logit difference is "
+        f"{float(dla.logit_diff.mean()):.3f} nats.",
+    )
 )
 figures.figure(
     alt.hconcat(
