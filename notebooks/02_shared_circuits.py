@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 950
+#     estimate_s: 1250
 # ---
 
 # %% [markdown]
@@ -34,6 +34,23 @@
 # beside it where the tokenizer allows (on GPT-2, whose numbers up to 99 are single tokens, it is refused
 # and `digits` is the digits task). Its circuit is found by the fast attribution-ranked method
 # (`task_methods`), which costs a fraction of the sweep.
+#
+# **How much overlap is sharing?** Two circuits that each keep half of a layer's heads share some of them by
+# chance. Every overlap below is therefore read beside the **overlap expected by chance**: each task's circuit is
+# replaced by a random circuit with the same number of heads in every layer and as many MLPs from the same layers
+# +-1 (a layer-stratified permutation of membership, `n_permutations` times; no forward pass), and the shared
+# components are counted. We give the expected count, its 95 % range and the p of the observed overlap.
+#
+# **A control task.** Sharing between the sequence tasks could also mean "the components any task needs". The
+# control is a task without a sequence, found the same way (same method, template, prompt counts and thresholds):
+# random-token induction copying, `K L M K L` -> `M`, where K, L, M are distinct random single-token words from the
+# tokenizer, each repeated with its filler (e.g. `Rock done in product. Lake done in where. Pot done in tracks. Rock
+# done in product. Lake done in where. Pot done in` -> ` tracks`; see [Methods](../methods.md)). What a sequence
+# task shares with the control (beyond chance), and how well the circuits transfer to and from the control's data,
+# is the reference for "the sequence tasks share more than any two tasks do". The control is compared only with
+# the tasks found by its own method: by default the sweep, like digits, number words and months. It costs one more
+# sweep (about 1.3 times a sequence task's: its circuits are larger and its prompts longer); `control_method =
+# "fast"` is cheaper, but then the control is compared with `numbers` alone.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
@@ -54,7 +71,6 @@ task_methods = {"numbers": "fast"}  # per-task method overriding `method` (the n
 template = "among_words"  # prompt template (pure, comma, among_words, mixed)
 thresholds = [0.97, 0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
 method = "sweep"  # "sweep" (the paper's iterative pruning) or "fast" (attribution-ranked)
-minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept component; smoke runs skip it)
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
 n_draws = 99  # matched random circuits in the null of the shared-by-all circuit at main_threshold (per task, held-out data; ~2 s a draw)
@@ -62,6 +78,11 @@ null_tasks = [
     "numbers"
 ]  # tasks on whose held-out data the null is drawn (None: every task; each costs ~n_draws x 2 s): by default the one with enough distinct sequences to hold out
 random_match = "layer"  # the null's matching: same number of heads in every layer, MLPs from the same layers +-1
+control = "induction_copy"  # the control task (random-token induction copying, K L M K L -> M); None leaves it out
+control_options = {"length": 5}  # the control's dataset options (5 words shown: K L M K L)
+control_method = None  # the control's method (None: `method`, so it is found the same way as the sequence tasks)
+n_permutations = 99  # layer-stratified permutations of the sharing null (set arithmetic, no forward pass)
+minimal = True  # refine fast-method circuits to 1-minimal (one pass per component; smoke: off for every task)
 
 # %%
 import altair as alt
@@ -75,7 +96,9 @@ from seqcirc_utils.core.results import frame_records, results_dir, write_json_at
 from seqcirc_utils.core.types import Circuit, parse_component
 from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
 from seqcirc_utils.evaluation.compare import (
+    control_comparison,
     cross_task_scores,
+    lost_at,
     membership_matrix,
     overlap_table,
     same_different,
@@ -83,12 +106,13 @@ from seqcirc_utils.evaluation.compare import (
     score_against_random,
     shared_by_threshold,
     shared_components,
+    sharing_null_by_threshold,
 )
-from seqcirc_utils.evaluation.nulls import circuit_null
+from seqcirc_utils.evaluation.nulls import PAIR, SHARED_BY_ALL, circuit_null, sharing_null
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_table
-from seqcirc_utils.report.verdicts import smoke_note
+from seqcirc_utils.report.verdicts import chance_phrase, control_verdict, smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
@@ -108,8 +132,9 @@ lm, info = load_model(model, device=device)
 ablator_cache = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 records, datasets, ablators, methods, refused = {}, {}, {}, {}, {}
-for task in tasks:
-    methods[task] = task_methods.get(task, method)
+for task in [*tasks, *([control] if control else [])]:
+    is_control = task == control
+    methods[task] = (control_method or method) if is_control else task_methods.get(task, method)
     try:
         records[task], datasets[task], ablators[task] = discover(
             lm,
@@ -121,15 +146,20 @@ for task in tasks:
             n=n_prompts,
             seed=seed,
             prefix=prefix,
+            **(control_options if is_control else {}),
         )
     except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
         refused[task] = str(err)
         continue
     write_circuits(out_dir / f"circuit_{task}.json", records[task])
 tasks = [t for t in tasks if t in records]
+control = control if control in records else None
+every_task = [*tasks, *([control] if control else [])]  # the sequence tasks, then the control
+same_way = [t for t in tasks if control and methods[t] == methods[control]]  # compared with the control
 rows = [
     {
         "task": t,
+        "control": t == control,
         "method": methods[t],
         "threshold": r["threshold"],
         "heads": len(r["heads"]),
@@ -141,7 +171,7 @@ rows = [
         "forward_passes": r["forward_passes"],
         "seconds": r["seconds"],
     }
-    for t in tasks
+    for t in every_task
     for r in records[t]
 ]
 summary = pd.DataFrame(rows)
@@ -149,6 +179,12 @@ display(
     Markdown(
         "Tasks used: "
         + ", ".join(f"**{t}** ({methods[t]})" for t in tasks)
+        + (
+            f"; control: **{control}** ({methods[control]}), compared with "
+            + (", ".join(same_way) if same_way else f"no sequence task (none was found by {methods[control]})")
+            if control
+            else "; no control task"
+        )
         + "."
         + "".join(f" **{t}** is left out: {why}" for t, why in refused.items())
     )
@@ -156,8 +192,10 @@ display(
 reader_table(
     summary.assign(
         circuit=[
-            f"{t} ({m}): {h} heads + {k} MLPs"
-            for t, m, h, k in zip(summary["task"], summary["method"], summary["heads"], summary["mlps"])
+            f"{t}{' (control)' if c else ''} ({m}): {h} heads + {k} MLPs"
+            for t, c, m, h, k in zip(
+                summary["task"], summary["control"], summary["method"], summary["heads"], summary["mlps"]
+            )
         ]
     ),
     [
@@ -179,7 +217,7 @@ display(
         + "; ".join(
             f"{t}: {r['n_prompts']} prompts from {r['n_sequences']} sequences for discovery, "
             f"{r['heldout']['n_prompts']} prompts from {r['heldout']['n_sequences']} other sequences held out"
-            for t in tasks
+            for t in every_task
             for r in records[t][:1]
             if r.get("heldout")
         )
@@ -195,7 +233,7 @@ display(
 # components for fidelity: the curve shows how steeply performance falls as the circuit shrinks.
 
 # %%
-full = pd.DataFrame([{"task": t, "n_components": len(info.components), "score": 100.0} for t in tasks])
+full = pd.DataFrame([{"task": t, "n_components": len(info.components), "score": 100.0} for t in every_task])
 figures.figure(
     plots.size_performance_curve(
         pd.concat([summary[["task", "n_components", "score"]], full]),
@@ -212,40 +250,73 @@ figures.figure(
 # Heads are circles on a layer x head grid, MLPs squares; the circuit's components are red.
 
 # %%
-main = {t: next(r for r in records[t] if abs(r["threshold"] - main_threshold) < 1e-9) for t in tasks}
-circuits = {t: Circuit.from_lists(r["heads"], r["mlps"]).components for t, r in main.items()}
-for t in tasks:
+main = {t: next(r for r in records[t] if abs(r["threshold"] - main_threshold) < 1e-9) for t in every_task}
+with_control = {t: Circuit.from_lists(r["heads"], r["mlps"]).components for t, r in main.items()}
+circuits = {t: with_control[t] for t in tasks}  # the sequence tasks
+for t in every_task:
     display(
         figures.figure(
             plots.circuit_diagram(
                 info.n_layers,
                 info.n_heads,
-                circuits[t],
-                title=f"{t}: {len(circuits[t])} components, score {100 * main[t]['score']:.1f} %",
+                with_control[t],
+                title=f"{t}{' (control)' if t == control else ''}: {len(with_control[t])} components, "
+                f"score {100 * main[t]['score']:.1f} %",
             ),
-            f"The {t} circuit at {100 * main_threshold:.0f} %: every head (circle) and MLP (square, right column) of "
-            f"the model, the {len(circuits[t])} kept ones red, layer 0 at the bottom. Note the layers where the kept "
-            "heads cluster.",
+            f"The {t}{' (control)' if t == control else ''} circuit at {100 * main_threshold:.0f} %: every head "
+            f"(circle) and MLP (square, right column) of the model, the {len(with_control[t])} kept ones red, layer 0 "
+            "at the bottom. Note the layers where the kept heads cluster.",
         )
     )
 
 # %% [markdown]
 # ## Overlap between tasks
 #
-# Pairwise intersection, union and Jaccard index of the circuits, for heads and MLPs together and
-# for heads alone, and the components every task's circuit keeps.
+# Pairwise intersection, union and Jaccard index of the circuits (the control's included), for heads and MLPs
+# together and for heads alone, and the components every sequence task's circuit keeps. Then every overlap beside
+# the overlap expected by chance (`n_permutations` layer-stratified permutations of each circuit's membership).
 
 # %%
-overlap = overlap_table(circuits)
+overlap = overlap_table(with_control)
 head_overlap = overlap_table(circuits, kind="head")
 shared = shared_components(circuits)
 display(overlap)
 display(head_overlap[["a", "b", "intersection", "union", "jaccard", "shared"]])
-display(Markdown(f"**Shared by all {len(tasks)} circuits ({len(shared)}):** " + (" ".join(map(str, shared)) or "none")))
+display(
+    Markdown(
+        f"**Shared by all {len(tasks)} sequence circuits ({len(shared)}):** " + (" ".join(map(str, shared)) or "none")
+    )
+)
 figures.figure(
-    plots.overlap_chart(circuits, title="circuit membership per task"),
-    f"Which circuit keeps each component (left: filled = kept) and how many of the {len(tasks)} tasks share it "
-    f"(right). The components with the longest bars are the {len(shared)} shared by every task.",
+    plots.overlap_chart(with_control, title="circuit membership per task"),
+    f"Which circuit keeps each component (left: filled = kept) and how many of the {len(every_task)} tasks "
+    + (f"(the control {control} included) " if control else "")
+    + f"share it (right). The {len(shared)} components every sequence task keeps have bars of at least {len(tasks)}.",
+)
+
+# %%
+overlap_null = pd.DataFrame(
+    sharing_null(info, circuits, n_permutations, seed, pairs=False)
+    + [r for r in sharing_null(info, with_control, n_permutations, seed) if r["group"] == PAIR]
+)
+reader_table(
+    overlap_null.assign(
+        chance_range=[[lo, hi] for lo, hi in zip(overlap_null["null_lo"], overlap_null["null_hi"])],
+        which=[
+            f"all {len(tasks)} sequence tasks" if g == SHARED_BY_ALL else t
+            for g, t in zip(overlap_null["group"], overlap_null["tasks"])
+        ],
+    ),
+    [
+        Column("which", "circuits"),
+        Column("observed", "components shared", "int"),
+        Column("expected", "expected by chance [95 % range]", "number", digits=1, interval="chance_range"),
+        Column("percentile", "observed percentile", "number"),
+        Column("p", "p (observed >= chance)", "number", digits=3),
+    ],
+    caption=f"Components shared at {100 * main_threshold:.0f} %, beside the count expected by chance over "
+    f"{n_permutations} layer-stratified permutations of every circuit's membership (same heads per layer, MLPs "
+    "from the same layers +-1); p = (1 + #{permutations >= observed}) / (permutations + 1).",
 )
 
 # %% [markdown]
@@ -292,10 +363,12 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 #
 # Rows: whose circuit; columns: whose data. Each cell is the circuit's logit difference on that
 # data, everything else mean-ablated, as a percentage of the full model on the same data. A
-# circuit that does well on another task's data carries that task's mechanism too.
+# circuit that does well on another task's data carries that task's mechanism too. The control's row and
+# column are the reference: how well any circuit of this size transfers to a task without a sequence.
 
 # %%
-cross = 100 * cross_task_scores(lm, info, circuits, datasets, ablators=ablator_cache)
+cross = 100 * cross_task_scores(lm, info, with_control, datasets, ablators=ablator_cache)
+control_reference = control_comparison(overlap_null, same_way, control, cross) if control else None
 write_json_atomic(
     out_dir / SharedCircuits.file,
     SharedCircuits(
@@ -311,12 +384,16 @@ write_json_atomic(
         membership=membership_matrix(circuits).reset_index(names="component").to_dict(orient="records"),
         head_importance=head_scores,
         single_head_ablation=frame_records(exact[exact_columns]),
+        control=control,
+        methods=methods,
+        overlap_null=frame_records(overlap_null),
+        control_reference=control_reference,
     ),
 )
 cross
 
 # %%
-diag = {t: cross.loc[t, t] for t in tasks}
+diag = {t: cross.loc[t, t] for t in every_task}
 off = [(a, b, cross.loc[a, b]) for a in tasks for b in tasks if a != b]
 best = max(off, key=lambda x: x[2])
 worst = min(off, key=lambda x: x[2])
@@ -342,6 +419,10 @@ display(
             for t in tasks
             if len(g := exact[exact["task"] == t])
         )
+        + " Against chance, all sequence circuits share "
+        + chance_phrase(overlap_null[overlap_null["group"] == SHARED_BY_ALL].iloc[0])
+        + ". "
+        + control_verdict(control_reference, main_threshold)
     )
 )
 
@@ -475,6 +556,51 @@ display(
 )
 
 # %% [markdown]
+# ### Overlap against chance, at every threshold
+#
+# At each threshold, the components all sequence circuits keep and those each pair keeps (the control's pairs
+# included), beside the count expected by chance: `n_permutations` layer-stratified permutations of every
+# circuit's membership (same heads per layer, MLPs from the same layers +-1), no forward pass. "Lost" is read
+# both ways: where nothing is shared any more, and where what is shared is no longer above chance (p > 0.05 at
+# that and every lower threshold).
+
+# %%
+levels_with_control = {thr: dict(level) for thr, level in by_threshold.items()}
+for r in records[control] if control else []:
+    levels_with_control[r["threshold"]][control] = Circuit.from_lists(r["heads"], r["mlps"]).components
+chance = pd.concat(
+    [
+        sharing_null_by_threshold(info, by_threshold, n_permutations, seed, pairs=False),
+        sharing_null_by_threshold(info, levels_with_control, n_permutations, seed).query("group == @PAIR"),
+    ],
+    ignore_index=True,
+)
+chance["above_chance"] = chance["p"] <= 0.05
+chance_all = chance[chance["group"] == SHARED_BY_ALL]
+sharing_lost = {
+    "shared": lost_at(chance_all, "observed", by="group").get(SHARED_BY_ALL),
+    "beyond_chance": lost_at(chance_all, "above_chance", by="group").get(SHARED_BY_ALL),
+}
+reader_table(
+    chance.assign(
+        chance_range=[[lo, hi] for lo, hi in zip(chance["null_lo"], chance["null_hi"])],
+        which=[
+            f"all {len(tasks)} sequence tasks" if g == SHARED_BY_ALL else t
+            for g, t in zip(chance["group"], chance["tasks"])
+        ],
+    ),
+    [
+        Column("threshold", "threshold", "fraction"),
+        Column("which", "circuits"),
+        Column("observed", "components shared", "int"),
+        Column("expected", "expected by chance [95 % range]", "number", digits=1, interval="chance_range"),
+        Column("p", "p (observed >= chance)", "number", digits=3),
+    ],
+    caption=f"Components shared at every threshold beside the count expected by chance ({n_permutations} "
+    "layer-stratified permutations of every circuit's membership).",
+)
+
+# %% [markdown]
 # ### Same or different from the 97 % circuit
 #
 # Each threshold's circuit against the highest threshold's circuit of the same task (and the
@@ -515,6 +641,10 @@ write_json_atomic(
         shared_same_different=shared_table.reset_index().to_dict(orient="records"),
         null_threshold=main_threshold,
         nulls=dict(shared_nulls),
+        control=control,
+        n_permutations=n_permutations,
+        sharing_null=frame_records(chance.drop(columns=["above_chance"])),
+        lost_at=sharing_lost,
     ),
 )
 display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
@@ -531,7 +661,12 @@ lines = []
 for thr in by_threshold:
     held = [(t, _held(thr, t)) for t in tasks]
     held = [(t, r) for t, r in held if r is not None]
-    line = f"- **{100 * thr:.0f} %** ({method}): {len(shared_at[thr])} components shared by all {len(tasks)} tasks"
+    at_chance = chance_all[chance_all["threshold"] == thr]
+    line = f"- **{100 * thr:.0f} %** ({method}): " + (
+        chance_phrase(at_chance.iloc[0]) + f" shared by all {len(tasks)} tasks"
+        if len(at_chance)
+        else f"{len(shared_at[thr])} components shared by all {len(tasks)} tasks"
+    )
     if held:
         line += (
             "; scored as a circuit on held-out prompts it keeps "
@@ -573,5 +708,22 @@ if low != top:
         f"{int(shared_row.loc[low, 'same'])} of its "
         f"{int(shared_row.loc[low, 'same'] + shared_row.loc[low, 'dropped'])} components and adds "
         f"{int(shared_row.loc[low, 'added'])}."
+    )
+if len(chance_all):
+    lines.append(
+        "- Where sharing is lost: "
+        + (
+            f"no component is shared by all tasks from {100 * sharing_lost['shared']:.0f} % down"
+            if sharing_lost["shared"] is not None
+            else f"components are shared by all tasks down to {100 * low:.0f} %"
+        )
+        + "; against chance, "
+        + (
+            f"what they share is no longer above chance (p > 0.05) from {100 * sharing_lost['beyond_chance']:.0f} % "
+            "down"
+            if sharing_lost["beyond_chance"] is not None
+            else f"what they share is above chance (p <= 0.05) down to {100 * low:.0f} %"
+        )
+        + f" ({n_permutations} layer-stratified permutations)."
     )
 display(Markdown("\n".join(lines)))

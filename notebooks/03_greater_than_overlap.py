@@ -52,6 +52,7 @@ ladder_tasks = [
 ladder_prompts = 12  # prompts per task in that study (greater-than unfiltered; sequence tasks before filtering)
 ladder_random = 2  # random head sets per level and direction for its analogous-ablation baseline
 ladder_minimal = False  # refine the study's fast circuits to 1-minimal (slower: one pass per component per level)
+n_permutations = 99  # layer-stratified permutations of the shared-heads null at every level (no forward pass)
 
 # %%
 import altair as alt
@@ -78,7 +79,7 @@ from seqcirc_utils.evaluation.nulls import circuit_null, lower_tail_p
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
 from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_table
-from seqcirc_utils.report.verdicts import smoke_note
+from seqcirc_utils.report.verdicts import chance_phrase, smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
 
@@ -434,7 +435,10 @@ display(
 # for which), on `ladder_prompts` prompts per task, without held-out scoring. At every level we count
 # the heads each sequence circuit shares with the greater-than circuit (and their Jaccard index), and
 # repeat the analogous ablation from the full model in both directions, each against `ladder_random`
-# random head sets of the same size drawn from the heads outside the ablated circuit.
+# random head sets of the same size drawn from the heads outside the ablated circuit. Every count of shared heads
+# stands beside the count two circuits of these sizes share **by chance** (`n_permutations` layer-stratified
+# permutations of both circuits' heads: the same number of heads in every layer; no forward pass), with its 95 %
+# range and the p of the observed count, so "sharing is lost at X %" is read against what chance would leave.
 
 # %%
 ladder_names = ["greater_than", *[t for t in ladder_tasks if t != "greater_than"]]
@@ -486,10 +490,13 @@ ladder_circuits = pd.DataFrame(
         for r in ladder_records[t]
     ]
 )
-sharing = sharing_by_threshold(ladder_levels, ladder_ablators, "greater_than", n_random=ladder_random, seed=seed)
+sharing = sharing_by_threshold(
+    ladder_levels, ladder_ablators, "greater_than", n_random=ladder_random, seed=seed, n_permutations=n_permutations
+)
 for col in ("ref_in_task_drop", "ref_in_task_random", "task_in_ref_drop", "task_in_ref_random"):
     sharing[col] = 100 * sharing[col]
 lost = lost_at(sharing, "shared_heads")
+lost_chance = lost_at(sharing, "shared_heads_above_chance")  # where the overlap is no longer above chance
 display(ladder_circuits)
 sharing.drop(columns=["shared"])
 
@@ -532,15 +539,27 @@ def _ladder_sentence(task: str) -> str:
     g = sharing[sharing["task"] == task].sort_values("threshold", ascending=False)
     top, bottom = g.iloc[0], g.iloc[-1]
     above = int((g["ref_in_task_drop"] > g["ref_in_task_random"]).sum())
-    where = (
-        f"shares no head with greater-than from {100 * lost[task]:.0f} % down"
-        if lost[task] is not None
-        else f"still shares {int(bottom['shared_heads'])} heads at "
-        f"{100 * bottom['threshold']:.0f} % ({bottom['shared'] or 'none'})"
+    if lost[task] is not None:
+        at_lost = g[g["threshold"] == lost[task]].iloc[0]
+        where = (
+            f"shares no head with greater-than from {100 * lost[task]:.0f} % down (where circuits of these sizes "
+            f"would share {at_lost['shared_heads_expected']:.1f} [{at_lost['shared_heads_lo']:.0f}, "
+            f"{at_lost['shared_heads_hi']:.0f}] by chance)"
+        )
+    else:
+        where = f"still shares {int(bottom['shared_heads'])} heads at {100 * bottom['threshold']:.0f} % " + (
+            f"({bottom['shared'] or 'none'}; chance {bottom['shared_heads_expected']:.1f})"
+        )
+    above_chance = int(g["shared_heads_above_chance"].sum())
+    beyond = (
+        f"its overlap is not above chance (p > 0.05) from {100 * lost_chance[task]:.0f} % down"
+        if lost_chance[task] is not None
+        else f"its overlap is above chance down to {100 * bottom['threshold']:.0f} %"
     )
     return (
-        f"**{task}** shares {int(top['shared_heads'])} heads with greater-than at {100 * top['threshold']:.0f} % "
-        f"(head Jaccard {top['head_jaccard']:.2f}) and {where}; ablating the greater-than heads costs it more "
+        f"**{task}** shares {chance_phrase(top, 'head', column='shared_heads')} "
+        f"with greater-than at {100 * top['threshold']:.0f} % (head Jaccard {top['head_jaccard']:.2f}) and {where}; "
+        f"it is above chance (p <= 0.05) at {above_chance} of {len(g)} thresholds and {beyond}; ablating the greater-than heads costs it more "
         f"than random heads at {above} of {len(g)} thresholds (at {100 * top['threshold']:.0f} %: "
         f"{top['ref_in_task_drop']:.1f} vs {top['ref_in_task_random']:.1f} points)."
     )
@@ -562,6 +581,8 @@ write_json_atomic(
         sharing=frame_records(sharing),
         lost_at={t: lost[t] for t in ladder_tasks if t in lost},
         records={t: [r.with_extra(dataset=None) for r in ladder_records[t]] for t in ladder_records},
+        n_permutations=n_permutations,
+        lost_beyond_chance={t: lost_chance[t] for t in ladder_tasks if t in lost_chance},
     ),
 )
 gt_sizes = ladder_circuits[ladder_circuits["task"] == "greater_than"].set_index("threshold")["heads"]

@@ -160,7 +160,10 @@ GREATER_THAN = "greater_than"
 #: Two-digit numbers 10..99 whose answer is the units digit (the prompt ends after the answer's tens digit);
 #: for tokenizers that split numbers into digit tokens (SmolLM2). Not a family: its members are multi-token.
 NUMBERS = "numbers"
-TASKS = (*FAMILIES, NUMBERS, GREATER_THAN)
+#: The control task: random-token induction copying (``K L M K L`` -> ``M``, K/L/M distinct random single-token
+#: words): a task with a single-token answer and no sequence in it, found the same way as the sequence tasks.
+INDUCTION_COPY = "induction_copy"
+TASKS = (*FAMILIES, NUMBERS, GREATER_THAN, INDUCTION_COPY)
 #: The roles a sequence-disjoint split gives its own sequences to, by default (``tasks.datasets.Split``).
 SPLIT_ROLES = ("discovery", "heldout")
 #: The roles of a selection / evaluation split: what a chapter picks (top heads, layers) it picks on "selection",

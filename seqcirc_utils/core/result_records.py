@@ -222,10 +222,11 @@ class Behaviour(ResultRecord):
 
 @dataclass(frozen=True)
 class SharedCircuits(ResultRecord):
-    """02: the circuits of every task at the main threshold, their overlap and cross-task scores."""
+    """02: the circuits of every task at the main threshold, their overlap and cross-task scores; schema 2: the
+    control task, the overlap expected by chance and the control's reference."""
 
     kind: ClassVar[str] = "shared_circuits"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "shared_circuits.json"
 
     model: str
@@ -240,14 +241,30 @@ class SharedCircuits(ResultRecord):
     membership: Rows
     head_importance: HeadScores
     single_head_ablation: Annotated[Rows, Columns("task", "component", "drop_points")]
+    #: The control task (random-token induction copying), found the same way; None without one (schema 2).
+    control: str | None = None
+    #: task -> the method its circuits were found by (the control included) (schema 2).
+    methods: dict[str, str] | None = None
+    #: The overlap of circuits of these sizes expected by chance at ``threshold`` (``evaluation.nulls.sharing_null``:
+    #: shared by all sequence tasks, then every pair, the control's included) (schema 2).
+    overlap_null: Annotated[
+        Rows | None, Columns("group", "a", "b", "tasks", "observed", "expected", "null_lo", "null_hi", "p")
+    ] = None
+    #: The reference for "the sequence tasks share more than any two tasks do" (``evaluation.compare.control_comparison``
+    #: over the tasks found the same way as the control) (schema 2).
+    control_reference: Annotated[
+        dict[str, Any] | None,
+        Columns("tasks", "control", "task_pairs", "control_pairs", "task_excess_mean", "control_excess_max"),
+    ] = None
 
 
 @dataclass(frozen=True)
 class SharedByThreshold(ResultRecord):
-    """02: the circuit shared by all tasks at each threshold, scored against matched random circuits."""
+    """02: the circuit shared by all tasks at each threshold, scored against matched random circuits; schema 3: every
+    threshold's overlap beside the overlap expected by chance, and where sharing is lost against it."""
 
     kind: ClassVar[str] = "shared_by_threshold"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     file: ClassVar[str] = "shared_by_threshold.json"
 
     model: str
@@ -267,6 +284,17 @@ class SharedByThreshold(ResultRecord):
     null_threshold: float | None = None
     #: data label (``<task> held-out``) -> the shared-by-all circuit against matched random circuits (schema 2).
     nulls: dict[str, NullDistribution] | None = None
+    #: The control task whose pairs appear in ``sharing_null`` (None without one) (schema 3).
+    control: str | None = None
+    #: Layer-stratified permutations of the sharing null (schema 3).
+    n_permutations: int | None = None
+    #: Per threshold, the observed overlap beside the overlap expected by chance (schema 3).
+    sharing_null: Annotated[
+        Rows | None, Columns("threshold", "group", "tasks", "observed", "expected", "null_lo", "null_hi", "p")
+    ] = None
+    #: ``"shared"``: the highest threshold from which no component is shared by all; ``"beyond_chance"``: from which
+    #: the shared-by-all count is not above chance (p > 0.05) (None: never) (schema 3).
+    lost_at: Annotated[dict[str, float | None] | None, Columns("shared", "beyond_chance")] = None
 
 
 @dataclass(frozen=True)
@@ -300,10 +328,11 @@ class GreaterThanOverlap(ResultRecord):
 
 @dataclass(frozen=True)
 class GreaterThanThresholds(ResultRecord):
-    """03: nested circuits down a threshold ladder; where each task stops sharing heads with greater-than."""
+    """03: nested circuits down a threshold ladder; where each task stops sharing heads with greater-than; schema 2:
+    the heads shared by chance beside every observed count."""
 
     kind: ClassVar[str] = "greater_than_thresholds"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "greater_than_thresholds.json"
 
     model: str
@@ -316,9 +345,25 @@ class GreaterThanThresholds(ResultRecord):
     n_random: int
     seed: int
     circuits: Annotated[Rows, Columns("task", "threshold", "heads", "mlps")]
-    sharing: Annotated[Rows, Columns("threshold", "task", "shared_heads")]
+    sharing: Annotated[
+        Rows,
+        Columns(
+            "threshold",
+            "task",
+            "shared_heads",
+            "shared_heads_expected",
+            "shared_heads_lo",
+            "shared_heads_hi",
+            "shared_heads_p",
+        ),
+    ]
     lost_at: dict[str, float | None]
     records: dict[str, list[CircuitRecord]]
+    #: Layer-stratified permutations of the shared-heads null (schema 2).
+    n_permutations: int | None = None
+    #: task -> the highest threshold from which its shared heads are not above chance (p > 0.05) at that and every
+    #: lower threshold (None: above chance at the lowest) (schema 2).
+    lost_beyond_chance: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ Across thresholds (nested circuits, one ladder per task):
 
 - :func:`overlap_by_threshold`: pairwise overlap of the tasks' circuits at every threshold;
 - :func:`shared_by_threshold`: the components every task's circuit keeps, per threshold;
+- :func:`sharing_null_by_threshold`: beside each observed overlap, the overlap of circuits of these sizes
+  expected by chance (:func:`~seqcirc_utils.evaluation.nulls.sharing_null`: a layer-stratified permutation of
+  membership, set arithmetic only): expected count, its 95 % range, p of observed >= null;
+- :func:`control_comparison`: the reference for "the tasks share more than any two tasks do": pairs of tasks
+  against pairs of a task and a control task (overlap beyond chance, cross-task scores);
 - :func:`same_different`: each circuit against a reference circuit (same / dropped / added);
 - :func:`random_circuits` + :func:`score_against_random`: a circuit scored on several datasets
   beside random circuits of the same size (matched per kind, or per layer);
@@ -27,6 +32,7 @@ import pandas as pd
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.types import Circuit, Component, sort_components
 from seqcirc_utils.discovery.pipeline import score_with_ci
+from seqcirc_utils.evaluation.nulls import N_DRAWS, PAIR, sharing_null
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.scoring.ablation import Ablator, AblatorCache
 from seqcirc_utils.tasks.datasets import TaskDataset
@@ -175,6 +181,87 @@ def shared_by_threshold(
 ) -> dict[float, frozenset[Component]]:
     """``{threshold: components kept by every task's circuit at that threshold}`` (:func:`shared_components`)."""
     return {t: frozenset(shared_components(c, kind)) for t, c in circuits.items()}
+
+
+def sharing_null_by_threshold(
+    info: ModelInfo,
+    levels: Mapping[float, Circuits],
+    n_permutations: int = N_DRAWS,
+    seed: int = 0,
+    kind: str | None = None,
+    pairs: bool = True,
+) -> pd.DataFrame:
+    """:func:`~seqcirc_utils.evaluation.nulls.sharing_null` of the circuits at every threshold (``levels``:
+    ``{threshold: {task: components}}``): one row per threshold and group (shared by all, each pair), the
+    ``threshold`` column first, then ``group, a, b, tasks, kind, observed, expected, null_lo, null_hi,
+    percentile, p, n_permutations``. Thresholds with fewer than two circuits are left out."""
+    frames = [
+        pd.DataFrame(sharing_null(info, c, n_permutations, seed, kind=kind, pairs=pairs)).assign(threshold=t)
+        for t, c in levels.items()
+        if len(c) >= 2
+    ]
+    if not frames:
+        return pd.DataFrame(columns=["threshold", "group", "a", "b", "tasks", "kind", "observed", "expected"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["threshold", *[c for c in out.columns if c != "threshold"]]]
+
+
+def control_comparison(
+    pair_rows: pd.DataFrame,
+    tasks: Iterable[str],
+    control: str,
+    cross: pd.DataFrame | None = None,
+    alpha: float = 0.05,
+) -> dict:
+    """Do ``tasks`` share more with each other than with the ``control`` task? The reference for "the sequence
+    tasks share more than any two tasks do", from one threshold's pair rows of
+    :func:`~seqcirc_utils.evaluation.nulls.sharing_null` (rows ``group == "pair"`` with ``a, b, observed,
+    expected, p``) and, optionally, a :func:`cross_task_scores` table ``cross`` (rows circuit, columns data).
+
+    Overlap is compared beyond chance: ``excess = observed - expected``. Returns ``{"tasks", "control",
+    "task_pairs", "control_pairs"`` (counts), ``"task_excess_mean", "control_excess_mean",
+    "control_excess_max"``, ``"task_pairs_above_control"`` (task pairs whose excess exceeds every control pair's),
+    ``"task_pairs_above_chance", "control_pairs_above_chance"`` (p <= ``alpha``), ``"cross_between_tasks"``
+    (mean score of a task's circuit on another task's data), ``"cross_tasks_on_control"`` (the tasks' circuits on
+    the control's data), ``"cross_control_on_tasks"`` (the control's circuit on the tasks' data)``}``; means over
+    no pair are None.
+    """
+    tasks = [t for t in tasks if t != control]
+    pairs = pair_rows[pair_rows["group"] == PAIR]
+    within = pairs[pairs["a"].isin(tasks) & pairs["b"].isin(tasks)]
+    with_control = pairs[
+        ((pairs["a"] == control) & pairs["b"].isin(tasks)) | ((pairs["b"] == control) & pairs["a"].isin(tasks))
+    ]
+
+    def mean(values) -> float | None:
+        values = [float(v) for v in values]
+        return statistics.fmean(values) if values else None
+
+    task_excess = list(within["observed"] - within["expected"])
+    control_excess = list(with_control["observed"] - with_control["expected"])
+    out = {
+        "tasks": tasks,
+        "control": control,
+        "task_pairs": len(within),
+        "control_pairs": len(with_control),
+        "task_excess_mean": mean(task_excess),
+        "control_excess_mean": mean(control_excess),
+        "control_excess_max": max(control_excess) if control_excess else None,
+        "task_pairs_above_control": (
+            sum(e > max(control_excess) for e in task_excess) if control_excess and task_excess else None
+        ),
+        "task_pairs_above_chance": int((within["p"] <= alpha).sum()),
+        "control_pairs_above_chance": int((with_control["p"] <= alpha).sum()),
+        "cross_between_tasks": None,
+        "cross_tasks_on_control": None,
+        "cross_control_on_tasks": None,
+    }
+    if cross is not None and control in cross.index and control in cross.columns:
+        present = [t for t in tasks if t in cross.index and t in cross.columns]
+        out["cross_between_tasks"] = mean(cross.loc[a, b] for a in present for b in present if a != b)
+        out["cross_tasks_on_control"] = mean(cross.loc[t, control] for t in present)
+        out["cross_control_on_tasks"] = mean(cross.loc[control, t] for t in present)
+    return out
 
 
 def same_different(reference: Iterable[Component], circuits: Mapping[Hashable, Iterable[Component]]) -> pd.DataFrame:
@@ -362,6 +449,8 @@ def sharing_by_threshold(
     reference: str,
     n_random: int = 5,
     seed: int = 0,
+    n_permutations: int = N_DRAWS,
+    alpha: float = 0.05,
 ) -> pd.DataFrame:
     """How each task's circuit shares with the ``reference`` task's circuit (e.g. greater-than), per threshold.
 
@@ -373,6 +462,12 @@ def sharing_by_threshold(
     / ``ref_in_task_random`` (the reference circuit's heads ablated, scored on the task) and
     ``task_in_ref_drop`` / ``task_in_ref_random`` (the task's heads ablated, scored on the reference),
     in fractions of each task's full metric. Identical head sets are ablated once per dataset.
+
+    Beside ``shared_heads``, the heads two circuits of these sizes share by chance
+    (:func:`~seqcirc_utils.evaluation.nulls.sharing_null`, ``n_permutations`` layer-stratified permutations of
+    both circuits, heads only): ``shared_heads_expected``, its 95 % range ``shared_heads_lo`` /
+    ``shared_heads_hi``, ``shared_heads_p`` (p of observed >= null) and ``shared_heads_above_chance``
+    (p <= ``alpha``; :func:`lost_at` of this column is where sharing beyond chance is lost).
     """
     memo: dict[tuple[str, frozenset[Component]], dict] = {}
 
@@ -391,6 +486,9 @@ def sharing_by_threshold(
             comps = set(comps)
             ref_h, task_h = _only(ref, "head"), _only(comps, "head")
             a, b = ablate(task, ref), ablate(reference, comps)
+            null = sharing_null(
+                ablators[reference].info, {reference: ref, task: comps}, n_permutations, seed, kind="head", pairs=False
+            )[0]
             rows.append(
                 {
                     "threshold": t,
@@ -406,6 +504,12 @@ def sharing_by_threshold(
                     "ref_in_task_random": a["random_drop"],
                     "task_in_ref_drop": b["drop"],
                     "task_in_ref_random": b["random_drop"],
+                    "shared_heads_expected": null["expected"],
+                    "shared_heads_lo": null["null_lo"],
+                    "shared_heads_hi": null["null_hi"],
+                    "shared_heads_p": null["p"],
+                    "shared_heads_above_chance": null["p"] <= alpha,
+                    "n_permutations": null["n_permutations"],
                 }
             )
     return pd.DataFrame(rows)

@@ -20,13 +20,18 @@ share one batched forward call (the prompts repeated, one ablation mask per copy
 one prompt-batch forward pass. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
 (observed value, the null's mean and 5/50/95th percentiles, ``n_draws``, the observed percentile and the
 one-sided ``p = (1 + #{null >= observed}) / (n_draws + 1)``).
+
+:func:`sharing_null` asks how much circuits of given sizes overlap by chance: each task's circuit is replaced by
+a matched draw (a layer-stratified permutation of membership, :func:`permuted_circuits`), and the components all
+circuits keep (and each pair keeps) are counted per permutation: the expected count, its 95 % range and the p
+of the observed overlap. Set arithmetic only, no forward pass.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,11 +113,15 @@ def matched_random_circuits(
     per_layer = heads_per_layer(circuit)
     mlp_layers = [c.layer for c in circuit if c.is_mlp]
     mlp_pool = [m for m in info.mlps if not (exclude_own and m in own)]
+    every_head = info.heads
+    head_pools = {
+        layer: [h for h in every_head if h.layer == layer and not (exclude_own and h in own)] for layer in per_layer
+    }
     draws = []
     for _ in range(n_draws):
         drawn: list[Component] = []
         for layer, n in per_layer.items():
-            pool = [h for h in info.heads if h.layer == layer and not (exclude_own and h in own)]
+            pool = head_pools[layer]
             drawn += rng.sample(pool, min(n, len(pool)))
         drawn += _draw_mlps(rng, mlp_layers, mlp_pool, mlp_window)
         draws.append(frozenset(drawn))
@@ -307,3 +316,99 @@ def circuit_null(
         seconds=time.perf_counter() - t0,
         description=description,
     )
+
+
+# --------------------------------------------------------------------------- the overlap expected by chance
+
+#: The ``group`` of a :func:`sharing_null` row: the components every circuit keeps, or one pair's intersection.
+SHARED_BY_ALL, PAIR = "all", "pair"
+#: The central range of a sharing null (lower and upper percentiles of the permutation counts).
+SHARING_RANGE = (2.5, 97.5)
+
+
+def _only_kind(components: Iterable[Component], kind: str | None) -> frozenset[Component]:
+    if kind not in (None, "head", "mlp"):
+        raise ParameterError(f"unknown component kind {kind!r}; valid: head, mlp (or None for both)")
+    return frozenset(c for c in components if kind is None or c.kind == kind)
+
+
+def sharing_summary(observed: float, null: Sequence[float]) -> dict:
+    """An observed overlap against its permutation counts: ``{"observed", "expected"`` (the counts' mean),
+    ``"null_lo", "null_hi"`` (their 2.5th and 97.5th percentiles, taken as order statistics: the count below
+    and above), ``"percentile"`` (mid-rank, as :func:`null_summary`), ``"p"`` = (1 + #{null >= observed}) /
+    (n + 1), ``"n_permutations"}``."""
+    values = np.asarray(list(null), dtype=float)
+    if values.size == 0:
+        raise ParameterError("a sharing null needs at least one permutation")
+    below, equal = int((values < observed).sum()), int((values == observed).sum())
+    return {
+        "observed": observed,
+        "expected": float(values.mean()),
+        "null_lo": float(np.percentile(values, SHARING_RANGE[0], method="lower")),
+        "null_hi": float(np.percentile(values, SHARING_RANGE[1], method="higher")),
+        "percentile": 100.0 * (below + equal / 2) / values.size,
+        "p": (1 + int((values >= observed).sum())) / (values.size + 1),
+        "n_permutations": int(values.size),
+    }
+
+
+def permuted_circuits(
+    info: ModelInfo,
+    circuits: Mapping[str, Iterable[Component]],
+    n_permutations: int = N_DRAWS,
+    seed: int = 0,
+    mlp_window: int = 1,
+) -> dict[str, list[frozenset[Component]]]:
+    """``{task: n_permutations random circuits}``: every circuit's membership permuted within its layers, i.e.
+    :func:`matched_random_circuits` of each (task ``i`` of ``circuits`` with seed ``seed + i``), independently
+    across tasks: the same number of heads in every layer, as many MLPs each within ``mlp_window`` layers of one
+    of the circuit's; the circuit's own components may be drawn."""
+    if n_permutations < 1:
+        raise ParameterError(f"n_permutations must be >= 1, got {n_permutations}")
+    return {
+        t: matched_random_circuits(info, circuits[t], n_permutations, seed + i, mlp_window)
+        for i, t in enumerate(circuits)
+    }
+
+
+def sharing_null(
+    info: ModelInfo,
+    circuits: Mapping[str, Iterable[Component]],
+    n_permutations: int = N_DRAWS,
+    seed: int = 0,
+    mlp_window: int = 1,
+    kind: str | None = None,
+    pairs: bool = True,
+) -> list[dict]:
+    """The overlap of circuits of these sizes expected by chance: a layer-stratified permutation of membership.
+
+    Each of ``n_permutations`` permutations replaces every circuit of ``circuits`` (``{task: components}``, two or
+    more) by an independent random circuit matched to it per layer (:func:`permuted_circuits`: the same number
+    of heads in every layer, as many MLPs each within ``mlp_window`` layers of one of the circuit's) and counts the components
+    every circuit keeps and, with ``pairs``, those each pair keeps (``kind="head"`` or ``"mlp"``: that kind only).
+    No forward pass: set arithmetic only.
+
+    Returns one row for the components shared by all (``group`` :data:`SHARED_BY_ALL`, ``a``/``b`` None) and
+    one per pair (``group`` :data:`PAIR`), each ``{"group", "a", "b", "tasks"`` (names joined by ``" & "``),
+    ``"kind"`` and :func:`sharing_summary`'s keys: observed count, expected count, its 95 % range, percentile,
+    p of observed >= null``}``.
+    """
+    names = list(circuits)
+    if len(names) < 2:
+        raise ParameterError(f"a sharing null compares two or more circuits, got {len(names)}")
+    full = {t: frozenset(circuits[t]) for t in names}
+    own = {t: _only_kind(full[t], kind) for t in names}
+    permuted = permuted_circuits(info, full, n_permutations, seed, mlp_window)
+    drawn = {t: [_only_kind(d, kind) for d in permuted[t]] for t in names}
+    groups: list[tuple[str, str | None, str | None, list[str]]] = [(SHARED_BY_ALL, None, None, names)]
+    if pairs:
+        groups += [(PAIR, a, b, [a, b]) for i, a in enumerate(names) for b in names[i + 1 :]]
+    rows = []
+    for group, a, b, members in groups:
+        observed = len(frozenset.intersection(*(own[t] for t in members)))
+        null = [len(frozenset.intersection(*(drawn[t][k] for t in members))) for k in range(n_permutations)]
+        rows.append(
+            {"group": group, "a": a, "b": b, "tasks": " & ".join(members), "kind": kind or "all"}
+            | sharing_summary(observed, null)
+        )
+    return rows

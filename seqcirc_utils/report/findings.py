@@ -53,7 +53,14 @@ from seqcirc_utils.report.headlines import (
     representations_headlines,
     shared_circuits_headlines,
 )
-from seqcirc_utils.report.verdicts import behaviour_summary, decreasing_verdict, induction_headline, step_k_verdict
+from seqcirc_utils.report.verdicts import (
+    behaviour_summary,
+    chance_phrase,
+    control_verdict,
+    decreasing_verdict,
+    induction_headline,
+    step_k_verdict,
+)
 
 #: Marker of a reader that failed on its file (the book test fails when a page contains it).
 UNREADABLE = "could not be summarised"
@@ -109,22 +116,43 @@ def behaviour(files: Mapping[str, Any]) -> str:
 
 
 def shared_circuits(files: Mapping[str, Any]) -> str:
-    """02: circuit sizes at the main threshold, components shared by all, the best and worst transfer."""
+    """02: circuit sizes at the main threshold, components shared by all (beside chance), the best and worst
+    transfer between sequence tasks, and the control task's reference (schema 2)."""
     obj: SharedCircuits = files[SharedCircuits.file]
     main = [r for r in obj.summary if abs(r["threshold"] - obj.threshold) < 1e-9]
-    tasks = [r["task"] for r in main]
+    tasks = [r["task"] for r in main if r["task"] != obj.control]
     sizes = ", ".join(
-        f"{r['task']} {_count(r['heads'], 'head')} + {_count(r['mlps'], 'MLP')} ({_pct(r['score'])}"
+        f"{r['task']}{' (control)' if r['task'] == obj.control else ''} {_count(r['heads'], 'head')} + "
+        f"{_count(r['mlps'], 'MLP')} ({_pct(r['score'])}"
         + (f"; held out {_pct(r['heldout_%'])}" if r.get("heldout_%") is not None else "")
         + ")"
         for r in main
     )
     cross = obj.cross_task_percent  # {data: {circuit: percent}}
-    off = [(c, d, v) for d, col in cross.items() for c, v in col.items() if c != d and v is not None]
+    off = [
+        (c, d, v)
+        for d, col in cross.items()
+        for c, v in col.items()
+        if c != d and v is not None and obj.control not in (c, d)
+    ]
+    everyone = next((r for r in obj.overlap_null or [] if r["group"] == "all"), None)
     text = (
         f"At {_pct(100 * obj.threshold)} of the full logit difference ({obj.method} pruning, "
-        f"{obj.template} template) the circuits are: {sizes}; {_count(len(obj.shared), 'component')} {'is' if len(obj.shared) == 1 else 'are'} shared "
-        f"by all {len(tasks)}" + (f" ({' '.join(obj.shared)})" if obj.shared else "") + "."
+        f"{obj.template} template) the circuits are: {sizes}; "
+        + (
+            chance_phrase(everyone) + f" {'is' if len(obj.shared) == 1 else 'are'} shared by all {len(tasks)} sequence "
+            "tasks"
+            if everyone
+            else f"{_count(len(obj.shared), 'component')} {'is' if len(obj.shared) == 1 else 'are'} shared by all "
+            f"{len(tasks)}"
+        )
+        + (f" ({' '.join(obj.shared)})" if obj.shared else "")
+        + (
+            f"; chance from {everyone['n_permutations']} layer-stratified permutations of membership"
+            if everyone
+            else ""
+        )
+        + "."
     )
     if off:
         best, worst = max(off, key=lambda x: x[2]), min(off, key=lambda x: x[2])
@@ -132,6 +160,8 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
             f" Across tasks the {best[0]} circuit transfers best ({_pct(best[2])} on {best[1]} data), "
             f"the {worst[0]} circuit worst ({_pct(worst[2])} on {worst[1]} data)."
         )
+    if obj.control:
+        text += " " + control_verdict(obj.control_reference, obj.threshold)
     return text + _shared_by_threshold(files.get(SharedByThreshold.file))
 
 
@@ -144,10 +174,14 @@ def _shared_by_threshold(obj: SharedByThreshold | None) -> str:
         held = [r for r in obj.scores if abs(r["threshold"] - t) < 1e-9 and r["data"].endswith("held-out")]
         n = len(obj.shared[str(t)])
         tested = [r for r in held if r.get("p") is not None]
+        chance = next(
+            (r for r in obj.sharing_null or [] if r["group"] == "all" and abs(r["threshold"] - t) < 1e-9), None
+        )
+        size = chance_phrase(chance) if chance else _count(n, "component")  # schema 3: beside chance
         if tested:  # schema 2: the null of matched random circuits (normalised faithfulness, held-out data)
             beats = sum(bool(r["beats_random"]) for r in tested)
             parts.append(
-                f"at {_pct(100 * t)} {_count(n, 'component')}, above its null ({int(tested[0]['n_draws'])} random "
+                f"at {_pct(100 * t)} {size}, above its null ({int(tested[0]['n_draws'])} random "
                 f"circuits matched per layer, p <= 0.05) on held-out prompts for {beats} of {len(tested)} tasks ("
                 + ", ".join(f"{r['data']} p = {r['p']:.3f}" for r in tested)
                 + ")"
@@ -155,12 +189,24 @@ def _shared_by_threshold(obj: SharedByThreshold | None) -> str:
         elif held and any(r.get("beats_random") is not None for r in held):  # schema 1: a few random draws
             beats = sum(bool(r["beats_random"]) for r in held)
             parts.append(
-                f"at {_pct(100 * t)} {_count(n, 'component')}, above every random circuit of that size on held-out "
+                f"at {_pct(100 * t)} {size}, above every random circuit of that size on held-out "
                 f"prompts for {beats} of {len(held)} tasks"
             )
         else:
-            parts.append(f"at {_pct(100 * t)} {_count(n, 'component')}")
-    return " Shared by all tasks: " + "; ".join(parts) + "." if parts else ""
+            parts.append(f"at {_pct(100 * t)} {size}")
+    text = " Shared by all tasks: " + "; ".join(parts) + "." if parts else ""
+    lost = obj.lost_at
+    if lost:  # schema 3: where sharing is lost, and where it is no longer above chance
+        text += (
+            f" Nothing is shared by all from {_pct(100 * lost['shared'])} down"
+            if lost["shared"] is not None
+            else f" Components are shared by all down to {_pct(100 * min(obj.thresholds))}"
+        ) + (
+            f"; what is shared is not above chance (p > 0.05) from {_pct(100 * lost['beyond_chance'])} down."
+            if lost["beyond_chance"] is not None
+            else f"; what is shared is above chance (p <= 0.05) down to {_pct(100 * min(obj.thresholds))}."
+        )
+    return text
 
 
 def greater_than_overlap(files: Mapping[str, Any]) -> str:
@@ -200,8 +246,34 @@ def _sharing_lost(obj: GreaterThanThresholds | None) -> str:
     """03, optional: down the nested threshold ladder, where each task stops sharing heads with greater-than."""
     if not obj:
         return ""
+    beyond = obj.lost_beyond_chance or {}
+
+    def chance_at(task: str, t: float) -> str:  # schema 2: the heads shared by chance at that threshold
+        row = next((r for r in obj.sharing if r["task"] == task and abs(r["threshold"] - t) < 1e-9), None)
+        if row is None or row.get("shared_heads_expected") is None:
+            return ""
+        return (
+            f", where chance leaves {row['shared_heads_expected']:.1f} [{row['shared_heads_lo']:.0f}, "
+            f"{row['shared_heads_hi']:.0f}]"
+        )
+
+    def beyond_chance(task: str) -> str:
+        if task not in beyond:
+            return ""
+        t = beyond[task]
+        return (
+            f"; above chance (p <= 0.05) down to {_pct(100 * min(obj.thresholds))}"
+            if t is None
+            else f"; not above chance from {_pct(100 * t)}"
+        )
+
     parts = [
-        f"{task} from {_pct(100 * t)}" if t is not None else f"{task} never (down to {_pct(100 * min(obj.thresholds))})"
+        (
+            f"{task} from {_pct(100 * t)}{chance_at(task, t)}"
+            if t is not None
+            else f"{task} never (down to {_pct(100 * min(obj.thresholds))})"
+        )
+        + beyond_chance(task)
         for task, t in obj.lost_at.items()
     ]
     return (

@@ -6,6 +6,8 @@ the same function here, so the two cannot disagree: the chapter builds its recor
 form). The verdict rules (which transfer counts as "reused", which head counts as same-type) live only here.
 
 - 01, behaviour: :func:`behaviour_summary`, :func:`behaviour_verdict`.
+- 02 / 03, sharing: :func:`chance_phrase` (an overlap beside the overlap expected by chance), :func:`control_verdict`
+  (the sequence tasks against the control task).
 - 04, decreasing circuits: :func:`direction_pairs`, :func:`decreasing_verdict`; step-k: :func:`step_k_verdict`.
 - 06, induction offsets: :func:`induction_verdicts`, :func:`induction_verdict_markdown`,
   :func:`induction_headline`.
@@ -146,6 +148,80 @@ def behaviour_verdict(rows: Sequence[dict]) -> str:
     if b.n_unbuilt:
         lines.append(f"- {b.n_unbuilt} combinations could not be built for this tokenizer (see the `error` column).")
     return "\n".join(lines) if lines else "No combination could be evaluated."
+
+
+# --------------------------------------------------------------------------- 02 / 03: sharing against chance
+
+
+def chance_phrase(row: Any, noun: str = "component", column: str | None = None) -> str:
+    """An observed overlap beside its sharing null: ``"3 components (chance 1.2 [0, 3], p = 0.040)"``. ``row``: a
+    row of ``evaluation.nulls.sharing_null`` (``observed, expected, null_lo, null_hi, p``), or with ``column`` a
+    row of ``evaluation.compare.sharing_by_threshold`` (``<column>, <column>_expected, <column>_lo, <column>_hi,
+    <column>_p``, e.g. ``column="shared_heads"``)."""
+    keys = (
+        ("observed", "expected", "null_lo", "null_hi", "p")
+        if column is None
+        else (column, *(f"{column}_{k}" for k in ("expected", "lo", "hi", "p")))
+    )
+    observed, expected, lo, hi, p = (row[k] for k in keys)
+    return (
+        f"{_count(int(observed), noun)} (chance {float(expected):.1f} [{float(lo):.0f}, {float(hi):.0f}], "
+        f"p = {float(p):.3f})"
+    )
+
+
+def control_verdict(ref: dict | None, threshold: float | None = None, alpha: float = 0.05) -> str:
+    """The control task's reference for "the sequence tasks share more than any two tasks do", in words, from
+    ``evaluation.compare.control_comparison``'s dict (``""`` without one). Overlap is read beyond chance
+    (observed - expected components); the verdict holds only when every pair of sequence tasks (found the same way
+    as the control) shares more beyond chance than any sequence task shares with the control."""
+    if not ref:
+        return ""
+    at = f" at {_pct(100 * threshold)}" if threshold is not None else ""
+    control, n_pairs, n_control = ref["control"], int(ref["task_pairs"]), int(ref["control_pairs"])
+    if n_control == 0:
+        return f"No sequence task was found the same way as the control ({control}): no reference."
+    text = (
+        f"Against the control ({control}; compared with {', '.join(ref['tasks'])}, found the same way){at}, a "
+        f"sequence task shares {ref['control_excess_mean']:+.1f} components with the control beyond chance on "
+        f"average (at most {ref['control_excess_max']:+.1f}; {ref['control_pairs_above_chance']} of {n_control} "
+        f"pairs above chance, p <= {alpha})"
+    )
+    if n_pairs:
+        text += (
+            f", two sequence tasks share {ref['task_excess_mean']:+.1f} ({ref['task_pairs_above_chance']} of "
+            f"{n_pairs} pairs above chance)"
+        )
+    text += "."
+    cross = [ref.get(k) for k in ("cross_between_tasks", "cross_tasks_on_control", "cross_control_on_tasks")]
+    if all(v is not None for v in cross):
+        text += (
+            f" A sequence circuit keeps {_pct(cross[0])} of the full logit difference on another sequence task's data "
+            f"and {_pct(cross[1])} on the control's; the control's circuit keeps {_pct(cross[2])} on the sequence "
+            "tasks' data."
+        )
+    elif cross[1] is not None and cross[2] is not None:
+        text += (
+            f" The sequence circuits keep {_pct(cross[1])} of the full logit difference on the control's data; the "
+            f"control's circuit keeps {_pct(cross[2])} on the sequence tasks' data."
+        )
+    if not n_pairs:
+        return text + " With one sequence task found this way there is no pair of sequence tasks to compare."
+    above = int(ref["task_pairs_above_control"])
+    if above == n_pairs:
+        return text + (
+            " Every pair of sequence tasks shares more beyond chance than any sequence task shares with the control: "
+            "the sequence tasks share more than any two tasks do."
+        )
+    if above == 0:
+        return text + (
+            " No pair of sequence tasks shares more beyond chance than the most a sequence task shares with the "
+            "control: **the sequence tasks do not share more than any two tasks do** in this run."
+        )
+    return text + (
+        f" Only {above} of {n_pairs} pairs of sequence tasks share more beyond chance than the most a sequence task "
+        "shares with the control: the claim holds for those pairs, **not for the sequence tasks as a whole**."
+    )
 
 
 # --------------------------------------------------------------------------- 04: decreasing circuits
@@ -689,6 +765,8 @@ __all__: list[Any] = [
     "TaskPair",
     "behaviour_summary",
     "behaviour_verdict",
+    "chance_phrase",
+    "control_verdict",
     "decreasing_verdict",
     "direction_pairs",
     "induction_headline",

@@ -33,6 +33,17 @@ tokenizer that spells a two-digit number as two digit tokens (SmolLM2); a tokeni
 numbers up to 99 (GPT-2) is refused with a :class:`TokenizationError` that names ``digits``, the task
 that already covers those numbers there. Member positions are the members' units-digit tokens.
 
+**Control task** (``induction_copy``, :func:`_build_induction`): random-token induction copying, ``"K L M K L"``
+-> ``" M"``, in any template but ``mixed`` (``among_words``: ``"Van done in K. Hat done in L. Ring done in M. Van done in
+K. Hat done in L. Ring done in"``: the fillers repeat with their words). K, L, M are distinct
+words drawn from the tokenizer's own vocabulary (:func:`induction_words`: lowercase word tokens, each one token
+after a space and at a text's start, none a family member or filler word). ``length`` words are shown: the first
+``length // 2 + 1`` distinct, then the first ones again (:func:`induction_shape`: 5 -> ``K L M K L``, 4 -> ``K L
+M K``); the answer is the word that followed the last shown one before, the incorrect answer the last shown word.
+Its sequence identities are a fixed seeded list of :data:`INDUCTION_SEQUENCES` distinct word tuples per tokenizer
+(:func:`induction_sequences`), split like any task's; its one corruption (``randAll``) shows ``length`` distinct
+random words (with distinct fillers), so nothing repeats and nothing can be copied. It has no direction or step.
+
 **Sequence-disjoint splits** (:class:`Split`, :func:`make_split_datasets`): the sequence identities a
 dataset can draw (:func:`sequence_space`: start values of member sequences; greater-than start years)
 are partitioned by a seeded shuffle into one part per role (e.g. discovery / held-out), in proportion
@@ -54,6 +65,7 @@ from __future__ import annotations
 
 import random
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -65,6 +77,7 @@ from seqcirc_utils.core.options import (
     DIRECTIONS,
     FAMILIES,
     GREATER_THAN,
+    INDUCTION_COPY,
     MIN_SEQUENCES_PER_ROLE,
     NUMBERS,
     PREFIX_MODES,
@@ -313,6 +326,14 @@ class TaskSpec:
             raise ParameterError(
                 "greater_than has one corruption (the year's last two digits -> '01'); leave corruption at its default"
             )
+        if self.task == INDUCTION_COPY:
+            if self.direction != "increasing" or self.step != 1 or self.corruption != "randAll":
+                raise ParameterError(
+                    "induction_copy copies a repeated pattern: it has no direction or step and one corruption "
+                    "(randAll: distinct random words); leave direction, step and corruption at their defaults"
+                )
+            if self.length < 3:
+                raise ParameterError(f"induction_copy needs length >= 3 (K L K -> L), got {self.length}")
         if self.template == "mixed" and self.task not in MIXED_FAMILIES:
             raise ParameterError(f"the mixed template draws members from {MIXED_FAMILIES}; use task digits")
         if self.task == NUMBERS and self.step % 10 == 0:
@@ -766,6 +787,8 @@ def _sequence_starts(n_members: int, valid: set[int], length: int, step: int, si
 def _describe(spec: TaskSpec) -> str:
     if spec.task == GREATER_THAN:
         return GREATER_THAN
+    if spec.task == INDUCTION_COPY:
+        return f"{INDUCTION_COPY} ({spec.template}, length {spec.length})"
     return f"{spec.direction} {spec.task} ({spec.template}, length {spec.length}, step {spec.step})"
 
 
@@ -859,37 +882,171 @@ def _build_sequence(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) 
         members = [FAMILIES[f][i] for f, i in zip(fams, idx)]
         bad_members = [FAMILIES[f][i] for f, i in zip(fams, bad)]
         answer = FAMILIES[fams[-1]][answer_idx]
-        clean_r = _render(spec.template, members, fillers, spec.verb)
-        bad_r = _render(spec.template, bad_members, fillers, spec.verb)
-        ms, answer_id = answer_token(tokenizer, clean_r.text, answer)
-        move_space = ms if move_space is None else move_space
-        if ms != move_space:
-            raise TokenizationError("the tokenizer treats the answer's leading space inconsistently across prompts")
-        _, incorrect_id = answer_token(tokenizer, clean_r.text, members[-1])
-        clean_t = _Tokenized(tokenizer, clean_r, answer, prefix, ms, members)
-        bad_t = _Tokenized(tokenizer, bad_r, answer, prefix, ms, bad_members)
-        if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
-            raise AssertionError(f"corrupted prompt {bad_t.text!r} does not align with {clean_t.text!r}")
-        prompts.append(
-            Prompt(
-                text=clean_t.text,
-                tokens=clean_t.tokens,
-                answer_id=int(answer_id),
-                incorrect_id=int(incorrect_id),
-                member_positions=clean_t.member_positions,
-                final_position=clean_t.final_position,
-                corrupted_text=bad_t.text,
-                corrupted_tokens=bad_t.tokens,
-                members=members,
-                corrupted_members=bad_members,
-                answer=answer,
-                incorrect=members[-1],
-            )
-        )
+        prompt, move_space = _member_prompt(tokenizer, spec, prefix, members, bad_members, answer, fillers, move_space)
+        prompts.append(prompt)
+    return _member_dataset(spec, model_name, prompts, prefix, move_space)
+
+
+def _member_prompt(
+    tokenizer,
+    spec: TaskSpec,
+    prefix: Prefix,
+    members: list[str],
+    bad_members: list[str],
+    answer: str,
+    fillers: Sequence[str],
+    move_space: bool | None,
+    bad_fillers: Sequence[str] | None = None,
+) -> tuple[Prompt, bool]:
+    """One prompt of single-token ``members`` in ``spec.template`` with its corrupted twin and ``answer`` (the
+    incorrect answer: the last shown member); returns it with the answer's space policy, which must agree with
+    ``move_space`` (the dataset's so far; None for the first prompt). The twin is rendered with ``bad_fillers``
+    (default: the same ``fillers``)."""
+    clean_r = _render(spec.template, members, fillers, spec.verb)
+    bad_r = _render(spec.template, bad_members, fillers if bad_fillers is None else bad_fillers, spec.verb)
+    ms, answer_id = answer_token(tokenizer, clean_r.text, answer)
+    if move_space is not None and ms != move_space:
+        raise TokenizationError("the tokenizer treats the answer's leading space inconsistently across prompts")
+    _, incorrect_id = answer_token(tokenizer, clean_r.text, members[-1])
+    clean_t = _Tokenized(tokenizer, clean_r, answer, prefix, ms, members)
+    bad_t = _Tokenized(tokenizer, bad_r, answer, prefix, ms, bad_members)
+    if len(bad_t.tokens) != len(clean_t.tokens) or bad_t.member_positions != clean_t.member_positions:
+        raise AssertionError(f"corrupted prompt {bad_t.text!r} does not align with {clean_t.text!r}")
+    prompt = Prompt(
+        text=clean_t.text,
+        tokens=clean_t.tokens,
+        answer_id=int(answer_id),
+        incorrect_id=int(incorrect_id),
+        member_positions=clean_t.member_positions,
+        final_position=clean_t.final_position,
+        corrupted_text=bad_t.text,
+        corrupted_tokens=bad_t.tokens,
+        members=members,
+        corrupted_members=bad_members,
+        answer=answer,
+        incorrect=members[-1],
+    )
+    return prompt, ms
+
+
+def _member_dataset(
+    spec: TaskSpec, model_name: str, prompts: list[Prompt], prefix: Prefix, move_space: bool | None
+) -> TaskDataset:
     policy = "space-split: prompt ends with the space token" if move_space else "single-token"
     ds = TaskDataset(model_name, spec, prompts, policy, prefix=prefix)
     ds.check_uniform_length()
     return ds
+
+
+# --------------------------------------------------------------------------- the control: induction copying
+
+#: How many words the control task draws from per tokenizer (:func:`induction_words`).
+INDUCTION_POOL = 200
+#: The control task's sequence space: this many distinct word tuples per tokenizer and length.
+INDUCTION_SEQUENCES = 240
+#: The fewest single-token words a tokenizer must offer the control task.
+INDUCTION_MIN_WORDS = 20
+_INDUCTION_WORD_LENGTHS = range(4, 9)
+_induction_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its words, computed once
+
+
+def _lowercase_vocabulary_words(tokenizer) -> list[str]:
+    """Sorted lowercase ASCII words of 4-8 letters that some vocabulary token spells, alone or after a space."""
+    decoded = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return sorted(
+        {
+            w
+            for w in (d.strip() for d in decoded)
+            if w.isascii() and w.isalpha() and w.islower() and len(w) in _INDUCTION_WORD_LENGTHS
+        }
+    )
+
+
+def induction_words(tokenizer) -> list[str]:
+    """The control task's words: up to :data:`INDUCTION_POOL` lowercase vocabulary words (4-8 letters), each one
+    token after a space (the space merged in) and at a text's start, none a sequence-family member, filler word or
+    template verb; taken in a fixed seeded order, so a tokenizer always gives the same words (computed once per
+    tokenizer: every vocabulary token is decoded). Raises :class:`TokenizationError` when fewer than
+    :data:`INDUCTION_MIN_WORDS` qualify."""
+    try:
+        return list(_induction_words[tokenizer])
+    except (KeyError, TypeError):
+        pass
+    skip = {m.lower() for family in FAMILIES.values() for m in family} | {w.lower() for w in FILLER_WORDS} | set(VERBS)
+    candidates = [w for w in _lowercase_vocabulary_words(tokenizer) if w not in skip]
+    random.Random(f"{INDUCTION_COPY}|words").shuffle(candidates)
+    words: list[str] = []
+    for w in candidates:
+        if (
+            single_token_id(tokenizer, w, split_space=False) is not None
+            and single_token_id(tokenizer, w, after_space=False) is not None
+        ):
+            words.append(w)
+            if len(words) == INDUCTION_POOL:
+                break
+    if len(words) < INDUCTION_MIN_WORDS:
+        raise TokenizationError(
+            f"{INDUCTION_COPY}: only {len(words)} lowercase vocabulary words are one token after a space and at a "
+            f"text's start for this tokenizer; the control task needs {INDUCTION_MIN_WORDS}"
+        )
+    try:
+        _induction_words[tokenizer] = words
+    except TypeError:  # a tokenizer that cannot be weakly referenced: computed again next time
+        pass
+    return list(words)
+
+
+def induction_shape(length: int) -> tuple[int, int]:
+    """``(distinct, repeated)`` words of a control prompt showing ``length`` words: ``length // 2 + 1`` distinct
+    words, then the first ``length - distinct`` again (5 -> ``K L M K L``: (3, 2); 4 -> ``K L M K``: (3, 1))."""
+    distinct = length // 2 + 1
+    return distinct, length - distinct
+
+
+def induction_sequences(tokenizer, length: int) -> list[tuple[str, ...]]:
+    """The control task's sequence identities: :data:`INDUCTION_SEQUENCES` distinct tuples of
+    :func:`induction_shape`'s ``distinct`` words from :func:`induction_words`, in a fixed seeded order (identity
+    ``i`` is tuple ``i``)."""
+    words = induction_words(tokenizer)
+    distinct, _ = induction_shape(length)
+    rng = random.Random(f"{INDUCTION_COPY}|sequences|{length}")
+    seen: set[tuple[str, ...]] = set()
+    out: list[tuple[str, ...]] = []
+    while len(out) < INDUCTION_SEQUENCES:
+        t = tuple(rng.sample(words, distinct))
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def _build_induction(tokenizer, spec: TaskSpec, model_name: str, prefix: Prefix) -> TaskDataset:
+    """The control task: ``distinct`` random words, the first ``repeated`` again; the answer is the word that
+    followed the last shown one before (``K L M K L`` -> ``M``), the incorrect answer the last shown word. In
+    ``among_words`` each word keeps its filler, so the repeated part repeats token for token (``Rock done in
+    product. Lake done in where. Pot done in tracks. Rock done in product. Lake done in where. Pot done in`` ->
+    ``tracks``). The corrupted twin shows ``length`` distinct random words (with distinct fillers): nothing
+    repeats."""
+    rng = random.Random(f"{spec.task}|{spec.template}|{spec.length}|{spec.corruption}|{spec.verb}|{spec.seed}")
+    words = induction_words(tokenizer)
+    sequences = induction_sequences(tokenizer, spec.length)
+    n_distinct, repeated = induction_shape(spec.length)
+    identities = _role_part(range(len(sequences)), spec, "sequences")
+    fillers_all = _fillers(tokenizer, spec)
+    prompts: list[Prompt] = []
+    move_space: bool | None = None
+    identity_of = _draw_plan(rng, identities, spec)
+    for i in range(spec.n):
+        distinct = sequences[identity_of(i)]
+        members = [*distinct, *distinct[:repeated]]
+        drawn = rng.sample(fillers_all, spec.length + 1) if fillers_all else []
+        fillers = [*drawn[:n_distinct], *drawn[:repeated], *drawn[repeated : repeated + 1]]  # repeated with the words
+        bad_members = rng.sample(words, spec.length)
+        prompt, move_space = _member_prompt(
+            tokenizer, spec, prefix, members, bad_members, distinct[repeated], fillers, move_space, drawn
+        )
+        prompts.append(prompt)
+    return _member_dataset(spec, model_name, prompts, prefix, move_space)
 
 
 def check_numbers_tokenizer(tokenizer) -> None:
@@ -1163,6 +1320,8 @@ def make_dataset(tokenizer, task: str = "digits", *, model_name: str = "", **kwa
         return _build_greater_than(tokenizer, spec, model_name, prefix)
     if task == NUMBERS:
         return _build_numbers(tokenizer, spec, model_name, prefix)
+    if task == INDUCTION_COPY:
+        return _build_induction(tokenizer, spec, model_name, prefix)
     return _build_sequence(tokenizer, spec, model_name, prefix)
 
 
@@ -1174,6 +1333,8 @@ def sequence_space(tokenizer, task: str = "digits", **kwargs) -> list[int]:
     spec.validate()
     if task == GREATER_THAN:
         return greater_than_years(tokenizer)
+    if task == INDUCTION_COPY:
+        return list(range(len(induction_sequences(tokenizer, spec.length))))
     sign = 1 if spec.direction == "increasing" else -1
     if task == NUMBERS:
         check_numbers_tokenizer(tokenizer)
