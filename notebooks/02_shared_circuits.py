@@ -280,8 +280,33 @@ for t in every_task:
 overlap = overlap_table(with_control)
 head_overlap = overlap_table(circuits, kind="head")
 shared = shared_components(circuits)
-display(overlap)
-display(head_overlap[["a", "b", "intersection", "union", "jaccard", "shared"]])
+display(
+    reader_table(
+        overlap,
+        [
+            Column("a", "circuit A"),
+            Column("b", "circuit B"),
+            Column("intersection", "shared", "int"),
+            Column("union", "in either", "int"),
+            Column("jaccard", "Jaccard", "number", 2),
+        ],
+        caption="Every pair of circuits at the main threshold, heads and MLPs: components shared, in either, and "
+        "their Jaccard index (shared / in either).",
+    )
+)
+display(
+    reader_table(
+        head_overlap,
+        [
+            Column("a", "circuit A"),
+            Column("b", "circuit B"),
+            Column("intersection", "shared", "int"),
+            Column("union", "in either", "int"),
+            Column("jaccard", "Jaccard", "number", 2),
+        ],
+        caption="The same for the sequence tasks' heads only.",
+    )
+)
 display(
     Markdown(
         f"**Shared by all {len(tasks)} sequence circuits ({len(shared)}):** " + (" ".join(map(str, shared)) or "none")
@@ -390,7 +415,12 @@ write_json_atomic(
         control_reference=control_reference,
     ),
 )
-cross
+reader_table(
+    cross.reset_index(names="circuit"),
+    [Column("circuit", "circuit (rows)")] + [Column(t, f"on {t} data (% of full)", "percent") for t in cross.columns],
+    caption="Each task's circuit (rows) scored on every task's data (columns), in percent of the full model's "
+    "metric on that data: the diagonal is the circuit's own score, the rest how far it transfers.",
+)
 
 # %%
 diag = {t: cross.loc[t, t] for t in every_task}
@@ -647,8 +677,27 @@ write_json_atomic(
         lost_at=sharing_lost,
     ),
 )
-display(same_diff[["task", "threshold", "same", "dropped", "added", "kept_of_reference"]])
-shared_table
+display(
+    reader_table(
+        same_diff,
+        [
+            Column("task", "task"),
+            Column("threshold", "threshold", "fraction"),
+            Column("same", "kept from the top threshold's circuit", "int"),
+            Column("dropped", "dropped", "int"),
+            Column("added", "added", "int"),
+            Column("kept_of_reference", "kept of the top circuit", "fraction"),
+        ],
+        caption="Each threshold's circuit against the highest threshold's circuit of the same task (and the "
+        "shared-by-all circuit against its own top): components kept, dropped and added.",
+    )
+)
+reader_table(
+    shared_table.reset_index(),
+    [Column("component", "component")] + [Column(c, f"at {c}") for c in shared_table.columns],
+    caption="The shared-by-all circuit component by component down the thresholds: same (still shared), dropped "
+    "(no longer shared by all), added.",
+)
 
 
 # %%

@@ -200,7 +200,20 @@ for t, comps in circuits.items():
     )
 overlap = overlap_table(circuits)
 heads_overlap = overlap_table(circuits, kind="head")
-display(pd.concat([overlap.assign(kind="all"), heads_overlap.assign(kind="heads")]))
+display(
+    reader_table(
+        pd.concat([overlap.assign(kind="heads and MLPs"), heads_overlap.assign(kind="heads")]),
+        [
+            Column("kind", "components"),
+            Column("a", "circuit A"),
+            Column("b", "circuit B"),
+            Column("intersection", "shared", "int"),
+            Column("union", "in either", "int"),
+            Column("jaccard", "Jaccard", "number", 2),
+        ],
+        caption="The greater-than and sequence circuits: components shared, in either, and their Jaccard index.",
+    )
+)
 figures.figure(
     plots.overlap_chart(circuits, title="greater-than vs sequence continuation"),
     f"Components of the greater-than and {sequence_task} circuits (left: filled = kept); the bars on the right "
@@ -376,7 +389,12 @@ write_json_atomic(
         nulls=nulls,
     ),
 )
-cross
+reader_table(
+    cross.reset_index(names="circuit"),
+    [Column("circuit", "circuit (rows)")] + [Column(t, f"on {t} data (% of full)", "percent") for t in cross.columns],
+    caption="Each circuit (rows) scored on each task's data (columns), in percent of the full model's metric on that "
+    "data.",
+)
 
 
 # %%
@@ -497,7 +515,22 @@ for col in ("ref_in_task_drop", "ref_in_task_random", "task_in_ref_drop", "task_
     sharing[col] = 100 * sharing[col]
 lost = lost_at(sharing, "shared_heads")
 lost_chance = lost_at(sharing, "shared_heads_above_chance")  # where the overlap is no longer above chance
-display(ladder_circuits)
+display(
+    reader_table(
+        ladder_circuits,
+        [
+            Column("task", "task"),
+            Column("threshold", "threshold", "fraction"),
+            Column("method", "method"),
+            Column("heads", "heads", "int"),
+            Column("mlps", "MLPs", "int"),
+            Column("score_%", "score (% of full)", "percent"),
+            Column("prompts", "prompts", "int"),
+            Column("forward_passes", "forward passes", "int"),
+        ],
+        caption="The nested circuits of the threshold ladder.",
+    )
+)
 sharing.drop(columns=["shared"])
 
 # %%
