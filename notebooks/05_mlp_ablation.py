@@ -75,7 +75,7 @@ from seqcirc_utils.discovery.edges.patching import edge, edge_effects
 from seqcirc_utils.discovery.pipeline import discover, discovery_dataset, score_columns
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.tables import MAX_COLUMNS, Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache, single_component_effects
 from seqcirc_utils.scoring.attribution import attribution_scores
@@ -127,7 +127,13 @@ effects = pd.concat(
     ]
 )
 effects["kept_%"] = 100 * effects["fraction"]
-effects.pivot(index="component", columns="task", values="kept_%").loc[[str(m) for m in info.mlps]]
+reader_table(
+    effects.pivot(index="component", columns="task", values="kept_%").loc[[str(m) for m in info.mlps]].reset_index(),
+    [Column("component", "MLP ablated")]
+    + [Column(t, f"{t}: logit difference kept (% of full)", "percent") for t in tasks[: MAX_COLUMNS - 1]],
+    caption="Share of the full logit difference left when one MLP alone is mean-ablated, per task (layer order). "
+    "Look for values far below 100 % (or below zero): the MLPs a task cannot do without.",
+)
 
 # %%
 figures.figure(
@@ -171,8 +177,20 @@ neuron_rows = pd.DataFrame(
         {"ablated": f"all of {key_mlp}", "kept_%": 100 * float(key["fraction"])},
     ]
 )
-display(neuron_attr.head(10).rename("attribution (logit diff)").to_frame())
-neuron_rows
+display(
+    reader_table(
+        neuron_attr.head(10).rename("attribution").rename_axis("neuron").reset_index(),
+        [Column("neuron", "neuron"), Column("attribution", "attribution (logit difference)", "number", 3)],
+        caption=f"The 10 neurons of {key_mlp} with the most negative attribution on {first}: ablating them is "
+        "estimated to hurt the logit difference most.",
+    )
+)
+reader_table(
+    neuron_rows,
+    [Column("ablated", "ablated"), Column("kept_%", "logit difference kept (% of full)", "percent")],
+    caption=f"Ablating the top neurons of {key_mlp} together, against as many of its least important neurons and "
+    "the whole MLP: how much of the whole MLP's cost do the top neurons carry?",
+)
 
 # %% [markdown]
 # ## Which heads do the important MLPs rely on?
@@ -255,7 +273,19 @@ if circuit_rows:
             caption="The circuits the head -> MLP edges are patched inside; few sequences give small-sample estimates.",
         )
     )
-head_to_mlp[["task", "receiver", "sender", "effect_points", "attribution_points", "candidates"]]
+reader_table(
+    head_to_mlp,
+    [
+        Column("task", "task"),
+        Column("receiver", "MLP"),
+        Column("sender", "head"),
+        Column("effect_points", "effect of patching this path only (points of the full logit difference)", "number", 1),
+        Column("attribution_points", "edge attribution estimate (points)", "number", 1),
+        Column("candidates", "head -> MLP edges ranked", "int"),
+    ],
+    caption="The head -> MLP edges path patched exactly, per task and key MLP. Look for large negative effects: "
+    "the heads an MLP needs; compare with the attribution estimate that chose them.",
+)
 
 # %% [markdown]
 # ## Decreasing digits, by sequence length
@@ -315,7 +345,23 @@ if len(by_length):
             "the continuation is computed.",
         )
     )
-by_length.pivot_table(index="component", columns="config", values="kept_%", sort=False) if len(by_length) else by_length
+if len(by_length):
+    by_config = by_length.pivot_table(index="component", columns="config", values="kept_%", sort=False).reset_index()
+    config_names = dict(
+        zip(by_length["config"], by_length["direction"] + ", " + by_length["length"].astype(str) + " members")
+    )
+    display(
+        reader_table(
+            by_config,
+            [Column("component", "MLP ablated")]
+            + [
+                Column(c, f"{config_names[c]}: logit difference kept (% of full)", "percent")
+                for c in list(config_names)[: MAX_COLUMNS - 1]
+            ],
+            caption=f"{length_task}: share of the full logit difference left when one MLP alone is mean-ablated, per "
+            "direction and number of members shown. An MLP that matters at one length and not another marks a change.",
+        )
+    )
 
 # %%
 _ = write_json_atomic(

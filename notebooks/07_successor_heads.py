@@ -76,7 +76,7 @@ from seqcirc_utils.mechanisms.logit_lens import dataset_dla, dataset_logit_lens,
 from seqcirc_utils.mechanisms.ov_scores import family_tokens, ov_member_table, ov_scores, qk_table, top_heads
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
-from seqcirc_utils.report.tables import Column, reader_table
+from seqcirc_utils.report.tables import MAX_COLUMNS, Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 
 figures = plots.enable_offline()  # this chapter's figure numbers
@@ -118,7 +118,25 @@ overview = pd.DataFrame(
 )
 for f, err in skipped.items():
     display(Markdown(f"**{f} skipped:** {err}"))
-overview.round(3)
+shown_kinds = kinds[: MAX_COLUMNS - 3]
+reader_table(
+    overview.assign(
+        **{
+            f"best_{k}_text": [
+                f"{h} ({100 * v:.0f} %)" for h, v in zip(overview[f"best_{k}"], overview[f"best_{k}_score"])
+            ]
+            for k in shown_kinds
+        }
+    ),
+    [
+        Column("family", "family"),
+        Column("members", "single-token members", "int"),
+        Column("chance", "chance score (% of members)", "fraction"),
+    ]
+    + [Column(f"best_{k}_text", f"best {k} head (% of members)") for k in shown_kinds],
+    caption="Per family, the best head for each score kind and its score (the share of members whose target is its "
+    "top output). Look for a next score well above chance.",
+)
 
 # %% [markdown]
 # ## Next score of every head
@@ -163,10 +181,16 @@ display(
 # coarse steps and ties are common; ties are listed by layer, then head.
 
 # %%
-cols = ["component", *kinds, *[f"n_{k}" for k in kinds]]
 for f in families:
-    display(Markdown(f"**{f}: top {top_n} heads by next score**"))
-    display(top_heads(scores[f], "next", top_n)[cols].round(3))
+    display(
+        reader_table(
+            top_heads(scores[f], "next", top_n),
+            [Column("component", "head")]
+            + [Column(k, f"{k} score (% of members)", "fraction") for k in kinds[: MAX_COLUMNS - 2]]
+            + [Column("n_next", "members scored for next", "int")],
+            caption=f"{f}: the top {top_n} heads by next score. A successor head scores high on next and low on copy.",
+        )
+    )
 
 # %% [markdown]
 # Heads that are successor heads for several families at once: the heads with the highest mean next
@@ -177,7 +201,15 @@ by_family = pd.concat([scores[f].assign(family=f) for f in families]).pivot_tabl
     index="component", columns="family", values="next", sort=False
 )[families]
 shared = by_family.assign(mean=by_family.mean(axis=1)).sort_values("mean", ascending=False).head(2 * top_n)
-display(shared.round(3))
+display(
+    reader_table(
+        shared.reset_index(),
+        [Column("component", "head"), Column("mean", "mean next score (% of members)", "fraction")]
+        + [Column(f, f"{f}: next score (% of members)", "fraction") for f in families[: MAX_COLUMNS - 2]],
+        caption="The heads with the highest next score averaged over the families, best first. A head high in every "
+        "family computes the successor whatever the family.",
+    )
+)
 figures.figure(
     plots.matrix_heatmap(
         plots.matrix_frame(shared[families], row="head", col="family"),
@@ -330,7 +362,20 @@ first = first_top1_summary(lens)
 first_long = first.assign(layer=first["layer"].map(lambda l: "never" if l == -2 else str(l))).melt(
     id_vars="layer", var_name="measure", value_name="prompts"
 )
-display(first)
+display(
+    reader_table(
+        first.assign(
+            layer_name=first["layer"].map(lambda l: "never" if l == -2 else "embeddings" if l == -1 else str(l))
+        ),
+        [
+            Column("layer_name", "layer"),
+            Column("first_top1", "prompts whose answer first becomes top-1 here", "int"),
+            Column("stable_top1", "prompts whose answer stays top-1 from here", "int"),
+        ],
+        caption=f"Logit lens on {len(lens_ds)} {focus} prompts: where the answer first becomes, and stays, the top-1 "
+        "token of the residual stream at the final position.",
+    )
+)
 figures.figure(
     plots.bar_chart(
         first_long,
@@ -396,8 +441,23 @@ if numbers_task and numbers_result is None:
         "best_dla_rank": rank.index(str(best)) + 1 if str(best) in rank else None,
         "logit_lens_first_top1": frame_records(lens_num),
     }
-    display(f2m_num.loc[top_next].round(3))
-    display(top_num.round(3))
+    display(
+        reader_table(
+            f2m_num.loc[top_next].reset_index(),
+            [Column("component", "head")]
+            + [Column(c, f"to member {c}", "number", 2) for c in list(f2m_num.columns)[-(MAX_COLUMNS - 1) :]],
+            caption=f"{numbers_task}: mean attention from the final position to each member's units digit (m-1: the "
+            f"last one shown), for the top next heads of {focus}.",
+        )
+    )
+    display(
+        reader_table(
+            top_num,
+            [Column("component", "part"), Column("mean", "mean DLA (nats)", "number", 3)],
+            caption=f"{numbers_task}: the parts with the largest direct logit attribution; the model's mean logit "
+            f"difference is {float(dla_num.logit_diff.mean()):.3f} nats.",
+        )
+    )
     last = f2m_num.columns[-1]
     display(
         Markdown(
@@ -484,7 +544,19 @@ if len(lens_by_length):
             "where (and perhaps how) the continuation is computed.",
         )
     )
-lens_by_length
+reader_table(
+    lens_by_length,
+    [
+        Column("direction", "direction"),
+        Column("length", "members shown", "int"),
+        Column("prompts", "prompts read", "int"),
+        Column("median_first_top1", "median layer where the answer first becomes top-1", "number", 1),
+        Column("median_stable_top1", "median layer from which it stays top-1", "number", 1),
+        Column("never_top1", "never top-1 (% of prompts)", "fraction"),
+    ],
+    caption=f"The logit lens by number of members shown ({focus}, {lens_template} template). A jump between two "
+    "lengths marks a change in where the continuation is computed.",
+)
 
 # %%
 _ = write_json_atomic(

@@ -183,6 +183,8 @@ reader_table(
         Column("drop_mean", "single-ablation drop (points, mean over tasks)", "number", 1),
         Column("selected", "knocked out"),
     ],
+    caption="The candidate successor heads on the selection prompts: the heads with the largest mean drop are "
+    "knocked out.",
 )
 
 # %% [markdown]
@@ -230,6 +232,8 @@ reader_table(
         Column("percentile", "percentile among random", "number", 1),
         Column("p", "p (one-sided, vs n_draws random sets)", "number", 3),
     ],
+    caption=f"The successor heads knocked out together on each task's evaluation prompts, against {n_draws} random "
+    "head sets of the same layers. A drop above the random 95th percentile (low p) is more than random heads cost.",
 )
 
 # %%
@@ -286,7 +290,23 @@ rep_table = pd.concat(
     ],
     ignore_index=True,
 )
-display(rep_table[["task", "replacement", "condition", "ablated", "kept_%", "accuracy", *CATEGORIES]].round(3))
+display(
+    reader_table(
+        rep_table,
+        [
+            Column("task", "task"),
+            Column("replacement", "replacement of the output"),
+            Column("condition", "knocked out"),
+            Column("kept_%", "logit difference kept (% of full)", "percent"),
+            Column("accuracy", "top-1 still the answer (% of prompts)", "fraction"),
+            Column("copy", "top-1 is n, a copy (% of prompts)", "fraction"),
+            Column("n-1", "top-1 is n-1 (% of prompts)", "fraction"),
+            Column("off-family", "top-1 off the family (% of prompts)", "fraction"),
+        ],
+        caption="Each knockout under each replacement, on the evaluation prompts (the other prediction categories "
+        "are in the full table). Look for a shift that appears under every replacement.",
+    )
+)
 
 # %%
 together = "successor heads" if len(heads) > 1 else f"{heads[0]} alone"
@@ -325,9 +345,17 @@ predictions = [r for t, rs in results.items() for r in prediction_records(datase
 pred = pd.DataFrame(predictions)
 shown = pred[(pred["task"] == focus) & pred["condition"].isin(["none", together])]
 shown = shown[shown["prompt"].isin(list(dict.fromkeys(shown["prompt"]))[:show_prompts])]
-shown.assign(prompt=shown["prompt"].str[-40:], top5=shown["top5"].map(lambda xs: " | ".join(map(repr, xs))))[
-    ["prompt", "answer", "condition", "category", "top5"]
-]
+reader_table(
+    shown.assign(prompt=shown["prompt"].str[-40:], top5=shown["top5"].map(lambda xs: " | ".join(map(repr, xs)))),
+    [
+        Column("prompt", "prompt (last 40 characters)"),
+        Column("answer", "answer"),
+        Column("condition", "knocked out"),
+        Column("category", "top-1 prediction"),
+        Column("top5", "decoded top-5"),
+    ],
+    caption=f"{focus}: the first prompts' top-5 predictions, intact and with the successor heads knocked out.",
+)
 
 # %% [markdown]
 # ## Backups
@@ -373,8 +401,31 @@ backup_summary = pd.DataFrame(
         },
     ]
 )
-display(backup_summary.round(3))
-membership[membership["status"] != "kept"]
+display(
+    reader_table(
+        backup_summary,
+        [
+            Column("model", "model"),
+            Column("reference_logit_diff", "reference logit difference (nats)", "number", 2),
+            Column("components", "circuit components", "int"),
+            Column("heads", "circuit heads", "int"),
+            Column("score_%", "circuit score (% of its model's logit difference)", "percent"),
+            Column("score_vs_intact_%", "circuit score (% of the intact model's)", "percent"),
+        ],
+        caption=f"{focus}: the circuit at {100 * threshold:.0f} % in the intact model and with the successor heads ablated "
+        "throughout.",
+    )
+)
+reader_table(
+    membership[membership["status"] != "kept"],
+    [
+        Column("component", "component"),
+        Column("kind", "kind"),
+        Column("layer", "layer", "int"),
+        Column("status", "after the knockout"),
+    ],
+    caption="The components whose membership changes: knocked out, joining the circuit or leaving it.",
+)
 
 # %% [markdown]
 # ### Compensation and negative heads
@@ -418,11 +469,37 @@ comp_summary = pd.DataFrame(
         )
     ]
 )
-display(comp_summary.round(3))
 display(
-    movers[
-        ["component", "dla_clean", "dla_knockout", "change", "null_change_mean", "null_change_p95", "change_p"]
-    ].round(3)
+    reader_table(
+        comp_summary,
+        [
+            Column("statistic", "statistic"),
+            Column("observed", "successor-head knockout (nats)", "number", 3),
+            Column("random_median", "random knockouts: median (nats)", "number", 3),
+            Column("random_p95", "random knockouts: 95th pct. (nats)", "number", 3),
+            Column("percentile", "percentile among random", "number", 1),
+            Column("p", "p (one-sided)", "number", 3),
+            Column("n_draws", "random draws", "int"),
+        ],
+        caption=f"{focus}: how much the other heads' direct logit attribution changes after the knockout, against "
+        "random knockouts of the same layers. A low p means more compensation than after a random knockout.",
+    )
+)
+display(
+    reader_table(
+        movers,
+        [
+            Column("component", "head"),
+            Column("dla_clean", "DLA, intact (nats)", "number", 3),
+            Column("dla_knockout", "DLA, knocked out (nats)", "number", 3),
+            Column("change", "change (nats)", "number", 3),
+            Column("null_change_mean", "change under random knockouts: mean (nats)", "number", 3),
+            Column("null_change_p95", "change under random knockouts: 95th pct. (nats)", "number", 3),
+            Column("change_p", "p (one-sided)", "number", 3),
+        ],
+        caption="The heads whose direct logit attribution changes most after the knockout, each against its change "
+        "under the random knockouts.",
+    )
 )
 display(
     Markdown(
@@ -430,7 +507,18 @@ display(
         f"{' '.join(negatives.attrs['checked'])}):"
     )
 )
-display(negatives.round(3))
+display(
+    reader_table(
+        negatives,
+        [
+            Column("component", "head"),
+            Column("drop_points", "exact drop (points; negative = ablation helps)", "number", 1),
+            Column("estimated_drop", "estimated drop on the selection prompts (points)", "number", 1),
+            Column("dla_clean", "DLA, intact (nats)", "number", 3),
+        ],
+        caption="The checked heads whose exact single ablation raises the logit difference, most negative first.",
+    )
+)
 figures.figure(
     plots.bar_chart(
         comp[comp["component"].isin(movers["component"]) | comp["knocked_out"]].melt(
@@ -463,7 +551,17 @@ labels = position_labels(lm.tokenizer, pos_ds)
 per_pos = position_drops(pos_ab, pos_heads, progress=False)
 per_pos["position_label"] = per_pos["position"].map(lambda p: labels[p])
 where = per_pos.loc[per_pos.groupby("component")["drop_points"].idxmax()]
-display(where[["component", "position_label", "drop_points"]].round(2))
+display(
+    reader_table(
+        where,
+        [
+            Column("component", "head"),
+            Column("position_label", "position where it matters most"),
+            Column("drop_points", "drop there (points of the logit difference)", "number", 2),
+        ],
+        caption=f"{focus}: per head, the query position whose ablation costs most.",
+    )
+)
 figures.figure(
     alt.Chart(per_pos)
     .mark_rect()

@@ -176,6 +176,7 @@ reader_table(
         Column("drop_mean", "single-ablation drop (points, mean over tasks)", "number", 1),
         Column("selected", "edited"),
     ],
+    caption="The candidate successor heads on the selection prompts: the heads with the largest mean drop are edited.",
 )
 
 # %% [markdown]
@@ -222,25 +223,42 @@ if len(effect_table):
     effect_table["random_p95"] = [edit_nulls[t].null_p95 for t in effect_table["task"]]
     effect_table["percentile"] = [edit_nulls[t].observed_percentile for t in effect_table["task"]]
     effect_table["p"] = [edit_nulls[t].p_value for t in effect_table["task"]]
-    reader_table(
-        effect_table,
-        [
-            Column("task", "task"),
-            Column("n_matched", "evaluation prompts", "int"),
-            Column("hit", "edit: hit rate", "fraction"),
-            Column("control_hit", "ablation-only control: hit rate", "fraction"),
-            Column(
-                "effect",
-                "hit rate above the control [95 % interval, sequences resampled]",
-                "fraction",
-                interval="effect_ci95",
-            ),
-            Column("random_median", f"random heads: median hit rate ({n_draws} draws)", "fraction"),
-            Column("percentile", "percentile among random", "number", 1),
-            Column("p", "p (one-sided, vs random head sets)", "number", 3),
-        ],
+    display(
+        reader_table(
+            effect_table,
+            [
+                Column("task", "task"),
+                Column("n_matched", "evaluation prompts", "int"),
+                Column("hit", "edit: hit rate", "fraction"),
+                Column("control_hit", "ablation-only control: hit rate", "fraction"),
+                Column(
+                    "effect",
+                    "hit rate above the control [95 % interval, sequences resampled]",
+                    "fraction",
+                    interval="effect_ci95",
+                ),
+                Column("random_median", f"random heads: median hit rate ({n_draws} draws)", "fraction"),
+                Column("percentile", "percentile among random", "number", 1),
+                Column("p", "p (one-sided, vs random head sets)", "number", 3),
+            ],
+            caption="The edit's hit rate against the ablation-only control and the random head sets.",
+        )
     )
-display(edit_table[edit_columns].round(3))
+reader_table(
+    edit_table,
+    [
+        Column("task", "task"),
+        Column("edit", "edit"),
+        Column("heads", "heads edited"),
+        Column("hit", "top-1 becomes n-1 (% of prompts) [95 % CI]", "fraction", interval="hit_ci95"),
+        Column("correct", "still correct (% of prompts)", "fraction"),
+        Column("in_family", "top-1 is a member (% of prompts)", "fraction"),
+        Column("in_prompt", "top-1 is a prompt token (% of prompts)", "fraction"),
+        Column("hit_in_prompt", "hits that are a prompt token (% of hits)", "fraction"),
+    ],
+    caption="Every edit and baseline on the evaluation prompts (the prediction categories are in the full table). "
+    "Compare the successor heads' hit rate with the ablation control's and the random heads'.",
+)
 
 # %%
 if len(edit_table):
@@ -325,25 +343,39 @@ for e in steer_effects:
                 "p": n.p_value,
             }
         )
-reader_table(
-    pd.DataFrame(steer_rows),
-    [
-        Column("pair", "steering"),
-        Column("n_prompts", "evaluation prompts", "int"),
-        Column(
-            "hit",
-            f"format direction at alpha {steer_alpha:g}: hit rate [95 % interval]",
-            "fraction",
-            interval="hit_ci95",
-        ),
-        Column("baseline", "baseline (same norm)"),
-        Column("draws", "draws", "int"),
-        Column("baseline_mean", "baseline: mean hit rate", "fraction"),
-        Column("baseline_max", "baseline: largest hit rate", "fraction"),
-        Column("p", "p (one-sided, vs the baseline's draws)", "number", 3),
-    ],
+display(
+    reader_table(
+        pd.DataFrame(steer_rows),
+        [
+            Column("pair", "steering"),
+            Column("n_prompts", "evaluation prompts", "int"),
+            Column(
+                "hit",
+                f"format direction at alpha {steer_alpha:g}: hit rate [95 % interval]",
+                "fraction",
+                interval="hit_ci95",
+            ),
+            Column("baseline", "baseline (same norm)"),
+            Column("draws", "draws", "int"),
+            Column("baseline_mean", "baseline: mean hit rate", "fraction"),
+            Column("baseline_max", "baseline: largest hit rate", "fraction"),
+            Column("p", "p (one-sided, vs the baseline's draws)", "number", 3),
+        ],
+        caption=f"Format steering at alpha {steer_alpha:g} on the evaluation prompts, against each baseline direction of "
+        "the same norm.",
+    )
 )
-display(pd.DataFrame(directions).round(3))
+reader_table(
+    pd.DataFrame(directions),
+    [
+        Column("from", "from format"),
+        Column("to", "to format"),
+        Column("layer", "steered after block", "int"),
+        Column("norm", "direction norm (residual-stream units)", "number", 2),
+        Column("matched_keys", "member sets matched", "int"),
+    ],
+    caption="The format directions, fitted on the selection prompts.",
+)
 
 # %%
 figures.figure(
