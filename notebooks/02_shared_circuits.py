@@ -118,7 +118,7 @@ from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importa
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
-    n_prompts, thresholds, method, n_draws = min(n_prompts, 8), [main_threshold], "fast", min(n_draws, 9)
+    n_prompts, thresholds, method, n_draws = min(n_prompts, 12), [main_threshold], "fast", min(n_draws, 9)
     minimal = False
     display(
         smoke_note(
