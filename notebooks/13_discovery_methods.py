@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 200
+#     estimate_s: 280
 # ---
 
 # %% [markdown]
@@ -45,8 +45,8 @@ device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI: one task, few prompts and fractions; numbers are not results
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 tasks = ["numbers", "number_words", "months", "greater_than"]  # numbers falls back to digits where refused
-template = "pure"  # prompt template of the sequence tasks
-n_prompts = 16  # prompts per split role before filtering (discovery and held-out each)
+template = "comma"  # prompt template of the sequence tasks (comma: the most distinct sequences per side, see below)
+n_prompts = 12  # prompts per split role before filtering (discovery and held-out each)
 seed = 0  # dataset seed (the split's partition), random ranking seed
 methods = ["sweep", "fast", "eap-ig", "random"]  # node-ranking methods compared
 sweep_tasks = ["months"]  # tasks that also get the sweep (each component tried once: the costly method)
@@ -54,6 +54,8 @@ threshold = 0.8  # the sweep's and the fast method's circuit threshold (fraction
 ig_steps = 3  # integration steps of the fast method's attribution ranking
 eap_ig_steps = 2  # integration steps of EAP-IG
 fractions = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # circuit sizes (fraction of all heads and MLPs)
+null_draws = 99  # random rankings each method's CPR and CMD is compared with (seeds 0 .. null_draws - 1)
+null_tasks = ["months", "number_words"]  # tasks that get the null (None: every task; minutes per task on numbers)
 planted_prompts = 24  # prompts on the planted model
 planted_ig_steps = 5  # integration steps of the fast method and EAP-IG on the planted model (tiny: steps are cheap)
 
@@ -74,6 +76,8 @@ from seqcirc_utils.evaluation.methods import (
     check_methods,
     curve_rows,
     method_curves,
+    method_nulls,
+    null_rows,
     planted_method_table,
     rank_components,
 )
@@ -81,6 +85,7 @@ from seqcirc_utils.evaluation.planted import build_backup_planted_model, planted
 from seqcirc_utils.mechanisms.knockout import KnockoutAblator, backup_table, circuit_of, compensation
 from seqcirc_utils.models.loading import load_model
 from seqcirc_utils.report import plots
+from seqcirc_utils.report.headlines import BEATS, MIN_DRAWS, verdict
 from seqcirc_utils.report.tables import Column, reader_table
 from seqcirc_utils.report.verdicts import smoke_note
 from seqcirc_utils.scoring.ablation import Ablator
@@ -91,7 +96,15 @@ methods = check_methods(methods)
 if smoke:
     tasks, n_prompts, sweep_tasks = ["months"], min(n_prompts, 8), []
     fractions, ig_steps, eap_ig_steps, planted_prompts = [0.05, 0.2, 1.0], 2, 1, min(planted_prompts, 12)
-    display(smoke_note(f"tasks {tasks}, {n_prompts} prompts per role, fractions {fractions}, no sweep"))
+    null_draws = min(null_draws, 19)
+    display(
+        smoke_note(
+            f"tasks {tasks}, {n_prompts} prompts per role, fractions {fractions}, no sweep, {null_draws} random "
+            "rankings (too few for a p-value)"
+        )
+    )
+if null_tasks is None:
+    null_tasks = list(tasks)
 
 # %% [markdown]
 # ## The data: discovery and held-out prompts per task
@@ -100,7 +113,12 @@ if smoke:
 # two-digit sequences; for greater-than, the start years), each filtered to prompts the model answers
 # (greater-than: a year token). `numbers` is the digits task of a tokenizer that splits numbers into
 # digits (SmolLM2); where a tokenizer spells two-digit numbers as one token (GPT-2) the task is refused and
-# `digits` is used instead.
+# `digits` is used instead. The sequence tasks use the `comma` template (`January, February, March, April,`):
+# of the templates it gives the most distinct sequences on both sides (`months` has 8 sequences of four
+# members in all, so at most 4 per side; `pure` leaves 2 and 1 of them after the filter and no `number_words`
+# prompt at all, `among_words` 2 and 3), and its prompts are short. Without fillers, prompts of one sequence
+# are identical: `months` and `number_words` have 12 prompts per side but only as many *distinct* prompts as
+# sequences (3 or 4), so everything said about them rests on 3 or 4 sequences.
 
 # %%
 t_start = time.perf_counter()
@@ -146,13 +164,14 @@ if skipped:
 # ## Faithfulness curves
 #
 # The sweep is the expensive method (it tries every one of the model's heads and MLPs at least once, one
-# forward pass each), so by default it runs on the `months` task only (short prompts; about half of this
-# chapter's time); the fast method, EAP-IG and the random ranking run on every task. `months` has few
-# distinct sequences with the `pure` template, so its held-out curve rests on very few of them (see the
-# table above): read it as an illustration, not a measurement.
+# forward pass each), so by default it runs on the `months` task only (short prompts; a large part of this
+# chapter's time); the fast method, EAP-IG and the random ranking run on every task. `months` and
+# `number_words` rest on 3 or 4 distinct held-out sequences (see the table above): read their curves as
+# illustrations of these few sequences, not as measurements of the task; `numbers` and `greater_than` have
+# 10 and 12.
 
 # %%
-rows, curves, rankings_of = [], {}, {}
+rows, curves, rankings_of, heldout_of = [], {}, {}, {}
 for task, roles in list(splits.items()):
     try:
         discovery = Ablator(lm, info, roles["discovery"])
@@ -166,7 +185,7 @@ for task, roles in list(splits.items()):
     except SeqcircError as err:  # e.g. a faithfulness denominator whose interval includes 0
         skipped[task] = str(err)
         continue
-    rankings_of[task] = ranked
+    rankings_of[task], heldout_of[task] = ranked, heldout
     rows += curve_rows(task, curves[task], ranked)
 table = pd.DataFrame(rows)
 reader_table(
@@ -213,6 +232,68 @@ figures.figure(
     "and MLPs (signed ranking: the CPR curve). 1 is the full model, 0 everything ablated; a curve above 1 is "
     "a circuit that beats the full model (it dropped components that work against the answer).",
 )
+
+# %% [markdown]
+# ## Against random rankings
+#
+# A curve's areas mean little without a floor: how high does a ranking's CPR go by chance? Each method's
+# CPR and CMD on the held-out prompts is compared with those of `null_draws` seeded random rankings
+# (`evaluation.methods.method_nulls`; seeds 0 to `null_draws - 1`, the same prompts, means and circuit
+# sizes). The p-value is one-sided in the direction in which the method beats random: for CPR
+# (1 + #{random CPR >= the method's}) / (n + 1), for CMD (1 + #{random CMD <= the method's}) / (n + 1); with 99
+# draws the smallest p is 0.01. The `random` method's ranking (seed `seed`) is one of the draws, so its p is a
+# check (it should look like any draw), not a claim. A random ranking's curve costs one forward pass per
+# circuit size, so the null is run on the tasks in `null_tasks` only: by default the two with short prompts
+# and few distinct ones (`months`, `number_words`; about 0.6 s per draw, a minute per task), not `numbers` and
+# `greater_than` (several seconds per draw, several minutes per task: beyond this chapter's budget). Their p-values say that a ranking
+# beats random rankings *on these 3 or 4 held-out sequences*; `numbers` and `greater_than` are not tested.
+
+# %%
+nulls, null_table_rows = {}, []
+for task in [t for t in curves if t in null_tasks]:
+    nulls[task] = method_nulls(heldout_of[task], curves[task], n_draws=null_draws, seed=0)
+    null_table_rows += null_rows(task, nulls[task])
+null_table = pd.DataFrame(null_table_rows)
+if len(null_table):
+    reader_table(
+        null_table,
+        [
+            Column("task", "task"),
+            Column("method", "method"),
+            Column("cpr", "CPR", "number", 2),
+            Column("cpr_null_mean", "mean CPR of the random rankings", "number", 2),
+            Column("cpr_p", "p (CPR above random)", "number", 3),
+            Column("cmd", "CMD", "number", 2),
+            Column("cmd_null_mean", "mean CMD of the random rankings", "number", 2),
+            Column("cmd_p", "p (CMD below random)", "number", 3),
+        ],
+    )
+    cpr_points = pd.DataFrame(
+        [
+            {"task": t, "kind": "random ranking", "method": "random rankings", "cpr": v}
+            for t, by in nulls.items()
+            for v in next(iter(by["cpr"].values())).null
+        ]
+        + [
+            {"task": t, "kind": "method", "method": m, "cpr": nd.observed}
+            for t, by in nulls.items()
+            for m, nd in by["cpr"].items()
+        ]
+    )
+    base = alt.Chart().encode(x=alt.X("cpr:Q", title="CPR (held out)"))
+    figures.figure(
+        alt.layer(
+            base.mark_tick(opacity=0.4, color="grey").transform_filter(alt.datum.kind == "random ranking"),
+            base.mark_point(size=90, filled=True)
+            .encode(color=alt.Color("method:N"), tooltip=["method", alt.Tooltip("cpr:Q", format=".2f")])
+            .transform_filter(alt.datum.kind == "method"),
+            data=cpr_points,
+        )
+        .properties(width=420, height=40)
+        .facet(row=alt.Row("task:N")),
+        f"Each method's CPR (dots) among the CPRs of {null_draws} random rankings (grey ticks), on the held-out "
+        "prompts of the tasks that got the null.",
+    )
 
 # %% [markdown]
 # ## Ground truth: a planted circuit with a backup, a negative head and a logit distractor
@@ -319,6 +400,8 @@ write_json_atomic(
             "eap_ig_steps": eap_ig_steps,
             "fractions": fractions,
             "planted_prompts": planted_prompts,
+            "null_draws": null_draws,
+            "null_tasks": null_tasks,
             "planted_ig_steps": planted_ig_steps,
         },
         tasks=list(curves),
@@ -328,6 +411,8 @@ write_json_atomic(
         curves=curves,
         datasets={t: {role: ds.to_json() for role, ds in roles.items()} for t, roles in splits.items() if t in curves},
         split=split_rows,
+        nulls=nulls,
+        null_table=frame_records(null_table),
         planted=frame_records(planted),
         planted_model={
             "name": pm.info.name,
@@ -349,6 +434,24 @@ for task in curves:
         f"On {task}, {best} has the highest CPR ({mine.loc[best, 'cpr']:.2f}; "
         + ", ".join(f"{m} {r.cpr:.2f}" for m, r in mine.iterrows() if m != best)
         + f") and {mine['cmd'].idxmin()} the lowest CMD ({mine['cmd'].min():.2f})."
+    )
+for task, by in nulls.items():
+    beats = [m for m, nd in by["cpr"].items() if m != "random" and verdict(nd.p_value, nd.n_draws) == BEATS]
+    lines.append(
+        f"Against {null_draws} random rankings on {task}'s held-out prompts, "
+        + "; ".join(
+            f"{m}'s CPR is at the {nd.observed_percentile:.0f}th percentile (p = {nd.p_value:.3f})"
+            for m, nd in by["cpr"].items()
+            if m != "random"
+        )
+        + (
+            f": {', '.join(beats)} beat{'s' if len(beats) == 1 else ''} random rankings"
+            if beats
+            else f": no method beats random rankings ({null_draws} draws; a p-value needs at least {MIN_DRAWS})"
+            if null_draws < MIN_DRAWS
+            else ": no method is distinguishable from random rankings"
+        )
+        + f" (on {next(iter(by['cpr'].values())).n_clusters} held-out sequences)."
     )
 exact = planted[(planted["precision"] == 1) & (planted["recall"] == 1)]["method"].tolist()
 lines.append(

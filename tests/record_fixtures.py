@@ -85,9 +85,11 @@ def example(record_type: type[ResultRecord], **values: Any) -> ResultRecord:
 
 def discovery_methods(**values: Any) -> ResultRecord:
     """A ``discovery_methods`` record (chapter 13) with one task's table rows (fast, random), their curves,
-    the held-out split and a planted table and backup entry; ``values`` override any field."""
-    from seqcirc_utils.core.records import FaithfulnessCurve
+    their CPR / CMD against 99 random rankings (fast beats every draw), the held-out split and a planted table
+    and backup entry; ``values`` override any field."""
+    from seqcirc_utils.core.records import FaithfulnessCurve, NullDistribution
     from seqcirc_utils.core.result_records import DiscoveryMethods
+    from seqcirc_utils.evaluation.nulls import lower_tail_p, null_summary
 
     def curve(method: str, f: list[float]) -> FaithfulnessCurve:
         return FaithfulnessCurve(
@@ -98,6 +100,26 @@ def discovery_methods(**values: Any) -> ResultRecord:
         )  # fmt: skip
 
     curves = {"fast": curve("fast", [0.8, 1.0]), "random": curve("random", [0.2, 1.0])}
+    draws = {"cpr": [0.45 + 0.001 * i for i in range(99)], "cmd": [0.40 - 0.001 * i for i in range(99)]}
+
+    def null(stat: str, method: str) -> NullDistribution:
+        observed = getattr(curves[method], stat)
+        return NullDistribution(
+            statistic=stat, observed=observed, **null_summary(observed, draws[stat]),
+            matched={"null": "random rankings", "seeds": [0, 98], "fractions": [0.1, 1.0],
+                     "higher_is_better": stat == "cpr"},
+            seed=0, null=draws[stat], circuit=[], task="months", metric="logit_diff", ablation="mean", n_prompts=8,
+            n_clusters=3, forward_passes=99, seconds=1.0, description="",
+        )  # fmt: skip
+
+    nulls = {"months": {stat: {m: null(stat, m) for m in curves} for stat in ("cpr", "cmd")}}
+    null_table = [
+        row(DiscoveryMethods, "null_table", task="months", method=m, cpr=nulls["months"]["cpr"][m].observed,
+            cpr_null_mean=nulls["months"]["cpr"][m].null_mean, cpr_p=nulls["months"]["cpr"][m].p_value,
+            cmd=nulls["months"]["cmd"][m].observed, cmd_null_mean=nulls["months"]["cmd"][m].null_mean,
+            cmd_p=lower_tail_p(nulls["months"]["cmd"][m]), n_draws=99)
+        for m in curves
+    ]  # fmt: skip
     table = [
         row(DiscoveryMethods, "table", task="months", method=m, cpr=c.cpr, cmd=c.cmd, cpr_log=c.cpr_log,
             cmd_log=c.cmd_log, forward_passes=6 if m == "fast" else 0, curve_passes=3, n_prompts=8)
@@ -110,6 +132,8 @@ def discovery_methods(**values: Any) -> ResultRecord:
         table=table,
         curves={"months": curves},
         split=[row(DiscoveryMethods, "split", task="months", role="heldout", n_prompts=8, n_sequences=3, overlap=0)],
+        nulls=nulls,
+        null_table=null_table,
         planted=[
             row(DiscoveryMethods, "planted", method="fast", found="L0.H0 L1.H0 MLP1", precision=1.0, recall=0.75,
                 backup_found=False, negative_found=False, roc_auc=0.9, forward_passes=20),

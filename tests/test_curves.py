@@ -108,3 +108,42 @@ def test_embedded_attribution_ranking_beats_random(smollm):
     rand = curves.faithfulness_curve(ab, curves.random_scores(info.components, 0), "random", signed=False, seed=0)
     assert fast.cpr > rand.cpr and fast.cmd < rand.cmd
     assert fast.faithfulness_signed[-1] == pytest.approx(1.0, abs=1e-4) and fast.n_components == len(info.components)
+
+
+def test_random_ranking_areas_equal_one_curve_per_draw(pm, ab):
+    """The batched null: each draw's areas equal its own curve's (scored alone), the full model's point is 1
+    without a pass, and the draws cost one pass per distinct top-k set that is not the full model."""
+    fr = [0.1, 0.5, 1.0]
+    passes = ab.forward_passes
+    got = curves.random_ranking_areas(ab, 6, fr, seed=4, draws_per_pass=5, progress=False)
+    n_sets = len(
+        {
+            frozenset(curves.ranked(curves.random_scores(pm.info.components, s))[:k])
+            for s in range(4, 10)
+            for k in curves.circuit_sizes(len(pm.info.components), fr)[:-1]
+        }
+    )
+    assert ab.forward_passes - passes == n_sets
+    for s, areas in zip(range(4, 10), got):
+        alone = curves.faithfulness_curve(ab, curves.random_scores(pm.info.components, s), "random", fr, signed=False)
+        assert areas == pytest.approx({k: getattr(alone, k) for k in ("cpr", "cmd", "cpr_log", "cmd_log")}, abs=1e-6)
+    with pytest.raises(ParameterError, match="n_draws"):
+        curves.random_ranking_areas(ab, 0, fr)
+
+
+def test_embedded_fast_ranking_beats_every_random_ranking(smollm):
+    """SmolLM2, 12 digits prompts: the fast method's CPR is above the CPR of each of 19 random rankings
+    (p = 1 / 20), and its CMD below each of theirs."""
+    from seqcirc_utils.evaluation.methods import claim_p, method_nulls
+    from seqcirc_utils.tasks.datasets import make_dataset
+
+    model, info = smollm
+    ds = make_dataset(model.tokenizer, "digits", n=12, seed=0, model_name="smollm2-135m")
+    ab = Ablator(model, info, ds)
+    fr = [0.1, 0.5, 1.0]
+    fast = curves.faithfulness_curve(ab, curves.attribution_node_scores(ab, ig_steps=2), "fast", fr)
+    nulls = method_nulls(ab, {"fast": fast}, n_draws=19, progress=False)
+    assert claim_p(nulls["cpr"]["fast"]) == pytest.approx(1 / 20) and claim_p(nulls["cmd"]["fast"]) == pytest.approx(
+        1 / 20
+    )
+    assert nulls["cpr"]["fast"].observed > max(nulls["cpr"]["fast"].null)

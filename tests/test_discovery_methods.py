@@ -1,6 +1,7 @@
 """Chapter 13: the backup planted model's mechanisms against raw hooked forward passes, the knockout finding
 the backup, the methods' ground-truth table, ROC AUC against a brute-force count, EAP-IG node sums against the
-edge-by-edge sum, and the record round trip."""
+edge-by-edge sum, the methods' CPR / CMD p-values against random rankings by a brute-force loop, and the
+record round trip."""
 
 from __future__ import annotations
 
@@ -203,6 +204,39 @@ def test_method_curves_table_and_record_round_trip(pm, dataset):
     assert DiscoveryMethods.from_json(fixture.to_json()) == fixture
 
 
+def test_method_nulls_p_values_against_a_brute_force_loop(pm, dataset):
+    """Each method's CPR / CMD against random rankings: the null values are the random rankings' own curves
+    (scored one by one), and the p-values equal counting by hand: CPR upper tail, CMD lower tail."""
+    from seqcirc_utils.evaluation.nulls import lower_tail_p
+
+    discovery = Ablator(pm.model, pm.info, dataset)
+    heldout = Ablator(pm.model, pm.info, P.planted_dataset(pm, n=12, seed=1))
+    fr, n = [0.1, 0.2, 0.5, 1.0], 19
+    ranked = [M.rank_components(discovery, m, ig_steps=2, eap_ig_steps=1, seed=3) for m in ("fast", "random")]
+    by = M.method_curves(heldout, ranked, fractions=fr)
+    nulls = M.method_nulls(heldout, by, n_draws=n, seed=0, draws_per_pass=7, progress=False)
+    loop_cpr, loop_cmd = [], []
+    for s in range(n):  # brute force: one curve per random ranking, unbatched
+        c = curves.faithfulness_curve(heldout, curves.random_scores(pm.info.components, s), "r", fr, signed=False)
+        loop_cpr.append(c.cpr)
+        loop_cmd.append(c.cmd)
+    for method, curve in by.items():
+        cpr, cmd = nulls["cpr"][method], nulls["cmd"][method]
+        assert cpr.null == pytest.approx(loop_cpr, abs=1e-6) and cmd.null == pytest.approx(loop_cmd, abs=1e-6)
+        assert cpr.observed == curve.cpr and cmd.observed == curve.cmd and cpr.n_draws == n
+        above = sum(1 for v in loop_cpr if v >= curve.cpr - 1e-9)
+        below = sum(1 for v in loop_cmd if v <= curve.cmd + 1e-9)
+        assert cpr.p_value == pytest.approx((1 + above) / (n + 1)) == M.claim_p(cpr)
+        assert lower_tail_p(cmd) == pytest.approx((1 + below) / (n + 1)) == M.claim_p(cmd)
+        assert cpr.n_prompts == 12 and cpr.task == heldout.dataset.spec.task
+    # seed 3's random ranking is draw 3 of the null: the same CPR
+    assert nulls["cpr"]["random"].observed == pytest.approx(loop_cpr[3], abs=1e-6)
+    rows = M.null_rows("months", nulls)
+    assert [r["method"] for r in rows] == ["fast", "random"] and rows[0]["cpr_p"] == nulls["cpr"]["fast"].p_value
+    with pytest.raises(ParameterError, match="fractions"):
+        M.method_nulls(heldout, {"a": by["fast"], "b": M.method_curves(heldout, ranked[:1], [0.5, 1.0])["fast"]}, 2)
+
+
 def test_findings_paragraph_reads_the_record(tmp_path):
     from seqcirc_utils.core.results import write_json_atomic
     from seqcirc_utils.report.findings import READERS, ChapterStatus, chapter_finding
@@ -215,3 +249,4 @@ def test_findings_paragraph_reads_the_record(tmp_path):
     assert "could not be summarised" not in text
     assert "months" in text and "fast CPR 0.81" in text and "random CPR 0.54" in text
     assert "recall 0.75" in text and "L2.H0" in text
+    assert "Against 99 random rankings on months" in text and "fast CPR p = 0.010, CMD p = 0.010" in text

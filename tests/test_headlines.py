@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from record_fixtures import example, row
+from record_fixtures import discovery_methods, example, row
 
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.result_records import GreaterThanOverlap, Knockout
@@ -20,6 +20,7 @@ from seqcirc_utils.report.headlines import (
     TOO_FEW,
     Headline,
     abstract_markdown,
+    discovery_methods_headlines,
     greater_than_headlines,
     knockout_headlines,
     verdict,
@@ -176,3 +177,17 @@ def test_editing_and_representation_headlines_read_their_nulls():
     assert [h.claim.split()[0] for h in hs] == ["the", "months"]
     brute = (1 + sum(x >= 0.3 for x in np.linspace(0, 0.4, 99))) / 100
     assert hs[0].p == pytest.approx(brute) and hs[0].verdict == NOT_DISTINGUISHABLE
+
+
+def test_discovery_methods_headline_is_the_cpr_against_random_rankings():
+    from seqcirc_utils.core.result_records import DiscoveryMethods
+
+    record = discovery_methods()
+    got = discovery_methods_headlines({DiscoveryMethods.file: record})
+    assert [h.claim for h in got] == ["the fast method's ranking beats random rankings on months"]  # random: no claim
+    (h,) = got
+    null = record.nulls["months"]["cpr"]["fast"]
+    assert h.effect == null.observed and h.p == null.p_value == pytest.approx(0.01) and h.n_draws == 99
+    assert h.verdict == BEATS and h.percentile == 100.0 and "3 sequences" in h.split
+    assert discovery_methods_headlines({DiscoveryMethods.file: discovery_methods(nulls={})}) == []
+    assert discovery_methods_headlines({}) == []

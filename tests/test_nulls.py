@@ -125,3 +125,28 @@ def test_embedded_attribution_circuit_beats_its_matched_null(smollm):
     r = nulls.circuit_null(ab, circuit, n_draws=19, seed=0, progress=False)
     assert r.observed > max(r.null) and r.p_value == pytest.approx(1 / 20)
     assert r.n_clusters == ds.n_sequences and r.matched["n_mlps"] == sum(c.is_mlp for c in circuit)
+
+
+def test_identical_prompts_run_once_and_give_the_same_metrics():
+    """Mean ablation: a dataset whose prompts repeat gives, circuit by circuit, the same per-prompt metrics as
+    scoring each prompt on its own rows (the duplicates are run once and copied back)."""
+    from seqcirc_utils.evaluation.nulls import circuit_metric_values, distinct_rows
+
+    tokens = torch.tensor([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]])
+    rows, inverse = distinct_rows(tokens)
+    assert rows.tolist() == [[1, 2], [3, 4], [5, 6]] and inverse.tolist() == [0, 1, 0, 2, 1]
+    assert torch.equal(rows[inverse], tokens)
+    same, ident = distinct_rows(tokens, keep_all=True)
+    assert torch.equal(same, tokens) and ident.tolist() == [0, 1, 2, 3, 4]
+
+    pm = P.build_planted_model()
+    ds = P.planted_dataset(pm, n=6, seed=0)
+    doubled = ds.subset(list(range(len(ds))) + list(range(len(ds))))
+    ab = Ablator(pm.model, pm.info, doubled, mode="mean", metric="logit_diff")
+    circuits = [frozenset(pm.planted), frozenset(list(pm.info.components)[:3]), frozenset()]
+    passes = ab.forward_passes
+    got = circuit_metric_values(ab, circuits, draws_per_pass=2)
+    assert ab.forward_passes - passes == len(circuits)
+    for i, kept in enumerate(circuits):
+        brute = ab.metric_values(ab.logits([c for c in pm.info.components if c not in kept]))  # every prompt run
+        assert torch.allclose(got[i], brute, atol=1e-5)

@@ -734,11 +734,12 @@ class Representations(ResultRecord):
 @dataclass(frozen=True)
 class DiscoveryMethods(ResultRecord):
     """13: which discovery method to trust: each node-ranking method's faithfulness curve per task (ranking on
-    the discovery split, curve on the sequence-disjoint held-out split) and each method on a planted circuit
-    with a backup, a negative head and a logit distractor."""
+    the discovery split, curve on the sequence-disjoint held-out split), each method's CPR / CMD against random
+    rankings (``nulls``: task -> ``"cpr"`` / ``"cmd"`` -> method -> null; schema 2), and each method on a planted
+    circuit with a backup, a negative head and a logit distractor."""
 
     kind: ClassVar[str] = "discovery_methods"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "discovery_methods.json"
 
     model: str
@@ -753,6 +754,10 @@ class DiscoveryMethods(ResultRecord):
     curves: dict[str, dict[str, FaithfulnessCurve]]
     datasets: dict[str, dict[str, Any]]
     split: Annotated[Rows, Columns("task", "role", "n_prompts", "n_sequences", "overlap")]
+    nulls: dict[str, dict[str, dict[str, NullDistribution]]]
+    null_table: Annotated[
+        Rows, Columns("task", "method", "cpr", "cpr_null_mean", "cpr_p", "cmd", "cmd_null_mean", "cmd_p", "n_draws")
+    ]
     planted: Annotated[
         Rows,
         Columns(

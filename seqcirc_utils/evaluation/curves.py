@@ -17,9 +17,13 @@ Linear areas are not normalised (MIB integrates over ``k`` in ``[0.001, 1]``; he
 
 Rankings (:func:`removal_order_scores`, :func:`attribution_node_scores`, :func:`eap_ig_node_scores`,
 :func:`random_scores`) all return ``{Component: score}``. Curve points are scored in batches
-(:func:`~seqcirc_utils.evaluation.nulls.circuit_metric_values`): one prompt-batch pass per distinct point;
-the empty circuit's pass is shared per ablator. The curve's ablator should hold the **held-out** split
-(the ranking was chosen on discovery data).
+(:func:`~seqcirc_utils.evaluation.nulls.circuit_metric_values`): one prompt-batch pass per distinct point
+(the full model's point is f = 1 without one); the empty circuit's pass is shared per ablator. The curve's
+ablator should hold the **held-out** split (the ranking was chosen on discovery data).
+
+**The null** (:func:`random_ranking_areas`): the areas of many seeded random rankings on the same ablator,
+every draw's points scored together in batches: what a method's CPR / CMD is compared with
+(:func:`seqcirc_utils.evaluation.methods.method_nulls`).
 """
 
 from __future__ import annotations
@@ -133,6 +137,25 @@ def random_scores(components: Iterable[Component], seed: int = 0) -> dict[Compon
 # --------------------------------------------------------------------------- the curve
 
 
+def faithfulness_of_sets(
+    ablator: Ablator,
+    kept_sets: Sequence[frozenset[Component]],
+    draws_per_pass: int = DRAWS_PER_PASS,
+    progress: bool = False,
+    desc: str = "curve points",
+) -> dict[frozenset[Component], float]:
+    """``{kept set: normalised faithfulness}`` of every distinct set in ``kept_sets`` on ``ablator``'s data,
+    scored in batches (:func:`~seqcirc_utils.evaluation.nulls.circuit_metric_values`, one prompt-batch pass
+    per distinct set). The set of every component is the full model: f = 1 by definition, no pass."""
+    everything = frozenset(ablator.info.components)
+    distinct = [s for s in dict.fromkeys(kept_sets) if s != everything]
+    values = circuit_metric_values(ablator, distinct, draws_per_pass, progress=progress, desc=desc)
+    f = dict(zip(distinct, statistic_of(ablator, values, "faithfulness").tolist())) if distinct else {}
+    if everything in kept_sets:
+        f[everything] = 1.0
+    return f
+
+
 def faithfulness_curve(
     ablator: Ablator,
     scores: Mapping[Component, float],
@@ -167,9 +190,7 @@ def faithfulness_curve(
     by_signed, by_abs = ranked(scores), ranked(scores, absolute=signed)
     sets_signed = [frozenset(by_signed[:k]) for k in sizes]
     sets_abs = [frozenset(by_abs[:k]) for k in sizes]
-    distinct = list(dict.fromkeys(sets_signed + sets_abs))
-    values = circuit_metric_values(ablator, distinct, draws_per_pass)
-    f = dict(zip(distinct, statistic_of(ablator, values, "faithfulness").tolist()))
+    f = faithfulness_of_sets(ablator, sets_signed + sets_abs, draws_per_pass)
     f_signed, f_abs = [f[s] for s in sets_signed], [f[s] for s in sets_abs]
     spec = ablator.dataset.spec
     return FaithfulnessCurve(
@@ -191,3 +212,32 @@ def faithfulness_curve(
         seconds=time.perf_counter() - t0,
         description=description,
     )
+
+
+def random_ranking_areas(
+    ablator: Ablator,
+    n_draws: int,
+    fractions: Sequence[float] = FRACTIONS,
+    seed: int = 0,
+    draws_per_pass: int = DRAWS_PER_PASS,
+    progress: bool = True,
+) -> list[dict]:
+    """The :func:`curve_areas` (``cpr, cmd, cpr_log, cmd_log``) of ``n_draws`` random rankings
+    (:func:`random_scores` with seeds ``seed, seed + 1, ...``) on ``ablator``'s data: what a method's curve
+    is compared with. Each is the curve :func:`faithfulness_curve` gives the ranking (``signed=False``: one
+    curve serves CPR and CMD); every draw's top-k sets are scored together, ``draws_per_pass`` sets per
+    batched call (one prompt-batch pass per distinct set; the full model's point is f = 1 without a pass)."""
+    if n_draws < 1:
+        raise ParameterError(f"n_draws must be >= 1, got {n_draws}")
+    components = list(ablator.info.components)
+    sizes = circuit_sizes(len(components), fractions)
+    curve_areas(fractions, [0.0] * len(fractions), [0.0] * len(fractions))  # validates fractions
+    check_faithfulness_baseline(ablator)
+    per_draw = []
+    for s in range(seed, seed + n_draws):
+        order = ranked(random_scores(components, seed=s))
+        per_draw.append([frozenset(order[:k]) for k in sizes])
+    f = faithfulness_of_sets(
+        ablator, [x for sets in per_draw for x in sets], draws_per_pass, progress, f"{n_draws} random rankings"
+    )
+    return [curve_areas(fractions, [f[x] for x in sets], [f[x] for x in sets]) for sets in per_draw]

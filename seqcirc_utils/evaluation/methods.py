@@ -16,6 +16,14 @@ each method against a planted circuit with a backup, a negative head and a logit
 a method is its ranking's forward passes on the discovery split (a backward pass counted as a forward pass,
 as the package's counters do); the curve's passes are the same for every method and reported apart.
 
+**Against random rankings** (:func:`method_nulls`): each method's CPR and CMD on the held-out split against
+those of ``n_draws`` seeded random rankings (:func:`~seqcirc_utils.evaluation.curves.random_ranking_areas`,
+seeds ``0 .. n_draws - 1``, the same prompts, means and fractions) as
+:class:`~seqcirc_utils.core.records.NullDistribution` records (statistic ``"cpr"`` / ``"cmd"``; the record's
+``p_value`` is the upper tail ``(1 + #{null >= observed}) / (n + 1)``, the claim for CPR; for CMD, lower is
+better: :func:`~seqcirc_utils.evaluation.nulls.lower_tail_p`). The ``random`` method's ranking (seed ``seed``)
+is itself one of the draws when ``seed < n_draws``: its p is a check, not a claim.
+
 **Ground truth** (:func:`planted_method_table`): on the backup planted model
 (:func:`~seqcirc_utils.evaluation.planted.build_backup_planted_model`) each method's found set (the sweep's
 and the fast method's circuits at ``threshold``; EAP-IG's and random's top ``len(planted)`` nodes) against
@@ -33,11 +41,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from seqcirc_utils.core.errors import ParameterError
-from seqcirc_utils.core.records import FaithfulnessCurve
-from seqcirc_utils.core.stats import roc_auc
+from seqcirc_utils.core.records import FaithfulnessCurve, NullDistribution
+from seqcirc_utils.core.stats import n_clusters, roc_auc
 from seqcirc_utils.core.types import Component, sort_components
 from seqcirc_utils.discovery.pruning import prune
 from seqcirc_utils.evaluation import curves as C
+from seqcirc_utils.evaluation.nulls import DRAWS_PER_PASS, N_DRAWS, lower_tail_p, null_summary
 from seqcirc_utils.evaluation.planted import PlantedModel, planted_dataset, precision_recall
 from seqcirc_utils.scoring.ablation import Ablator
 
@@ -135,6 +144,96 @@ def curve_rows(task: str, curves: Mapping[str, FaithfulnessCurve], rankings: Seq
                 "curve_passes": c.forward_passes,
                 "seconds": r.seconds + c.seconds,
                 "n_prompts": c.n_prompts,
+            }
+        )
+    return rows
+
+
+#: The curve statistics compared with random rankings, and whether higher is better.
+NULL_STATISTICS = {"cpr": True, "cmd": False}
+
+
+def method_nulls(
+    heldout: Ablator,
+    curves: Mapping[str, FaithfulnessCurve],
+    n_draws: int = N_DRAWS,
+    seed: int = 0,
+    draws_per_pass: int = DRAWS_PER_PASS,
+    progress: bool = True,
+) -> dict[str, dict[str, NullDistribution]]:
+    """``{"cpr" | "cmd": {method: NullDistribution}}``: each curve's CPR and CMD (measured on ``heldout``)
+    against ``n_draws`` random rankings' on the same ablator (seeds ``seed .. seed + n_draws - 1``; see the
+    module docstring). Every method shares the draws; each record's ``forward_passes`` and ``seconds`` are
+    the draws' (spent once per ablator, not once per method)."""
+    if not curves:
+        return {stat: {} for stat in NULL_STATISTICS}
+    fractions = {tuple(c.fractions) for c in curves.values()}
+    if len(fractions) != 1:
+        raise ParameterError(f"the curves must share their fractions to share one null, got {sorted(fractions)}")
+    (fr,) = fractions
+    t0, p0 = time.perf_counter(), heldout.forward_passes
+    draws = C.random_ranking_areas(heldout, n_draws, fr, seed=seed, draws_per_pass=draws_per_pass, progress=progress)
+    passes, seconds = heldout.forward_passes - p0, time.perf_counter() - t0
+    spec = heldout.dataset.spec
+    out: dict[str, dict[str, NullDistribution]] = {}
+    for stat, higher in NULL_STATISTICS.items():
+        null = [float(d[stat]) for d in draws]
+        out[stat] = {}
+        for method, curve in curves.items():
+            observed = float(getattr(curve, stat))
+            out[stat][method] = NullDistribution(
+                statistic=stat,
+                observed=observed,
+                **null_summary(observed, null),
+                matched={
+                    "null": "random rankings",
+                    "seeds": [seed, seed + n_draws - 1],
+                    "fractions": list(fr),
+                    "higher_is_better": higher,
+                },
+                seed=seed,
+                null=null,
+                circuit=[],
+                task=spec.task,
+                metric=heldout.metric,
+                ablation=heldout.mode.value,
+                n_prompts=len(heldout.dataset),
+                n_clusters=n_clusters(heldout.dataset.sequence_ids),
+                forward_passes=passes,
+                seconds=seconds,
+                description=f"{method}'s {stat} on the held-out split against {n_draws} random rankings' "
+                f"({'upper' if higher else 'lower'} tail is the claim)",
+            )
+    return out
+
+
+def claim_p(null: NullDistribution) -> float:
+    """The one-sided p of the claim "this ranking beats random rankings": the record's upper-tail ``p_value``
+    for CPR (higher is better), :func:`~seqcirc_utils.evaluation.nulls.lower_tail_p` for CMD (lower is better)."""
+    if null.statistic not in NULL_STATISTICS:
+        raise ParameterError(f"unknown curve statistic {null.statistic!r}; valid: {', '.join(NULL_STATISTICS)}")
+    return null.p_value if NULL_STATISTICS[null.statistic] else lower_tail_p(null)
+
+
+def null_rows(task: str, nulls: Mapping[str, Mapping[str, NullDistribution]]) -> list[dict]:
+    """One row per method: ``task, method, cpr, cpr_null_mean, cpr_null_p95, cpr_p, cmd, cmd_null_mean,
+    cmd_null_p5, cmd_p, n_draws`` (``*_p``: :func:`claim_p`, the tail in which the method beats random)."""
+    rows = []
+    for method, cpr in nulls.get("cpr", {}).items():
+        cmd = nulls["cmd"][method]
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "cpr": cpr.observed,
+                "cpr_null_mean": cpr.null_mean,
+                "cpr_null_p95": cpr.null_p95,
+                "cpr_p": claim_p(cpr),
+                "cmd": cmd.observed,
+                "cmd_null_mean": cmd.null_mean,
+                "cmd_null_p5": cmd.null_p5,
+                "cmd_p": claim_p(cmd),
+                "n_draws": cpr.n_draws,
             }
         )
     return rows

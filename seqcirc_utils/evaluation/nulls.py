@@ -155,10 +155,10 @@ def _batched_hook(masks: torch.Tensor, value: torch.Tensor, copies: int, resampl
     return hook
 
 
-def _masks(ablator: Ablator, kept_sets: Sequence[frozenset[Component]]) -> dict[str, torch.Tensor]:
+def _masks(ablator: Ablator, kept_sets: Sequence[frozenset[Component]], n: int) -> dict[str, torch.Tensor]:
     """Per hook point, a boolean mask ``[len(kept_sets) * n, pos, n_heads, 1]`` (heads) or
     ``[len(kept_sets) * n, pos, 1]`` (MLPs): True where the copy's circuit ablates the component."""
-    info, n, seq = ablator.info, len(ablator.dataset), ablator.seq_len
+    info, seq = ablator.info, ablator.seq_len
     pos = torch.zeros(seq, dtype=torch.bool)
     pos[slice(None) if ablator.positions is None else ablator.positions] = True
     out: dict[str, torch.Tensor] = {}
@@ -195,6 +195,11 @@ def circuit_metric_values(
     ``draws_per_pass`` circuits share one batched forward call (the prompts repeated once per circuit, one
     ablation mask per copy); each circuit costs one prompt-batch pass, counted on ``ablator.forward_passes``.
     Equals :meth:`Ablator.score_parts`'s numerator circuit by circuit.
+
+    With replacement values that do not depend on the prompt (``mean``, ``zero``), prompts with identical
+    tokens (e.g. a template without fillers, several prompts per sequence) give identical logits: only the
+    distinct token rows are run and their logits copied back to every prompt (equal up to float rounding; the
+    pass count is the same). ``resample`` runs every prompt (each has its own corrupted partner).
     """
     if draws_per_pass < 1:
         raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
@@ -203,17 +208,37 @@ def circuit_metric_values(
     names = sorted({component_hook_name(c) for c in ablator.info.components})
     ablator.ensure_values(names)
     resample = ablator.mode is AblationMode.RESAMPLE
+    rows, inverse = distinct_rows(ablator.tokens, keep_all=resample)
+    m = len(rows)
     out = []
     chunks = range(0, len(kept_sets), draws_per_pass)
     for start in tqdm(chunks, desc=desc, disable=not progress, leave=False):
         chunk = kept_sets[start : start + draws_per_pass]
-        masks = _masks(ablator, chunk)
+        masks = _masks(ablator, chunk, m)
         hooks = [(name, _batched_hook(masks[name], ablator.values[name], len(chunk), resample)) for name in names]
-        tokens = ablator.tokens.repeat(len(chunk), 1)
+        tokens = rows.repeat(len(chunk), 1)
         logits = final_logits(ablator.model, tokens, batch_size=len(tokens), fwd_hooks=hooks)
         ablator.forward_passes += len(chunk)
-        out += [ablator.metric_values(logits[i * n : (i + 1) * n]) for i in range(len(chunk))]
+        out += [ablator.metric_values(logits[i * m : (i + 1) * m][inverse]) for i in range(len(chunk))]
     return torch.stack(out) if out else torch.zeros(0, n)
+
+
+def distinct_rows(tokens: torch.Tensor, keep_all: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, inverse)``: the distinct rows of ``tokens`` ``[n, pos]`` in first-seen order and, per prompt, the
+    index of its row (``rows[inverse] == tokens``). ``keep_all``: every row as it is (``inverse = arange(n)``)."""
+    n = tokens.shape[0]
+    if keep_all:
+        return tokens, torch.arange(n, device=tokens.device)
+    first: dict[tuple[int, ...], int] = {}  # row -> its index among the distinct rows
+    where: list[int] = []  # distinct row -> the first prompt that has it
+    inverse = []
+    for i, row in enumerate(tokens.tolist()):
+        j = first.setdefault(tuple(row), len(first))
+        if j == len(where):
+            where.append(i)
+        inverse.append(j)
+    rows = tokens[where]
+    return rows, torch.tensor(inverse, dtype=torch.long, device=tokens.device)
 
 
 def statistic_of(ablator: Ablator, circuit_values: torch.Tensor, statistic: str) -> torch.Tensor:

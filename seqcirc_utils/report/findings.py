@@ -41,6 +41,7 @@ from seqcirc_utils.core.result_records import (
     SuccessorHeads,
     read_record,
 )
+from seqcirc_utils.evaluation.nulls import lower_tail_p
 from seqcirc_utils.report.headlines import (
     ALPHA,
     MIN_DRAWS,
@@ -48,6 +49,7 @@ from seqcirc_utils.report.headlines import (
     abstract_figure,
     abstract_markdown,
     activation_editing_headlines,
+    discovery_methods_headlines,
     greater_than_headlines,
     knockout_headlines,
     representations_headlines,
@@ -573,7 +575,7 @@ def discovery_methods(files: Mapping[str, Any]) -> str:
             + (f" ({ho['n_prompts']} held-out prompts from {ho['n_sequences']} sequences)" if ho else "")
             + ": "
             + ", ".join(
-                f"{r['method']} CPR {r['cpr']:.2f} / CMD {r['cmd']:.2f} ({_count(int(r['forward_passes']), 'pass')})"
+                f"{r['method']} CPR {r['cpr']:.2f} / CMD {r['cmd']:.2f} ({int(r['forward_passes'])} ranking passes)"
                 for r in rows
             )
         )
@@ -582,6 +584,25 @@ def discovery_methods(files: Mapping[str, Any]) -> str:
         "held-out prompts; MIB's CPR, higher is better, and CMD, lower is better; the ranking's cost in forward "
         "passes): " + "; ".join(parts) + "."
     )
+    for task, by in obj.nulls.items():
+        cpr, cmd = by.get("cpr", {}), by.get("cmd", {})
+        claims = [m for m in cpr if m != "random"]
+        if not claims:
+            continue
+        n = cpr[claims[0]].n_draws
+        text += (
+            f" Against {n} random rankings on {task} (mean CPR {cpr[claims[0]].null_mean:.2f}, mean CMD "
+            f"{cmd[claims[0]].null_mean:.2f}): "
+            + ", ".join(
+                f"{m} CPR p = {cpr[m].p_value:.3f}" + (f", CMD p = {lower_tail_p(cmd[m]):.3f}" if m in cmd else "")
+                for m in claims
+            )
+            + (f" (fewer than {MIN_DRAWS} draws: no verdict)" if n < MIN_DRAWS else "")
+            + "."
+        )
+    skipped_nulls = [t for t in obj.tasks if t not in obj.nulls]
+    if skipped_nulls:
+        text += f" Not compared with random rankings: {', '.join(skipped_nulls)}."
     planted = obj.planted
     if planted:
         text += (
@@ -623,7 +644,7 @@ READERS: tuple[ChapterReader, ...] = (
     ChapterReader("10_knockout", (Knockout,), knockout, knockout_headlines),
     ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing, activation_editing_headlines),
     ChapterReader("12_representations", (Representations,), representations, representations_headlines),
-    ChapterReader("13_discovery_methods", (DiscoveryMethods,), discovery_methods),
+    ChapterReader("13_discovery_methods", (DiscoveryMethods,), discovery_methods, discovery_methods_headlines),
 )
 
 

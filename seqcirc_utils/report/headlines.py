@@ -28,6 +28,7 @@ import pandas as pd
 from seqcirc_utils.core.records import NullDistribution
 from seqcirc_utils.core.result_records import (
     ActivationEditing,
+    DiscoveryMethods,
     GreaterThanOverlap,
     Knockout,
     Representations,
@@ -273,6 +274,36 @@ def representations_headlines(files: Mapping[str, Any]) -> list[Headline]:
                 split=_split(null, "evaluation split"),
             )
         )
+    return out
+
+
+def discovery_methods_headlines(files: Mapping[str, Any]) -> list[Headline]:
+    """13: each discovery method's node ranking (chosen on discovery prompts) against random rankings on a task's
+    held-out prompts, by CPR (the area under its faithfulness curve; upper tail). The ``random`` method is one
+    of the null's draws, not a claim, and is left out."""
+    obj: DiscoveryMethods | None = files.get(DiscoveryMethods.file)
+    if obj is None or not obj.nulls:
+        return []
+    out = []
+    for task, by in obj.nulls.items():
+        for method, null in by.get("cpr", {}).items():
+            if method == "random":
+                continue
+            percentile, p = _upper(null)
+            out.append(
+                Headline(
+                    chapter="13_discovery_methods",
+                    claim=f"the {method} method's ranking beats random rankings on {task}",
+                    effect=null.observed,
+                    unit="CPR (area under the faithfulness curve)",
+                    interval=None,
+                    null=f"random rankings of the heads and MLPs ({null.null_mean:.2f} on average)",
+                    n_draws=null.n_draws,
+                    percentile=percentile,
+                    p=p,
+                    split=_split(null, f"{task} held-out split"),
+                )
+            )
     return out
 
 
