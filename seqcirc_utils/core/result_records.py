@@ -531,21 +531,35 @@ class EdgeCircuits(ResultRecord):
 
 @dataclass(frozen=True)
 class Robustness(ResultRecord):
-    """09: circuits across seeds, orders, corruptions and metrics; each task's core; the planted check."""
+    """09: the headline circuits found again across seeds (and, optionally, orders, corruptions and metrics):
+    the transfer matrix, the Jaccard against random circuits, each task's core; the planted check.
+
+    Schema 2: ``parameters`` hold each task's discovery config (``configs``); ``runs`` carry ``run_id`` (a run
+    two factors share is one computation, counted once in ``membership`` and the core) and ``n_sequences``;
+    ``failed`` lists planned runs whose baseline or prompt check failed (not used); ``transfer`` has one row per
+    (circuit of seed, held-out split of seed) cell; ``stability`` (task -> off-diagonal pass rate with its
+    cluster-bootstrap interval over circuits, the diagonal's rate, mean score and overlap); ``jaccard`` (task ->
+    the seed circuits' mean pairwise Jaccard against matched random circuits: null summary and draws); ``core``
+    (task -> the core's components and its score on every held-out split); ``cpu_seconds`` beside ``seconds``."""
 
     kind: ClassVar[str] = "robustness"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     file: ClassVar[str] = "robustness.json"
 
     model: str
     smoke: bool
     parameters: dict[str, Any]
-    runs: Annotated[Rows, Columns("task", "factor", "level", "seed", "components", "n_components", "score")]
+    runs: Annotated[Rows, Columns("task", "factor", "level", "run_id", "seed", "components", "n_components", "score")]
+    failed: Annotated[Rows, Columns("task", "factor", "level", "reason")]
     summary: Annotated[Rows, Columns("task", "factor", "mean_jaccard")]
+    transfer: Annotated[Rows, Columns("task", "source_seed", "heldout_seed", "score", "passes", "off_diagonal")]
+    stability: dict[str, dict[str, Any]]
+    jaccard: dict[str, dict[str, Any]]
     membership: dict[str, Rows]
-    core: dict[str, dict[str, Any]]
+    core: dict[str, Any]
     planted: Annotated[Rows, Columns("method", "precision", "recall")]
     seconds: float
+    cpu_seconds: float
 
 
 @dataclass(frozen=True)

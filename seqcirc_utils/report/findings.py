@@ -382,23 +382,47 @@ def edge_circuits(files: Mapping[str, Any]) -> str:
 
 
 def robustness(files: Mapping[str, Any]) -> str:
-    """09: circuit overlap across dataset seeds, each core's held-out score, the planted-circuit check."""
+    """09: do the headline circuits transfer to other seeds' held-out prompts (pass rate with its interval), their
+    overlap against random circuits of the same make-up, each core, the planted-circuit check."""
     obj: Robustness = files[Robustness.file]
-    seeds = [r for r in obj.summary if r["factor"] == "seed"]
-    text = (
-        "Re-found on other prompts, circuits overlap with mean Jaccard "
-        + ", ".join(f"{r['task']} {r['mean_jaccard']:.2f}" for r in seeds)
-        + "."
-    )
-    cores = obj.core
-    text += (
-        " Each task's core (components kept in most runs) keeps, on fresh prompts, "
-        + ", ".join(
-            f"{t} {_pct(100 * c['heldout']['score'])} ({_count(c['n_components'], 'component')})"
-            for t, c in cores.items()
+    threshold = obj.parameters.get("threshold", 0.8)
+    parts = []
+    for task, s in obj.stability.items():
+        if s.get("pass_rate") is None:
+            parts.append(f"{task}: fewer than two usable seeds")
+            continue
+        lo, hi = s["pass_ci95"]
+        text = (
+            f"{task} ({s['n_runs']} seeds) keeps {_pct(100 * threshold)} on another seed's held-out prompts in "
+            f"{s['n_pass']} of {s['n_cells']} cases ({_pct(100 * s['pass_rate'])} [{_pct(100 * lo)}, "
+            f"{_pct(100 * hi)}]"
+            + (
+                f"; on its own held-out prompts {_pct(100 * s['diagonal_pass_rate'])})"
+                if s.get("diagonal_pass_rate") is not None
+                else ")"
+            )
         )
-        + " of the full model."
-    )
+        j = obj.jaccard.get(task)
+        if j:
+            text += (
+                f", mean Jaccard {j['observed']:.2f} against {j['null_mean']:.2f} for matched random circuits "
+                f"(n = {j['n_draws']}, percentile {j['observed_percentile']:.0f}, p = {j['p_value']:.2f})"
+            )
+        parts.append(text)
+    text = "Re-found in the headline configuration on other prompts: " + "; ".join(parts) + "."
+    cores = {t: c for t, c in obj.core.items() if c and c.get("n_splits")}
+    if cores:
+        text += (
+            " Each task's core (components in >= 80 % of its runs) keeps on average "
+            + ", ".join(
+                f"{t} {_pct(100 * c['mean_score'])} ({_count(c['n_components'], 'component')}; threshold on "
+                f"{c['n_pass']} of {c['n_splits']} held-out sets)"
+                for t, c in cores.items()
+            )
+            + " of the full model."
+        )
+    if obj.failed:
+        text += f" {_count(len(obj.failed), 'planned run')} failed the baseline check and are not used."
     planted = obj.planted
     text += (
         " On a hand-built model with a planted circuit, precision/recall: "
