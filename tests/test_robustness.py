@@ -406,3 +406,5 @@ def test_record_round_trip_and_findings_paragraph(tmp_path):
     )
     assert "mean Jaccard 0.41 against 0.12" in text and "n = 99" in text and "p = 0.01" in text
     assert "threshold on 0 of 5 held-out sets" in text and "fast 1.00/1.00" in text
+    (h,) = reader.headlines({Robustness.file: record})  # the Findings abstract's row
+    assert (h.effect, h.n_draws, h.p, h.verdict) == (0.41, 99, 0.01, "beats its null") and "5 seeds" in h.split

@@ -53,6 +53,7 @@ from seqcirc_utils.report.headlines import (
     greater_than_headlines,
     knockout_headlines,
     representations_headlines,
+    robustness_headlines,
     shared_circuits_headlines,
 )
 from seqcirc_utils.report.verdicts import (
@@ -664,7 +665,7 @@ READERS: tuple[ChapterReader, ...] = (
     ChapterReader("06_induction_offsets", (InductionOffsets,), induction_offsets),
     ChapterReader("07_successor_heads", (SuccessorHeads,), successor_heads),
     ChapterReader("08_edge_circuits", (EdgeCircuits,), edge_circuits),
-    ChapterReader("09_robustness", (Robustness,), robustness),
+    ChapterReader("09_robustness", (Robustness,), robustness, robustness_headlines),
     ChapterReader("10_knockout", (Knockout,), knockout, knockout_headlines),
     ChapterReader("11_activation_editing", (ActivationEditing,), activation_editing, activation_editing_headlines),
     ChapterReader("12_representations", (Representations,), representations, representations_headlines),

@@ -32,6 +32,7 @@ from seqcirc_utils.core.result_records import (
     GreaterThanOverlap,
     Knockout,
     Representations,
+    Robustness,
     SharedByThreshold,
 )
 from seqcirc_utils.evaluation.nulls import lower_tail_p
@@ -177,6 +178,34 @@ def greater_than_headlines(files: Mapping[str, Any]) -> list[Headline]:
                 percentile=percentile,
                 p=p,
                 split=_split(null, f"{null.task} prompts" if null.task else "prompts"),
+            )
+        )
+    return out
+
+
+def robustness_headlines(files: Mapping[str, Any]) -> list[Headline]:
+    """09: circuits re-found on other seeds' prompts (the headline configuration) overlap more than random circuits
+    of the same make-up (mean pairwise Jaccard; matched per layer)."""
+    obj: Robustness | None = files.get(Robustness.file)
+    if obj is None:
+        return []
+    out = []
+    for task, j in obj.jaccard.items():
+        if not j:
+            continue
+        runs = (obj.stability.get(task) or {}).get("n_runs")
+        out.append(
+            Headline(
+                chapter="09_robustness",
+                claim=f"{task} circuits re-found on other seeds' prompts overlap more than chance",
+                effect=float(j["observed"]),
+                unit="mean pairwise Jaccard",
+                interval=None,
+                null=f"random circuits of the same make-up, matched per layer ({float(j['null_mean']):.2f} on average)",
+                n_draws=int(j["n_draws"]),
+                percentile=float(j["observed_percentile"]),
+                p=float(j["p_value"]),
+                split=f"{task}: {runs} seeds' discovery splits" if runs else f"{task} discovery splits",
             )
         )
     return out
