@@ -207,24 +207,26 @@ reader_table(
 # %%
 cells = pd.DataFrame([row for tm in transfers.values() for row in tm.rows()])
 if len(cells):
-    figures.figure(
-        alt.hconcat(
-            *[
-                alt.Chart(cells[cells["task"] == t].assign(score_pct=lambda d: 100 * d["score"]), title=t)
-                .mark_rect()
-                .encode(
-                    x=alt.X("heldout_seed:O", title="held-out prompts of seed"),
-                    y=alt.Y("source_seed:O", title="circuit of seed"),
-                    color=alt.Color("score_pct:Q", title="% of full", scale=alt.Scale(scheme="blues")),
-                    stroke=alt.condition("datum.passes", alt.value("black"), alt.value(None)),
-                    tooltip=["source_seed", "heldout_seed", alt.Tooltip("score_pct:Q", format=".1f"), "overlap"],
-                )
-                .properties(width=28 * n_seeds, height=28 * n_seeds)
-                for t in transfers
-            ]
-        ),
-        f"Transfer matrix: each seed's circuit (rows) scored on each seed's held-out prompts (columns), in % of "
-        f"the full model's metric; outlined cells keep the {100 * threshold:.0f} % threshold.",
+    display(
+        figures.figure(
+            alt.hconcat(
+                *[
+                    alt.Chart(cells[cells["task"] == t].assign(score_pct=lambda d: 100 * d["score"]), title=t)
+                    .mark_rect()
+                    .encode(
+                        x=alt.X("heldout_seed:O", title="held-out prompts of seed"),
+                        y=alt.Y("source_seed:O", title="circuit of seed"),
+                        color=alt.Color("score_pct:Q", title="% of full", scale=alt.Scale(scheme="blues")),
+                        stroke=alt.condition("datum.passes", alt.value("black"), alt.value(None)),
+                        tooltip=["source_seed", "heldout_seed", alt.Tooltip("score_pct:Q", format=".1f"), "overlap"],
+                    )
+                    .properties(width=28 * n_seeds, height=28 * n_seeds)
+                    for t in transfers
+                ]
+            ),
+            f"Transfer matrix: each seed's circuit (rows) scored on each seed's held-out prompts (columns), in % of "
+            f"the full model's metric; outlined cells keep the {100 * threshold:.0f} % threshold.",
+        )
     )
 
 # %% [markdown]
