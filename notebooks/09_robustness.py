@@ -265,7 +265,20 @@ reader_table(
 
 # %%
 summary = R.factor_summary(runs)
-summary
+reader_table(
+    summary,
+    [
+        Column("task", "task"),
+        Column("factor", "factor"),
+        Column("n_runs", "runs", "int"),
+        Column("mean_jaccard", "mean pairwise Jaccard", "number", 2),
+        Column("size_mean", "mean size (components)", "number", 1),
+        Column("size_min", "smallest", "int"),
+        Column("size_max", "largest", "int"),
+        Column("score_mean", "mean score (of full)", "fraction"),
+    ],
+    caption="Per task and factor: how alike the re-found circuits are, and the spread of their size and score.",
+)
 
 # %%
 figures.figure(
@@ -362,7 +375,19 @@ reader_table(
 
 # %%
 planted = ground_truth_table(threshold=threshold, ig_steps=planted_ig_steps)
-planted
+reader_table(
+    planted,
+    [
+        Column("method", "method"),
+        Column("found", "components found"),
+        Column("precision", "precision", "number", 2),
+        Column("recall", "recall", "number", 2),
+        Column("score", "score (of full)", "fraction"),
+        Column("forward_passes", "forward passes", "int"),
+    ],
+    caption="Each discovery method on the hand-built model against its planted circuit "
+    f"({planted['planted'].iloc[0] if len(planted) else 'none'}).",
+)
 
 # %%
 write_json_atomic(
