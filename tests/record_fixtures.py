@@ -145,3 +145,32 @@ def discovery_methods(**values: Any) -> ResultRecord:
                 "rank": 1, "found": True, "joins": ["L2.H0"]},
     )  # fmt: skip
     return example(DiscoveryMethods, **(fields | values))
+
+
+def greater_than_overlap_digits() -> ResultRecord:
+    """A 03 record against digits whose four analogous ablations (each circuit's heads and random heads, on
+    both tasks) all cost 1 point."""
+    from seqcirc_utils.core.result_records import GreaterThanOverlap
+
+    return example(
+        GreaterThanOverlap,
+        sequence_task="digits",
+        shared_heads=[],
+        estimated_drop_rank_correlation=0.1,
+        analogous_ablation=[
+            row(
+                GreaterThanOverlap,
+                "analogous_ablation",
+                ablated=a,
+                inside="full model",
+                drop_points=1.0,
+                **{"task scored": s},
+            )
+            for a, s in (
+                ("digits heads", "greater_than"),
+                ("random heads", "greater_than"),
+                ("greater_than heads", "digits"),
+                ("random heads", "digits"),
+            )
+        ],
+    )

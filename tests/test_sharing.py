@@ -1,10 +1,9 @@
 """Findings readers of the sharing-by-threshold, step-k, head -> MLP and lens-by-length results (issue 10)."""
 
-from record_fixtures import example, row
+from record_fixtures import example, greater_than_overlap_digits, row
 
 from seqcirc_utils.core.result_records import (
     DecreasingCircuits,
-    GreaterThanOverlap,
     GreaterThanThresholds,
     MlpAblation,
     SharedByThreshold,
@@ -83,28 +82,7 @@ def test_readers_summarise_the_new_result_keys():
     assert "at 80 % 1 component, above its null (99 random circuits matched per layer, p <= 0.05)" in text
     assert "for 0 of 1 tasks (digits held-out p = 0.310)" in text and "at 90 % 2 components;" in text
 
-    gt = example(
-        GreaterThanOverlap,
-        sequence_task="digits",
-        shared_heads=[],
-        estimated_drop_rank_correlation=0.1,
-        analogous_ablation=[
-            row(
-                GreaterThanOverlap,
-                "analogous_ablation",
-                ablated=a,
-                inside="full model",
-                drop_points=1.0,
-                **{"task scored": s},
-            )
-            for a, s in (
-                ("digits heads", "greater_than"),
-                ("random heads", "greater_than"),
-                ("greater_than heads", "digits"),
-                ("random heads", "digits"),
-            )
-        ],
-    )
+    gt = greater_than_overlap_digits()
     ladder = example(
         GreaterThanThresholds, thresholds=[0.97, 0.5], method="fast", lost_at={"digits": 0.5, "months": None}
     )

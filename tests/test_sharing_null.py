@@ -220,10 +220,9 @@ def test_control_verdict_states_the_reference_plainly():
 
 
 def test_findings_read_the_sharing_null_and_the_control():
-    from record_fixtures import example, row
+    from record_fixtures import example, greater_than_overlap_digits, row
 
     from seqcirc_utils.core.result_records import (
-        GreaterThanOverlap,
         GreaterThanThresholds,
         SharedByThreshold,
         SharedCircuits,
@@ -278,28 +277,7 @@ def test_findings_read_the_sharing_null_and_the_control():
     assert "at 90 % 2 components (chance 1.5 [0, 4], p = 0.020)" in text
     assert "not above chance (p > 0.05) from 80 % down" in text and UNREADABLE not in text
 
-    gt = example(
-        GreaterThanOverlap,
-        sequence_task="digits",
-        shared_heads=[],
-        estimated_drop_rank_correlation=0.1,
-        analogous_ablation=[
-            row(
-                GreaterThanOverlap,
-                "analogous_ablation",
-                ablated=a,
-                inside="full model",
-                drop_points=1.0,
-                **{"task scored": s},
-            )
-            for a, s in (
-                ("digits heads", "greater_than"),
-                ("random heads", "greater_than"),
-                ("greater_than heads", "digits"),
-                ("random heads", "digits"),
-            )
-        ],
-    )
+    gt = greater_than_overlap_digits()
     ladder = example(
         GreaterThanThresholds,
         thresholds=[0.97, 0.5],
