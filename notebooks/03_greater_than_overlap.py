@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 750
+#     estimate_s: 800
 # ---
 
 # %% [markdown]
@@ -31,7 +31,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 24  # prompts per task (sequence prompts before filtering to correct answers)
+n_prompts = 16  # prompts per task (sequence prompts before filtering to correct answers)
 seed = 0  # dataset and random-baseline seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 n_random = 5  # random head sets averaged for the baseline of the analogous ablation inside the other circuit
@@ -44,7 +44,7 @@ minimal = True  # refine fast-method circuits to 1-minimal (one pass per kept co
 sequence_tasks = ["numbers", "digits"]  # the sequence task compared with greater-than: the first the tokenizer accepts
 template = "among_words"  # the sequence task's template
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
-ladder_thresholds = [0.97, 0.9, 0.8, 0.7, 0.6, 0.5]  # nested thresholds of the sharing-by-threshold study
+ladder_thresholds = [0.9, 0.8, 0.7, 0.5]  # nested thresholds of the sharing-by-threshold study
 ladder_tasks = [
     "numbers",
     "digits",
@@ -447,7 +447,7 @@ display(
 # ## Where is sharing lost? Circuits across thresholds
 #
 # One circuit at one threshold can hide how sharing depends on how much of the behaviour the circuit
-# must keep. Here greater-than and each sequence task get a **nested ladder** of circuits, from 97 %
+# must keep. Here greater-than and each sequence task get a **nested ladder** of circuits, from 90 %
 # of their metric down to 50 % (each lower circuit pruned from the one above), all found the same
 # way: the fast attribution-ranked method (1-minimal only when `ladder_minimal` is set; see the table
 # for which), on `ladder_prompts` prompts per task, without held-out scoring. At every level we count

@@ -99,6 +99,24 @@ def test_batched_scoring_equals_one_circuit_at_a_time(pm, mode):
     assert torch.allclose(batched, one_by_one, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["mean", "resample"])
+def test_circuits_that_keep_the_first_layers_resume_above_them(pm, mode):
+    """Circuits that ablate nothing below layer 1 start from the clean residual stream there: the same per-prompt
+    metrics as full passes (score_parts), one counted pass per circuit plus two once per ablator."""
+    ab = Ablator(pm.model, pm.info, P.planted_dataset(pm, n=8, seed=1), mode=mode)
+    upper = [c for c in pm.info.components if c.layer >= 1]
+    assert upper and any(c.layer == 0 for c in pm.info.components)
+    sets = [frozenset(pm.info.components) - {c} for c in upper[:4]] + [frozenset(pm.info.components) - set(upper)]
+    assert nulls.first_ablated_layer(pm.info, sets) == 1
+    assert nulls.first_ablated_layer(pm.info, [frozenset(pm.info.components)]) == pm.info.n_layers
+    passes = ab.forward_passes
+    resumed = nulls.circuit_metric_values(ab, sets)
+    assert ab.forward_passes - passes == len(sets) + 2  # + the clean residual stream and the block replay, once
+    one_by_one = torch.stack([ab.score_parts(k)[0] for k in sets])
+    assert torch.allclose(resumed, one_by_one, atol=1e-4)  # float rounding of the replayed blocks
+    assert not torch.allclose(resumed[0], resumed[-1])  # the sets differ in what they ablate, and it shows
+
+
 def test_planted_circuit_lies_above_its_whole_null(pm, ab):
     ab.empty_values()  # the empty circuit's pass, once per ablator (counted where it is first needed)
     r = nulls.circuit_null(ab, pm.planted, n_draws=30, seed=0, exclude_own=True, progress=False)
