@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 800
+#     estimate_s: 520
 # ---
 
 # %% [markdown]
@@ -49,7 +49,7 @@ ladder_tasks = [
     "numbers",
     "digits",
 ]  # candidate sequence tasks (the first the tokenizer accepts is used) compared with greater-than at every threshold (each adds ~2 min on 2 cores)
-ladder_prompts = 12  # prompts per task in that study (greater-than unfiltered; sequence tasks before filtering)
+ladder_prompts = 10  # prompts per task in that study (greater-than unfiltered; sequence tasks before filtering)
 ladder_random = 2  # random head sets per level and direction for its analogous-ablation baseline
 ladder_minimal = False  # refine the study's fast circuits to 1-minimal (slower: one pass per component per level)
 n_permutations = 99  # layer-stratified permutations of the shared-heads null at every level (no forward pass)

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 350
+#     estimate_s: 290
 # ---
 
 # %% [markdown]
@@ -32,7 +32,9 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 24  # prompts per configuration before filtering to correct answers
+n_prompts = (
+    16  # prompts per configuration before filtering (digits has 7 increasing sequences: more prompts repeat them)
+)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 180
+#     estimate_s: 165
 # ---
 
 # %% [markdown]
@@ -36,7 +36,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 24  # prompts per task before filtering to correct answers
+n_prompts = 16  # prompts per task before filtering (digits and months have 7-8 sequences: more prompts repeat them)
 seed = 0  # dataset seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one

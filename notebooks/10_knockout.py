@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 420
+#     estimate_s: 200
 # ---
 
 # %% [markdown]
@@ -45,7 +45,7 @@
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 16  # prompts per task before filtering to correct answers
+n_prompts = 12  # prompts per task before filtering (digits and months have 7-8 sequences: more prompts repeat them)
 seed = 0  # dataset seed (and the random heads)
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 device = None  # torch device; None picks one

@@ -448,3 +448,18 @@ def test_unreachable_scheduler_is_a_one_line_error(tmp_path):
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "cannot reach the Dask scheduler" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cluster_workers_run_one_thread_without_dasks_memory_trim(monkeypatch):
+    """The embedded cluster's workers (whose environment the notebook kernels inherit) get one BLAS/torch thread
+    and not Dask's ``MALLOC_TRIM_THRESHOLD_=65536``, which made torch's passes fault their memory in anew (a third
+    of the kernels' CPU time was system time)."""
+    from distributed import Client
+
+    from seqcirc_utils.workflow.cluster import DASK_MALLOC_TRIM, THREAD_ENV_VARS, local_cluster
+
+    monkeypatch.delenv(DASK_MALLOC_TRIM, raising=False)  # an explicit setting in the shell would win, as in Dask
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        env = next(iter(client.run(lambda: dict(os.environ)).values()))
+    assert DASK_MALLOC_TRIM not in env
+    assert all(env[name] == "1" for name in THREAD_ENV_VARS)
