@@ -67,6 +67,7 @@ from seqcirc_utils.core.errors import BadFileError, ParameterError
 from seqcirc_utils.core.paths import repo_root
 from seqcirc_utils.core.results import RESULTS_DIR_ENV, RESULTS_ROOT_ENV, chapter_of, result_writers, write_atomic
 from seqcirc_utils.core.results import results_root as default_results_root
+from seqcirc_utils.workflow.cluster import thread_environment
 
 NOTEBOOK_RE = re.compile(r"^(?P<number>\d{2})_(?P<name>[A-Za-z0-9_]+)\.py$")
 REPO_ROOT = repo_root()
@@ -75,6 +76,11 @@ EXECUTED_DIR = REPO_ROOT / "book" / "executed"
 KERNEL_NAME = "python3"
 #: Environment of the notebook kernels: no tqdm bars or ipywidgets warnings in the book's outputs.
 KERNEL_ENV = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found", "TOKENIZERS_PARALLELISM": "false"}
+#: Torch/BLAS threads of every kernel, sequential runs included (a shell's OMP_NUM_THREADS does not change it):
+#: float sums split over another number of threads round differently, and the embedded model's results then differ
+#: beyond timings (the smoke book run with 1 worker of 2 threads and with 2 workers of 1 thread wrote different
+#: values in 13 of its 26 result files). So results do not depend on ``--workers``.
+KERNEL_THREADS = 1
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Bump when the cache key's recipe or the cache metadata changes (old executed notebooks then rerun).
 CACHE_FORMAT = 2
@@ -491,8 +497,10 @@ def _kernel_manager_class(env: Mapping[str, str]):
 
 
 def kernel_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The kernels' environment: ``KERNEL_ENV`` where not already set, then ``extra`` (overrides)."""
+    """The kernels' environment: ``KERNEL_ENV`` where not already set, :data:`KERNEL_THREADS` threads, then
+    ``extra`` (overrides; e.g. a grid cell's ``threads``)."""
     env = {k: v for k, v in KERNEL_ENV.items() if k not in os.environ}
+    env.update(thread_environment(KERNEL_THREADS))
     env.update(dict(extra or {}))
     return env
 
