@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 882
+#     estimate_s: 1100
 # ---
 
 # %% [markdown]
@@ -34,11 +34,16 @@
 # held-out prompts come from **disjoint** sets of sequences (a seeded partition of the task's member
 # sequences; see [Methods](../methods.md)).
 #
-# **Which digits task.** On SmolLM2 only `0`-`9` are single tokens, so `digits` has a handful of distinct
-# increasing sequences (split between discovery and held-out, each side gets 2-3): its circuit rests on
-# very few sequences. The task `numbers` (two-digit numbers, `23 24 25 26 2` -> `7`) has 86 and is used
-# beside it where the tokenizer allows (on GPT-2, whose numbers up to 99 are single tokens, it is refused
-# and `digits` is the digits task).
+# **Which digits task.** On SmolLM2 only `0`-`9` are single tokens, so `digits` has 7 distinct increasing
+# sequences of length 4 (split between discovery and held-out, each side gets 2-3): a circuit found on them rests
+# on a handful of sequences. The chapter therefore uses `numbers` (two-digit numbers, `23 24 25 26 2` -> `7`),
+# which has 86, **instead of** `digits` where the tokenizer allows; on GPT-2, whose numbers up to 99 are single
+# tokens, `numbers` is refused and `digits` is found in its place (`task_fallbacks`).
+#
+# **Sample sizes.** A task with the sequences for it is sized by sequence (`task_sequences`): the numbers circuit
+# is found on 52 distinct sequences (one prompt each; at least 48 after the correct-answer filter) and held out on
+# 24 others, the partition's shares in that proportion. Number words (17 sequences) and months (8) have too few:
+# their prompts repeat sequences, and their circuits are small-sample estimates, said so beside every score.
 #
 # **How much overlap is sharing?** Two circuits that each keep half of a layer's heads share some of them by
 # chance. Every overlap below is therefore read beside the **overlap expected by chance**: each task's circuit is
@@ -66,14 +71,20 @@ prefix = "document"  # document | bos | none: the token every prompt starts with
 device = None  # torch device; None picks one
 smoke = False  # tiny sizes for CI
 tasks = [
-    "digits",
     "numbers",
     "number_words",
     "months",
-]  # task families to compare (a task the tokenizer refuses is left out, with its reason)
+]  # task families to compare (a task the tokenizer refuses is replaced by its fallback, or left out with its reason)
+task_fallbacks = {"numbers": "digits"}  # the task found instead of one the tokenizer refuses (GPT-2 refuses numbers)
+task_sequences = {
+    "numbers": [52, 24]
+}  # (discovery, held-out) distinct sequences for tasks that have them, one prompt each, instead of n_prompts (~7 min for numbers on one core)
 task_methods = {}  # per-task method overriding `method`, e.g. {"months": "sweep"} (compared only with tasks found the same way)
 template = "among_words"  # prompt template (pure, comma, among_words, mixed)
-thresholds = [0.9, 0.8, 0.7]  # nested circuit thresholds (fractions of the full metric)
+thresholds = [
+    0.9,
+    0.8,
+]  # nested circuit thresholds (fractions of the full metric; each lower one adds ~2 min for numbers)
 method = "fast"  # "fast" (attribution-ranked, refined to 1-minimal) or "sweep" (the paper's iterative pruning, several times slower)
 main_threshold = 0.8  # the threshold compared across tasks
 exact_heads = 12  # heads per task whose estimated single-ablation drop is checked by exact ablation
@@ -85,6 +96,7 @@ random_match = "layer"  # the null's matching: same number of heads in every lay
 control = "induction_copy"  # the control task (random-token induction copying, K L M K L -> M); None leaves it out
 control_options = {"length": 5}  # the control's dataset options (5 words shown: K L M K L)
 control_method = None  # the control's method (None: `method`, so it is found the same way as the sequence tasks)
+cross_draws = 9  # matched random circuits per cell of the cross-task table (its baseline; ~1 s a draw on numbers data)
 n_permutations = 99  # layer-stratified permutations of the sharing null (set arithmetic, no forward pass)
 minimal = True  # refine fast-method circuits to 1-minimal (one pass per component; smoke: off for every task)
 
@@ -98,9 +110,10 @@ from seqcirc_utils.core.errors import SeqcircError
 from seqcirc_utils.core.result_records import SharedByThreshold, SharedCircuits
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.types import Circuit, parse_component
-from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.discovery.pipeline import discover, score_columns, task_sizing, write_circuits
 from seqcirc_utils.evaluation.compare import (
     control_comparison,
+    cross_task_baselines,
     cross_task_scores,
     lost_at,
     membership_matrix,
@@ -123,11 +136,13 @@ from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importa
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, thresholds, method, n_draws = min(n_prompts, 12), [main_threshold], "fast", min(n_draws, 9)
+    cross_draws = min(cross_draws, 3)
+    task_sequences = {t: [min(d, 12), min(h, 6)] for t, (d, h) in task_sequences.items()}
     minimal = False
     display(
         smoke_note(
-            f"{n_prompts} prompts, thresholds {thresholds}, method {method} without the 1-minimal refinement, "
-            f"{n_draws} null draws"
+            f"{n_prompts} prompts (sequence-sized tasks: {task_sequences}), thresholds {thresholds}, method {method} "
+            f"without the 1-minimal refinement, {n_draws} null draws"
         )
     )
 
@@ -136,27 +151,36 @@ lm, info = load_model(model, device=device)
 ablator_cache = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 records, datasets, ablators, methods, refused = {}, {}, {}, {}, {}
-for task in [*tasks, *([control] if control else [])]:
+queue = [*tasks, *([control] if control else [])]
+while queue:
+    task = queue.pop(0)
     is_control = task == control
     methods[task] = (control_method or method) if is_control else task_methods.get(task, method)
+    sizes, prompt_count = task_sizing(task, task_sequences, n_prompts)
     try:
         records[task], datasets[task], ablators[task] = discover(
             lm,
             info,
             model,
             task,
-            DiscoveryConfig(thresholds, method=methods[task], fast={"minimal": minimal}),
+            DiscoveryConfig(thresholds, method=methods[task], fast={"minimal": minimal}, **sizes),
             template=template,
-            n=n_prompts,
             seed=seed,
             prefix=prefix,
+            **prompt_count,
             **(control_options if is_control else {}),
         )
     except SeqcircError as err:  # e.g. numbers on a tokenizer whose two-digit numbers are single tokens
         refused[task] = str(err)
+        fallback = task_fallbacks.get(task)
+        if fallback and fallback not in tasks:
+            tasks = [fallback if t == task else t for t in tasks]
+            queue.insert(0, fallback)
         continue
     write_circuits(out_dir / f"circuit_{task}.json", records[task])
 tasks = [t for t in tasks if t in records]
+if null_tasks is not None:  # a refused task's null is drawn on its fallback
+    null_tasks = [task_fallbacks.get(t, t) if t in refused else t for t in null_tasks]
 control = control if control in records else None
 every_task = [*tasks, *([control] if control else [])]  # the sequence tasks, then the control
 same_way = [t for t in tasks if control and methods[t] == methods[control]]  # compared with the control
@@ -225,8 +249,9 @@ display(
             for r in records[t][:1]
             if r.get("heldout")
         )
-        + ". Where a side rests on 2-3 sequences (the single-token digits) its scores and intervals are small-sample "
-        "estimates: the interval is over sequences, and a handful of sequences cannot pin it down."
+        + ". Tasks with enough sequences (listed in `task_sequences`) are sized by sequence, one prompt each; the "
+        "others draw their prompts from the few sequences a single-token family has, so their scores and intervals "
+        "are small-sample estimates: the interval is over sequences, and a handful of sequences cannot pin it down."
     )
 )
 
@@ -392,11 +417,18 @@ exact.groupby("task", sort=False).head(6).sort_values("task", kind="stable")[exa
 #
 # Rows: whose circuit; columns: whose data. Each cell is the circuit's logit difference on that
 # data, everything else mean-ablated, as a percentage of the full model on the same data. A
-# circuit that does well on another task's data carries that task's mechanism too. The control's row and
-# column are the reference: how well any circuit of this size transfers to a task without a sequence.
+# circuit that does well on another task's data carries that task's mechanism too. Two references: the
+# control's row and column (how well a circuit transfers to and from a task without a sequence), and for every
+# off-diagonal cell between sequence tasks a **matched baseline**: `cross_draws` random circuits with as many heads in every layer as
+# the row's circuit and as many MLPs from the same layers +-1, scored on the same data the same way (their mean
+# and 5-95 % range, the cell's percentile among them and its one-sided p; with few draws p cannot go below
+# 1 / (cross_draws + 1), so the baseline is descriptive, not a headline test).
 
 # %%
 cross = 100 * cross_task_scores(lm, info, with_control, datasets, ablators=ablator_cache)
+cross_baselines = cross_task_baselines(  # the sequence tasks' cells (the control's row and column are a reference)
+    lm, info, circuits, {t: datasets[t] for t in tasks}, n_draws=cross_draws, seed=seed, ablators=ablator_cache
+)
 control_reference = control_comparison(overlap_null, same_way, control, cross) if control else None
 write_json_atomic(
     out_dir / SharedCircuits.file,
@@ -417,6 +449,7 @@ write_json_atomic(
         methods=methods,
         overlap_null=frame_records(overlap_null),
         control_reference=control_reference,
+        cross_task_baselines=frame_records(cross_baselines),
     ),
 )
 reader_table(
@@ -424,6 +457,24 @@ reader_table(
     [Column("circuit", "circuit (rows)")] + [Column(t, f"on {t} data (% of full)", "percent") for t in cross.columns],
     caption="Each task's circuit (rows) scored on every task's data (columns), in percent of the full model's "
     "metric on that data: the diagonal is the circuit's own score, the rest how far it transfers.",
+)
+reader_table(
+    cross_baselines.assign(
+        null_range=[[a, b] for a, b in zip(cross_baselines["null_p5"], cross_baselines["null_p95"])]
+    ),
+    [
+        Column("circuit", "circuit"),
+        Column("data", "on data"),
+        Column("score", "score (% of full)", "fraction"),
+        Column(
+            "null_mean", "matched random circuits: mean [5th, 95th pct.] (% of full)", "fraction", interval="null_range"
+        ),
+        Column("percentile", "score's percentile", "number"),
+        Column("p", "p (one-sided)", "number", digits=2),
+        Column("n_draws", "draws", "int"),
+    ],
+    caption=f"The off-diagonal cells of the cross-task table against {cross_draws} random circuits matched per layer "
+    "to the row's circuit, scored on the same data (the paper's ratio).",
 )
 
 # %%

@@ -9,7 +9,9 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 506
+#     after:
+#     - 02_shared_circuits
+#     estimate_s: 700
 # ---
 
 # %% [markdown]
@@ -28,10 +30,24 @@
 # `numbers` (two-digit numbers, `23 24 25 26 2` -> `7`: 86 sequences) where the tokenizer allows, and falls
 # back to `digits` where it refuses `numbers` (GPT-2, whose numbers up to 99 are single tokens); the cell
 # below says which was used.
+#
+# **Sample sizes.** Both tasks are sized by sequence (`task_sequences`): the numbers circuit rests on 52 distinct
+# sequences (at least 48 after the correct-answer filter) and the greater-than circuit on 48 (start years with
+# their century), each held out on 24 others. The numbers circuit is **chapter 02's**: this chapter runs after
+# it and takes its 80 % circuit when that was found the same way (model, method, template, seed, prefix and
+# sizes; `reuse_sequence_circuit`), otherwise it finds the circuit here and says why. The sharing-by-threshold
+# study at the end runs on `ladder_prompts` prompts per task, a smaller sample, and says so.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # model spec for seqcirc_utils.models.loading.load_model
-n_prompts = 16  # prompts per task (sequence prompts before filtering to correct answers)
+n_prompts = 16  # prompts per task without a task_sequences entry (sequence prompts before filtering to correct answers)
+reuse_sequence_circuit = (
+    True  # take the sequence task's circuit from chapter 02 when it was found the same way (else find it here)
+)
+task_sequences = {
+    "numbers": [52, 24],
+    "greater_than": [48, 24],
+}  # (discovery, held-out) distinct sequences, one prompt each, for the tasks that have them (as chapter 02 sizes numbers)
 seed = 0  # dataset and random-baseline seed
 prefix = "document"  # document | bos | none: the token every prompt starts with (see Methods)
 n_random = 5  # random head sets averaged for the baseline of the analogous ablation inside the other circuit
@@ -65,7 +81,13 @@ from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThr
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.stats import spearman
 from seqcirc_utils.core.types import Circuit
-from seqcirc_utils.discovery.pipeline import discover, score_columns, write_circuits
+from seqcirc_utils.discovery.pipeline import (
+    discover,
+    reusable_circuit,
+    score_columns,
+    task_sizing,
+    write_circuits,
+)
 from seqcirc_utils.evaluation.compare import (
     analogous_ablation,
     cross_task_scores,
@@ -82,15 +104,17 @@ from seqcirc_utils.report.tables import Column, circuit_score_columns, reader_ta
 from seqcirc_utils.report.verdicts import chance_phrase, smoke_note
 from seqcirc_utils.scoring.ablation import AblatorCache
 from seqcirc_utils.scoring.importance import estimated_drop_scores, head_importance
+from seqcirc_utils.tasks.datasets import TaskDataset
 
 figures = plots.enable_offline()  # this chapter's figure numbers
 if smoke:
     n_prompts, n_random, n_draws = min(n_prompts, 12), min(n_random, 2), min(n_draws, 9)
+    task_sequences = {t: [min(d, 12), min(h, 6)] for t, (d, h) in task_sequences.items()}
     ladder_thresholds, ladder_tasks = [0.8, 0.5], ladder_tasks[:1]
     ladder_prompts, ladder_random, minimal = min(ladder_prompts, 8), min(ladder_random, 1), False
     display(
         smoke_note(
-            f"{n_prompts} prompts, {n_random} random baselines, {n_draws} null draws, thresholds study at "
+            f"{n_prompts} prompts (sequence-sized tasks: {task_sequences}), {n_random} random baselines, {n_draws} null draws, thresholds study at "
             f"{ladder_thresholds} on {ladder_tasks}, circuits not refined to 1-minimal"
         )
     )
@@ -100,29 +124,41 @@ lm, info = load_model(model, device=device)
 ablators = AblatorCache()  # this chapter's Ablators: means and clean passes computed once per dataset
 out_dir = results_dir(model)
 # Greater-than is scored by PD on all prompts (Hanna et al. do not filter to correct answers).
-gt_records, gt_data, _ = discover(
+gt_sizing, gt_prompts = task_sizing("greater_than", task_sequences, n_prompts)
+gt_records, _, _ = discover(
     lm,
     info,
     model,
     "greater_than",
-    DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}, filter_correct=False),
-    n=n_prompts,
+    DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}, filter_correct=False, **gt_sizing),
     seed=seed,
     prefix=prefix,
+    **gt_prompts,
 )
-refused = {}
+refused, reused, reuse_note = {}, None, ""
 for sequence_task in sequence_tasks:  # the first sequence task the tokenizer accepts
+    seq_sizing, seq_prompts = task_sizing(sequence_task, task_sequences, n_prompts)
+    if reuse_sequence_circuit and seq_sizing:  # chapter 02's circuit, when it was found the same way
+        found_as = dict(model=model, task=sequence_task, template=template, direction="increasing", seed=seed)
+        checked = (True if minimal else None) if method == "fast" else None  # the record's `minimal`
+        found_as |= dict(method=method, ablation="mean", metric="logit_diff", prefix=prefix, minimal=checked)
+        reused, reuse_note = reusable_circuit(
+            out_dir / f"circuit_{sequence_task}.json", threshold, found_as, seq_sizing["sequences"]
+        )
+        if reused is not None:
+            seq_records = [reused]
+            break
     try:
-        seq_records, seq_data, _ = discover(
+        seq_records, _, _ = discover(
             lm,
             info,
             model,
             sequence_task,
-            DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}),
+            DiscoveryConfig([threshold], method=method, fast={"minimal": minimal}, **seq_sizing),
             template=template,
-            n=n_prompts,
             seed=seed,
             prefix=prefix,
+            **seq_prompts,
         )
         break
     except SeqcircError as err:  # e.g. numbers on GPT-2: its two-digit numbers are single tokens
@@ -160,6 +196,14 @@ circuit_table = pd.DataFrame(
 display(
     Markdown(
         f"Sequence task: **{sequence_task}**"
+        + (
+            f" (its circuit is chapter 02's {100 * threshold:.0f} % circuit, found there the same way; chapter 02 prunes "
+            "nested circuits from its highest threshold down)"
+            if reused is not None
+            else f" (its circuit is found here: {reuse_note})"
+            if reuse_note
+            else ""
+        )
         + "".join(f" ({t} refused: {why})" for t, why in refused.items())
         + ". Discovery and held-out sets (sequence-disjoint): "
         + "; ".join(
@@ -225,7 +269,8 @@ figures.figure(
 #
 # For each direction we ablate the *heads* of one task's circuit (a) from the full model and
 # (b) from inside the other task's own circuit, and report the other task's score (% of its full
-# metric) before and after. The baseline of (a) is a **null distribution**: `n_draws` random head sets
+# metric) before and after, on the other task's **held-out** prompts (sequences neither circuit was found on;
+# the head-by-head scores and the cross-task table below use them too). The baseline of (a) is a **null distribution**: `n_draws` random head sets
 # matched per layer (the same number of heads ablated in every layer), each ablated from the full model
 # and scored exactly like the circuit's heads (same prompts, means and metric); its row gives the null's
 # mean, and the table the observed percentile and the one-sided p = (1 + #{null score <= observed}) /
@@ -234,7 +279,11 @@ figures.figure(
 # heads); its row is the mean over those draws (a few draws: a descriptive comparison, not a test).
 
 # %%
-data = {"greater_than": gt_data, sequence_task: seq_data}
+# every number from here on is measured on each task's held-out prompts: sequences neither circuit was found on
+data = {
+    t: TaskDataset.from_json(r[0]["heldout_dataset"])
+    for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
+}
 rows, nulls = [], {}
 for source, target in (("greater_than", sequence_task), (sequence_task, "greater_than")):
     sub = [c for c in circuits[source] if c.is_head]

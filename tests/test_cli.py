@@ -99,6 +99,8 @@ BAD_ARGS = [
     (["circuit", "--n", "0"], ">= 1"),
     (["circuit", "--n", "many"], ">= 1"),
     (["circuit", "--seed", "-1"], ">= 0"),
+    (["circuit", "--sequences", "48"], "two positive integers"),
+    (["circuit", "--sequences", "48,24", "--n", "16"], "by distinct sequences; drop --n"),
     (["circuit", "--length", "1"], ">= 2"),
     (["circuit", "--step", "0"], ">= 1"),
     (["circuit", "--task", "greater_than", "--corruption", "permutation"], "leave corruption at its default"),

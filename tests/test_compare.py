@@ -47,6 +47,31 @@ def test_cross_task_and_analogous_ablation_match_direct_scores(tiny_llama):
     assert res["after"] == pytest.approx(direct) and res["drop"] == pytest.approx(1.0 - direct)
 
 
+def test_cross_task_baselines_against_a_brute_force_null(tiny_llama, one_thread):
+    """Each off-diagonal cell: the circuit's score against matched random circuits, each scored directly."""
+    from seqcirc_utils.evaluation.compare import cross_task_baselines
+    from seqcirc_utils.evaluation.nulls import matched_random_circuits
+
+    model, info = tiny_llama
+    data = {
+        "a": make_dataset(model.tokenizer, "digits", n=8, seed=0),
+        "b": make_dataset(model.tokenizer, "letters", template="comma", n=8, seed=0),
+    }
+    circuits = {"a": frozenset({head(0, 1), head(1, 0), mlp(1)}), "b": frozenset({head(1, 2), mlp(0)})}
+    table = cross_task_baselines(model, info, circuits, data, n_draws=7, seed=5)
+    assert sorted(zip(table["circuit"], table["data"])) == [("a", "b"), ("b", "a")]  # the diagonal is left out
+    for row in table.itertuples():
+        ds = data[row.data]
+        observed = circuit_score(model, info, ds, circuit=circuits[row.circuit]).score
+        null = [
+            circuit_score(model, info, ds, circuit=c).score
+            for c in matched_random_circuits(info, circuits[row.circuit], 7, seed=5)
+        ]
+        assert row.score == pytest.approx(observed, abs=1e-4)
+        assert row.null_mean == pytest.approx(sum(null) / 7, abs=1e-4) and row.n_draws == 7
+        assert row.p == pytest.approx((1 + sum(v >= observed for v in null)) / 8)
+
+
 def test_matched_random_heads_match_size_place_and_seed(tiny_llama):
     from seqcirc_utils.evaluation.compare import matched_random_heads
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 import pandas as pd
@@ -276,6 +277,23 @@ def test_findings_read_the_sharing_null_and_the_control():
     assert "the sequence tasks share more than any two tasks do" in text
     assert "at 90 % 2 components (chance 1.5 [0, 4], p = 0.020)" in text
     assert "not above chance (p > 0.05) from 80 % down" in text and UNREADABLE not in text
+    assert "matched per layer to each circuit" not in text  # a schema-2 record has no cross-task baselines
+
+    def cell(circuit, data, score, p95, mean):
+        null = dict(null_mean=mean, null_p5=0.0, null_p95=p95, percentile=99.0, p=0.1, n_draws=9)
+        return dict(circuit=circuit, data=data, score=score, **null)
+
+    baselines = [
+        cell("digits", "months", 0.5, 0.2, 0.05),
+        cell("months", "digits", 0.4, 0.45, 0.1),
+        cell("digits", "induction_copy", 0.9, 0.1, 0.02),  # the control's cells are not transfers between tasks
+    ]
+    text = shared_circuits(_files(replace(shared, cross_task_baselines=baselines), by_thr))
+    assert (
+        "Against 9 random circuits matched per layer to each circuit and scored on the same data, 1 of 2 transfers "
+        "between sequence tasks lie above the random circuits' 95th percentile (random circuits keep 5 %-10 % on "
+        "average" in text
+    )
 
     gt = greater_than_overlap_digits()
     ladder = example(

@@ -367,7 +367,7 @@ def test_discover_holds_out_disjoint_sequences(tiny_llama, monkeypatch, one_thre
     assert records[0]["dataset"]["split"] is None
 
 
-def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread):
+def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread, tmp_path):
     """Issue 17 section 7: discovery on k distinct sequences and held out on m others (shares 2 : 1)."""
     from seqcirc_utils.discovery.pipeline import discover
     from seqcirc_utils.scoring.ablation import MIN_BASELINE
@@ -390,6 +390,34 @@ def test_discover_sizes_by_sequences(tiny_llama, monkeypatch, one_thread):
     r = records[0]
     assert r["n_sequences"] == 48 and r["heldout"]["n_sequences"] == 24 and r["heldout"]["overlap"] == 0
     assert r["heldout"]["n_prompts"] == 24 and r["heldout_dataset"]["split"]["shares"] == [2, 1]
+
+    # the short form: config.sequences = (discovery, held-out), shares in those proportions
+    short = DiscoveryConfig(
+        [0.7], method="sweep", metric="kl", filter_correct=False, sequences=(40, 20), n_resamples=50
+    )
+    records, _, _ = discover(model, info, "tiny-llama", "digits", short, progress=False, template="pure", seed=0)
+    r = records[0]
+    assert (r["n_prompts"], r["n_sequences"]) == (40, 40) and r["dataset"]["split"]["shares"] == [40, 20]
+    assert (r["heldout"]["n_prompts"], r["heldout"]["n_sequences"], r["heldout"]["overlap"]) == (20, 20, 0)
+    with pytest.raises(ParameterError, match=r"config.sequences=\[40, 20\] sizes both sets .* drop \['n'\]"):
+        discover(model, info, "tiny-llama", "digits", short, progress=False, n=40)
+
+    # another chapter takes this circuit only when it was found the same way
+    from seqcirc_utils.discovery.pipeline import reusable_circuit, write_circuits
+
+    path = write_circuits(tmp_path / "circuit_digits.json", records)
+    found_as = dict(model="tiny-llama", task="digits", template="pure", seed=0, method="sweep", metric="kl")
+    reused, why = reusable_circuit(path, 0.7, found_as, (40, 20))
+    assert why == "" and reused is not None and reused["heads"] == r["heads"] and reused["mlps"] == r["mlps"]
+    assert reusable_circuit(path, 0.7, found_as | {"template": "comma"}, (40, 20)) == (
+        None,
+        "circuit_digits.json at 0.7 was found with another template",
+    )
+    assert reusable_circuit(path, 0.7, found_as | {"seed": 1}, (48, 24))[1].endswith(
+        "another seed, sequences, split shares"
+    )
+    assert reusable_circuit(path, 0.8, found_as, (40, 20))[1] == "circuit_digits.json has no circuit at 0.8"
+    assert reusable_circuit(tmp_path / "none.json", 0.7, found_as, (40, 20))[1] == "none.json does not exist"
 
 
 def test_discover_refuses_a_task_too_small_to_split(tiny_gpt2, monkeypatch):

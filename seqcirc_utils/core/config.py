@@ -101,8 +101,11 @@ class DiscoveryConfig:
     - ``heldout``: also score every circuit on a held-out set; ``heldout_seed``: its seed when ``split`` is
       ``resampled`` (None = the dataset seed + an offset).
     - ``split``: ``disjoint`` (discovery and held-out from disjoint sequence identities) or ``resampled``;
-      ``split_shares``: discovery : held-out sizes of the partition (None = equal); ``min_sequences``: the
-      fewest distinct sequences each side needs.
+      ``split_shares``: discovery : held-out sizes of the partition (None = equal, or the proportions of
+      ``sequences``); ``min_sequences``: the fewest distinct sequences each side needs.
+    - ``sequences``: ``(discovery, held-out)`` distinct sequences: both sets sized by sequence rather than by
+      prompt (one prompt per sequence, before the correct-answer filter); None: the dataset's ``n`` prompts
+      drawn from the role's sequences.
     - ``n_resamples`` / ``bootstrap_seed``: the cluster bootstrap of every interval.
     """
 
@@ -118,6 +121,7 @@ class DiscoveryConfig:
     heldout_seed: int | None = None
     split: str = "disjoint"
     split_shares: tuple[int, int] | None = None
+    sequences: tuple[int, int] | None = None
     min_sequences: int = MIN_SEQUENCES_PER_ROLE
     n_resamples: int = N_RESAMPLES
     bootstrap_seed: int = 0
@@ -151,6 +155,13 @@ class DiscoveryConfig:
                     f"split_shares must be two positive integers (discovery, held-out), got {self.split_shares!r}"
                 )
             object.__setattr__(self, "split_shares", shares)
+        if self.sequences is not None:
+            sizes = tuple(self.sequences)
+            if len(sizes) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+                raise ParameterError(
+                    f"sequences must be two positive integers (discovery, held-out), got {self.sequences!r}"
+                )
+            object.__setattr__(self, "sequences", sizes)
 
     def method_options(self) -> dict[str, SweepConfig | FastConfig]:
         """The chosen method's config as :func:`~seqcirc_utils.discovery.pruning.prune` takes it

@@ -223,10 +223,11 @@ class Behaviour(ResultRecord):
 @dataclass(frozen=True)
 class SharedCircuits(ResultRecord):
     """02: the circuits of every task at the main threshold, their overlap and cross-task scores; schema 2: the
-    control task, the overlap expected by chance and the control's reference."""
+    control task, the overlap expected by chance and the control's reference; schema 3: the matched baselines of
+    the cross-task cells."""
 
     kind: ClassVar[str] = "shared_circuits"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     file: ClassVar[str] = "shared_circuits.json"
 
     model: str
@@ -255,6 +256,12 @@ class SharedCircuits(ResultRecord):
     control_reference: Annotated[
         dict[str, Any] | None,
         Columns("tasks", "control", "task_pairs", "control_pairs", "task_excess_mean", "control_excess_max"),
+    ] = None
+    #: Every off-diagonal cross-task cell against matched random circuits (``evaluation.compare.cross_task_baselines``:
+    #: ``circuit, data, score, null_mean, null_p5, null_p95, percentile, p, n_draws``; scores as fractions) (schema 3).
+    cross_task_baselines: Annotated[
+        Rows | None,
+        Columns("circuit", "data", "score", "null_mean", "null_p5", "null_p95", "percentile", "p", "n_draws"),
     ] = None
 
 

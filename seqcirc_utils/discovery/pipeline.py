@@ -54,7 +54,7 @@ from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import BaselineError, ParameterError, SeqcircError, TooFewPromptsError
 from seqcirc_utils.core.options import MIN_SEQUENCES_PER_ROLE, SELECTION_ROLES, SPLIT_MODES, SPLIT_ROLES
 from seqcirc_utils.core.records import CIRCUIT_SCHEMA_VERSION, CircuitRecord
-from seqcirc_utils.core.result_records import CircuitFile
+from seqcirc_utils.core.result_records import CircuitFile, read_circuits
 from seqcirc_utils.core.results import write_json_atomic
 from seqcirc_utils.core.stats import (
     CI_UNIT_SEQUENCE,
@@ -493,6 +493,20 @@ def heldout_scores(
     return out, ds
 
 
+def task_sizing(
+    task: str, task_sequences: Mapping[str, Sequence[int]], n_prompts: int
+) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """How a chapter sizes ``task``: ``(DiscoveryConfig options, dataset options)``.
+
+    ``({"sequences": (d, h)}, {})`` when ``task_sequences`` lists the task (``d`` discovery and ``h`` held-out
+    distinct sequences, one prompt each), else ``({}, {"n": n_prompts})`` (prompts drawn from the role's sequences).
+    """
+    if task in task_sequences:
+        discovery, heldout = task_sequences[task]
+        return {"sequences": (int(discovery), int(heldout))}, {}
+    return {}, {"n": n_prompts}
+
+
 def discover(
     model,
     info,
@@ -523,7 +537,9 @@ def discover(
     ``"resampled"`` draws both from the whole space (the held-out dict says ``"split": "resampled"``; its seed
     is ``heldout_seed``, default ``seed + HELDOUT_SEED_OFFSET``). ``heldout_options`` override dataset options
     for the held-out draw only (e.g. ``{"n": 48, "sequences": 24}`` beside ``n=96, sequences=48`` for discovery:
-    sizes by distinct sequences).
+    sizes by distinct sequences). ``config.sequences = (d, h)`` is the short form of one prompt per sequence:
+    ``n = sequences = d`` for discovery, ``h`` held out, the partition's shares ``d : h`` unless ``split_shares``
+    says otherwise (giving ``n`` or ``sequences`` beside it is refused).
 
     Returns ``(records, dataset, ablator)``: the per-threshold :class:`CircuitRecord` objects (highest
     threshold first; the first carries ``setup_seconds`` in ``extra``), the dataset used and the
@@ -538,8 +554,18 @@ def discover(
             "heldout_options holds dataset sizes and options; set the held-out seed with heldout_seed "
             "and the split with split='disjoint'|'resampled'"
         )
+    if config.sequences is not None:
+        given = sorted({"n", "sequences"} & (set(dataset_kwargs) | set(heldout_options or {})))
+        if given:
+            raise ParameterError(
+                f"config.sequences={list(config.sequences)} sizes both sets by distinct sequences; drop {given} "
+                "or set sequences=None"
+            )
+        n_discovery, n_heldout = config.sequences
+        dataset_kwargs = {**dataset_kwargs, "n": n_discovery, "sequences": n_discovery}
+        heldout_options = {**(heldout_options or {}), "n": n_heldout, "sequences": n_heldout}
     discovery_split, heldout_split = split_pair(
-        config.split, dataset_kwargs.get("seed", 0), config.split_shares, config.min_sequences
+        config.split, dataset_kwargs.get("seed", 0), config.split_shares or config.sequences, config.min_sequences
     )
     ds = discovery_dataset(
         model,
@@ -643,6 +669,41 @@ def score_columns(record: Mapping) -> dict:
         "heldout_faithfulness_%": percent(held.get("faithfulness")),
         "heldout_faithfulness_ci95": interval(held.get("faithfulness_ci95")),
     }
+
+
+def reusable_circuit(
+    path: str | Path,
+    threshold: float,
+    found_as: Mapping[str, object],
+    sequences: tuple[int, int],
+) -> tuple[CircuitRecord | None, str]:
+    """The circuit at ``threshold`` in the circuit file ``path`` when it was found the way another chapter would
+    find it, so that chapter can take it instead of finding it again: ``(record, "")``, or ``(None, why not)``.
+
+    Found the same way: every key of ``found_as`` equals the record's (e.g. ``model``, ``task``, ``template``,
+    ``direction``, ``seed``, ``method``, ``ablation``, ``metric``, ``prefix``, ``minimal``), and both sets were
+    sized by sequence as ``sequences = (discovery, held-out)`` says (:attr:`DiscoveryConfig.sequences`: one prompt
+    per sequence, the partition's shares in that proportion). Only sequence-sized circuits are reused: a prompt-
+    sized draw depends on more options than a record states. A missing file is a reason, not an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None, f"{path.name} does not exist"
+    discovery, heldout = sequences
+    for record in read_circuits(path):
+        if abs(record["threshold"] - threshold) > 1e-9:
+            continue
+        differ = sorted(k for k, v in found_as.items() if record.get(k) != v)
+        ds, held = record["dataset"] or {}, record.get("heldout_dataset") or {}
+        split = ds.get("split") or {}
+        if ds.get("sequences") != discovery or held.get("sequences") != heldout:
+            differ.append("sequences")
+        if split.get("shares") != [discovery, heldout]:
+            differ.append("split shares")
+        if differ:
+            return None, f"{path.name} at {threshold:g} was found with another {', '.join(differ)}"
+        return record, ""
+    return None, f"{path.name} has no circuit at {threshold:g}"
 
 
 def write_circuits(path: str | Path, records: Sequence[CircuitRecord | dict]) -> Path:

@@ -32,7 +32,7 @@ import pandas as pd
 from seqcirc_utils.core.errors import ParameterError
 from seqcirc_utils.core.types import Circuit, Component, sort_components
 from seqcirc_utils.discovery.pipeline import score_with_ci
-from seqcirc_utils.evaluation.nulls import N_DRAWS, PAIR, sharing_null
+from seqcirc_utils.evaluation.nulls import N_DRAWS, PAIR, circuit_null, sharing_null
 from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.scoring.ablation import Ablator, AblatorCache
 from seqcirc_utils.tasks.datasets import TaskDataset
@@ -105,6 +105,49 @@ def cross_task_scores(
         ab = ablators.get(model, info, ds, mode, metric)
         table[data_name] = {name: ab.score(comps).score for name, comps in circuits.items()}
     return pd.DataFrame(table).rename_axis(index="circuit", columns="data")
+
+
+def cross_task_baselines(
+    model,
+    info: ModelInfo,
+    circuits: Circuits,
+    datasets: Mapping[str, TaskDataset],
+    n_draws: int,
+    seed: int = 0,
+    ablators: AblatorCache | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The matched baseline of every off-diagonal cell of :func:`cross_task_scores` (one task's circuit on another
+    task's data): ``n_draws`` random circuits matched per layer to the row's circuit
+    (:func:`~seqcirc_utils.evaluation.nulls.circuit_null`, statistic ``score``, seed ``seed`` for every cell),
+    scored on the column's data exactly like the circuit.
+
+    One row per cell: ``circuit, data, score`` (the circuit's, a fraction of the full metric), ``null_mean,
+    null_p5, null_p95, percentile`` (the score's in the null) and ``p`` (one-sided, the score above the null:
+    ``(1 + #{null >= score}) / (n_draws + 1)``), ``n_draws``. Cost: ``n_draws + 1`` passes per cell.
+    """
+    ablators = ablators if ablators is not None else AblatorCache(max_size=len(datasets) or 1)
+    rows = []
+    for data_name, ds in datasets.items():
+        ab = ablators.get(model, info, ds)
+        for name, comps in circuits.items():
+            if name == data_name:
+                continue
+            null = circuit_null(ab, comps, n_draws=n_draws, seed=seed, statistic="score", progress=progress)
+            rows.append(
+                {
+                    "circuit": name,
+                    "data": data_name,
+                    "score": null.observed,
+                    "null_mean": null.null_mean,
+                    "null_p5": null.null_p5,
+                    "null_p95": null.null_p95,
+                    "percentile": null.observed_percentile,
+                    "p": null.p_value,
+                    "n_draws": null.n_draws,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def analogous_ablation(

@@ -163,9 +163,27 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
             f" Across tasks the {best[0]} circuit transfers best ({_pct(best[2])} on {best[1]} data), "
             f"the {worst[0]} circuit worst ({_pct(worst[2])} on {worst[1]} data)."
         )
+    text += _cross_task_baselines(obj.cross_task_baselines, obj.control)
     if obj.control:
         text += " " + control_verdict(obj.control_reference, obj.threshold)
     return text + _shared_by_threshold(files.get(SharedByThreshold.file))
+
+
+def _cross_task_baselines(rows: Sequence[Mapping[str, Any]] | None, control: str | None) -> str:
+    """How many sequence-task transfers (off-diagonal cells without the control) beat every matched random circuit
+    (schema 3 of the 02 record; empty before it)."""
+    cells = [r for r in rows or [] if control not in (r["circuit"], r["data"])]
+    if not cells:
+        return ""
+    n_draws = min(r["n_draws"] for r in cells)
+    above = sum(r["score"] > r["null_p95"] for r in cells)
+    return (
+        f" Against {n_draws} random circuits matched per layer to each circuit and scored on the same data, "
+        f"{above} of {len(cells)} transfers between sequence tasks lie above the random circuits' 95th percentile "
+        f"(random circuits keep {_pct(100 * min(r['null_mean'] for r in cells))}-"
+        f"{_pct(100 * max(r['null_mean'] for r in cells))} on average; a descriptive baseline, too few draws for a "
+        "test)."
+    )
 
 
 def _shared_by_threshold(obj: SharedByThreshold | None) -> str:

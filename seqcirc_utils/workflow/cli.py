@@ -147,7 +147,12 @@ def _common_dataset_args(p: argparse.ArgumentParser) -> None:
         metavar="CORRUPTION",
         help="how the corrupted twin breaks the sequence: %(choices)s (default %(default)s; greater_than has its own)",
     )
-    p.add_argument("--n", type=_int_at_least(1, "--n"), default=64, help="number of prompts (default %(default)s)")
+    p.add_argument(
+        "--n",
+        type=_int_at_least(1, "--n"),
+        default=None,
+        help=f"number of prompts (default {DEFAULT_PROMPTS}; circuit --sequences sizes by sequence instead)",
+    )
     p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0, help="dataset seed (default %(default)s)")
     _prefix_arg(p)
     _model_args(p)
@@ -167,14 +172,22 @@ def _prefix_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def dataset_kwargs(args: argparse.Namespace) -> dict:
+DEFAULT_PROMPTS = 64  # --n when neither it nor circuit's --sequences is given
+
+
+def dataset_kwargs(args: argparse.Namespace, sized_by_sequences: bool = False) -> dict:
+    """The dataset options of ``args``; ``n`` left out when ``sized_by_sequences`` (circuit's ``--sequences``:
+    a ``--n`` beside it is refused)."""
+    if sized_by_sequences and args.n is not None:
+        raise ParameterError("--sequences sizes discovery and held-out by distinct sequences; drop --n")
+    sizes = {} if sized_by_sequences else {"n": DEFAULT_PROMPTS if args.n is None else args.n}
     return dict(
         template=args.template,
         direction=args.direction,
         step=args.step,
         length=args.length,
         corruption=args.corruption,
-        n=args.n,
+        **sizes,
         seed=args.seed,
         prefix=getattr(args, "prefix", "document"),
     )
@@ -427,6 +440,11 @@ def _config_args(p) -> None:
     )
     arg("split_shares", type=_pair, help="discovery,held-out sizes of the sequence partition (default 1,1)")
     arg(
+        "sequences",
+        type=_pair,
+        help="discovery,held-out distinct sequences, one prompt each (instead of --n; the split's shares follow)",
+    )
+    arg(
         "min_sequences",
         type=_int_at_least(1, "--min-sequences"),
         help="fewest distinct sequences each side of the split needs (default 2)",
@@ -471,8 +489,9 @@ def _add_circuit(sub) -> None:
         _check_out(args.out)
         _check_model_args(args)
         config = _discovery_config(args)
+        sized = dataset_kwargs(args, sized_by_sequences=config.sequences is not None)
         _load_tokenizer_model(args)  # a clear error for an unavailable model; find_circuits reuses the load
-        records = find_circuits(args.model, args.task, config, device=args.device, **dataset_kwargs(args))
+        records = find_circuits(args.model, args.task, config, device=args.device, **sized)
         out = args.out or results_dir(args.model) / f"circuit_{args.task}.json"
         write_circuits(out, records)
         for r in records:
