@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 33
+#     estimate_s: 30
 # ---
 
 # %% [markdown]
