@@ -123,6 +123,7 @@ def test_discovery_config_checks_every_value():
         (dict(split="overlap"), "valid: disjoint, resampled"),
         (dict(split_shares=(2, 0)), "two positive integers"),
         (dict(sequences=(48,)), r"sequences must be two positive integers \(discovery, held-out\), got \(48,\)"),
+        (dict(sequences=48), r"sequences must be two positive integers \(discovery, held-out\), got 48"),
         (dict(min_prompts=0), "min_prompts must be an integer >= 1"),
         (dict(heldout="yes"), "heldout must be true or false"),
         (dict(sweep={"order": "random"}), "valid: paper, descending"),

@@ -38,6 +38,14 @@ def _at_least(name: str, value: Any, low: int) -> None:
         raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _discovery_heldout_pair(name: str, value: Any) -> tuple[int, int]:
+    """``value`` as a ``(discovery, held-out)`` pair of positive integers, else a one-line ParameterError."""
+    pair = tuple(value) if isinstance(value, list | tuple) else ()
+    if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pair):
+        raise ParameterError(f"{name} must be two positive integers (discovery, held-out), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
 def check_thresholds(thresholds: Iterable[float]) -> list[float]:
     """Validate thresholds (each a number in (0, 1]) and return them sorted high to low, without repeats."""
     out = []
@@ -148,20 +156,9 @@ class DiscoveryConfig:
             _at_least("heldout_seed", self.heldout_seed, 0)
         if self.split not in SPLIT_MODES:
             raise ParameterError(f"unknown split {self.split!r}; valid: {', '.join(SPLIT_MODES)}")
-        if self.split_shares is not None:
-            shares = tuple(self.split_shares)
-            if len(shares) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shares):
-                raise ParameterError(
-                    f"split_shares must be two positive integers (discovery, held-out), got {self.split_shares!r}"
-                )
-            object.__setattr__(self, "split_shares", shares)
-        if self.sequences is not None:
-            sizes = tuple(self.sequences)
-            if len(sizes) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-                raise ParameterError(
-                    f"sequences must be two positive integers (discovery, held-out), got {self.sequences!r}"
-                )
-            object.__setattr__(self, "sequences", sizes)
+        for name in ("split_shares", "sequences"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _discovery_heldout_pair(name, getattr(self, name)))
 
     def method_options(self) -> dict[str, SweepConfig | FastConfig]:
         """The chosen method's config as :func:`~seqcirc_utils.discovery.pruning.prune` takes it
