@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pandas as pd
 from record_fixtures import circuit, example, row
 
@@ -104,6 +107,23 @@ def test_readers_format_the_numbers_the_notebooks_wrote(tmp_path):
     # Nothing was written for these: they stay honest.
     assert _ours(table, "months circuit at 80 %: heads") == NOT_IN_RUN
     assert _ours(table, "greater-than probability difference") == NOT_IN_RUN
+
+    # Where chapter 02 found `numbers` (SmolLM2: two-digit numbers) it stands for the paper's numerals, and says so
+    write_json_atomic(
+        tmp_path / "circuit_numbers.json",
+        CircuitFile(circuits=[circuit(threshold=0.8, task="numbers", heads=[[2, 0]], mlps=[1, 4], score=0.85)]),
+    )
+    shared = SharedCircuits.from_json(json.loads((tmp_path / "shared_circuits.json").read_text()))
+    cross = {"number_words": {"numbers": 40.0}, "numbers": {"number_words": 12.3, "months": 3.4}}
+    write_json_atomic(tmp_path / "shared_circuits.json", replace(shared, cross_task_percent=cross))
+    table = comparison_table(tmp_path)
+    note = " (task `numbers`: two-digit numbers)"
+    assert _ours(table, "numerals circuit at 80 %: heads") == "1: 2.0" + note
+    assert _ours(table, "numerals circuit at 80 %: MLPs") == "2 kept: MLP1 MLP4" + note
+    assert _ours(table, "numerals circuit on number-word data") == "40.0 %" + note
+    assert _ours(table, "number-word circuit on numerals") == "12.3 %" + note
+    assert _ours(table, "months circuit on numerals") == "3.4 %" + note
+    assert _ours(table, "single-head ablation from the full model (numerals)") == NOT_IN_RUN  # rows name digits
 
 
 def test_scores_show_in_sample_interval_and_held_out(tmp_path):

@@ -72,9 +72,27 @@ def _behaviour_value(task: str, template: str, direction: str, column: str, perc
     return read
 
 
+#: The paper's numerals task in this run: ``numbers`` (two-digit numbers, digit tokens) where chapter 02 found
+#: its circuit (SmolLM2), else ``digits`` (GPT-2, whose numbers up to 99 are single tokens).
+NUMERALS = "numerals"
+NUMERALS_TASKS = ("numbers", "digits")
+
+
+def _task(results: Path, task: str) -> str:
+    """``task``, or for :data:`NUMERALS` the first of :data:`NUMERALS_TASKS` with a circuit file in ``results``."""
+    if task != NUMERALS:
+        return task
+    return next((t for t in NUMERALS_TASKS if (results / f"circuit_{t}.json").is_file()), NUMERALS_TASKS[-1])
+
+
+def _which(results: Path, task: str) -> str:
+    """The note that says which task stood for the numerals (empty for ``digits`` and the other tasks)."""
+    return " (task `numbers`: two-digit numbers)" if task == NUMERALS and _task(results, task) == "numbers" else ""
+
+
 def _circuits(results: Path, task: str) -> list[CircuitRecord]:
     """The circuits of ``circuit_<task>.json`` (none when the file is missing)."""
-    path = results / f"circuit_{task}.json"
+    path = results / f"circuit_{_task(results, task)}.json"
     return read_circuits(path) if path.is_file() else []
 
 
@@ -105,7 +123,7 @@ def _circuit_heads(task: str, any_threshold: bool = False) -> Reader:
         record = _any_circuit(results, task) if any_threshold else _circuit(results, task)
         if record is None:
             return None
-        return f"{len(record.heads)}: {' '.join(_heads(record))}" + _at_threshold(record, 0.8)
+        return f"{len(record.heads)}: {' '.join(_heads(record))}" + _at_threshold(record, 0.8) + _which(results, task)
 
     return read
 
@@ -129,7 +147,7 @@ def score_text(record: CircuitRecord) -> str:
 def _circuit_score(task: str) -> Reader:
     def read(results: Path) -> str | None:
         record = _circuit(results, task)
-        return None if record is None else score_text(record)
+        return None if record is None else score_text(record) + _which(results, task)
 
     return read
 
@@ -139,7 +157,8 @@ def _circuit_mlps(task: str, any_threshold: bool = False) -> Reader:
         record = _any_circuit(results, task) if any_threshold else _circuit(results, task)
         if record is None:
             return None
-        return f"{len(record.mlps)} kept: " + " ".join(f"MLP{m}" for m in record.mlps) + _at_threshold(record, 0.8)
+        mlps = " ".join(f"MLP{m}" for m in record.mlps)
+        return f"{len(record.mlps)} kept: {mlps}" + _at_threshold(record, 0.8) + _which(results, task)
 
     return read
 
@@ -174,12 +193,12 @@ def _greater_than_circuit_score(results: Path) -> str | None:
 
 
 def _shared_heads(results: Path) -> str | None:
-    records = [_circuit(results, t) for t in ("digits", "number_words", "months")]
+    records = [_circuit(results, t) for t in (NUMERALS, "number_words", "months")]
     if any(r is None for r in records):
         return None
     shared = set.intersection(*(set(_heads(r)) for r in records))
     ordered = sorted(shared, key=lambda s: tuple(int(x) for x in s.split(".")))
-    return f"{len(ordered)}: {' '.join(ordered)}"
+    return f"{len(ordered)}: {' '.join(ordered)}" + _which(results, NUMERALS)
 
 
 def _cross_task(circuit_task: str, data_task: str) -> Reader:
@@ -188,8 +207,10 @@ def _cross_task(circuit_task: str, data_task: str) -> Reader:
     def read(results: Path) -> str | None:
         data: SharedCircuits | None = _load(results, SharedCircuits)
         cross = data.cross_task_percent if data else {}
-        value = cross.get(data_task, {}).get(circuit_task)  # {data: {circuit: percent}}
-        return None if value is None else f"{value:.1f} %"
+        data_name, circuit_name = _task(results, data_task), _task(results, circuit_task)
+        value = cross.get(data_name, {}).get(circuit_name)  # {data: {circuit: percent}}
+        note = _which(results, circuit_task) or _which(results, data_task)
+        return None if value is None else f"{value:.1f} %{note}"
 
     return read
 
@@ -205,11 +226,12 @@ def _single_head_ablation(task: str, top: int = 6) -> Reader:
 
     def read(results: Path) -> str | None:
         data: SharedCircuits | None = _load(results, SharedCircuits)
-        rows = [r for r in (data.single_head_ablation if data else []) if r["task"] == task]
+        rows = [r for r in (data.single_head_ablation if data else []) if r["task"] == _task(results, task)]
         if not rows:
             return None
         rows = sorted(rows, key=lambda r: r["drop_points"], reverse=True)[:top]
-        return ", ".join(f"{_layer_dot_head(r['component'])} {-r['drop_points']:.1f}" for r in rows) + " points"
+        text = ", ".join(f"{_layer_dot_head(r['component'])} {-r['drop_points']:.1f}" for r in rows) + " points"
+        return text + _which(results, task)
 
     return read
 
@@ -309,17 +331,17 @@ ANCHORS: tuple[Anchor, ...] = (
         "numerals circuit at 80 %: heads",
         _PUBLISHED["numerals circuit at 80 %: heads"],
         PAPER,
-        _circuit_heads("digits"),
+        _circuit_heads(NUMERALS),
         _CIRCUIT,
     ),
     Anchor(
-        "numerals circuit at 80 %: MLPs", _PUBLISHED["numerals circuit at 80 %: MLPs"], PAPER, _circuit_mlps("digits")
+        "numerals circuit at 80 %: MLPs", _PUBLISHED["numerals circuit at 80 %: MLPs"], PAPER, _circuit_mlps(NUMERALS)
     ),
     Anchor(
         "numerals circuit at 80 %: score",
         _PUBLISHED["numerals circuit at 80 %: score"],
         PAPER,
-        _circuit_score("digits"),
+        _circuit_score(NUMERALS),
         _IN_SAMPLE,
     ),
     Anchor(
@@ -357,22 +379,22 @@ ANCHORS: tuple[Anchor, ...] = (
         "numerals circuit on number-word data",
         _PUBLISHED["numerals circuit on number-word data"],
         PAPER,
-        _cross_task("digits", "number_words"),
+        _cross_task(NUMERALS, "number_words"),
     ),
     Anchor(
         "number-word circuit on numerals",
         _PUBLISHED["number-word circuit on numerals"],
         PAPER,
-        _cross_task("number_words", "digits"),
+        _cross_task("number_words", NUMERALS),
     ),
     Anchor(
-        "months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER, _cross_task("months", "digits")
+        "months circuit on numerals", _PUBLISHED["months circuit on numerals"], PAPER, _cross_task("months", NUMERALS)
     ),
     Anchor(
         "single-head ablation from the full model (numerals)",
         _PUBLISHED["single-head ablation from the full model (numerals)"],
         PAPER,
-        _single_head_ablation("digits"),
+        _single_head_ablation(NUMERALS),
     ),
     Anchor(
         "MLP ablation, % of full kept (numerals)",
