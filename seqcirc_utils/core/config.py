@@ -43,7 +43,7 @@ def _discovery_heldout_pair(name: str, value: Any) -> tuple[int, int]:
     pair = tuple(value) if isinstance(value, list | tuple) else ()
     if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pair):
         raise ParameterError(f"{name} must be two positive integers (discovery, held-out), got {value!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def check_thresholds(thresholds: Iterable[float]) -> list[float]:
