@@ -117,7 +117,7 @@ def test_readers_format_the_numbers_the_notebooks_wrote(tmp_path):
     cross = {"number_words": {"numbers": 40.0}, "numbers": {"number_words": 12.3, "months": 3.4}}
     write_json_atomic(tmp_path / "shared_circuits.json", replace(shared, cross_task_percent=cross))
     table = comparison_table(tmp_path)
-    note = " (task `numbers`: two-digit numbers)"
+    note = " (the numbers task: two-digit numbers)"
     assert _ours(table, "numerals circuit at 80 %: heads") == "1: 2.0" + note
     assert _ours(table, "numerals circuit at 80 %: MLPs") == "2 kept: MLP1 MLP4" + note
     assert _ours(table, "numerals circuit on number-word data") == "40.0 %" + note

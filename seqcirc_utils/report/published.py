@@ -87,7 +87,7 @@ def _task(results: Path, task: str) -> str:
 
 def _which(results: Path, task: str) -> str:
     """The note that says which task stood for the numerals (empty for ``digits`` and the other tasks)."""
-    return " (task `numbers`: two-digit numbers)" if task == NUMERALS and _task(results, task) == "numbers" else ""
+    return " (the numbers task: two-digit numbers)" if task == NUMERALS and _task(results, task) == "numbers" else ""
 
 
 def _circuits(results: Path, task: str) -> list[CircuitRecord]:
