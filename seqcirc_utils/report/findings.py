@@ -170,8 +170,8 @@ def shared_circuits(files: Mapping[str, Any]) -> str:
 
 
 def _cross_task_baselines(rows: Sequence[Mapping[str, Any]] | None, control: str | None) -> str:
-    """How many sequence-task transfers (off-diagonal cells without the control) beat every matched random circuit
-    (schema 3 of the 02 record; empty before it)."""
+    """How many sequence-task transfers (off-diagonal cells without the control) lie above the 95th percentile of
+    their matched random circuits (schema 3 of the 02 record; empty before it)."""
     cells = [r for r in rows or [] if control not in (r["circuit"], r["data"])]
     if not cells:
         return ""
