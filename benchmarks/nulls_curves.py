@@ -5,7 +5,7 @@
 On one dataset (unfiltered, ``n`` prompts): the circuit is the top ``--circuit-size`` components of the
 fast method's attribution ranking (its cost is reported apart). Measures, each with its forward passes
 (prompt-batch passes) and seconds: :func:`~seqcirc_utils.evaluation.nulls.circuit_null` with ``--draws``
-draws for each ``draws_per_pass`` in ``--batch``, and one :func:`~seqcirc_utils.evaluation.curves.faithfulness_curve`
+draws for each ``draws_per_pass`` in ``--batch`` (0: the default, as many as fill the rows), and one :func:`~seqcirc_utils.evaluation.curves.faithfulness_curve`
 for a random ranking (unsigned: one curve) and for the attribution ranking (signed and absolute curves).
 Prints one JSON line.
 """
@@ -37,7 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--template", default="pure")
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--draws", type=int, default=nulls.N_DRAWS)
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, nulls.DRAWS_PER_PASS])
+    ap.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 0], help="circuits per batched call; 0: the default (fill rows)"
+    )
     ap.add_argument("--circuit-size", type=int, default=20)
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", action="store_true")
@@ -64,9 +66,12 @@ def main(argv=None) -> int:
     }
     for batch in args.batch:
         rec, cost = _timed(
-            ab, lambda: nulls.circuit_null(ab, circuit, n_draws=args.draws, draws_per_pass=batch, progress=False)
+            ab,
+            lambda: nulls.circuit_null(
+                ab, circuit, n_draws=args.draws, draws_per_pass=batch or nulls.DRAWS_PER_PASS, progress=False
+            ),
         )
-        out["null"][f"draws_per_pass={batch}"] = cost | {
+        out["null"][f"draws_per_pass={batch or 'default'}"] = cost | {
             "observed": round(rec.observed, 4),
             "null_p95": round(rec.null_p95, 4),
             "p_value": rec.p_value,

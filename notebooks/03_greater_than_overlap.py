@@ -77,6 +77,7 @@ from IPython.display import Markdown, display
 
 from seqcirc_utils.core.config import DiscoveryConfig
 from seqcirc_utils.core.errors import SeqcircError
+from seqcirc_utils.core.options import FEW_SEQUENCES
 from seqcirc_utils.core.result_records import GreaterThanOverlap, GreaterThanThresholds
 from seqcirc_utils.core.results import frame_records, results_dir, write_json_atomic
 from seqcirc_utils.core.stats import spearman
@@ -213,8 +214,13 @@ display(
             for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
             if r[0].get("heldout")
         )
-        + ". Sides with a few sequences give small-sample estimates: intervals are cluster bootstraps over "
-        "sequences."
+        + ". Intervals are cluster bootstraps over sequences"
+        + "".join(
+            f"; {t} rests on fewer than {FEW_SEQUENCES} sequences a side: its numbers are small-sample estimates"
+            for t, r in (("greater_than", gt_records), (sequence_task, seq_records))
+            if r[0].get("heldout") and min(r[0]["n_sequences"], r[0]["heldout"]["n_sequences"]) < FEW_SEQUENCES
+        )
+        + "."
     )
 )
 reader_table(

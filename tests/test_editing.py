@@ -406,7 +406,11 @@ def test_findings_paragraph_states_control_interval_n_and_p():
         edit_null={"digits": null(0.0, [0.0] * 99)},
         steering_effects=[steer],
         steering_null={
-            "digits -> months": {"gaussian": null(0.75, [0.0] * 19), "random halves": null(0.75, [0.8] * 19)}
+            "digits -> months": {
+                "gaussian": null(0.75, [0.0] * 99),
+                "random halves": null(0.75, [0.8] * 99),
+                "unrelated": null(0.75, [0.0]),
+            }
         },
     )
     text = activation_editing({ActivationEditing.file: ActivationEditing.from_json(record.to_json())})
@@ -414,8 +418,9 @@ def test_findings_paragraph_states_control_interval_n_and_p():
         "digits 0 % against 0 % for the ablation-only control (+0 points [+0, +0], n = 15 evaluation prompts, 3 sequences; "
         "not distinguishable from the control)",
         "99 same-layer random head sets edited the same way (p = 1.00; not distinguishable from random)",
-        "digits -> months 75 % [50, 90] (n = 16 evaluation prompts, 3 sequences; gaussian 0 % (p = 0.05, n = 19), "
-        "random halves 80 % (p = 1.00, n = 19; not distinguishable))",
+        "digits -> months 75 % [50, 90] (n = 16 evaluation prompts, 3 sequences; gaussian 0 % (percentile 100, "
+        "p = 0.01, n = 99), random halves 80 % (percentile 0, p = 1.00, n = 99; not distinguishable), "
+        "unrelated 0 % (one direction: a reference, not a null))",
         "Adding 1 times",
     ):
         assert fragment in text, (fragment, text)

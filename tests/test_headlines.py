@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -165,6 +166,32 @@ def test_editing_and_representation_headlines_read_their_nulls():
     )
     (h,) = activation_editing_headlines({ActivationEditing.file: edit})
     assert h.p == pytest.approx(1 / 100) and h.interval == (0.2, 0.9) and h.verdict == BEATS
+    halves = list(np.linspace(0.0, 0.8, 99))  # the observed 0.7 lies among them
+    steering = dataclasses.replace(
+        edit,
+        edit_null={},
+        steer_alpha=1.0,
+        steering_effects=[
+            row(ActivationEditing, "steering_effects", pair="digits -> months", hit=0.7, hit_ci95=[0.4, 0.9])
+        ],
+        steering_null={
+            "digits -> months": {
+                "random halves": null_of(0.7, halves, n_prompts=15, n_clusters=3),
+                "gaussian": null_of(0.7, [0.0] * 99, n_prompts=15, n_clusters=3),
+                "unrelated (decreasing - increasing)": null_of(0.7, [0.1]),  # one direction: no headline
+            }
+        },
+    )
+    by_kind = {
+        h.null.split(" directions")[0]: h for h in activation_editing_headlines({ActivationEditing.file: steering})
+    }
+    assert set(by_kind) == {"random halves", "gaussian"}
+    brute = (1 + sum(x >= 0.7 for x in halves)) / 100
+    assert (
+        by_kind["random halves"].p == pytest.approx(brute) and by_kind["random halves"].verdict == NOT_DISTINGUISHABLE
+    )
+    assert by_kind["gaussian"].p == pytest.approx(1 / 100) and by_kind["gaussian"].verdict == BEATS
+    assert by_kind["gaussian"].interval == (0.4, 0.9) and "digits evaluation split" in by_kind["gaussian"].split
     rep = example(
         Representations,
         nulls={

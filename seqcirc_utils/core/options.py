@@ -176,6 +176,9 @@ N_RESAMPLES = 1000
 #: The fewest distinct sequence identities a split gives each role unless told otherwise: the smallest
 #: spaces on SmolLM2 (digits of length 5: 5 sequences; step-2 digits of length 3: 4) still split in two.
 MIN_SEQUENCES_PER_ROLE = 2
+#: A role with fewer distinct sequences than this gives small-sample estimates, and the chapters say so (the
+#: headline tasks are sized to 48 discovery and 24 held-out sequences; single-token families have 3 to 17).
+FEW_SEQUENCES = 20
 TEMPLATES = ("pure", "comma", "among_words", "mixed")
 DIRECTIONS = ("increasing", "decreasing")
 CORRUPTIONS = (

@@ -140,7 +140,7 @@ def random_scores(components: Iterable[Component], seed: int = 0) -> dict[Compon
 def faithfulness_of_sets(
     ablator: Ablator,
     kept_sets: Sequence[frozenset[Component]],
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     progress: bool = False,
     desc: str = "curve points",
 ) -> dict[frozenset[Component], float]:
@@ -163,7 +163,7 @@ def faithfulness_curve(
     fractions: Sequence[float] = FRACTIONS,
     signed: bool = True,
     seed: int | None = None,
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     description: str = "",
 ) -> FaithfulnessCurve:
     """The faithfulness curve of the ranking ``scores`` (every component of the ablator's model) on
@@ -219,7 +219,7 @@ def random_ranking_areas(
     n_draws: int,
     fractions: Sequence[float] = FRACTIONS,
     seed: int = 0,
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     progress: bool = True,
 ) -> list[dict]:
     """The :func:`curve_areas` (``cpr, cmd, cpr_log, cmd_log``) of ``n_draws`` random rankings

@@ -158,7 +158,7 @@ def method_nulls(
     curves: Mapping[str, FaithfulnessCurve],
     n_draws: int = N_DRAWS,
     seed: int = 0,
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     progress: bool = True,
 ) -> dict[str, dict[str, NullDistribution]]:
     """``{"cpr" | "cmd": {method: NullDistribution}}``: each curve's CPR and CMD (measured on ``heldout``)

@@ -18,9 +18,11 @@ replacement values (means computed once), the same metric and the same clean run
 and the empty circuit's metric are computed once and shared). A draw costs at most one prompt-batch forward
 pass: circuits that leave the first layers intact (e.g. a few heads ablated from the full model) resume from the
 clean residual stream entering their first ablated layer; the others can be batched, ``draws_per_pass`` circuits
-sharing one forward call (the prompts repeated, one ablation mask per copy). Measured on one CPU thread
-(SmolLM2, 24 prompts of 34 tokens) batching 8 draws cost 1.2x more per draw than one at a time, so the default
-is one (:data:`DRAWS_PER_PASS`); on a GPU pass more. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
+sharing one forward call (the prompts repeated, one ablation mask per copy). By default
+(:data:`DRAWS_PER_PASS` = ``None``) a call holds as many circuits as fill :data:`ROWS_PER_PASS` prompt rows:
+measured on one CPU thread (SmolLM2, ``benchmarks/nulls_curves.py``), a few short distinct prompts (3 or 4)
+cost about half as much per circuit in batches of 10 as one at a time, while 11 or more rows gain 5 % at most
+from batching and 24 rows of 34 tokens lose (8 circuits a call cost 1.2x more per circuit). On a GPU pass more. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
 (observed value, the null's mean and 5/50/95th percentiles, ``n_draws``, the observed percentile and the
 one-sided ``p = (1 + #{null >= observed}) / (n_draws + 1)``).
 
@@ -51,7 +53,10 @@ from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 
 N_DRAWS = 99
-DRAWS_PER_PASS = 1  # circuits per batched forward call (1: fastest on CPU, measured; pass more on a GPU)
+#: Circuits per batched forward call; ``None``: as many as fill :data:`ROWS_PER_PASS` prompt rows (see above).
+DRAWS_PER_PASS: int | None = None
+#: The prompt rows a batched call aims at when ``draws_per_pass`` is ``None`` (at least one circuit a call).
+ROWS_PER_PASS = 32
 STATISTICS = ("faithfulness", "score")
 MAX_REDRAWS = 1000
 
@@ -188,7 +193,7 @@ def _masks(ablator: Ablator, kept_sets: Sequence[frozenset[Component]], n: int) 
 def circuit_metric_values(
     ablator: Ablator,
     kept_sets: Sequence[Iterable[Component]],
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     progress: bool = False,
     desc: str = "scoring circuits",
 ) -> torch.Tensor:
@@ -196,7 +201,8 @@ def circuit_metric_values(
     values, positions and metric), ``[len(kept_sets), n_prompts]``.
 
     ``draws_per_pass`` circuits share one batched forward call (the prompts repeated once per circuit, one
-    ablation mask per copy); each circuit costs one prompt-batch pass, counted on ``ablator.forward_passes``.
+    ablation mask per copy; ``None``: :func:`circuits_per_call`); each circuit costs one prompt-batch pass,
+    counted on ``ablator.forward_passes``.
     Equals :meth:`Ablator.score_parts`'s numerator circuit by circuit.
 
     With replacement values that do not depend on the prompt (``mean``, ``zero``), prompts with identical
@@ -204,8 +210,8 @@ def circuit_metric_values(
     distinct token rows are run and their logits copied back to every prompt (equal up to float rounding; the
     pass count is the same). ``resample`` runs every prompt (each has its own corrupted partner).
     """
-    if draws_per_pass < 1:
-        raise ParameterError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+    if draws_per_pass is not None and draws_per_pass < 1:
+        raise ParameterError(f"draws_per_pass must be >= 1 (or None: fill {ROWS_PER_PASS} rows), got {draws_per_pass}")
     kept_sets = [frozenset(k) for k in kept_sets]
     n = len(ablator.dataset)
     names = sorted({component_hook_name(c) for c in ablator.info.components})
@@ -215,10 +221,11 @@ def circuit_metric_values(
     resample = ablator.mode is AblationMode.RESAMPLE
     rows, inverse = distinct_rows(ablator.tokens, keep_all=resample)
     m = len(rows)
+    per_call = circuits_per_call(m) if draws_per_pass is None else draws_per_pass
     out = []
-    chunks = range(0, len(kept_sets), draws_per_pass)
+    chunks = range(0, len(kept_sets), per_call)
     for start in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-        chunk = kept_sets[start : start + draws_per_pass]
+        chunk = kept_sets[start : start + per_call]
         masks = _masks(ablator, chunk, m)
         hooks = [(name, _batched_hook(masks[name], ablator.values[name], len(chunk), resample)) for name in names]
         tokens = rows.repeat(len(chunk), 1)
@@ -226,6 +233,14 @@ def circuit_metric_values(
         ablator.forward_passes += len(chunk)
         out += [ablator.metric_values(logits[i * m : (i + 1) * m][inverse]) for i in range(len(chunk))]
     return torch.stack(out) if out else torch.zeros(0, n)
+
+
+def circuits_per_call(n_rows: int, rows_per_pass: int = ROWS_PER_PASS) -> int:
+    """How many circuits one batched call scores when each needs ``n_rows`` prompt rows: as many as fill
+    ``rows_per_pass`` rows, at least one."""
+    if n_rows < 1:
+        raise ParameterError(f"a batched pass needs at least one prompt row, got {n_rows}")
+    return max(1, rows_per_pass // n_rows)
 
 
 def first_ablated_layer(info: ModelInfo, kept_sets: Sequence[frozenset[Component]]) -> int:
@@ -333,7 +348,7 @@ def circuit_null(
     statistic: str = "faithfulness",
     mlp_window: int = 1,
     exclude_own: bool = False,
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
     progress: bool = True,
     description: str = "",
 ) -> NullDistribution:

@@ -533,7 +533,7 @@ def distinct_runs(runs: Sequence[RobustnessRun]) -> list[RobustnessRun]:
 
 
 def transfer_scores(
-    circuits: Sequence[Iterable[Component]], ablators: Sequence[Ablator], draws_per_pass: int = DRAWS_PER_PASS
+    circuits: Sequence[Iterable[Component]], ablators: Sequence[Ablator], draws_per_pass: int | None = DRAWS_PER_PASS
 ) -> np.ndarray:
     """``[len(circuits), len(ablators)]``: each circuit's score (m(C) / m(full), everything else ablated; for
     KL 1 - KL(C) / KL(empty)) on each ablator's prompts, with its means and metric. Circuits are scored
@@ -658,7 +658,7 @@ def transfer_matrix(
     grid: RobustnessGrid,
     threshold: float | None = None,
     core: Iterable[Component] | None = None,
-    draws_per_pass: int = DRAWS_PER_PASS,
+    draws_per_pass: int | None = DRAWS_PER_PASS,
 ) -> TransferMatrix:
     """Every seed run's circuit of ``grid`` on every seed's held-out split (:attr:`RobustnessGrid.heldout`), with
     the grid's ablation and metric, batched (:func:`transfer_scores`); ``threshold`` defaults to the grid's.

@@ -524,9 +524,14 @@ def activation_editing(files: Mapping[str, Any]) -> str:
             f"{e['pair']} {_pct(100 * e['hit'])} [{100 * lo:.0f}, {100 * hi:.0f}] (n = {e['n_prompts']} evaluation "
             f"prompts, {e['n_clusters']} sequences; "
             + ", ".join(
-                f"{kind} {_pct(100 * n.null_mean)} (p = {n.p_value:.2f}, n = {n.n_draws}"
-                + ("; not distinguishable" if n.p_value > 0.05 and n.n_draws > 1 else "")
-                + ")"
+                f"{kind} {_pct(100 * n.null_mean)} "
+                + (
+                    f"(percentile {n.observed_percentile:.0f}, p = {n.p_value:.2f}, n = {n.n_draws}"
+                    + ("; not distinguishable" if n.p_value > 0.05 else "")
+                    + ")"
+                    if n.n_draws > 1
+                    else "(one direction: a reference, not a null)"
+                )
                 for kind, n in nulls.items()
             )
             + ")"

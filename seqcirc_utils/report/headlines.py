@@ -240,7 +240,10 @@ def knockout_headlines(files: Mapping[str, Any]) -> list[Headline]:
 
 def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
     """11: replacing the successor heads' outputs by their mean on decreasing prompts turns the answer into the
-    predecessor more often than the same edit of random heads of the same layers (hit rate, evaluation split)."""
+    predecessor more often than the same edit of random heads of the same layers; adding the format direction
+    (at the alpha fixed in advance) turns the answer into the other format more often than each baseline kind
+    with several draws of the same norm (hit rates, evaluation split). A single baseline direction (the unrelated
+    difference of means) is a reference, not a null, and makes no headline."""
     obj: ActivationEditing | None = files.get(ActivationEditing.file)
     if obj is None:
         return []
@@ -263,6 +266,27 @@ def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
                 split=_split(null, f"{task} evaluation split"),
             )
         )
+    for e in obj.steering_effects:
+        source = e["pair"].split(" -> ")[0]
+        for kind, null in obj.steering_null.get(e["pair"], {}).items():
+            if null.n_draws < 2:
+                continue
+            percentile, p = _upper(null)
+            out.append(
+                Headline(
+                    chapter="11_activation_editing",
+                    claim=f"adding the format direction ({e['pair']}, alpha {obj.steer_alpha:g}) turns answers into "
+                    f"the other format more often than {kind} directions",
+                    effect=null.observed,
+                    unit="hit rate",
+                    interval=_interval(e.get("hit_ci95")),
+                    null=f"{kind} directions of the same norm ({null.null_mean:.2f} on average)",
+                    n_draws=null.n_draws,
+                    percentile=percentile,
+                    p=p,
+                    split=_split(null, f"{source} evaluation split"),
+                )
+            )
     return out
 
 
