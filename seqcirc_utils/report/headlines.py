@@ -127,6 +127,34 @@ def _interval(value: Any) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
+def _against(
+    null: NullDistribution,
+    chapter: str,
+    claim: str,
+    unit: str,
+    baseline: str,
+    data: str,
+    interval: tuple[float, float] | None = None,
+    lower: bool = False,
+) -> Headline:
+    """The headline of a claim read off its ``null`` record: the observed value as the effect, the tail's percentile
+    and p (``lower``: the claim is that the value lies *below* its null), ``baseline`` naming the null's draws and
+    ``data`` the split (with the record's prompt and sequence counts)."""
+    percentile, p = _lower(null) if lower else _upper(null)
+    return Headline(
+        chapter=chapter,
+        claim=claim,
+        effect=null.observed,
+        unit=unit,
+        interval=interval,
+        null=baseline,
+        n_draws=null.n_draws,
+        percentile=percentile,
+        p=p,
+        split=_split(null, data),
+    )
+
+
 # --------------------------------------------------------------------------- one extractor per chapter
 
 
@@ -136,25 +164,18 @@ def shared_circuits_headlines(files: Mapping[str, Any]) -> list[Headline]:
     obj: SharedByThreshold | None = files.get(SharedByThreshold.file)
     if obj is None or not obj.nulls:
         return []
-    out = []
-    for data, null in obj.nulls.items():
-        percentile, p = _upper(null)
-        out.append(
-            Headline(
-                chapter="02_shared_circuits",
-                claim=f"the {len(null.circuit)} components shared by all tasks at {100 * obj.null_threshold:.0f} % "
-                f"carry the {null.task} task",
-                effect=null.observed,
-                unit="normalised faithfulness",
-                interval=None,
-                null=f"random circuits matched per layer ({null.null_mean:.2f} on average)",
-                n_draws=null.n_draws,
-                percentile=percentile,
-                p=p,
-                split=_split(null, data),
-            )
+    return [
+        _against(
+            null,
+            "02_shared_circuits",
+            f"the {len(null.circuit)} components shared by all tasks at {100 * obj.null_threshold:.0f} % carry the "
+            f"{null.task} task",
+            "normalised faithfulness",
+            f"random circuits matched per layer ({null.null_mean:.2f} on average)",
+            data,
         )
-    return out
+        for data, null in obj.nulls.items()
+    ]
 
 
 def greater_than_headlines(files: Mapping[str, Any]) -> list[Headline]:
@@ -163,24 +184,18 @@ def greater_than_headlines(files: Mapping[str, Any]) -> list[Headline]:
     obj: GreaterThanOverlap | None = files.get(GreaterThanOverlap.file)
     if obj is None or not obj.nulls:
         return []
-    out = []
-    for name, null in obj.nulls.items():
-        percentile, p = _lower(null)
-        out.append(
-            Headline(
-                chapter="03_greater_than_overlap",
-                claim=f"ablating the {name} costs more than ablating matched random heads",
-                effect=null.observed,
-                unit="score (fraction of the full model kept)",
-                interval=None,
-                null=f"as many random heads of the same layers ablated ({null.null_mean:.2f} kept on average)",
-                n_draws=null.n_draws,
-                percentile=percentile,
-                p=p,
-                split=_split(null, f"{null.task} prompts" if null.task else "prompts"),
-            )
+    return [
+        _against(
+            null,
+            "03_greater_than_overlap",
+            f"ablating the {name} costs more than ablating matched random heads",
+            "score (fraction of the full model kept)",
+            f"as many random heads of the same layers ablated ({null.null_mean:.2f} kept on average)",
+            f"{null.task} prompts" if null.task else "prompts",
+            lower=True,
         )
-    return out
+        for name, null in obj.nulls.items()
+    ]
 
 
 def robustness_headlines(files: Mapping[str, Any]) -> list[Headline]:
@@ -218,24 +233,18 @@ def knockout_headlines(files: Mapping[str, Any]) -> list[Headline]:
     if obj is None:
         return []
     intervals = {r["task"]: _interval(r.get("ci95")) for r in obj.knockout_intervals}
-    out = []
-    for task, null in obj.knockout_null.items():
-        percentile, p = _upper(null)
-        out.append(
-            Headline(
-                chapter="10_knockout",
-                claim=f"knocking out the successor heads ({' '.join(obj.successor_heads)}) hurts {task}",
-                effect=null.observed,
-                unit="points of logit difference lost",
-                interval=intervals.get(task),
-                null=f"same-layer random heads knocked out ({null.null_mean:.2f} on average)",
-                n_draws=null.n_draws,
-                percentile=percentile,
-                p=p,
-                split=_split(null, f"{task} evaluation split"),
-            )
+    return [
+        _against(
+            null,
+            "10_knockout",
+            f"knocking out the successor heads ({' '.join(obj.successor_heads)}) hurts {task}",
+            "points of logit difference lost",
+            f"same-layer random heads knocked out ({null.null_mean:.2f} on average)",
+            f"{task} evaluation split",
+            interval=intervals.get(task),
         )
-    return out
+        for task, null in obj.knockout_null.items()
+    ]
 
 
 def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
@@ -248,46 +257,34 @@ def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
     if obj is None:
         return []
     intervals = {r["task"]: _interval(r.get("hit_ci95")) for r in obj.function_edits if r["edit"] == "successor heads"}
-    out = []
-    for task, null in obj.edit_null.items():
-        percentile, p = _upper(null)
-        out.append(
-            Headline(
-                chapter="11_activation_editing",
-                claim=f"editing the successor heads ({' '.join(obj.successor_heads)}) turns {task} answers into the "
-                "predecessor",
-                effect=null.observed,
-                unit="hit rate",
-                interval=intervals.get(task),
-                null=f"the same edit of random heads of the same layers ({null.null_mean:.2f} on average)",
-                n_draws=null.n_draws,
-                percentile=percentile,
-                p=p,
-                split=_split(null, f"{task} evaluation split"),
-            )
+    edits = [
+        _against(
+            null,
+            "11_activation_editing",
+            f"editing the successor heads ({' '.join(obj.successor_heads)}) turns {task} answers into the predecessor",
+            "hit rate",
+            f"the same edit of random heads of the same layers ({null.null_mean:.2f} on average)",
+            f"{task} evaluation split",
+            interval=intervals.get(task),
         )
-    for e in obj.steering_effects:
-        source = e["pair"].split(" -> ")[0]
-        for kind, null in obj.steering_null.get(e["pair"], {}).items():
-            if null.n_draws < 2:
-                continue
-            percentile, p = _upper(null)
-            out.append(
-                Headline(
-                    chapter="11_activation_editing",
-                    claim=f"adding the format direction ({e['pair']}, alpha {obj.steer_alpha:g}) turns answers into "
-                    f"the other format more often than {kind} directions",
-                    effect=null.observed,
-                    unit="hit rate",
-                    interval=_interval(e.get("hit_ci95")),
-                    null=f"{kind} directions of the same norm ({null.null_mean:.2f} on average)",
-                    n_draws=null.n_draws,
-                    percentile=percentile,
-                    p=p,
-                    split=_split(null, f"{source} evaluation split"),
-                )
-            )
-    return out
+        for task, null in obj.edit_null.items()
+    ]
+    steering = [
+        _against(
+            null,
+            "11_activation_editing",
+            f"adding the format direction ({e['pair']}, alpha {obj.steer_alpha:g}) turns answers into the other "
+            f"format more often than {kind} directions",
+            "hit rate",
+            f"{kind} directions of the same norm ({null.null_mean:.2f} on average)",
+            f"{e['pair'].split(' -> ')[0]} evaluation split",
+            interval=_interval(e.get("hit_ci95")),
+        )
+        for e in obj.steering_effects
+        for kind, null in obj.steering_null.get(e["pair"], {}).items()
+        if null.n_draws > 1
+    ]
+    return edits + steering
 
 
 #: 12's claims: null key in ``Representations.nulls`` -> the claim.
@@ -309,25 +306,17 @@ def representations_headlines(files: Mapping[str, Any]) -> list[Headline]:
         for key in obj.nulls
         if key.startswith("order_max/")
     ]
-    out = []
-    for key, claim in claims:
-        null = obj.nulls[key]
-        percentile, p = _upper(null)
-        out.append(
-            Headline(
-                chapter="12_representations",
-                claim=claim,
-                effect=null.observed,
-                unit=null.statistic.replace("_", " "),
-                interval=None,
-                null="labels permuted" + (", maximum over depths" if "max" in key else ""),
-                n_draws=null.n_draws,
-                percentile=percentile,
-                p=p,
-                split=_split(null, "evaluation split"),
-            )
+    return [
+        _against(
+            obj.nulls[key],
+            "12_representations",
+            claim,
+            obj.nulls[key].statistic.replace("_", " "),
+            "labels permuted" + (", maximum over depths" if "max" in key else ""),
+            "evaluation split",
         )
-    return out
+        for key, claim in claims
+    ]
 
 
 def discovery_methods_headlines(files: Mapping[str, Any]) -> list[Headline]:
@@ -337,27 +326,19 @@ def discovery_methods_headlines(files: Mapping[str, Any]) -> list[Headline]:
     obj: DiscoveryMethods | None = files.get(DiscoveryMethods.file)
     if obj is None or not obj.nulls:
         return []
-    out = []
-    for task, by in obj.nulls.items():
-        for method, null in by.get("cpr", {}).items():
-            if method == "random":
-                continue
-            percentile, p = _upper(null)
-            out.append(
-                Headline(
-                    chapter="13_discovery_methods",
-                    claim=f"the {method} method's ranking beats random rankings on {task}",
-                    effect=null.observed,
-                    unit="CPR (area under the faithfulness curve)",
-                    interval=None,
-                    null=f"random rankings of the heads and MLPs ({null.null_mean:.2f} on average)",
-                    n_draws=null.n_draws,
-                    percentile=percentile,
-                    p=p,
-                    split=_split(null, f"{task} held-out split"),
-                )
-            )
-    return out
+    return [
+        _against(
+            null,
+            "13_discovery_methods",
+            f"the {method} method's ranking beats random rankings on {task}",
+            "CPR (area under the faithfulness curve)",
+            f"random rankings of the heads and MLPs ({null.null_mean:.2f} on average)",
+            f"{task} held-out split",
+        )
+        for task, by in obj.nulls.items()
+        for method, null in by.get("cpr", {}).items()
+        if method != "random"
+    ]
 
 
 # --------------------------------------------------------------------------- the table and the figure
