@@ -257,34 +257,42 @@ def activation_editing_headlines(files: Mapping[str, Any]) -> list[Headline]:
     if obj is None:
         return []
     intervals = {r["task"]: _interval(r.get("hit_ci95")) for r in obj.function_edits if r["edit"] == "successor heads"}
-    edits = [
-        _against(
+    heads = " ".join(obj.successor_heads)
+    # (null, claim, baseline, data, interval) of each claim: the edits, then the steering pairs
+    claims = [
+        (
             null,
-            "11_activation_editing",
-            f"editing the successor heads ({' '.join(obj.successor_heads)}) turns {task} answers into the predecessor",
-            "hit rate",
-            f"the same edit of random heads of the same layers ({null.null_mean:.2f} on average)",
-            f"{task} evaluation split",
-            interval=intervals.get(task),
+            f"editing the successor heads ({heads}) turns {task} answers into the predecessor",
+            "the same edit of random heads of the same layers",
+            task,
+            intervals.get(task),
         )
         for task, null in obj.edit_null.items()
-    ]
-    steering = [
-        _against(
+    ] + [
+        (
             null,
-            "11_activation_editing",
             f"adding the format direction ({e['pair']}, alpha {obj.steer_alpha:g}) turns answers into the other "
             f"format more often than {kind} directions",
-            "hit rate",
-            f"{kind} directions of the same norm ({null.null_mean:.2f} on average)",
-            f"{e['pair'].split(' -> ')[0]} evaluation split",
-            interval=_interval(e.get("hit_ci95")),
+            f"{kind} directions of the same norm",
+            e["pair"].split(" -> ")[0],
+            _interval(e.get("hit_ci95")),
         )
         for e in obj.steering_effects
         for kind, null in obj.steering_null.get(e["pair"], {}).items()
         if null.n_draws > 1
     ]
-    return edits + steering
+    return [
+        _against(
+            null,
+            "11_activation_editing",
+            claim,
+            "hit rate",
+            f"{baseline} ({null.null_mean:.2f} on average)",
+            f"{task} evaluation split",
+            interval=interval,
+        )
+        for null, claim, baseline, task, interval in claims
+    ]
 
 
 #: 12's claims: null key in ``Representations.nulls`` -> the claim.
