@@ -56,8 +56,7 @@ def test_steering_with_alpha_zero_is_the_identity_and_matches_a_raw_hook(request
     clean = final_logits(model, ds.tokens)
     for layer in range(info.n_layers):
         assert torch.allclose(steered_logits(ab, layer, direction, 0.0), clean, atol=1e-4)
-    layer, alpha = 0, 3.0
-    ours = steered_logits(ab, layer, direction, alpha)
+    alpha = 3.0
 
     def add(mod, args, out):  # independent: a plain torch forward hook on the HF decoder block
         hidden = out[0] if isinstance(out, tuple) else out
@@ -65,12 +64,14 @@ def test_steering_with_alpha_zero_is_the_identity_and_matches_a_raw_hook(request
         hidden[:, -1] += alpha * direction
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    handle = _block(model, layer).register_forward_hook(add)
-    with torch.no_grad():
-        ref = model.original_model(ds.tokens).logits[:, -1]
-    handle.remove()
-    assert torch.allclose(ours, ref, atol=1e-4)
-    assert not torch.allclose(ours, clean, atol=1e-3)
+    for layer in sorted({0, info.n_layers // 2, info.n_layers - 1}):  # the first, a middle and the last block
+        ours = steered_logits(ab, layer, direction, alpha)
+        handle = _block(model, layer).register_forward_hook(add)
+        with torch.no_grad():
+            ref = model.original_model(ds.tokens).logits[:, -1]
+        handle.remove()
+        assert torch.allclose(ours, ref, atol=1e-4), layer
+        assert not torch.allclose(ours, clean, atol=1e-3), layer
 
 
 def test_random_directions_have_the_norm_and_are_seeded():

@@ -390,20 +390,22 @@ def steered_logits(
     ablator: Ablator, layer: int, direction: torch.Tensor, alpha: float, position: int = -1
 ) -> torch.Tensor:
     """Final-position logits ``[batch, d_vocab]`` of the ablator's prompts with ``alpha * direction``
-    added to ``blocks.<layer>.hook_resid_post`` at ``position`` (resumed from block ``layer``)."""
-    if not 0 <= layer < ablator.info.n_layers:
-        raise ParameterError(f"layer {layer} outside 0..{ablator.info.n_layers - 1}")
+    added to ``blocks.<layer>.hook_resid_post`` at ``position``: block ``layer``'s clean output (the next block's
+    cached input) is steered and the pass resumed from block ``layer + 1`` (one partial pass)."""
+    n_layers = ablator.info.n_layers
+    if not 0 <= layer < n_layers:
+        raise ParameterError(f"layer {layer} outside 0..{n_layers - 1}")
     if alpha == 0:
         return ablator.full_logits
-
-    def add(act, hook=None):  # noqa: ARG001 - TransformerLens signature
-        out = act.clone()
-        out[:, position] = out[:, position] + alpha * direction.to(act.device, act.dtype)
-        return out
-
-    with ablator.model.hooks(fwd_hooks=[(get_act_name("resid_post", layer), add)]):
-        logits, _ = ablator.logits_from_layer(layer, ablator.clean_residuals()[layer], [])
-    return logits
+    with torch.no_grad():
+        if layer + 1 < n_layers:
+            resid = ablator.clean_residuals()[layer + 1].clone()
+        else:  # the last block: its clean output, then the final norm and unembedding
+            resid = ablator.run_blocks(layer, n_layers, ablator.clean_residuals()[layer])
+        resid[:, position] += alpha * direction.to(resid.device, resid.dtype)
+    if layer + 1 < n_layers:
+        return ablator.logits_from_layer(layer + 1, resid, [])[0]
+    return ablator.unembed_final(resid)
 
 
 def random_directions(direction: torch.Tensor, n: int, seed: int = 0) -> list[torch.Tensor]:
