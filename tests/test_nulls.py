@@ -89,7 +89,7 @@ def test_mlps_drawn_within_the_window(tiny_gpt2):
 
 
 @pytest.mark.parametrize("mode", ["mean", "resample"])
-@pytest.mark.parametrize("draws_per_pass", [3, None])  # None: as many circuits a call as fill ROWS_PER_PASS rows
+@pytest.mark.parametrize("draws_per_pass", [3, None])  # None: as many circuits a call as fill TOKENS_PER_PASS tokens
 def test_batched_scoring_equals_one_circuit_at_a_time(pm, mode, draws_per_pass):
     ab = Ablator(pm.model, pm.info, P.planted_dataset(pm, n=8, seed=1), mode=mode)
     sets = nulls.matched_random_circuits(pm.info, pm.planted, 6, seed=2) + [pm.planted, frozenset()]
@@ -100,12 +100,12 @@ def test_batched_scoring_equals_one_circuit_at_a_time(pm, mode, draws_per_pass):
     assert torch.allclose(batched, one_by_one, atol=1e-5)
 
 
-def test_circuits_per_call_fills_the_rows():
-    assert nulls.circuits_per_call(4, rows_per_pass=32) == 8
-    assert nulls.circuits_per_call(3, rows_per_pass=32) == 10
-    assert nulls.circuits_per_call(24, rows_per_pass=32) == 1  # more rows than the target: one circuit a call
-    assert nulls.circuits_per_call(40, rows_per_pass=32) == 1
-    with pytest.raises(ParameterError, match="at least one prompt row"):
+def test_circuits_per_call_fills_the_tokens():
+    assert nulls.circuits_per_call(4 * 9, tokens_per_pass=256) == 7  # 4 prompts of 9 tokens
+    assert nulls.circuits_per_call(3 * 9, tokens_per_pass=256) == 9
+    assert nulls.circuits_per_call(10 * 18, tokens_per_pass=256) == 1  # more than half the target: one a call
+    assert nulls.circuits_per_call(24 * 34, tokens_per_pass=256) == 1
+    with pytest.raises(ParameterError, match="at least one prompt token"):
         nulls.circuits_per_call(0)
 
 

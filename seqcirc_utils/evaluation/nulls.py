@@ -19,10 +19,11 @@ and the empty circuit's metric are computed once and shared). A draw costs at mo
 pass: circuits that leave the first layers intact (e.g. a few heads ablated from the full model) resume from the
 clean residual stream entering their first ablated layer; the others can be batched, ``draws_per_pass`` circuits
 sharing one forward call (the prompts repeated, one ablation mask per copy). By default
-(:data:`DRAWS_PER_PASS` = ``None``) a call holds as many circuits as fill :data:`ROWS_PER_PASS` prompt rows:
-measured on one CPU thread (SmolLM2, ``benchmarks/nulls_curves.py``), a few short distinct prompts (3 or 4)
-cost about half as much per circuit in batches of 10 as one at a time, while 11 or more rows gain 5 % at most
-from batching and 24 rows of 34 tokens lose (8 circuits a call cost 1.2x more per circuit). On a GPU pass more. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
+(:data:`DRAWS_PER_PASS` = ``None``) a call holds as many circuits as fill :data:`TOKENS_PER_PASS` prompt tokens:
+measured on one CPU thread (SmolLM2), 3 or 4 distinct prompts of 9 tokens cost about half as much per circuit
+scored 10 to a call as one at a time, 10 to 12 prompts of 18 tokens about 12 % less 4 to a call, 11 to 24
+prompts of 24 to 34 tokens 5 % less at most, and 8 circuits a call of 24 prompts of 34 tokens 1.2x more: the
+target batches only the small passes. On a GPU pass more. It returns a :class:`~seqcirc_utils.core.records.NullDistribution` record
 (observed value, the null's mean and 5/50/95th percentiles, ``n_draws``, the observed percentile and the
 one-sided ``p = (1 + #{null >= observed}) / (n_draws + 1)``).
 
@@ -53,10 +54,11 @@ from seqcirc_utils.models.loading import ModelInfo
 from seqcirc_utils.scoring.ablation import Ablator, component_hook_name
 
 N_DRAWS = 99
-#: Circuits per batched forward call; ``None``: as many as fill :data:`ROWS_PER_PASS` prompt rows (see above).
+#: Circuits per batched forward call; ``None``: as many as fill :data:`TOKENS_PER_PASS` prompt tokens (see above).
 DRAWS_PER_PASS: int | None = None
-#: The prompt rows a batched call aims at when ``draws_per_pass`` is ``None`` (at least one circuit a call).
-ROWS_PER_PASS = 32
+#: The prompt tokens (rows x positions) a batched call aims at when ``draws_per_pass`` is ``None`` (at least one
+#: circuit a call).
+TOKENS_PER_PASS = 256
 STATISTICS = ("faithfulness", "score")
 MAX_REDRAWS = 1000
 
@@ -211,7 +213,9 @@ def circuit_metric_values(
     pass count is the same). ``resample`` runs every prompt (each has its own corrupted partner).
     """
     if draws_per_pass is not None and draws_per_pass < 1:
-        raise ParameterError(f"draws_per_pass must be >= 1 (or None: fill {ROWS_PER_PASS} rows), got {draws_per_pass}")
+        raise ParameterError(
+            f"draws_per_pass must be >= 1 (or None: fill {TOKENS_PER_PASS} tokens), got {draws_per_pass}"
+        )
     kept_sets = [frozenset(k) for k in kept_sets]
     n = len(ablator.dataset)
     names = sorted({component_hook_name(c) for c in ablator.info.components})
@@ -221,7 +225,7 @@ def circuit_metric_values(
     resample = ablator.mode is AblationMode.RESAMPLE
     rows, inverse = distinct_rows(ablator.tokens, keep_all=resample)
     m = len(rows)
-    per_call = circuits_per_call(m) if draws_per_pass is None else draws_per_pass
+    per_call = circuits_per_call(rows.numel()) if draws_per_pass is None else draws_per_pass
     out = []
     chunks = range(0, len(kept_sets), per_call)
     for start in tqdm(chunks, desc=desc, disable=not progress, leave=False):
@@ -235,12 +239,12 @@ def circuit_metric_values(
     return torch.stack(out) if out else torch.zeros(0, n)
 
 
-def circuits_per_call(n_rows: int, rows_per_pass: int = ROWS_PER_PASS) -> int:
-    """How many circuits one batched call scores when each needs ``n_rows`` prompt rows: as many as fill
-    ``rows_per_pass`` rows, at least one."""
-    if n_rows < 1:
-        raise ParameterError(f"a batched pass needs at least one prompt row, got {n_rows}")
-    return max(1, rows_per_pass // n_rows)
+def circuits_per_call(n_tokens: int, tokens_per_pass: int = TOKENS_PER_PASS) -> int:
+    """How many circuits one batched call scores when each needs ``n_tokens`` prompt tokens (its distinct rows x
+    positions): as many as fill ``tokens_per_pass`` tokens, at least one."""
+    if n_tokens < 1:
+        raise ParameterError(f"a batched pass needs at least one prompt token, got {n_tokens}")
+    return max(1, tokens_per_pass // n_tokens)
 
 
 def first_ablated_layer(info: ModelInfo, kept_sets: Sequence[frozenset[Component]]) -> int:
