@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 143
+#     estimate_s: 135
 # ---
 
 # %% [markdown]

@@ -11,7 +11,7 @@
 #   seqcirc_run:
 #     after:
 #     - 02_shared_circuits
-#     estimate_s: 654
+#     estimate_s: 674
 # ---
 
 # %% [markdown]

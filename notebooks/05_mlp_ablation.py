@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 157
+#     estimate_s: 144
 # ---
 
 # %% [markdown]

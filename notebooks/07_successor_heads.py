@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 71
+#     estimate_s: 72
 # ---
 
 # %% [markdown]

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 302
+#     estimate_s: 318
 # ---
 
 # %% [markdown]

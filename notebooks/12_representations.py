@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 30
+#     estimate_s: 32
 # ---
 
 # %% [markdown]

@@ -9,7 +9,7 @@
 #     language: python
 #     name: python3
 #   seqcirc_run:
-#     estimate_s: 278
+#     estimate_s: 227
 # ---
 
 # %% [markdown]
