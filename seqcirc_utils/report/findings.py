@@ -183,10 +183,10 @@ def _cross_task_baselines(rows: Sequence[Mapping[str, Any]] | None, control: str
             f" Random circuits matched per layer to each circuit and scored on the same data keep {keep} on average "
             f"({n_draws} a cell: a reference beside the transfers, too few draws for a test)."
         )
-    above = sum(r["p"] <= 0.05 for r in cells)
+    above = sum(r["p"] <= ALPHA for r in cells)
     return (
         f" Against {n_draws} random circuits matched per layer to each circuit and scored on the same data (keeping "
-        f"{keep} on average), {above} of {len(cells)} transfers between sequence tasks beat their null (p <= 0.05)."
+        f"{keep} on average), {above} of {len(cells)} transfers between sequence tasks beat their null (p <= {ALPHA})."
     )
 
 
